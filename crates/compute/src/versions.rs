@@ -1,0 +1,44 @@
+//! Nova's version discovery documents.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use stratus_core::{ApiVersion, MicroversionSpec};
+
+/// Microversions served by `/compute/v2.1`.
+pub const MICROVERSIONS: MicroversionSpec = MicroversionSpec {
+    service_type: "compute",
+    legacy_header: Some("x-openstack-nova-api-version"),
+    min: ApiVersion::new(2, 1),
+    max: ApiVersion::new(2, 96),
+};
+
+fn v21(base: &str) -> Value {
+    json!({
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": MICROVERSIONS.max.to_string(),
+        "min_version": MICROVERSIONS.min.to_string(),
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{base}/v2.1/")}],
+    })
+}
+
+/// Version routes.
+pub fn routes() -> Router<String> {
+    Router::new().route("/", get(root)).route("/v2.1", get(v21_doc))
+}
+
+/// `GET /compute/`.
+pub async fn root(State(base): State<String>) -> Json<Value> {
+    Json(json!({"versions": [v21(&base)]}))
+}
+
+/// `GET /compute/v2.1`.
+pub async fn v21_doc(State(base): State<String>) -> Json<Value> {
+    let mut v = v21(&base);
+    v["media-types"] =
+        json!([{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]);
+    Json(json!({"version": v}))
+}

@@ -1,0 +1,77 @@
+//! Service-to-service calls inside one process, through the same public API contract.
+//!
+//! Compute talks to placement, image and network the way Nova does: through their REST
+//! APIs. In one process there is no reason to pay for a socket, so the request is
+//! dispatched straight into the composed router. The caller's identity travels as a
+//! [`RequestContext`] in the request's extensions, which only server-side code can set, so
+//! the auth layer trusts it without a token.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::context::RequestContext;
+use crate::fault::ApiError;
+
+/// Marks a request as made in-process by trusted code, carrying the caller's context.
+#[derive(Clone, Debug)]
+pub struct InternalCaller(pub RequestContext);
+
+/// A handle on the composed router, set once the cloud is assembled.
+#[derive(Clone, Default)]
+pub struct InternalClient {
+    router: Arc<OnceLock<Router>>,
+}
+
+/// A response of an internal call.
+#[derive(Debug, Clone)]
+pub struct InternalResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Parsed JSON body (`Null` when empty or not JSON).
+    pub body: Value,
+}
+
+impl InternalClient {
+    /// Installs the router; later calls are dispatched into it.
+    pub fn install(&self, router: Router) {
+        let _ = self.router.set(router);
+    }
+
+    /// Calls `method path` (e.g. `GET /placement/resource_providers`) as `ctx`, with
+    /// optional JSON `body` and extra headers (microversions).
+    pub async fn call(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<InternalResponse, ApiError> {
+        let router = self.router.get().ok_or_else(|| ApiError::unavailable("the cloud is still starting"))?.clone();
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(v).unwrap_or_default())
+            }
+            None => Body::empty(),
+        };
+        let mut req = b.body(body).map_err(|e| ApiError::internal(format!("bad internal request: {e}")))?;
+        req.extensions_mut().insert(InternalCaller(ctx.clone()));
+        let resp = router.oneshot(req).await.map_err(|e| ApiError::internal(format!("internal call failed: {e}")))?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024)
+            .await
+            .map_err(|e| ApiError::internal(format!("internal call body: {e}")))?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(InternalResponse { status, body })
+    }
+}

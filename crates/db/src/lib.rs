@@ -1,0 +1,222 @@
+//! The database layer every Stratus service shares.
+//!
+//! Stratus runs on an embedded SQLite file in the all-in-one cloud and on PostgreSQL when
+//! scaled out. Both go through [`sqlx::Any`] so a service writes its SQL once, in the
+//! portable subset both engines accept: `TEXT` ids and RFC 3339 timestamps, `BIGINT`
+//! integers, `BOOLEAN`, `DOUBLE PRECISION`, and `$1`-style placeholders (SQLite maps
+//! `$N` to parameter N, so the same text runs on both).
+//!
+//! SQLite allows one writer at a time. Rather than letting concurrent writers collide on
+//! lock upgrades (`SQLITE_BUSY`, which `busy_timeout` cannot always resolve), all write
+//! transactions go through a dedicated single-connection pool, while reads use a pool of
+//! readers that WAL lets run beside the writer. On PostgreSQL both are the same pool and
+//! conflicts surface as serialization failures, which [`Db::transaction`] retries.
+
+mod migrate;
+mod query;
+
+pub use migrate::Migration;
+pub use query::{Arg, Query};
+pub use sqlx;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
+
+/// A database transaction on either backend.
+pub type Tx = Transaction<'static, Any>;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (all-in-one default).
+    Sqlite,
+    /// PostgreSQL server (scale-out).
+    Postgres,
+}
+
+/// Errors from the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names an engine Stratus does not support.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// A migration failed to apply; the service cannot start on a half-migrated schema.
+    #[error("migration {service}/{version} ({name}) failed: {source}")]
+    Migration {
+        /// Service owning the migration.
+        service: String,
+        /// Migration number.
+        version: i64,
+        /// Migration name.
+        name: String,
+        /// Underlying error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Any other SQL error.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+impl DbError {
+    /// True when the error is a uniqueness violation (a row with that key exists).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Sql(e) => is_unique_violation(e),
+            _ => false,
+        }
+    }
+}
+
+/// True when `e` is a uniqueness violation on either backend.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => matches!(d.kind(), sqlx::error::ErrorKind::UniqueViolation),
+        _ => false,
+    }
+}
+
+/// True when `e` is transient contention worth retrying: SQLite busy/locked, or a
+/// PostgreSQL serialization failure or deadlock.
+pub fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            // SQLite: 5 BUSY, 6 LOCKED and their extended codes (517, 261, 262...).
+            // PostgreSQL: 40001 serialization_failure, 40P01 deadlock_detected.
+            matches!(code.as_str(), "5" | "6" | "517" | "261" | "262" | "40001" | "40P01")
+                || d.message().contains("database is locked")
+        }
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
+}
+
+/// Shared handle on the database: a reader pool and a writer pool (the same pool on
+/// PostgreSQL). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+/// A boxed future borrowed from a transaction, as [`Db::transaction`] closures return.
+pub type TxFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` creates the file; `postgres://...`).
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_string()));
+        };
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite && !url.contains("mode=") {
+            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        let opts = AnyConnectOptions::from_str(&url)?
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
+            .log_statements(tracing::log::LevelFilter::Trace);
+        match backend {
+            Backend::Sqlite => {
+                let write = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+                    .connect_with(opts.clone())
+                    .await?;
+                // The writer created the file and switched it to WAL; readers may open now.
+                let read = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+                    .connect_with(opts)
+                    .await?;
+                Ok(Db { read, write, backend })
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?;
+                Ok(Db { read: pool.clone(), write: pool, backend })
+            }
+        }
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Pool for reads outside a transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// Begins a write transaction (the single writer on SQLite).
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(self.write.begin().await?)
+    }
+
+    /// Runs `f` in a write transaction, committing on `Ok` and rolling back on `Err`.
+    /// Transient contention (SQLite busy, PostgreSQL serialization failure/deadlock) is
+    /// retried with backoff up to 8 times; `f` must therefore be safe to run again.
+    pub async fn transaction<T, E, F>(&self, mut f: F) -> Result<T, E>
+    where
+        F: for<'c> FnMut(&'c mut Tx) -> TxFuture<'c, T, E> + Send,
+        E: From<DbError> + Send,
+        T: Send,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let mut tx = self.begin().await.map_err(E::from)?;
+            let result = f(&mut tx).await;
+            match result {
+                Ok(v) => match tx.commit().await {
+                    Ok(()) => return Ok(v),
+                    Err(e) if is_retryable(&e) && attempt < 8 => {}
+                    Err(e) => return Err(E::from(DbError::Sql(e))),
+                },
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
+            attempt += 1;
+            let backoff = Duration::from_millis(2u64 << attempt.min(7));
+            tracing::debug!(attempt, ?backoff, "retrying transaction after contention");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Closes both pools, waiting for connections to be returned (clean shutdown:
+    /// SQLite checkpoints its WAL when the last connection closes).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    for pragma in [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA busy_timeout = 10000",
+        "PRAGMA synchronous = NORMAL",
+    ] {
+        conn.execute(pragma).await?;
+    }
+    Ok(())
+}

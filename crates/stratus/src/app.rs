@@ -1,0 +1,170 @@
+//! Assembling the cloud: every service in one process behind one listener.
+//!
+//! Start-up order matters only where services depend on each other: the database and
+//! bus first, identity next (everyone validates tokens through it), then the rest. All
+//! routers are mounted under their devstack-style prefixes; a trailing slash is trimmed
+//! before routing so `/compute/v2.1/` and `/compute/v2.1` are the same resource.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::Router;
+use stratus_auth::AuthState;
+use stratus_bus::InProcBus;
+use stratus_core::fault::{ApiError, FaultFormat};
+use stratus_core::internal::InternalClient;
+use stratus_core::{request_id, Platform};
+use stratus_db::Db;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::Layer;
+
+use crate::config::Config;
+
+/// Options that are not configuration (they only matter on the first start).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Admin password to bootstrap with; generated when absent.
+    pub admin_password: Option<String>,
+}
+
+/// Entry point for starting a cloud.
+pub struct Cloud;
+
+/// A running cloud.
+pub struct CloudHandle {
+    /// Address the listener is bound to.
+    pub addr: SocketAddr,
+    /// Base URL of the APIs.
+    pub public_url: String,
+    /// Shared infrastructure (tests use it to reach the database).
+    pub platform: Platform,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Cloud {
+    /// Binds the listener, migrates and bootstraps every service, and starts serving.
+    pub async fn start(config: Config, _opts: StartOptions) -> anyhow::Result<CloudHandle> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let listener = TcpListener::bind(&config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = config.public_url(addr);
+
+        let db = Db::connect(&config.database_url()).await.context("opening the database")?;
+        let platform = Platform {
+            db,
+            bus: Arc::new(InProcBus::new()),
+            public_url: public_url.clone(),
+            data_dir: config.data_dir.clone(),
+            host: hostname(),
+            internal: InternalClient::default(),
+            region: config.region.clone(),
+        };
+
+        let identity = stratus_identity::IdentityService::start(platform.clone(), Default::default()).await?;
+        let auth = AuthState { validator: identity.validator(), identity_uri: platform.service_url("/identity") };
+        let image = stratus_image::ImageService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let placement =
+            stratus_placement::PlacementService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let compute =
+            stratus_compute::ComputeService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let network =
+            stratus_network::NetworkService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let volume = stratus_volume::VolumeService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let object = stratus_object::ObjectService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let dashboard =
+            stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), Default::default()).await?;
+
+        let router = Router::new()
+            .nest("/identity", identity.router())
+            .nest("/image", image.router())
+            .nest("/placement", placement.router())
+            .nest("/compute", compute.router())
+            .nest("/network", network.router())
+            .nest("/volume", volume.router())
+            .nest("/object", object.router())
+            .nest("/dashboard", dashboard.router())
+            .fallback(unknown_service)
+            .layer(DefaultBodyLimit::max(config.server.max_body_bytes as usize))
+            .layer(middleware::from_fn(request_id::assign));
+        platform.internal.install(router.clone());
+
+        let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
+        let (shutdown, mut rx) = watch::channel(false);
+        let mut rx2 = shutdown.subscribe();
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let db = platform.db.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                });
+            let mut serve = std::pin::pin!(serve.into_future());
+            // Once shutdown is requested, in-flight requests get `grace` to finish.
+            tokio::select! {
+                r = &mut serve => r?,
+                _ = async {
+                    let _ = rx2.wait_for(|s| *s).await;
+                    tokio::time::sleep(grace).await;
+                } => tracing::warn!("in-flight requests did not finish within the shutdown grace period"),
+            }
+            db.close().await;
+            Ok(())
+        });
+        tracing::info!(%addr, %public_url, "Stratus is serving");
+        Ok(CloudHandle { addr, public_url, platform, shutdown, server })
+    }
+}
+
+impl CloudHandle {
+    /// Stops accepting connections, lets in-flight requests finish, closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.server.await.context("server task")?
+    }
+}
+
+async fn unknown_service(uri: axum::http::Uri) -> axum::response::Response {
+    let err = ApiError::not_found(format!(
+        "No service at {}: services are under /identity, /image, /placement, /compute, /network, /volume, /object, /dashboard",
+        uri.path()
+    ));
+    let (body, _) = err.render(FaultFormat::Keystone, "");
+    (err.status, axum::Json(body)).into_response()
+}
+
+/// Trims one trailing slash (except on the root) so `/x/` routes like `/x`.
+fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let new = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = new.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

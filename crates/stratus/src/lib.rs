@@ -1,0 +1,9 @@
+//! The `stratus` binary's library half: configuration, logging, and the assembly of
+//! every service into one process. `main.rs` is only the command line.
+
+pub mod app;
+pub mod config;
+pub mod logging;
+
+pub use app::{Cloud, CloudHandle};
+pub use config::Config;

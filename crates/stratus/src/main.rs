@@ -1,0 +1,109 @@
+//! `stratus`: an OpenStack-compatible cloud in one binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use stratus::app::StartOptions;
+use stratus::{Cloud, Config};
+
+/// Stratus: an OpenStack-compatible IaaS cloud (identity, image, placement, compute,
+/// network) in one binary. `stratus up` starts an all-in-one cloud; the `openstack`
+/// CLI works against it unchanged.
+#[derive(Parser, Debug)]
+#[command(name = "stratus", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Every key can also be set as STRATUS_<SECTION>_<KEY>.
+    #[arg(long, global = true, value_name = "FILE", env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log output format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the all-in-one cloud: every API, an embedded database and an in-process bus.
+    /// The first start on an empty data directory bootstraps everything and writes an
+    /// admin-openrc.
+    Up {
+        /// Data directory (database, keys, images, instances).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Listen address (default 127.0.0.1:5080).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+        /// Admin password for the first bootstrap (generated when not given).
+        #[arg(long, env = "STRATUS_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
+    },
+    /// Print the version.
+    Version,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets masked, with each key's variable.
+    Show,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(f) = &cli.log_format {
+        config.log.format = f.clone();
+    }
+    match cli.command {
+        Command::Version => {
+            println!("stratus {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Show } => {
+            print!("{}", config.show()?);
+            Ok(())
+        }
+        Command::Up { data_dir, listen, admin_password } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            if let Some(l) = listen {
+                config.server.listen = l;
+            }
+            stratus::logging::init(&config.log.format, &config.log.level);
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(up(config, StartOptions { admin_password }))
+        }
+    }
+}
+
+async fn up(config: Config, opts: StartOptions) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let cloud = Cloud::start(config, opts).await?;
+    println!("Stratus is up at {}", cloud.public_url);
+    println!("  data directory: {}", data_dir.display());
+    let openrc = data_dir.join("admin-openrc");
+    if openrc.exists() {
+        println!("  credentials:    source {}", openrc.display());
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    cloud.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
