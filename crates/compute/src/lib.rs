@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[compute]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ComputeConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct ComputeConfig {}
 
 /// The running service.
 pub struct ComputeService {

@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[dashboard]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DashboardConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct DashboardConfig {}
 
 /// The running service.
 pub struct DashboardService {

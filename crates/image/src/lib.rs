@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[image]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ImageConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct ImageConfig {}
 
 /// The running service.
 pub struct ImageService {

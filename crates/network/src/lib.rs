@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[network]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NetworkConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct NetworkConfig {}
 
 /// The running service.
 pub struct NetworkService {

@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[object]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ObjectConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct ObjectConfig {}
 
 /// The running service.
 pub struct ObjectService {

@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[placement]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PlacementConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct PlacementConfig {}
 
 /// The running service.
 pub struct PlacementService {

@@ -72,19 +72,23 @@ impl Cloud {
             region: config.region.clone(),
         };
 
-        let identity = stratus_identity::IdentityService::start(platform.clone(), Default::default()).await?;
+        let identity = stratus_identity::IdentityService::start(platform.clone(), config.identity.clone()).await?;
         let auth = AuthState { validator: identity.validator(), identity_uri: platform.service_url("/identity") };
-        let image = stratus_image::ImageService::start(platform.clone(), auth.clone(), Default::default()).await?;
+        let image = stratus_image::ImageService::start(platform.clone(), auth.clone(), config.image.clone()).await?;
         let placement =
-            stratus_placement::PlacementService::start(platform.clone(), auth.clone(), Default::default()).await?;
+            stratus_placement::PlacementService::start(platform.clone(), auth.clone(), config.placement.clone())
+                .await?;
         let compute =
-            stratus_compute::ComputeService::start(platform.clone(), auth.clone(), Default::default()).await?;
+            stratus_compute::ComputeService::start(platform.clone(), auth.clone(), config.compute.clone()).await?;
         let network =
-            stratus_network::NetworkService::start(platform.clone(), auth.clone(), Default::default()).await?;
-        let volume = stratus_volume::VolumeService::start(platform.clone(), auth.clone(), Default::default()).await?;
-        let object = stratus_object::ObjectService::start(platform.clone(), auth.clone(), Default::default()).await?;
+            stratus_network::NetworkService::start(platform.clone(), auth.clone(), config.network.clone()).await?;
+        let volume =
+            stratus_volume::VolumeService::start(platform.clone(), auth.clone(), config.volume.clone()).await?;
+        let object =
+            stratus_object::ObjectService::start(platform.clone(), auth.clone(), config.object.clone()).await?;
         let dashboard =
-            stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), Default::default()).await?;
+            stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), config.dashboard.clone())
+                .await?;
 
         let router = Router::new()
             .nest("/identity", identity.router())

@@ -28,6 +28,22 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// `[identity]`: see the identity service's documentation.
+    pub identity: stratus_identity::IdentityConfig,
+    /// `[image]`: see the image service's documentation.
+    pub image: stratus_image::ImageConfig,
+    /// `[placement]`: see the placement service's documentation.
+    pub placement: stratus_placement::PlacementConfig,
+    /// `[compute]`: see the compute service's documentation.
+    pub compute: stratus_compute::ComputeConfig,
+    /// `[network]`: see the network service's documentation.
+    pub network: stratus_network::NetworkConfig,
+    /// `[volume]`: see the volume service's documentation.
+    pub volume: stratus_volume::VolumeConfig,
+    /// `[object]`: see the object service's documentation.
+    pub object: stratus_object::ObjectConfig,
+    /// `[dashboard]`: see the dashboard service's documentation.
+    pub dashboard: stratus_dashboard::DashboardConfig,
 }
 
 /// `[server]`
@@ -72,6 +88,14 @@ impl Default for Config {
             server: ServerConfig::default(),
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
+            identity: Default::default(),
+            image: Default::default(),
+            placement: Default::default(),
+            compute: Default::default(),
+            network: Default::default(),
+            volume: Default::default(),
+            object: Default::default(),
+            dashboard: Default::default(),
         }
     }
 }

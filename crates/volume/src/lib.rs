@@ -18,10 +18,7 @@ use stratus_core::Platform;
 /// `[volume]` configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct VolumeConfig {
-    /// Whether this service is served at all.
-    pub enabled: bool,
-}
+pub struct VolumeConfig {}
 
 /// The running service.
 pub struct VolumeService {
