@@ -58,8 +58,8 @@ impl QemuBinary {
 
     /// Locate `qemu-system-x86_64` on `PATH` and probe it.
     pub async fn detect() -> Result<Self, BinaryError> {
-        let path =
-            which(Self::DEFAULT_NAME).ok_or_else(|| BinaryError::NotFound(Self::DEFAULT_NAME.into()))?;
+        let path = which(Self::DEFAULT_NAME)
+            .ok_or_else(|| BinaryError::NotFound(Self::DEFAULT_NAME.into()))?;
         Self::probe(&path).await
     }
 

@@ -285,7 +285,11 @@ fn is_mac(s: &str) -> bool {
 }
 
 /// Render the argv (without the binary itself).
-pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result<Vec<String>, SpecError> {
+pub fn render(
+    spec: &GuestSpec,
+    paths: &RunPaths,
+    opts: LaunchOptions,
+) -> Result<Vec<String>, SpecError> {
     spec.validate()?;
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
@@ -305,15 +309,24 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
     push(&["-nodefaults", "-no-user-config"]);
     push(&["-msg", "timestamp=on"]);
     if opts.sandbox {
-        push(&["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
+        push(&[
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ]);
     }
     push(&["-pidfile", &p(&paths.pid)]);
-    push(&["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", p(&paths.qmp))]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=qmp,path={},server=on,wait=off", p(&paths.qmp)),
+    ]);
     push(&["-mon", "chardev=qmp,mode=control"]);
     push(&["-display", "none"]);
     push(&["-vga", "std"]);
     push(&["-vnc", &format!("unix:{}", p(&paths.vnc))]);
-    push(&["-chardev", &format!("file,id=serial0,path={},append=on", p(&paths.console))]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={},append=on", p(&paths.console)),
+    ]);
     push(&["-serial", "chardev:serial0"]);
     push(&["-device", "virtio-rng-pci,id=rng0"]);
 
@@ -322,7 +335,11 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
     }
     let mut ide_unit = 0;
     for (i, d) in spec.disks.iter().enumerate() {
-        let ro = if d.read_only || d.cdrom { ",read-only=on" } else { "" };
+        let ro = if d.read_only || d.cdrom {
+            ",read-only=on"
+        } else {
+            ""
+        };
         push(&[
             "-drive",
             &format!(
@@ -331,11 +348,21 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
                 d.format
             ),
         ]);
-        let serial = d.serial.as_ref().map(|s| format!(",serial={s}")).unwrap_or_default();
+        let serial = d
+            .serial
+            .as_ref()
+            .map(|s| format!(",serial={s}"))
+            .unwrap_or_default();
         // Boot from the first disk unless the kernel is loaded directly.
-        let boot = if i == 0 && spec.kernel.is_none() { ",bootindex=1" } else { "" };
+        let boot = if i == 0 && spec.kernel.is_none() {
+            ",bootindex=1"
+        } else {
+            ""
+        };
         let dev = match (d.bus, d.cdrom) {
-            (DiskBus::Virtio, _) => format!("virtio-blk-pci,drive=drive-disk{i},id=disk{i}{serial}{boot}"),
+            (DiskBus::Virtio, _) => {
+                format!("virtio-blk-pci,drive=drive-disk{i},id=disk{i}{serial}{boot}")
+            }
             (DiskBus::Ide, cd) => {
                 let unit = ide_unit;
                 ide_unit += 1;
@@ -377,7 +404,10 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
             NicModel::Virtio => "virtio-net-pci",
             NicModel::E1000 => "e1000",
         };
-        push(&["-device", &format!("{model},netdev=net{i},id=nic{i},mac={}", n.mac)]);
+        push(&[
+            "-device",
+            &format!("{model},netdev=net{i},id=nic{i},mac={}", n.mac),
+        ]);
     }
 
     if opts.start_paused {
@@ -419,6 +449,7 @@ mod tests {
             append: Some("console=ttyS0,115200n8".into()),
         });
         let argv = render(&s, &paths(), LaunchOptions::default()).unwrap();
+        #[rustfmt::skip]
         let expected: Vec<&str> = vec![
             "-name", "guest=vm1,debug-threads=on",
             "-uuid", "8f1c6a52-8d0b-4f43-9a57-0d6f4c1d2e3f",
@@ -486,7 +517,9 @@ mod tests {
         });
         let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
         assert!(j.contains("-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0,id=nic0,mac=fa:16:3e:00:00:01"));
-        assert!(j.contains("-netdev tap,id=net1,fd=9 -device e1000,netdev=net1,id=nic1,mac=fa:16:3e:00:00:02"));
+        assert!(j.contains(
+            "-netdev tap,id=net1,fd=9 -device e1000,netdev=net1,id=nic1,mac=fa:16:3e:00:00:02"
+        ));
         assert!(!j.contains("-nic none"));
     }
 
@@ -502,7 +535,9 @@ mod tests {
         let argv = render(&s, &paths(), opts).unwrap();
         let j = joined(&argv);
         assert!(j.contains("-accel kvm -cpu host"));
-        assert!(j.contains("-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+        assert!(j.contains(
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
         assert!(j.ends_with("-S -incoming defer"));
     }
 
@@ -510,13 +545,19 @@ mod tests {
     fn rejects_bad_specs() {
         let mut s = spec();
         s.memory_mib = 64;
-        assert_eq!(render(&s, &paths(), LaunchOptions::default()), Err(SpecError::MemoryTooSmall(64)));
+        assert_eq!(
+            render(&s, &paths(), LaunchOptions::default()),
+            Err(SpecError::MemoryTooSmall(64))
+        );
         let mut s = spec();
         s.vcpus = 0;
         assert_eq!(s.validate(), Err(SpecError::NoVcpus));
         let mut s = spec();
         s.name = "a,b".into();
-        assert!(matches!(s.validate(), Err(SpecError::BadValue { what: "name", .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::BadValue { what: "name", .. })
+        ));
         let mut s = spec();
         s.disks.push(DiskSpec::qcow2("/x,file=/etc/shadow"));
         assert!(s.validate().is_err());

@@ -130,8 +130,14 @@ mod tests {
         let p = d.path().join("console.log");
         std::fs::write(&p, "hello\n").unwrap();
         let c = ConsoleLog::new(&p);
-        let e = c.wait_for("nope", 0, Duration::from_millis(120)).await.unwrap_err();
+        let e = c
+            .wait_for("nope", 0, Duration::from_millis(120))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("hello"), "{e}");
-        assert_eq!(c.wait_for("hel", 0, Duration::ZERO).await.unwrap().0, "hello");
+        assert_eq!(
+            c.wait_for("hel", 0, Duration::ZERO).await.unwrap().0,
+            "hello"
+        );
     }
 }

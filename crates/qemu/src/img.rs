@@ -21,7 +21,9 @@ use crate::cmdline::DiskFormat;
 #[derive(Debug, thiserror::Error)]
 pub enum ImgError {
     /// Spawning failed (most often: not installed).
-    #[error("running {binary}: {source} (install qemu-utils with scripts/install-host-packages.sh)")]
+    #[error(
+        "running {binary}: {source} (install qemu-utils with scripts/install-host-packages.sh)"
+    )]
     Spawn {
         /// The binary.
         binary: PathBuf,
@@ -114,7 +116,10 @@ impl ImageInfo {
         }
         if let Some(f) = expected_format {
             if f != self.format {
-                return Err(unsafe_(format!("is {} but {} was declared", self.format, f)));
+                return Err(unsafe_(format!(
+                    "is {} but {} was declared",
+                    self.format, f
+                )));
             }
         }
         Ok(())
@@ -168,7 +173,9 @@ impl QemuImg {
         let fmt = format.to_string();
         let p = path.to_string_lossy();
         let size = size.to_string();
-        self.run(&["create", "-q", "-f", &fmt, &p, &size]).await.map(drop)
+        self.run(&["create", "-q", "-f", &fmt, &p, &size])
+            .await
+            .map(drop)
     }
 
     /// Create a qcow2 overlay on top of `backing` (Nova's image cache layout).
@@ -226,7 +233,13 @@ impl QemuImg {
     }
 
     /// Grow (or with `shrink`, shrink) an image to `size` bytes.
-    pub async fn resize(&self, path: &Path, format: DiskFormat, size: u64, shrink: bool) -> Result<()> {
+    pub async fn resize(
+        &self,
+        path: &Path,
+        format: DiskFormat,
+        size: u64,
+        shrink: bool,
+    ) -> Result<()> {
         let f = format.to_string();
         let p = path.to_string_lossy();
         let s = size.to_string();

@@ -307,7 +307,10 @@ impl QemuProcess {
             }
             if Instant::now() >= deadline {
                 let _ = child.start_kill();
-                return Err(ProcessError::Timeout(opts.ready_timeout, "QMP socket".into()));
+                return Err(ProcessError::Timeout(
+                    opts.ready_timeout,
+                    "QMP socket".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -402,7 +405,10 @@ impl QemuProcess {
     fn signal(&self, sig: Signal) -> Result<()> {
         match kill(Pid::from_raw(self.pid), sig) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(ProcessError::Signal { pid: self.pid, source }),
+            Err(source) => Err(ProcessError::Signal {
+                pid: self.pid,
+                source,
+            }),
         }
     }
 
@@ -418,7 +424,10 @@ impl QemuProcess {
         self.qmp = None;
         self.signal(Signal::SIGKILL)?;
         if !self.wait_exit(Duration::from_secs(10)).await {
-            return Err(ProcessError::Timeout(Duration::from_secs(10), "QEMU to die after SIGKILL".into()));
+            return Err(ProcessError::Timeout(
+                Duration::from_secs(10),
+                "QEMU to die after SIGKILL".into(),
+            ));
         }
         self.cleanup_files().await;
         Ok(())
@@ -441,7 +450,11 @@ impl QemuProcess {
             self.cleanup_files().await;
             return Ok(StopOutcome::Powerdown);
         }
-        tracing::warn!(pid = self.pid, ?within, "guest ignored ACPI powerdown; quitting QEMU");
+        tracing::warn!(
+            pid = self.pid,
+            ?within,
+            "guest ignored ACPI powerdown; quitting QEMU"
+        );
         if let Ok(q) = self.qmp() {
             let _ = q.quit().await;
         }
@@ -472,7 +485,9 @@ impl QemuProcess {
             }
         };
         // Make the state durable before the only other copy (QEMU) goes away.
-        let f = tokio::fs::File::open(&tmp).await.map_err(io("opening memory state"))?;
+        let f = tokio::fs::File::open(&tmp)
+            .await
+            .map_err(io("opening memory state"))?;
         f.sync_all().await.map_err(io("syncing memory state"))?;
         tokio::fs::rename(&tmp, &state)
             .await
@@ -508,7 +523,8 @@ impl QemuProcess {
         let mut p = Self::spawn_inner(binary, dir, spec, opts, true).await?;
         let loaded = async {
             let q = p.qmp()?;
-            q.migrate_incoming(&format!("file:{}", state.display())).await?;
+            q.migrate_incoming(&format!("file:{}", state.display()))
+                .await?;
             q.wait_migration(within).await?;
             q.cont().await?;
             Ok::<_, ProcessError>(())

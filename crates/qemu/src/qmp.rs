@@ -284,13 +284,10 @@ impl QmpClient {
         self.writer.write_all(&line).await?;
         let deadline = Instant::now() + within;
         loop {
-            let msg = self
-                .read_message(deadline)
-                .await
-                .map_err(|e| match e {
-                    QmpError::Timeout(..) => QmpError::Timeout(within, format!("reply to {command}")),
-                    e => e,
-                })?;
+            let msg = self.read_message(deadline).await.map_err(|e| match e {
+                QmpError::Timeout(..) => QmpError::Timeout(within, format!("reply to {command}")),
+                e => e,
+            })?;
             if msg.get("event").is_some() {
                 self.events.push_back(serde_json::from_value(msg)?);
                 continue;
@@ -450,7 +447,12 @@ impl QmpClient {
     }
 
     /// `device_add` with a driver, an id and extra properties.
-    pub async fn device_add(&mut self, driver: &str, id: &str, props: Map<String, Value>) -> Result<()> {
+    pub async fn device_add(
+        &mut self,
+        driver: &str,
+        id: &str,
+        props: Map<String, Value>,
+    ) -> Result<()> {
         let mut args = props;
         args.insert("driver".into(), json!(driver));
         args.insert("id".into(), json!(id));
@@ -461,7 +463,8 @@ impl QmpClient {
 
     /// `device_del`, then wait for `DEVICE_DELETED` for this id on this connection.
     pub async fn device_del(&mut self, id: &str, within: Duration) -> Result<()> {
-        self.execute("device_del", Some(json!({ "id": id }))).await?;
+        self.execute("device_del", Some(json!({ "id": id })))
+            .await?;
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -515,8 +518,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = fake_qemu(d.path(), |cmd| match cmd["execute"].as_str().unwrap() {
             "qmp_capabilities" => vec![ret(cmd, json!({}))],
-            "query-status" => vec![ret(cmd, json!({"running": false, "status": "paused", "singlestep": false}))],
-            _ => vec![json!({"error": {"class": "CommandNotFound", "desc": "nope"}, "id": cmd["id"]}).to_string()],
+            "query-status" => vec![ret(
+                cmd,
+                json!({"running": false, "status": "paused", "singlestep": false}),
+            )],
+            _ => vec![
+                json!({"error": {"class": "CommandNotFound", "desc": "nope"}, "id": cmd["id"]})
+                    .to_string(),
+            ],
         })
         .await;
         let mut c = QmpClient::connect(&path).await.unwrap();
@@ -547,11 +556,20 @@ mod tests {
         let mut c = QmpClient::connect(&path).await.unwrap();
         c.system_powerdown().await.unwrap();
         assert_eq!(c.events().len(), 1);
-        let ev = c.wait_event("SHUTDOWN", Duration::from_secs(2)).await.unwrap();
+        let ev = c
+            .wait_event("SHUTDOWN", Duration::from_secs(2))
+            .await
+            .unwrap();
         assert_eq!(ev.data["reason"], "guest-shutdown");
-        let ev = c.wait_event("POWERDOWN", Duration::from_secs(2)).await.unwrap();
+        let ev = c
+            .wait_event("POWERDOWN", Duration::from_secs(2))
+            .await
+            .unwrap();
         assert_eq!(ev.event, "POWERDOWN");
-        let err = c.wait_event("RESUME", Duration::from_millis(100)).await.unwrap_err();
+        let err = c
+            .wait_event("RESUME", Duration::from_millis(100))
+            .await
+            .unwrap_err();
         assert!(matches!(err, QmpError::Timeout(..)), "{err}");
     }
 
@@ -574,17 +592,25 @@ mod tests {
     #[test]
     fn command_json_shape() {
         let v = command_json("migrate", Some(&json!({"uri": "file:/x"})), 7);
-        assert_eq!(v, json!({"execute": "migrate", "arguments": {"uri": "file:/x"}, "id": 7}));
-        assert_eq!(command_json("stop", None, 1), json!({"execute": "stop", "id": 1}));
+        assert_eq!(
+            v,
+            json!({"execute": "migrate", "arguments": {"uri": "file:/x"}, "id": 7})
+        );
+        assert_eq!(
+            command_json("stop", None, 1),
+            json!({"execute": "stop", "id": 1})
+        );
     }
 
     #[test]
     fn parses_replies() {
-        let m: MigrationInfo = serde_json::from_value(json!({"status": "completed", "total-time": 950})).unwrap();
+        let m: MigrationInfo =
+            serde_json::from_value(json!({"status": "completed", "total-time": 950})).unwrap();
         assert_eq!(m.status, Some(MigrationStatus::Completed));
         let m: MigrationInfo = serde_json::from_value(json!({})).unwrap();
         assert_eq!(m.status, None);
-        let s: StatusInfo = serde_json::from_value(json!({"running": true, "status": "colo"})).unwrap();
+        let s: StatusInfo =
+            serde_json::from_value(json!({"running": true, "status": "colo"})).unwrap();
         assert_eq!(s.status, RunState::Other);
         let v: VncInfo = serde_json::from_value(json!({"enabled": true, "auth": "none", "family": "unix", "host": "/x/vnc.sock", "service": "", "clients": []})).unwrap();
         assert!(v.enabled);

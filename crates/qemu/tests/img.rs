@@ -10,7 +10,10 @@ async fn create_overlay_info_resize_convert() {
     let base = d.path().join("base.qcow2");
     q.create(&base, DiskFormat::Qcow2, 16 << 20).await.unwrap();
     let info = q.info(&base, None).await.unwrap();
-    assert_eq!((info.format.as_str(), info.virtual_size), ("qcow2", 16 << 20));
+    assert_eq!(
+        (info.format.as_str(), info.virtual_size),
+        ("qcow2", 16 << 20)
+    );
     info.check_safe_upload(Some("qcow2")).unwrap();
 
     let overlay = d.path().join("overlay.qcow2");
@@ -23,7 +26,9 @@ async fn create_overlay_info_resize_convert() {
     assert_eq!(oi.backing_filename_format.as_deref(), Some("qcow2"));
     assert!(oi.check_safe_upload(None).is_err());
 
-    q.resize(&overlay, DiskFormat::Qcow2, 64 << 20, false).await.unwrap();
+    q.resize(&overlay, DiskFormat::Qcow2, 64 << 20, false)
+        .await
+        .unwrap();
     assert_eq!(q.info(&overlay, None).await.unwrap().virtual_size, 64 << 20);
 
     // Flatten the chain into a standalone raw image.

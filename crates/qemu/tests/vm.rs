@@ -34,14 +34,26 @@ async fn disk_boot_from_overlay_vnc_screendump_and_acpi_powerdown() {
         .await
         .unwrap();
     let info = qimg.info(&overlay, Some(DiskFormat::Qcow2)).await.unwrap();
-    assert_eq!(info.backing_filename.as_deref(), Some(img.disk.to_str().unwrap()));
+    assert_eq!(
+        info.backing_filename.as_deref(),
+        Some(img.disk.to_str().unwrap())
+    );
     assert!(info.check_safe_upload(Some("qcow2")).is_err());
 
     let started = Instant::now();
-    let mut vm = QemuProcess::spawn(&bin, &dir, &disk_spec(&overlay, "disk-vm"), &SpawnOptions::default())
+    let mut vm = QemuProcess::spawn(
+        &bin,
+        &dir,
+        &disk_spec(&overlay, "disk-vm"),
+        &SpawnOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (line, _) = dir
+        .console()
+        .wait_for(UP_MARKER, 0, BOOT_TIMEOUT)
         .await
         .unwrap();
-    let (line, _) = dir.console().wait_for(UP_MARKER, 0, BOOT_TIMEOUT).await.unwrap();
     let boot = started.elapsed();
     assert!(line.contains("image=stratus-test-a"), "{line}");
     eprintln!(
@@ -52,7 +64,9 @@ async fn disk_boot_from_overlay_vnc_screendump_and_acpi_powerdown() {
     );
 
     // VNC on the unix socket speaks RFB 3.8.
-    let mut s = tokio::net::UnixStream::connect(dir.paths().vnc).await.unwrap();
+    let mut s = tokio::net::UnixStream::connect(dir.paths().vnc)
+        .await
+        .unwrap();
     let mut banner = [0u8; 12];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut banner))
         .await
@@ -63,7 +77,11 @@ async fn disk_boot_from_overlay_vnc_screendump_and_acpi_powerdown() {
     let vnc = vm.qmp().unwrap().query_vnc().await.unwrap();
     assert!(vnc.enabled);
     let shot = sb.path().join("screen.png");
-    vm.qmp().unwrap().screendump(&shot, Some("png")).await.unwrap();
+    vm.qmp()
+        .unwrap()
+        .screendump(&shot, Some("png"))
+        .await
+        .unwrap();
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "screendump is not a PNG");
 
@@ -71,9 +89,15 @@ async fn disk_boot_from_overlay_vnc_screendump_and_acpi_powerdown() {
     let t = Instant::now();
     let outcome = vm.stop_graceful(Duration::from_secs(30)).await.unwrap();
     assert_eq!(outcome, StopOutcome::Powerdown);
-    eprintln!("ACPI powerdown -> QEMU exit: {:.2} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "ACPI powerdown -> QEMU exit: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let console = dir.console().read().await.unwrap();
-    assert!(console.contains("stratus-guest: ACPI power button pressed"), "{console}");
+    assert!(
+        console.contains("stratus-guest: ACPI power button pressed"),
+        "{console}"
+    );
     assert!(dir.running_pid().is_none());
 }
 
@@ -89,7 +113,11 @@ async fn direct_boot_pause_cont_suspend_resume_keeps_uptime() {
     let mut vm = QemuProcess::spawn(&bin, &dir, &spec, &SpawnOptions::default())
         .await
         .unwrap();
-    let (line, off) = dir.console().wait_for(UP_MARKER, 0, BOOT_TIMEOUT).await.unwrap();
+    let (line, off) = dir
+        .console()
+        .wait_for(UP_MARKER, 0, BOOT_TIMEOUT)
+        .await
+        .unwrap();
     eprintln!(
         "direct boot: marker after {:.2} s (guest uptime {:.2} s)",
         started.elapsed().as_secs_f64(),
@@ -115,30 +143,53 @@ async fn direct_boot_pause_cont_suspend_resume_keeps_uptime() {
     let suspend_s = t.elapsed().as_secs_f64();
     let state_len = std::fs::metadata(&state).unwrap().len();
     assert!(dir.is_suspended());
-    assert!(dir.running_pid().is_none(), "QEMU still running after suspend");
-    assert!(!std::path::Path::new(&format!("/proc/{old_pid}/cmdline")).exists() || {
-        // reaped lazily: must at least not be a live QEMU for this dir
-        dir.running_pid().is_none()
-    });
+    assert!(
+        dir.running_pid().is_none(),
+        "QEMU still running after suspend"
+    );
+    // The old QEMU is gone (or at most an unreaped zombie).
+    let stat = std::fs::read_to_string(format!("/proc/{old_pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('Z'),
+        "old QEMU {old_pid} still alive: {stat}"
+    );
     let before = dir.console().read().await.unwrap();
     let last_beat = before
         .lines()
-        .filter(|l| l.contains("stratus-guest: heartbeat"))
-        .last()
+        .rfind(|l| l.contains("stratus-guest: heartbeat"))
         .map(uptime_of)
         .unwrap();
 
     // resume: same guest continues (uptime goes on, no second boot)
     let t = Instant::now();
-    let mut vm = QemuProcess::resume(&bin, &dir, &spec, &SpawnOptions::default(), Duration::from_secs(60))
-        .await
-        .unwrap();
+    let mut vm = QemuProcess::resume(
+        &bin,
+        &dir,
+        &spec,
+        &SpawnOptions::default(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     let resume_s = t.elapsed().as_secs_f64();
     assert_eq!(vm.status().await.unwrap().status, RunState::Running);
-    assert!(!dir.is_suspended(), "memory.state must be removed after resume");
+    assert!(
+        !dir.is_suspended(),
+        "memory.state must be removed after resume"
+    );
     let (beat, _) = dir
         .console()
-        .wait_for("stratus-guest: heartbeat", before.len(), Duration::from_secs(20))
+        .wait_for(
+            "stratus-guest: heartbeat",
+            before.len(),
+            Duration::from_secs(20),
+        )
         .await
         .unwrap();
     let after = uptime_of(&beat);
@@ -146,7 +197,10 @@ async fn direct_boot_pause_cont_suspend_resume_keeps_uptime() {
         "suspend {suspend_s:.2} s ({} MiB state), resume {resume_s:.2} s, guest uptime {last_beat:.2} -> {after:.2}",
         state_len >> 20
     );
-    assert!(after > last_beat && after < last_beat + 15.0, "uptime {last_beat} -> {after}");
+    assert!(
+        after > last_beat && after < last_beat + 15.0,
+        "uptime {last_beat} -> {after}"
+    );
     let console = dir.console().read().await.unwrap();
     assert!(
         !console[before.len()..].contains("stratus-guest: init started"),
@@ -176,7 +230,10 @@ async fn adopt_after_dropping_handle_keeps_same_pid() {
     assert!(adopted.is_running());
     assert_eq!(adopted.status().await.unwrap().status, RunState::Running);
     // The guest keeps booting under the adopted handle.
-    dir.console().wait_for(UP_MARKER, 0, BOOT_TIMEOUT).await.unwrap();
+    dir.console()
+        .wait_for(UP_MARKER, 0, BOOT_TIMEOUT)
+        .await
+        .unwrap();
 
     // A second QEMU for the same directory is refused.
     match QemuProcess::spawn(&bin, &dir, &spec, &SpawnOptions::default()).await {

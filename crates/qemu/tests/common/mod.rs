@@ -126,7 +126,10 @@ impl Drop for Sandbox {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -136,7 +139,11 @@ pub fn direct_spec(img: &TestImage, name: &str, extra_append: &str) -> GuestSpec
     s.kernel = Some(KernelBoot {
         kernel: img.vmlinuz.clone(),
         initrd: Some(img.initrd.clone()),
-        append: Some(format!("console=ttyS0,115200n8 {extra_append}").trim().to_owned()),
+        append: Some(
+            format!("console=ttyS0,115200n8 {extra_append}")
+                .trim()
+                .to_owned(),
+        ),
     });
     s
 }
