@@ -426,7 +426,19 @@ X
 #!/bin/sh
 # Read an OpenStack config drive (ISO9660 labelled config-2) if one is attached.
 say() { echo "stratus-guest: $*" >/dev/console; }
-dev=$(blkid 2>/dev/null | grep -i 'LABEL="config-2"' | cut -d: -f1 | head -n1)
+# Debian's busybox has no blkid: read the ISO9660 primary volume descriptor
+# (sector 16: "CD001" at offset 1, volume id at offset 40, 32 bytes).
+label_of() {
+    [ "$(dd if="$1" bs=1 skip=32769 count=5 2>/dev/null)" = CD001 ] || return 1
+    dd if="$1" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' '
+}
+dev=""
+for b in /sys/class/block/*; do
+    [ -e "$b/partition" ] && continue
+    n=${b##*/}
+    case $n in sr*|vd*|sd*|hd*) ;; *) continue ;; esac
+    if [ "$(label_of /dev/$n)" = config-2 ]; then dev=/dev/$n; break; fi
+done
 [ -n "$dev" ] || exit 0
 mount -t iso9660 -o ro "$dev" /mnt/config 2>/dev/null ||
     mount -o ro "$dev" /mnt/config 2>/dev/null || { say "config drive $dev: mount failed"; exit 0; }

@@ -10,8 +10,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{direct_spec, disk_spec, qemu, test_image, uptime_of, Sandbox, UP_MARKER};
-use stratus_qemu::cmdline::DiskFormat;
+use common::{
+    direct_spec, disk_spec, make_config_drive, qemu, test_image, test_image_b, uptime_of, Sandbox,
+    UP_MARKER,
+};
+use serde_json::json;
+use stratus_qemu::cmdline::{DiskBus, DiskFormat, DiskSpec};
 use stratus_qemu::img::QemuImg;
 use stratus_qemu::process::{ProcessError, SpawnOptions, StopOutcome};
 use stratus_qemu::qmp::RunState;
@@ -225,6 +229,10 @@ async fn adopt_after_dropping_handle_keeps_same_pid() {
     let pid = vm.pid();
     drop(vm); // an agent restart: the handle goes, the guest must not
 
+    // -sandbox is used exactly when this QEMU has seccomp.
+    let argv = std::fs::read_to_string(sb.path().join("qemu.argv")).unwrap();
+    assert_eq!(argv.lines().any(|l| l == "-sandbox"), bin.sandbox, "{argv}");
+
     let mut adopted = QemuProcess::adopt(&dir).await.unwrap();
     assert_eq!(adopted.pid(), pid);
     assert!(adopted.is_running());
@@ -258,4 +266,107 @@ async fn spawn_failure_reports_qemu_log() {
         }
         other => panic!("expected EarlyExit, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn config_drive_second_image_and_volume_hotplug() {
+    let img = test_image_b();
+    let bin = qemu().await;
+    let sb = Sandbox::new();
+    let dir = sb.dir();
+    let uuid = uuid::Uuid::new_v4();
+
+    let iso = sb.path().join("config.iso");
+    let meta = json!({
+        "uuid": uuid,
+        "name": "cd-vm",
+        "hostname": "cd-vm.novalocal",
+        "public_keys": {"k1": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExample test@stratus\n"},
+    })
+    .to_string();
+    make_config_drive(
+        &iso,
+        &[
+            ("openstack/latest/meta_data.json", meta.as_str()),
+            (
+                "openstack/latest/user_data",
+                "#!/bin/sh\necho user-data-ran-on-$(hostname)\n",
+            ),
+        ],
+    );
+    let mut spec = direct_spec(&img, "cd-vm", "");
+    spec.disks.push(DiskSpec {
+        format: DiskFormat::Raw,
+        bus: DiskBus::Ide,
+        cdrom: true,
+        ..DiskSpec::qcow2(&iso)
+    });
+    let mut vm = QemuProcess::spawn(&bin, &dir, &spec, &SpawnOptions::default())
+        .await
+        .unwrap();
+    let (line, off) = dir
+        .console()
+        .wait_for(UP_MARKER, 0, BOOT_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(line.contains("image=stratus-test-b"), "{line}");
+    let console = dir.console().read().await.unwrap();
+    for want in [
+        format!("uuid={uuid}"),
+        "stratus-guest: hostname=cd-vm".to_owned(),
+        "stratus-guest: ssh key installed".to_owned(),
+        "user-data-ran-on-cd-vm".to_owned(),
+    ] {
+        assert!(
+            console.contains(&want),
+            "{want:?} missing from console:\n{console}"
+        );
+    }
+
+    // Volume attach: blockdev-add + device_add; the guest kernel sees a new virtio disk.
+    let vol = sb.path().join("vol1.qcow2");
+    QemuImg::default()
+        .create(&vol, DiskFormat::Qcow2, 8 << 20)
+        .await
+        .unwrap();
+    let q = vm.qmp().unwrap();
+    q.blockdev_add(json!({
+        "driver": "qcow2",
+        "node-name": "vol1",
+        "file": {"driver": "file", "filename": vol},
+    }))
+    .await
+    .unwrap();
+    let mut props = serde_json::Map::new();
+    props.insert("drive".into(), json!("vol1"));
+    props.insert("serial".into(), json!("stratus-vol1"));
+    let t = Instant::now();
+    q.device_add("virtio-blk-pci", "vol1dev", props)
+        .await
+        .unwrap();
+    let (seen, _) = dir
+        .console()
+        .wait_for(
+            "16384 512-byte logical blocks",
+            off,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "hot-plugged disk seen by the guest after {:.2} s: {seen}",
+        t.elapsed().as_secs_f64()
+    );
+    // Detach: DEVICE_DELETED arrives on this same connection, then the node goes.
+    let t = Instant::now();
+    let q = vm.qmp().unwrap();
+    q.device_del("vol1dev", Duration::from_secs(20))
+        .await
+        .unwrap();
+    q.blockdev_del("vol1").await.unwrap();
+    eprintln!(
+        "device_del -> DEVICE_DELETED: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    vm.kill().await.unwrap();
 }

@@ -49,6 +49,49 @@ pub fn test_image() -> TestImage {
     img
 }
 
+/// The second image variant (`<image dir>/b`), used by rebuild tests.
+pub fn test_image_b() -> TestImage {
+    let a = test_image();
+    let dir = a.dir.join("b");
+    let img = TestImage {
+        vmlinuz: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+        disk: dir.join("disk.qcow2"),
+        dir: dir.clone(),
+    };
+    for f in [&img.vmlinuz, &img.initrd, &img.disk] {
+        assert!(
+            f.exists(),
+            "second test image file {} is missing. `tools/build-test-image.sh build/test-image` builds both \
+             variants unless VARIANTS=a was set.",
+            f.display()
+        );
+    }
+    img
+}
+
+/// Build an ISO9660 config drive (label `config-2`) from `files` (relative path, content).
+pub fn make_config_drive(out: &Path, files: &[(&str, &str)]) {
+    let tree = out.with_extension("d");
+    for (rel, content) in files {
+        let p = tree.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    let tool = ["genisoimage", "mkisofs", "xorrisofs"]
+        .into_iter()
+        .find(|t| stratus_qemu::binary::which(t).is_some())
+        .expect("genisoimage (or xorriso) is needed for config drives: run scripts/install-host-packages.sh");
+    let st = std::process::Command::new(tool)
+        .args(["-quiet", "-o"])
+        .arg(out)
+        .args(["-V", "config-2", "-r", "-J"])
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{tool} failed");
+}
+
 /// The probed QEMU binary (`$STRATUS_QEMU` or `qemu-system-x86_64` on PATH).
 pub async fn qemu() -> QemuBinary {
     let r = match std::env::var_os("STRATUS_QEMU") {
