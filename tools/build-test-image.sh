@@ -20,6 +20,11 @@
 # apt-get, dpkg-deb, cpio, gzip, objcopy, mkfs.fat, syslinux (mtools), mcopy,
 # sfdisk, qemu-img, openssl.
 #
+# WARNING: the guest scripts written below call busybox applets directly
+# (Debian's busybox prefers its applets over PATH). Never run them on the host,
+# not even with stub commands on PATH: the udhcpc script would reconfigure the
+# host's network and hostname.
+#
 # Guest behaviour (see also HOST-FACTS §3): /init mounts devtmpfs and re-attaches
 # stdio to /dev/console, busybox init runs /etc/init.d/rcS which insmods the
 # virtio modules (dependency order from each .ko's .modinfo, since Debian ships

@@ -367,11 +367,13 @@ pub fn render(
                 let unit = ide_unit;
                 ide_unit += 1;
                 let kind = if cd { "ide-cd" } else { "ide-hd" };
-                format!(
-                    "{kind},drive=drive-disk{i},id=disk{i},bus=ide.{},unit={}{serial}{boot}",
-                    unit / 2,
-                    unit % 2
-                )
+                // pc (PIIX): 2 buses x master/slave; q35 (AHCI): 6 ports, one device each.
+                let addr = if spec.machine.starts_with("q35") {
+                    format!("bus=ide.{unit}")
+                } else {
+                    format!("bus=ide.{},unit={}", unit / 2, unit % 2)
+                };
+                format!("{kind},drive=drive-disk{i},id=disk{i},{addr}{serial}{boot}")
             }
             (DiskBus::Scsi, cd) => {
                 let kind = if cd { "scsi-cd" } else { "scsi-hd" };
@@ -500,6 +502,17 @@ mod tests {
         assert!(j.contains("format=raw,if=none,id=drive-disk2,read-only=on"));
         assert!(j.contains("-device ide-cd,drive=drive-disk2,id=disk2,bus=ide.0,unit=0"));
         assert!(!j.contains("-kernel"));
+
+        s.disks[0].bus = DiskBus::Ide;
+        let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
+        assert!(j.contains("ide-hd,drive=drive-disk0,id=disk0,bus=ide.0,unit=0,bootindex=1"));
+        assert!(j.contains("ide-cd,drive=drive-disk2,id=disk2,bus=ide.0,unit=1"));
+        s.machine = "q35".into();
+        let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
+        assert!(
+            j.contains("ide-cd,drive=drive-disk2,id=disk2,bus=ide.1 "),
+            "{j}"
+        );
     }
 
     #[test]
