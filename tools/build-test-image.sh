@@ -315,7 +315,14 @@ dropbearkey -t ed25519 -f $key >/dev/null 2>&1
 dropbear -r $key -p 22 -g -P /run/dropbear.pid
 say "dropbear started on :22"
 
-acpid -c /etc/acpi -l /var/log/acpid.log
+# acpid opens /dev/input/event* after it forks: wait until it holds one, so
+# that a power button pressed right after the "up" marker is not missed.
+acpid -f -c /etc/acpi -l /var/log/acpid.log &
+acpid_pid=$!
+i=0
+while [ $i -lt 40 ] && ! ls -l /proc/$acpid_pid/fd 2>/dev/null | grep -q /dev/input/event; do
+    sleep 0.05; i=$((i + 1))
+done
 say "acpid started"
 
 # metadata service in the background (it needs the lease)

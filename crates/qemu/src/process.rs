@@ -158,6 +158,9 @@ impl Default for SpawnOptions {
     }
 }
 
+/// How often [`QemuProcess::stop_graceful`] presses the power button again.
+pub const POWERDOWN_RETRY: Duration = Duration::from_secs(5);
+
 /// How [`QemuProcess::stop_graceful`] ended the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopOutcome {
@@ -433,22 +436,31 @@ impl QemuProcess {
         Ok(())
     }
 
-    /// Press the ACPI power button and wait up to `within` for the guest to
-    /// power off; then `quit`; then SIGKILL.
+    /// Press the ACPI power button (again every [`POWERDOWN_RETRY`]) and wait
+    /// up to `within` for the guest to power off; then `quit`; then SIGKILL.
     pub async fn stop_graceful(mut self, within: Duration) -> Result<StopOutcome> {
         if !self.is_running() {
             self.cleanup_files().await;
             return Ok(StopOutcome::AlreadyStopped);
         }
-        if let Ok(q) = self.qmp() {
-            match q.system_powerdown().await {
-                Ok(()) | Err(QmpError::Closed) => {}
-                Err(e) => tracing::warn!(pid = self.pid, error = %e, "system_powerdown failed"),
+        // Like Nova's clean shutdown: press the button again every few seconds,
+        // because a guest that is still booting (or busy) can miss one press.
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(q) = self.qmp() {
+                match q.system_powerdown().await {
+                    Ok(()) | Err(QmpError::Closed) => {}
+                    Err(e) => tracing::warn!(pid = self.pid, error = %e, "system_powerdown failed"),
+                }
             }
-        }
-        if self.wait_exit(within).await {
-            self.cleanup_files().await;
-            return Ok(StopOutcome::Powerdown);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.wait_exit(left.min(POWERDOWN_RETRY)).await {
+                self.cleanup_files().await;
+                return Ok(StopOutcome::Powerdown);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
         }
         tracing::warn!(
             pid = self.pid,
