@@ -1,12 +1,12 @@
 //! `/allocations/{consumer}`, `POST /allocations` (1.13) and
 //! `/resource_providers/{uuid}/allocations`: claims of capacity by consumers.
 //!
-//! A claim is one transaction: it replaces the consumers' allocations, re-reads each
-//! affected provider's generation and then its inventories and usages, checks every
-//! amount against `(total - reserved) * allocation_ratio` and the unit constraints, and
-//! finally bumps each provider's generation with `WHERE generation = <read>`. On
-//! PostgreSQL two concurrent claims on one provider both read generation g; the second
-//! `UPDATE` waits for the first to commit and then matches no row, so it fails with 409
+//! A claim is one transaction: it replaces the consumers' allocations, reads each
+//! affected provider's generation, bumps it with `WHERE generation = <read>`, then reads
+//! inventories and usages and checks every amount against
+//! `(total - reserved) * allocation_ratio` and the unit constraints. On PostgreSQL two
+//! concurrent claims on one provider both read generation g; the second `UPDATE` waits
+//! for the first to commit and then matches no row, so it fails with 409
 //! `placement.concurrent_update` instead of over-committing. On SQLite the single writer
 //! serializes claims outright, and the same checks hold.
 
@@ -242,6 +242,26 @@ async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result<Vec<Provid
             )));
         }
     }
+    // Lock every affected provider by bumping its generation, in one global order so
+    // concurrent claims cannot deadlock. Providers receiving allocations must still be
+    // at the generation read above (optimistic check, 409 on a lost race); providers
+    // only losing allocations are bumped unconditionally, since a release can never
+    // over-commit. Inventories and usages are read after the locks, so on PostgreSQL
+    // no other claim on these providers can commit in between.
+    let mut new_gens: BTreeMap<String, i64> = BTreeMap::new();
+    for (rp, g) in &gens {
+        let ng = if wanted.contains(rp) {
+            store::bump_generation(tx, rp, *g).await?
+        } else {
+            let mut u = Query::new("UPDATE placement_resource_providers SET generation = generation + 1 WHERE uuid = ");
+            u.bind(rp);
+            u.execute(&mut **tx).await?;
+            let mut q = Query::new("SELECT generation FROM placement_resource_providers WHERE uuid = ");
+            q.bind(rp);
+            q.fetch_optional(&mut **tx).await?.map(|r| r.get::<i64, _>(0)).unwrap_or(*g + 1)
+        };
+        new_gens.insert(rp.clone(), ng);
+    }
     let mut invs = if ids.is_empty() { Default::default() } else { store::inventories(&mut **tx, Some(&ids)).await? };
     let mut uses = if ids.is_empty() { Default::default() } else { store::usages(&mut **tx, Some(&ids)).await? };
     for w in writes {
@@ -330,14 +350,13 @@ async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result<Vec<Provid
             }
         }
     }
-    let mut patches = Vec::with_capacity(gens.len());
-    for (rp, g) in &gens {
-        let generation = store::bump_generation(tx, rp, *g).await?;
+    let mut patches = Vec::with_capacity(new_gens.len());
+    for (rp, generation) in new_gens {
         patches.push(ProviderPatch {
-            uuid: rp.clone(),
+            inventories: invs.remove(&rp).unwrap_or_default(),
+            usages: uses.remove(&rp).unwrap_or_default(),
+            uuid: rp,
             generation,
-            inventories: invs.remove(rp).unwrap_or_default(),
-            usages: uses.remove(rp).unwrap_or_default(),
         });
     }
     Ok(patches)
@@ -391,12 +410,7 @@ async fn post_many(
     let mut writes = Vec::with_capacity(obj.len());
     for (c, cv) in obj {
         let c = parse_uuid(c, "consumer uuid")?;
-        let mut w = parse_consumer(&c, cv, v)?;
-        // Before 1.28 a POST entry may have empty allocations (to remove them).
-        if w.allocations.is_empty() && w.consumer_generation.is_none() {
-            w.consumer_generation = None;
-        }
-        writes.push(w);
+        writes.push(parse_consumer(&c, cv, v)?);
     }
     claim(&st, writes).await?;
     Ok(StatusCode::NO_CONTENT)
