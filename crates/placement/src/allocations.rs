@@ -213,6 +213,10 @@ async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result<Vec<Provid
             }
         }
         consumers.push(cur);
+        // A consumer row exists exactly while it has allocations: a new one has none to drop.
+        if cur.is_none() {
+            continue;
+        }
         let mut q = Query::new("SELECT DISTINCT provider_uuid FROM placement_allocations WHERE consumer_uuid = ");
         q.bind(&w.consumer);
         for r in q.fetch_all(&mut **tx).await? {
@@ -262,8 +266,8 @@ async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result<Vec<Provid
         };
         new_gens.insert(rp.clone(), ng);
     }
-    let mut invs = if ids.is_empty() { Default::default() } else { store::inventories(&mut **tx, Some(&ids)).await? };
-    let mut uses = if ids.is_empty() { Default::default() } else { store::usages(&mut **tx, Some(&ids)).await? };
+    let (mut invs, mut uses) =
+        if ids.is_empty() { Default::default() } else { store::inventories_with_usage(&mut **tx, &ids).await? };
     for w in writes {
         for (rp, rc, amt) in &w.allocations {
             let inv = invs.get(rp).and_then(|m| m.get(rc));

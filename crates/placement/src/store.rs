@@ -114,6 +114,41 @@ pub async fn inventories<'e, E: Executor<'e, Database = Any>>(
     Ok(out)
 }
 
+/// Inventories of `uuids` with the usage of each inventoried class, in one statement
+/// (the claim path: one round trip fewer inside the writer's transaction).
+#[allow(clippy::type_complexity)]
+pub async fn inventories_with_usage<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    uuids: &[String],
+) -> Result<(HashMap<String, BTreeMap<String, Inv>>, HashMap<String, BTreeMap<String, i64>>)> {
+    let mut q = Query::new(
+        "SELECT i.provider_uuid, i.resource_class, i.total, i.reserved, i.min_unit, i.max_unit, i.step_size, \
+         i.allocation_ratio, CAST(COALESCE((SELECT SUM(a.used) FROM placement_allocations a \
+         WHERE a.provider_uuid = i.provider_uuid AND a.resource_class = i.resource_class), 0) AS BIGINT) \
+         FROM placement_inventories i WHERE ",
+    );
+    q.push_in("i.provider_uuid", uuids.iter().map(String::as_str));
+    let mut invs: HashMap<String, BTreeMap<String, Inv>> = HashMap::new();
+    let mut uses: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+    for r in q.fetch_all(ex).await? {
+        let inv = Inv {
+            total: r.get(2),
+            reserved: r.get(3),
+            min_unit: r.get(4),
+            max_unit: r.get(5),
+            step_size: r.get(6),
+            allocation_ratio: r.get(7),
+        };
+        let (rp, rc): (String, String) = (r.get(0), r.get(1));
+        let used: i64 = r.get(8);
+        if used != 0 {
+            uses.entry(rp.clone()).or_default().insert(rc.clone(), used);
+        }
+        invs.entry(rp).or_default().insert(rc, inv);
+    }
+    Ok((invs, uses))
+}
+
 /// Usages of `uuids` (all providers when `None`) per class.
 pub async fn usages<'e, E: Executor<'e, Database = Any>>(
     ex: E,
