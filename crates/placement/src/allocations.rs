@@ -112,7 +112,7 @@ fn parse_allocations(v: &Value, ver: ApiVersion) -> Result<Vec<(String, String, 
 }
 
 /// Parses one consumer's body (PUT body, or one entry of a POST body).
-fn parse_consumer(consumer: &str, v: &Value, ver: ApiVersion) -> Result<ConsumerWrite> {
+pub(crate) fn parse_consumer(consumer: &str, v: &Value, ver: ApiVersion) -> Result<ConsumerWrite> {
     let obj = object(v, "body")?;
     let mut keys = vec!["allocations", "project_id", "user_id"];
     if ver.at_least(1, 28) {
@@ -178,11 +178,11 @@ fn parse_consumer(consumer: &str, v: &Value, ver: ApiVersion) -> Result<Consumer
 }
 
 /// What a claim changed on one provider, for the read model.
-struct ProviderPatch {
-    uuid: String,
-    generation: i64,
-    inventories: BTreeMap<String, Inv>,
-    usages: BTreeMap<String, i64>,
+pub(crate) struct ProviderPatch {
+    pub(crate) uuid: String,
+    pub(crate) generation: i64,
+    pub(crate) inventories: BTreeMap<String, Inv>,
+    pub(crate) usages: BTreeMap<String, i64>,
 }
 
 fn capacity_error(rc: &str, rp: &str) -> PlacementError {
@@ -193,7 +193,7 @@ fn capacity_error(rc: &str, rp: &str) -> PlacementError {
 }
 
 /// The claim transaction body (see the module doc).
-async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result<Vec<ProviderPatch>> {
+pub(crate) async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result<Vec<ProviderPatch>> {
     let now = stratus_core::time::now();
     let mut affected: BTreeSet<String> = BTreeSet::new();
     // Consumer generations, then the old allocations go.

@@ -245,6 +245,14 @@ impl Index {
         }
     }
 
+    /// Drops providers not in `present` (deleted by another process).
+    pub fn retain(&mut self, present: &HashSet<String>) {
+        let gone: Vec<String> = self.providers.keys().filter(|u| !present.contains(*u)).cloned().collect();
+        for u in gone {
+            self.remove(&u);
+        }
+    }
+
     /// True when `anc` is `p` or one of its ancestors.
     pub fn is_ancestor_or_self(&self, anc: &str, p: &str) -> bool {
         let mut cur = Some(p);
@@ -339,7 +347,7 @@ pub struct CandidateQuery {
 }
 
 /// One allocation request found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Candidate {
     /// Provider → class → amount.
     pub allocations: BTreeMap<String, BTreeMap<String, i64>>,
@@ -358,7 +366,7 @@ impl Index {
     /// Finds allocation requests for `q`, in tree order, stopping at `q.limit`.
     pub fn candidates(&self, q: &CandidateQuery) -> Vec<Candidate> {
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen: HashSet<Candidate> = HashSet::new();
         let empty = BTreeSet::new();
         // Sharing providers by aggregate: they lend their inventory to trees in the same aggregate.
         let mut sharing_by_agg: HashMap<&str, Vec<&Provider>> = HashMap::new();
@@ -479,12 +487,14 @@ impl Index {
             }
             let mut combos = 0usize;
             let limit = q.limit.unwrap_or(usize::MAX);
+            // A single-provider tree without sharing providers yields at most one
+            // candidate per group choice and cannot repeat another tree's: no dedup needed.
+            let dedup = provs.len() > 1 || !self.sharing.is_empty();
             let mut full = false;
             product(&per_group, &mut |choice: &[Pick<'_>]| {
                 combos += 1;
                 if let Some(c) = self.combine(q, choice) {
-                    let key = format!("{:?}|{:?}", c.allocations, c.mappings);
-                    if seen.insert(key) {
+                    if !dedup || seen.insert(c.clone()) {
                         out.push(c);
                         if out.len() >= limit {
                             full = true;

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use stratus_auth::Ctx;
 use stratus_core::{ApiVersion, OsJson};
-use stratus_db::Query;
+use stratus_db::{Query, Tx};
 
 use crate::common::{authorize, generation, href, int_in, object, only_keys, required, string};
 use crate::error::{PlacementError, Result};
@@ -97,6 +97,112 @@ enum Edit {
     DeleteAll,
 }
 
+/// Applies `edit` to a provider's inventories inside `tx`; with `check_use`, refuses to
+/// drop or shrink inventory below current usage. Returns the new generation, the new
+/// inventories and the usages read.
+async fn edit_in_tx(
+    tx: &mut Tx,
+    uuid: &str,
+    expected: Option<i64>,
+    edit: &Edit,
+    check_use: bool,
+) -> Result<(i64, BTreeMap<String, Inv>, BTreeMap<String, i64>)> {
+    let rp = store::provider_or_404(&mut **tx, uuid).await?;
+    if let Some(g) = expected {
+        if g != rp.generation {
+            return Err(PlacementError::ConcurrentUpdate(format!(
+                "resource provider generation conflict: the resource provider {uuid} was updated by another request; \
+                 please update the generation and try again."
+            )));
+        }
+    }
+    // Lock the provider (and detect a racing writer) before reading what it holds.
+    let gen = store::bump_generation(tx, uuid, rp.generation).await?;
+    let ids = [uuid.to_string()];
+    let cur = store::inventories(&mut **tx, Some(&ids)).await?.remove(uuid).unwrap_or_default();
+    let uses = store::usages(&mut **tx, Some(&ids)).await?.remove(uuid).unwrap_or_default();
+    let mut new = cur.clone();
+    match edit {
+        Edit::ReplaceAll(m) => new = m.clone(),
+        Edit::Create(rc, inv) => {
+            if cur.contains_key(rc) {
+                return Err(PlacementError::Conflict(format!(
+                    "Update conflict: Inventory for '{rc}' on resource provider '{uuid}' already exists."
+                )));
+            }
+            new.insert(rc.clone(), *inv);
+        }
+        Edit::Upsert(rc, inv) => {
+            new.insert(rc.clone(), *inv);
+        }
+        Edit::Delete(rc) => {
+            if new.remove(rc).is_none() {
+                return Err(PlacementError::NotFound(format!("No inventory of class {rc} found for delete")));
+            }
+        }
+        Edit::DeleteAll => new.clear(),
+    }
+    if check_use {
+        check_in_use(uuid, &new, &uses)?;
+    }
+    for (rc, inv) in &cur {
+        if new.get(rc) != Some(inv) {
+            let mut d = Query::new("DELETE FROM placement_inventories WHERE provider_uuid = ");
+            d.bind(uuid).push(" AND resource_class = ").bind(rc);
+            d.execute(&mut **tx).await?;
+        }
+    }
+    for (rc, inv) in &new {
+        if cur.get(rc) == Some(inv) {
+            continue;
+        }
+        if !store::class_exists(&mut **tx, rc).await? {
+            return Err(PlacementError::BadRequest(format!(
+                "Unknown resource class in inventory for resource provider {uuid}: {rc}"
+            )));
+        }
+        let mut q = Query::new(
+            "INSERT INTO placement_inventories (provider_uuid, resource_class, total, reserved, min_unit, max_unit, step_size, allocation_ratio) VALUES (",
+        );
+        q.bind(uuid).push(", ").bind(rc).push(", ").bind(inv.total).push(", ").bind(inv.reserved);
+        q.push(", ").bind(inv.min_unit).push(", ").bind(inv.max_unit).push(", ").bind(inv.step_size);
+        q.push(", ").bind(inv.allocation_ratio).push(")");
+        q.execute(&mut **tx).await?;
+    }
+    Ok((gen, new, uses))
+}
+
+/// 409 `placement.inventory.inuse` when `uses` do not fit in `invs`.
+pub(crate) fn check_in_use(uuid: &str, invs: &BTreeMap<String, Inv>, uses: &BTreeMap<String, i64>) -> Result<()> {
+    for (rc, used) in uses {
+        if *used == 0 {
+            continue;
+        }
+        match invs.get(rc) {
+            None => {
+                return Err(PlacementError::InventoryInUse(format!(
+                    "Inventory for '{rc}' on resource provider '{uuid}' in use."
+                )))
+            }
+            Some(inv) if inv.capacity() < *used => {
+                return Err(PlacementError::InventoryInUse(format!(
+                    "Unable to update inventory for resource provider {uuid}: usage {used} of {rc} \
+                     would exceed the new capacity {}.",
+                    inv.capacity()
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a provider's inventories inside a larger transaction (the reshaper), leaving
+/// the in-use check to the caller once allocations have moved too.
+pub(crate) async fn replace_in_tx(tx: &mut Tx, uuid: &str, expected: i64, invs: BTreeMap<String, Inv>) -> Result<i64> {
+    Ok(edit_in_tx(tx, uuid, Some(expected), &Edit::ReplaceAll(invs), false).await?.0)
+}
+
 /// Applies `edit` to a provider's inventories in one transaction, returning the new
 /// generation and inventories.
 async fn write(st: &AppState, uuid: &str, expected: Option<i64>, edit: Edit) -> Result<(i64, BTreeMap<String, Inv>)> {
@@ -106,89 +212,7 @@ async fn write(st: &AppState, uuid: &str, expected: Option<i64>, edit: Edit) -> 
         .db
         .transaction(move |tx| {
             let (uuid, edit) = (uuid_s.clone(), edit.clone());
-            Box::pin(async move {
-                let rp = store::provider_or_404(&mut **tx, &uuid).await?;
-                if let Some(g) = expected {
-                    if g != rp.generation {
-                        return Err(PlacementError::ConcurrentUpdate(format!(
-                            "resource provider generation conflict: the resource provider {uuid} was updated by another request; \
-                             please update the generation and try again."
-                        )));
-                    }
-                }
-                let ids = std::slice::from_ref(&uuid);
-                let cur = store::inventories(&mut **tx, Some(ids)).await?.remove(&uuid).unwrap_or_default();
-                let uses = store::usages(&mut **tx, Some(ids)).await?.remove(&uuid).unwrap_or_default();
-                let mut new = cur.clone();
-                match &*edit {
-                    Edit::ReplaceAll(m) => new = m.clone(),
-                    Edit::Create(rc, inv) => {
-                        if cur.contains_key(rc) {
-                            return Err(PlacementError::Conflict(format!(
-                                "Update conflict: Inventory for '{rc}' on resource provider '{uuid}' already exists."
-                            )));
-                        }
-                        new.insert(rc.clone(), *inv);
-                    }
-                    Edit::Upsert(rc, inv) => {
-                        new.insert(rc.clone(), *inv);
-                    }
-                    Edit::Delete(rc) => {
-                        if new.remove(rc).is_none() {
-                            return Err(PlacementError::NotFound(format!(
-                                "No inventory of class {rc} found for delete"
-                            )));
-                        }
-                    }
-                    Edit::DeleteAll => new.clear(),
-                }
-                for (rc, used) in &uses {
-                    if *used == 0 {
-                        continue;
-                    }
-                    match new.get(rc) {
-                        None => {
-                            return Err(PlacementError::InventoryInUse(format!(
-                                "Inventory for '{rc}' on resource provider '{uuid}' in use."
-                            )))
-                        }
-                        Some(inv) if inv.capacity() < *used => {
-                            return Err(PlacementError::InventoryInUse(format!(
-                                "Unable to update inventory for resource provider {uuid}: usage {used} of {rc} \
-                                 would exceed the new capacity {}.",
-                                inv.capacity()
-                            )))
-                        }
-                        _ => {}
-                    }
-                }
-                for (rc, inv) in &cur {
-                    if new.get(rc) != Some(inv) {
-                        let mut d = Query::new("DELETE FROM placement_inventories WHERE provider_uuid = ");
-                        d.bind(&uuid).push(" AND resource_class = ").bind(rc);
-                        d.execute(&mut **tx).await?;
-                    }
-                }
-                for (rc, inv) in &new {
-                    if cur.get(rc) == Some(inv) {
-                        continue;
-                    }
-                    if !store::class_exists(&mut **tx, rc).await? {
-                        return Err(PlacementError::BadRequest(format!(
-                            "Unknown resource class in inventory for resource provider {uuid}: {rc}"
-                        )));
-                    }
-                    let mut q = Query::new(
-                        "INSERT INTO placement_inventories (provider_uuid, resource_class, total, reserved, min_unit, max_unit, step_size, allocation_ratio) VALUES (",
-                    );
-                    q.bind(&uuid).push(", ").bind(rc).push(", ").bind(inv.total).push(", ").bind(inv.reserved);
-                    q.push(", ").bind(inv.min_unit).push(", ").bind(inv.max_unit).push(", ").bind(inv.step_size);
-                    q.push(", ").bind(inv.allocation_ratio).push(")");
-                    q.execute(&mut **tx).await?;
-                }
-                let gen = store::bump_generation(tx, &uuid, rp.generation).await?;
-                Ok((gen, new, uses))
-            })
+            Box::pin(async move { edit_in_tx(tx, &uuid, expected, &edit, true).await })
         })
         .await?;
     st.index.write().apply_resources(uuid, gen, invs.clone(), uses);

@@ -47,6 +47,10 @@ pub struct PlacementConfig {
     /// Operator policy overrides (YAML `rule: check`). Default: none, Placement's defaults
     /// (admin or service role for every API).
     pub policy_file: Option<PathBuf>,
+    /// Seconds between full re-reads of the in-memory read model from the database;
+    /// 0 disables. Each process updates its model on its own writes, so this is only
+    /// needed when several controllers write one PostgreSQL database. Default: 0.
+    pub index_resync_seconds: u64,
 }
 
 /// Shared state of the handlers.
@@ -74,6 +78,19 @@ impl PlacementService {
         let state = Arc::new(AppState { db: platform.db.clone(), policy, index: RwLock::new(index::Index::default()) });
         store::reload_all(&state).await?;
         tracing::info!(providers = state.index.read().len(), "placement read model loaded");
+        if config.index_resync_seconds > 0 {
+            let weak = Arc::downgrade(&state);
+            let every = std::time::Duration::from_secs(config.index_resync_seconds);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(st) = weak.upgrade() else { break };
+                    if let Err(e) = store::reload_all(&st).await {
+                        tracing::warn!(error = %e, "placement read model resync failed");
+                    }
+                }
+            });
+        }
         Ok(Arc::new(PlacementService { platform, auth, state }))
     }
 
@@ -96,8 +113,28 @@ impl PlacementService {
             .merge(allocation_candidates::routes())
             .merge(reshaper::routes())
             .with_state(self.state.clone());
-        let protected = api.layer(from_fn_with_state(self.auth.clone(), require_auth));
+        let protected = api
+            .layer(axum::middleware::from_fn(cache_headers))
+            .layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(protected);
         service_stack(routes, FaultFormat::Placement, Some(versions::MICROVERSIONS))
     }
+}
+
+/// From 1.15 every successful GET carries `cache-control: no-cache` and a `last-modified`
+/// date, as Placement sends them.
+async fn cache_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, Method};
+    let is_get = req.method() == Method::GET;
+    let v = req.extensions().get::<stratus_core::ApiVersion>().copied();
+    let mut resp = next.run(req).await;
+    if is_get && v.is_some_and(|v| v.at_least(1, 15)) && resp.status().is_success() {
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let now = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(val) = HeaderValue::from_str(&now) {
+            h.insert(header::LAST_MODIFIED, val);
+        }
+    }
+    resp
 }

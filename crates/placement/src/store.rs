@@ -213,13 +213,16 @@ pub async fn load_providers(st: &AppState, uuids: Option<&[String]>) -> Result<V
         .collect())
 }
 
-/// Loads the whole read model (start-up).
+/// Loads the whole read model (start-up, periodic resync): newer components replace
+/// older ones, and providers no longer in the database are dropped.
 pub async fn reload_all(st: &AppState) -> Result<()> {
     let provs = load_providers(st, None).await?;
+    let present: std::collections::HashSet<String> = provs.iter().map(|p| p.uuid.clone()).collect();
     let mut idx = st.index.write();
     for p in provs {
         idx.apply(p, true);
     }
+    idx.retain(&present);
     Ok(())
 }
 

@@ -560,3 +560,54 @@ async fn allocation_candidates_nested_granular_sharing() {
     let (_, v) = h.call("GET", &q(&format!("resources=DISK_GB:1&in_tree={ss}")), "1.31", None).await;
     assert_eq!(v["allocation_requests"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn reshaper_moves_inventory_and_allocations_atomically() {
+    let h = harness::sqlite().await;
+    let cn = h.provider("cn", None).await;
+    h.inventory(&cn, &[("VCPU", 8, 0, 1.0), ("VGPU", 4, 0, 1.0)]).await;
+    let gpu = h.provider("cn_pgpu0", Some(&cn)).await;
+    let c = uuid::Uuid::new_v4().to_string();
+    let (s, _) = h
+        .call(
+            "PUT",
+            &format!("/allocations/{c}"),
+            "1.30",
+            Some(json!({
+            "allocations": {cn.clone(): {"resources": {"VCPU": 2, "VGPU": 1}}},
+            "project_id": "p", "user_id": "u", "consumer_generation": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let gen = |v: &Value| v["resource_provider_generation"].clone();
+    let (_, cn_inv) = h.call("GET", &format!("/resource_providers/{cn}/inventories"), "1.30", None).await;
+    let (_, gpu_inv) = h.call("GET", &format!("/resource_providers/{gpu}/inventories"), "1.30", None).await;
+    // Moving inventory without the allocation would leave VGPU usage on cn: 409, nothing changes.
+    let bad = json!({
+        "inventories": {
+            cn.clone(): {"resource_provider_generation": gen(&cn_inv), "inventories": {"VCPU": {"total": 8}}},
+            gpu.clone(): {"resource_provider_generation": gen(&gpu_inv), "inventories": {"VGPU": {"total": 4}}}},
+        "allocations": {}});
+    let (s, v) = h.call("POST", "/reshaper", "1.30", Some(bad)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(code(&v), "placement.inventory.inuse");
+    let (s, _) = h.call("POST", "/reshaper", "1.29", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let good = json!({
+        "inventories": {
+            cn.clone(): {"resource_provider_generation": gen(&cn_inv), "inventories": {"VCPU": {"total": 8}}},
+            gpu.clone(): {"resource_provider_generation": gen(&gpu_inv), "inventories": {"VGPU": {"total": 4}}}},
+        "allocations": {c.clone(): {
+            "allocations": {cn.clone(): {"resources": {"VCPU": 2}}, gpu.clone(): {"resources": {"VGPU": 1}}},
+            "project_id": "p", "user_id": "u", "consumer_generation": 0}}});
+    let (s, v) = h.call("POST", "/reshaper", "1.30", Some(good)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (_, v) = h.call("GET", &format!("/allocations/{c}"), "1.30", None).await;
+    assert_eq!(v["allocations"][&gpu]["resources"]["VGPU"], 1);
+    assert_eq!(v["allocations"][&cn]["resources"], json!({"VCPU": 2}));
+    // The read model followed: VGPU candidates now come from the child.
+    let (_, v) = h.call("GET", "/allocation_candidates?resources=VGPU:1", "1.30", None).await;
+    let reqs = v["allocation_requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(v["provider_summaries"][&gpu]["resources"]["VGPU"], json!({"capacity": 4, "used": 1}));
+}
