@@ -238,6 +238,31 @@ async fn main() {
         loaded.as_secs_f64(),
         started.as_secs_f64() * 1000.0
     );
+    // The read model alone (no HTTP, no JSON), to separate search from serialization.
+    for limit in [Some(10), Some(50), None] {
+        let q = stratus_placement::index::CandidateQuery {
+            groups: vec![stratus_placement::index::Group {
+                resources: vec![("VCPU".into(), 2), ("MEMORY_MB".into(), 2048), ("DISK_GB".into(), 20)],
+                ..Default::default()
+            }],
+            limit,
+            ..Default::default()
+        };
+        let mut lats = Vec::new();
+        let mut found = 0;
+        for _ in 0..if limit.is_some() { queries } else { 20 } {
+            let t = Instant::now();
+            found = svc.state().index.read().candidates(&q).len();
+            lats.push(t.elapsed());
+        }
+        lats.sort();
+        println!(
+            "{:<44} p50 {:>7.2} ms  p99 {:>7.2} ms  ({found} candidates)",
+            format!("read model search only, limit={limit:?}"),
+            pct(&lats, 0.5),
+            pct(&lats, 0.99)
+        );
+    }
     let base = "/allocation_candidates?resources=VCPU:2,MEMORY_MB:2048,DISK_GB:20";
     latency(&router, "candidates limit=50", &format!("{base}&limit=50"), queries).await;
     latency(

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use axum::Router;
 use stratus_auth::Ctx;
 use stratus_core::{ApiVersion, QueryPairs};
 
@@ -292,8 +291,77 @@ async fn parse_query(st: &AppState, q: &QueryPairs, v: ApiVersion) -> Result<Can
     Ok(out)
 }
 
+/// Response shapes, serialized straight from the read model (no intermediate JSON tree:
+/// a 10,000-candidate answer would otherwise spend most of its time in the allocator).
+mod wire {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub struct Resources<'a> {
+        pub resources: &'a BTreeMap<String, i64>,
+    }
+
+    #[derive(Serialize)]
+    pub struct ListEntry<'a> {
+        pub resource_provider: Uuid<'a>,
+        pub resources: &'a BTreeMap<String, i64>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Uuid<'a> {
+        pub uuid: &'a str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    pub enum Allocations<'a> {
+        /// 1.12+: keyed by provider.
+        Dict(BTreeMap<&'a str, Resources<'a>>),
+        /// 1.10-1.11: a list.
+        List(Vec<ListEntry<'a>>),
+    }
+
+    #[derive(Serialize)]
+    pub struct Request<'a> {
+        pub allocations: Allocations<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub mappings: Option<&'a BTreeMap<String, Vec<String>>>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Usage {
+        pub capacity: i64,
+        pub used: i64,
+    }
+
+    #[derive(Serialize)]
+    pub struct Summary<'a> {
+        pub resources: BTreeMap<&'a str, Usage>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub traits: Option<&'a std::collections::BTreeSet<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub parent_provider_uuid: Option<Option<&'a str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub root_provider_uuid: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Body<'a> {
+        pub allocation_requests: Vec<Request<'a>>,
+        pub provider_summaries: BTreeMap<&'a str, Summary<'a>>,
+    }
+}
+
 /// `GET /allocation_candidates`.
-async fn list(State(st): State<Arc<AppState>>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>> {
+async fn list(
+    State(st): State<Arc<AppState>>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
     route_since(v, 1, 10)?;
     authorize(&st, &ctx, "placement:allocation_candidates:list")?;
     let query = parse_query(&st, &q, v).await?;
@@ -301,58 +369,56 @@ async fn list(State(st): State<Arc<AppState>>, ctx: Ctx, v: ApiVersion, q: Query
         query.groups.iter().flat_map(|g| g.resources.iter().map(|(rc, _)| rc.as_str())).collect();
     let idx = st.index.read();
     let cands = idx.candidates(&query);
-    let mut summary_provs: BTreeSet<String> = BTreeSet::new();
+    let mut summary_provs: BTreeSet<&str> = BTreeSet::new();
     let mut reqs = Vec::with_capacity(cands.len());
     for c in &cands {
         for p in c.allocations.keys() {
-            summary_provs.insert(p.clone());
+            summary_provs.insert(p);
             if v.at_least(1, 29) {
-                if let Some(root) = idx.get(p).map(|x| x.root.clone()) {
-                    if let Some(members) = idx.tree(&root) {
-                        summary_provs.extend(members.iter().cloned());
-                    }
+                if let Some(members) = idx.get(p).and_then(|x| idx.tree(&x.root)) {
+                    summary_provs.extend(members.iter().map(String::as_str));
                 }
             }
         }
         for ps in c.mappings.values() {
-            summary_provs.extend(ps.iter().cloned());
+            summary_provs.extend(ps.iter().map(String::as_str));
         }
-        let mut r = if v.at_least(1, 12) {
-            let m: Map<String, Value> =
-                c.allocations.iter().map(|(p, res)| (p.clone(), json!({"resources": res}))).collect();
-            json!({"allocations": m})
+        let allocations = if v.at_least(1, 12) {
+            wire::Allocations::Dict(
+                c.allocations.iter().map(|(p, res)| (p.as_str(), wire::Resources { resources: res })).collect(),
+            )
         } else {
-            let l: Vec<Value> = c
-                .allocations
-                .iter()
-                .map(|(p, res)| json!({"resource_provider": {"uuid": p}, "resources": res}))
-                .collect();
-            json!({"allocations": l})
+            wire::Allocations::List(
+                c.allocations
+                    .iter()
+                    .map(|(p, res)| wire::ListEntry { resource_provider: wire::Uuid { uuid: p }, resources: res })
+                    .collect(),
+            )
         };
-        if v.at_least(1, 34) {
-            r["mappings"] = json!(c.mappings);
-        }
-        reqs.push(r);
+        reqs.push(wire::Request { allocations, mappings: v.at_least(1, 34).then_some(&c.mappings) });
     }
-    let mut summaries = Map::new();
-    for p in &summary_provs {
+    let mut summaries = BTreeMap::new();
+    for p in summary_provs {
         let Some(prov) = idx.get(p) else { continue };
-        let mut res = Map::new();
-        for (rc, inv) in &prov.inventories {
-            if !v.at_least(1, 27) && !requested.contains(rc.as_str()) {
-                continue;
-            }
-            res.insert(rc.clone(), json!({"capacity": inv.capacity(), "used": prov.used(rc)}));
-        }
-        let mut s = json!({"resources": res});
-        if v.at_least(1, 17) {
-            s["traits"] = json!(prov.traits);
-        }
-        if v.at_least(1, 29) {
-            s["parent_provider_uuid"] = json!(prov.parent);
-            s["root_provider_uuid"] = json!(prov.root);
-        }
-        summaries.insert(p.clone(), s);
+        let resources = prov
+            .inventories
+            .iter()
+            .filter(|(rc, _)| v.at_least(1, 27) || requested.contains(rc.as_str()))
+            .map(|(rc, inv)| (rc.as_str(), wire::Usage { capacity: inv.capacity(), used: prov.used(rc) }))
+            .collect();
+        let nested = v.at_least(1, 29);
+        summaries.insert(
+            prov.uuid.as_str(),
+            wire::Summary {
+                resources,
+                traits: v.at_least(1, 17).then_some(&prov.traits),
+                parent_provider_uuid: nested.then_some(prov.parent.as_deref()),
+                root_provider_uuid: nested.then_some(prov.root.as_str()),
+            },
+        );
     }
-    Ok(Json(json!({"allocation_requests": reqs, "provider_summaries": summaries})))
+    let body = serde_json::to_vec(&wire::Body { allocation_requests: reqs, provider_summaries: summaries })
+        .map_err(|e| PlacementError::BadRequest(format!("cannot serialize candidates: {e}")))?;
+    drop(idx);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
