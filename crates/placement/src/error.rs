@@ -97,3 +97,9 @@ impl From<stratus_db::sqlx::Error> for PlacementError {
 
 /// Result of a Placement operation.
 pub type Result<T, E = PlacementError> = std::result::Result<T, E>;
+
+impl stratus_db::Retryable for PlacementError {
+    fn retryable(&self) -> bool {
+        matches!(self, PlacementError::Db(e) if e.retryable())
+    }
+}
