@@ -197,7 +197,21 @@ fn tokenize(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;
+    // Inside `%(name)s`: parentheses there belong to the substitution, not the grammar.
+    let mut in_subst = false;
     for c in s.chars() {
+        if in_subst {
+            cur.push(c);
+            if c == ')' {
+                in_subst = false;
+            }
+            continue;
+        }
+        if c == '(' && cur.ends_with('%') {
+            cur.push(c);
+            in_subst = true;
+            continue;
+        }
         if let Some(q) = quote {
             cur.push(c);
             if c == q {

@@ -73,7 +73,8 @@ pub(crate) struct Limit {
 /// The limit for data of `im`: the size cap, or what is left of the owner's quota.
 async fn limit_for(st: &ImageState, im: &Image) -> Result<Limit> {
     let cap = st.cfg.image_size_cap;
-    let mut limit = Limit { max: cap, message: format!("Image exceeds the storage limit: image_size_cap is {cap} bytes") };
+    let mut limit =
+        Limit { max: cap, message: format!("Image exceeds the storage limit: image_size_cap is {cap} bytes") };
     if st.storage_quota > 0 {
         if let Some(owner) = &im.owner {
             let (_, used) = db::usage(&st.platform.db, owner).await?;
@@ -163,19 +164,14 @@ where
         let mut virtual_size = None;
         if check == Check::Inspect {
             let found = insp.finish();
-            inspect::verify(
-                im.disk_format.as_deref().unwrap_or("raw"),
-                im.container_format.as_deref(),
-                &found,
-            )
-            .map_err(ImageError::InvalidImageData)?;
+            inspect::verify(im.disk_format.as_deref().unwrap_or("raw"), im.container_format.as_deref(), &found)
+                .map_err(ImageError::InvalidImageData)?;
             virtual_size = found.virtual_size;
             let disk_container = matches!(im.container_format.as_deref(), None | Some("bare") | Some("ovf"));
             if st.cfg.qemu_img_check && disk_container {
                 if let Some(path) = store.partial_path(&key) {
-                    if let Some(info) = inspect::qemu_second_opinion(&path, found.format)
-                        .await
-                        .map_err(ImageError::InvalidImageData)?
+                    if let Some(info) =
+                        inspect::qemu_second_opinion(&path, found.format).await.map_err(ImageError::InvalidImageData)?
                     {
                         virtual_size = virtual_size.or(info.virtual_size);
                     }
@@ -220,7 +216,8 @@ fn require_octet_stream(headers: &HeaderMap) -> Result<()> {
 
 /// Rejects early when the client declares more bytes than the limit allows.
 fn check_declared_length(headers: &HeaderMap, limit: &Limit) -> Result<()> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(n) if n > limit.max => Err(ImageError::TooLarge(limit.message.clone())),
         _ => Ok(()),

@@ -264,10 +264,8 @@ fn vmdk_sparse(h: &[u8]) -> Inspection {
 /// Only single-file VMDKs are safe: a descriptor may name other files as extents.
 fn vmdk_descriptor_problem(desc: &str) -> Option<String> {
     let desc = desc.trim_end_matches('\0');
-    let create_type = desc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("createType="))
-        .map(|v| v.trim().trim_matches('"').to_string());
+    let create_type =
+        desc.lines().find_map(|l| l.trim().strip_prefix("createType=")).map(|v| v.trim().trim_matches('"').to_string());
     match create_type.as_deref() {
         Some("monolithicSparse") | Some("streamOptimized") => {}
         Some(other) => return Some(format!("VMDK createType {other:?} is not accepted (only single-file images)")),
@@ -364,8 +362,7 @@ pub async fn qemu_second_opinion(path: &Path, found: Format) -> Result<Option<Qe
             err.trim().lines().last().unwrap_or("")
         ));
     }
-    let info: QemuInfo =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("unexpected qemu-img output: {e}"))?;
+    let info: QemuInfo = serde_json::from_slice(&out.stdout).map_err(|e| format!("unexpected qemu-img output: {e}"))?;
     if info.format != found.qemu_name() {
         return Err(format!("qemu-img reads the data as {}, not {}", info.format, found.glance_name()));
     }

@@ -9,8 +9,8 @@
 mod data;
 mod error;
 mod images;
-pub mod inspect;
 mod info;
+pub mod inspect;
 mod members;
 mod policy;
 mod schemas;

@@ -50,9 +50,8 @@ fn view(m: &Member) -> Value {
 }
 
 async fn load(st: &St, image_id: &str, member: Option<&str>) -> Result<Vec<Member>> {
-    let mut q = Query::new(
-        "SELECT image_id, member_id, status, created_at, updated_at FROM image_members WHERE image_id = ",
-    );
+    let mut q =
+        Query::new("SELECT image_id, member_id, status, created_at, updated_at FROM image_members WHERE image_id = ");
     q.bind(image_id);
     if let Some(m) = member {
         q.push_bind(" AND member_id = ", m);
@@ -123,7 +122,8 @@ async fn add(
         )));
     }
     let now = time::now();
-    let m = Member { image_id: id, member_id: member, status: "pending".into(), created_at: now.clone(), updated_at: now };
+    let m =
+        Member { image_id: id, member_id: member, status: "pending".into(), created_at: now.clone(), updated_at: now };
     let row = m.clone();
     st.platform
         .db
@@ -177,11 +177,7 @@ async fn find(st: &St, ctx: &RequestContext, im: &Image, member: &str) -> Result
 }
 
 /// `GET /v2/images/{id}/members/{member}`.
-async fn show(
-    State(st): State<St>,
-    Ctx(ctx): Ctx,
-    Path((id, member)): Path<(String, String)>,
-) -> Result<Json<Value>> {
+async fn show(State(st): State<St>, Ctx(ctx): Ctx, Path((id, member)): Path<(String, String)>) -> Result<Json<Value>> {
     let im = db::get_visible(&st.platform.db, &ctx, &id).await?;
     st.policy.enforce("get_member", &ctx, &member_target(&im, &member))?;
     Ok(Json(view(&find(&st, &ctx, &im, &member).await?)))
@@ -230,11 +226,7 @@ async fn update(
 }
 
 /// `DELETE /v2/images/{id}/members/{member}`: the owner unshares.
-async fn remove(
-    State(st): State<St>,
-    Ctx(ctx): Ctx,
-    Path((id, member)): Path<(String, String)>,
-) -> Result<StatusCode> {
+async fn remove(State(st): State<St>, Ctx(ctx): Ctx, Path((id, member)): Path<(String, String)>) -> Result<StatusCode> {
     let im = db::get_visible(&st.platform.db, &ctx, &id).await?;
     let m = find(&st, &ctx, &im, &member).await?;
     st.policy.enforce("delete_member", &ctx, &member_target(&im, &member))?;

@@ -20,8 +20,7 @@ pub fn routes() -> Router<St> {
         .route("/v2/schemas/members", get(|| async { Json(members()) }))
 }
 
-const UUID_PATTERN: &str =
-    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
 fn nullable_enum(values: &[&str]) -> Value {
     let mut e: Vec<Value> = vec![Value::Null];

@@ -56,10 +56,11 @@ pub struct Image {
     pub tags: Vec<String>,
 }
 
-/// Columns selected for an image, in [`from_row`]'s order.
+/// Columns selected for an image, in [`from_row`]'s order. Booleans come back as
+/// integers: sqlx's Any driver cannot decode SQLite's BOOLEAN.
 pub const COLUMNS: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.disk_format, i.container_format, \
-     i.size, i.virtual_size, i.checksum, i.os_hash_algo, i.os_hash_value, i.min_disk, i.min_ram, i.protected, \
-     i.os_hidden, i.store, i.created_at, i.updated_at";
+     i.size, i.virtual_size, i.checksum, i.os_hash_algo, i.os_hash_value, i.min_disk, i.min_ram, \
+     CAST(CASE WHEN i.protected THEN 1 ELSE 0 END AS BIGINT), CAST(CASE WHEN i.os_hidden THEN 1 ELSE 0 END AS BIGINT), i.store, i.created_at, i.updated_at";
 
 fn from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Image, sqlx::Error> {
     Ok(Image {
@@ -77,8 +78,8 @@ fn from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Image, sqlx::Error> {
         os_hash_value: r.try_get(11)?,
         min_disk: r.try_get(12)?,
         min_ram: r.try_get(13)?,
-        protected: r.try_get(14)?,
-        os_hidden: r.try_get(15)?,
+        protected: r.try_get::<i64, _>(14)? != 0,
+        os_hidden: r.try_get::<i64, _>(15)? != 0,
         store: r.try_get(16)?,
         created_at: r.try_get(17)?,
         updated_at: r.try_get(18)?,

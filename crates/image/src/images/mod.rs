@@ -187,9 +187,7 @@ async fn update(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req
         ("container_format", &old.container_format, &im.container_format),
     ] {
         if a != b && old.status != "queued" {
-            return Err(ImageError::Forbidden(format!(
-                "Attribute {field} can be only replaced for a queued image."
-            )));
+            return Err(ImageError::Forbidden(format!("Attribute {field} can be only replaced for a queued image.")));
         }
     }
     if im.tags.len() as i64 > st.cfg.image_tag_quota {
@@ -343,8 +341,8 @@ fn push_time_filter(q: &mut Query, col: &str, raw: &str) -> Result<()> {
         Some((op, rest)) if ["gt", "gte", "eq", "neq", "lt", "lte"].contains(&op) => (op, rest),
         _ => ("eq", raw),
     };
-    let t = time::parse(ts)
-        .ok_or_else(|| ImageError::BadRequest(format!("Invalid timestamp {ts:?} in filter {col}")))?;
+    let t =
+        time::parse(ts).ok_or_else(|| ImageError::BadRequest(format!("Invalid timestamp {ts:?} in filter {col}")))?;
     let sql_op = match op {
         "gt" => " > ",
         "gte" => " >= ",
@@ -480,9 +478,10 @@ async fn list(State(st): State<St>, Ctx(ctx): Ctx, q: QueryPairs) -> Result<Json
         let mut mq = Query::new(format!("SELECT {}, i.id FROM image_images i WHERE i.id = ", exprs.join(", ")));
         mq.bind(marker.clone());
         db::push_can_see(&mut mq, &ctx);
-        let row = mq.fetch_optional(st.platform.db.reader()).await?.ok_or_else(|| {
-            ImageError::BadRequest(format!("Invalid marker. Image {marker} could not be found."))
-        })?;
+        let row = mq
+            .fetch_optional(st.platform.db.reader())
+            .await?
+            .ok_or_else(|| ImageError::BadRequest(format!("Invalid marker. Image {marker} could not be found.")))?;
         let mut values = Vec::with_capacity(exprs.len() + 1);
         for (i, e) in exprs.iter().enumerate() {
             let v: Arg = if INT_SORT_EXPRS.contains(e) {

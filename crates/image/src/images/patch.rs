@@ -31,8 +31,18 @@ pub const READONLY: &[&str] = &[
 pub const RESERVED: &[&str] = &["location", "deleted", "deleted_at"];
 
 /// Core attributes a client may write.
-pub const WRITABLE: &[&str] =
-    &["name", "visibility", "protected", "os_hidden", "min_disk", "min_ram", "disk_format", "container_format", "tags", "owner"];
+pub const WRITABLE: &[&str] = &[
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "min_disk",
+    "min_ram",
+    "disk_format",
+    "container_format",
+    "tags",
+    "owner",
+];
 
 /// Accepted `disk_format` values.
 pub const DISK_FORMATS: &[&str] = &["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"];
@@ -136,9 +146,7 @@ pub fn set(im: &mut Image, key: &str, v: &Value, is_admin: bool) -> Result<()> {
                     im.properties.insert(custom.to_string(), s.clone());
                 }
                 other => {
-                    return Err(bad(format!(
-                        "Invalid value for property '{custom}': {other} is not of type 'string'"
-                    )))
+                    return Err(bad(format!("Invalid value for property '{custom}': {other} is not of type 'string'")))
                 }
             }
         }
@@ -173,7 +181,9 @@ fn decode_pointer(p: &str) -> Result<String> {
             match chars.next() {
                 Some('0') => out.push('~'),
                 Some('1') => out.push('/'),
-                _ => return Err(bad(format!("Pointer `{p}` contains \"~\" not part of a recognized escape sequence."))),
+                _ => {
+                    return Err(bad(format!("Pointer `{p}` contains \"~\" not part of a recognized escape sequence.")))
+                }
             }
         } else {
             out.push(c);
@@ -226,7 +236,9 @@ pub fn apply(im: &mut Image, ops: &[PatchOp], is_admin: bool) -> Result<()> {
         match o.op.as_str() {
             "remove" => {
                 if is_core {
-                    return Err(ImageError::Forbidden(format!("Attribute '{key}' is a core attribute and cannot be removed.")));
+                    return Err(ImageError::Forbidden(format!(
+                        "Attribute '{key}' is a core attribute and cannot be removed."
+                    )));
                 }
                 if im.properties.remove(key).is_none() {
                     return Err(ImageError::Conflict(format!("Property {key} does not exist.")));
