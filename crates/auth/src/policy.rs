@@ -193,53 +193,27 @@ fn lookup<'a>(target: &'a Value, key: &str) -> Option<&'a Value> {
 
 // --- parser -----------------------------------------------------------------------
 
+/// Splits like oslo.policy: on whitespace, then peels parentheses off the ends of each
+/// word, so `%(project_id)s` inside a check stays whole.
 fn tokenize(s: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    // Inside `%(name)s`: parentheses there belong to the substitution, not the grammar.
-    let mut in_subst = false;
-    for c in s.chars() {
-        if in_subst {
-            cur.push(c);
-            if c == ')' {
-                in_subst = false;
-            }
-            continue;
+    for word in s.split_whitespace() {
+        let mut w = word;
+        while let Some(rest) = w.strip_prefix('(') {
+            out.push("(".to_string());
+            w = rest;
         }
-        if c == '(' && cur.ends_with('%') {
-            cur.push(c);
-            in_subst = true;
-            continue;
+        let mut closing = 0;
+        // Peel only unbalanced closing parens: `%(name)s)` keeps its own pair.
+        while w.matches(')').count() > w.matches('(').count() {
+            let Some(rest) = w.strip_suffix(')') else { break };
+            closing += 1;
+            w = rest;
         }
-        if let Some(q) = quote {
-            cur.push(c);
-            if c == q {
-                quote = None;
-            }
-            continue;
+        if !w.is_empty() {
+            out.push(w.to_string());
         }
-        match c {
-            '\'' | '"' => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            '(' | ')' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                out.push(c.to_string());
-            }
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
+        out.extend(std::iter::repeat_n(")".to_string(), closing));
     }
     out
 }

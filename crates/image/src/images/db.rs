@@ -56,11 +56,10 @@ pub struct Image {
     pub tags: Vec<String>,
 }
 
-/// Columns selected for an image, in [`from_row`]'s order. Booleans come back as
-/// integers: sqlx's Any driver cannot decode SQLite's BOOLEAN.
+/// Columns selected for an image, in [`from_row`]'s order (flags are 0/1 BIGINTs).
 pub const COLUMNS: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.disk_format, i.container_format, \
      i.size, i.virtual_size, i.checksum, i.os_hash_algo, i.os_hash_value, i.min_disk, i.min_ram, \
-     CAST(CASE WHEN i.protected THEN 1 ELSE 0 END AS BIGINT), CAST(CASE WHEN i.os_hidden THEN 1 ELSE 0 END AS BIGINT), i.store, i.created_at, i.updated_at";
+     i.protected, i.os_hidden, i.store, i.created_at, i.updated_at";
 
 fn from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Image, sqlx::Error> {
     Ok(Image {
