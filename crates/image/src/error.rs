@@ -85,3 +85,9 @@ pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 pub fn image_not_found(id: &str) -> ImageError {
     ImageError::NotFound(format!("No image found with ID {id}"))
 }
+
+impl stratus_db::Retryable for ImageError {
+    fn retryable(&self) -> bool {
+        matches!(self, ImageError::Db(e) if e.retryable())
+    }
+}
