@@ -152,6 +152,10 @@ async fn create(State(st): State<St>, Ctx(ctx): Ctx, OsJson(body): OsJson<Value>
     if let Ok(v) = HeaderValue::from_str(&format!("{}/v2/images/{}", st.platform.service_url("/image"), im.id)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
+    // Glance advertises the import methods on create; the SDK reads them before importing.
+    if let Ok(v) = HeaderValue::from_str(&crate::info::import_methods(&st).join(",")) {
+        resp.headers_mut().insert("openstack-image-import-methods", v);
+    }
     Ok(resp)
 }
 
