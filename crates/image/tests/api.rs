@@ -72,8 +72,34 @@ impl Cloud {
         c
     }
 
+    /// The same service on PostgreSQL (`STRATUS_TEST_POSTGRES_URL`, set by scripts/test.sh),
+    /// in a fresh schema of its own.
+    async fn start_pg(cfg: ImageConfig, tag: &str) -> Cloud {
+        let base = std::env::var("STRATUS_TEST_POSTGRES_URL").expect(
+            "STRATUS_TEST_POSTGRES_URL is not set: run the suite through scripts/test.sh, which starts PostgreSQL",
+        );
+        let db = stratus_db::Db::connect(&base).await.expect("PostgreSQL must be reachable");
+        let schema = format!("img_{tag}_{}", std::process::id());
+        stratus_db::sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+            .execute(db.reader())
+            .await
+            .unwrap();
+        db.close().await;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let mut c = Cloud::start_url(tmp.path().to_path_buf(), &url, cfg).await;
+        c._tmp = Some(tmp);
+        c
+    }
+
     async fn start_in(dir: PathBuf, cfg: ImageConfig) -> Cloud {
-        let db = stratus_db::Db::connect(&format!("sqlite://{}/stratus.db", dir.display())).await.unwrap();
+        let url = format!("sqlite://{}/stratus.db", dir.display());
+        Cloud::start_url(dir, &url, cfg).await
+    }
+
+    async fn start_url(dir: PathBuf, url: &str, cfg: ImageConfig) -> Cloud {
+        let db = stratus_db::Db::connect(url).await.unwrap();
         let platform = Platform {
             db,
             bus: Arc::new(stratus_bus::InProcBus::new()),
@@ -169,7 +195,15 @@ fn qemu_img(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
 
 #[tokio::test]
 async fn image_lifecycle_upload_download_delete() {
-    let c = Cloud::start(ImageConfig::default()).await;
+    image_lifecycle_upload_download_delete_on(Cloud::start(ImageConfig::default()).await).await;
+}
+
+#[tokio::test]
+async fn pg_image_lifecycle_upload_download_delete() {
+    image_lifecycle_upload_download_delete_on(Cloud::start_pg(ImageConfig::default(), "life").await).await;
+}
+
+async fn image_lifecycle_upload_download_delete_on(c: Cloud) {
     let r = c
         .post(
             &alice(),
@@ -338,8 +372,21 @@ async fn quotas_enforced_while_streaming() {
 
 #[tokio::test]
 async fn storage_quota_stops_upload() {
-    let cfg = ImageConfig { user_storage_quota: "1500000".into(), ..Default::default() };
-    let c = Cloud::start(cfg).await;
+    storage_quota_stops_upload_on(
+        Cloud::start(ImageConfig { user_storage_quota: "1500000".into(), ..Default::default() }).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pg_storage_quota_stops_upload() {
+    storage_quota_stops_upload_on(
+        Cloud::start_pg(ImageConfig { user_storage_quota: "1500000".into(), ..Default::default() }, "quota").await,
+    )
+    .await;
+}
+
+async fn storage_quota_stops_upload_on(c: Cloud) {
     let fmt = json!({"disk_format": "raw", "container_format": "bare"});
     let id = c.create(&alice(), fmt.clone()).await;
     assert_eq!(c.upload(&alice(), &id, vec![1u8; 1_000_000]).await.status, StatusCode::NO_CONTENT);
@@ -397,7 +444,15 @@ async fn restart_kills_stale_saving_images() {
 
 #[tokio::test]
 async fn visibility_members_and_policy() {
-    let c = Cloud::start(ImageConfig::default()).await;
+    visibility_members_and_policy_on(Cloud::start(ImageConfig::default()).await).await;
+}
+
+#[tokio::test]
+async fn pg_visibility_members_and_policy() {
+    visibility_members_and_policy_on(Cloud::start_pg(ImageConfig::default(), "vis").await).await;
+}
+
+async fn visibility_members_and_policy_on(c: Cloud) {
     let private = c.create(&alice(), json!({"name": "a-private", "visibility": "private"})).await;
     let shared = c.create(&alice(), json!({"name": "a-shared"})).await;
     let community = c.create(&alice(), json!({"name": "a-community", "visibility": "community"})).await;
@@ -496,7 +551,15 @@ async fn policy_file_overrides_publicize_image() {
 
 #[tokio::test]
 async fn patch_semantics_and_errors() {
-    let c = Cloud::start(ImageConfig::default()).await;
+    patch_semantics_and_errors_on(Cloud::start(ImageConfig::default()).await).await;
+}
+
+#[tokio::test]
+async fn pg_patch_semantics_and_errors() {
+    patch_semantics_and_errors_on(Cloud::start_pg(ImageConfig::default(), "patch").await).await;
+}
+
+async fn patch_semantics_and_errors_on(c: Cloud) {
     let id = c.create(&alice(), json!({"name": "n", "disk_format": "raw", "container_format": "bare", "k": "v"})).await;
     let r = c
         .patch(
@@ -569,7 +632,15 @@ async fn patch_semantics_and_errors() {
 
 #[tokio::test]
 async fn list_filters_sorting_pagination() {
-    let c = Cloud::start(ImageConfig::default()).await;
+    list_filters_sorting_pagination_on(Cloud::start(ImageConfig::default()).await).await;
+}
+
+#[tokio::test]
+async fn pg_list_filters_sorting_pagination() {
+    list_filters_sorting_pagination_on(Cloud::start_pg(ImageConfig::default(), "list").await).await;
+}
+
+async fn list_filters_sorting_pagination_on(c: Cloud) {
     let mut ids = Vec::new();
     for (i, name) in ["delta", "alpha", "echo", "charlie", "bravo"].iter().enumerate() {
         let mut body = json!({"name": name, "disk_format": if i % 2 == 0 { "raw" } else { "qcow2" },
