@@ -801,3 +801,30 @@ async fn schemas_describe_every_returned_field() {
     }
     assert!(c.get(&alice(), "/v2/schemas/members").await.json()["properties"]["members"].is_object());
 }
+
+/// The compute agent pulls image data in-process: the download must stream through
+/// `InternalClient::call_streaming` (not be buffered) and carry the checksum.
+#[tokio::test]
+async fn internal_streaming_download_for_compute() {
+    let c = Cloud::start(ImageConfig::default()).await;
+    let id = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    c.upload(&alice(), &id, data.clone()).await;
+    let client = InternalClient::default();
+    client.install(Router::new().nest("/image", c.router.clone()));
+    let req = Request::get(format!("/image/v2/images/{id}/file")).body(Body::empty()).unwrap();
+    let resp = client.call_streaming(&alice(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-md5"], md5_hex(&data).as_str());
+    let mut stream = resp.into_body().into_data_stream();
+    let (mut n, mut chunks, mut got) = (0usize, 0usize, Vec::new());
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.unwrap();
+        n += chunk.len();
+        chunks += 1;
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(n, data.len());
+    assert!(chunks > 1, "the body arrives in chunks, not as one buffer");
+    assert!(got == data);
+}
