@@ -828,3 +828,42 @@ async fn internal_streaming_download_for_compute() {
     assert!(chunks > 1, "the body arrives in chunks, not as one buffer");
     assert!(got == data);
 }
+
+/// web-download fetches only allow-listed URLs (here a loopback server), and the fetched
+/// data goes through the same checks as an upload.
+#[tokio::test]
+async fn web_download_only_from_the_allow_list() {
+    let data: Vec<u8> = vec![3u8; 700_000];
+    let served = Bytes::from(data.clone());
+    let app = Router::new().route("/images/disk.raw", axum::routing::get(move || async move { served.clone() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/images/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let c = Cloud::start(ImageConfig { web_download_allowed_urls: vec![base.clone()], ..Default::default() }).await;
+    let info = c.get(&alice(), "/v2/info/import").await.json();
+    assert_eq!(info["import-methods"]["value"], json!(["glance-direct", "web-download"]));
+    let id = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    let import = |uri: String| {
+        let body = json!({"method": {"name": "web-download", "uri": uri}});
+        let path = format!("/v2/images/{id}/import");
+        let c = &c;
+        async move { c.post(&alice(), &path, body).await.status }
+    };
+    assert_eq!(import("http://169.254.169.254/latest/meta-data".into()).await, StatusCode::FORBIDDEN);
+    assert_eq!(import("file:///etc/passwd".into()).await, StatusCode::FORBIDDEN);
+    assert_eq!(c.status_of(&id).await, "queued");
+    assert_eq!(import(format!("{base}disk.raw")).await, StatusCode::ACCEPTED);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = c.status_of(&id).await;
+        if status == "active" || status == "killed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "active");
+    let im = c.get(&alice(), &format!("/v2/images/{id}")).await.json();
+    assert_eq!(im["checksum"], md5_hex(&data));
+    assert_eq!(im["size"], data.len());
+    server.abort();
+}
