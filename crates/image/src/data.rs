@@ -519,6 +519,97 @@ pub(crate) async fn recover(st: &ImageState) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    /// A store whose disk fills up after `room` bytes.
+    struct FullAfter {
+        inner: crate::store::FsStore,
+        room: u64,
+    }
+
+    struct FullWriter {
+        inner: Box<dyn crate::store::StoreWriter>,
+        left: u64,
+    }
+
+    impl crate::store::StoreWriter for FullWriter {
+        fn write(&mut self, data: &[u8]) -> std::result::Result<(), StoreError> {
+            if data.len() as u64 > self.left {
+                return Err(std::io::Error::from_raw_os_error(28).into());
+            }
+            self.left -= data.len() as u64;
+            self.inner.write(data)
+        }
+        fn finish(&mut self) -> std::result::Result<(), StoreError> {
+            self.inner.finish()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for FullAfter {
+        fn id(&self) -> &'static str {
+            "file"
+        }
+        fn create(&self, key: &str) -> std::result::Result<Box<dyn crate::store::StoreWriter>, StoreError> {
+            Ok(Box::new(FullWriter { inner: self.inner.create(key)?, left: self.room }))
+        }
+        async fn commit(&self, key: &str) -> std::result::Result<(), StoreError> {
+            self.inner.commit(key).await
+        }
+        async fn abort(&self, key: &str) {
+            self.inner.abort(key).await
+        }
+        async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn read(&self, key: &str, o: u64, l: u64) -> std::result::Result<crate::store::ByteStream, StoreError> {
+            self.inner.read(key, o, l).await
+        }
+        fn partial_path(&self, key: &str) -> Option<PathBuf> {
+            self.inner.partial_path(key)
+        }
+        async fn remove_partials(&self) -> std::result::Result<usize, StoreError> {
+            self.inner.remove_partials().await
+        }
+    }
+
+    #[tokio::test]
+    async fn disk_full_mid_upload_is_413_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = stratus_db::Db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+        let platform = stratus_core::Platform {
+            db,
+            bus: Arc::new(stratus_bus::InProcBus::new()),
+            public_url: "http://x".into(),
+            data_dir: dir.path().to_path_buf(),
+            host: "t".into(),
+            internal: Default::default(),
+            region: "RegionOne".into(),
+        };
+        let fs = crate::store::FsStore::new(dir.path().join("images")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(FullAfter { inner: fs.clone(), room: 3 << 20 });
+        let st = ImageState {
+            platform,
+            policy: stratus_auth::Policy::load("image", crate::policy::DEFAULTS, None).unwrap(),
+            cfg: crate::ImageConfig::default(),
+            storage_quota: 0,
+            store: store.clone(),
+            staging: Arc::new(fs.clone()),
+        };
+        let im = Image {
+            id: "0b5c2f7e-1111-4222-8333-444455556666".into(),
+            disk_format: Some("raw".into()),
+            container_format: Some("bare".into()),
+            ..Default::default()
+        };
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1 << 20])));
+        let limit = Limit { max: u64::MAX, message: String::new() };
+        let err = ingest(&st, store, &im, futures::stream::iter(chunks), limit, Check::Inspect).await.unwrap_err();
+        assert!(matches!(err, ImageError::StorageFull(_)), "{err:?}");
+        assert_eq!(stratus_core::ApiError::from(err).status.as_u16(), 413);
+        assert_eq!(std::fs::read_dir(fs.root()).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count(), 0);
+    }
 
     #[test]
     fn ranges() {
