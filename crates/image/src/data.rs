@@ -155,6 +155,7 @@ where
             Some(Ok(chunk)) => {
                 total += chunk.len() as u64;
                 if total > limit.max {
+                    drain(&mut body, DRAIN_MAX).await;
                     break Err(ImageError::TooLarge(limit.message.clone()));
                 }
                 if check == Check::Inspect {
@@ -239,6 +240,25 @@ fn require_octet_stream(headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
+/// Most bytes read and discarded after a refusal, so that a client still sending gets the
+/// 413 instead of a connection reset (HTTP/1.1 clients read the response only once they
+/// have sent the body). Beyond this the connection is simply closed.
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards up to `max` more bytes of `body`.
+async fn drain<S, E>(body: &mut S, max: u64)
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+{
+    let mut seen = 0u64;
+    while seen <= max {
+        match body.next().await {
+            Some(Ok(c)) => seen += c.len() as u64,
+            _ => break,
+        }
+    }
+}
+
 /// Rejects early when the client declares more bytes than the limit allows.
 fn check_declared_length(headers: &HeaderMap, limit: &Limit) -> Result<()> {
     let declared =
@@ -268,6 +288,7 @@ async fn upload(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req
     let limit = limit_for(&st, &im).await?;
     if let Err(e) = check_declared_length(req.headers(), &limit) {
         kill(&st, &id, &["saving"], &e).await;
+        drain(&mut req.into_body().into_data_stream(), DRAIN_MAX).await;
         return Err(e);
     }
     let body = req.into_body().into_data_stream();
@@ -384,6 +405,7 @@ async fn stage(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req:
     let limit = limit_for(&st, &im).await?;
     if let Err(e) = check_declared_length(req.headers(), &limit) {
         kill(&st, &id, &["uploading"], &e).await;
+        drain(&mut req.into_body().into_data_stream(), DRAIN_MAX).await;
         return Err(e);
     }
     let body = req.into_body().into_data_stream();
