@@ -42,6 +42,19 @@ impl InternalClient {
         let _ = self.router.set(router);
     }
 
+    /// Dispatches `req` as `ctx` and returns the response with its body still streaming:
+    /// for image data (`GET /image/v2/images/{id}/file`, snapshot uploads with a
+    /// streaming request body), which [`InternalClient::call`] would buffer.
+    pub async fn call_streaming(
+        &self,
+        ctx: &RequestContext,
+        mut req: Request<Body>,
+    ) -> Result<axum::response::Response, ApiError> {
+        let router = self.router.get().ok_or_else(|| ApiError::unavailable("the cloud is still starting"))?.clone();
+        req.extensions_mut().insert(InternalCaller(ctx.clone()));
+        router.oneshot(req).await.map_err(|e| ApiError::internal(format!("internal call failed: {e}")))
+    }
+
     /// Calls `method path` (e.g. `GET /placement/resource_providers`) as `ctx`, with
     /// optional JSON `body` and extra headers (microversions).
     pub async fn call(

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 /// Version routes.
 pub fn routes() -> Router<String> {
-    Router::new().route("/", get(root)).route("/versions", get(root))
+    Router::new().route("/", get(root)).route("/versions", get(root)).route("/v2", get(root))
 }
 
 /// `GET /image/`.

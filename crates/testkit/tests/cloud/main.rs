@@ -2,4 +2,5 @@
 //! own in-process cloud and driving it over HTTP and through the real `openstack` CLI.
 
 mod foundation;
+mod image;
 mod placement;
