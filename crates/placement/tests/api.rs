@@ -35,7 +35,7 @@ async fn provider_crud_per_microversion() {
     assert_eq!(s, StatusCode::CREATED);
     assert!(v.is_null());
     let loc = hdrs["location"].to_str().unwrap().to_string();
-    assert!(loc.starts_with("/placement/resource_providers/"));
+    assert!(loc.starts_with("http://127.0.0.1:5080/placement/resource_providers/"), "{loc}");
     let cn1 = loc.rsplit('/').next().unwrap().to_string();
     // 1.0 shape: no nested fields, no traits/allocations links.
     let (s, v) = h.call("GET", &format!("/resource_providers/{cn1}"), "1.0", None).await;

@@ -6,6 +6,16 @@ use stratus_testkit::TestCloud;
 
 const AGG: &str = "5b2c0e5c-6bd4-4b6e-9d4e-0b8f6a1c9d01";
 
+async fn run(cloud: &TestCloud, args: Vec<&str>) -> Value {
+    cloud.openstack(&args).await.unwrap_or_else(|e| panic!("openstack {args:?}: {e}"))
+}
+
+/// Commands that print nothing (and take no `-f`).
+async fn run_quiet(cloud: &TestCloud, args: &[&str]) {
+    let (code, out, err) = cloud.openstack_raw(&cloud.admin(), args).await;
+    assert_eq!(code, Some(0), "openstack {args:?}: {out}{err}");
+}
+
 fn rows(v: &Value) -> &Vec<Value> {
     v.as_array().unwrap_or_else(|| panic!("expected a list, got {v}"))
 }
@@ -13,81 +23,125 @@ fn rows(v: &Value) -> &Vec<Value> {
 #[tokio::test]
 async fn placement_through_osc_placement() {
     let cloud = TestCloud::start().await;
-    let os = |args: Vec<&str>| {
-        let cloud = &cloud;
-        async move { cloud.openstack(&args).await.unwrap_or_else(|e| panic!("openstack {args:?}: {e}")) }
-    };
     let v139 = ["--os-placement-api-version", "1.39"];
 
     // Providers: create (negotiated version, 1.29), a nested child, list, show, set.
-    let rp = os(vec!["resource", "provider", "create", "cn-1"]).await;
+    let rp = run(&cloud, vec!["resource", "provider", "create", "cn-1"]).await;
     let uuid = rp["uuid"].as_str().unwrap().to_string();
     assert_eq!(rp["name"], "cn-1");
     assert_eq!(rp["generation"], 0);
-    let child = os(vec!["resource", "provider", "create", "cn-1-numa0", "--parent-provider", &uuid]).await;
+    let child = run(&cloud, vec!["resource", "provider", "create", "cn-1-numa0", "--parent-provider", &uuid]).await;
     assert_eq!(child["root_provider_uuid"], uuid.as_str());
-    let list = os(vec!["resource", "provider", "list"]).await;
+    let list = run(&cloud, vec!["resource", "provider", "list"]).await;
     assert_eq!(rows(&list).len(), 2);
-    let list = os(vec!["resource", "provider", "list", "--in-tree", &uuid]).await;
+    let list = run(&cloud, vec!["resource", "provider", "list", "--in-tree", &uuid]).await;
     assert_eq!(rows(&list).len(), 2);
-    let shown = os(vec!["resource", "provider", "show", &uuid]).await;
+    let shown = run(&cloud, vec!["resource", "provider", "show", &uuid]).await;
     assert_eq!(shown["uuid"], uuid.as_str());
     cloud.openstack(&["resource", "provider", "set", &uuid, "--name", "cn-1-renamed"]).await.unwrap();
-    let shown = os(vec!["resource", "provider", "show", &uuid]).await;
+    let shown = run(&cloud, vec!["resource", "provider", "show", &uuid]).await;
     assert_eq!(shown["name"], "cn-1-renamed");
 
     // Inventories.
     cloud
         .openstack(&[
-            "resource", "provider", "inventory", "set", &uuid, "--resource", "VCPU=8", "--resource",
-            "VCPU:allocation_ratio=2.0", "--resource", "MEMORY_MB=4096", "--resource", "MEMORY_MB:reserved=512",
-            "--resource", "DISK_GB=100",
+            "resource",
+            "provider",
+            "inventory",
+            "set",
+            &uuid,
+            "--resource",
+            "VCPU=8",
+            "--resource",
+            "VCPU:allocation_ratio=2.0",
+            "--resource",
+            "MEMORY_MB=4096",
+            "--resource",
+            "MEMORY_MB:reserved=512",
+            "--resource",
+            "DISK_GB=100",
         ])
         .await
         .unwrap();
-    let invs = os(vec!["resource", "provider", "inventory", "list", &uuid]).await;
+    let invs = run(&cloud, vec!["resource", "provider", "inventory", "list", &uuid]).await;
     assert_eq!(rows(&invs).len(), 3, "{invs}");
     let vcpu = rows(&invs).iter().find(|r| r["resource_class"] == "VCPU").unwrap();
     assert_eq!(vcpu["total"], 8);
     assert_eq!(vcpu["allocation_ratio"], 2.0);
-    let mem = os(vec!["resource", "provider", "inventory", "show", &uuid, "MEMORY_MB"]).await;
+    let mem = run(&cloud, vec!["resource", "provider", "inventory", "show", &uuid, "MEMORY_MB"]).await;
     assert_eq!(mem["reserved"], 512);
-    cloud.openstack(&["resource", "provider", "inventory", "delete", &uuid, "--resource-class", "DISK_GB"]).await.unwrap();
-    let invs = os(vec!["resource", "provider", "inventory", "list", &uuid]).await;
+    cloud
+        .openstack(&["resource", "provider", "inventory", "delete", &uuid, "--resource-class", "DISK_GB"])
+        .await
+        .unwrap();
+    let invs = run(&cloud, vec!["resource", "provider", "inventory", "list", &uuid]).await;
     assert_eq!(rows(&invs).len(), 2);
 
     // Resource classes and traits.
     let mut args = v139.to_vec();
     args.extend(["resource", "class", "create", "CUSTOM_FPGA"]);
-    cloud.openstack(&args).await.unwrap();
-    let classes = os(vec!["resource", "class", "list"]).await;
+    run_quiet(&cloud, &args).await;
+    let classes = run(&cloud, vec!["resource", "class", "list"]).await;
     assert!(rows(&classes).iter().any(|c| c["name"] == "CUSTOM_FPGA"));
     assert!(rows(&classes).iter().any(|c| c["name"] == "VCPU"));
     let mut args = v139.to_vec();
     args.extend(["trait", "create", "CUSTOM_GOLD"]);
-    cloud.openstack(&args).await.unwrap();
-    let traits = os(vec!["trait", "list", "--name", "startswith:CUSTOM"]).await;
+    run_quiet(&cloud, &args).await;
+    let traits = run(&cloud, vec!["trait", "list", "--name", "startswith:CUSTOM"]).await;
     assert_eq!(rows(&traits).iter().map(|t| t["name"].clone()).collect::<Vec<_>>(), vec!["CUSTOM_GOLD"]);
-    let set = os(vec!["resource", "provider", "trait", "set", &uuid, "--trait", "CUSTOM_GOLD", "--trait", "HW_CPU_X86_AVX2"]).await;
+    let set = run(
+        &cloud,
+        vec![
+            "resource",
+            "provider",
+            "trait",
+            "set",
+            &uuid,
+            "--trait",
+            "CUSTOM_GOLD",
+            "--trait",
+            "HW_CPU_X86_AVX2",
+            "-f",
+            "json",
+        ],
+    )
+    .await;
     assert_eq!(rows(&set).len(), 2, "{set}");
-    let tl = os(vec!["resource", "provider", "trait", "list", &uuid]).await;
+    let tl = run(&cloud, vec!["resource", "provider", "trait", "list", &uuid]).await;
     assert_eq!(rows(&tl).len(), 2);
 
     // Aggregates (1.19 needs the generation).
-    let gen = os(vec!["resource", "provider", "show", &uuid]).await["generation"].as_i64().unwrap().to_string();
-    let aggs = os(vec!["resource", "provider", "aggregate", "set", &uuid, "--aggregate", AGG, "--generation", &gen]).await;
+    let gen =
+        run(&cloud, vec!["resource", "provider", "show", &uuid]).await["generation"].as_i64().unwrap().to_string();
+    let aggs = run(
+        &cloud,
+        vec!["resource", "provider", "aggregate", "set", &uuid, "--aggregate", AGG, "--generation", &gen, "-f", "json"],
+    )
+    .await;
     assert_eq!(rows(&aggs).len(), 1, "{aggs}");
-    let aggs = os(vec!["resource", "provider", "aggregate", "list", &uuid]).await;
+    let aggs = run(&cloud, vec!["resource", "provider", "aggregate", "list", &uuid]).await;
     assert_eq!(rows(&aggs)[0]["uuid"], AGG);
 
     // Allocation candidates.
-    let cands = os(vec![
-        "allocation", "candidate", "list", "--resource", "VCPU=1", "--resource", "MEMORY_MB=512", "--required",
-        "HW_CPU_X86_AVX2",
-    ])
+    let cands = run(
+        &cloud,
+        vec![
+            "allocation",
+            "candidate",
+            "list",
+            "--resource",
+            "VCPU=1",
+            "--resource",
+            "MEMORY_MB=512",
+            "--required",
+            "HW_CPU_X86_AVX2",
+        ],
+    )
     .await;
     assert_eq!(rows(&cands).len(), 1, "{cands}");
-    let cands = os(vec!["allocation", "candidate", "list", "--resource", "VCPU=1", "--required", "STORAGE_DISK_SSD"]).await;
+    let cands =
+        run(&cloud, vec!["allocation", "candidate", "list", "--resource", "VCPU=1", "--required", "STORAGE_DISK_SSD"])
+            .await;
     assert_eq!(rows(&cands).len(), 0);
     let mut args = v139.to_vec();
     args.extend(["allocation", "candidate", "list", "--resource", "VCPU=1", "--forbidden", "CUSTOM_GOLD"]);
@@ -101,8 +155,19 @@ async fn placement_through_osc_placement() {
     let mut args = v139.to_vec();
     let alloc = format!("rp={uuid},VCPU=2,MEMORY_MB=1024");
     args.extend([
-        "resource", "provider", "allocation", "set", consumer, "--allocation", &alloc, "--project-id", project,
-        "--user-id", user, "--consumer-type", "INSTANCE",
+        "resource",
+        "provider",
+        "allocation",
+        "set",
+        consumer,
+        "--allocation",
+        &alloc,
+        "--project-id",
+        project,
+        "--user-id",
+        user,
+        "--consumer-type",
+        "INSTANCE",
     ]);
     let (code, out, err) = cloud.openstack_raw(&cloud.admin(), &args).await;
     assert_eq!(code, Some(0), "{out}{err}");
@@ -111,18 +176,29 @@ async fn placement_through_osc_placement() {
     let shown = cloud.openstack(&args).await.unwrap();
     assert_eq!(rows(&shown)[0]["resource_provider"], uuid.as_str());
     assert_eq!(rows(&shown)[0]["resources"]["VCPU"], 2);
-    let usage = os(vec!["resource", "provider", "usage", "show", &uuid]).await;
+    let usage = run(&cloud, vec!["resource", "provider", "usage", "show", &uuid]).await;
     let vcpu = rows(&usage).iter().find(|r| r["resource_class"] == "VCPU").unwrap();
     assert_eq!(vcpu["usage"], 2);
-    let usage = os(vec!["resource", "usage", "show", project]).await;
+    let usage = run(&cloud, vec!["resource", "usage", "show", project]).await;
     let mem = rows(&usage).iter().find(|r| r["resource_class"] == "MEMORY_MB").unwrap();
     assert_eq!(mem["usage"], 1024);
     // Over capacity: the CLI reports the 409.
     let mut args = v139.to_vec();
     let too_much = format!("rp={uuid},VCPU=15");
     args.extend([
-        "resource", "provider", "allocation", "set", "1b3e0f5a-2c1d-4e8f-a7b6-c5d4e3f2a1b0", "--allocation", &too_much,
-        "--project-id", project, "--user-id", user, "--consumer-type", "INSTANCE",
+        "resource",
+        "provider",
+        "allocation",
+        "set",
+        "1b3e0f5a-2c1d-4e8f-a7b6-c5d4e3f2a1b0",
+        "--allocation",
+        &too_much,
+        "--project-id",
+        project,
+        "--user-id",
+        user,
+        "--consumer-type",
+        "INSTANCE",
     ]);
     let (code, _, err) = cloud.openstack_raw(&cloud.admin(), &args).await;
     assert_ne!(code, Some(0));
@@ -130,14 +206,14 @@ async fn placement_through_osc_placement() {
     // A provider with allocations cannot be deleted.
     assert!(cloud.openstack(&["resource", "provider", "delete", &uuid]).await.is_err());
     cloud.openstack(&["resource", "provider", "allocation", "delete", consumer]).await.unwrap();
-    let usage = os(vec!["resource", "provider", "usage", "show", &uuid]).await;
+    let usage = run(&cloud, vec!["resource", "provider", "usage", "show", &uuid]).await;
     assert!(rows(&usage).iter().all(|r| r["usage"] == 0), "{usage}");
 
     // Delete child then parent.
     let child_uuid = child["uuid"].as_str().unwrap();
     cloud.openstack(&["resource", "provider", "delete", child_uuid]).await.unwrap();
     cloud.openstack(&["resource", "provider", "delete", &uuid]).await.unwrap();
-    let list = os(vec!["resource", "provider", "list"]).await;
+    let list = run(&cloud, vec!["resource", "provider", "list"]).await;
     assert!(rows(&list).is_empty());
     cloud.shutdown().await;
 }
