@@ -134,6 +134,17 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (StatusCode, serde_json::Value) {
+    let (s, bytes) = call_raw(router, method, path, body).await;
+    (s, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+/// The response body unparsed: latency is the server's, not the client's JSON parser's.
+async fn call_raw(
+    router: &Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, axum::body::Bytes) {
     let mut b = Request::builder().method(method).uri(path).header("openstack-api-version", "placement 1.39");
     let body = match body {
         Some(v) => {
