@@ -6,14 +6,8 @@ use stratus_testkit::TestCloud;
 
 const AGG: &str = "5b2c0e5c-6bd4-4b6e-9d4e-0b8f6a1c9d01";
 
-async fn run(cloud: &TestCloud, args: Vec<&str>) -> Value {
-    cloud.openstack(&args).await.unwrap_or_else(|e| panic!("openstack {args:?}: {e}"))
-}
-
-/// Commands that print nothing (and take no `-f`).
-async fn run_quiet(cloud: &TestCloud, args: &[&str]) {
-    let (code, out, err) = cloud.openstack_raw(&cloud.admin(), args).await;
-    assert_eq!(code, Some(0), "openstack {args:?}: {out}{err}");
+async fn os(cloud: &TestCloud, args: &[&str]) -> Value {
+    cloud.openstack(args).await.unwrap_or_else(|e| panic!("openstack {args:?}: {e}"))
 }
 
 fn rows(v: &Value) -> &Vec<Value> {
@@ -26,20 +20,20 @@ async fn placement_through_osc_placement() {
     let v139 = ["--os-placement-api-version", "1.39"];
 
     // Providers: create (negotiated version, 1.29), a nested child, list, show, set.
-    let rp = run(&cloud, vec!["resource", "provider", "create", "cn-1"]).await;
+    let rp = os(&cloud, &["resource", "provider", "create", "cn-1"]).await;
     let uuid = rp["uuid"].as_str().unwrap().to_string();
     assert_eq!(rp["name"], "cn-1");
     assert_eq!(rp["generation"], 0);
-    let child = run(&cloud, vec!["resource", "provider", "create", "cn-1-numa0", "--parent-provider", &uuid]).await;
+    let child = os(&cloud, &["resource", "provider", "create", "cn-1-numa0", "--parent-provider", &uuid]).await;
     assert_eq!(child["root_provider_uuid"], uuid.as_str());
-    let list = run(&cloud, vec!["resource", "provider", "list"]).await;
+    let list = os(&cloud, &["resource", "provider", "list"]).await;
     assert_eq!(rows(&list).len(), 2);
-    let list = run(&cloud, vec!["resource", "provider", "list", "--in-tree", &uuid]).await;
+    let list = os(&cloud, &["resource", "provider", "list", "--in-tree", &uuid]).await;
     assert_eq!(rows(&list).len(), 2);
-    let shown = run(&cloud, vec!["resource", "provider", "show", &uuid]).await;
+    let shown = os(&cloud, &["resource", "provider", "show", &uuid]).await;
     assert_eq!(shown["uuid"], uuid.as_str());
     cloud.openstack(&["resource", "provider", "set", &uuid, "--name", "cn-1-renamed"]).await.unwrap();
-    let shown = run(&cloud, vec!["resource", "provider", "show", &uuid]).await;
+    let shown = os(&cloud, &["resource", "provider", "show", &uuid]).await;
     assert_eq!(shown["name"], "cn-1-renamed");
 
     // Inventories.
@@ -63,69 +57,54 @@ async fn placement_through_osc_placement() {
         ])
         .await
         .unwrap();
-    let invs = run(&cloud, vec!["resource", "provider", "inventory", "list", &uuid]).await;
+    let invs = os(&cloud, &["resource", "provider", "inventory", "list", &uuid]).await;
     assert_eq!(rows(&invs).len(), 3, "{invs}");
     let vcpu = rows(&invs).iter().find(|r| r["resource_class"] == "VCPU").unwrap();
     assert_eq!(vcpu["total"], 8);
     assert_eq!(vcpu["allocation_ratio"], 2.0);
-    let mem = run(&cloud, vec!["resource", "provider", "inventory", "show", &uuid, "MEMORY_MB"]).await;
+    let mem = os(&cloud, &["resource", "provider", "inventory", "show", &uuid, "MEMORY_MB"]).await;
     assert_eq!(mem["reserved"], 512);
     cloud
         .openstack(&["resource", "provider", "inventory", "delete", &uuid, "--resource-class", "DISK_GB"])
         .await
         .unwrap();
-    let invs = run(&cloud, vec!["resource", "provider", "inventory", "list", &uuid]).await;
+    let invs = os(&cloud, &["resource", "provider", "inventory", "list", &uuid]).await;
     assert_eq!(rows(&invs).len(), 2);
 
     // Resource classes and traits.
     let mut args = v139.to_vec();
     args.extend(["resource", "class", "create", "CUSTOM_FPGA"]);
-    run_quiet(&cloud, &args).await;
-    let classes = run(&cloud, vec!["resource", "class", "list"]).await;
+    cloud.openstack(&args).await.unwrap();
+    let classes = os(&cloud, &["resource", "class", "list"]).await;
     assert!(rows(&classes).iter().any(|c| c["name"] == "CUSTOM_FPGA"));
     assert!(rows(&classes).iter().any(|c| c["name"] == "VCPU"));
     let mut args = v139.to_vec();
     args.extend(["trait", "create", "CUSTOM_GOLD"]);
-    run_quiet(&cloud, &args).await;
-    let traits = run(&cloud, vec!["trait", "list", "--name", "startswith:CUSTOM"]).await;
+    cloud.openstack(&args).await.unwrap();
+    let traits = os(&cloud, &["trait", "list", "--name", "startswith:CUSTOM"]).await;
     assert_eq!(rows(&traits).iter().map(|t| t["name"].clone()).collect::<Vec<_>>(), vec!["CUSTOM_GOLD"]);
-    let set = run(
+    let set = os(
         &cloud,
-        vec![
-            "resource",
-            "provider",
-            "trait",
-            "set",
-            &uuid,
-            "--trait",
-            "CUSTOM_GOLD",
-            "--trait",
-            "HW_CPU_X86_AVX2",
-            "-f",
-            "json",
-        ],
+        &["resource", "provider", "trait", "set", &uuid, "--trait", "CUSTOM_GOLD", "--trait", "HW_CPU_X86_AVX2"],
     )
     .await;
     assert_eq!(rows(&set).len(), 2, "{set}");
-    let tl = run(&cloud, vec!["resource", "provider", "trait", "list", &uuid]).await;
+    let tl = os(&cloud, &["resource", "provider", "trait", "list", &uuid]).await;
     assert_eq!(rows(&tl).len(), 2);
 
     // Aggregates (1.19 needs the generation).
-    let gen =
-        run(&cloud, vec!["resource", "provider", "show", &uuid]).await["generation"].as_i64().unwrap().to_string();
-    let aggs = run(
-        &cloud,
-        vec!["resource", "provider", "aggregate", "set", &uuid, "--aggregate", AGG, "--generation", &gen, "-f", "json"],
-    )
-    .await;
+    let gen = os(&cloud, &["resource", "provider", "show", &uuid]).await["generation"].as_i64().unwrap().to_string();
+    let aggs =
+        os(&cloud, &["resource", "provider", "aggregate", "set", &uuid, "--aggregate", AGG, "--generation", &gen])
+            .await;
     assert_eq!(rows(&aggs).len(), 1, "{aggs}");
-    let aggs = run(&cloud, vec!["resource", "provider", "aggregate", "list", &uuid]).await;
+    let aggs = os(&cloud, &["resource", "provider", "aggregate", "list", &uuid]).await;
     assert_eq!(rows(&aggs)[0]["uuid"], AGG);
 
     // Allocation candidates.
-    let cands = run(
+    let cands = os(
         &cloud,
-        vec![
+        &[
             "allocation",
             "candidate",
             "list",
@@ -140,7 +119,7 @@ async fn placement_through_osc_placement() {
     .await;
     assert_eq!(rows(&cands).len(), 1, "{cands}");
     let cands =
-        run(&cloud, vec!["allocation", "candidate", "list", "--resource", "VCPU=1", "--required", "STORAGE_DISK_SSD"])
+        os(&cloud, &["allocation", "candidate", "list", "--resource", "VCPU=1", "--required", "STORAGE_DISK_SSD"])
             .await;
     assert_eq!(rows(&cands).len(), 0);
     let mut args = v139.to_vec();
@@ -176,10 +155,10 @@ async fn placement_through_osc_placement() {
     let shown = cloud.openstack(&args).await.unwrap();
     assert_eq!(rows(&shown)[0]["resource_provider"], uuid.as_str());
     assert_eq!(rows(&shown)[0]["resources"]["VCPU"], 2);
-    let usage = run(&cloud, vec!["resource", "provider", "usage", "show", &uuid]).await;
+    let usage = os(&cloud, &["resource", "provider", "usage", "show", &uuid]).await;
     let vcpu = rows(&usage).iter().find(|r| r["resource_class"] == "VCPU").unwrap();
     assert_eq!(vcpu["usage"], 2);
-    let usage = run(&cloud, vec!["resource", "usage", "show", project]).await;
+    let usage = os(&cloud, &["resource", "usage", "show", project]).await;
     let mem = rows(&usage).iter().find(|r| r["resource_class"] == "MEMORY_MB").unwrap();
     assert_eq!(mem["usage"], 1024);
     // Over capacity: the CLI reports the 409.
@@ -206,14 +185,14 @@ async fn placement_through_osc_placement() {
     // A provider with allocations cannot be deleted.
     assert!(cloud.openstack(&["resource", "provider", "delete", &uuid]).await.is_err());
     cloud.openstack(&["resource", "provider", "allocation", "delete", consumer]).await.unwrap();
-    let usage = run(&cloud, vec!["resource", "provider", "usage", "show", &uuid]).await;
+    let usage = os(&cloud, &["resource", "provider", "usage", "show", &uuid]).await;
     assert!(rows(&usage).iter().all(|r| r["usage"] == 0), "{usage}");
 
     // Delete child then parent.
     let child_uuid = child["uuid"].as_str().unwrap();
     cloud.openstack(&["resource", "provider", "delete", child_uuid]).await.unwrap();
     cloud.openstack(&["resource", "provider", "delete", &uuid]).await.unwrap();
-    let list = run(&cloud, vec!["resource", "provider", "list"]).await;
+    let list = os(&cloud, &["resource", "provider", "list"]).await;
     assert!(rows(&list).is_empty());
     cloud.shutdown().await;
 }
