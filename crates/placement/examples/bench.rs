@@ -134,6 +134,17 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (StatusCode, serde_json::Value) {
+    let (s, bytes) = call_raw(router, method, path, body).await;
+    (s, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+/// The response body unparsed: latency is the server's, not the client's JSON parser's.
+async fn call_raw(
+    router: &Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, axum::body::Bytes) {
     let mut b = Request::builder().method(method).uri(path).header("openstack-api-version", "placement 1.39");
     let body = match body {
         Some(v) => {
@@ -146,8 +157,7 @@ async fn call(
     req.extensions_mut().insert(InternalCaller(RequestContext::internal_admin()));
     let resp = router.clone().oneshot(req).await.unwrap();
     let s = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 28).await.unwrap();
-    (s, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    (s, axum::body::to_bytes(resp.into_body(), 1 << 28).await.unwrap())
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -162,7 +172,7 @@ async fn latency(router: &Router, label: &str, path: &str, n: usize) {
     let mut lats = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let (s, _) = call(router, "GET", path, None).await;
+        let (s, _) = call_raw(router, "GET", path, None).await;
         lats.push(t.elapsed());
         assert_eq!(s, StatusCode::OK);
     }
@@ -296,11 +306,11 @@ async fn main() {
                 let c = uuid::Uuid::new_v4();
                 let t = Instant::now();
                 loop {
-                    let (s, v) = call(&router, "PUT", &format!("/allocations/{c}"), Some(body.clone())).await;
+                    let (s, v) = call_raw(&router, "PUT", &format!("/allocations/{c}"), Some(body.clone())).await;
                     if s == StatusCode::NO_CONTENT {
                         break;
                     }
-                    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+                    assert_eq!(s, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&v));
                     conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 lats.push(t.elapsed());

@@ -199,9 +199,15 @@ pub(crate) async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result
     // Consumer generations, then the old allocations go.
     let mut consumers: Vec<Option<i64>> = Vec::with_capacity(writes.len());
     for w in writes {
-        let mut q = Query::new("SELECT generation FROM placement_consumers WHERE uuid = ");
-        q.bind(&w.consumer);
-        let cur: Option<i64> = q.fetch_optional(&mut **tx).await?.map(|r| r.get(0));
+        // A client creating a consumer (generation null) needs no read: if the consumer
+        // exists after all, inserting it fails on its key and answers the same 409.
+        let cur: Option<i64> = if w.consumer_generation == Some(None) {
+            None
+        } else {
+            let mut q = Query::new("SELECT generation FROM placement_consumers WHERE uuid = ");
+            q.bind(&w.consumer);
+            q.fetch_optional(&mut **tx).await?.map(|r| r.get(0))
+        };
         if let Some(expected) = w.consumer_generation {
             if expected != cur {
                 let show = |g: Option<i64>| g.map(|g| g.to_string()).unwrap_or_else(|| "None".into());
@@ -296,24 +302,6 @@ pub(crate) async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result
         }
     }
     for (w, cur) in writes.iter().zip(&consumers) {
-        if !w.allocations.is_empty() {
-            let mut q = Query::new(
-                "INSERT INTO placement_allocations (consumer_uuid, provider_uuid, resource_class, used, created_at) VALUES ",
-            );
-            // Merge duplicates of (provider, class) in one body.
-            let mut merged: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-            for (rp, rc, amt) in &w.allocations {
-                *merged.entry((rp, rc)).or_insert(0) += amt;
-            }
-            for (i, ((rp, rc), amt)) in merged.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.push("(").bind(&w.consumer).push(", ").bind(*rp).push(", ").bind(*rc).push(", ").bind(*amt);
-                q.push(", ").bind(&now).push(")");
-            }
-            q.execute(&mut **tx).await?;
-        }
         match (cur, w.allocations.is_empty()) {
             (Some(_), true) => {
                 let mut d = Query::new("DELETE FROM placement_consumers WHERE uuid = ");
@@ -352,6 +340,35 @@ pub(crate) async fn claim_in_tx(tx: &mut Tx, writes: &[ConsumerWrite]) -> Result
                     }
                 })?;
             }
+        }
+    }
+    for w in writes {
+        if !w.allocations.is_empty() {
+            let mut q = Query::new(
+                "INSERT INTO placement_allocations (consumer_uuid, provider_uuid, resource_class, used, created_at) VALUES ",
+            );
+            // Merge duplicates of (provider, class) in one body.
+            let mut merged: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+            for (rp, rc, amt) in &w.allocations {
+                *merged.entry((rp, rc)).or_insert(0) += amt;
+            }
+            for (i, ((rp, rc), amt)) in merged.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.push("(").bind(&w.consumer).push(", ").bind(*rp).push(", ").bind(*rc).push(", ").bind(*amt);
+                q.push(", ").bind(&now).push(")");
+            }
+            q.execute(&mut **tx).await.map_err(|e| {
+                if e.is_unique_violation() {
+                    PlacementError::ConcurrentUpdate(format!(
+                        "consumer generation conflict: consumer {} already has allocations",
+                        w.consumer
+                    ))
+                } else {
+                    PlacementError::Db(e)
+                }
+            })?;
         }
     }
     let mut patches = Vec::with_capacity(new_gens.len());

@@ -82,7 +82,7 @@ pub fn generation(obj: &Map<String, Value>, key: &str) -> Result<i64> {
     int_in(required(obj, key)?, key, 0, i64::MAX)
 }
 
-/// `Location`-style href of a path under the service.
+/// Path of a link under the service (links in bodies are relative, as in Placement).
 pub fn href(path: &str) -> String {
     format!("/placement{path}")
 }

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use stratus_core::ApiError;
-use stratus_db::DbError;
+use stratus_db::{DbError, Retryable};
 
 /// Everything a Placement request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,12 @@ impl From<PlacementError> for ApiError {
             }
             PlacementError::Conflict(_) => ApiError::conflict(msg),
             PlacementError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, msg),
+            // Contention that outlasted the transaction helper's retries: the client's
+            // retry on 409 is the right answer, not a 500.
+            PlacementError::Db(e) if e.retryable() => ApiError::conflict(
+                "Another request updated the same resource providers or consumers concurrently; please retry.",
+            )
+            .with_code("placement.concurrent_update"),
             PlacementError::Db(e) => ApiError::from(e),
         }
     }
@@ -95,11 +101,11 @@ impl From<stratus_db::sqlx::Error> for PlacementError {
     }
 }
 
-/// Result of a Placement operation.
-pub type Result<T, E = PlacementError> = std::result::Result<T, E>;
-
-impl stratus_db::Retryable for PlacementError {
+impl Retryable for PlacementError {
     fn retryable(&self) -> bool {
         matches!(self, PlacementError::Db(e) if e.retryable())
     }
 }
+
+/// Result of a Placement operation.
+pub type Result<T, E = PlacementError> = std::result::Result<T, E>;

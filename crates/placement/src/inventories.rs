@@ -15,7 +15,7 @@ use stratus_auth::Ctx;
 use stratus_core::{ApiVersion, OsJson};
 use stratus_db::{Query, Tx};
 
-use crate::common::{authorize, generation, href, int_in, object, only_keys, required, string};
+use crate::common::{authorize, generation, int_in, object, only_keys, required, string};
 use crate::error::{PlacementError, Result};
 use crate::index::Inv;
 use crate::store;
@@ -270,7 +270,7 @@ async fn create_one(
     let (gen, _) = write(&st, &uuid, Some(gen), Edit::Create(rc.clone(), inv)).await?;
     let mut body = inv_json(&inv);
     body["resource_provider_generation"] = json!(gen);
-    let loc = href(&format!("/resource_providers/{uuid}/inventories/{rc}"));
+    let loc = st.location(&format!("/resource_providers/{uuid}/inventories/{rc}"));
     Ok((StatusCode::CREATED, [(header::LOCATION, loc)], Json(body)).into_response())
 }
 

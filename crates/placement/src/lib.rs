@@ -61,6 +61,17 @@ pub struct AppState {
     pub policy: Policy,
     /// Read model answering candidates and filtered provider lists.
     pub index: RwLock<index::Index>,
+    /// Public URL of the service (`http://host:5080/placement`).
+    pub public_base: String,
+}
+
+impl AppState {
+    /// An absolute `Location` for `path` under the service, as webob makes Placement's
+    /// (osc-placement follows it through the session, which only accepts absolute URLs
+    /// or paths relative to the endpoint).
+    pub fn location(&self, path: &str) -> String {
+        format!("{}{path}", self.public_base)
+    }
 }
 
 /// The running service.
@@ -75,7 +86,12 @@ impl PlacementService {
     pub async fn start(platform: Platform, auth: AuthState, config: PlacementConfig) -> anyhow::Result<Arc<Self>> {
         platform.db.migrate("placement", MIGRATIONS).await?;
         let policy = Policy::load("placement", policy::DEFAULTS, config.policy_file.as_deref())?;
-        let state = Arc::new(AppState { db: platform.db.clone(), policy, index: RwLock::new(index::Index::default()) });
+        let state = Arc::new(AppState {
+            db: platform.db.clone(),
+            policy,
+            index: RwLock::new(index::Index::default()),
+            public_base: platform.service_url("/placement"),
+        });
         store::reload_all(&state).await?;
         tracing::info!(providers = state.index.read().len(), "placement read model loaded");
         if config.index_resync_seconds > 0 {

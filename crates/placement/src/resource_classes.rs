@@ -14,7 +14,7 @@ use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
 use crate::catalog::{is_standard_class, is_valid_custom, STANDARD_RESOURCE_CLASSES};
-use crate::common::{authorize, href, link, object, only_keys, required, route_since, string};
+use crate::common::{authorize, link, object, only_keys, required, route_since, string};
 use crate::error::{PlacementError, Result};
 use crate::store;
 use crate::AppState;
@@ -70,7 +70,7 @@ async fn create(
     if !insert(&st, name).await? {
         return Err(PlacementError::Conflict(format!("Conflicting resource class already exists: {name}")));
     }
-    Ok((StatusCode::CREATED, [(header::LOCATION, href(&format!("/resource_classes/{name}")))]).into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, st.location(&format!("/resource_classes/{name}")))]).into_response())
 }
 
 /// `GET /resource_classes/{name}`.
@@ -107,7 +107,8 @@ async fn update(
             return Err(invalid_name(&name));
         }
         return Ok(if insert(&st, &name).await? {
-            (StatusCode::CREATED, [(header::LOCATION, href(&format!("/resource_classes/{name}")))]).into_response()
+            (StatusCode::CREATED, [(header::LOCATION, st.location(&format!("/resource_classes/{name}")))])
+                .into_response()
         } else {
             StatusCode::NO_CONTENT.into_response()
         });

@@ -190,7 +190,7 @@ async fn create(
         })
         .await?;
     store::refresh(&st, std::slice::from_ref(&row.uuid), true).await?;
-    let location = crate::common::href(&format!("/resource_providers/{}", row.uuid));
+    let location = st.location(&format!("/resource_providers/{}", row.uuid));
     if v.at_least(1, 20) {
         Ok((StatusCode::OK, [(header::LOCATION, location)], Json(row_json(&row, v))).into_response())
     } else {

@@ -16,7 +16,7 @@ use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
 use crate::catalog::{is_standard_trait, is_valid_custom, STANDARD_TRAITS};
-use crate::common::{authorize, csv, generation, href, object, only_keys, required, route_since, string};
+use crate::common::{authorize, csv, generation, object, only_keys, required, route_since, string};
 use crate::error::{PlacementError, Result};
 use crate::store;
 use crate::AppState;
@@ -101,7 +101,7 @@ async fn create(
     let mut q = Query::new("INSERT INTO placement_custom_traits (name, created_at) VALUES (");
     q.bind(&name).push(", ").bind(stratus_core::time::now()).push(") ON CONFLICT DO NOTHING");
     if q.execute(st.db.reader()).await? == 1 {
-        Ok((StatusCode::CREATED, [(header::LOCATION, href(&format!("/traits/{name}")))]).into_response())
+        Ok((StatusCode::CREATED, [(header::LOCATION, st.location(&format!("/traits/{name}")))]).into_response())
     } else {
         Ok(StatusCode::NO_CONTENT.into_response())
     }

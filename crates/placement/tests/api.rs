@@ -35,7 +35,7 @@ async fn provider_crud_per_microversion() {
     assert_eq!(s, StatusCode::CREATED);
     assert!(v.is_null());
     let loc = hdrs["location"].to_str().unwrap().to_string();
-    assert!(loc.starts_with("/placement/resource_providers/"));
+    assert!(loc.starts_with("http://127.0.0.1:5080/placement/resource_providers/"), "{loc}");
     let cn1 = loc.rsplit('/').next().unwrap().to_string();
     // 1.0 shape: no nested fields, no traits/allocations links.
     let (s, v) = h.call("GET", &format!("/resource_providers/{cn1}"), "1.0", None).await;
@@ -610,4 +610,68 @@ async fn reshaper_moves_inventory_and_allocations_atomically() {
     let reqs = v["allocation_requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 1);
     assert_eq!(v["provider_summaries"][&gpu]["resources"]["VGPU"], json!({"capacity": 4, "used": 1}));
+}
+
+#[tokio::test]
+async fn read_model_matches_the_database_after_mixed_writes() {
+    let h = harness::sqlite().await;
+    let a = h.provider("a", None).await;
+    let b = h.provider("b", Some(&a)).await;
+    let c = h.provider("c", None).await;
+    h.inventory(&a, &[("VCPU", 16, 1, 2.0), ("MEMORY_MB", 8192, 0, 1.0)]).await;
+    h.inventory(&b, &[("PCPU", 8, 0, 1.0)]).await;
+    h.inventory(&c, &[("VCPU", 8, 0, 1.0), ("DISK_GB", 100, 0, 1.0)]).await;
+    h.traits(&a, &["COMPUTE_NODE", "CUSTOM_X"]).await;
+    h.aggregates(&c, &[AGG1]).await;
+    for i in 0..6 {
+        let rp = if i % 2 == 0 { &a } else { &c };
+        let body = json!({"allocations": {rp.clone(): {"resources": {"VCPU": 1 + i % 3}}}, "project_id": "p", "user_id": "u", "consumer_generation": null, "consumer_type": "INSTANCE"});
+        let (s, v) = h.call("PUT", &format!("/allocations/{}", uuid::Uuid::new_v4()), "1.39", Some(body)).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    }
+    // Re-parent b under c, then delete a's inventory of MEMORY_MB, then move c's allocations away.
+    let (s, _) = h
+        .call("PUT", &format!("/resource_providers/{b}"), "1.39", Some(json!({"name": "b", "parent_provider_uuid": c})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h.call("DELETE", &format!("/resource_providers/{a}/inventories/MEMORY_MB"), "1.39", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = h.call("GET", &format!("/resource_providers/{c}/allocations"), "1.39", None).await;
+    for consumer in v["allocations"].as_object().unwrap().keys() {
+        let (s, _) = h.call("DELETE", &format!("/allocations/{consumer}"), "1.39", None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+    let (fresh, _svc) = harness::fresh_view(&h).await;
+    let queries = [
+        "/allocation_candidates?resources=VCPU:1",
+        "/allocation_candidates?resources=VCPU:1,PCPU:1",
+        "/allocation_candidates?resources=DISK_GB:10&member_of=11111111-1111-1111-1111-111111111111",
+        "/allocation_candidates?resources=VCPU:1&required=CUSTOM_X",
+        "/resource_providers?resources=VCPU:3",
+        "/resource_providers?required=COMPUTE_NODE",
+    ];
+    for q in queries {
+        let (_, mine) = h.call("GET", q, "1.39", None).await;
+        let req = axum::http::Request::builder()
+            .uri(q)
+            .header("openstack-api-version", "placement 1.39")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let mut req = req;
+        req.extensions_mut().insert(stratus_core::internal::InternalCaller(RequestContext::internal_admin()));
+        let resp = tower::ServiceExt::oneshot(fresh.clone(), req).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+        let theirs: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(mine, theirs, "read model and database disagree on {q}");
+    }
+}
+
+#[tokio::test]
+async fn cache_headers_from_1_15() {
+    let h = harness::sqlite().await;
+    let (_, hdrs, _) = h.call_full(RequestContext::internal_admin(), "GET", "/resource_providers", "1.14", None).await;
+    assert!(hdrs.get("cache-control").is_none());
+    let (_, hdrs, _) = h.call_full(RequestContext::internal_admin(), "GET", "/resource_providers", "1.15", None).await;
+    assert_eq!(hdrs["cache-control"], "no-cache");
+    assert!(hdrs["last-modified"].to_str().unwrap().ends_with("GMT"));
 }

@@ -56,6 +56,13 @@ fn rand_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
+/// A second service on the same database: its read model is loaded fresh from the tables.
+pub async fn fresh_view(h: &Harness) -> (Router, Arc<PlacementService>) {
+    let dir = tempfile::tempdir().unwrap();
+    let other = start(h.db.clone(), dir).await;
+    (other.router.clone(), other.svc.clone())
+}
+
 async fn start(db: Db, dir: tempfile::TempDir) -> Harness {
     let platform = Platform {
         db: db.clone(),
