@@ -234,7 +234,8 @@ const MAX_RETRIES: u32 = 30;
 /// together do not collide again in lockstep.
 fn jittered_backoff(attempt: u32) -> Duration {
     let base = 1u64 << attempt.min(6);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let jitter = u64::from(nanos) % (base * 1000 + 1);
     Duration::from_micros(base * 500 + jitter)
 }

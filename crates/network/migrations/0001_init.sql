@@ -7,7 +7,7 @@ CREATE TABLE network_resources (
     project_id TEXT NOT NULL,
     parent_id TEXT,
     ref_id TEXT,
-    shared BOOLEAN NOT NULL,
+    shared BIGINT NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (kind, id)

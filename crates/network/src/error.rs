@@ -107,6 +107,12 @@ impl axum::response::IntoResponse for NetError {
     }
 }
 
+impl stratus_db::Retryable for NetError {
+    fn retryable(&self) -> bool {
+        matches!(self, NetError::Api(a) if a.retryable)
+    }
+}
+
 /// Result of the service layer.
 pub type NetResult<T> = Result<T, NetError>;
 

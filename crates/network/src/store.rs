@@ -183,7 +183,7 @@ where
 
 /// SQL condition: network ids shared with `project` (shared flag or an RBAC grant).
 fn push_shared_networks(q: &mut Query, project: &str) {
-    q.push("(SELECT n.id FROM network_resources n WHERE n.kind = 'network' AND (n.shared OR n.id IN (");
+    q.push("(SELECT n.id FROM network_resources n WHERE n.kind = 'network' AND (n.shared = 1 OR n.id IN (");
     q.push("SELECT r.parent_id FROM network_resources r WHERE r.kind = 'rbac_policy' AND r.ref_id IN (");
     q.bind(project).push(", '*'))))");
 }
@@ -214,7 +214,7 @@ where
                 push_shared_networks(&mut q, &project);
             }
             kind::SUBNETPOOL | kind::SECURITY_GROUP => {
-                q.push(" OR shared");
+                q.push(" OR shared = 1");
             }
             kind::RBAC_POLICY => {
                 q.push(" OR ref_id = ").bind(&project);
