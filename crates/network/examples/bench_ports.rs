@@ -66,7 +66,13 @@ async fn network_with_subnet(r: &Router, cidr: &str) -> String {
     let (s, n) = call(r, Method::POST, "/v2.0/networks", Some(json!({"network": {"name": cidr}}))).await;
     assert_eq!(s, 201, "{n}");
     let nid = n["network"]["id"].as_str().expect("id").to_string();
-    let (s, b) = call(r, Method::POST, "/v2.0/subnets", Some(json!({"subnet": {"network_id": nid, "cidr": cidr, "ip_version": 4}}))).await;
+    let (s, b) = call(
+        r,
+        Method::POST,
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": nid, "cidr": cidr, "ip_version": 4}})),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     nid
 }
@@ -74,7 +80,10 @@ async fn network_with_subnet(r: &Router, cidr: &str) -> String {
 async fn port(r: &Router, nid: &str) -> (String, String) {
     let (s, p) = call(r, Method::POST, "/v2.0/ports", Some(json!({"port": {"network_id": nid}}))).await;
     assert_eq!(s, 201, "{p}");
-    (p["port"]["id"].as_str().unwrap_or("").to_string(), p["port"]["fixed_ips"][0]["ip_address"].as_str().unwrap_or("").to_string())
+    (
+        p["port"]["id"].as_str().unwrap_or("").to_string(),
+        p["port"]["fixed_ips"][0]["ip_address"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -100,7 +109,9 @@ async fn main() -> anyhow::Result<()> {
     let auth = AuthState { validator: Arc::new(NoTokens), identity_uri: "http://bench/identity".into() };
     let svc = NetworkService::start(platform, auth, NetworkConfig::default()).await?;
     let r = Router::new().nest("/network", svc.router());
-    let (s, _) = call(&r, Method::PUT, "/v2.0/quotas/bench", Some(json!({"quota": {"port": -1, "network": -1, "subnet": -1}}))).await;
+    let (s, _) =
+        call(&r, Method::PUT, "/v2.0/quotas/bench", Some(json!({"quota": {"port": -1, "network": -1, "subnet": -1}})))
+            .await;
     assert_eq!(s, 200);
     println!("backend: {}", if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" });
 

@@ -35,8 +35,39 @@ pub struct SubnetInfo {
 /// contention; each retry means another transaction made progress).
 const MAX_CAS: usize = 1000;
 
+/// Pools larger than this are stored as several stripes so that concurrent allocators
+/// (PostgreSQL) pick different rows instead of all rewriting one.
+const STRIPE_MIN: u128 = 1024;
+
+/// Splits large ranges into up to 16 stripes.
+fn stripes(pools: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut out = Vec::new();
+    for &(a, b) in pools {
+        let size = (b - a).saturating_add(1);
+        if size <= STRIPE_MIN {
+            out.push((a, b));
+            continue;
+        }
+        let chunk = (size / 16).max(256);
+        let mut start = a;
+        while start <= b {
+            let end = start.saturating_add(chunk - 1).min(b);
+            out.push((start, end));
+            match end.checked_add(1) {
+                Some(n) => start = n,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
 /// Fills the free list of a new subnet.
 pub async fn init_subnet(tx: &mut Tx, subnet_id: &str, pools: &[(u128, u128)]) -> NetResult<()> {
+    insert_ranges(tx, subnet_id, &stripes(pools)).await
+}
+
+async fn insert_ranges(tx: &mut Tx, subnet_id: &str, pools: &[(u128, u128)]) -> NetResult<()> {
     for (a, b) in pools {
         let mut q = Query::new("INSERT INTO network_ipam_free (subnet_id, first_ip, last_ip) VALUES (");
         q.bind(subnet_id).push(", ").bind(key(*a)).push(", ").bind(key(*b)).push(")");
@@ -82,14 +113,24 @@ async fn record(tx: &mut Tx, subnet: &SubnetInfo, ip: u128, port_id: &str) -> Ne
     Ok(q.execute(&mut **tx).await? == 1)
 }
 
-/// Allocates the lowest free address of `subnet` to `port_id`; `None` when full.
+/// Allocates a free address of `subnet` to `port_id`; `None` when full.
+///
+/// Small pools hand out their lowest free address. Large (striped) pools hand out the
+/// lowest address of a random one of their first few large ranges, so concurrent
+/// allocators rarely touch the same row.
 pub async fn allocate_any(tx: &mut Tx, subnet: &SubnetInfo, port_id: &str) -> NetResult<Option<u128>> {
     for _ in 0..MAX_CAS {
         let mut q = Query::new("SELECT first_ip, last_ip FROM network_ipam_free WHERE subnet_id = ");
-        q.bind(&subnet.id).push(" ORDER BY first_ip LIMIT 1");
-        let Some(row) = q.fetch_optional(&mut **tx).await? else { return Ok(None) };
-        let (fk, lk): (String, String) =
-            (row.try_get("first_ip").unwrap_or_default(), row.try_get("last_ip").unwrap_or_default());
+        q.bind(&subnet.id).push(" ORDER BY first_ip LIMIT 8");
+        let rows: Vec<(String, String)> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| (r.try_get("first_ip").unwrap_or_default(), r.try_get("last_ip").unwrap_or_default()))
+            .collect();
+        let big: Vec<&(String, String)> = rows.iter().filter(|(f, l)| from_key(l) - from_key(f) >= 63).collect();
+        let pick = if big.len() > 1 { big.get(rand::random::<usize>() % big.len()).copied() } else { rows.first() };
+        let Some((fk, lk)) = pick.cloned() else { return Ok(None) };
         let (first, last) = (from_key(&fk), from_key(&lk));
         let mut cas = if first >= last {
             Query::new("DELETE FROM network_ipam_free WHERE subnet_id = ")
@@ -141,7 +182,7 @@ pub async fn allocate_specific(tx: &mut Tx, subnet: &SubnetInfo, ip: u128, port_
             if ip < last {
                 rest.push((ip + 1, last));
             }
-            init_subnet(tx, &subnet.id, &rest).await?;
+            insert_ranges(tx, &subnet.id, &rest).await?;
         }
         if record(tx, subnet, ip, port_id).await? {
             return Ok(());
