@@ -83,7 +83,9 @@ where
     );
     q.bind(kind).push(", ").bind(s(body, "id")).push(", ").bind(s(body, "project_id")).push(", ");
     q.bind(links.parent.clone()).push(", ").bind(links.reference.clone()).push(", ").bind(links.shared);
-    q.push(", ").bind(s(body, "created_at")).push(", ").bind(body.to_string()).push(")");
+    // The row keeps microsecond creation time so lists come back in creation order even
+    // when the API's second-precision `created_at` ties.
+    q.push(", ").bind(stratus_core::time::now()).push(", ").bind(body.to_string()).push(")");
     q.execute(ex).await?;
     Ok(())
 }
