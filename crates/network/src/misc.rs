@@ -263,14 +263,12 @@ async fn create_rbac(
     body.insert("action".into(), json!(action));
     body.insert("target_tenant".into(), json!(target));
     body.insert("target_project".into(), json!(target));
-    let mut body = serde_json::Value::Object(body);
-    // The store orders rows by created_at; keep it in the row, not in the API body.
-    let created = stratus_core::time::now();
+    let body = serde_json::Value::Object(body);
     let cfg = st.cfg.clone();
     let b = body.clone();
     st.db
         .transaction(|tx| {
-            let (mut b, cfg, project, created) = (b.clone(), cfg.clone(), project.clone(), created.clone());
+            let (b, cfg, project) = (b.clone(), cfg.clone(), project.clone());
             Box::pin(async move {
                 for other in store::children(&mut **tx, kind::RBAC_POLICY, store::s(&b, "object_id")).await? {
                     if other["action"] == b["action"] && other["target_tenant"] == b["target_tenant"] {
@@ -281,7 +279,6 @@ async fn create_rbac(
                     }
                 }
                 quotas::check(tx, &cfg, &project, "rbac_policy", 1).await?;
-                b["created_at"] = json!(created);
                 let links = Links {
                     parent: Some(store::s(&b, "object_id").into()),
                     reference: Some(store::s(&b, "target_tenant").into()),
@@ -292,9 +289,6 @@ async fn create_rbac(
             })
         })
         .await?;
-    if let Some(m) = body.as_object_mut() {
-        m.remove("created_at");
-    }
     Ok((StatusCode::CREATED, Json(json!({"rbac_policy": body}))))
 }
 
