@@ -414,7 +414,8 @@ async fn projects_are_isolated_unless_shared() {
     assert!(err.stderr.contains("could not be found") || err.stderr.contains("No Network found"), "{err}");
 
     // Shared with B by RBAC: visible and usable by B, still not by others.
-    os_as(
+    let b_id = s(&os(&cloud, &["project", "show", "proj-b"]).await, "id").to_string();
+    let rbac = os_as(
         &cloud,
         &a,
         &[
@@ -422,7 +423,7 @@ async fn projects_are_isolated_unless_shared() {
             "rbac",
             "create",
             "--target-project",
-            "proj-b",
+            &b_id,
             "--action",
             "access_as_shared",
             "--type",
@@ -431,6 +432,7 @@ async fn projects_are_isolated_unless_shared() {
         ],
     )
     .await;
+    assert_eq!(rbac["target_project_id"], b_id.as_str(), "{rbac}");
     let nets = names(&os_as(&cloud, &b, &["network", "list"]).await);
     assert_eq!(nets, vec!["net-a".to_string()]);
     let p = os_as(&cloud, &b, &["port", "create", "--network", &id, "guest-port"]).await;
