@@ -246,15 +246,16 @@ async fn allocate_segment(tx: &mut Tx, cfg: &NetworkConfig, req: &Segment, netwo
     }
 }
 
-/// Adds computed attributes (`subnets`) and hides admin-only ones.
-pub(crate) fn present(ctx: &RequestContext, mut body: Value, subnets: &HashMap<String, Vec<String>>) -> Value {
+/// Adds computed attributes (`subnets`) and hides the provider attributes from callers
+/// policy does not show them to (`get_network:provider:*`, admin-only by default).
+pub(crate) fn present(st: &S, ctx: &RequestContext, mut body: Value, subnets: &HashMap<String, Vec<String>>) -> Value {
     let id = store::s(&body, "id").to_string();
     body["subnets"] = json!(subnets.get(&id).cloned().unwrap_or_default());
-    if !ctx.is_admin() {
-        if let Some(m) = body.as_object_mut() {
-            for p in PROVIDER {
-                m.remove(*p);
-            }
+    let hidden: Vec<&str> =
+        PROVIDER.iter().copied().filter(|p| !st.policy.check(&format!("get_network:{p}"), ctx, &body)).collect();
+    if let Some(m) = body.as_object_mut() {
+        for p in hidden {
+            m.remove(p);
         }
     }
     body
@@ -283,14 +284,14 @@ pub(crate) async fn find(st: &S, ctx: &RequestContext, id: &str) -> NetResult<Va
 async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Json<Value>> {
     let subnets = subnet_map(&st).await?;
     let items = store::visible(st.db.reader(), &ctx, kind::NETWORK, None).await?;
-    let items = items.into_iter().map(|b| present(&ctx, b, &subnets)).collect();
+    let items = items.into_iter().map(|b| present(&st, &ctx, b, &subnets)).collect();
     Ok(Json(crate::listing::respond("networks", items, &q, &format!("{}/v2.0/networks", st.base))?))
 }
 
 async fn show(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q: QueryPairs) -> NetResult<Json<Value>> {
     let body = find(&st, &ctx, &id).await?;
     let subnets = subnet_map(&st).await?;
-    Ok(Json(json!({"network": crate::listing::select_fields(present(&ctx, body, &subnets), &q)})))
+    Ok(Json(json!({"network": crate::listing::select_fields(present(&st, &ctx, body, &subnets), &q)})))
 }
 
 fn validate_azs(obj: &serde_json::Map<String, Value>, az: &str) -> NetResult<Vec<Value>> {
@@ -411,7 +412,7 @@ async fn create(
             })
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"network": present(&ctx, created, &HashMap::new())}))))
+    Ok((StatusCode::CREATED, Json(json!({"network": present(&st, &ctx, created, &HashMap::new())}))))
 }
 
 async fn update(
@@ -490,7 +491,7 @@ async fn update(
         })
         .await?;
     let subnets = subnet_map(&st).await?;
-    Ok(Json(json!({"network": present(&ctx, updated, &subnets)})))
+    Ok(Json(json!({"network": present(&st, &ctx, updated, &subnets)})))
 }
 
 async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<StatusCode> {

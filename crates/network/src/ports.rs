@@ -74,13 +74,14 @@ pub(crate) fn links(p: &Value) -> Links {
     }
 }
 
-/// Hides binding details from non-admins, as Neutron's policy does.
-pub(crate) fn present(ctx: &RequestContext, mut p: Value) -> Value {
-    if !ctx.is_admin() {
-        if let Some(m) = p.as_object_mut() {
-            for k in ADMIN_ONLY_READ {
-                m.remove(*k);
-            }
+/// Hides binding details from callers policy does not show them to (`get_port:binding:*`,
+/// admin-only by default, as in Neutron).
+pub(crate) fn present(st: &S, ctx: &RequestContext, mut p: Value) -> Value {
+    let hidden: Vec<&str> =
+        ADMIN_ONLY_READ.iter().copied().filter(|k| !st.policy.check(&format!("get_port:{k}"), ctx, &p)).collect();
+    if let Some(m) = p.as_object_mut() {
+        for k in hidden {
+            m.remove(k);
         }
     }
     p
@@ -514,13 +515,13 @@ async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Js
         }
         None => store::visible(st.db.reader(), &ctx, kind::PORT, None).await?,
     };
-    let items = items.into_iter().map(|p| present(&ctx, p)).collect();
+    let items = items.into_iter().map(|p| present(&st, &ctx, p)).collect();
     Ok(Json(crate::listing::respond("ports", items, &q, &format!("{}/v2.0/ports", st.base))?))
 }
 
 async fn show(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q: QueryPairs) -> NetResult<Json<Value>> {
     let p = find(&st, &ctx, &id).await?;
-    Ok(Json(json!({"port": crate::listing::select_fields(present(&ctx, p), &q)})))
+    Ok(Json(json!({"port": crate::listing::select_fields(present(&st, &ctx, p), &q)})))
 }
 
 async fn create(
@@ -533,7 +534,7 @@ async fn create(
     let project = owner_project(&ctx, &obj)?;
     enforce(&st.policy, "create_port", &ctx, &json!({"tenant_id": project, "project_id": project}))?;
     let p = create_port(&st, &ctx, obj, project).await?;
-    Ok((StatusCode::CREATED, Json(json!({"port": present(&ctx, p)}))))
+    Ok((StatusCode::CREATED, Json(json!({"port": present(&st, &ctx, p)}))))
 }
 
 /// Applies an update request to a port (API and router/floating IP internals).
@@ -677,7 +678,7 @@ async fn update(
     let obj = req_obj(&req, "port")?;
     check_attrs(&obj, ATTRS)?;
     let p = update_port(&st, &ctx, &id, obj).await?;
-    Ok(Json(json!({"port": present(&ctx, p)})))
+    Ok(Json(json!({"port": present(&st, &ctx, p)})))
 }
 
 /// Deletes a port inside a transaction: addresses and MAC released, floating IPs

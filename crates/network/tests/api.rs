@@ -702,3 +702,27 @@ async fn quotas_rbac_isolation_agents_and_discovery() {
     let (s, b) = e.get(&p1, "/v2.0/networks?sort_key=name&sort_dir=desc").await;
     assert_eq!(s, 200, "{b}");
 }
+
+#[tokio::test]
+async fn attribute_visibility_follows_policy_and_its_overrides() {
+    let e = env().await;
+    let m = user("p1");
+    let n = e.network(&m, json!({"name": "mine"})).await;
+    assert!(n.get("provider:network_type").is_none(), "{n}");
+    e.subnet(&m, json!({"network_id": n["id"], "cidr": "10.3.0.0/24"})).await;
+    let (s, p) = e.port(&m, json!({"network_id": n["id"]})).await;
+    assert_eq!(s, 201);
+    assert!(p["port"].get("binding:host_id").is_none() && p["port"]["binding:vnic_type"] == "normal", "{p}");
+    let (s, _) = e.port(&m, json!({"network_id": n["id"], "binding:host_id": "h"})).await;
+    assert_eq!(s, 403, "binding a port is admin-only");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, "\"get_network:provider:network_type\": \"\"\n\"create_network:shared\": \"role:member\"\n")
+        .unwrap();
+    let e = env_on(None, NetworkConfig { policy_file: Some(file), ..Default::default() }).await;
+    let n = e.network(&m, json!({"name": "shared-by-member", "shared": true})).await;
+    assert_eq!(n["provider:network_type"], "vxlan");
+    assert!(n.get("provider:segmentation_id").is_none());
+    assert_eq!(n["shared"], true);
+}
