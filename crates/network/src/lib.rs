@@ -1,42 +1,279 @@
 //! Networking service: the Neutron v2.0 API.
 //!
 //! Mounted under `/network`. Routes, policy and SQL of each resource live in a module named
-//! after it.
+//! after it; `store` keeps resource rows, `ipam` hands out addresses, `listing` applies
+//! Neutron's filter/sort/page/fields rules to every collection.
 
+pub mod agents;
+pub mod error;
+pub mod ip;
+pub mod ipam;
+pub mod listing;
+mod misc;
+mod networks;
+pub mod policy;
+mod ports;
+mod quotas;
+mod routers;
+mod secgroups;
+pub mod store;
+mod subnets;
 mod versions;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::middleware::from_fn_with_state;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use stratus_auth::{require_auth, AuthState};
+use serde_json::{Map, Value};
+use stratus_auth::{require_auth, AuthState, Policy, RequestContext};
 use stratus_core::fault::FaultFormat;
 use stratus_core::stack::service_stack;
 use stratus_core::Platform;
+use stratus_db::{Db, Migration};
+
+use crate::error::{invalid, NetError, NetResult};
+
+/// Schema of the networking service.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") }];
 
 /// `[network]` configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NetworkConfig {}
+pub struct NetworkConfig {
+    /// Operator policy overrides (YAML/JSON). Default: none.
+    pub policy_file: Option<PathBuf>,
+    /// Type given to networks created without provider attributes: `vxlan`, `vlan` or
+    /// `local`. Default `["vxlan"]` (the first is used).
+    pub tenant_network_types: Vec<String>,
+    /// VXLAN VNI ranges `"min:max"` tenant networks draw from. Default `["1:1000"]`.
+    pub vni_ranges: Vec<String>,
+    /// VLAN physical networks, optionally with id ranges tenant networks draw from:
+    /// `"physnet"` or `"physnet:min:max"`. Default `["provider"]`.
+    pub network_vlan_ranges: Vec<String>,
+    /// Physical networks flat networks may use (`"*"` = any). Default `["*"]`.
+    pub flat_networks: Vec<String>,
+    /// MTU of the physical network; VXLAN networks get 50 bytes less. Default 1500.
+    pub global_physnet_mtu: i64,
+    /// DNS domain of port names (`dns_assignment` fqdn). Default `"openstacklocal."`.
+    pub dns_domain: String,
+    /// Availability zone networks and routers are reported in. Default `"nova"`.
+    pub availability_zone: String,
+    /// Seconds without a heartbeat after which an agent is reported dead. Default 75.
+    pub agent_down_time: i64,
+    /// Default per-project quotas (`-1` = unlimited). Defaults: Neutron's (network 100,
+    /// subnet 100, port 500, router 10, floatingip 50, security_group 10,
+    /// security_group_rule 100, subnetpool -1, rbac_policy 10).
+    pub quotas: QuotaDefaults,
+}
+
+/// Default per-project quotas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaDefaults {
+    /// Networks. Default 100.
+    pub network: i64,
+    /// Subnets. Default 100.
+    pub subnet: i64,
+    /// Ports. Default 500.
+    pub port: i64,
+    /// Routers. Default 10.
+    pub router: i64,
+    /// Floating IPs. Default 50.
+    pub floatingip: i64,
+    /// Security groups. Default 10.
+    pub security_group: i64,
+    /// Security group rules. Default 100.
+    pub security_group_rule: i64,
+    /// Subnet pools. Default -1.
+    pub subnetpool: i64,
+    /// RBAC policies. Default 10.
+    pub rbac_policy: i64,
+}
+
+impl Default for QuotaDefaults {
+    fn default() -> Self {
+        QuotaDefaults {
+            network: 100,
+            subnet: 100,
+            port: 500,
+            router: 10,
+            floatingip: 50,
+            security_group: 10,
+            security_group_rule: 100,
+            subnetpool: -1,
+            rbac_policy: 10,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            policy_file: None,
+            tenant_network_types: vec!["vxlan".into()],
+            vni_ranges: vec!["1:1000".into()],
+            network_vlan_ranges: vec!["provider".into()],
+            flat_networks: vec!["*".into()],
+            global_physnet_mtu: 1500,
+            dns_domain: "openstacklocal.".into(),
+            availability_zone: "nova".into(),
+            agent_down_time: 75,
+            quotas: QuotaDefaults::default(),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+pub(crate) struct Net {
+    pub db: Db,
+    pub policy: Policy,
+    pub cfg: NetworkConfig,
+    /// Public URL of `/network`.
+    pub base: String,
+}
+
+pub(crate) type S = Arc<Net>;
 
 /// The running service.
 pub struct NetworkService {
     platform: Platform,
     auth: AuthState,
+    net: S,
 }
 
 impl NetworkService {
-    /// Starts the service.
-    pub async fn start(platform: Platform, auth: AuthState, _config: NetworkConfig) -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(NetworkService { platform, auth }))
+    /// Starts the service: migrates its tables and loads policy.
+    pub async fn start(platform: Platform, auth: AuthState, config: NetworkConfig) -> anyhow::Result<Arc<Self>> {
+        platform.db.migrate("network", MIGRATIONS).await?;
+        let policy = Policy::load("network", policy::DEFAULTS, config.policy_file.as_deref())?;
+        networks::parse_ranges(&config).map_err(|e| anyhow::anyhow!("[network] configuration: {e}"))?;
+        let net =
+            Arc::new(Net { db: platform.db.clone(), policy, cfg: config, base: platform.service_url("/network") });
+        Ok(Arc::new(NetworkService { platform, auth, net }))
+    }
+
+    /// Records an agent heartbeat (what the network agent calls in-process).
+    pub async fn report_agent(&self, report: agents::AgentReport) -> anyhow::Result<Value> {
+        agents::report(&self.net, report).await.map_err(|e| anyhow::anyhow!("{}", stratus_core::ApiError::from(e)))
     }
 
     /// Routes, mounted under `/network`.
     pub fn router(self: &Arc<Self>) -> Router {
         let base = self.platform.service_url("/network");
-        let protected = Router::new().layer(from_fn_with_state(self.auth.clone(), require_auth));
+        let api = Router::new()
+            .merge(misc::routes())
+            .merge(networks::routes())
+            .merge(subnets::routes())
+            .merge(ports::routes())
+            .merge(secgroups::routes())
+            .merge(routers::routes())
+            .merge(quotas::routes())
+            .merge(agents::routes())
+            .with_state(self.net.clone());
+        let protected = api.layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(protected);
         service_stack(routes, FaultFormat::Neutron, None)
     }
+}
+
+/// The object under `key` of a request body (`{"network": {...}}`).
+pub(crate) fn req_obj(body: &Value, key: &str) -> NetResult<Map<String, Value>> {
+    match body.get(key) {
+        Some(Value::Object(m)) => Ok(m.clone()),
+        _ => {
+            Err(NetError::BadRequest("HTTPBadRequest", format!("Resource body required: expected a \"{key}\" object")))
+        }
+    }
+}
+
+/// Refuses attributes the resource does not have (Neutron: "Unrecognized attribute(s)").
+pub(crate) fn check_attrs(obj: &Map<String, Value>, allowed: &[&str]) -> NetResult<()> {
+    let unknown: Vec<&str> = obj.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(NetError::BadRequest("HTTPBadRequest", format!("Unrecognized attribute(s) '{}'", unknown.join(", "))))
+    }
+}
+
+/// The project a new resource belongs to: the caller's, or (admins only) the one named.
+pub(crate) fn owner_project(ctx: &RequestContext, obj: &Map<String, Value>) -> NetResult<String> {
+    let named = obj.get("project_id").or_else(|| obj.get("tenant_id")).and_then(Value::as_str);
+    if let (Some(p), Some(t)) =
+        (obj.get("project_id").and_then(Value::as_str), obj.get("tenant_id").and_then(Value::as_str))
+    {
+        if p != t {
+            return Err(invalid("'project_id' and 'tenant_id' do not match"));
+        }
+    }
+    let own = ctx.project_id.clone().unwrap_or_default();
+    match named {
+        Some(p) if p != own => {
+            if ctx.is_admin() {
+                Ok(p.to_string())
+            } else {
+                Err(NetError::Forbidden(
+                    "Specifying 'project_id' or 'tenant_id' other than the authenticated project in request requires admin privileges".into(),
+                ))
+            }
+        }
+        _ => Ok(own),
+    }
+}
+
+/// A string attribute, type-checked.
+pub(crate) fn opt_str(obj: &Map<String, Value>, key: &str) -> NetResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(invalid(format!("'{v}' is not a valid string for {key}"))),
+    }
+}
+
+/// A boolean attribute (Neutron also accepts "true"/"false" strings).
+pub(crate) fn opt_bool(obj: &Map<String, Value>, key: &str) -> NetResult<Option<bool>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => stratus_core::query::parse_bool(s)
+            .map(Some)
+            .ok_or_else(|| invalid(format!("'{s}' cannot be converted to boolean"))),
+        Some(v) => Err(invalid(format!("'{v}' cannot be converted to boolean"))),
+    }
+}
+
+/// An integer attribute (Neutron also accepts numeric strings).
+pub(crate) fn opt_int(obj: &Map<String, Value>, key: &str) -> NetResult<Option<i64>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| invalid(format!("'{n}' is not an integer"))),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| invalid(format!("'{s}' is not an integer"))),
+        Some(v) => Err(invalid(format!("'{v}' is not an integer"))),
+    }
+}
+
+/// Copies the common updatable attributes `keys` from a request into `body`, type-checked
+/// by the value already there.
+pub(crate) fn apply_simple(body: &mut Value, obj: &Map<String, Value>, keys: &[&str]) -> NetResult<()> {
+    for k in keys {
+        if let Some(v) = obj.get(*k) {
+            let v = match body.get(*k) {
+                Some(Value::Bool(_)) => {
+                    Value::Bool(opt_bool(obj, k)?.ok_or_else(|| invalid(format!("{k} cannot be null")))?)
+                }
+                Some(Value::String(_)) if !v.is_string() && !v.is_null() => {
+                    return Err(invalid(format!("'{v}' is not a valid string for {k}")))
+                }
+                Some(Value::String(_)) if v.is_null() && (*k == "name" || *k == "description") => {
+                    Value::String(String::new())
+                }
+                _ => v.clone(),
+            };
+            body[*k] = v;
+        }
+    }
+    Ok(())
 }

@@ -3,4 +3,5 @@
 
 mod foundation;
 mod image;
+mod network;
 mod placement;

@@ -1,0 +1,690 @@
+//! Subnets (IPv4 and IPv6: CIDR, gateway, allocation pools, DNS, host routes, DHCP,
+//! SLAAC/DHCPv6 modes) and subnet pools (prefix allocation, default pools).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use stratus_auth::{Ctx, RequestContext};
+use stratus_core::{OsJson, QueryPairs};
+
+use crate::error::{invalid, not_found, NetError, NetResult};
+use crate::ip::{canonical, fmt_ip, parse_ip, range_text, Cidr};
+use crate::ipam::{self, SubnetInfo};
+use crate::policy::{enforce, enforce_attrs};
+use crate::store::{self, kind, Links};
+use crate::{check_attrs, opt_bool, opt_int, opt_str, owner_project, quotas, req_obj, S};
+
+/// Subnet and subnet pool routes.
+pub fn routes() -> Router<S> {
+    Router::new()
+        .route("/v2.0/subnets", get(list).post(create))
+        .route("/v2.0/subnets/{id}", get(show).put(update).delete(remove))
+        .route("/v2.0/subnetpools", get(list_pools).post(create_pool))
+        .route("/v2.0/subnetpools/{id}", get(show_pool).put(update_pool).delete(remove_pool))
+}
+
+const ATTRS: &[&str] = &[
+    "name",
+    "description",
+    "network_id",
+    "ip_version",
+    "cidr",
+    "prefixlen",
+    "subnetpool_id",
+    "use_default_subnet_pool",
+    "gateway_ip",
+    "allocation_pools",
+    "dns_nameservers",
+    "host_routes",
+    "enable_dhcp",
+    "ipv6_ra_mode",
+    "ipv6_address_mode",
+    "tenant_id",
+    "project_id",
+    "service_types",
+    "segment_id",
+    "tags",
+    "dns_publish_fixed_ip",
+];
+
+const IPV6_MODES: &[&str] = &["slaac", "dhcpv6-stateful", "dhcpv6-stateless"];
+
+/// The allocator's view of a stored subnet.
+pub(crate) fn info(body: &Value) -> NetResult<SubnetInfo> {
+    let cidr = Cidr::parse(store::s(body, "cidr"), false).map_err(invalid)?;
+    let pools = body
+        .get("allocation_pools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((parse_ip(p.get("start")?.as_str()?)?.1, parse_ip(p.get("end")?.as_str()?)?.1)))
+        .collect();
+    Ok(SubnetInfo { id: store::s(body, "id").into(), network_id: store::s(body, "network_id").into(), cidr, pools })
+}
+
+/// A subnet the caller can see, or 404.
+pub(crate) async fn find(st: &S, ctx: &RequestContext, id: &str) -> NetResult<Value> {
+    store::visible(st.db.reader(), ctx, kind::SUBNET, Some(id)).await?.pop().ok_or_else(|| not_found("Subnet", id))
+}
+
+fn validate_pools(cidr: &Cidr, gateway: Option<u128>, v: &Value) -> NetResult<Vec<(u128, u128)>> {
+    let arr = v.as_array().ok_or_else(|| invalid(format!("Invalid data format for IP pool: '{v}'")))?;
+    let mut pools = Vec::new();
+    for p in arr {
+        let start = p.get("start").and_then(Value::as_str).and_then(parse_ip);
+        let end = p.get("end").and_then(Value::as_str).and_then(parse_ip);
+        let (Some((v1, a)), Some((v2, b))) = (start, end) else {
+            return Err(invalid(format!("Invalid data format for IP pool: '{p}'")));
+        };
+        let text = format!("{}-{}", p["start"].as_str().unwrap_or(""), p["end"].as_str().unwrap_or(""));
+        if v1 != cidr.version || v2 != cidr.version || a > b {
+            return Err(NetError::BadRequest(
+                "InvalidAllocationPool",
+                format!("The allocation pool {text} is not valid."),
+            ));
+        }
+        if !cidr.contains(v1, a) || !cidr.contains(v2, b) || cidr.is_reserved(a) || cidr.is_reserved(b) {
+            return Err(NetError::BadRequest(
+                "OutOfBoundsAllocationPool",
+                format!("The allocation pool {text} spans beyond the subnet cidr {cidr}."),
+            ));
+        }
+        pools.push((a, b));
+    }
+    let mut sorted = pools.clone();
+    sorted.sort();
+    for w in sorted.windows(2) {
+        if w[1].0 <= w[0].1 {
+            return Err(NetError::BadRequest(
+                "OverlappingAllocationPools",
+                format!(
+                    "Found overlapping allocation pools: {} {} for subnet {cidr}.",
+                    range_text(cidr.version, w[0].0, w[0].1),
+                    range_text(cidr.version, w[1].0, w[1].1)
+                ),
+            ));
+        }
+    }
+    if let Some(g) = gateway {
+        if let Some((a, b)) = pools.iter().find(|(a, b)| g >= *a && g <= *b) {
+            return Err(NetError::Conflict(
+                "GatewayConflictWithAllocationPools",
+                format!(
+                    "Gateway ip {} conflicts with allocation pool {}",
+                    fmt_ip(cidr.version, g),
+                    range_text(cidr.version, *a, *b)
+                ),
+            ));
+        }
+    }
+    Ok(pools)
+}
+
+fn validate_dns(v: &Value, version: u8) -> NetResult<Value> {
+    let arr = v.as_array().ok_or_else(|| invalid(format!("'{v}' is not a list")))?;
+    let mut out: Vec<String> = Vec::new();
+    for d in arr {
+        let c = d.as_str().and_then(parse_ip).filter(|(ver, _)| *ver == version || version == 0);
+        let Some((ver, ip)) = c else { return Err(invalid(format!("'{d}' is not a valid nameserver"))) };
+        let s = fmt_ip(ver, ip);
+        if out.contains(&s) {
+            return Err(invalid(format!("Duplicate nameserver '{s}'")));
+        }
+        out.push(s);
+    }
+    Ok(json!(out))
+}
+
+fn validate_routes(v: &Value, version: u8) -> NetResult<Value> {
+    let arr = v.as_array().ok_or_else(|| invalid(format!("'{v}' is not a list")))?;
+    let mut out = Vec::new();
+    for r in arr {
+        let dest = r.get("destination").and_then(Value::as_str).map(|d| Cidr::parse(d, false));
+        let hop = r.get("nexthop").and_then(Value::as_str).and_then(parse_ip);
+        match (dest, hop) {
+            (Some(Ok(d)), Some((hv, h))) if d.version == version && hv == version => {
+                let e = json!({"destination": d.to_string(), "nexthop": fmt_ip(hv, h)});
+                if out.contains(&e) {
+                    return Err(invalid(format!("Duplicate hostroute '{r}'")));
+                }
+                out.push(e);
+            }
+            _ => return Err(invalid(format!("Invalid data format for hostroute: '{r}'"))),
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn pools_json(version: u8, pools: &[(u128, u128)]) -> Value {
+    Value::Array(pools.iter().map(|(a, b)| json!({"start": fmt_ip(version, *a), "end": fmt_ip(version, *b)})).collect())
+}
+
+fn parse_gateway(obj: &Map<String, Value>, cidr: &Cidr) -> NetResult<Option<Option<u128>>> {
+    match obj.get("gateway_ip") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(g)) => {
+            let (v, ip) = parse_ip(g).ok_or_else(|| invalid(format!("'{g}' is not a valid IP address")))?;
+            if v != cidr.version || cidr.is_reserved(ip) {
+                return Err(NetError::BadRequest(
+                    "InvalidInput",
+                    format!("Invalid input for operation: Gateway is not valid on subnet {g}."),
+                ));
+            }
+            Ok(Some(Some(ip)))
+        }
+        Some(v) => Err(invalid(format!("'{v}' is not a valid IP address"))),
+    }
+}
+
+/// Carves the first free block of `/prefixlen` out of `pool`'s prefixes.
+fn carve(pool: &Value, used: &[Cidr], prefixlen: u8) -> Option<Cidr> {
+    for p in pool.get("prefixes").and_then(Value::as_array).into_iter().flatten() {
+        let Ok(prefix) = Cidr::parse(p.as_str().unwrap_or(""), false) else { continue };
+        if prefixlen < prefix.prefix || prefixlen > prefix.bits() {
+            continue;
+        }
+        let size = Cidr { version: prefix.version, net: 0, prefix: prefixlen }.size();
+        let mut start = prefix.first();
+        loop {
+            let cand = Cidr { version: prefix.version, net: start, prefix: prefixlen };
+            if cand.last() > prefix.last() || cand.last() < start {
+                break;
+            }
+            match used.iter().find(|u| u.overlaps(&cand)) {
+                None => return Some(cand),
+                Some(u) => {
+                    let next = u.last().checked_add(1)?;
+                    start = next.div_ceil(size).checked_mul(size)?;
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Json<Value>> {
+    let items = store::visible(st.db.reader(), &ctx, kind::SUBNET, None).await?;
+    Ok(Json(crate::listing::respond("subnets", items, &q, &format!("{}/v2.0/subnets", st.base))?))
+}
+
+async fn show(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q: QueryPairs) -> NetResult<Json<Value>> {
+    let body = find(&st, &ctx, &id).await?;
+    Ok(Json(json!({"subnet": crate::listing::select_fields(body, &q)})))
+}
+
+async fn create(
+    State(st): State<S>,
+    Ctx(ctx): Ctx,
+    OsJson(req): OsJson<Value>,
+) -> NetResult<(StatusCode, Json<Value>)> {
+    let obj = req_obj(&req, "subnet")?;
+    check_attrs(&obj, ATTRS)?;
+    let network_id = opt_str(&obj, "network_id")?.ok_or_else(|| invalid("network_id is required"))?;
+    let network = crate::networks::find(&st, &ctx, &network_id).await?;
+    let project = owner_project(&ctx, &obj)?;
+    let target =
+        json!({"tenant_id": project, "project_id": project, "network:tenant_id": store::s(&network, "project_id")});
+    enforce(&st.policy, "create_subnet", &ctx, &target)?;
+    let mut ip_version = opt_int(&obj, "ip_version")?;
+    if let Some(v) = ip_version {
+        if v != 4 && v != 6 {
+            return Err(invalid(format!("'{v}' is not in [4, 6]")));
+        }
+    }
+    // Subnet pool: explicit or the default of the version.
+    let mut pool: Option<Value> = None;
+    if let Some(pid) = opt_str(&obj, "subnetpool_id")? {
+        pool = Some(
+            store::visible(st.db.reader(), &ctx, kind::SUBNETPOOL, Some(&pid))
+                .await?
+                .pop()
+                .ok_or_else(|| not_found("Subnet pool", &pid))?,
+        );
+    } else if opt_bool(&obj, "use_default_subnet_pool")?.unwrap_or(false) {
+        let v = ip_version.unwrap_or(4);
+        let pools = store::all(st.db.reader(), kind::SUBNETPOOL).await?;
+        pool = Some(
+            pools.into_iter().find(|p| p["is_default"] == json!(true) && p["ip_version"] == json!(v)).ok_or_else(
+                || {
+                    NetError::BadRequest(
+                        "BadRequest",
+                        format!("Bad subnets request: No default subnetpool found for IPv{v}."),
+                    )
+                },
+            )?,
+        );
+    }
+    if let Some(p) = &pool {
+        ip_version = ip_version.or_else(|| p["ip_version"].as_i64());
+        if ip_version != p["ip_version"].as_i64() {
+            return Err(invalid("Requested ip_version does not match the subnet pool's"));
+        }
+    }
+    let given_cidr = opt_str(&obj, "cidr")?;
+    if given_cidr.is_none() && pool.is_none() {
+        return Err(NetError::BadRequest(
+            "BadRequest",
+            "Bad subnets request: a cidr must be specified in the absence of a subnet pool".into(),
+        ));
+    }
+    let ipv6_ra = opt_str(&obj, "ipv6_ra_mode")?;
+    let ipv6_addr = opt_str(&obj, "ipv6_address_mode")?;
+    for (k, m) in [("ipv6_ra_mode", &ipv6_ra), ("ipv6_address_mode", &ipv6_addr)] {
+        if let Some(m) = m {
+            if !IPV6_MODES.contains(&m.as_str()) {
+                return Err(invalid(format!("'{m}' is not in {IPV6_MODES:?}")));
+            }
+            if ip_version == Some(4) {
+                return Err(invalid(format!("{k} is not valid when ip_version is 4")));
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (&ipv6_ra, &ipv6_addr) {
+        if a != b {
+            return Err(invalid(format!("ipv6_ra_mode set to '{a}' with ipv6_address_mode set to '{b}' is not valid. If both attributes are set, they must be the same value")));
+        }
+    }
+    let obj2 = obj.clone();
+    let st2 = st.clone();
+    let created = st
+        .db
+        .transaction(|tx| {
+            let (obj, network_id, project, pool, given_cidr, ipv6_ra, ipv6_addr, st) =
+                (obj2.clone(), network_id.clone(), project.clone(), pool.clone(), given_cidr.clone(), ipv6_ra.clone(), ipv6_addr.clone(), st2.clone());
+            Box::pin(async move {
+                quotas::check(tx, &st.cfg, &project, "subnet", 1).await?;
+                let siblings = store::children(&mut **tx, kind::SUBNET, &network_id).await?;
+                let cidr = match (&given_cidr, &pool) {
+                    (Some(c), _) => Cidr::parse(c, true).map_err(invalid)?,
+                    (None, Some(p)) => {
+                        let pid = store::s(p, "id");
+                        let used: Vec<Cidr> = store::all(&mut **tx, kind::SUBNET)
+                            .await?
+                            .iter()
+                            .filter(|s| store::s(s, "subnetpool_id") == pid)
+                            .filter_map(|s| Cidr::parse(store::s(s, "cidr"), false).ok())
+                            .collect();
+                        let plen = opt_int(&obj, "prefixlen")?.or_else(|| p["default_prefixlen"].as_i64()).unwrap_or(24);
+                        let (min, max) = (p["min_prefixlen"].as_i64().unwrap_or(0), p["max_prefixlen"].as_i64().unwrap_or(128));
+                        if plen < min || plen > max {
+                            return Err(invalid(format!("Illegal prefix bounds: prefixlen={plen}, min_prefixlen={min}, max_prefixlen={max}")));
+                        }
+                        carve(p, &used, plen as u8).ok_or_else(|| {
+                            NetError::Conflict("SubnetAllocationError", format!("Failed to allocate subnet: Insufficient prefix space to allocate subnet size /{plen}."))
+                        })?
+                    }
+                    (None, None) => return Err(invalid("cidr required")),
+                };
+                if ip_version.is_some_and(|v| v != cidr.version as i64) {
+                    return Err(invalid(format!("Cidr {cidr} does not match the ip_version")));
+                }
+                if cidr.version == 4 && cidr.prefix > 32 || cidr.version == 6 && cidr.prefix > 128 || cidr.size() < 2 && cidr.version == 4 {
+                    return Err(invalid(format!("Invalid CIDR {cidr}")));
+                }
+                if cidr.version == 6 && ipv6_addr.as_deref().is_some_and(|m| m != "dhcpv6-stateful") && cidr.prefix != 64 {
+                    return Err(invalid(format!(
+                        "Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
+                    )));
+                }
+                for s in &siblings {
+                    if let Ok(o) = Cidr::parse(store::s(s, "cidr"), false) {
+                        if o.overlaps(&cidr) {
+                            return Err(invalid(format!(
+                                "Requested subnet with cidr: {cidr} for network: {network_id} overlaps with another subnet"
+                            )));
+                        }
+                    }
+                }
+                let gateway = match parse_gateway(&obj, &cidr)? {
+                    Some(g) => g,
+                    None => cidr.default_gateway(),
+                };
+                let pools = match obj.get("allocation_pools") {
+                    Some(v) if !v.is_null() => validate_pools(&cidr, gateway, v)?,
+                    _ => cidr.default_pools(gateway),
+                };
+                let mut body = store::new_body(&project);
+                body.insert("name".into(), json!(opt_str(&obj, "name")?.unwrap_or_default()));
+                body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
+                body.insert("network_id".into(), json!(network_id));
+                body.insert("ip_version".into(), json!(cidr.version));
+                body.insert("cidr".into(), json!(cidr.to_string()));
+                body.insert("gateway_ip".into(), json!(gateway.map(|g| fmt_ip(cidr.version, g))));
+                body.insert("allocation_pools".into(), pools_json(cidr.version, &pools));
+                body.insert(
+                    "dns_nameservers".into(),
+                    match obj.get("dns_nameservers") {
+                        Some(v) if !v.is_null() => validate_dns(v, cidr.version)?,
+                        _ => json!([]),
+                    },
+                );
+                body.insert(
+                    "host_routes".into(),
+                    match obj.get("host_routes") {
+                        Some(v) if !v.is_null() => validate_routes(v, cidr.version)?,
+                        _ => json!([]),
+                    },
+                );
+                body.insert("enable_dhcp".into(), json!(opt_bool(&obj, "enable_dhcp")?.unwrap_or(true)));
+                body.insert("ipv6_ra_mode".into(), json!(ipv6_ra));
+                body.insert("ipv6_address_mode".into(), json!(ipv6_addr));
+                body.insert("subnetpool_id".into(), json!(pool.as_ref().map(|p| store::s(p, "id").to_string())));
+                body.insert("segment_id".into(), Value::Null);
+                body.insert("service_types".into(), obj.get("service_types").cloned().filter(|v| v.is_array()).unwrap_or(json!([])));
+                body.insert("dns_publish_fixed_ip".into(), json!(opt_bool(&obj, "dns_publish_fixed_ip")?.unwrap_or(false)));
+                body.insert("tags".into(), json!(crate::networks::tags_of(&obj)?));
+                let body = Value::Object(body);
+                store::insert(&mut **tx, kind::SUBNET, &body, &Links { parent: Some(network_id.clone()), ..Default::default() }).await?;
+                ipam::init_subnet(tx, store::s(&body, "id"), &pools).await?;
+                Ok::<_, NetError>(body)
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"subnet": created}))))
+}
+
+async fn update(
+    State(st): State<S>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    OsJson(req): OsJson<Value>,
+) -> NetResult<Json<Value>> {
+    let obj = req_obj(&req, "subnet")?;
+    check_attrs(&obj, ATTRS)?;
+    for ro in [
+        "network_id",
+        "cidr",
+        "ip_version",
+        "subnetpool_id",
+        "ipv6_ra_mode",
+        "ipv6_address_mode",
+        "tenant_id",
+        "project_id",
+        "prefixlen",
+    ] {
+        if obj.contains_key(ro) {
+            return Err(invalid(format!("Cannot update read-only attribute {ro}")));
+        }
+    }
+    let cur = find(&st, &ctx, &id).await?;
+    let network = store::get(st.db.reader(), kind::NETWORK, store::s(&cur, "network_id")).await?.unwrap_or(Value::Null);
+    let mut target = cur.clone();
+    target["network:tenant_id"] = json!(store::s(&network, "project_id"));
+    enforce(&st.policy, "update_subnet", &ctx, &target)?;
+    let updated = st
+        .db
+        .transaction(|tx| {
+            let (obj, id) = (obj.clone(), id.clone());
+            Box::pin(async move {
+                let mut body =
+                    store::get(&mut **tx, kind::SUBNET, &id).await?.ok_or_else(|| not_found("Subnet", &id))?;
+                let cidr = Cidr::parse(store::s(&body, "cidr"), false).map_err(invalid)?;
+                crate::apply_simple(&mut body, &obj, &["name", "description", "enable_dhcp", "dns_publish_fixed_ip"])?;
+                let mut gateway = body["gateway_ip"].as_str().and_then(parse_ip).map(|g| g.1);
+                if let Some(g) = parse_gateway(&obj, &cidr)? {
+                    gateway = g;
+                    body["gateway_ip"] = json!(g.map(|g| fmt_ip(cidr.version, g)));
+                }
+                let mut pools = info(&body)?.pools;
+                if let Some(v) = obj.get("allocation_pools").filter(|v| !v.is_null()) {
+                    pools = validate_pools(&cidr, gateway, v)?;
+                    body["allocation_pools"] = pools_json(cidr.version, &pools);
+                } else if let Some(g) = gateway {
+                    if let Some((a, b)) = pools.iter().find(|(a, b)| g >= *a && g <= *b) {
+                        return Err(NetError::Conflict(
+                            "GatewayConflictWithAllocationPools",
+                            format!(
+                                "Gateway ip {} conflicts with allocation pool {}",
+                                fmt_ip(cidr.version, g),
+                                range_text(cidr.version, *a, *b)
+                            ),
+                        ));
+                    }
+                }
+                if let Some(v) = obj.get("dns_nameservers") {
+                    body["dns_nameservers"] = if v.is_null() { json!([]) } else { validate_dns(v, cidr.version)? };
+                }
+                if let Some(v) = obj.get("host_routes") {
+                    body["host_routes"] = if v.is_null() { json!([]) } else { validate_routes(v, cidr.version)? };
+                }
+                if obj.contains_key("tags") {
+                    body["tags"] = json!(crate::networks::tags_of(&obj)?);
+                }
+                if obj.contains_key("service_types") {
+                    body["service_types"] = obj["service_types"].clone();
+                }
+                store::touch(&mut body);
+                let net = store::s(&body, "network_id").to_string();
+                store::update(&mut **tx, kind::SUBNET, &body, &Links { parent: Some(net), ..Default::default() })
+                    .await?;
+                if obj.get("allocation_pools").is_some_and(|v| !v.is_null()) {
+                    ipam::rebuild_free(tx, &info(&body)?).await?;
+                }
+                Ok::<_, NetError>(body)
+            })
+        })
+        .await?;
+    Ok(Json(json!({"subnet": updated})))
+}
+
+async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<StatusCode> {
+    let cur = find(&st, &ctx, &id).await?;
+    let network = store::get(st.db.reader(), kind::NETWORK, store::s(&cur, "network_id")).await?.unwrap_or(Value::Null);
+    let mut target = cur.clone();
+    target["network:tenant_id"] = json!(store::s(&network, "project_id"));
+    enforce(&st.policy, "delete_subnet", &ctx, &target)?;
+    st.db
+        .transaction(|tx| {
+            let (id, cur) = (id.clone(), cur.clone());
+            Box::pin(async move {
+                let ports = store::children(&mut **tx, kind::PORT, store::s(&cur, "network_id")).await?;
+                for p in ports {
+                    let on_subnet = p["fixed_ips"].as_array().is_some_and(|ips| ips.iter().any(|i| i["subnet_id"] == json!(id)));
+                    if !on_subnet {
+                        continue;
+                    }
+                    if store::s(&p, "device_owner") != "network:dhcp" {
+                        return Err(NetError::Conflict(
+                            "SubnetInUse",
+                            format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."),
+                        ));
+                    }
+                    let mut p = p.clone();
+                    let kept: Vec<Value> = p["fixed_ips"].as_array().cloned().unwrap_or_default().into_iter().filter(|i| i["subnet_id"] != json!(id)).collect();
+                    p["fixed_ips"] = json!(kept);
+                    store::touch(&mut p);
+                    store::update(&mut **tx, kind::PORT, &p, &crate::ports::links(&p)).await?;
+                }
+                ipam::drop_subnet(tx, &id).await?;
+                store::delete(&mut **tx, kind::SUBNET, &id).await?;
+                Ok::<_, NetError>(())
+            })
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// --- subnet pools ----------------------------------------------------------------
+
+const POOL_ATTRS: &[&str] = &[
+    "name",
+    "description",
+    "prefixes",
+    "default_prefixlen",
+    "min_prefixlen",
+    "max_prefixlen",
+    "shared",
+    "is_default",
+    "address_scope_id",
+    "default_quota",
+    "tenant_id",
+    "project_id",
+    "tags",
+];
+
+async fn list_pools(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Json<Value>> {
+    let items = store::visible(st.db.reader(), &ctx, kind::SUBNETPOOL, None).await?;
+    Ok(Json(crate::listing::respond("subnetpools", items, &q, &format!("{}/v2.0/subnetpools", st.base))?))
+}
+
+async fn find_pool(st: &S, ctx: &RequestContext, id: &str) -> NetResult<Value> {
+    store::visible(st.db.reader(), ctx, kind::SUBNETPOOL, Some(id))
+        .await?
+        .pop()
+        .ok_or_else(|| not_found("Subnet pool", id))
+}
+
+async fn show_pool(
+    State(st): State<S>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> NetResult<Json<Value>> {
+    Ok(Json(json!({"subnetpool": crate::listing::select_fields(find_pool(&st, &ctx, &id).await?, &q)})))
+}
+
+fn pool_prefixes(v: &Value) -> NetResult<(u8, Vec<String>)> {
+    let arr = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| invalid("prefixes must be a non-empty list"))?;
+    let mut version = 0;
+    let mut out = Vec::new();
+    for p in arr {
+        let c = Cidr::parse(p.as_str().unwrap_or(""), false).map_err(invalid)?;
+        if version != 0 && version != c.version {
+            return Err(invalid("Subnet pool prefixes must all be of the same IP version"));
+        }
+        version = c.version;
+        out.push(c.to_string());
+    }
+    Ok((version, out))
+}
+
+async fn create_pool(
+    State(st): State<S>,
+    Ctx(ctx): Ctx,
+    OsJson(req): OsJson<Value>,
+) -> NetResult<(StatusCode, Json<Value>)> {
+    let obj = req_obj(&req, "subnetpool")?;
+    check_attrs(&obj, POOL_ATTRS)?;
+    let project = owner_project(&ctx, &obj)?;
+    let target = json!({"tenant_id": project, "project_id": project});
+    enforce(&st.policy, "create_subnetpool", &ctx, &target)?;
+    enforce_attrs(
+        &st.policy,
+        "create_subnetpool",
+        &["shared", "is_default"],
+        &ctx,
+        &Value::Object(obj.clone()),
+        &target,
+    )?;
+    let (version, prefixes) = pool_prefixes(obj.get("prefixes").unwrap_or(&Value::Null))?;
+    let bits = if version == 4 { 32 } else { 128 };
+    let min_in = prefixes.iter().filter_map(|p| Cidr::parse(p, false).ok()).map(|c| c.prefix as i64).min().unwrap_or(8);
+    let min = opt_int(&obj, "min_prefixlen")?.unwrap_or(min_in);
+    let max = opt_int(&obj, "max_prefixlen")?.unwrap_or(bits);
+    let default = opt_int(&obj, "default_prefixlen")?.unwrap_or(min);
+    if !(min <= default && default <= max && max <= bits && min >= 0) {
+        return Err(invalid(format!(
+            "Illegal prefix bounds: default_prefixlen={default}, min_prefixlen={min}, max_prefixlen={max}"
+        )));
+    }
+    let shared = opt_bool(&obj, "shared")?.unwrap_or(false);
+    let mut body = store::new_body(&project);
+    body.insert("name".into(), json!(opt_str(&obj, "name")?.unwrap_or_default()));
+    body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
+    body.insert("prefixes".into(), json!(prefixes));
+    body.insert("ip_version".into(), json!(version));
+    body.insert("min_prefixlen".into(), json!(min));
+    body.insert("max_prefixlen".into(), json!(max));
+    body.insert("default_prefixlen".into(), json!(default));
+    body.insert("shared".into(), json!(shared));
+    body.insert("is_default".into(), json!(opt_bool(&obj, "is_default")?.unwrap_or(false)));
+    body.insert("address_scope_id".into(), json!(opt_str(&obj, "address_scope_id")?));
+    body.insert("default_quota".into(), json!(opt_int(&obj, "default_quota")?));
+    body.insert("tags".into(), json!(crate::networks::tags_of(&obj)?));
+    let body = Value::Object(body);
+    let cfg = st.cfg.clone();
+    st.db
+        .transaction(|tx| {
+            let (body, cfg, project) = (body.clone(), cfg.clone(), project.clone());
+            Box::pin(async move {
+                quotas::check(tx, &cfg, &project, "subnetpool", 1).await?;
+                store::insert(&mut **tx, kind::SUBNETPOOL, &body, &Links { shared, ..Default::default() }).await?;
+                Ok::<_, NetError>(())
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"subnetpool": body}))))
+}
+
+async fn update_pool(
+    State(st): State<S>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    OsJson(req): OsJson<Value>,
+) -> NetResult<Json<Value>> {
+    let obj = req_obj(&req, "subnetpool")?;
+    check_attrs(&obj, POOL_ATTRS)?;
+    let cur = find_pool(&st, &ctx, &id).await?;
+    enforce(&st.policy, "update_subnetpool", &ctx, &cur)?;
+    let mut body = cur.clone();
+    crate::apply_simple(
+        &mut body,
+        &obj,
+        &["name", "description", "default_prefixlen", "min_prefixlen", "max_prefixlen", "is_default", "default_quota"],
+    )?;
+    if let Some(p) = obj.get("prefixes") {
+        let (v, mut prefixes) = pool_prefixes(p)?;
+        if v as i64 != body["ip_version"].as_i64().unwrap_or(0) {
+            return Err(invalid("Subnet pool prefixes must all be of the same IP version"));
+        }
+        prefixes.sort();
+        body["prefixes"] = json!(prefixes);
+    }
+    if obj.contains_key("tags") {
+        body["tags"] = json!(crate::networks::tags_of(&obj)?);
+    }
+    store::touch(&mut body);
+    let shared = body["shared"].as_bool().unwrap_or(false);
+    let b2 = body.clone();
+    st.db
+        .transaction(|tx| {
+            let b = b2.clone();
+            Box::pin(async move {
+                store::update(&mut **tx, kind::SUBNETPOOL, &b, &Links { shared, ..Default::default() }).await?;
+                Ok::<_, NetError>(())
+            })
+        })
+        .await?;
+    Ok(Json(json!({"subnetpool": body})))
+}
+
+async fn remove_pool(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<StatusCode> {
+    let cur = find_pool(&st, &ctx, &id).await?;
+    enforce(&st.policy, "delete_subnetpool", &ctx, &cur)?;
+    st.db
+        .transaction(|tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                let used =
+                    store::all(&mut **tx, kind::SUBNET).await?.iter().any(|s| store::s(s, "subnetpool_id") == id);
+                if used {
+                    return Err(NetError::Conflict(
+                        "SubnetPoolInUse",
+                        format!("Unable to complete operation on subnet pool {id}. Subnets are allocated from it."),
+                    ));
+                }
+                store::delete(&mut **tx, kind::SUBNETPOOL, &id).await?;
+                Ok::<_, NetError>(())
+            })
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Canonical form of an address in a request, or 400.
+pub(crate) fn canonical_ip(s: &str) -> NetResult<String> {
+    canonical(s).ok_or_else(|| invalid(format!("'{s}' is not a valid IP address")))
+}
