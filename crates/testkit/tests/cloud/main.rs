@@ -2,3 +2,4 @@
 //! own in-process cloud and driving it over HTTP and through the real `openstack` CLI.
 
 mod foundation;
+mod identity;
