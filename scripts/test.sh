@@ -8,6 +8,13 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Host packages for real guests (QEMU from bookworm-backports, dnsmasq, nftables, ...)"
+scripts/install-host-packages.sh
+
+step "Test guest images (build/test-image, from Debian packages)"
+tools/build-test-image.sh build/test-image
+export STRATUS_TEST_IMAGE_DIR="$ROOT/build/test-image"
+
 step "OpenStack clients (.venv)"
 scripts/setup-clients.sh
 

@@ -107,8 +107,7 @@ impl TestCloud {
     /// Starts a cloud on an existing data directory (restart tests); the caller owns it.
     pub async fn start_in(data_dir: PathBuf, customize: impl FnOnce(&mut Config)) -> TestCloud {
         init_logging();
-        let mut config = Config::default();
-        config.data_dir = data_dir.clone();
+        let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
         config.server.listen = "127.0.0.1:0".into();
         config.server.shutdown_grace_secs = 5;
         customize(&mut config);
