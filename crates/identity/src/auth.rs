@@ -137,10 +137,10 @@ async fn issue(State(id): State<Arc<Identity>>, q: QueryPairs, body: axum::body:
     let v = Validated { token: token.clone(), payload, view };
     let nocatalog = q.has("nocatalog");
     let body = id.token_response(&v, !nocatalog).await?;
-    Ok(with_subject(StatusCode::CREATED, &token, Some(body)))
+    Ok(with_subject(StatusCode::CREATED, &token, Some(body.into())))
 }
 
-fn with_subject(status: StatusCode, token: &str, body: Option<String>) -> Response {
+fn with_subject(status: StatusCode, token: &str, body: Option<bytes::Bytes>) -> Response {
     let mut r = match body {
         Some(b) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], b).into_response(),
         None => status.into_response(),
@@ -384,7 +384,7 @@ async fn validate(
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let v = subject_token(&id, &ctx, &headers, "identity:validate_token").await?;
-    let body = id.token_response(&v, !q.has("nocatalog")).await?;
+    let body = id.cached_response(&v, !q.has("nocatalog")).await?;
     Ok(with_subject(StatusCode::OK, &v.token, Some(body)))
 }
 

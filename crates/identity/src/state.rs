@@ -78,6 +78,9 @@ pub struct Identity {
     catalog: RwLock<Option<CachedCatalog>>,
     /// Serialized token catalogs by project id ("" for none), with their generation.
     catalog_text: DashMap<String, (Arc<str>, u64, Instant)>,
+    /// Validation response bodies by (token, with catalog): a token's body only changes
+    /// with an identity write, and services validate the same tokens over and over.
+    responses: DashMap<(String, bool), (bytes::Bytes, u64, Instant)>,
     last_event_sync: RwLock<String>,
 }
 
@@ -114,6 +117,7 @@ impl Identity {
             views: DashMap::new(),
             catalog: RwLock::new(None),
             catalog_text: DashMap::new(),
+            responses: DashMap::new(),
             last_event_sync: RwLock::new(String::new()),
         })
     }
@@ -128,6 +132,7 @@ impl Identity {
         self.generation.fetch_add(1, Ordering::Release);
         self.views.clear();
         self.catalog_text.clear();
+        self.responses.clear();
     }
 
     fn ttl(&self) -> Duration {
@@ -601,6 +606,27 @@ impl Identity {
             s.push_str("}}");
         }
         Ok(s)
+    }
+
+    /// [`Identity::token_response`] of an already validated token, cached (validation
+    /// itself, with its expiry and revocation checks, still runs on every call).
+    pub async fn cached_response(&self, v: &Validated, with_catalog: bool) -> Result<bytes::Bytes> {
+        let gen = self.generation.load(Ordering::Acquire);
+        let key = (v.token.clone(), with_catalog);
+        if let Some(e) = self.responses.get(&key) {
+            if e.1 == gen && e.2.elapsed() < self.ttl() {
+                return Ok(e.0.clone());
+            }
+        }
+        let body = bytes::Bytes::from(self.token_response(v, with_catalog).await?);
+        if self.generation.load(Ordering::Acquire) == gen {
+            // Bounded: a burst of distinct tokens just starts the cache over.
+            if self.responses.len() >= 10_000 {
+                self.responses.clear();
+            }
+            self.responses.insert(key, (body.clone(), gen, Instant::now()));
+        }
+        Ok(body)
     }
 
     // --- token views ------------------------------------------------------------------
