@@ -141,7 +141,9 @@ async fn create(
     // Roles: a subset of the caller's roles on the project (default: all of them).
     let token_roles: Vec<(String, String)> = ctx.role_ids.iter().cloned().zip(ctx.roles.iter().cloned()).collect();
     let roles: Vec<String> = match b.get("roles") {
+        // Clients send an empty list for "not given".
         None | Some(Value::Null) => token_roles.iter().map(|(i, _)| i.clone()).collect(),
+        Some(Value::Array(list)) if list.is_empty() => token_roles.iter().map(|(i, _)| i.clone()).collect(),
         Some(Value::Array(list)) => {
             let mut out = Vec::new();
             for r in list {

@@ -139,13 +139,13 @@ async fn issue(
     let token = id.encrypt(&payload);
     let v = Validated { token: token.clone(), payload, view };
     let nocatalog = q.has("nocatalog");
-    let body = id.token_body(&v, !nocatalog).await?;
-    Ok(with_subject(StatusCode::CREATED, &token, Some(body)))
+    let body = id.token_response(&v, !nocatalog).await?;
+    Ok(with_subject(StatusCode::CREATED, &token, Some(body.into())))
 }
 
-fn with_subject(status: StatusCode, token: &str, body: Option<Value>) -> Response {
+fn with_subject(status: StatusCode, token: &str, body: Option<bytes::Bytes>) -> Response {
     let mut r = match body {
-        Some(b) => (status, Json(b)).into_response(),
+        Some(b) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], b).into_response(),
         None => status.into_response(),
     };
     if let Ok(v) = HeaderValue::from_str(token) {
@@ -387,7 +387,7 @@ async fn validate(
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let v = subject_token(&id, &ctx, &headers, "identity:validate_token").await?;
-    let body = id.token_body(&v, !q.has("nocatalog")).await?;
+    let body = id.cached_response(&v, !q.has("nocatalog")).await?;
     Ok(with_subject(StatusCode::OK, &v.token, Some(body)))
 }
 

@@ -116,3 +116,43 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     p!("identity:create_application_credential", "user_id:%(user_id)s", "Create one (owner only)"),
     p!("identity:delete_application_credential", "rule:admin_or_owner", "Delete one"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use stratus_auth::{Policy, RequestContext};
+
+    use super::DEFAULTS;
+
+    fn ctx(user: &str, project: &str, roles: &[&str]) -> RequestContext {
+        RequestContext {
+            user_id: user.into(),
+            project_id: Some(project.into()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keystone_defaults_parse_and_separate_admin_from_members() {
+        let p = Policy::load("identity", DEFAULTS, None).unwrap();
+        let admin = ctx("a", "p0", &["admin", "member", "reader"]);
+        let member = ctx("u", "p1", &["member", "reader"]);
+        assert!(p.check("identity:create_user", &admin, &json!({})));
+        assert!(!p.check("identity:create_user", &member, &json!({})));
+        assert!(!p.check("identity:list_users", &member, &json!({})));
+        let me = json!({"target": {"user": {"id": "u"}}, "user_id": "u"});
+        let other = json!({"target": {"user": {"id": "v"}}, "user_id": "v"});
+        assert!(p.check("identity:get_user", &member, &me));
+        assert!(!p.check("identity:get_user", &member, &other));
+        assert!(p.check("identity:change_password", &member, &me));
+        assert!(!p.check("identity:change_password", &admin, &me), "only the user changes their own password");
+        assert!(p.check("identity:get_project", &member, &json!({"target": {"project": {"id": "p1"}}})));
+        assert!(!p.check("identity:get_project", &member, &json!({"target": {"project": {"id": "p2"}}})));
+        let mut sys_reader = ctx("r", "p9", &["reader"]);
+        sys_reader.project_id = None;
+        sys_reader.system_scope = true;
+        assert!(p.check("identity:list_users", &sys_reader, &json!({})));
+        assert!(!p.check("identity:create_user", &sys_reader, &json!({})));
+    }
+}

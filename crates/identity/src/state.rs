@@ -76,6 +76,11 @@ pub struct Identity {
     generation: AtomicU64,
     views: DashMap<ViewKey, (Arc<ScopeView>, Instant, u64)>,
     catalog: RwLock<Option<CachedCatalog>>,
+    /// Serialized token catalogs by project id ("" for none), with their generation.
+    catalog_text: DashMap<String, (Arc<str>, u64, Instant)>,
+    /// Validation response bodies by (token, with catalog): a token's body only changes
+    /// with an identity write, and services validate the same tokens over and over.
+    responses: DashMap<(String, bool), (bytes::Bytes, u64, Instant)>,
     last_event_sync: RwLock<String>,
 }
 
@@ -111,6 +116,8 @@ impl Identity {
             generation: AtomicU64::new(1),
             views: DashMap::new(),
             catalog: RwLock::new(None),
+            catalog_text: DashMap::new(),
+            responses: DashMap::new(),
             last_event_sync: RwLock::new(String::new()),
         })
     }
@@ -124,6 +131,8 @@ impl Identity {
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::Release);
         self.views.clear();
+        self.catalog_text.clear();
+        self.responses.clear();
     }
 
     fn ttl(&self) -> Duration {
@@ -563,6 +572,61 @@ impl Identity {
             );
         }
         Ok(Value::Array(out))
+    }
+
+    /// [`Identity::catalog_json`] serialized, cached per project: the catalog is most of
+    /// a token body, and validation answers it on every call.
+    pub async fn catalog_text(&self, project_id: Option<&str>) -> Result<Arc<str>> {
+        let gen = self.generation.load(Ordering::Acquire);
+        let key = project_id.unwrap_or_default();
+        if let Some(e) = self.catalog_text.get(key) {
+            if e.1 == gen && e.2.elapsed() < self.ttl() {
+                return Ok(e.0.clone());
+            }
+        }
+        let text: Arc<str> = serde_json::to_string(&self.catalog_json(project_id).await?)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?
+            .into();
+        if self.generation.load(Ordering::Acquire) == gen {
+            self.catalog_text.insert(key.to_string(), (text.clone(), gen, Instant::now()));
+        }
+        Ok(text)
+    }
+
+    /// The serialized token response body (`{"token": {...}}`), with the cached catalog
+    /// spliced in rather than rebuilt.
+    pub async fn token_response(&self, v: &Validated, with_catalog: bool) -> Result<String> {
+        let body = self.token_body(v, false).await?;
+        let mut s = serde_json::to_string(&body).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        if with_catalog && v.payload.scope != Scope::Unscoped && s.ends_with("}}") {
+            let cat = self.catalog_text(v.view.project.as_ref().map(|p| p.id.as_str())).await?;
+            s.truncate(s.len() - 2);
+            s.push_str(",\"catalog\":");
+            s.push_str(&cat);
+            s.push_str("}}");
+        }
+        Ok(s)
+    }
+
+    /// [`Identity::token_response`] of an already validated token, cached (validation
+    /// itself, with its expiry and revocation checks, still runs on every call).
+    pub async fn cached_response(&self, v: &Validated, with_catalog: bool) -> Result<bytes::Bytes> {
+        let gen = self.generation.load(Ordering::Acquire);
+        let key = (v.token.clone(), with_catalog);
+        if let Some(e) = self.responses.get(&key) {
+            if e.1 == gen && e.2.elapsed() < self.ttl() {
+                return Ok(e.0.clone());
+            }
+        }
+        let body = bytes::Bytes::from(self.token_response(v, with_catalog).await?);
+        if self.generation.load(Ordering::Acquire) == gen {
+            // Bounded: a burst of distinct tokens just starts the cache over.
+            if self.responses.len() >= 10_000 {
+                self.responses.clear();
+            }
+            self.responses.insert(key, (body.clone(), gen, Instant::now()));
+        }
+        Ok(body)
     }
 
     // --- token views ------------------------------------------------------------------

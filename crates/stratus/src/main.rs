@@ -46,10 +46,25 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Policy commands.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Identity administration (keystone-manage's jobs).
     Identity {
         #[command(subcommand)]
         command: IdentityCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Print a service's effective policy rules (shipped defaults with the configured
+    /// policy file applied), as `policy.yaml` lines.
+    Show {
+        /// Service name (`identity`).
+        service: String,
     },
 }
 
@@ -84,6 +99,18 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", config.show()?);
+            Ok(())
+        }
+        Command::Policy { command: PolicyCommand::Show { service } } => {
+            let (defaults, file) = match service.as_str() {
+                "identity" => (stratus_identity::policy::DEFAULTS, config.identity.policy_file.clone()),
+                other => anyhow::bail!("no policy rules are defined for service {other:?}"),
+            };
+            let file = (!file.is_empty()).then(|| PathBuf::from(file));
+            let policy = stratus_auth::Policy::load(&service, defaults, file.as_deref())?;
+            for (name, rule) in policy.rules() {
+                println!("{name:?}: {rule:?}");
+            }
             Ok(())
         }
         Command::Identity { command: IdentityCommand::RotateKeys { data_dir } } => {

@@ -2,6 +2,7 @@
 //! own in-process cloud and driving it over HTTP and through the real `openstack` CLI.
 
 mod foundation;
+mod identity;
 mod image;
 mod network;
 mod placement;
