@@ -22,7 +22,8 @@ APT_DIR=${STRATUS_APT_DIR:-/var/cache/stratus/apt}
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 # Packages from plain bookworm.
 PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client socat cpio
-    syslinux syslinux-common mtools dosfstools fdisk genisoimage)
+    syslinux syslinux-common mtools dosfstools fdisk genisoimage
+    isc-dhcp-client iputils-arping)
 
 log() { printf 'install-host-packages: %s\n' "$*" >&2; }
 

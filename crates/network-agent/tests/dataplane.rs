@@ -1,0 +1,290 @@
+//! The data plane with real packets, entirely inside namespaces these tests create.
+//!
+//! Guests are namespaces with a veth into the host namespace's bridge; they get their
+//! addresses from the agent's dnsmasq with ISC dhclient. Needs root and the tools of
+//! scripts/install-host-packages.sh; a missing tool fails the test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use stratus_network_agent::exec::names;
+use stratus_network_agent::model::{AddressPair, Direction, FloatingIp, NetworkType, Router};
+use stratus_network_agent::NetworkAgent;
+
+fn egress_all() -> stratus_network_agent::model::SecurityGroupRule {
+    rule(Direction::Egress, None, None)
+}
+
+/// A host namespace with a VXLAN endpoint address on an underlay device (a veth: this
+/// kernel has no dummy driver).
+fn host_with_vtep(lab: &Lab, name: &str, ip: &str) -> String {
+    let h = lab.netns(name);
+    must(&["ip", "-n", &h, "link", "add", "und0", "type", "veth", "peer", "name", "und1"]);
+    must(&["ip", "-n", &h, "link", "set", "und1", "up"]);
+    must(&["ip", "-n", &h, "addr", "add", &format!("{ip}/24"), "dev", "und0"]);
+    must(&["ip", "-n", &h, "link", "set", "und0", "up"]);
+    h
+}
+
+#[tokio::test]
+async fn dhcp_ping_security_groups_antispoofing_and_teardown() {
+    let lab = Lab::new("sg");
+    let h = host_with_vtep(&lab, "h1", "192.0.2.1");
+    let mut cfg = lab.agent_cfg("h1", &h);
+    cfg.tunnel_ip = Some("192.0.2.1".parse().unwrap());
+    let agent = NetworkAgent::new(cfg.clone());
+
+    let mut w = World::default();
+    w.host("h1", Some("192.0.2.1"));
+    let net = w.network("p1", NetworkType::Vxlan, Some(1001), None, 1450);
+    let sub = w.subnet(&net, "10.0.0.0/24", Some("10.0.0.1"), true);
+    let dhcp = w.port(&net, &sub, "10.0.0.2", "network:dhcp", "h1", &[]);
+    w.sg("sg1", vec![egress_all()]);
+    let pa = w.port(&net, &sub, "10.0.0.5", "compute:nova", "h1", &["sg1"]);
+    let pb = w.port(&net, &sub, "10.0.0.6", "compute:nova", "h1", &["sg1"]);
+    let a = lab.guest("ga", &h, &pa);
+    let b = lab.guest("gb", &h, &pb);
+
+    let t = Instant::now();
+    let report = agent.converge(&w.s).await.unwrap();
+    let converge = t.elapsed();
+    assert!(report.plugged.contains(&pa.id) && report.plugged.contains(&pb.id) && report.plugged.contains(&dhcp.id));
+    let la = a.dhcp();
+    let plug_to_lease = t.elapsed();
+    let lb = b.dhcp();
+    assert_eq!(la.get("ip_address"), "10.0.0.5");
+    assert_eq!(lb.get("ip_address"), "10.0.0.6");
+    assert_eq!(la.get("host_name"), "host-10-0-0-5");
+    assert_eq!(la.get("routers"), "10.0.0.1");
+    assert_eq!(la.get("interface_mtu"), "1450");
+    assert_eq!(la.get("domain_name_servers"), "192.0.2.53");
+    // Option 121: 169.254.169.254/32 via the DHCP port, then the default route.
+    assert_eq!(la.get("rfc3442_classless_static_routes"), "32 169 254 169 254 10 0 0 2 0 10 0 0 1");
+    println!(
+        "converge (first) {converge:?}; plug -> DHCP lease {plug_to_lease:?} (dhclient alone {:?}, second guest {:?})",
+        la.elapsed, lb.elapsed
+    );
+
+    // No ingress ICMP rule: ping blocked both ways; the DHCP port still answers (unfiltered).
+    assert!(!a.ping("10.0.0.6"), "ping must be blocked without an ICMP rule");
+    assert!(!b.ping("10.0.0.5"));
+
+    // Adding the rule (remote group = sg1) lets a new ping through within a second.
+    w.sg("sg1", vec![egress_all(), rule(Direction::Ingress, Some("icmp"), Some("sg1"))]);
+    let t = Instant::now();
+    agent.converge(&w.s).await.unwrap();
+    let applied = t.elapsed();
+    let effect = a.ping_until("10.0.0.6", Duration::from_secs(3)).expect("ICMP rule not effective in 3 s");
+    let total = applied + effect;
+    println!("SG rule add: converge {applied:?}, first reply {effect:?} later, total {total:?}");
+    assert!(total < Duration::from_secs(1), "rule change took {total:?}");
+    assert!(b.ping("10.0.0.5"));
+
+    // Removing it blocks new flows again.
+    w.sg("sg1", vec![egress_all()]);
+    let t = Instant::now();
+    agent.converge(&w.s).await.unwrap();
+    println!("SG rule removal converge {:?}", t.elapsed());
+    assert!(!a.ping("10.0.0.6"), "ping must be blocked after the rule is removed");
+
+    // Anti-spoofing: with ICMP allowed, a guest that takes another address cannot talk.
+    w.sg("sg1", vec![egress_all(), rule(Direction::Ingress, Some("icmp"), None)]);
+    agent.converge(&w.s).await.unwrap();
+    assert!(a.ping("10.0.0.6"));
+    must(&["ip", "-n", &a.ns, "addr", "flush", "dev", "eth0"]);
+    must(&["ip", "-n", &a.ns, "addr", "add", "10.0.0.99/24", "dev", "eth0"]);
+    assert!(!a.ping("10.0.0.6"), "spoofed source address must be dropped");
+    // ... unless the address is in allowed_address_pairs.
+    w.s.ports.iter_mut().find(|p| p.id == pa.id).unwrap().allowed_address_pairs =
+        vec![AddressPair { ip_address: "10.0.0.99/32".into(), mac_address: None }];
+    agent.converge(&w.s).await.unwrap();
+    assert!(a.ping("10.0.0.6"), "allowed address pair must pass");
+    // A spoofed MAC is dropped too.
+    must(&["ip", "-n", &a.ns, "link", "set", "dev", "eth0", "address", "fa:16:3e:99:99:99"]);
+    assert!(!a.ping("10.0.0.6"), "spoofed MAC must be dropped");
+
+    // Restart adopts: a new agent converging the same state keeps dnsmasq and the bridge.
+    let pid_file = cfg.state_dir.join("dhcp").join(&net).join("pid");
+    let pid_before = std::fs::read_to_string(&pid_file).unwrap();
+    let again = NetworkAgent::new(cfg.clone());
+    let t = Instant::now();
+    again.converge(&w.s).await.unwrap();
+    println!("converge (restart, nothing to do) {:?}", t.elapsed());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid_before, "dnsmasq must be adopted, not restarted");
+    must(&["ip", "-n", &a.ns, "link", "set", "dev", "eth0", "address", &pa.mac_address]);
+    assert!(b.ping("10.0.0.99"));
+
+    // Teardown removes everything the agent made.
+    again.teardown().await.unwrap();
+    assert!(!link_exists(&h, &names::bridge(&net)));
+    assert!(!link_exists(&h, "vxlan-1001"));
+    assert!(!nft_ruleset(&h).contains("stratus"), "nft tables left: {}", nft_ruleset(&h));
+    let ns_list = must(&["ip", "netns", "list"]);
+    assert!(!ns_list.contains(&format!("{}qdhcp-", cfg.netns_prefix)), "qdhcp namespace left");
+}
+
+#[tokio::test]
+async fn router_snat_and_floating_ip() {
+    let lab = Lab::new("l3");
+    let h = lab.netns("h1");
+    let outside = lab.netns("out");
+    // The "physical" provider interface of the host, wired to an outside host.
+    must(&["ip", "-n", &h, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", &outside]);
+    must(&["ip", "-n", &h, "link", "set", "ext0", "up"]);
+    must(&["ip", "-n", &outside, "addr", "add", "203.0.113.1/24", "dev", "eth0"]);
+    must(&["ip", "-n", &outside, "link", "set", "eth0", "up"]);
+    let mut cfg = lab.agent_cfg("h1", &h);
+    cfg.physical_interface_mappings.insert("provider".into(), "ext0".into());
+    let agent = NetworkAgent::new(cfg);
+
+    let mut w = World::default();
+    let ext = w.network("admin", NetworkType::Flat, None, Some("provider"), 1500);
+    let ext_sub = w.subnet(&ext, "203.0.113.0/24", Some("203.0.113.1"), false);
+    let net = w.network("p1", NetworkType::Local, None, None, 1500);
+    let sub = w.subnet(&net, "10.0.0.0/24", Some("10.0.0.1"), true);
+    w.port(&net, &sub, "10.0.0.2", "network:dhcp", "h1", &[]);
+    let gw = w.port(&ext, &ext_sub, "203.0.113.10", "network:router_gateway", "h1", &[]);
+    let qr = w.port(&net, &sub, "10.0.0.1", "network:router_interface", "h1", &[]);
+    w.sg("sg1", vec![egress_all(), rule(Direction::Ingress, Some("icmp"), None)]);
+    let pa = w.port(&net, &sub, "10.0.0.5", "compute:nova", "h1", &["sg1"]);
+    let router_id = uuid();
+    w.s.routers.push(Router {
+        id: router_id.clone(),
+        project_id: "p1".into(),
+        enable_snat: true,
+        gateway_port_id: Some(gw.id.clone()),
+        interface_port_ids: vec![qr.id.clone()],
+        routes: vec![],
+    });
+    let a = lab.guest("ga", &h, &pa);
+    agent.converge(&w.s).await.unwrap();
+    a.dhcp();
+
+    // SNAT: the outside host has no route to 10.0.0.0/24, so a reply proves translation.
+    assert!(a.ping_until("203.0.113.1", Duration::from_secs(3)).is_some(), "guest cannot reach outside through SNAT");
+    assert!(!ping_from(&outside, "10.0.0.5"));
+    assert!(!ping_from(&outside, "203.0.113.20"));
+
+    // Floating IP: reachable from outside.
+    w.s.floating_ips.push(FloatingIp {
+        id: uuid(),
+        floating_ip_address: "203.0.113.20".into(),
+        floating_network_id: ext.clone(),
+        router_id: Some(router_id.clone()),
+        port_id: Some(pa.id.clone()),
+        fixed_ip_address: Some("10.0.0.5".into()),
+    });
+    let t = Instant::now();
+    agent.converge(&w.s).await.unwrap();
+    let reach = ping_until_from(&outside, "203.0.113.20", Duration::from_secs(3)).expect("floating IP not reachable");
+    println!("floating IP associate: reachable {:?} after converge start", t.elapsed().max(reach));
+    // Disassociate: unreachable again.
+    let f = &mut w.s.floating_ips[0];
+    f.port_id = None;
+    f.fixed_ip_address = None;
+    f.router_id = None;
+    agent.converge(&w.s).await.unwrap();
+    assert!(!ping_from(&outside, "203.0.113.20"), "floating IP still answers after disassociation");
+    assert!(a.ping("203.0.113.1"), "SNAT must keep working");
+
+    agent.teardown().await.unwrap();
+    assert!(!must(&["ip", "netns", "list"]).contains("qrouter-"), "router namespace left");
+}
+
+fn ping_until_from(ns: &str, ip: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if ping_from(ns, ip) {
+            return Some(t0.elapsed());
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn same_cidr_projects_are_isolated() {
+    let lab = Lab::new("iso");
+    let h = host_with_vtep(&lab, "h1", "192.0.2.1");
+    let mut cfg = lab.agent_cfg("h1", &h);
+    cfg.tunnel_ip = Some("192.0.2.1".parse().unwrap());
+    let agent = NetworkAgent::new(cfg);
+    let mut w = World::default();
+    w.host("h1", Some("192.0.2.1"));
+    w.sg("open", vec![egress_all(), rule(Direction::Ingress, Some("icmp"), None)]);
+    let n1 = w.network("p1", NetworkType::Vxlan, Some(2001), None, 1450);
+    let s1 = w.subnet(&n1, "10.0.0.0/24", Some("10.0.0.1"), true);
+    w.port(&n1, &s1, "10.0.0.2", "network:dhcp", "h1", &[]);
+    let n2 = w.network("p2", NetworkType::Vxlan, Some(2002), None, 1450);
+    let s2 = w.subnet(&n2, "10.0.0.0/24", Some("10.0.0.1"), true);
+    w.port(&n2, &s2, "10.0.0.2", "network:dhcp", "h1", &[]);
+    let a1 = w.port(&n1, &s1, "10.0.0.5", "compute:nova", "h1", &["open"]);
+    let a2 = w.port(&n1, &s1, "10.0.0.6", "compute:nova", "h1", &["open"]);
+    let b1 = w.port(&n2, &s2, "10.0.0.7", "compute:nova", "h1", &["open"]);
+    let b2 = w.port(&n2, &s2, "10.0.0.5", "compute:nova", "h1", &["open"]);
+    let ga1 = lab.guest("a1", &h, &a1);
+    let ga2 = lab.guest("a2", &h, &a2);
+    let gb1 = lab.guest("b1", &h, &b1);
+    let gb2 = lab.guest("b2", &h, &b2);
+    agent.converge(&w.s).await.unwrap();
+    for g in [&ga1, &ga2, &gb1, &gb2] {
+        g.dhcp();
+    }
+    assert!(ga1.ping("10.0.0.6"));
+    assert!(gb1.ping("10.0.0.5"), "project 2 reaches its own 10.0.0.5");
+    assert!(!ga1.ping("10.0.0.7"), "project 1 must not reach project 2");
+    assert!(!gb2.ping("10.0.0.6"), "project 2 must not reach project 1");
+    // The same address answers in each project from its own guest: ARP stays in the network.
+    let neigh = must(&["ip", "-n", &gb1.ns, "neigh", "show", "10.0.0.5"]);
+    assert!(neigh.contains(&b2.mac_address), "{neigh}");
+    agent.teardown().await.unwrap();
+}
+
+#[tokio::test]
+async fn vxlan_carries_a_tenant_network_between_two_hosts() {
+    let lab = Lab::new("vx");
+    let h1 = lab.netns("h1");
+    let h2 = lab.netns("h2");
+    // The underlay: one veth between the two hosts.
+    must(&["ip", "-n", &h1, "link", "add", "und0", "type", "veth", "peer", "name", "und0", "netns", &h2]);
+    for (h, ip) in [(&h1, "192.0.2.1/24"), (&h2, "192.0.2.2/24")] {
+        must(&["ip", "-n", h, "addr", "add", ip, "dev", "und0"]);
+        must(&["ip", "-n", h, "link", "set", "und0", "up"]);
+    }
+    let mut c1 = lab.agent_cfg("h1", &h1);
+    c1.tunnel_ip = Some("192.0.2.1".parse().unwrap());
+    let mut c2 = lab.agent_cfg("h2", &h2);
+    c2.tunnel_ip = Some("192.0.2.2".parse().unwrap());
+    let (ag1, ag2) = (NetworkAgent::new(c1), NetworkAgent::new(c2));
+
+    let mut w = World::default();
+    w.host("h1", Some("192.0.2.1"));
+    w.host("h2", Some("192.0.2.2"));
+    w.sg("open", vec![egress_all(), rule(Direction::Ingress, Some("icmp"), None)]);
+    let net = w.network("p1", NetworkType::Vxlan, Some(3001), None, 1450);
+    let sub = w.subnet(&net, "10.0.0.0/24", Some("10.0.0.1"), true);
+    w.port(&net, &sub, "10.0.0.2", "network:dhcp", "h1", &[]);
+    let pa = w.port(&net, &sub, "10.0.0.5", "compute:nova", "h1", &["open"]);
+    let pb = w.port(&net, &sub, "10.0.0.6", "compute:nova", "h2", &["open"]);
+    let a = lab.guest("ga", &h1, &pa);
+    let b = lab.guest("gb", &h2, &pb);
+    ag1.converge(&w.s).await.unwrap();
+    let t = Instant::now();
+    ag2.converge(&w.s).await.unwrap();
+    // Guest B's DHCP exchange crosses the VXLAN (the DHCP server is on h1).
+    let lb = b.dhcp();
+    println!("h2 guest: plug -> lease over VXLAN {:?}", t.elapsed());
+    assert_eq!(lb.get("ip_address"), "10.0.0.6");
+    a.dhcp();
+    assert!(a.ping_until("10.0.0.6", Duration::from_secs(3)).is_some(), "no ping across VXLAN");
+    assert!(b.ping("10.0.0.5"));
+    // l2population: static FDB entries towards the other host, learning off.
+    let fdb = must(&["bridge", "-n", &h2, "fdb", "show", "dev", "vxlan-3001"]);
+    assert!(fdb.contains(&format!("{} dst 192.0.2.1", pa.mac_address)), "{fdb}");
+    assert!(fdb.contains("00:00:00:00:00:00 dst 192.0.2.1"), "{fdb}");
+    let details = must(&["ip", "-d", "-n", &h2, "link", "show", "vxlan-3001"]);
+    assert!(details.contains("nolearning"), "{details}");
+    ag1.teardown().await.unwrap();
+    ag2.teardown().await.unwrap();
+}
