@@ -103,7 +103,7 @@ pub fn ruleset(cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> R
         }
         write!(sg, "  set {} {{\n    type ipv4_addr; flags interval;\n", set_name(g))?;
         if !members.is_empty() {
-            write!(sg, "    elements = {{ {} }}\n", members.into_iter().collect::<Vec<_>>().join(", "))?;
+            writeln!(sg, "    elements = {{ {} }}", members.into_iter().collect::<Vec<_>>().join(", "))?;
         }
         sg.push_str("  }\n");
     }
