@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -287,4 +288,118 @@ async fn vxlan_carries_a_tenant_network_between_two_hosts() {
     assert!(details.contains("nolearning"), "{details}");
     ag1.teardown().await.unwrap();
     ag2.teardown().await.unwrap();
+}
+
+/// The agent loop against a fake network service on the in-process bus: it fetches the
+/// desired state, wires the port and reports it ACTIVE, heartbeats, reacts to
+/// `desired_state_changed` at once, and a restarted agent adopts the running dnsmasq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_loop_reports_active_heartbeats_and_adopts_on_restart() {
+    use std::sync::Arc;
+    use stratus_bus::{Bus, InProcBus, Message};
+    use stratus_network_agent::{BusStateSource, DesiredStateSource};
+
+    let lab = Lab::new("loop");
+    let h = lab.netns("h1");
+    let mut cfg = lab.agent_cfg("h1", &h);
+    cfg.resync_interval_secs = 60;
+    cfg.heartbeat_interval_secs = 1;
+    let mut w = World::default();
+    w.sg("open", vec![egress_all(), rule(Direction::Ingress, Some("icmp"), None)]);
+    let net = w.network("p1", NetworkType::Local, None, None, 1500);
+    let sub = w.subnet(&net, "10.0.0.0/24", Some("10.0.0.1"), true);
+    w.port(&net, &sub, "10.0.0.2", "network:dhcp", "h1", &[]);
+    let pa = w.port(&net, &sub, "10.0.0.5", "compute:nova", "h1", &["open"]);
+    let a = lab.guest("ga", &h, &pa);
+
+    let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
+    let state = Arc::new(tokio::sync::Mutex::new(w.s.clone()));
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let mut server = bus.consume("network-server").await.unwrap();
+    let st = state.clone();
+    let server_task = tokio::spawn(async move {
+        while let Some(d) = server.recv().await {
+            if d.message.method == "get_desired_state" {
+                let s = serde_json::to_value(&*st.lock().await).unwrap();
+                d.reply(Ok(s));
+            } else {
+                let _ = events_tx.send(d.message.clone());
+            }
+        }
+    });
+    let source: Arc<dyn DesiredStateSource> = Arc::new(BusStateSource::new(bus.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = Arc::new(NetworkAgent::new(cfg.clone()));
+    let run = tokio::spawn(agent.clone().run(bus.clone(), source.clone(), stop_rx));
+    let t = Instant::now();
+    let mut active = BTreeSet::new();
+    while active.len() < 2 {
+        let m = wait_for(&mut events, "update_port_status").await.expect("no port status in 10 s");
+        assert_eq!(m.args["status"], "ACTIVE");
+        active.insert(m.args["port_id"].as_str().unwrap().to_owned());
+    }
+    println!("agent start -> ports ACTIVE {:?}", t.elapsed());
+    assert!(active.contains(&pa.id));
+    let hb = wait_for(&mut events, "report_state").await.expect("no heartbeat");
+    assert_eq!(hb.args["host"], "h1");
+    let a_dhcp = tokio::task::spawn_blocking(move || {
+        a.dhcp();
+        a
+    });
+    let a = a_dhcp.await.unwrap();
+    assert!(a.ping("10.0.0.2") || a.ping_until("10.0.0.2", Duration::from_secs(2)).is_some(), "DHCP port unreachable");
+
+    // A new port appears; the fanout makes the agent converge without waiting for the resync.
+    let pb = {
+        let mut w2 = World::default();
+        let p = w2.port(&net, &sub, "10.0.0.6", "compute:nova", "h1", &["open"]);
+        state.lock().await.ports.push(p.clone());
+        p
+    };
+    let b = lab.guest("gb", &h, &pb);
+    let t = Instant::now();
+    bus.fanout("network-agent", Message::new("desired_state_changed", serde_json::json!({}))).await.unwrap();
+    let m = wait_for(&mut events, "update_port_status").await.expect("new port not reported");
+    assert_eq!(m.args["port_id"], pb.id.as_str());
+    println!("desired_state_changed -> new port ACTIVE {:?}", t.elapsed());
+    let b = tokio::task::spawn_blocking(move || {
+        b.dhcp();
+        b
+    })
+    .await
+    .unwrap();
+    assert!(b.ping("10.0.0.5"));
+
+    // Stop the agent: the data plane stays; a new agent adopts it without restarting dnsmasq.
+    stop_tx.send(true).unwrap();
+    run.await.unwrap().unwrap();
+    assert!(b.ping("10.0.0.5"), "traffic must survive the agent stopping");
+    let pid_file = cfg.state_dir.join("dhcp").join(&net).join("pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent2 = Arc::new(NetworkAgent::new(cfg.clone()));
+    let run2 = tokio::spawn(agent2.clone().run(bus.clone(), source, stop_rx));
+    let m = wait_for(&mut events, "update_port_status").await.expect("restarted agent reports");
+    assert_eq!(m.args["status"], "ACTIVE");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid, "dnsmasq restarted instead of adopted");
+    assert!(b.ping("10.0.0.5"));
+    stop_tx.send(true).unwrap();
+    run2.await.unwrap().unwrap();
+    agent2.teardown().await.unwrap();
+    server_task.abort();
+}
+
+async fn wait_for(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<stratus_bus::Message>,
+    method: &str,
+) -> Result<stratus_bus::Message, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let m = events.recv().await.expect("bus closed");
+            if m.method == method {
+                return m;
+            }
+        }
+    })
+    .await
 }
