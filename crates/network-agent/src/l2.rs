@@ -36,6 +36,7 @@ pub async fn converge_networks(ns: &Ns, cfg: &AgentConfig, state: &DesiredState)
     let nets = local_networks(state, &cfg.host);
     let mut want_bridges = BTreeSet::new();
     let mut want_vxlans = BTreeSet::new();
+    let mut want_vlans = BTreeSet::new();
     for net in &nets {
         check_name(&net.id)?;
         let br = names::bridge(&net.id);
@@ -57,9 +58,12 @@ pub async fn converge_networks(ns: &Ns, cfg: &AgentConfig, state: &DesiredState)
                 let dev = names::vlan(phys, vid);
                 if !ns.link_exists(&dev).await {
                     let vid = vid.to_string();
-                    ns.ip(&["link", "add", "link", phys, "name", &dev, "type", "vlan", "id", &vid]).await?;
+                    ns.ip(&["link", "add", "link", phys, "name", &dev, "type", "vlan", "id", &vid])
+                        .await
+                        .context("cannot create a VLAN subinterface: the kernel needs 802.1Q (CONFIG_VLAN_8021Q)")?;
                 }
                 enslave(ns, &dev, &br).await?;
+                want_vlans.insert(dev);
             }
             NetworkType::Flat => {
                 let phys = physical_interface(cfg, net)?;
@@ -74,7 +78,13 @@ pub async fn converge_networks(ns: &Ns, cfg: &AgentConfig, state: &DesiredState)
     for link in links(ns).await? {
         let stale_bridge = link.kind == "bridge" && link.name.starts_with("brq") && !want_bridges.contains(&link.name);
         let stale_vxlan = link.kind == "vxlan" && link.name.starts_with("vxlan-") && !want_vxlans.contains(&link.name);
-        if stale_bridge || stale_vxlan {
+        // VLAN subinterfaces are ours when they sit on a mapped physical interface.
+        let on_mapped = cfg.physical_interface_mappings.values().any(|p| {
+            link.name.starts_with(&format!("{p}."))
+                || link.name.starts_with(&format!("vlan{}-", crate::exec::short(p, 5)))
+        });
+        let stale_vlan = link.kind == "vlan" && on_mapped && !want_vlans.contains(&link.name);
+        if stale_bridge || stale_vxlan || stale_vlan {
             tracing::info!(dev = %link.name, "removing stale device");
             ns.ip(&["link", "del", "dev", &link.name]).await?;
         }
