@@ -36,11 +36,46 @@ use crate::l2::local_networks;
 use crate::model::{DesiredState, Direction, Port, SecurityGroupRule};
 use crate::AgentConfig;
 
-/// Applies the ruleset for this host's ports.
+/// Applies the ruleset for this host's ports, then deletes the conntrack entries of ports
+/// whose policy changed, so a removed rule also stops flows that were already established.
 pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> Result<()> {
     host.sysctl("net.bridge.bridge-nf-call-iptables", "1").await?;
-    let ruleset = ruleset(cfg, state, plugged)?;
-    host.nft_apply(&ruleset, &cfg.state_dir).await
+    let (ruleset, policies) = render(cfg, state, plugged)?;
+    host.nft_apply(&ruleset, &cfg.state_dir).await?;
+
+    // Per-port policy fingerprints of the previous run (kept on disk so a restarted agent
+    // does not flush every flow).
+    let path = cfg.state_dir.join("firewall-policies.json");
+    let before: BTreeMap<String, PortPolicy> =
+        tokio::fs::read(&path).await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    for (port, now) in &policies {
+        let Some(old) = before.get(port) else { continue };
+        if old.text == now.text {
+            continue;
+        }
+        let zone = now.zone.to_string();
+        for ip in &now.ips {
+            for dir in ["--orig-src", "--orig-dst"] {
+                // Exit status 1 with "0 flow entries" just means there was nothing to delete.
+                if let Err(e) = host.exec("conntrack", &["-D", "-w", &zone, dir, ip]).await {
+                    let msg = format!("{e:#}");
+                    if !msg.contains("0 flow entries") {
+                        tracing::warn!(%port, "conntrack flush: {msg}");
+                    }
+                }
+            }
+        }
+    }
+    tokio::fs::write(&path, serde_json::to_vec(&policies)?).await?;
+    Ok(())
+}
+
+/// What decides a port's filtering: when it changes, the port's flows are re-evaluated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PortPolicy {
+    zone: u32,
+    ips: Vec<String>,
+    text: String,
 }
 
 /// Removes both tables (agent shutdown with cleanup, tests).
@@ -56,6 +91,15 @@ fn addr_ok(s: &str) -> bool {
 
 /// The whole ruleset text for `nft -f`.
 pub fn ruleset(cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> Result<String> {
+    Ok(render(cfg, state, plugged)?.0)
+}
+
+fn render(
+    cfg: &AgentConfig,
+    state: &DesiredState,
+    plugged: &[String],
+) -> Result<(String, BTreeMap<String, PortPolicy>)> {
+    let mut policies = BTreeMap::new();
     let zones: BTreeMap<&str, u32> =
         local_networks(state, &cfg.host).iter().enumerate().map(|(i, n)| (n.id.as_str(), i as u32 + 1)).collect();
     let filtered: Vec<&Port> = state
@@ -150,6 +194,7 @@ pub fn ruleset(cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> R
             .flat_map(|s| &s.rules)
             .filter(|r| r.ethertype.eq_ignore_ascii_case("ipv4"))
             .collect();
+        let chain_start = chains.len();
         write!(chains, "  chain egress_{n} {{\n    udp sport 68 udp dport 67 return\n    ip daddr 169.254.169.254 tcp dport 80 return\n")?;
         for r in rules.iter().filter(|r| r.direction == Direction::Egress) {
             if let Some(m) = rule_match(r, "daddr")? {
@@ -164,6 +209,15 @@ pub fn ruleset(cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> R
             }
         }
         chains.push_str("    drop\n  }\n");
+        // Fingerprint: this port's chains (renumbered away) and its remote groups' members.
+        let mut text = chains[chain_start..].replace(&format!("_{n} {{"), " {");
+        for g in rules.iter().filter_map(|r| r.remote_group_id.as_deref()) {
+            let at = sg.find(&format!("set {} {{", set_name(g))).unwrap_or(0);
+            text.push_str(sg[at..].split("  }").next().unwrap_or_default());
+        }
+        text.push_str(&ip_set);
+        text.push_str(&macs);
+        policies.insert(p.id.clone(), PortPolicy { zone: z, ips: p.ipv4s().map(|i| i.to_string()).collect(), text });
     }
     for (i, p) in filtered.iter().enumerate() {
         let z = zones[p.network_id.as_str()];
@@ -184,7 +238,7 @@ pub fn ruleset(cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> R
     out.push_str("table inet stratus_sg {}\ndelete table inet stratus_sg\n");
     out.push_str(&l2);
     out.push_str(&sg);
-    Ok(out)
+    Ok((out, policies))
 }
 
 /// The device carrying a network off the host, as [`crate::l2`] names it.

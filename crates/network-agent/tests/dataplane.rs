@@ -83,11 +83,31 @@ async fn dhcp_ping_security_groups_antispoofing_and_teardown() {
     assert!(total < Duration::from_secs(1), "rule change took {total:?}");
     assert!(b.ping("10.0.0.5"));
 
-    // Removing it blocks new flows again.
+    // Removing it stops a running ping (its conntrack entry is flushed) and blocks new ones.
+    let running = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.ns, "ping", "-n", "-D", "-i", "0.05", "-c", "60", "10.0.0.6"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     w.sg("sg1", vec![egress_all()]);
+    let removed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let t = Instant::now();
     agent.converge(&w.s).await.unwrap();
     println!("SG rule removal converge {:?}", t.elapsed());
+    let out = String::from_utf8(running.wait_with_output().unwrap().stdout).unwrap();
+    let replies: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    assert!(replies.iter().any(|&r| r < removed_at), "the running ping never got through:\n{out}");
+    let last = replies.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "SG rule removal: last reply of the running ping {:.0} ms after the change began",
+        (last - removed_at) * 1000.0
+    );
+    assert!(last - removed_at < 1.0, "running ping still answered {:.2} s after removal", last - removed_at);
     assert!(!a.ping("10.0.0.6"), "ping must be blocked after the rule is removed");
 
     // Anti-spoofing: with ICMP allowed, a guest that takes another address cannot talk.

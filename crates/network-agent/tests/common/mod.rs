@@ -15,7 +15,8 @@ use rand::Rng;
 use stratus_network_agent::model::*;
 use stratus_network_agent::AgentConfig;
 
-const TOOLS: &[&str] = &["ip", "bridge", "nft", "dnsmasq", "dhclient", "ping", "arping", "sysctl"];
+const TOOLS: &[&str] =
+    &["ip", "bridge", "nft", "dnsmasq", "dhclient", "ping", "arping", "sysctl", "conntrack", "socat"];
 
 pub fn require_tools() {
     for t in TOOLS {
