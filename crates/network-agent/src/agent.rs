@@ -8,7 +8,8 @@
 //!   (cast) every `heartbeat_interval_secs`: the service's `/agents` derives `alive` from it.
 //!   One message stands for the Linux bridge, DHCP and L3 agents of the host.
 //! - fanout exchange `network-agent`, method `desired_state_changed` (no args needed):
-//!   converge now instead of waiting for the next periodic resync.
+//!   converge now instead of waiting for the next periodic resync; method
+//!   `security_groups_changed`: only re-apply the firewall (rule/member changes, fast path).
 //!
 //! Restart adopts: every realiser checks before it changes, and nothing that is desired is
 //! deleted, so a new agent process converging over a running host leaves guest traffic
@@ -106,12 +107,34 @@ impl NetworkAgent {
         let _g = self.lock.lock().await;
         tokio::fs::create_dir_all(&self.cfg.state_dir).await?;
         let ns = self.host_ns().await?;
-        l2::converge_networks(&ns, &self.cfg, state).await.context("layer 2")?;
-        dhcp::converge(&ns, &self.cfg, state).await.context("DHCP")?;
-        l3::converge(&ns, &self.cfg, state).await.context("L3")?;
+        // Every stage runs even when an earlier one failed for some resource: one broken
+        // network must not leave the others (or their firewall) unconverged.
+        let mut errors = Vec::new();
+        if let Err(e) = l2::converge_networks(&ns, &self.cfg, state).await {
+            errors.push(format!("layer 2: {e:#}"));
+        }
+        if let Err(e) = dhcp::converge(&ns, &self.cfg, state).await {
+            errors.push(format!("DHCP: {e:#}"));
+        }
+        if let Err(e) = l3::converge(&ns, &self.cfg, state).await {
+            errors.push(format!("L3: {e:#}"));
+        }
         let plugged = l2::plug_ports(&ns, &self.cfg, state).await.context("plugging")?;
         firewall::converge(&ns, &self.cfg, state, &plugged).await.context("firewall")?;
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
         Ok(ConvergeReport { plugged })
+    }
+
+    /// Security groups only (Neutron's `security_groups_rule_updated` path): re-renders and
+    /// applies the nftables ruleset for the ports already wired, without walking bridges,
+    /// DHCP and routers. This is what keeps a rule change well under a second.
+    pub async fn converge_security_groups(&self, state: &DesiredState) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let ns = self.host_ns().await?;
+        let plugged = l2::plugged_ports(&ns, &self.cfg, state).await?;
+        firewall::converge(&ns, &self.cfg, state, &plugged).await
     }
 
     /// Removes everything this agent built (as for an empty desired state) and its nft tables.
@@ -142,6 +165,7 @@ impl NetworkAgent {
                 _ = resync.tick() => self.cycle(bus.as_ref(), source.as_ref()).await,
                 d = changes.recv() => match d {
                     Some(d) if d.message.method == "desired_state_changed" => self.cycle(bus.as_ref(), source.as_ref()).await,
+                    Some(d) if d.message.method == "security_groups_changed" => self.sg_cycle(source.as_ref()).await,
                     Some(_) => {}
                     None => return Ok(()),
                 },
@@ -177,6 +201,17 @@ impl NetworkAgent {
                 }
             }
             Err(e) => tracing::error!(generation = state.generation, "convergence failed: {e:#}"),
+        }
+    }
+
+    async fn sg_cycle(&self, source: &dyn DesiredStateSource) {
+        match source.fetch(&self.cfg.host).await {
+            Ok(state) => {
+                if let Err(e) = self.converge_security_groups(&state).await {
+                    tracing::error!("security group update failed: {e:#}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot fetch desired state: {e:#}"),
         }
     }
 

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -40,6 +40,7 @@ fn local_dhcp_port<'a>(state: &'a DesiredState, cfg: &AgentConfig, net: &Network
 /// Starts, reloads or stops the DHCP servers of this host.
 pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Result<()> {
     let mut wanted = BTreeSet::new();
+    let mut errors = Vec::new();
     for net in &state.networks {
         let Some(port) = local_dhcp_port(state, cfg, net) else { continue };
         let v4_dhcp = state.subnets.iter().any(|s| s.network_id == net.id && s.enable_dhcp && s.ip_version == 4);
@@ -47,9 +48,9 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
             continue;
         }
         let name = netns_name(cfg, &net.id);
-        converge_one(host, cfg, state, net, port, &name)
-            .await
-            .with_context(|| format!("DHCP of network {}", net.id))?;
+        if let Err(e) = converge_one(host, cfg, state, net, port, &name).await {
+            errors.push(format!("DHCP of network {}: {e:#}", net.id));
+        }
         wanted.insert(name);
     }
     let prefix = netns_name(cfg, "");
@@ -62,6 +63,7 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
             let _ = tokio::fs::remove_dir_all(state_dir(cfg, net_id)).await;
         }
     }
+    anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
     Ok(())
 }
 

@@ -37,42 +37,20 @@ pub async fn converge_networks(ns: &Ns, cfg: &AgentConfig, state: &DesiredState)
     let mut want_bridges = BTreeSet::new();
     let mut want_vxlans = BTreeSet::new();
     let mut want_vlans = BTreeSet::new();
+    let mut errors = Vec::new();
     for net in &nets {
-        check_name(&net.id)?;
-        let br = names::bridge(&net.id);
-        ensure_bridge(ns, &br, net.mtu).await?;
-        want_bridges.insert(br.clone());
-        match net.network_type {
-            NetworkType::Vxlan => {
-                let vni = net.segmentation_id.context("vxlan network without VNI")?;
-                let local = cfg.tunnel_ip.context("vxlan network but no tunnel_ip configured")?;
-                let dev = names::vxlan(vni);
-                ensure_vxlan(ns, &dev, vni, local, cfg, net.mtu).await?;
-                enslave(ns, &dev, &br).await?;
-                converge_fdb(ns, &dev, &vxlan_fdb(state, cfg, net)).await?;
-                want_vxlans.insert(dev);
-            }
-            NetworkType::Vlan => {
-                let phys = physical_interface(cfg, net)?;
-                let vid = net.segmentation_id.context("vlan network without VLAN id")?;
-                let dev = names::vlan(phys, vid);
-                if !ns.link_exists(&dev).await {
-                    let vid = vid.to_string();
-                    ns.ip(&["link", "add", "link", phys, "name", &dev, "type", "vlan", "id", &vid])
-                        .await
-                        .context("cannot create a VLAN subinterface: the kernel needs 802.1Q (CONFIG_VLAN_8021Q)")?;
-                }
-                enslave(ns, &dev, &br).await?;
-                want_vlans.insert(dev);
-            }
-            NetworkType::Flat => {
-                let phys = physical_interface(cfg, net)?;
-                enslave(ns, phys, &br).await?;
-            }
-            NetworkType::Local => {}
+        // A network that fails does not stop the others; its devices are not treated as stale.
+        want_bridges.insert(names::bridge(&net.id));
+        if let Some(vni) = net.segmentation_id.filter(|_| net.network_type == NetworkType::Vxlan) {
+            want_vxlans.insert(names::vxlan(vni));
         }
-        let state_word = if net.admin_state_up { "up" } else { "down" };
-        ns.ip(&["link", "set", "dev", &br, state_word]).await?;
+        match converge_network(ns, cfg, state, net).await {
+            Ok(Some(vlan)) => {
+                want_vlans.insert(vlan);
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(format!("network {}: {e:#}", net.id)),
+        }
     }
     // Remove what belongs to networks that are gone.
     for link in links(ns).await? {
@@ -89,7 +67,49 @@ pub async fn converge_networks(ns: &Ns, cfg: &AgentConfig, state: &DesiredState)
             ns.ip(&["link", "del", "dev", &link.name]).await?;
         }
     }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
     Ok(())
+}
+
+/// One network's bridge and segment; returns the VLAN subinterface it uses, if any.
+async fn converge_network(ns: &Ns, cfg: &AgentConfig, state: &DesiredState, net: &Network) -> Result<Option<String>> {
+    let mut vlan = None;
+    check_name(&net.id)?;
+    let br = names::bridge(&net.id);
+    ensure_bridge(ns, &br, net.mtu).await?;
+    match net.network_type {
+        NetworkType::Vxlan => {
+            let vni = net.segmentation_id.context("vxlan network without VNI")?;
+            let local = cfg.tunnel_ip.context("vxlan network but no tunnel_ip configured")?;
+            let dev = names::vxlan(vni);
+            ensure_vxlan(ns, &dev, vni, local, cfg, net.mtu).await?;
+            enslave(ns, &dev, &br).await?;
+            converge_fdb(ns, &dev, &vxlan_fdb(state, cfg, net)).await?;
+        }
+        NetworkType::Vlan => {
+            let phys = physical_interface(cfg, net)?;
+            let vid = net.segmentation_id.context("vlan network without VLAN id")?;
+            let dev = names::vlan(phys, vid);
+            if !ns.link_exists(&dev).await {
+                let vid = vid.to_string();
+                ns.ip(&["link", "add", "link", phys, "name", &dev, "type", "vlan", "id", &vid])
+                    .await
+                    .context("cannot create a VLAN subinterface: the kernel needs 802.1Q (CONFIG_VLAN_8021Q)")?;
+            }
+            enslave(ns, &dev, &br).await?;
+            vlan = Some(dev);
+        }
+        NetworkType::Flat => {
+            let phys = physical_interface(cfg, net)?;
+            enslave(ns, phys, &br).await?;
+        }
+        NetworkType::Local => {}
+    }
+    let state_word = if net.admin_state_up { "up" } else { "down" };
+    ns.ip(&["link", "set", "dev", &br, state_word]).await?;
+    Ok(vlan)
 }
 
 fn physical_interface<'a>(cfg: &'a AgentConfig, net: &Network) -> Result<&'a str> {
@@ -224,10 +244,32 @@ pub async fn plug_ports(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
             continue;
         }
         let br = names::bridge(&p.network_id);
-        enslave(ns, &tap, &br).await?;
         let mtu = state.network(&p.network_id).map(|n| n.mtu).unwrap_or(1500).to_string();
-        ns.ip(&["link", "set", "dev", &tap, "mtu", &mtu]).await?;
-        wired.push(p.id.clone());
+        // A port whose network failed to realise stays unplugged (and is not reported ACTIVE).
+        let r = async {
+            enslave(ns, &tap, &br).await?;
+            ns.ip(&["link", "set", "dev", &tap, "mtu", &mtu]).await
+        };
+        match r.await {
+            Ok(_) => wired.push(p.id.clone()),
+            Err(e) => tracing::warn!(port = %p.id, "cannot plug: {e:#}"),
+        }
     }
     Ok(wired)
+}
+
+/// Ports bound to this host that are already wired (tap enslaved to its bridge): the cheap
+/// query the security-group fast path uses instead of a full plug pass.
+pub async fn plugged_ports(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Result<Vec<String>> {
+    let present: BTreeMap<String, Link> = links(ns).await?.into_iter().map(|l| (l.name.clone(), l)).collect();
+    Ok(state
+        .ports
+        .iter()
+        .filter(|p| p.binding_host_id == cfg.host)
+        .filter(|p| {
+            present.get(&names::tap(&p.id)).and_then(|l| l.master.as_deref())
+                == Some(names::bridge(&p.network_id).as_str())
+        })
+        .map(|p| p.id.clone())
+        .collect())
 }

@@ -35,9 +35,12 @@ fn is_local(state: &DesiredState, cfg: &AgentConfig, r: &Router) -> bool {
 /// Builds, updates and removes this host's routers.
 pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Result<()> {
     let mut wanted = BTreeSet::new();
+    let mut errors = Vec::new();
     for r in state.routers.iter().filter(|r| is_local(state, cfg, r)) {
         let name = netns_name(cfg, &r.id);
-        converge_one(host, cfg, state, r, &name).await.with_context(|| format!("router {}", r.id))?;
+        if let Err(e) = converge_one(host, cfg, state, r, &name).await {
+            errors.push(format!("router {}: {e:#}", r.id));
+        }
         wanted.insert(name);
     }
     let prefix = netns_name(cfg, "");
@@ -47,6 +50,7 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
             delete_netns(&ns).await?;
         }
     }
+    anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
     Ok(())
 }
 

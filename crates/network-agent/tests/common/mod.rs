@@ -147,7 +147,7 @@ impl Guest {
     pub fn dhcp(&self) -> Lease {
         let d = self.dir.display().to_string();
         let script = self.dir.join("script");
-        std::fs::write(&script, format!("#!/bin/sh\n/usr/bin/env > '{d}/'\"$reason\".env\nexit 0\n")).unwrap();
+        std::fs::write(&script, format!("#!/bin/sh\n/usr/bin/env > '{d}/'\"$reason\".tmp && /bin/mv '{d}/'\"$reason\".tmp '{d}/'\"$reason\".env\nexit 0\n")).unwrap();
         must(&["chmod", "0755", script.to_str().unwrap()]);
         let conf = self.dir.join("dhclient.conf");
         std::fs::write(
