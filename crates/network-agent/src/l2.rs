@@ -233,25 +233,22 @@ async fn converge_fdb(ns: &Ns, dev: &str, want: &BTreeSet<(String, Ipv4Addr)>) -
     Ok(())
 }
 
-/// Plugs every port bound to this host whose device exists into its network's bridge.
+/// Plugs every port bound to this host whose device exists into its network's bridge,
+/// over rtnetlink (one link dump, then one request per port that is not yet right).
 /// Returns the ids of the ports that are wired (to be reported ACTIVE).
 pub async fn plug_ports(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Result<Vec<String>> {
-    let present: BTreeMap<String, Link> = links(ns).await?.into_iter().map(|l| (l.name.clone(), l)).collect();
+    let nl = crate::nl::Netlink::connect(ns).await?;
+    let present = nl.links().await?;
     let mut wired = Vec::new();
     for p in state.ports.iter().filter(|p| p.binding_host_id == cfg.host && p.admin_state_up) {
-        let tap = names::tap(&p.id);
-        if !present.contains_key(&tap) || state.network(&p.network_id).is_none() {
+        let Some(net) = state.network(&p.network_id) else { continue };
+        let (Some(tap), Some(br)) = (present.get(&names::tap(&p.id)), present.get(&names::bridge(&p.network_id)))
+        else {
             continue;
-        }
-        let br = names::bridge(&p.network_id);
-        let mtu = state.network(&p.network_id).map(|n| n.mtu).unwrap_or(1500).to_string();
-        // A port whose network failed to realise stays unplugged (and is not reported ACTIVE).
-        let r = async {
-            enslave(ns, &tap, &br).await?;
-            ns.ip(&["link", "set", "dev", &tap, "mtu", &mtu]).await
         };
-        match r.await {
-            Ok(_) => wired.push(p.id.clone()),
+        // A port whose network failed to realise stays unplugged (and is not reported ACTIVE).
+        match nl.plug(tap, br.index, net.mtu).await {
+            Ok(()) => wired.push(p.id.clone()),
             Err(e) => tracing::warn!(port = %p.id, "cannot plug: {e:#}"),
         }
     }

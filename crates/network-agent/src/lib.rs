@@ -12,8 +12,9 @@
 //! l2population), [`dhcp`] (dnsmasq), [`l3`] (routers, NAT, floating IPs), [`firewall`]
 //! (security groups, anti-spoofing), [`agent`] (the convergence loop and its bus protocol).
 //!
-//! Devices and addresses are driven through iproute2 (`ip -j`, `bridge`) with validated argv
-//! (no shell); moving the hot paths to rtnetlink is a drop-in change inside [`exec`]/[`l2`].
+//! Plugging ports (the per-boot hot path) uses rtnetlink ([`nl`]); the rest of the device,
+//! address and FDB work goes through iproute2 (`ip -j`, `bridge -j`) with validated argv
+//! (no shell).
 
 pub mod agent;
 pub mod dev;
@@ -23,6 +24,7 @@ pub mod firewall;
 pub mod l2;
 pub mod l3;
 pub mod model;
+pub mod nl;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
