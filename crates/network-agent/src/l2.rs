@@ -213,22 +213,14 @@ fn vxlan_fdb(state: &DesiredState, cfg: &AgentConfig, net: &Network) -> BTreeSet
 }
 
 async fn converge_fdb(ns: &Ns, dev: &str, want: &BTreeSet<(String, Ipv4Addr)>) -> Result<()> {
-    let out = ns.bridge(&["-j", "fdb", "show", "dev", dev]).await?;
-    let have_json: serde_json::Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
-    let mut have = BTreeSet::new();
-    for e in have_json.as_array().into_iter().flatten() {
-        if let (Some(mac), Some(dst)) = (e["mac"].as_str(), e["dst"].as_str().and_then(|d| d.parse().ok())) {
-            have.insert((mac.to_owned(), dst));
-        }
-    }
+    let nl = crate::nl::Netlink::connect(ns).await?;
+    let index = nl.links().await?.get(dev).map(|l| l.index).with_context(|| format!("{dev} vanished"))?;
+    let have = nl.vxlan_fdb(index).await?;
     for (mac, dst) in have.difference(want) {
-        let d = dst.to_string();
-        ns.bridge(&["fdb", "del", mac, "dev", dev, "dst", &d]).await?;
+        nl.vxlan_fdb_del(index, mac, *dst).await?;
     }
     for (mac, dst) in want.difference(&have) {
-        let d = dst.to_string();
-        let verb = if mac == "00:00:00:00:00:00" { "append" } else { "replace" };
-        ns.bridge(&["fdb", verb, mac, "dev", dev, "dst", &d, "self", "permanent"]).await?;
+        nl.vxlan_fdb_add(index, mac, *dst, mac == "00:00:00:00:00:00").await?;
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Netlink (rtnetlink) for the hot path: plugging a port into its bridge when a guest boots.
+//! Netlink (rtnetlink) for the hot paths: plugging a port into its bridge when a guest boots,
+//! and the VXLAN forwarding entries (l2population) that follow every port binding.
 //!
 //! A netlink socket belongs to the network namespace of the thread that opened it, so
 //! [`Netlink::connect`] opens it on a short-lived thread that first joins the host namespace
@@ -7,9 +8,19 @@
 
 use std::collections::BTreeMap;
 
+use std::net::Ipv4Addr;
+
 use anyhow::{anyhow, Context, Result};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::RouteType;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkUnspec};
 
 use crate::exec::Ns;
@@ -92,6 +103,81 @@ impl Netlink {
         }
         let msg = LinkUnspec::new_with_index(link.index).controller(controller).mtu(mtu).up().build();
         self.handle.link().set(msg).execute().await?;
+        Ok(())
+    }
+}
+
+/// A MAC as the kernel sends it → `aa:bb:cc:dd:ee:ff`.
+fn mac_text(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// `aa:bb:cc:dd:ee:ff` → bytes.
+fn mac_bytes(s: &str) -> Result<Vec<u8>> {
+    s.split(':').map(|p| u8::from_str_radix(p, 16).map_err(|e| anyhow!("bad MAC {s}: {e}"))).collect()
+}
+
+impl Netlink {
+    /// The remote-VTEP entries (`mac`, `dst`) of a VXLAN device's forwarding table.
+    pub async fn vxlan_fdb(&self, ifindex: u32) -> Result<std::collections::BTreeSet<(String, Ipv4Addr)>> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut s = self.handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
+        while let Some(m) = s.try_next().await? {
+            if m.header.ifindex != ifindex {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = Some(mac_text(l)),
+                    // In AF_BRIDGE messages the kernel's NDA_DST is parsed as raw bytes.
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(*v4),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                        dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(mac), Some(dst)) = (mac, dst) {
+                out.insert((mac, dst));
+            }
+        }
+        Ok(out)
+    }
+
+    fn fdb_message(ifindex: u32, mac: &str, dst: Ipv4Addr) -> Result<NeighbourMessage> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = ifindex;
+        m.header.state = NeighbourState::Permanent;
+        m.header.flags = NeighbourFlags::Own; // NTF_SELF: the VXLAN device's own table
+        m.header.kind = RouteType::Unspec;
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac_bytes(mac)?));
+        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        Ok(m)
+    }
+
+    /// Adds `mac → dst`. `append` adds one more destination for the same MAC (the all-zero
+    /// flood entry has one per remote host, like `bridge fdb append`); otherwise it replaces.
+    pub async fn vxlan_fdb_add(&self, ifindex: u32, mac: &str, dst: Ipv4Addr, append: bool) -> Result<()> {
+        let m = Self::fdb_message(ifindex, mac, dst)?;
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(m));
+        let mode = if append { NLM_F_APPEND } else { NLM_F_REPLACE };
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode;
+        let mut resp = self.handle.clone().request(req)?;
+        while let Some(msg) = resp.next().await {
+            if let NetlinkPayload::Error(e) = msg.payload {
+                return Err(anyhow!("fdb add {mac} dst {dst}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `mac → dst`.
+    pub async fn vxlan_fdb_del(&self, ifindex: u32, mac: &str, dst: Ipv4Addr) -> Result<()> {
+        let m = Self::fdb_message(ifindex, mac, dst)?;
+        self.handle.neighbours().del(m).execute().await?;
         Ok(())
     }
 }

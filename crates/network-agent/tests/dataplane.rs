@@ -312,6 +312,13 @@ async fn vxlan_carries_a_tenant_network_between_two_hosts() {
     assert!(fdb.contains("00:00:00:00:00:00 dst 192.0.2.1"), "{fdb}");
     let details = must(&["ip", "-d", "-n", &h2, "link", "show", "vxlan-3001"]);
     assert!(details.contains("nolearning"), "{details}");
+    // Entries follow the bindings: B's port leaves h2, so h1 forgets B's MAC and h2's VTEP.
+    let fdb1 = must(&["bridge", "-n", &h1, "fdb", "show", "dev", "vxlan-3001"]);
+    assert!(fdb1.contains(&format!("{} dst 192.0.2.2", pb.mac_address)), "{fdb1}");
+    w.s.ports.retain(|p| p.id != pb.id);
+    ag1.converge(&w.s).await.unwrap();
+    let fdb1 = must(&["bridge", "-n", &h1, "fdb", "show", "dev", "vxlan-3001"]);
+    assert!(!fdb1.contains("dst 192.0.2.2"), "stale FDB entries: {fdb1}");
     ag1.teardown().await.unwrap();
     ag2.teardown().await.unwrap();
 }
