@@ -72,6 +72,7 @@ impl Lab {
         let tmp = tempfile::tempdir().unwrap();
         // dnsmasq drops privileges and re-reads its files on SIGHUP.
         must(&["chmod", "0755", tmp.path().to_str().unwrap()]);
+        assert_root_namespace_untouched();
         Lab { prefix: format!("stratus-{test}-{r:04x}-"), tmp }
     }
 
@@ -112,8 +113,23 @@ impl Lab {
     }
 }
 
+/// Panics if the root namespace holds anything the agent makes (a test that leaked out of
+/// its namespaces would show up here).
+pub fn assert_root_namespace_untouched() {
+    let links = sh(&["ip", "-br", "link", "show"]).1;
+    for l in links.lines().filter_map(|l| l.split_whitespace().next()) {
+        let ours = ["brq", "vxlan-", "tap", "qr-", "qg-", "ns-"].iter().any(|p| l.starts_with(p));
+        assert!(!ours, "device {l} appeared in the ROOT namespace");
+    }
+    let tables = sh(&["nft", "list", "tables"]).1;
+    assert!(!tables.contains("stratus"), "nft table in the ROOT namespace: {tables}");
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_root_namespace_untouched();
+        }
         delete_ns_with_prefix(&self.prefix);
         let left: Vec<_> = netns_list().into_iter().filter(|n| n.starts_with(&self.prefix)).collect();
         if !left.is_empty() && !std::thread::panicking() {
