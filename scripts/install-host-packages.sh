@@ -20,9 +20,13 @@ APT_DIR=${STRATUS_APT_DIR:-/var/cache/stratus/apt}
 
 # Packages from bookworm-backports (must match the preinstalled qemu-utils, if any).
 BPO_PKGS=(qemu-system-x86 qemu-utils)
-# Packages from plain bookworm.
+# Packages from plain bookworm. isc-dhcp-client (dhclient) is the real DHCP client the
+# network-agent tests run inside their own namespaces, with their own script (it never touches
+# the host's configuration); arping sends floating IPs' gratuitous ARP; conntrack flushes flows
+# a removed security group rule no longer allows.
 PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client socat cpio
-    syslinux syslinux-common mtools dosfstools fdisk genisoimage)
+    syslinux syslinux-common mtools dosfstools fdisk genisoimage
+    isc-dhcp-client iputils-arping conntrack)
 
 log() { printf 'install-host-packages: %s\n' "$*" >&2; }
 

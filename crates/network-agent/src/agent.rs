@@ -1,0 +1,243 @@
+//! The agent loop and its bus protocol.
+//!
+//! Bus methods (all JSON, topic `network-server` unless said otherwise):
+//! - `get_desired_state {"host"}` (call) → a [`DesiredState`] document (see [`crate::model`]).
+//! - `update_port_status {"port_id", "status": "ACTIVE"|"DOWN", "host"}` (cast), sent once
+//!   per port when it becomes wired on this host (again after an agent restart).
+//! - `report_state {"host", "agent_types": [...], "binary", "configurations", "timestamp"}`
+//!   (cast) every `heartbeat_interval_secs`: the service's `/agents` derives `alive` from it.
+//!   One message stands for the Linux bridge, DHCP and L3 agents of the host.
+//! - fanout exchange `network-agent`, method `desired_state_changed` (no args needed):
+//!   converge now instead of waiting for the next periodic resync; method
+//!   `security_groups_changed`: only re-apply the firewall (rule/member changes, fast path).
+//!
+//! Restart adopts: every realiser checks before it changes, and nothing that is desired is
+//! deleted, so a new agent process converging over a running host leaves guest traffic
+//! alone (bridges, dnsmasq processes found by pid file, router namespaces all reused).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use serde_json::json;
+use stratus_bus::{Bus, BusError, Message};
+use tokio::sync::{watch, Mutex};
+
+use crate::exec::{list_netns, Ns};
+use crate::model::DesiredState;
+use crate::{dhcp, firewall, l2, l3, AgentConfig};
+
+/// Where the agent gets its desired state from.
+#[async_trait]
+pub trait DesiredStateSource: Send + Sync {
+    /// The current desired state for `host`.
+    async fn fetch(&self, host: &str) -> Result<DesiredState>;
+}
+
+/// Asks the network service over the bus (`get_desired_state`).
+pub struct BusStateSource {
+    bus: Arc<dyn Bus>,
+    timeout: Duration,
+}
+
+impl BusStateSource {
+    /// A source calling `network-server` on `bus`.
+    pub fn new(bus: Arc<dyn Bus>) -> Self {
+        BusStateSource { bus, timeout: Duration::from_secs(30) }
+    }
+}
+
+#[async_trait]
+impl DesiredStateSource for BusStateSource {
+    async fn fetch(&self, host: &str) -> Result<DesiredState> {
+        let v = self
+            .bus
+            .call(SERVER_TOPIC, Message::new("get_desired_state", json!({ "host": host })), self.timeout)
+            .await?;
+        serde_json::from_value(v).context("bad desired state document")
+    }
+}
+
+/// Topic the network service consumes.
+pub const SERVER_TOPIC: &str = "network-server";
+/// Fanout exchange the agents listen on.
+pub const AGENT_EXCHANGE: &str = "network-agent";
+
+/// What one convergence did.
+#[derive(Debug, Clone, Default)]
+pub struct ConvergeReport {
+    /// Ports wired on this host.
+    pub plugged: Vec<String>,
+}
+
+/// One host's network agent.
+pub struct NetworkAgent {
+    cfg: AgentConfig,
+    reported: Mutex<BTreeSet<String>>,
+    lock: Mutex<()>,
+}
+
+impl NetworkAgent {
+    /// An agent with its configuration.
+    pub fn new(cfg: AgentConfig) -> Self {
+        NetworkAgent { cfg, reported: Mutex::new(BTreeSet::new()), lock: Mutex::new(()) }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    async fn host_ns(&self) -> Result<Ns> {
+        let ns = self.cfg.host_ns();
+        if let Some(n) = ns.name() {
+            // The agent never creates its host namespace: that is the host's (or the test's) job.
+            if !list_netns().await?.iter().any(|x| x == n) {
+                bail!("host namespace {n} does not exist");
+            }
+        }
+        Ok(ns)
+    }
+
+    /// Brings the host to `state`, idempotently. Order: bridges and segments, DHCP and router
+    /// namespaces (which create their veths), plugging, then the firewall for what is plugged.
+    pub async fn converge(&self, state: &DesiredState) -> Result<ConvergeReport> {
+        let _g = self.lock.lock().await;
+        tokio::fs::create_dir_all(&self.cfg.state_dir).await?;
+        let ns = self.host_ns().await?;
+        // Every stage runs even when an earlier one failed for some resource: one broken
+        // network must not leave the others (or their firewall) unconverged.
+        let mut errors = Vec::new();
+        if let Err(e) = l2::converge_networks(&ns, &self.cfg, state).await {
+            errors.push(format!("layer 2: {e:#}"));
+        }
+        if let Err(e) = dhcp::converge(&ns, &self.cfg, state).await {
+            errors.push(format!("DHCP: {e:#}"));
+        }
+        if let Err(e) = l3::converge(&ns, &self.cfg, state).await {
+            errors.push(format!("L3: {e:#}"));
+        }
+        let plugged = l2::plug_ports(&ns, &self.cfg, state).await.context("plugging")?;
+        firewall::converge(&ns, &self.cfg, state, &plugged).await.context("firewall")?;
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        Ok(ConvergeReport { plugged })
+    }
+
+    /// Security groups only (Neutron's `security_groups_rule_updated` path): re-renders and
+    /// applies the nftables ruleset for the ports already wired, without walking bridges,
+    /// DHCP and routers. This is what keeps a rule change well under a second.
+    pub async fn converge_security_groups(&self, state: &DesiredState) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let ns = self.host_ns().await?;
+        let plugged = l2::plugged_ports(&ns, &self.cfg, state).await?;
+        firewall::converge(&ns, &self.cfg, state, &plugged).await
+    }
+
+    /// Removes everything this agent built (as for an empty desired state) and its nft tables.
+    pub async fn teardown(&self) -> Result<()> {
+        self.converge(&DesiredState::default()).await?;
+        let _g = self.lock.lock().await;
+        firewall::teardown(&self.host_ns().await?, &self.cfg).await
+    }
+
+    /// Fetches, converges, reports; re-converges every `resync_interval_secs` or when told on
+    /// the fanout exchange; heartbeats. Returns when `shutdown` turns true (state is left in
+    /// place, so a restarted agent adopts it).
+    pub async fn run(
+        self: Arc<Self>,
+        bus: Arc<dyn Bus>,
+        source: Arc<dyn DesiredStateSource>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut changes = bus.subscribe_fanout(AGENT_EXCHANGE).await?;
+        let mut resync = tokio::time::interval(Duration::from_secs(self.cfg.resync_interval_secs.max(1)));
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1)));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { return Ok(()); }
+                }
+                _ = heartbeat.tick() => self.heartbeat(bus.as_ref()).await,
+                _ = resync.tick() => self.cycle(bus.as_ref(), source.as_ref()).await,
+                d = changes.recv() => match d {
+                    Some(d) if d.message.method == "desired_state_changed" => self.cycle(bus.as_ref(), source.as_ref()).await,
+                    Some(d) if d.message.method == "security_groups_changed" => self.sg_cycle(source.as_ref()).await,
+                    Some(_) => {}
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn cycle(&self, bus: &dyn Bus, source: &dyn DesiredStateSource) {
+        let state = match source.fetch(&self.cfg.host).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot fetch desired state: {e:#}");
+                return;
+            }
+        };
+        match self.converge(&state).await {
+            Ok(report) => {
+                let mut reported = self.reported.lock().await;
+                for port in report.plugged {
+                    if reported.contains(&port) {
+                        continue;
+                    }
+                    let msg = Message::new(
+                        "update_port_status",
+                        json!({ "port_id": port, "status": "ACTIVE", "host": self.cfg.host }),
+                    );
+                    match bus.cast(SERVER_TOPIC, msg).await {
+                        Ok(()) => {
+                            reported.insert(port);
+                        }
+                        Err(e) => tracing::warn!("cannot report port {port} ACTIVE: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(generation = state.generation, "convergence failed: {e:#}"),
+        }
+    }
+
+    async fn sg_cycle(&self, source: &dyn DesiredStateSource) {
+        match source.fetch(&self.cfg.host).await {
+            Ok(state) => {
+                if let Err(e) = self.converge_security_groups(&state).await {
+                    tracing::error!("security group update failed: {e:#}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot fetch desired state: {e:#}"),
+        }
+    }
+
+    async fn heartbeat(&self, bus: &dyn Bus) {
+        let msg = Message::new(
+            "report_state",
+            json!({
+                "host": self.cfg.host,
+                "binary": "stratus-network-agent",
+                "agent_types": ["Linux bridge agent", "DHCP agent", "L3 agent"],
+                "configurations": {
+                    "tunneling_ip": self.cfg.tunnel_ip,
+                    "tunnel_types": if self.cfg.tunnel_ip.is_some() { vec!["vxlan"] } else { vec![] },
+                    "interface_mappings": self.cfg.physical_interface_mappings,
+                    "l2_population": true,
+                },
+                "timestamp": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default(),
+            }),
+        );
+        if let Err(e) = bus.cast(SERVER_TOPIC, msg).await {
+            if !matches!(e, BusError::NoConsumer(_)) {
+                tracing::warn!("heartbeat: {e}");
+            }
+        }
+    }
+}
