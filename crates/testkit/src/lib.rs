@@ -110,6 +110,10 @@ impl TestCloud {
         let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
         config.server.listen = "127.0.0.1:0".into();
         config.server.shutdown_grace_secs = 5;
+        // The cheapest argon2 parameters: tests log in hundreds of times, and the hash
+        // cost is configuration, not behaviour (identity's own tests cover both).
+        config.identity.password_hash_memory_kib = 8;
+        config.identity.password_hash_iterations = 1;
         customize(&mut config);
         let handle = Cloud::start(config, StartOptions { admin_password: Some(ADMIN_PASSWORD.into()) })
             .await
