@@ -193,39 +193,27 @@ fn lookup<'a>(target: &'a Value, key: &str) -> Option<&'a Value> {
 
 // --- parser -----------------------------------------------------------------------
 
+/// Splits like oslo.policy: on whitespace, then peels parentheses off the ends of each
+/// word, so `%(project_id)s` inside a check stays whole.
 fn tokenize(s: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    for c in s.chars() {
-        if let Some(q) = quote {
-            cur.push(c);
-            if c == q {
-                quote = None;
-            }
-            continue;
+    for word in s.split_whitespace() {
+        let mut w = word;
+        while let Some(rest) = w.strip_prefix('(') {
+            out.push("(".to_string());
+            w = rest;
         }
-        match c {
-            '\'' | '"' => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            '(' | ')' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                out.push(c.to_string());
-            }
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
+        let mut closing = 0;
+        // Peel only unbalanced closing parens: `%(name)s)` keeps its own pair.
+        while w.matches(')').count() > w.matches('(').count() {
+            let Some(rest) = w.strip_suffix(')') else { break };
+            closing += 1;
+            w = rest;
         }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
+        if !w.is_empty() {
+            out.push(w.to_string());
+        }
+        out.extend(std::iter::repeat_n(")".to_string(), closing));
     }
     out
 }

@@ -49,6 +49,9 @@ pub struct ApiError {
     pub code: Option<Cow<'static, str>>,
     /// Extra detail (Neutron's `detail`, Nova's fault `details`).
     pub detail: Option<String>,
+    /// Set when the error came from transient database contention, so
+    /// [`stratus_db::Db::transaction`] retries instead of failing the request.
+    pub retryable: bool,
 }
 
 impl std::fmt::Display for ApiError {
@@ -62,7 +65,7 @@ impl std::error::Error for ApiError {}
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), code: None, detail: None }
+        ApiError { status, message: message.into(), code: None, detail: None, retryable: false }
     }
     /// Sets the machine-readable code.
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
@@ -263,7 +266,19 @@ fn framework_error(status: StatusCode, text: &str, method: &str, path: &str) -> 
 
 impl From<stratus_db::DbError> for ApiError {
     fn from(e: stratus_db::DbError) -> Self {
+        use stratus_db::Retryable;
+        if e.retryable() {
+            let mut err = ApiError::unavailable("The database is busy; try again");
+            err.retryable = true;
+            return err;
+        }
         tracing::error!(error = %e, "database error");
         ApiError::internal("The database failed to complete the request; see the server log")
+    }
+}
+
+impl stratus_db::Retryable for ApiError {
+    fn retryable(&self) -> bool {
+        self.retryable
     }
 }

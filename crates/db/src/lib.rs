@@ -3,8 +3,13 @@
 //! Stratus runs on an embedded SQLite file in the all-in-one cloud and on PostgreSQL when
 //! scaled out. Both go through [`sqlx::Any`] so a service writes its SQL once, in the
 //! portable subset both engines accept: `TEXT` ids and RFC 3339 timestamps, `BIGINT`
-//! integers, `BOOLEAN`, `DOUBLE PRECISION`, and `$1`-style placeholders (SQLite maps
-//! `$N` to parameter N, so the same text runs on both).
+//! integers, `DOUBLE PRECISION`, and `$1`-style placeholders (SQLite maps `$N` to
+//! parameter N, so the same text runs on both).
+//!
+//! Two limits of the `Any` driver shape that subset. It cannot decode SQLite's `BOOLEAN`
+//! columns, so flags are `BIGINT` 0/1 ([`Arg::Bool`] binds 0/1, [`flag`] reads them). And
+//! it cannot decode PostgreSQL's `NUMERIC`, which `SUM()`/`AVG()` of integers return, so
+//! aggregates are written `CAST(SUM(x) AS BIGINT)`.
 //!
 //! SQLite allows one writer at a time. Rather than letting concurrent writers collide on
 //! lock upgrades (`SQLITE_BUSY`, which `busy_timeout` cannot always resolve), all write
@@ -29,6 +34,12 @@ use sqlx::{Any, AnyPool, ConnectOptions, Executor, Transaction};
 
 /// A database transaction on either backend.
 pub type Tx = Transaction<'static, Any>;
+
+/// Reads a `BIGINT` 0/1 flag column as a bool.
+pub fn flag(row: &sqlx::any::AnyRow, column: &str) -> bool {
+    use sqlx::Row;
+    row.try_get::<i64, _>(column).map(|v| v != 0).unwrap_or(false)
+}
 
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,18 +176,24 @@ impl Db {
         &self.read
     }
 
-    /// Begins a write transaction (the single writer on SQLite).
+    /// Begins a write transaction: on SQLite the single writer (so transactions are
+    /// serial), on PostgreSQL at SERIALIZABLE isolation (so both backends give the same
+    /// guarantee; conflicts surface as retryable serialization failures).
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(self.write.begin().await?)
+        let mut tx = self.write.begin().await?;
+        if self.backend == Backend::Postgres {
+            tx.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").await?;
+        }
+        Ok(tx)
     }
 
     /// Runs `f` in a write transaction, committing on `Ok` and rolling back on `Err`.
     /// Transient contention (SQLite busy, PostgreSQL serialization failure/deadlock) is
-    /// retried with backoff up to 8 times; `f` must therefore be safe to run again.
+    /// retried with jittered backoff up to 30 times; `f` must therefore be safe to run again.
     pub async fn transaction<T, E, F>(&self, mut f: F) -> Result<T, E>
     where
         F: for<'c> FnMut(&'c mut Tx) -> TxFuture<'c, T, E> + Send,
-        E: From<DbError> + Send,
+        E: From<DbError> + Retryable + Send,
         T: Send,
     {
         let mut attempt = 0u32;
@@ -186,16 +203,18 @@ impl Db {
             match result {
                 Ok(v) => match tx.commit().await {
                     Ok(()) => return Ok(v),
-                    Err(e) if is_retryable(&e) && attempt < 8 => {}
+                    Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {}
                     Err(e) => return Err(E::from(DbError::Sql(e))),
                 },
                 Err(e) => {
                     let _ = tx.rollback().await;
-                    return Err(e);
+                    if !e.retryable() || attempt >= MAX_RETRIES {
+                        return Err(e);
+                    }
                 }
             }
             attempt += 1;
-            let backoff = Duration::from_millis(2u64 << attempt.min(7));
+            let backoff = jittered_backoff(attempt);
             tracing::debug!(attempt, ?backoff, "retrying transaction after contention");
             tokio::time::sleep(backoff).await;
         }
@@ -206,6 +225,33 @@ impl Db {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+    }
+}
+
+const MAX_RETRIES: u32 = 30;
+
+/// Exponential backoff capped at ~100 ms, with jitter so conflicting writers retrying
+/// together do not collide again in lockstep.
+fn jittered_backoff(attempt: u32) -> Duration {
+    let base = 1u64 << attempt.min(6);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let jitter = u64::from(nanos) % (base * 1000 + 1);
+    Duration::from_micros(base * 500 + jitter)
+}
+
+/// Errors that may say "try the transaction again".
+pub trait Retryable {
+    /// True when the failure was transient contention.
+    fn retryable(&self) -> bool;
+}
+
+impl Retryable for DbError {
+    fn retryable(&self) -> bool {
+        match self {
+            DbError::Sql(e) => is_retryable(e),
+            _ => false,
+        }
     }
 }
 

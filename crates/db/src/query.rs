@@ -16,7 +16,7 @@ pub enum Arg {
     Int(i64),
     /// Float.
     Float(f64),
-    /// Boolean.
+    /// Boolean, stored as BIGINT 0/1 (see the crate docs for why there are no BOOLEAN columns).
     Bool(bool),
     /// SQL NULL (bound as text).
     Null,
@@ -127,7 +127,7 @@ impl Query {
                 Arg::Text(s) => a.add(s.clone()),
                 Arg::Int(i) => a.add(*i),
                 Arg::Float(f) => a.add(*f),
-                Arg::Bool(b) => a.add(*b),
+                Arg::Bool(b) => a.add(i64::from(*b)),
                 Arg::Null => a.add(Option::<String>::None),
             };
             r.expect("binding plain values cannot fail");

@@ -12,10 +12,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "counters",
-        sql: "CREATE TABLE t_counter (id TEXT PRIMARY KEY, n BIGINT NOT NULL, flag BOOLEAN NOT NULL, ratio DOUBLE PRECISION NOT NULL);
+        sql: "CREATE TABLE t_counter (id TEXT PRIMARY KEY, n BIGINT NOT NULL, flag BIGINT NOT NULL, ratio DOUBLE PRECISION NOT NULL);
               CREATE TABLE t_unique (name TEXT NOT NULL UNIQUE);",
     },
-    Migration { version: 2, name: "seed", sql: "INSERT INTO t_counter (id, n, flag, ratio) VALUES ('c', 0, TRUE, 1.5);" },
+    Migration { version: 2, name: "seed", sql: "INSERT INTO t_counter (id, n, flag, ratio) VALUES ('c', 0, 1, 1.5);" },
 ];
 
 async fn exercise(db: Db) {
@@ -29,7 +29,10 @@ async fn exercise(db: Db) {
         .await
         .unwrap();
     assert_eq!(row.get::<i64, _>("n"), 0);
-    assert!(row.get::<bool, _>("flag"));
+    assert!(stratus_db::flag(&row, "flag"));
+    let total: i64 =
+        sqlx::query_scalar("SELECT CAST(SUM(n) + 5 AS BIGINT) FROM t_counter").fetch_one(db.reader()).await.unwrap();
+    assert_eq!(total, 5);
     assert_eq!(row.get::<f64, _>("ratio"), 1.5);
 
     // Rollback on error leaves nothing behind.

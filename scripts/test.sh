@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs what the tests need
+# (OpenStack CLI venv, PostgreSQL), then formatting, lints and every test.
+# This is the README's test command, and exactly what CI (.ci/run) runs.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Host packages for real guests (QEMU from bookworm-backports, dnsmasq, nftables, ...)"
+scripts/install-host-packages.sh
+
+step "Test guest images (build/test-image, from Debian packages)"
+tools/build-test-image.sh build/test-image
+export STRATUS_TEST_IMAGE_DIR="$ROOT/build/test-image"
+
+step "OpenStack clients (.venv)"
+scripts/setup-clients.sh
+
+step "PostgreSQL for the database tests"
+STRATUS_TEST_POSTGRES_URL="$(scripts/test-postgres.sh)"
+export STRATUS_TEST_POSTGRES_URL
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${STRATUS_TEST_THREADS:-4}"
