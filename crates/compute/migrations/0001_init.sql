@@ -7,8 +7,8 @@ CREATE TABLE IF NOT EXISTS compute_flavors (
     ephemeral BIGINT NOT NULL DEFAULT 0,
     swap BIGINT NOT NULL DEFAULT 0,
     rxtx_factor DOUBLE PRECISION NOT NULL DEFAULT 1.0,
-    is_public BOOLEAN NOT NULL DEFAULT TRUE,
-    disabled BOOLEAN NOT NULL DEFAULT FALSE,
+    is_public BIGINT NOT NULL DEFAULT 1,
+    disabled BIGINT NOT NULL DEFAULT 0,
     description TEXT,
     created_at TEXT NOT NULL
 );
@@ -53,10 +53,10 @@ CREATE TABLE IF NOT EXISTS compute_instances (
     vm_state TEXT NOT NULL,
     task_state TEXT,
     power_state BIGINT NOT NULL DEFAULT 0,
-    locked BOOLEAN NOT NULL DEFAULT FALSE,
+    locked BIGINT NOT NULL DEFAULT 0,
     locked_by TEXT,
     locked_reason TEXT,
-    config_drive BOOLEAN NOT NULL DEFAULT FALSE,
+    config_drive BIGINT NOT NULL DEFAULT 0,
     access_ipv4 TEXT,
     access_ipv6 TEXT,
     progress BIGINT NOT NULL DEFAULT 0,
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS compute_instances (
     terminated_at TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    deleted BOOLEAN NOT NULL DEFAULT FALSE,
+    deleted BIGINT NOT NULL DEFAULT 0,
     deleted_at TEXT
 );
 CREATE INDEX IF NOT EXISTS compute_instances_project ON compute_instances (project_id, deleted, created_at);
@@ -119,9 +119,9 @@ CREATE TABLE IF NOT EXISTS compute_services (
     binary_name TEXT NOT NULL,
     topic TEXT NOT NULL,
     availability_zone TEXT,
-    disabled BOOLEAN NOT NULL DEFAULT FALSE,
+    disabled BIGINT NOT NULL DEFAULT 0,
     disabled_reason TEXT,
-    forced_down BOOLEAN NOT NULL DEFAULT FALSE,
+    forced_down BIGINT NOT NULL DEFAULT 0,
     last_seen_up TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,

@@ -231,7 +231,7 @@ impl Conductor {
             .await?;
         let Some(r) = r else { return Ok(false) };
         let last: Option<String> = r.try_get("last_seen_up")?;
-        let forced: bool = r.try_get("forced_down")?;
+        let forced: bool = stratus_db::flag(&r, "forced_down");
         Ok(!forced && last.is_some_and(|l| l >= crate::scheduler::chrono_horizon(self.cfg.service_down_time_secs)))
     }
 

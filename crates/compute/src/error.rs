@@ -80,3 +80,9 @@ impl From<stratus_db::sqlx::Error> for ComputeError {
 
 /// Result alias for handlers and stores.
 pub type Result<T, E = ComputeError> = std::result::Result<T, E>;
+
+impl stratus_db::Retryable for ComputeError {
+    fn retryable(&self) -> bool {
+        matches!(self, ComputeError::Db(d) if d.retryable())
+    }
+}

@@ -52,8 +52,8 @@ impl Flavor {
             ephemeral: r.try_get("ephemeral")?,
             swap: r.try_get("swap")?,
             rxtx_factor: r.try_get("rxtx_factor")?,
-            is_public: r.try_get("is_public")?,
-            disabled: r.try_get("disabled")?,
+            is_public: stratus_db::flag(r, "is_public"),
+            disabled: stratus_db::flag(r, "disabled"),
             description: r.try_get("description")?,
             extra_specs: BTreeMap::new(),
         })

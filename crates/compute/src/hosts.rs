@@ -73,14 +73,14 @@ async fn services(st: &AppState) -> Result<Vec<Service>> {
 
 fn service_from(r: &AnyRow, horizon: &str, default_az: &str) -> Result<Service> {
     let last: Option<String> = r.try_get("last_seen_up")?;
-    let forced: bool = r.try_get("forced_down")?;
+    let forced: bool = stratus_db::flag(r, "forced_down");
     let az: Option<String> = r.try_get("availability_zone")?;
     Ok(Service {
         id: r.try_get("id")?,
         host: r.try_get("host")?,
         binary: r.try_get("binary_name")?,
         zone: az.unwrap_or_else(|| default_az.to_string()),
-        disabled: r.try_get("disabled")?,
+        disabled: stratus_db::flag(r, "disabled"),
         reason: r.try_get("disabled_reason")?,
         forced_down: forced,
         up: !forced && last.as_deref().is_some_and(|l| l >= horizon),

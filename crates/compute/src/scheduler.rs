@@ -96,7 +96,7 @@ impl Scheduler {
         for r in rows {
             let id: String = r.try_get("id").unwrap_or_default();
             let last: Option<String> = r.try_get("last_seen_up").unwrap_or(None);
-            let forced: bool = r.try_get("forced_down").unwrap_or(false);
+            let forced: bool = stratus_db::flag(&r, "forced_down");
             let az: Option<String> = r.try_get("availability_zone").unwrap_or(None);
             let host: String = r.try_get("host").unwrap_or_default();
             nodes.insert(
@@ -104,7 +104,7 @@ impl Scheduler {
                 (
                     host.clone(),
                     az.unwrap_or_else(|| self.cfg.default_availability_zone.clone()),
-                    r.try_get::<bool, _>("disabled").unwrap_or(false),
+                    stratus_db::flag(&r, "disabled"),
                     !forced && last.is_some_and(|l| l >= horizon),
                     r.try_get::<String, _>("hypervisor_type").unwrap_or_default(),
                     per_host.get(&host).copied().unwrap_or(0),
