@@ -69,6 +69,9 @@ pub struct Agent {
     driver: Arc<dyn VirtDriver>,
     /// One lock per guest so that operations on one guest run in the order sent.
     guest_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when the agent stops: in-flight operations are abandoned where they are,
+    /// exactly as a crash would leave them.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 /// Running agent tasks; dropping the handle does not stop them, [`AgentHandle::stop`] does.
@@ -81,6 +84,7 @@ pub struct AgentHandle {
 impl AgentHandle {
     /// Stops every task of the agent (a crash, as far as the controller can tell).
     pub fn stop(self) {
+        let _ = self.agent.stopped.send(true);
         for t in self.tasks {
             t.abort();
         }
@@ -89,8 +93,18 @@ impl AgentHandle {
 
 impl Agent {
     /// Registers with the conductor (retrying until it answers) and starts serving.
-    pub async fn start(cfg: AgentConfig, bus: Arc<dyn Bus>, driver: Arc<dyn VirtDriver>) -> anyhow::Result<AgentHandle> {
-        let agent = Arc::new(Agent { cfg, bus, driver, guest_locks: Mutex::default() });
+    pub async fn start(
+        cfg: AgentConfig,
+        bus: Arc<dyn Bus>,
+        driver: Arc<dyn VirtDriver>,
+    ) -> anyhow::Result<AgentHandle> {
+        let agent = Arc::new(Agent {
+            cfg,
+            bus,
+            driver,
+            guest_locks: Mutex::default(),
+            stopped: tokio::sync::watch::channel(false).0,
+        });
         agent.driver.init_host(&agent.cfg.host).await?;
         // Subscribe before registering so no request sent after registration is lost.
         let sub = agent.bus.consume(&agent_topic(&agent.cfg.host)).await?;
@@ -171,7 +185,13 @@ impl Agent {
     async fn serve(self: Arc<Self>, mut sub: stratus_bus::Subscription) {
         while let Some(d) = sub.recv().await {
             let a = self.clone();
-            tokio::spawn(async move { a.handle(d).await });
+            let mut stopped = self.stopped.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = a.handle(d) => {}
+                    _ = stopped.wait_for(|s| *s) => {}
+                }
+            });
         }
     }
 
@@ -271,7 +291,11 @@ impl Agent {
     pub async fn reconcile(&self) -> anyhow::Result<()> {
         let reply = self
             .bus
-            .call(CONDUCTOR_TOPIC, to_message(&ConductorRequest::HostInstances { host: self.cfg.host.clone() }), CALL_TIMEOUT)
+            .call(
+                CONDUCTOR_TOPIC,
+                to_message(&ConductorRequest::HostInstances { host: self.cfg.host.clone() }),
+                CALL_TIMEOUT,
+            )
             .await?;
         let expected: Vec<ExpectedGuest> = serde_json::from_value(reply)?;
         let known: HashSet<&str> = expected.iter().map(|e| e.uuid.as_str()).collect();

@@ -191,6 +191,7 @@ impl GuestOp {
 /// Requests the controller sends to an agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "method", content = "args", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // Wire messages: built once, serialized at once.
 pub enum AgentRequest {
     /// Run `op` on the guest `spec.uuid` (cast; the outcome comes back as
     /// [`ConductorRequest::OpResult`]).

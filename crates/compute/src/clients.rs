@@ -73,9 +73,31 @@ pub struct RestImages(pub InternalClient);
 
 fn image_from_json(v: &Value) -> ImageSpec {
     const CORE: &[&str] = &[
-        "id", "name", "disk_format", "container_format", "size", "min_disk", "min_ram", "status", "visibility",
-        "owner", "checksum", "created_at", "updated_at", "tags", "self", "file", "schema", "protected",
-        "virtual_size", "os_hash_algo", "os_hash_value", "os_hidden", "stores", "locations", "direct_url",
+        "id",
+        "name",
+        "disk_format",
+        "container_format",
+        "size",
+        "min_disk",
+        "min_ram",
+        "status",
+        "visibility",
+        "owner",
+        "checksum",
+        "created_at",
+        "updated_at",
+        "tags",
+        "self",
+        "file",
+        "schema",
+        "protected",
+        "virtual_size",
+        "os_hash_algo",
+        "os_hash_value",
+        "os_hidden",
+        "stores",
+        "locations",
+        "direct_url",
     ];
     let properties: BTreeMap<String, Value> = v
         .as_object()
@@ -99,7 +121,11 @@ impl ImageApi for RestImages {
         if id.is_empty() || id.contains('/') || id.contains('?') {
             return Ok(None);
         }
-        let r = self.0.call(ctx, Method::GET, &format!("/image/v2/images/{id}"), None, &[]).await.map_err(|e| ClientError(e.message))?;
+        let r = self
+            .0
+            .call(ctx, Method::GET, &format!("/image/v2/images/{id}"), None, &[])
+            .await
+            .map_err(|e| ClientError(e.message))?;
         match r.status {
             s if s.is_success() => Ok(Some(image_from_json(&r.body))),
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(None),
@@ -114,7 +140,11 @@ impl ImageApi for RestImages {
                 b.insert(k.clone(), v.clone());
             }
         }
-        let r = self.0.call(ctx, Method::POST, "/image/v2/images", Some(&body), &[]).await.map_err(|e| ClientError(e.message))?;
+        let r = self
+            .0
+            .call(ctx, Method::POST, "/image/v2/images", Some(&body), &[])
+            .await
+            .map_err(|e| ClientError(e.message))?;
         if !r.status.is_success() {
             return Err(ClientError(format!("image service refused the snapshot image: {} {}", r.status, r.body)));
         }
@@ -134,7 +164,13 @@ impl RestNetwork {
         }
     }
 
-    async fn create_port(&self, ctx: &RequestContext, uuid: &str, host: &str, net: &RequestedNetwork) -> Result<PortSpec, ClientError> {
+    async fn create_port(
+        &self,
+        ctx: &RequestContext,
+        uuid: &str,
+        host: &str,
+        net: &RequestedNetwork,
+    ) -> Result<PortSpec, ClientError> {
         let mut port = json!({"device_id": uuid, "device_owner": "compute:nova", "binding:host_id": host});
         if let Some(n) = &net.uuid {
             port["network_id"] = json!(n);
@@ -143,7 +179,11 @@ impl RestNetwork {
             port["fixed_ips"] = json!([{"ip_address": ip}]);
         }
         let r = match &net.port {
-            Some(p) => self.0.call(ctx, Method::PUT, &format!("/network/v2.0/ports/{p}"), Some(&json!({"port": port})), &[]).await,
+            Some(p) => {
+                self.0
+                    .call(ctx, Method::PUT, &format!("/network/v2.0/ports/{p}"), Some(&json!({"port": port})), &[])
+                    .await
+            }
             None => self.0.call(ctx, Method::POST, "/network/v2.0/ports", Some(&json!({"port": port})), &[]).await,
         }
         .map_err(|e| ClientError(e.message))?;
@@ -183,7 +223,11 @@ impl NetworkApi for RestNetwork {
         let wanted: Vec<RequestedNetwork> = match req {
             RequestedNetworks::List(l) => l.clone(),
             _ => {
-                let r = self.0.call(ctx, Method::GET, "/network/v2.0/networks", None, &[]).await.map_err(|e| ClientError(e.message))?;
+                let r = self
+                    .0
+                    .call(ctx, Method::GET, "/network/v2.0/networks", None, &[])
+                    .await
+                    .map_err(|e| ClientError(e.message))?;
                 let nets: Vec<&Value> = r.body["networks"]
                     .as_array()
                     .into_iter()
@@ -191,7 +235,9 @@ impl NetworkApi for RestNetwork {
                     .filter(|n| n["router:external"].as_bool() != Some(true))
                     .collect();
                 match nets.as_slice() {
-                    [one] => vec![RequestedNetwork { uuid: one["id"].as_str().map(str::to_string), ..Default::default() }],
+                    [one] => {
+                        vec![RequestedNetwork { uuid: one["id"].as_str().map(str::to_string), ..Default::default() }]
+                    }
                     _ => vec![],
                 }
             }
@@ -212,7 +258,11 @@ impl NetworkApi for RestNetwork {
     async fn deallocate(&self, _uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError> {
         let ctx = RequestContext::internal_admin();
         for p in ports {
-            let r = self.0.call(&ctx, Method::DELETE, &format!("/network/v2.0/ports/{}", p.id), None, &[]).await.map_err(|e| ClientError(e.message))?;
+            let r = self
+                .0
+                .call(&ctx, Method::DELETE, &format!("/network/v2.0/ports/{}", p.id), None, &[])
+                .await
+                .map_err(|e| ClientError(e.message))?;
             if !r.status.is_success() && r.status != StatusCode::NOT_FOUND {
                 return Err(ClientError(format!("could not delete port {}: {}", p.id, r.status)));
             }
@@ -228,7 +278,10 @@ pub struct MemoryImages(pub Arc<Mutex<BTreeMap<String, ImageSpec>>>);
 impl MemoryImages {
     /// Adds an image.
     pub fn add(&self, id: &str, name: &str) {
-        self.0.lock().insert(id.into(), ImageSpec { id: id.into(), name: name.into(), disk_format: Some("qcow2".into()), ..Default::default() });
+        self.0.lock().insert(
+            id.into(),
+            ImageSpec { id: id.into(), name: name.into(), disk_format: Some("qcow2".into()), ..Default::default() },
+        );
     }
 }
 
@@ -249,7 +302,13 @@ pub struct NoNetwork;
 
 #[async_trait]
 impl NetworkApi for NoNetwork {
-    async fn allocate(&self, _: &RequestContext, _: &str, _: &str, _: &RequestedNetworks) -> Result<Vec<PortSpec>, ClientError> {
+    async fn allocate(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: &str,
+        _: &RequestedNetworks,
+    ) -> Result<Vec<PortSpec>, ClientError> {
         Ok(vec![])
     }
     async fn deallocate(&self, _: &str, _: &[PortSpec]) -> Result<(), ClientError> {

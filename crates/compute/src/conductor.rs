@@ -115,16 +115,36 @@ impl Conductor {
             }
         };
         let r = match req {
-            ConductorRequest::RegisterHost { host, hypervisor_type, hypervisor_version, hypervisor_hostname, host_ip, resources, inventories } => self
-                .register_host(&host, &hypervisor_type, hypervisor_version, &hypervisor_hostname, &host_ip, &resources, &inventories)
+            ConductorRequest::RegisterHost {
+                host,
+                hypervisor_type,
+                hypervisor_version,
+                hypervisor_hostname,
+                host_ip,
+                resources,
+                inventories,
+            } => self
+                .register_host(
+                    &host,
+                    &hypervisor_type,
+                    hypervisor_version,
+                    &hypervisor_hostname,
+                    &host_ip,
+                    &resources,
+                    &inventories,
+                )
                 .await
                 .map(|id| json!({"node_id": id})),
             ConductorRequest::Heartbeat { host } => self.heartbeat(&host).await.map(|_| Value::Null),
-            ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state } => {
-                self.clone().op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state).await.map(|_| Value::Null)
-            }
+            ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state } => self
+                .clone()
+                .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
+                .await
+                .map(|_| Value::Null),
             ConductorRequest::HostInstances { host } => self.host_instances(&host).await.map(|v| json!(v)),
-            ConductorRequest::SyncPowerStates { host, observed } => self.sync_power_states(&host, &observed).await.map(|_| Value::Null),
+            ConductorRequest::SyncPowerStates { host, observed } => {
+                self.sync_power_states(&host, &observed).await.map(|_| Value::Null)
+            }
         };
         if let Err(e) = &r {
             tracing::error!(error = %e, "conductor request failed");
@@ -146,7 +166,8 @@ impl Conductor {
         inv: &std::collections::BTreeMap<String, Inventory>,
     ) -> Result<String> {
         let now = stratus_core::time::now();
-        let (host_s, hv_type, hv_hostname, host_ip, res2) = (host.to_string(), hv_type.to_string(), hv_hostname.to_string(), host_ip.to_string(), res.clone());
+        let (host_s, hv_type, hv_hostname, host_ip, res2) =
+            (host.to_string(), hv_type.to_string(), hv_hostname.to_string(), host_ip.to_string(), res.clone());
         let node_id: String = self
             .platform
             .db
@@ -213,12 +234,16 @@ impl Conductor {
 
     async fn heartbeat(&self, host: &str) -> Result<()> {
         let mut q = Query::new("UPDATE compute_services SET last_seen_up = ");
-        q.bind(stratus_core::time::now()).push_bind(" WHERE host = ", host).push_bind(" AND binary_name = ", "nova-compute");
-        self.platform.db.transaction(|tx| {
-            let q = q.clone();
-            Box::pin(async move { q.execute(&mut **tx).await })
-        })
-        .await?;
+        q.bind(stratus_core::time::now())
+            .push_bind(" WHERE host = ", host)
+            .push_bind(" AND binary_name = ", "nova-compute");
+        self.platform
+            .db
+            .transaction(|tx| {
+                let q = q.clone();
+                Box::pin(async move { q.execute(&mut **tx).await })
+            })
+            .await?;
         Ok(())
     }
 
@@ -283,7 +308,15 @@ impl Conductor {
                     Update::new()
                         .set("power_state", PowerState::NoState.code())
                         .set("vm_state", vm::ERROR)
-                        .set("fault_json", fault(500, "The guest disappeared from its host", &format!("host {host} has no guest for this server")).to_string())
+                        .set(
+                            "fault_json",
+                            fault(
+                                500,
+                                "The guest disappeared from its host",
+                                &format!("host {host} has no guest for this server"),
+                            )
+                            .to_string(),
+                        )
                         .expect_task(None)
                         .expect_vm(&[e.vm_state.as_str()])
                         .apply(db, &e.uuid)
@@ -364,7 +397,15 @@ impl Conductor {
                 Err(nvh) => {
                     tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
                     let _ = self.backends.placement.release(uuid).await;
-                    events::finish_event(db, uuid, rid, "conductor_schedule_and_build_instances", Some(&nvh.to_string()), true).await?;
+                    events::finish_event(
+                        db,
+                        uuid,
+                        rid,
+                        "conductor_schedule_and_build_instances",
+                        Some(&nvh.to_string()),
+                        true,
+                    )
+                    .await?;
                     self.set_error(uuid, fault(500, &nvh.to_string(), &nvh.details)).await?;
                     return Ok(());
                 }
@@ -373,7 +414,8 @@ impl Conductor {
         }
         let host = inst.host.clone().unwrap_or_default();
         if inst.task_state.as_deref() == Some(task::NETWORKING) {
-            let req: RequestedNetworks = serde_json::from_value(inst.requested_networks.clone()).unwrap_or(RequestedNetworks::Auto);
+            let req: RequestedNetworks =
+                serde_json::from_value(inst.requested_networks.clone()).unwrap_or(RequestedNetworks::Auto);
             let ctx = stratus_core::RequestContext {
                 user_id: inst.user_id.clone(),
                 project_id: Some(inst.project_id.clone()),
@@ -395,7 +437,11 @@ impl Conductor {
                 }
                 Err(e) => {
                     let _ = self.backends.placement.release(uuid).await;
-                    Update::new().set("host", Option::<String>::None).set("node", Option::<String>::None).apply(db, uuid).await?;
+                    Update::new()
+                        .set("host", Option::<String>::None)
+                        .set("node", Option::<String>::None)
+                        .apply(db, uuid)
+                        .await?;
                     return self.fail(uuid, rid, "spawn", 500, "Network allocation failed", &e.0).await;
                 }
             }
@@ -404,8 +450,22 @@ impl Conductor {
         if inst.task_state.as_deref() == Some(task::SPAWNING) {
             events::start_event(db, uuid, rid, "compute_build_and_run_instance", Some(&host)).await?;
             let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Spawn };
-            if let Err(e) = self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
-                // The host went away between the claim and the cast: reschedule.
+            // An agent that is restarting comes back within seconds; only a host that
+            // stays unreachable makes us reschedule.
+            let mut last = None;
+            for attempt in 0..20 {
+                match self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
+                    }
+                }
+            }
+            if let Some(e) = last {
                 return self.clone_reschedule(&inst, rid, &format!("host {host} is unreachable: {e}")).await;
             }
         }
@@ -413,8 +473,12 @@ impl Conductor {
     }
 
     async fn host_az(&self, host: &str) -> Result<String> {
-        let r = Query::new("SELECT availability_zone FROM compute_services WHERE host = ").bind(host).fetch_optional(self.platform.db.reader()).await?;
-        Ok(r.and_then(|r| r.try_get::<Option<String>, _>("availability_zone").ok().flatten()).unwrap_or_else(|| self.cfg.default_availability_zone.clone()))
+        let r = Query::new("SELECT availability_zone FROM compute_services WHERE host = ")
+            .bind(host)
+            .fetch_optional(self.platform.db.reader())
+            .await?;
+        Ok(r.and_then(|r| r.try_get::<Option<String>, _>("availability_zone").ok().flatten())
+            .unwrap_or_else(|| self.cfg.default_availability_zone.clone()))
     }
 
     /// A build failed on its host: release the claim and try another host, up to
@@ -470,11 +534,27 @@ impl Conductor {
         if let Err(e) = self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
             tracing::warn!(instance = %inst.uuid, action, error = %e, "host unreachable; action abandoned");
             let _ = Update::new().set("task_state", Option::<String>::None).apply(db, &inst.uuid).await;
-            let _ = events::finish_event(db, &inst.uuid, rid, &ev, Some(&format!("Compute host {host} is unreachable")), true).await;
+            let _ = events::finish_event(
+                db,
+                &inst.uuid,
+                rid,
+                &ev,
+                Some(&format!("Compute host {host} is unreachable")),
+                true,
+            )
+            .await;
         }
     }
 
-    async fn op_result(self: Arc<Self>, host: &str, uuid: &str, rid: &str, op: &str, error: Option<&str>, power: PowerState) -> Result<()> {
+    async fn op_result(
+        self: Arc<Self>,
+        host: &str,
+        uuid: &str,
+        rid: &str,
+        op: &str,
+        error: Option<&str>,
+        power: PowerState,
+    ) -> Result<()> {
         let db = &self.platform.db;
         let ev = event_name(op);
         match op {
@@ -542,7 +622,8 @@ impl Conductor {
         match &inst.host {
             Some(h) if self.host_up(h).await? => {
                 events::start_event(&self.platform.db, uuid, rid, "compute_terminate_instance", Some(h)).await?;
-                let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Destroy };
+                let msg =
+                    AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Destroy };
                 if self.platform.bus.cast(&agent_topic(h), to_message(&msg)).await.is_err() {
                     self.finalize_delete(uuid, rid).await?;
                 }
@@ -576,18 +657,35 @@ impl Conductor {
 
     /// The serial console log of a server.
     pub async fn console_output(&self, inst: &Instance, length: Option<usize>) -> Result<String> {
-        let host = inst.host.clone().ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
+        let host = inst
+            .host
+            .clone()
+            .ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
         let req = AgentRequest::ConsoleOutput { uuid: inst.uuid.clone(), length };
-        let v = self.platform.bus.call(&agent_topic(&host), to_message(&req), self.rpc_timeout()).await.map_err(|e| ComputeError::Conflict(format!("Console output is not available: {e}")))?;
+        let v = self
+            .platform
+            .bus
+            .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
+            .await
+            .map_err(|e| ComputeError::Conflict(format!("Console output is not available: {e}")))?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
     /// A one-time token for the VNC console proxy.
     pub async fn vnc_console_token(&self, inst: &Instance) -> Result<String> {
-        let host = inst.host.clone().ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
+        let host = inst
+            .host
+            .clone()
+            .ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
         let req = AgentRequest::VncConsole { uuid: inst.uuid.clone() };
-        let v = self.platform.bus.call(&agent_topic(&host), to_message(&req), self.rpc_timeout()).await.map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
-        let c: VncConsole = serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
+        let v = self
+            .platform
+            .bus
+            .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
+            .await
+            .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
+        let c: VncConsole =
+            serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         self.consoles.lock().insert(token.clone(), (inst.uuid.clone(), c));
         Ok(token)
@@ -620,12 +718,15 @@ impl Conductor {
             let uuid: String = r.try_get("uuid")?;
             let task: Option<String> = r.try_get("task_state")?;
             let host: Option<String> = r.try_get("host")?;
-            let rid = self.open_request_id(&uuid).await?.unwrap_or_else(|| format!("req-recover-{}", uuid::Uuid::new_v4()));
+            let rid =
+                self.open_request_id(&uuid).await?.unwrap_or_else(|| format!("req-recover-{}", uuid::Uuid::new_v4()));
             let me = self.clone();
             tokio::spawn(async move {
                 let r = match task.as_deref() {
                     Some(task::DELETING) => me.delete(&uuid, &rid).await,
-                    Some(task::SCHEDULING) | Some(task::NETWORKING) | Some(task::SPAWNING) | None => me.build(&uuid, &rid).await,
+                    Some(task::SCHEDULING) | Some(task::NETWORKING) | Some(task::SPAWNING) | None => {
+                        me.build(&uuid, &rid).await
+                    }
                     Some(_) => me.settle(&uuid, host.as_deref(), &rid).await,
                 };
                 if let Err(e) = r {
@@ -666,7 +767,9 @@ impl Conductor {
             }
         }
         let Some(info) = info else {
-            return self.fail(uuid, rid, "recover", 500, "Interrupted by a restart and the guest could not be found", host).await;
+            return self
+                .fail(uuid, rid, "recover", 500, "Interrupted by a restart and the guest could not be found", host)
+                .await;
         };
         let to = match (info.power_state, info.rescued) {
             (_, true) => vm::RESCUED,
@@ -675,7 +778,20 @@ impl Conductor {
             (PowerState::Suspended, _) => vm::SUSPENDED,
             _ => vm::STOPPED,
         };
-        Update::new().set("vm_state", to).set("task_state", Option::<String>::None).set("power_state", info.power_state.code()).apply(db, uuid).await?;
-        events::finish_event(db, uuid, rid, "conductor_recover", Some("interrupted by a restart; state taken from the hypervisor"), true).await
+        Update::new()
+            .set("vm_state", to)
+            .set("task_state", Option::<String>::None)
+            .set("power_state", info.power_state.code())
+            .apply(db, uuid)
+            .await?;
+        events::finish_event(
+            db,
+            uuid,
+            rid,
+            "conductor_recover",
+            Some("interrupted by a restart; state taken from the hypervisor"),
+            true,
+        )
+        .await
     }
 }

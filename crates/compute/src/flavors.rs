@@ -292,7 +292,10 @@ async fn list_impl(st: &AppState, ctx: &RequestContext, v: ApiVersion, q: &Query
         sql.push_bind(" AND disk >= ", n);
     }
     if let Some(m) = &page.marker {
-        let row = Query::new("SELECT * FROM compute_flavors WHERE id = ").bind(m).fetch_optional(st.platform.db.reader()).await?;
+        let row = Query::new("SELECT * FROM compute_flavors WHERE id = ")
+            .bind(m)
+            .fetch_optional(st.platform.db.reader())
+            .await?;
         let row = row.ok_or_else(|| ComputeError::BadRequest(format!("marker [{m}] not found")))?;
         let mut vals = Vec::new();
         for k in &page.sort {
@@ -345,11 +348,21 @@ async fn list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs
     Ok(Json(list_impl(&st, &ctx, v, &q, false).await?))
 }
 
-async fn list_detail(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn list_detail(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(list_impl(&st, &ctx, v, &q, true).await?))
 }
 
-async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let f = get_flavor(&st.platform.db, &ctx, &id).await?;
     Ok(Json(json!({"flavor": f.view(&st.platform.service_url("/compute"), v, true)})))
 }
@@ -389,11 +402,18 @@ fn int_field(v: &Value, name: &str, min: i64) -> Result<i64> {
     };
     match n {
         Some(n) if n >= min && n <= i32::MAX as i64 => Ok(n),
-        _ => Err(ComputeError::BadRequest(format!("Invalid input for field/attribute {name}. Value: {v}. must be an integer >= {min}"))),
+        _ => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {name}. Value: {v}. must be an integer >= {min}"
+        ))),
     }
 }
 
-async fn create(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, OsJson(b): OsJson<CreateBody>) -> Result<Json<Value>, ApiError> {
+async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    OsJson(b): OsJson<CreateBody>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-flavor-manage:create", &ctx, &json!({}))?;
     let c = b.flavor;
     let name = c.name.trim().to_string();
@@ -533,10 +553,18 @@ async fn access_list(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String
     Ok(Json(access_json(&st.platform.db, &id).await?))
 }
 
-async fn action(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn action(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     let f = get_flavor(&st.platform.db, &ctx, &id).await?;
     let tenant = |key: &str| -> Result<String> {
-        b[key]["tenant"].as_str().map(str::to_string).ok_or_else(|| ComputeError::BadRequest(format!("{key} requires a tenant")))
+        b[key]["tenant"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ComputeError::BadRequest(format!("{key} requires a tenant")))
     };
     if b.get("addTenantAccess").is_some() {
         st.policy.enforce("os_compute_api:os-flavor-access:add_tenant_access", &ctx, &json!({}))?;
@@ -550,7 +578,10 @@ async fn action(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, Os
             .fetch_optional(st.platform.db.reader())
             .await?;
         if exists.is_some() {
-            return Err(ComputeError::Conflict(format!("Flavor access already exists for flavor {id} and project {t} combination.")).into());
+            return Err(ComputeError::Conflict(format!(
+                "Flavor access already exists for flavor {id} and project {t} combination."
+            ))
+            .into());
         }
         let mut q = Query::new("INSERT INTO compute_flavor_projects (flavor_id, project_id) VALUES (");
         q.bind(&id).push(", ").bind(&t).push(") ON CONFLICT DO NOTHING");
@@ -564,7 +595,10 @@ async fn action(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, Os
             return Err(ComputeError::NotFound(format!("Flavor access not found for {id} / {t} combination.")).into());
         }
     } else {
-        return Err(ComputeError::BadRequest("Unknown flavor action; use addTenantAccess or removeTenantAccess".into()).into());
+        return Err(ComputeError::BadRequest(
+            "Unknown flavor action; use addTenantAccess or removeTenantAccess".into(),
+        )
+        .into());
     }
     Ok(Json(access_json(&st.platform.db, &id).await?))
 }
@@ -603,7 +637,8 @@ async fn put_specs(db: &Db, id: &str, specs: BTreeMap<String, String>) -> Result
                     .push_bind(" AND spec_key = ", &k)
                     .execute(&mut **tx)
                     .await?;
-                let mut q = Query::new("INSERT INTO compute_flavor_extra_specs (flavor_id, spec_key, spec_value) VALUES (");
+                let mut q =
+                    Query::new("INSERT INTO compute_flavor_extra_specs (flavor_id, spec_key, spec_value) VALUES (");
                 q.bind(&id).push(", ").bind(&k).push(", ").bind(&v).push(")");
                 q.execute(&mut **tx).await?;
             }
@@ -614,10 +649,16 @@ async fn put_specs(db: &Db, id: &str, specs: BTreeMap<String, String>) -> Result
     Ok(())
 }
 
-async fn specs_create(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn specs_create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-flavor-extra-specs:create", &ctx, &json!({}))?;
     get_flavor(&st.platform.db, &ctx, &id).await?;
-    let m = b["extra_specs"].as_object().ok_or_else(|| ComputeError::BadRequest("extra_specs must be an object".into()))?;
+    let m =
+        b["extra_specs"].as_object().ok_or_else(|| ComputeError::BadRequest("extra_specs must be an object".into()))?;
     let mut specs = BTreeMap::new();
     for (k, v) in m {
         specs.insert(k.clone(), check_spec(k, v)?);
@@ -626,10 +667,17 @@ async fn specs_create(State(st): State<AppState>, ctx: Ctx, Path(id): Path<Strin
     Ok(Json(json!({"extra_specs": specs})))
 }
 
-async fn spec_show(State(st): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn spec_show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-flavor-extra-specs:show", &ctx, &json!({}))?;
     let f = get_flavor(&st.platform.db, &ctx, &id).await?;
-    let v = f.extra_specs.get(&key).ok_or_else(|| ComputeError::NotFound(format!("Flavor {id} has no extra specs with key {key}.")))?;
+    let v = f
+        .extra_specs
+        .get(&key)
+        .ok_or_else(|| ComputeError::NotFound(format!("Flavor {id} has no extra specs with key {key}.")))?;
     Ok(Json(json!({ key: v })))
 }
 
@@ -650,7 +698,11 @@ async fn spec_update(
     Ok(Json(json!({ key: val })))
 }
 
-async fn spec_delete(State(st): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+async fn spec_delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
     st.policy.enforce("os_compute_api:os-flavor-extra-specs:delete", &ctx, &json!({}))?;
     get_flavor(&st.platform.db, &ctx, &id).await?;
     let mut q = Query::new("DELETE FROM compute_flavor_extra_specs WHERE flavor_id = ");

@@ -49,7 +49,9 @@ struct Service {
 }
 
 async fn services(st: &AppState) -> Result<Vec<Service>> {
-    let rows = Query::new("SELECT * FROM compute_services ORDER BY host, binary_name").fetch_all(st.platform.db.reader()).await?;
+    let rows = Query::new("SELECT * FROM compute_services ORDER BY host, binary_name")
+        .fetch_all(st.platform.db.reader())
+        .await?;
     let horizon = chrono_horizon(st.cfg.service_down_time_secs);
     let mut out = vec![];
     for (n, bin) in ["nova-conductor", "nova-scheduler"].iter().enumerate() {
@@ -105,7 +107,12 @@ fn service_view(s: &Service, v: ApiVersion) -> Value {
     o
 }
 
-async fn services_list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn services_list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-services:list", &ctx, &json!({}))?;
     let list: Vec<Value> = services(&st)
         .await?
@@ -117,22 +124,39 @@ async fn services_list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: Q
 }
 
 async fn exec(st: &AppState, q: Query) -> Result<u64> {
-    Ok(st.platform.db.transaction(|tx| {
-        let q = q.clone();
-        Box::pin(async move { q.execute(&mut **tx).await })
-    })
-    .await?)
+    Ok(st
+        .platform
+        .db
+        .transaction(|tx| {
+            let q = q.clone();
+            Box::pin(async move { q.execute(&mut **tx).await })
+        })
+        .await?)
 }
 
-async fn service_update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn service_update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-services:update", &ctx, &json!({}))?;
     // Before 2.53 the id is an action (`disable`, `enable`, `force-down`, ...) and the
     // body names host and binary.
     let (row_id, status, reason, forced) = if !v.at_least(2, 53) {
         let host = b["host"].as_str().ok_or_else(|| ComputeError::BadRequest("host is required".into()))?;
         let binary = b["binary"].as_str().unwrap_or("nova-compute");
-        let r = Query::new("SELECT id FROM compute_services WHERE host = ").bind(host).push_bind(" AND binary_name = ", binary).fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
-        let rid: String = r.ok_or_else(|| ComputeError::NotFound(format!("Service {binary} on host {host} could not be found.")))?.try_get("id").map_err(ComputeError::from)?;
+        let r = Query::new("SELECT id FROM compute_services WHERE host = ")
+            .bind(host)
+            .push_bind(" AND binary_name = ", binary)
+            .fetch_optional(st.platform.db.reader())
+            .await
+            .map_err(ComputeError::from)?;
+        let rid: String = r
+            .ok_or_else(|| ComputeError::NotFound(format!("Service {binary} on host {host} could not be found.")))?
+            .try_get("id")
+            .map_err(ComputeError::from)?;
         match id.as_str() {
             "enable" => (rid, Some("enabled"), None, None),
             "disable" => (rid, Some("disabled"), None, None),
@@ -145,7 +169,9 @@ async fn service_update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Pat
             None => None,
             Some("enabled") => Some("enabled"),
             Some("disabled") => Some("disabled"),
-            Some(x) => return Err(ComputeError::BadRequest(format!("Invalid status {x:?}: use enabled or disabled")).into()),
+            Some(x) => {
+                return Err(ComputeError::BadRequest(format!("Invalid status {x:?}: use enabled or disabled")).into())
+            }
         };
         let reason = b["disabled_reason"].as_str().map(str::to_string);
         if reason.is_some() && status != Some("disabled") {
@@ -156,7 +182,8 @@ async fn service_update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Pat
     let mut q = Query::new("UPDATE compute_services SET updated_at = ");
     q.bind(stratus_core::time::now());
     if let Some(s) = status {
-        q.push_bind(", disabled = ", s == "disabled").push_bind(", disabled_reason = ", if s == "disabled" { reason.clone() } else { None });
+        q.push_bind(", disabled = ", s == "disabled")
+            .push_bind(", disabled_reason = ", if s == "disabled" { reason.clone() } else { None });
     }
     if let Some(f) = forced {
         q.push_bind(", forced_down = ", f);
@@ -165,7 +192,11 @@ async fn service_update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Pat
     if exec(&st, q).await? == 0 {
         return Err(ComputeError::NotFound(format!("Service {id} could not be found.")).into());
     }
-    let s = services(&st).await?.into_iter().find(|s| s.id == row_id).ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?;
+    let s = services(&st)
+        .await?
+        .into_iter()
+        .find(|s| s.id == row_id)
+        .ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?;
     if !v.at_least(2, 53) {
         let mut o = json!({"host": s.host, "binary": s.binary, "status": if s.disabled {"disabled"} else {"enabled"}});
         if let Some(r) = &s.reason {
@@ -181,9 +212,21 @@ async fn service_update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Pat
 
 async fn service_delete(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     st.policy.enforce("os_compute_api:os-services:delete", &ctx, &json!({}))?;
-    let r = Query::new("SELECT host FROM compute_services WHERE id = ").bind(&id).fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
-    let host: String = r.ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?.try_get("host").map_err(ComputeError::from)?;
-    let busy = Query::new("SELECT 1 FROM compute_instances WHERE deleted = ").bind(false).push_bind(" AND host = ", &host).fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
+    let r = Query::new("SELECT host FROM compute_services WHERE id = ")
+        .bind(&id)
+        .fetch_optional(st.platform.db.reader())
+        .await
+        .map_err(ComputeError::from)?;
+    let host: String = r
+        .ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?
+        .try_get("host")
+        .map_err(ComputeError::from)?;
+    let busy = Query::new("SELECT 1 FROM compute_instances WHERE deleted = ")
+        .bind(false)
+        .push_bind(" AND host = ", &host)
+        .fetch_optional(st.platform.db.reader())
+        .await
+        .map_err(ComputeError::from)?;
     if busy.is_some() {
         return Err(ComputeError::Conflict(format!("Unable to delete compute service that is hosting instances on {host}. Migrate or delete the instances first.")).into());
     }
@@ -264,7 +307,11 @@ async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Resu
     o["service"] = json!({"host": n.host, "id": n.service.id, "disabled_reason": n.service.reason});
     if !v.at_least(2, 88) {
         let used = st.backends.placement.provider_usages(&n.id).await.unwrap_or_default();
-        let (vu, mu, du) = (used.get("VCPU").copied().unwrap_or(0), used.get("MEMORY_MB").copied().unwrap_or(0), used.get("DISK_GB").copied().unwrap_or(0));
+        let (vu, mu, du) = (
+            used.get("VCPU").copied().unwrap_or(0),
+            used.get("MEMORY_MB").copied().unwrap_or(0),
+            used.get("DISK_GB").copied().unwrap_or(0),
+        );
         o["vcpus"] = json!(n.vcpus);
         o["memory_mb"] = json!(n.memory_mb);
         o["local_gb"] = json!(n.local_gb);
@@ -289,8 +336,18 @@ fn uptime() -> String {
     format!(" up {} days, {:02}:{:02}", secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60)
 }
 
-async fn hv_list_impl(st: &AppState, ctx: &Ctx, v: ApiVersion, q: &QueryPairs, detail: bool) -> Result<Value, ApiError> {
-    st.policy.enforce(if detail { "os_compute_api:os-hypervisors:list-detail" } else { "os_compute_api:os-hypervisors:list" }, ctx, &json!({}))?;
+async fn hv_list_impl(
+    st: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    q: &QueryPairs,
+    detail: bool,
+) -> Result<Value, ApiError> {
+    st.policy.enforce(
+        if detail { "os_compute_api:os-hypervisors:list-detail" } else { "os_compute_api:os-hypervisors:list" },
+        ctx,
+        &json!({}),
+    )?;
     let mut out = vec![];
     for n in nodes(st).await? {
         if let Some(p) = q.get("hypervisor_hostname_pattern") {
@@ -307,19 +364,42 @@ async fn hv_list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPa
     Ok(Json(hv_list_impl(&st, &ctx, v, &q, false).await?))
 }
 
-async fn hv_detail(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn hv_detail(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(hv_list_impl(&st, &ctx, v, &q, true).await?))
 }
 
-async fn hv_show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn hv_show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-hypervisors:show", &ctx, &json!({}))?;
-    let n = nodes(&st).await?.into_iter().find(|n| n.id == id || n.hostname == id).ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
+    let n = nodes(&st)
+        .await?
+        .into_iter()
+        .find(|n| n.id == id || n.hostname == id)
+        .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
     Ok(Json(json!({"hypervisor": node_view(&st, &n, v, true).await?})))
 }
 
-async fn hv_uptime(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn hv_uptime(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-hypervisors:uptime", &ctx, &json!({}))?;
-    let n = nodes(&st).await?.into_iter().find(|n| n.id == id).ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
+    let n = nodes(&st)
+        .await?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
     let mut o = node_view(&st, &n, v, false).await?;
     o["uptime"] = json!(uptime());
     Ok(Json(json!({"hypervisor": o})))
@@ -327,14 +407,28 @@ async fn hv_uptime(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id)
 
 async fn hv_stats(State(st): State<AppState>, ctx: Ctx, v: ApiVersion) -> Result<Json<Value>, ApiError> {
     if v.at_least(2, 88) {
-        return Err(ComputeError::NotFound("The hypervisor statistics API was removed in microversion 2.88; use placement".into()).into());
+        return Err(ComputeError::NotFound(
+            "The hypervisor statistics API was removed in microversion 2.88; use placement".into(),
+        )
+        .into());
     }
     st.policy.enforce("os_compute_api:os-hypervisors:statistics", &ctx, &json!({}))?;
     let mut tot = json!({"count": 0, "vcpus": 0, "memory_mb": 0, "local_gb": 0, "vcpus_used": 0, "memory_mb_used": 0, "local_gb_used": 0, "free_ram_mb": 0, "free_disk_gb": 0, "current_workload": 0, "running_vms": 0, "disk_available_least": 0});
     for n in nodes(&st).await? {
         let nv = node_view(&st, &n, v, true).await?;
         tot["count"] = json!(tot["count"].as_i64().unwrap_or(0) + 1);
-        for k in ["vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb", "free_disk_gb", "running_vms", "disk_available_least"] {
+        for k in [
+            "vcpus",
+            "memory_mb",
+            "local_gb",
+            "vcpus_used",
+            "memory_mb_used",
+            "local_gb_used",
+            "free_ram_mb",
+            "free_disk_gb",
+            "running_vms",
+            "disk_available_least",
+        ] {
             tot[k] = json!(tot[k].as_i64().unwrap_or(0) + nv[k].as_i64().unwrap_or(0));
         }
     }
@@ -352,7 +446,10 @@ async fn az_list(State(st): State<AppState>, ctx: Ctx) -> Result<Json<Value>, Ap
     for s in services(&st).await?.iter().filter(|s| s.binary == "nova-compute" && !s.disabled) {
         *zones.entry(s.zone.clone()).or_default() |= s.up;
     }
-    let list: Vec<Value> = zones.into_iter().map(|(z, up)| json!({"zoneName": z, "zoneState": {"available": up}, "hosts": null})).collect();
+    let list: Vec<Value> = zones
+        .into_iter()
+        .map(|(z, up)| json!({"zoneName": z, "zoneState": {"available": up}, "hosts": null}))
+        .collect();
     Ok(Json(json!({"availabilityZoneInfo": list})))
 }
 
@@ -365,6 +462,9 @@ async fn az_detail(State(st): State<AppState>, ctx: Ctx) -> Result<Json<Value>, 
         let host = e.1.entry(s.host.clone()).or_insert(json!({}));
         host[&s.binary] = json!({"available": s.up, "active": !s.disabled, "updated_at": micros_naive(&s.updated_at)});
     }
-    let list: Vec<Value> = zones.into_iter().map(|(z, (up, hosts))| json!({"zoneName": z, "zoneState": {"available": up}, "hosts": hosts})).collect();
+    let list: Vec<Value> = zones
+        .into_iter()
+        .map(|(z, (up, hosts))| json!({"zoneName": z, "zoneState": {"available": up}, "hosts": hosts}))
+        .collect();
     Ok(Json(json!({"availabilityZoneInfo": list})))
 }

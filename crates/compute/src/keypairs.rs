@@ -61,7 +61,9 @@ pub fn fingerprint(key_type: &str, public_key: &str) -> Result<String> {
         if !(algo.starts_with("ssh-") || algo.starts_with("ecdsa-sha2-") || algo.starts_with("sk-")) {
             return Err(invalid());
         }
-        let blob = base64::engine::general_purpose::STANDARD.decode(parts.next().ok_or_else(invalid)?).map_err(|_| invalid())?;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(parts.next().ok_or_else(invalid)?)
+            .map_err(|_| invalid())?;
         // The blob starts with the algorithm name as an SSH string.
         if blob.len() < 4 {
             return Err(invalid());
@@ -202,7 +204,12 @@ struct CreateKeypair {
 /// Most keypairs per user (Nova's default `key_pairs` quota).
 const KEYPAIR_QUOTA: i64 = 100;
 
-async fn create(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, OsJson(b): OsJson<CreateBody>) -> Result<Response, ApiError> {
+async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    OsJson(b): OsJson<CreateBody>,
+) -> Result<Response, ApiError> {
     let c = b.keypair;
     let user = target_user(&ctx, v, c.user_id.as_deref());
     st.policy.enforce("os_compute_api:os-keypairs:create", &ctx, &json!({"user_id": user}))?;
@@ -286,7 +293,13 @@ async fn create(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, OsJson(b): 
     Ok((status, Json(json!({"keypair": o}))).into_response())
 }
 
-async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let user = target_user(&ctx, v, q.get("user_id"));
     st.policy.enforce("os_compute_api:os-keypairs:show", &ctx, &json!({"user_id": user}))?;
     let k = get_keypair(&st.platform.db, &user, &name)
@@ -295,7 +308,13 @@ async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs
     Ok(Json(json!({"keypair": view(&k, v, true)})))
 }
 
-async fn delete(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let user = target_user(&ctx, v, q.get("user_id"));
     st.policy.enforce("os_compute_api:os-keypairs:delete", &ctx, &json!({"user_id": user}))?;
     let n = st
@@ -304,7 +323,11 @@ async fn delete(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPai
         .transaction(|tx| {
             let (u, n) = (user.clone(), name.clone());
             Box::pin(async move {
-                Query::new("DELETE FROM compute_keypairs WHERE user_id = ").bind(&u).push_bind(" AND name = ", &n).execute(&mut **tx).await
+                Query::new("DELETE FROM compute_keypairs WHERE user_id = ")
+                    .bind(&u)
+                    .push_bind(" AND name = ", &n)
+                    .execute(&mut **tx)
+                    .await
             })
         })
         .await?;

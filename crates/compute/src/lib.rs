@@ -208,7 +208,10 @@ pub fn spawn_local_agent(platform: &Platform, cfg: &ComputeConfig) -> Option<tok
     let driver: Arc<dyn stratus_compute_agent::virt::VirtDriver> = match cfg.virt_driver.as_str() {
         "fake" => Arc::new(stratus_compute_agent::virt::fake::FakeDriver::new(cfg.fake.clone())),
         other => {
-            tracing::error!(driver = other, "unknown virt_driver; the local compute agent is not started (use \"fake\")");
+            tracing::error!(
+                driver = other,
+                "unknown virt_driver; the local compute agent is not started (use \"fake\")"
+            );
             return None;
         }
     };

@@ -142,17 +142,32 @@ async fn quota_set(st: &AppState, v: ApiVersion, project: &str, detail: bool, us
     Ok(Value::Object(m))
 }
 
-async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:show", &ctx, &json!({"project_id": project}))?;
     Ok(Json(json!({"quota_set": quota_set(&st, v, &project, false, &ctx.user_id).await?})))
 }
 
-async fn detail(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn detail(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:show", &ctx, &json!({"project_id": project}))?;
     Ok(Json(json!({"quota_set": quota_set(&st, v, &project, true, &ctx.user_id).await?})))
 }
 
-async fn defaults(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(project): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn defaults(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:defaults", &ctx, &json!({"project_id": project}))?;
     let mut m = Map::new();
     m.insert("id".into(), json!(project));
@@ -172,7 +187,9 @@ fn parse_limits(body: &Value, key: &str) -> Result<Vec<(String, i64)>> {
             continue;
         }
         if !DEFAULT_QUOTAS.iter().any(|(d, _)| d == k) {
-            return Err(ComputeError::BadRequest(format!("Invalid input for field/attribute {key}. Additional properties are not allowed ('{k}' was unexpected)")));
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {key}. Additional properties are not allowed ('{k}' was unexpected)"
+            )));
         }
         let n = match v {
             Value::Number(n) => n.as_i64(),
@@ -186,14 +203,24 @@ fn parse_limits(body: &Value, key: &str) -> Result<Vec<(String, i64)>> {
     Ok(out)
 }
 
-async fn write(db: &Db, table: &'static str, owner_col: &'static str, owner: &str, vals: Vec<(String, i64)>) -> Result<()> {
+async fn write(
+    db: &Db,
+    table: &'static str,
+    owner_col: &'static str,
+    owner: &str,
+    vals: Vec<(String, i64)>,
+) -> Result<()> {
     let owner = owner.to_string();
     db.transaction(|tx| {
         let (owner, vals) = (owner.clone(), vals.clone());
         Box::pin(async move {
             for (k, n) in vals {
-                Query::new(&format!("DELETE FROM {table} WHERE {owner_col} = ")).bind(&owner).push_bind(" AND resource = ", &k).execute(&mut **tx).await?;
-                let mut q = Query::new(&format!("INSERT INTO {table} ({owner_col}, resource, hard_limit) VALUES ("));
+                Query::new(format!("DELETE FROM {table} WHERE {owner_col} = "))
+                    .bind(&owner)
+                    .push_bind(" AND resource = ", &k)
+                    .execute(&mut **tx)
+                    .await?;
+                let mut q = Query::new(format!("INSERT INTO {table} ({owner_col}, resource, hard_limit) VALUES ("));
                 q.bind(&owner).push(", ").bind(&k).push(", ").bind(n).push(")");
                 q.execute(&mut **tx).await?;
             }
@@ -204,7 +231,13 @@ async fn write(db: &Db, table: &'static str, owner_col: &'static str, owner: &st
     Ok(())
 }
 
-async fn update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(project): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(project): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:update", &ctx, &json!({"project_id": project}))?;
     let vals = parse_limits(&b, "quota_set")?;
     write(&st.platform.db, "compute_quotas", "project_id", &project, vals).await?;
@@ -219,15 +252,22 @@ async fn reset(State(st): State<AppState>, ctx: Ctx, Path(project): Path<String>
     st.policy.enforce("os_compute_api:os-quota-sets:delete", &ctx, &json!({"project_id": project}))?;
     let mut q = Query::new("DELETE FROM compute_quotas WHERE project_id = ");
     q.bind(&project);
-    st.platform.db.transaction(|tx| {
-        let q = q.clone();
-        Box::pin(async move { q.execute(&mut **tx).await })
-    })
-    .await?;
+    st.platform
+        .db
+        .transaction(|tx| {
+            let q = q.clone();
+            Box::pin(async move { q.execute(&mut **tx).await })
+        })
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn class_show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(class): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn class_show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(class): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:defaults", &ctx, &json!({}))?;
     let mut m = Map::new();
     m.insert("id".into(), json!(class));
@@ -239,7 +279,13 @@ async fn class_show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(cl
     Ok(Json(json!({"quota_class_set": m})))
 }
 
-async fn class_update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(class): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn class_update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(class): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:update", &ctx, &json!({}))?;
     // Only the `default` class is consulted, as in Nova.
     let vals = parse_limits(&b, "quota_class_set")?;

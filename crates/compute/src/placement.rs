@@ -63,8 +63,13 @@ pub trait PlacementApi: Send + Sync + 'static {
     async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>, PlacementError>;
     /// Claims `alloc` for `consumer` atomically; `Ok(false)` when capacity (or a concurrent
     /// writer) refused it.
-    async fn claim(&self, consumer: &str, alloc: &Allocations, project: &str, user: &str)
-        -> Result<bool, PlacementError>;
+    async fn claim(
+        &self,
+        consumer: &str,
+        alloc: &Allocations,
+        project: &str,
+        user: &str,
+    ) -> Result<bool, PlacementError>;
     /// Removes every allocation of `consumer` (idempotent).
     async fn release(&self, consumer: &str) -> Result<(), PlacementError>;
     /// Allocations of `consumer`.
@@ -89,10 +94,21 @@ impl RestPlacement {
         RestPlacement { client, ctx: RequestContext::internal_admin() }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value), PlacementError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), PlacementError> {
         let r = self
             .client
-            .call(&self.ctx, method, &format!("/placement{path}"), body, &[("OpenStack-API-Version", PLACEMENT_VERSION)])
+            .call(
+                &self.ctx,
+                method,
+                &format!("/placement{path}"),
+                body,
+                &[("OpenStack-API-Version", PLACEMENT_VERSION)],
+            )
             .await
             .map_err(|e| PlacementError(e.message))?;
         Ok((r.status, r.body))
@@ -148,7 +164,8 @@ impl PlacementApi for RestPlacement {
             }
             let generation = b["generation"].as_i64().unwrap_or(0);
             let body = json!({"resource_provider_generation": generation, "inventories": inv});
-            let (s, b) = self.call(Method::PUT, &format!("/resource_providers/{uuid}/inventories"), Some(&body)).await?;
+            let (s, b) =
+                self.call(Method::PUT, &format!("/resource_providers/{uuid}/inventories"), Some(&body)).await?;
             if s.is_success() {
                 return Ok(());
             }
@@ -325,8 +342,10 @@ impl PlacementApi for MemoryPlacement {
             if !fits {
                 continue;
             }
-            let summary =
-                invs.iter().map(|(rc, inv)| (rc.clone(), (Self::capacity(inv), used.get(rc).copied().unwrap_or(0)))).collect();
+            let summary = invs
+                .iter()
+                .map(|(rc, inv)| (rc.clone(), (Self::capacity(inv), used.get(rc).copied().unwrap_or(0))))
+                .collect();
             let res: Resources = q.resources.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
             out.push(Candidate { provider: rp.clone(), allocations: [(rp.clone(), res)].into(), summary });
             if out.len() >= q.limit.max(1) {

@@ -73,7 +73,10 @@ impl Scheduler {
     }
 
     async fn host_states(&self, cands: Vec<Candidate>) -> Result<Vec<HostState>, NoValidHost> {
-        let db_err = |e: stratus_db::DbError| NoValidHost { reason: "The scheduler could not read host records.".into(), details: e.to_string() };
+        let db_err = |e: stratus_db::DbError| NoValidHost {
+            reason: "The scheduler could not read host records.".into(),
+            details: e.to_string(),
+        };
         let rows = Query::new(
             "SELECT n.id, n.host, n.hypervisor_type, s.disabled, s.forced_down, s.last_seen_up, s.availability_zone \
              FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id",
@@ -115,7 +118,16 @@ impl Scheduler {
             .into_iter()
             .filter_map(|c| {
                 let (host, az, disabled, up, ht, n) = nodes.get(&c.provider)?.clone();
-                Some(HostState { node: c.provider.clone(), host, az, disabled, up, hypervisor_type: ht, num_instances: n, candidate: c })
+                Some(HostState {
+                    node: c.provider.clone(),
+                    host,
+                    az,
+                    disabled,
+                    up,
+                    hypervisor_type: ht,
+                    num_instances: n,
+                    candidate: c,
+                })
             })
             .collect())
     }
@@ -149,11 +161,20 @@ impl Scheduler {
         let force_host = hints["force_host"].as_str().map(str::to_string);
         let az = inst.requested_az.clone();
         let retry: HashSet<String> = inst.retry_hosts.iter().cloned().collect();
-        let want_ht = inst.image.as_ref().and_then(|i| i.properties.get("hypervisor_type")).and_then(Value::as_str).map(str::to_ascii_lowercase);
+        let want_ht = inst
+            .image
+            .as_ref()
+            .and_then(|i| i.properties.get("hypervisor_type"))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase);
 
         let mut last_log = String::new();
         for round in 0..3 {
-            let q = CandidateQuery { resources: resources.clone(), limit: self.cfg.max_placement_results, ..Default::default() };
+            let q = CandidateQuery {
+                resources: resources.clone(),
+                limit: self.cfg.max_placement_results,
+                ..Default::default()
+            };
             let cands = self.placement.candidates(&q).await.map_err(|e| NoValidHost {
                 reason: "Placement could not be consulted.".into(),
                 details: e.to_string(),
@@ -231,7 +252,8 @@ impl Scheduler {
                 hosts.swap(0, i);
             }
             for h in &hosts {
-                match self.placement.claim(&inst.uuid, &h.candidate.allocations, &inst.project_id, &inst.user_id).await {
+                match self.placement.claim(&inst.uuid, &h.candidate.allocations, &inst.project_id, &inst.user_id).await
+                {
                     Ok(true) => return Ok((h.host.clone(), h.node.clone())),
                     Ok(false) => continue,
                     Err(e) => {

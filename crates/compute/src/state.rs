@@ -148,11 +148,14 @@ pub struct Transition {
 use vm::*;
 
 /// `os-stop`.
-pub const STOP: Transition = Transition { action: "stop", from: &[ACTIVE, ERROR], task: Some(task::POWERING_OFF), to: Some(STOPPED) };
+pub const STOP: Transition =
+    Transition { action: "stop", from: &[ACTIVE, ERROR], task: Some(task::POWERING_OFF), to: Some(STOPPED) };
 /// `os-start`.
-pub const START: Transition = Transition { action: "start", from: &[STOPPED], task: Some(task::POWERING_ON), to: Some(ACTIVE) };
+pub const START: Transition =
+    Transition { action: "start", from: &[STOPPED], task: Some(task::POWERING_ON), to: Some(ACTIVE) };
 /// `reboot` SOFT.
-pub const REBOOT_SOFT: Transition = Transition { action: "reboot", from: &[ACTIVE], task: Some(task::REBOOTING), to: Some(ACTIVE) };
+pub const REBOOT_SOFT: Transition =
+    Transition { action: "reboot", from: &[ACTIVE], task: Some(task::REBOOTING), to: Some(ACTIVE) };
 /// `reboot` HARD.
 pub const REBOOT_HARD: Transition = Transition {
     action: "reboot",
@@ -161,17 +164,23 @@ pub const REBOOT_HARD: Transition = Transition {
     to: Some(ACTIVE),
 };
 /// `pause`.
-pub const PAUSE: Transition = Transition { action: "pause", from: &[ACTIVE], task: Some(task::PAUSING), to: Some(PAUSED) };
+pub const PAUSE: Transition =
+    Transition { action: "pause", from: &[ACTIVE], task: Some(task::PAUSING), to: Some(PAUSED) };
 /// `unpause`.
-pub const UNPAUSE: Transition = Transition { action: "unpause", from: &[PAUSED], task: Some(task::UNPAUSING), to: Some(ACTIVE) };
+pub const UNPAUSE: Transition =
+    Transition { action: "unpause", from: &[PAUSED], task: Some(task::UNPAUSING), to: Some(ACTIVE) };
 /// `suspend`.
-pub const SUSPEND: Transition = Transition { action: "suspend", from: &[ACTIVE], task: Some(task::SUSPENDING), to: Some(SUSPENDED) };
+pub const SUSPEND: Transition =
+    Transition { action: "suspend", from: &[ACTIVE], task: Some(task::SUSPENDING), to: Some(SUSPENDED) };
 /// `resume`.
-pub const RESUME: Transition = Transition { action: "resume", from: &[SUSPENDED], task: Some(task::RESUMING), to: Some(ACTIVE) };
+pub const RESUME: Transition =
+    Transition { action: "resume", from: &[SUSPENDED], task: Some(task::RESUMING), to: Some(ACTIVE) };
 /// `rescue`.
-pub const RESCUE: Transition = Transition { action: "rescue", from: &[ACTIVE, STOPPED, ERROR], task: Some(task::RESCUING), to: Some(RESCUED) };
+pub const RESCUE: Transition =
+    Transition { action: "rescue", from: &[ACTIVE, STOPPED, ERROR], task: Some(task::RESCUING), to: Some(RESCUED) };
 /// `unrescue`.
-pub const UNRESCUE: Transition = Transition { action: "unrescue", from: &[RESCUED], task: Some(task::UNRESCUING), to: Some(ACTIVE) };
+pub const UNRESCUE: Transition =
+    Transition { action: "unrescue", from: &[RESCUED], task: Some(task::UNRESCUING), to: Some(ACTIVE) };
 /// `createImage`.
 pub const SNAPSHOT: Transition = Transition {
     action: "createImage",
@@ -180,7 +189,8 @@ pub const SNAPSHOT: Transition = Transition {
     to: None,
 };
 /// `rebuild`.
-pub const REBUILD: Transition = Transition { action: "rebuild", from: &[ACTIVE, STOPPED, ERROR], task: Some(task::REBUILDING), to: Some(ACTIVE) };
+pub const REBUILD: Transition =
+    Transition { action: "rebuild", from: &[ACTIVE, STOPPED, ERROR], task: Some(task::REBUILDING), to: Some(ACTIVE) };
 /// `trigger_crash_dump`.
 pub const CRASH_DUMP: Transition = Transition { action: "trigger_crash_dump", from: &[ACTIVE], task: None, to: None };
 

@@ -31,7 +31,8 @@ async fn begin(
     if inst.host.is_none() {
         return Err(ComputeError::Conflict(format!("Instance {} is not on a compute host", inst.uuid)));
     }
-    let (uuid, user, project, rid2) = (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone(), rid.to_string());
+    let (uuid, user, project, rid2) =
+        (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone(), rid.to_string());
     let mut u = extra;
     if let Some(task) = t.task {
         u = u.set("task_state", task);
@@ -71,7 +72,9 @@ pub async fn action(
     Path(id): Path<String>,
     OsJson(body): OsJson<Value>,
 ) -> Result<Response, ApiError> {
-    let obj = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| ComputeError::BadRequest("The action body must have exactly one key naming the action".into()))?;
+    let obj = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+        ComputeError::BadRequest("The action body must have exactly one key naming the action".into())
+    })?;
     let (name, args) = obj.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
     let rid = request_id(&rid);
     let accepted = || Ok(StatusCode::ACCEPTED.into_response());
@@ -102,7 +105,12 @@ pub async fn action(
             let hard = match args["type"].as_str().map(str::to_ascii_uppercase).as_deref() {
                 Some("HARD") => true,
                 Some("SOFT") => false,
-                _ => return Err(ComputeError::BadRequest("Invalid input for field/attribute reboot.type: must be SOFT or HARD".into()).into()),
+                _ => {
+                    return Err(ComputeError::BadRequest(
+                        "Invalid input for field/attribute reboot.type: must be SOFT or HARD".into(),
+                    )
+                    .into())
+                }
             };
             let t = if hard { state::REBOOT_HARD } else { state::REBOOT_SOFT };
             simple!("os_compute_api:servers:reboot", t, GuestOp::Reboot { hard })
@@ -111,11 +119,27 @@ pub async fn action(
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-rescue").await?;
             check_lock(&st, &ctx, &inst)?;
             let image = match args["rescue_image_ref"].as_str() {
-                Some(r) => Some(st.backends.images.get(&ctx, r).await.map_err(|e| ComputeError::Unavailable(e.0))?.ok_or_else(|| ComputeError::BadRequest(format!("Image {r} could not be found.")))?),
+                Some(r) => Some(
+                    st.backends
+                        .images
+                        .get(&ctx, r)
+                        .await
+                        .map_err(|e| ComputeError::Unavailable(e.0))?
+                        .ok_or_else(|| ComputeError::BadRequest(format!("Image {r} could not be found.")))?,
+                ),
                 None => None,
             };
             let pass = args["adminPass"].as_str().map(str::to_string).unwrap_or_else(super::generate_password);
-            begin(&st, &ctx, &inst, state::RESCUE, GuestOp::Rescue { image, admin_pass: Some(pass.clone()) }, &rid, Update::new()).await?;
+            begin(
+                &st,
+                &ctx,
+                &inst,
+                state::RESCUE,
+                GuestOp::Rescue { image, admin_pass: Some(pass.clone()) },
+                &rid,
+                Update::new(),
+            )
+            .await?;
             Ok((StatusCode::OK, Json(json!({"adminPass": pass}))).into_response())
         }
         "lock" => {
@@ -124,18 +148,37 @@ pub async fn action(
             if reason.as_ref().is_some_and(|r| r.len() > 255) {
                 return Err(ComputeError::BadRequest("locked_reason is longer than 255 characters".into()).into());
             }
-            let by = if ctx.is_admin() && ctx.project_id.as_deref() != Some(inst.project_id.as_str()) { "admin" } else { "owner" };
-            Update::new().set("locked", true).set("locked_by", by).set("locked_reason", reason).apply(&st.platform.db, &inst.uuid).await?;
+            let by = if ctx.is_admin() && ctx.project_id.as_deref() != Some(inst.project_id.as_str()) {
+                "admin"
+            } else {
+                "owner"
+            };
+            Update::new()
+                .set("locked", true)
+                .set("locked_by", by)
+                .set("locked_reason", reason)
+                .apply(&st.platform.db, &inst.uuid)
+                .await?;
             record_sync(&st, &ctx, &inst, "lock", &rid).await?;
             accepted()
         }
         "unlock" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-lock-server:unlock").await?;
             // An owner cannot remove an admin's lock.
-            if inst.locked && inst.locked_by.as_deref() == Some("admin") && !st.policy.check("os_compute_api:os-lock-server:unlock:unlock_override", &ctx, &inst.target()) {
-                return Err(ApiError::forbidden("Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed."));
+            if inst.locked
+                && inst.locked_by.as_deref() == Some("admin")
+                && !st.policy.check("os_compute_api:os-lock-server:unlock:unlock_override", &ctx, &inst.target())
+            {
+                return Err(ApiError::forbidden(
+                    "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed.",
+                ));
             }
-            Update::new().set("locked", false).set("locked_by", Option::<String>::None).set("locked_reason", Option::<String>::None).apply(&st.platform.db, &inst.uuid).await?;
+            Update::new()
+                .set("locked", false)
+                .set("locked_by", Option::<String>::None)
+                .set("locked_reason", Option::<String>::None)
+                .apply(&st.platform.db, &inst.uuid)
+                .await?;
             record_sync(&st, &ctx, &inst, "unlock", &rid).await?;
             accepted()
         }
@@ -146,7 +189,11 @@ pub async fn action(
                 Some("error") => state::vm::ERROR,
                 _ => return Err(ComputeError::BadRequest("Invalid state: use active or error".into()).into()),
             };
-            Update::new().set("vm_state", to).set("task_state", Option::<String>::None).apply(&st.platform.db, &inst.uuid).await?;
+            Update::new()
+                .set("vm_state", to)
+                .set("task_state", Option::<String>::None)
+                .apply(&st.platform.db, &inst.uuid)
+                .await?;
             record_sync(&st, &ctx, &inst, "resetState", &rid).await?;
             accepted()
         }
@@ -154,8 +201,12 @@ pub async fn action(
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-console-output").await?;
             let length = match &args["length"] {
                 Value::Null => None,
-                Value::Number(n) => n.as_i64().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize }),
-                Value::String(s) => s.parse::<i64>().ok().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize }),
+                Value::Number(n) => {
+                    n.as_i64().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
+                }
+                Value::String(s) => {
+                    s.parse::<i64>().ok().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
+                }
                 _ => None,
             };
             let out = st.conductor.console_output(&inst, length.filter(|l| *l != usize::MAX)).await?;
@@ -165,7 +216,10 @@ pub async fn action(
             let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:create_image").await?;
             check_lock(&st, &ctx, &inst)?;
             state::SNAPSHOT.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
-            let name = args["name"].as_str().filter(|n| !n.trim().is_empty()).ok_or_else(|| ComputeError::BadRequest("createImage requires a name".into()))?;
+            let name = args["name"]
+                .as_str()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| ComputeError::BadRequest("createImage requires a name".into()))?;
             let mut props = args["metadata"].clone();
             if !props.is_object() {
                 props = json!({});
@@ -174,8 +228,22 @@ pub async fn action(
             props["instance_uuid"] = json!(inst.uuid);
             props["base_image_ref"] = json!(inst.image_ref);
             props["owner_user_name"] = json!(ctx.user_name);
-            let image_id = st.backends.images.create_snapshot(&ctx, name, &props).await.map_err(|e| ComputeError::Unavailable(e.0))?;
-            begin(&st, &ctx, &inst, state::SNAPSHOT, GuestOp::Snapshot { image_id: image_id.clone() }, &rid, Update::new()).await?;
+            let image_id = st
+                .backends
+                .images
+                .create_snapshot(&ctx, name, &props)
+                .await
+                .map_err(|e| ComputeError::Unavailable(e.0))?;
+            begin(
+                &st,
+                &ctx,
+                &inst,
+                state::SNAPSHOT,
+                GuestOp::Snapshot { image_id: image_id.clone() },
+                &rid,
+                Update::new(),
+            )
+            .await?;
             let loc = format!("{}/image/v2/images/{image_id}", st.platform.public_url);
             let mut h = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&loc) {
@@ -190,8 +258,17 @@ pub async fn action(
         "rebuild" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:rebuild").await?;
             check_lock(&st, &ctx, &inst)?;
-            let image_ref = args["imageRef"].as_str().map(|i| i.rsplit('/').next().unwrap_or(i).to_string()).ok_or_else(|| ComputeError::BadRequest("rebuild requires imageRef".into()))?;
-            let image = st.backends.images.get(&ctx, &image_ref).await.map_err(|e| ComputeError::Unavailable(e.0))?.ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
+            let image_ref = args["imageRef"]
+                .as_str()
+                .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
+                .ok_or_else(|| ComputeError::BadRequest("rebuild requires imageRef".into()))?;
+            let image = st
+                .backends
+                .images
+                .get(&ctx, &image_ref)
+                .await
+                .map_err(|e| ComputeError::Unavailable(e.0))?
+                .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
             let mut u = Update::new().set("image_ref", image_ref.clone()).set("image_json", json!(image).to_string());
             if let Some(n) = args["name"].as_str() {
                 u = u.set("name", n);
@@ -203,8 +280,19 @@ pub async fn action(
             body["adminPass"] = json!(i.admin_pass);
             Ok((StatusCode::ACCEPTED, Json(json!({"server": body}))).into_response())
         }
-        "resize" | "confirmResize" | "revertResize" | "migrate" | "os-migrateLive" | "evacuate" | "shelve"
-        | "shelveOffload" | "unshelve" | "changePassword" | "addSecurityGroup" | "removeSecurityGroup" | "restore"
+        "resize"
+        | "confirmResize"
+        | "revertResize"
+        | "migrate"
+        | "os-migrateLive"
+        | "evacuate"
+        | "shelve"
+        | "shelveOffload"
+        | "unshelve"
+        | "changePassword"
+        | "addSecurityGroup"
+        | "removeSecurityGroup"
+        | "restore"
         | "forceDelete" => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             format!("The {name} action is not implemented by this cloud yet"),
@@ -215,11 +303,13 @@ pub async fn action(
 
 /// Records an action that completes inside the API call.
 async fn record_sync(st: &AppState, ctx: &RequestContext, inst: &Instance, action: &str, rid: &str) -> Result<()> {
-    let (uuid, user, project, rid2, action2) = (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone(), rid.to_string(), action.to_string());
+    let (uuid, user, project, rid2, action2) =
+        (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone(), rid.to_string(), action.to_string());
     st.platform
         .db
         .transaction(|tx| {
-            let (uuid, user, project, rid, action) = (uuid.clone(), user.clone(), project.clone(), rid2.clone(), action2.clone());
+            let (uuid, user, project, rid, action) =
+                (uuid.clone(), user.clone(), project.clone(), rid2.clone(), action2.clone());
             Box::pin(async move { events::start_action(tx, &uuid, &action, &rid, &user, &project).await })
         })
         .await?;
@@ -227,12 +317,20 @@ async fn record_sync(st: &AppState, ctx: &RequestContext, inst: &Instance, actio
 }
 
 /// `POST /servers/{id}/remote-consoles`.
-pub async fn remote_console(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+pub async fn remote_console(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     let inst = authorized(&st, &ctx, &id, "os_compute_api:os-remote-consoles").await?;
     let rc = &b["remote_console"];
     let (protocol, kind) = (rc["protocol"].as_str().unwrap_or(""), rc["type"].as_str().unwrap_or(""));
     if protocol != "vnc" || kind != "novnc" {
-        return Err(ComputeError::BadRequest(format!("Unsupported console {protocol}/{kind}: this cloud offers vnc/novnc")).into());
+        return Err(ComputeError::BadRequest(format!(
+            "Unsupported console {protocol}/{kind}: this cloud offers vnc/novnc"
+        ))
+        .into());
     }
     if inst.vm_state != state::vm::ACTIVE && inst.vm_state != state::vm::RESCUED {
         return Err(ComputeError::Conflict(format!("Instance {} is not ready for a console", inst.uuid)).into());

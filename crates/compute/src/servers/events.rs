@@ -28,7 +28,16 @@ pub async fn start_action(
     let now = stratus_core::time::now();
     let mut q = Query::new("INSERT INTO compute_instance_actions (id, instance_uuid, action, request_id, user_id, project_id, start_time, updated_at) VALUES (");
     q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(uuid).push(", ").bind(action).push(", ");
-    q.bind(request_id).push(", ").bind(user_id).push(", ").bind(project_id).push(", ").bind(&now).push(", ").bind(&now).push(")");
+    q.bind(request_id)
+        .push(", ")
+        .bind(user_id)
+        .push(", ")
+        .bind(project_id)
+        .push(", ")
+        .bind(&now)
+        .push(", ")
+        .bind(&now)
+        .push(")");
     q.execute(&mut **tx).await?;
     Ok(())
 }
@@ -56,7 +65,9 @@ pub async fn start_event(db: &Db, uuid: &str, request_id: &str, event: &str, hos
                 .fetch_optional(&mut **tx)
                 .await?;
             if open.is_none() {
-                let mut q = Query::new("INSERT INTO compute_instance_action_events (id, action_id, event, start_time, host) VALUES (");
+                let mut q = Query::new(
+                    "INSERT INTO compute_instance_action_events (id, action_id, event, start_time, host) VALUES (",
+                );
                 q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(&aid).push(", ").bind(&event).push(", ");
                 q.bind(stratus_core::time::now()).push(", ").bind(host).push(")");
                 q.execute(&mut **tx).await?;
@@ -140,15 +151,27 @@ fn action_view(r: &stratus_db::sqlx::any::AnyRow, v: ApiVersion) -> Result<Value
 /// Loads the server the way instance-action routes need it (deleted servers included,
 /// as Nova lets you read the actions of a deleted server with 2.21+).
 async fn server_target(st: &AppState, ctx: &Ctx, uuid: &str, rule: &str) -> Result<(), ApiError> {
-    let row = Query::new("SELECT * FROM compute_instances WHERE uuid = ").bind(uuid).fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
-    let inst = row.map(|r| store::Instance::from_row(&r)).transpose()?.ok_or_else(|| ComputeError::NotFound(format!("Instance {uuid} could not be found.")))?;
+    let row = Query::new("SELECT * FROM compute_instances WHERE uuid = ")
+        .bind(uuid)
+        .fetch_optional(st.platform.db.reader())
+        .await
+        .map_err(ComputeError::from)?;
+    let inst = row
+        .map(|r| store::Instance::from_row(&r))
+        .transpose()?
+        .ok_or_else(|| ComputeError::NotFound(format!("Instance {uuid} could not be found.")))?;
     if st.policy.enforce(rule, ctx, &inst.target()).is_err() {
         return Err(ComputeError::NotFound(format!("Instance {uuid} could not be found.")).into());
     }
     Ok(())
 }
 
-async fn list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     server_target(&st, &ctx, &id, "os_compute_api:os-instance-actions:list").await?;
     let rows = Query::new("SELECT * FROM compute_instance_actions WHERE instance_uuid = ")
         .bind(&id)
@@ -163,7 +186,12 @@ async fn list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Pat
     Ok(Json(json!({"instanceActions": out})))
 }
 
-async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path((id, req)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path((id, req)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     server_target(&st, &ctx, &id, "os_compute_api:os-instance-actions:show").await?;
     let row = Query::new("SELECT * FROM compute_instance_actions WHERE instance_uuid = ")
         .bind(&id)
@@ -197,7 +225,10 @@ async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path((id, req
             }
             if v.at_least(2, 62) {
                 let host: Option<String> = e.try_get("host").map_err(ComputeError::from)?;
-                ev["hostId"] = json!(host.as_deref().map(|h| super::view::host_id(&ctx.project_id.clone().unwrap_or_default(), h)).unwrap_or_default());
+                ev["hostId"] = json!(host
+                    .as_deref()
+                    .map(|h| super::view::host_id(&ctx.project_id.clone().unwrap_or_default(), h))
+                    .unwrap_or_default());
                 if admin {
                     ev["host"] = json!(host);
                 }

@@ -95,13 +95,24 @@ const PAGE: PageSpec = PageSpec {
     max_limit: 1000,
 };
 
-async fn list_impl(st: &AppState, ctx: &RequestContext, v: ApiVersion, q: &QueryPairs, detail: bool) -> Result<Value, ApiError> {
+async fn list_impl(
+    st: &AppState,
+    ctx: &RequestContext,
+    v: ApiVersion,
+    q: &QueryPairs,
+    detail: bool,
+) -> Result<Value, ApiError> {
     let target = json!({"project_id": ctx.project_id.clone().unwrap_or_default()});
-    st.policy.enforce(if detail { "os_compute_api:servers:detail" } else { "os_compute_api:servers:index" }, ctx, &target)?;
+    st.policy.enforce(
+        if detail { "os_compute_api:servers:detail" } else { "os_compute_api:servers:index" },
+        ctx,
+        &target,
+    )?;
     let admin = st.policy.check("os_compute_api:servers:allow_all_filters", ctx, &json!({}));
     let page = PAGE.parse(q).map_err(|e| ComputeError::BadRequest(e.message))?;
     let mut sql = Query::new("SELECT * FROM compute_instances WHERE 1 = 1");
-    let all_tenants = q.has("all_tenants") && q.get("all_tenants").map(|v| stratus_core::query::parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    let all_tenants = q.has("all_tenants")
+        && q.get("all_tenants").map(|v| stratus_core::query::parse_bool(v).unwrap_or(true)).unwrap_or(false);
     if all_tenants || (admin && q.has("all_tenants") && q.get("all_tenants") == Some("")) {
         st.policy.enforce("os_compute_api:servers:index:get_all_tenants", ctx, &json!({}))?;
         if let Some(p) = q.get("project_id").or(q.get("tenant_id")) {
@@ -113,9 +124,14 @@ async fn list_impl(st: &AppState, ctx: &RequestContext, v: ApiVersion, q: &Query
         sql.push_bind(" AND project_id = ", ctx.project_id.clone().unwrap_or_default());
     }
     let deleted = admin && q.bool("deleted")?.unwrap_or(false);
-    let changes_since = q.get("changes-since").map(|s| {
-        stratus_core::time::parse(s).map(stratus_core::time::to_storage).ok_or_else(|| ComputeError::BadRequest(format!("Invalid changes-since value {s:?}")))
-    }).transpose()?;
+    let changes_since = q
+        .get("changes-since")
+        .map(|s| {
+            stratus_core::time::parse(s)
+                .map(stratus_core::time::to_storage)
+                .ok_or_else(|| ComputeError::BadRequest(format!("Invalid changes-since value {s:?}")))
+        })
+        .transpose()?;
     if let Some(cs) = &changes_since {
         sql.push_bind(" AND updated_at >= ", cs);
     } else {
@@ -123,7 +139,9 @@ async fn list_impl(st: &AppState, ctx: &RequestContext, v: ApiVersion, q: &Query
     }
     if v.at_least(2, 66) {
         if let Some(cb) = q.get("changes-before") {
-            let t = stratus_core::time::parse(cb).map(stratus_core::time::to_storage).ok_or_else(|| ComputeError::BadRequest(format!("Invalid changes-before value {cb:?}")))?;
+            let t = stratus_core::time::parse(cb)
+                .map(stratus_core::time::to_storage)
+                .ok_or_else(|| ComputeError::BadRequest(format!("Invalid changes-before value {cb:?}")))?;
             sql.push_bind(" AND updated_at <= ", t);
         }
     }
@@ -152,7 +170,15 @@ async fn list_impl(st: &AppState, ctx: &RequestContext, v: ApiVersion, q: &Query
         }
     }
     if admin {
-        for (param, col) in [("host", "host"), ("node", "node"), ("user_id", "user_id"), ("availability_zone", "availability_zone"), ("vm_state", "vm_state"), ("task_state", "task_state"), ("hostname", "hostname")] {
+        for (param, col) in [
+            ("host", "host"),
+            ("node", "node"),
+            ("user_id", "user_id"),
+            ("availability_zone", "availability_zone"),
+            ("vm_state", "vm_state"),
+            ("task_state", "task_state"),
+            ("hostname", "hostname"),
+        ] {
             if let Some(x) = q.get(param) {
                 sql.push(" AND ").push(col).push_bind(" = ", x);
             }
@@ -163,23 +189,43 @@ async fn list_impl(st: &AppState, ctx: &RequestContext, v: ApiVersion, q: &Query
         sql.push_bind(" AND uuid IN (SELECT instance_uuid FROM compute_instance_tags WHERE tag = ", t).push(")");
     }
     if let Some(t) = q.get("tags-any") {
-        sql.push(" AND uuid IN (SELECT instance_uuid FROM compute_instance_tags WHERE ").push_in("tag", t.split(',').map(str::to_string).collect::<Vec<_>>()).push(")");
+        sql.push(" AND uuid IN (SELECT instance_uuid FROM compute_instance_tags WHERE ")
+            .push_in("tag", t.split(',').map(str::to_string).collect::<Vec<_>>())
+            .push(")");
     }
     if let Some(t) = q.get("not-tags") {
         let ts: Vec<String> = t.split(',').map(str::to_string).collect();
         let n = ts.len() as i64;
-        sql.push(" AND uuid NOT IN (SELECT instance_uuid FROM compute_instance_tags WHERE ").push_in("tag", ts).push_bind(" GROUP BY instance_uuid HAVING COUNT(*) = ", n).push(")");
+        sql.push(" AND uuid NOT IN (SELECT instance_uuid FROM compute_instance_tags WHERE ")
+            .push_in("tag", ts)
+            .push_bind(" GROUP BY instance_uuid HAVING COUNT(*) = ", n)
+            .push(")");
     }
     if let Some(t) = q.get("not-tags-any") {
-        sql.push(" AND uuid NOT IN (SELECT instance_uuid FROM compute_instance_tags WHERE ").push_in("tag", t.split(',').map(str::to_string).collect::<Vec<_>>()).push(")");
+        sql.push(" AND uuid NOT IN (SELECT instance_uuid FROM compute_instance_tags WHERE ")
+            .push_in("tag", t.split(',').map(str::to_string).collect::<Vec<_>>())
+            .push(")");
     }
     let name_re = q
         .get("name")
-        .map(|n| regex::RegexBuilder::new(n).case_insensitive(false).size_limit(1 << 20).build().map_err(|e| ComputeError::BadRequest(format!("Invalid name filter: {e}"))))
+        .map(|n| {
+            regex::RegexBuilder::new(n)
+                .case_insensitive(false)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| ComputeError::BadRequest(format!("Invalid name filter: {e}")))
+        })
         .transpose()?;
-    let ip_re = q.get("ip").map(|n| regex::Regex::new(n).map_err(|e| ComputeError::BadRequest(format!("Invalid ip filter: {e}")))).transpose()?;
+    let ip_re = q
+        .get("ip")
+        .map(|n| regex::Regex::new(n).map_err(|e| ComputeError::BadRequest(format!("Invalid ip filter: {e}"))))
+        .transpose()?;
     if let Some(m) = &page.marker {
-        let row = Query::new("SELECT * FROM compute_instances WHERE uuid = ").bind(m).fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
+        let row = Query::new("SELECT * FROM compute_instances WHERE uuid = ")
+            .bind(m)
+            .fetch_optional(st.platform.db.reader())
+            .await
+            .map_err(ComputeError::from)?;
         let row = row.ok_or_else(|| ComputeError::BadRequest(format!("marker [{m}] not found")))?;
         let mut vals: Vec<Arg> = page.sort.iter().map(|k| flavors::col_arg(&row, k.column)).collect();
         vals.push(Arg::Text(row.try_get("uuid").map_err(ComputeError::from)?));
@@ -231,11 +277,21 @@ async fn list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs
     Ok(Json(list_impl(&st, &ctx, v, &q, false).await?))
 }
 
-async fn list_detail(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn list_detail(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(list_impl(&st, &ctx, v, &q, true).await?))
 }
 
-async fn show(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:servers:show").await?;
     let base = st.platform.service_url("/compute");
     Ok(Json(json!({"server": view::detail(&i, &base, v, is_admin_view(&st, &ctx))})))
@@ -246,7 +302,15 @@ pub fn sanitize_hostname(name: &str) -> String {
     let mut h: String = name
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else if c == ' ' || c == '_' || c == '.' { '-' } else { '\0' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else if c == ' ' || c == '_' || c == '.' {
+                '-'
+            } else {
+                '\0'
+            }
+        })
         .filter(|c| *c != '\0')
         .collect();
     h.truncate(63);
@@ -262,15 +326,26 @@ fn str_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>> {
     match &v[key] {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.as_str())),
-        other => Err(ComputeError::BadRequest(format!("Invalid input for field/attribute {key}. Value: {other}. is not of type 'string'"))),
+        other => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. is not of type 'string'"
+        ))),
     }
 }
 
 fn count_field(v: &Value, key: &str) -> Result<Option<i64>> {
     match &v[key] {
         Value::Null => Ok(None),
-        Value::Number(n) => n.as_i64().filter(|n| *n >= 1).map(Some).ok_or_else(|| ComputeError::BadRequest(format!("Invalid {key}: must be an integer >= 1"))),
-        Value::String(s) => s.parse::<i64>().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| ComputeError::BadRequest(format!("Invalid {key}: must be an integer >= 1"))),
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| ComputeError::BadRequest(format!("Invalid {key}: must be an integer >= 1"))),
+        Value::String(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| ComputeError::BadRequest(format!("Invalid {key}: must be an integer >= 1"))),
         other => Err(ComputeError::BadRequest(format!("Invalid {key}: {other}"))),
     }
 }
@@ -283,12 +358,19 @@ fn validate_metadata(m: &Value) -> Result<BTreeMap<String, String>> {
         return Err(ComputeError::BadRequest("metadata must be an object".into()));
     };
     if obj.len() > 128 {
-        return Err(ComputeError::QuotaExceeded { resource: "metadata_items".into(), requested: obj.len() as i64, used: 0, allowed: 128 });
+        return Err(ComputeError::QuotaExceeded {
+            resource: "metadata_items".into(),
+            requested: obj.len() as i64,
+            used: 0,
+            allowed: 128,
+        });
     }
     let mut out = BTreeMap::new();
     for (k, v) in obj {
         let Value::String(s) = v else {
-            return Err(ComputeError::BadRequest(format!("Invalid input for field/attribute metadata.{k}: must be a string")));
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute metadata.{k}: must be a string"
+            )));
         };
         if k.is_empty() || k.len() > 255 || s.len() > 255 {
             return Err(ComputeError::BadRequest("Metadata keys and values must be 1-255 characters".into()));
@@ -318,26 +400,52 @@ async fn create(
     rid: Option<Extension<RequestId>>,
     OsJson(body): OsJson<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let s = body.get("server").filter(|s| s.is_object()).ok_or_else(|| ComputeError::BadRequest("Invalid request body: 'server' is required".into()))?;
-    let project = ctx.project_id.clone().ok_or_else(|| ComputeError::Forbidden("A project-scoped token is required to create servers".into()))?;
-    st.policy.enforce("os_compute_api:servers:create", &ctx, &json!({"project_id": project, "user_id": ctx.user_id}))?;
-    let name = str_field(s, "name")?.ok_or_else(|| ComputeError::BadRequest("Invalid input for field/attribute server: 'name' is a required property".into()))?;
+    let s = body
+        .get("server")
+        .filter(|s| s.is_object())
+        .ok_or_else(|| ComputeError::BadRequest("Invalid request body: 'server' is required".into()))?;
+    let project = ctx
+        .project_id
+        .clone()
+        .ok_or_else(|| ComputeError::Forbidden("A project-scoped token is required to create servers".into()))?;
+    st.policy.enforce(
+        "os_compute_api:servers:create",
+        &ctx,
+        &json!({"project_id": project, "user_id": ctx.user_id}),
+    )?;
+    let name = str_field(s, "name")?.ok_or_else(|| {
+        ComputeError::BadRequest("Invalid input for field/attribute server: 'name' is a required property".into())
+    })?;
     if name.trim().is_empty() || name.len() > 255 {
-        return Err(ComputeError::BadRequest("Invalid server name: must be 1-255 characters and not only spaces".into()).into());
+        return Err(ComputeError::BadRequest(
+            "Invalid server name: must be 1-255 characters and not only spaces".into(),
+        )
+        .into());
     }
     let flavor_ref = match &s["flavorRef"] {
         Value::String(f) => f.rsplit('/').next().unwrap_or(f).to_string(),
         Value::Number(n) => n.to_string(),
-        _ => return Err(ComputeError::BadRequest("Invalid input for field/attribute server: 'flavorRef' is a required property".into()).into()),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server: 'flavorRef' is a required property".into(),
+            )
+            .into())
+        }
     };
     let flavor = match flavors::get_flavor(&st.platform.db, &ctx, &flavor_ref).await {
         Ok(f) if !f.disabled => f,
-        Ok(_) | Err(ComputeError::NotFound(_)) => return Err(ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found.")).into()),
+        Ok(_) | Err(ComputeError::NotFound(_)) => {
+            return Err(ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found.")).into())
+        }
         Err(e) => return Err(e.into()),
     };
-    let image_ref = str_field(s, "imageRef")?.map(|i| i.rsplit('/').next().unwrap_or(i).to_string()).unwrap_or_default();
+    let image_ref =
+        str_field(s, "imageRef")?.map(|i| i.rsplit('/').next().unwrap_or(i).to_string()).unwrap_or_default();
     if image_ref.is_empty() {
-        return Err(ComputeError::BadRequest("imageRef is required: booting from volume needs the block storage service, which is not enabled".into()).into());
+        return Err(ComputeError::BadRequest(
+            "imageRef is required: booting from volume needs the block storage service, which is not enabled".into(),
+        )
+        .into());
     }
     let image = st
         .backends
@@ -365,13 +473,18 @@ async fn create(
     let user_data = str_field(s, "user_data")?.map(str::to_string);
     if let Some(u) = &user_data {
         if u.len() > 65535 || base64::engine::general_purpose::STANDARD.decode(u.trim()).is_err() {
-            return Err(ComputeError::BadRequest("User data needs to be valid base 64 of at most 65535 bytes.".into()).into());
+            return Err(
+                ComputeError::BadRequest("User data needs to be valid base 64 of at most 65535 bytes.".into()).into()
+            );
         }
     }
     let metadata = validate_metadata(&s["metadata"])?;
     let networks = match &s["networks"] {
         Value::Null if v.at_least(2, 37) => {
-            return Err(ComputeError::BadRequest("Invalid input for field/attribute server: 'networks' is a required property".into()).into())
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server: 'networks' is a required property".into(),
+            )
+            .into())
         }
         Value::Null => RequestedNetworks::Auto,
         Value::String(n) if n == "auto" => RequestedNetworks::Auto,
@@ -405,7 +518,12 @@ async fn create(
     let tags: Vec<String> = match &s["tags"] {
         Value::Array(a) if v.at_least(2, 52) => a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
         Value::Null => vec![],
-        _ => return Err(ComputeError::BadRequest("tags requires microversion 2.52 and must be a list of strings".into()).into()),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "tags requires microversion 2.52 and must be a list of strings".into(),
+            )
+            .into())
+        }
     };
     let hostname_req = str_field(s, "hostname")?.map(str::to_string);
     if hostname_req.is_some() && !v.at_least(2, 90) {
@@ -416,7 +534,11 @@ async fn create(
         None | Some("") => (None, None),
         Some(z) => match z.split_once(':') {
             Some((zone, host)) => {
-                st.policy.enforce("os_compute_api:servers:create:forced_host", &ctx, &json!({"project_id": project}))?;
+                st.policy.enforce(
+                    "os_compute_api:servers:create:forced_host",
+                    &ctx,
+                    &json!({"project_id": project}),
+                )?;
                 ((!zone.is_empty()).then(|| zone.to_string()), (!host.is_empty()).then(|| host.to_string()))
             }
             None => (Some(z.to_string()), None),
@@ -424,7 +546,9 @@ async fn create(
     };
     if let Some(z) = &az {
         if !crate::hosts::zone_exists(&st, z).await? {
-            return Err(ComputeError::BadRequest(format!("The requested availability zone is not available: {z}")).into());
+            return Err(
+                ComputeError::BadRequest(format!("The requested availability zone is not available: {z}")).into()
+            );
         }
     }
     let min_count = count_field(s, "min_count")?.unwrap_or(1);
@@ -440,7 +564,8 @@ async fn create(
         Value::String(x) => stratus_core::query::parse_bool(x).unwrap_or(false),
         _ => false,
     };
-    let mut hints = body.get("os:scheduler_hints").or(body.get("OS-SCH-HNT:scheduler_hints")).cloned().unwrap_or(json!({}));
+    let mut hints =
+        body.get("os:scheduler_hints").or(body.get("OS-SCH-HNT:scheduler_hints")).cloned().unwrap_or(json!({}));
     if let Some(h) = forced_host {
         hints["force_host"] = json!(h);
     }
@@ -536,7 +661,12 @@ async fn create(
                     } else {
                         ("ram", min_count * one.ram, used.2, limits.2)
                     };
-                    return Err(ComputeError::QuotaExceeded { resource: res.into(), requested: req, used: u, allowed: a });
+                    return Err(ComputeError::QuotaExceeded {
+                        resource: res.into(),
+                        requested: req,
+                        used: u,
+                        allowed: a,
+                    });
                 }
                 let mut out = Vec::new();
                 for i in insts.into_iter().take(n as usize) {
@@ -591,9 +721,18 @@ fn generate_password() -> String {
     (0..12).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
 }
 
-async fn update(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, Path(id): Path<String>, OsJson(body): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+    OsJson(body): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:update").await?;
-    let s = body.get("server").and_then(Value::as_object).ok_or_else(|| ComputeError::BadRequest("Invalid request body: 'server' is required".into()))?;
+    let s = body
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ComputeError::BadRequest("Invalid request body: 'server' is required".into()))?;
     let mut u = Update::new();
     for (k, val) in s {
         match k.as_str() {
@@ -633,7 +772,12 @@ pub fn check_lock(st: &AppState, ctx: &RequestContext, i: &Instance) -> Result<(
     Ok(())
 }
 
-async fn delete(State(st): State<AppState>, ctx: Ctx, rid: Option<Extension<RequestId>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    rid: Option<Extension<RequestId>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:delete").await?;
     check_lock(&st, &ctx, &inst)?;
     if inst.task_state.as_deref() == Some(task::DELETING) {
@@ -663,7 +807,9 @@ async fn delete(State(st): State<AppState>, ctx: Ctx, rid: Option<Extension<Requ
 }
 
 async fn volumes_disabled() -> ApiError {
-    ApiError::not_found("Volume attachments are not available: the block storage (volume) service is not enabled in this cloud yet")
+    ApiError::not_found(
+        "Volume attachments are not available: the block storage (volume) service is not enabled in this cloud yet",
+    )
 }
 
 // --- metadata ---------------------------------------------------------------------
@@ -673,13 +819,23 @@ async fn meta_list(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>)
     Ok(Json(json!({"metadata": i.metadata})))
 }
 
-async fn meta_show(State(st): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn meta_show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:show").await?;
     let v = i.metadata.get(&key).ok_or_else(|| ComputeError::NotFound("Metadata item was not found".into()))?;
     Ok(Json(json!({"meta": {key: v}})))
 }
 
-async fn write_meta(st: &AppState, uuid: &str, set: BTreeMap<String, String>, replace: bool, remove: Option<String>) -> Result<BTreeMap<String, String>> {
+async fn write_meta(
+    st: &AppState,
+    uuid: &str,
+    set: BTreeMap<String, String>,
+    replace: bool,
+    remove: Option<String>,
+) -> Result<BTreeMap<String, String>> {
     let u = uuid.to_string();
     st.platform
         .db
@@ -687,23 +843,48 @@ async fn write_meta(st: &AppState, uuid: &str, set: BTreeMap<String, String>, re
             let (u, set, remove) = (u.clone(), set.clone(), remove.clone());
             Box::pin(async move {
                 if replace {
-                    Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ").bind(&u).execute(&mut **tx).await?;
+                    Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .execute(&mut **tx)
+                        .await?;
                 }
                 if let Some(k) = remove {
-                    let n = Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ").bind(&u).push_bind(" AND meta_key = ", &k).execute(&mut **tx).await?;
+                    let n = Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .push_bind(" AND meta_key = ", &k)
+                        .execute(&mut **tx)
+                        .await?;
                     if n == 0 {
                         return Err(ComputeError::NotFound("Metadata item was not found".into()));
                     }
                 }
                 for (k, v) in &set {
-                    Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ").bind(&u).push_bind(" AND meta_key = ", k).execute(&mut **tx).await?;
-                    let mut q = Query::new("INSERT INTO compute_instance_metadata (instance_uuid, meta_key, meta_value) VALUES (");
+                    Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .push_bind(" AND meta_key = ", k)
+                        .execute(&mut **tx)
+                        .await?;
+                    let mut q = Query::new(
+                        "INSERT INTO compute_instance_metadata (instance_uuid, meta_key, meta_value) VALUES (",
+                    );
                     q.bind(&u).push(", ").bind(k).push(", ").bind(v).push(")");
                     q.execute(&mut **tx).await?;
                 }
-                let count: i64 = Query::new("SELECT COUNT(*) AS n FROM compute_instance_metadata WHERE instance_uuid = ").bind(&u).fetch_optional(&mut **tx).await?.map(|r| r.try_get("n")).transpose()?.unwrap_or(0);
+                let count: i64 =
+                    Query::new("SELECT COUNT(*) AS n FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.try_get("n"))
+                        .transpose()?
+                        .unwrap_or(0);
                 if count > 128 {
-                    return Err(ComputeError::QuotaExceeded { resource: "metadata_items".into(), requested: count, used: 0, allowed: 128 });
+                    return Err(ComputeError::QuotaExceeded {
+                        resource: "metadata_items".into(),
+                        requested: count,
+                        used: 0,
+                        allowed: 128,
+                    });
                 }
                 Ok(())
             })
@@ -712,21 +893,38 @@ async fn write_meta(st: &AppState, uuid: &str, set: BTreeMap<String, String>, re
     Ok(store::must_load(&st.platform.db, uuid).await?.metadata)
 }
 
-async fn meta_merge(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn meta_merge(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:create").await?;
     check_lock(&st, &ctx, &i)?;
-    let m = validate_metadata(b.get("metadata").ok_or_else(|| ComputeError::BadRequest("'metadata' is required".into()))?)?;
+    let m =
+        validate_metadata(b.get("metadata").ok_or_else(|| ComputeError::BadRequest("'metadata' is required".into()))?)?;
     Ok(Json(json!({"metadata": write_meta(&st, &id, m, false, None).await?})))
 }
 
-async fn meta_replace(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn meta_replace(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:update_all").await?;
     check_lock(&st, &ctx, &i)?;
-    let m = validate_metadata(b.get("metadata").ok_or_else(|| ComputeError::BadRequest("'metadata' is required".into()))?)?;
+    let m =
+        validate_metadata(b.get("metadata").ok_or_else(|| ComputeError::BadRequest("'metadata' is required".into()))?)?;
     Ok(Json(json!({"metadata": write_meta(&st, &id, m, true, None).await?})))
 }
 
-async fn meta_put(State(st): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>, OsJson(b): OsJson<Value>) -> Result<Json<Value>, ApiError> {
+async fn meta_put(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:update").await?;
     check_lock(&st, &ctx, &i)?;
     let m = validate_metadata(b.get("meta").ok_or_else(|| ComputeError::BadRequest("'meta' is required".into()))?)?;
@@ -737,7 +935,11 @@ async fn meta_put(State(st): State<AppState>, ctx: Ctx, Path((id, key)): Path<(S
     Ok(Json(json!({"meta": m})))
 }
 
-async fn meta_delete(State(st): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn meta_delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:delete").await?;
     check_lock(&st, &ctx, &i)?;
     write_meta(&st, &id, BTreeMap::new(), false, Some(key)).await?;

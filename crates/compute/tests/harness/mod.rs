@@ -117,7 +117,12 @@ impl Cloud {
     }
 
     pub async fn add_agent(&mut self, host: &str, d: FakeDriver) {
-        let cfg = AgentConfig { host: host.into(), heartbeat_interval_secs: 1, sync_interval_secs: 3600, ..Default::default() };
+        let cfg = AgentConfig {
+            host: host.into(),
+            heartbeat_interval_secs: 1,
+            sync_interval_secs: 3600,
+            ..Default::default()
+        };
         let h = Agent::start(cfg, self.platform.bus.clone(), Arc::new(d.clone())).await.unwrap();
         self.agents.push((host.into(), d, Some(h)));
     }
