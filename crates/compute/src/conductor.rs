@@ -41,6 +41,20 @@ pub struct Conductor {
     backends: Backends,
     scheduler: Scheduler,
     consoles: Mutex<HashMap<String, (String, VncConsole)>>,
+    /// Builds with a pass running in this process (a second trigger waits for none).
+    building: Mutex<std::collections::HashSet<String>>,
+    /// Bounds concurrent build passes: a burst of boots queues here instead of piling
+    /// up on the database's single writer.
+    build_slots: tokio::sync::Semaphore,
+}
+
+/// Removes a uuid from [`Conductor::building`] when a build pass ends, however it ends.
+struct BuildPass<'a>(&'a Conductor, String);
+
+impl Drop for BuildPass<'_> {
+    fn drop(&mut self) {
+        self.0.building.lock().remove(&self.1);
+    }
 }
 
 /// The event name Nova records for each agent operation.
@@ -79,7 +93,16 @@ impl Conductor {
     /// A conductor.
     pub fn new(platform: Platform, cfg: ComputeConfig, backends: Backends) -> Self {
         let scheduler = Scheduler::new(platform.clone(), cfg.clone(), backends.placement.clone());
-        Conductor { platform, cfg, backends, scheduler, consoles: Mutex::default() }
+        let cfg_slots = cfg.max_concurrent_builds.max(1);
+        Conductor {
+            platform,
+            cfg,
+            backends,
+            scheduler,
+            consoles: Mutex::default(),
+            building: Mutex::default(),
+            build_slots: tokio::sync::Semaphore::new(cfg_slots),
+        }
     }
 
     fn rpc_timeout(&self) -> Duration {
@@ -96,12 +119,11 @@ impl Conductor {
                 tokio::spawn(async move { me.handle(d).await });
             }
         });
+        // The interrupted servers are listed now, before the API serves anything new, so
+        // recovery never races a request made after this start.
+        let interrupted = self.interrupted().await?;
         let me = self.clone();
-        let recover = tokio::spawn(async move {
-            if let Err(e) = me.recover().await {
-                tracing::error!(error = %e, "crash recovery failed");
-            }
-        });
+        let recover = tokio::spawn(async move { me.recover(interrupted).await });
         Ok(vec![serve, recover])
     }
 
@@ -334,6 +356,14 @@ impl Conductor {
         tokio::spawn(async move {
             if let Err(e) = self.build(&uuid, &request_id).await {
                 tracing::error!(instance = %uuid, error = %e, "build step failed");
+                // A build that ends in ERROR holds nothing: no claim, no host.
+                let _ = self.backends.placement.release(&uuid).await;
+                let _ = Update::new()
+                    .set("host", Option::<String>::None)
+                    .set("node", Option::<String>::None)
+                    .expect_vm(&[vm::BUILDING])
+                    .apply(&self.platform.db, &uuid)
+                    .await;
                 let _ = self.fail(&uuid, &request_id, "spawn", 500, "Build failed unexpectedly", &e.to_string()).await;
             }
         });
@@ -361,6 +391,12 @@ impl Conductor {
 
     /// One pass of the build saga, from wherever the row says it is.
     pub async fn build(&self, uuid: &str, rid: &str) -> Result<()> {
+        if !self.building.lock().insert(uuid.to_string()) {
+            return Ok(());
+        }
+        let _pass = BuildPass(self, uuid.to_string());
+        let _slot =
+            self.build_slots.acquire().await.map_err(|_| ComputeError::Unavailable("conductor is stopping".into()))?;
         let db = &self.platform.db;
         let Some(inst) = store::load(db, uuid).await? else {
             // Deleted before we started: make sure nothing stays claimed.
@@ -371,28 +407,62 @@ impl Conductor {
             return Ok(());
         }
         let mut inst = inst;
+        let mut spawn_event_started = false;
         if inst.host.is_none() {
-            events::start_event(db, uuid, rid, "conductor_schedule_and_build_instances", None).await?;
             // A claim made before a crash, whose host was never recorded, is dropped first.
             self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
             match self.scheduler.select_and_claim(&inst).await {
                 Ok((host, node)) => {
                     let az = self.host_az(&host).await?;
-                    let ok = Update::new()
+                    let req: RequestedNetworks =
+                        serde_json::from_value(inst.requested_networks.clone()).unwrap_or(RequestedNetworks::Auto);
+                    // Without ports to make, the build goes straight to spawning; host,
+                    // task and both events are recorded in one transaction.
+                    let next = if req == RequestedNetworks::None { task::SPAWNING } else { task::NETWORKING };
+                    let u = Update::new()
                         .set("host", host.clone())
                         .set("node", node)
                         .set("availability_zone", az)
-                        .set("task_state", task::NETWORKING)
+                        .set("task_state", next)
                         .expect_task(Some(task::SCHEDULING))
-                        .expect_host(None)
-                        .apply(db, uuid)
+                        .expect_host(None);
+                    let (u2, uuid2, rid2, host2) = (u.clone(), uuid.to_string(), rid.to_string(), host.clone());
+                    let ok = db
+                        .transaction(|tx| {
+                            let (u, uuid, rid, host) = (u2.clone(), uuid2.clone(), rid2.clone(), host2.clone());
+                            Box::pin(async move {
+                                if !u.apply_tx(tx, &uuid).await? {
+                                    return Ok(false);
+                                }
+                                events::finish_event_tx(
+                                    tx,
+                                    &uuid,
+                                    &rid,
+                                    "conductor_schedule_and_build_instances",
+                                    None,
+                                    false,
+                                )
+                                .await?;
+                                if next == task::SPAWNING {
+                                    events::start_event_tx(
+                                        tx,
+                                        &uuid,
+                                        &rid,
+                                        "compute_build_and_run_instance",
+                                        Some(&host),
+                                    )
+                                    .await?;
+                                }
+                                Ok::<_, ComputeError>(true)
+                            })
+                        })
                         .await?;
                     if !ok {
                         // Deleted (or reset) while we were choosing: give the room back.
                         let _ = self.backends.placement.release(uuid).await;
                         return Ok(());
                     }
-                    events::finish_event(db, uuid, rid, "conductor_schedule_and_build_instances", None, false).await?;
+                    spawn_event_started = next == task::SPAWNING;
                 }
                 Err(nvh) => {
                     tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
@@ -448,7 +518,9 @@ impl Conductor {
             inst = store::must_load(db, uuid).await?;
         }
         if inst.task_state.as_deref() == Some(task::SPAWNING) {
-            events::start_event(db, uuid, rid, "compute_build_and_run_instance", Some(&host)).await?;
+            if !spawn_event_started {
+                events::start_event(db, uuid, rid, "compute_build_and_run_instance", Some(&host)).await?;
+            }
             let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Spawn };
             // An agent that is restarting comes back within seconds; only a host that
             // stays unreachable makes us reschedule.
@@ -466,6 +538,8 @@ impl Conductor {
                 }
             }
             if let Some(e) = last {
+                drop(_slot);
+                drop(_pass);
                 return self.clone_reschedule(&inst, rid, &format!("host {host} is unreachable: {e}")).await;
             }
         }
@@ -566,19 +640,25 @@ impl Conductor {
                 if let Some(err) = error {
                     return self.clone_reschedule(&inst, rid, err).await;
                 }
-                let ok = Update::new()
+                let u = Update::new()
                     .set("vm_state", vm::ACTIVE)
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .set("launched_at", stratus_core::time::now())
                     .set("progress", 100i64)
                     .expect_task(Some(task::SPAWNING))
-                    .expect_host(Some(host))
-                    .apply(db, uuid)
-                    .await?;
-                if ok {
-                    events::finish_event(db, uuid, rid, &ev, None, true).await?;
-                }
+                    .expect_host(Some(host));
+                let (uuid2, rid2, ev2) = (uuid.to_string(), rid.to_string(), ev.clone());
+                db.transaction(|tx| {
+                    let (u, uuid, rid, ev) = (u.clone(), uuid2.clone(), rid2.clone(), ev2.clone());
+                    Box::pin(async move {
+                        if u.apply_tx(tx, &uuid).await? {
+                            events::finish_event_tx(tx, &uuid, &rid, &ev, None, true).await?;
+                        }
+                        Ok::<_, ComputeError>(())
+                    })
+                })
+                .await?;
                 Ok(())
             }
             "destroy" => {
@@ -698,28 +778,36 @@ impl Conductor {
 
     // --- crash recovery -------------------------------------------------------------------
 
-    /// Resumes or settles every server a crash left mid-operation:
-    /// - builds resume from the recorded step (re-spawning is idempotent on the agent);
-    /// - deletes are re-run;
-    /// - other tasks are settled from the state the host reports (or ERROR if it cannot).
-    pub async fn recover(self: &Arc<Self>) -> Result<()> {
-        let rows = Query::new("SELECT uuid, vm_state, task_state, host FROM compute_instances WHERE deleted = ")
+    /// Servers a crash left mid-operation (listed before the API serves new requests).
+    async fn interrupted(&self) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+        let rows = Query::new("SELECT uuid, task_state, host FROM compute_instances WHERE deleted = ")
             .bind(false)
             .push(" AND (task_state IS NOT NULL OR vm_state = ")
             .bind(vm::BUILDING)
             .push(")")
             .fetch_all(self.platform.db.reader())
             .await?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(count = rows.len(), "recovering servers interrupted by a restart");
+        let mut out = vec![];
         for r in rows {
-            let uuid: String = r.try_get("uuid")?;
-            let task: Option<String> = r.try_get("task_state")?;
-            let host: Option<String> = r.try_get("host")?;
-            let rid =
-                self.open_request_id(&uuid).await?.unwrap_or_else(|| format!("req-recover-{}", uuid::Uuid::new_v4()));
+            out.push((r.try_get("uuid")?, r.try_get("task_state")?, r.try_get("host")?));
+        }
+        Ok(out)
+    }
+
+    /// Resumes or settles every interrupted server:
+    /// - builds resume from the recorded step (re-spawning is idempotent on the agent);
+    /// - deletes are re-run;
+    /// - other tasks are settled from the state the host reports (or ERROR if it cannot).
+    pub async fn recover(self: &Arc<Self>, interrupted: Vec<(String, Option<String>, Option<String>)>) {
+        if interrupted.is_empty() {
+            return;
+        }
+        tracing::warn!(count = interrupted.len(), "recovering servers interrupted by a restart");
+        for (uuid, task, host) in interrupted {
+            let rid = match self.open_request_id(&uuid).await {
+                Ok(Some(r)) => r,
+                _ => format!("req-recover-{}", uuid::Uuid::new_v4()),
+            };
             let me = self.clone();
             tokio::spawn(async move {
                 let r = match task.as_deref() {
@@ -735,7 +823,6 @@ impl Conductor {
                 }
             });
         }
-        Ok(())
     }
 
     async fn open_request_id(&self, uuid: &str) -> Result<Option<String>> {

@@ -39,8 +39,14 @@ pub use error::ComputeError;
 pub use versions::MICROVERSIONS;
 
 /// Embedded migrations.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "instance_resources",
+        sql: include_str!("../migrations/0002_instance_resources.sql"),
+    },
+];
 
 /// `[compute]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +74,10 @@ pub struct ComputeConfig {
     pub cpu_weight_multiplier: f64,
     /// Weight of free disk (default 1.0).
     pub disk_weight_multiplier: f64,
+    /// Build passes the conductor runs at once (default 64); more wait their turn.
+    pub max_concurrent_builds: usize,
+    /// Most servers per host (Nova's NumInstancesFilter; default 50).
+    pub max_instances_per_host: i64,
     /// Allocation candidates asked from placement per request (default 1000).
     pub max_placement_results: usize,
     /// Default availability zone of compute hosts (default `nova`).
@@ -90,6 +100,8 @@ impl Default for ComputeConfig {
             ram_weight_multiplier: 1.0,
             cpu_weight_multiplier: 1.0,
             disk_weight_multiplier: 1.0,
+            max_concurrent_builds: 64,
+            max_instances_per_host: 50,
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
             rpc_timeout_secs: 30,

@@ -228,7 +228,7 @@ impl Scheduler {
                 (
                     "NumInstancesFilter",
                     Box::new({
-                        let max = 50i64.max(self.cfg.max_placement_results as i64 / 10);
+                        let max = self.cfg.max_instances_per_host;
                         move |h: &HostState| h.num_instances < max
                     }),
                 ),

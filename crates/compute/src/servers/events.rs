@@ -42,44 +42,95 @@ pub async fn start_action(
     Ok(())
 }
 
-async fn action_id(db: &Db, uuid: &str, request_id: &str) -> Result<Option<String>> {
+async fn action_id(tx: &mut Tx, uuid: &str, request_id: &str) -> Result<Option<String>> {
     let r = Query::new("SELECT id FROM compute_instance_actions WHERE instance_uuid = ")
         .bind(uuid)
         .push_bind(" AND request_id = ", request_id)
-        .fetch_optional(db.reader())
+        .fetch_optional(&mut **tx)
         .await?;
     Ok(r.map(|r| r.try_get("id")).transpose()?)
 }
 
-/// Records the start of `event` of the action `request_id` (no-op if there is no action).
-pub async fn start_event(db: &Db, uuid: &str, request_id: &str, event: &str, host: Option<&str>) -> Result<()> {
-    let Some(aid) = action_id(db, uuid, request_id).await? else { return Ok(()) };
-    let (event, host) = (event.to_string(), host.map(str::to_string));
-    db.transaction(|tx| {
-        let (aid, event, host) = (aid.clone(), event.clone(), host.clone());
-        Box::pin(async move {
-            let open = Query::new("SELECT 1 FROM compute_instance_action_events WHERE action_id = ")
-                .bind(&aid)
-                .push_bind(" AND event = ", &event)
-                .push(" AND finish_time IS NULL")
-                .fetch_optional(&mut **tx)
-                .await?;
-            if open.is_none() {
-                let mut q = Query::new(
-                    "INSERT INTO compute_instance_action_events (id, action_id, event, start_time, host) VALUES (",
-                );
-                q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(&aid).push(", ").bind(&event).push(", ");
-                q.bind(stratus_core::time::now()).push(", ").bind(host).push(")");
-                q.execute(&mut **tx).await?;
-            }
-            Ok::<_, stratus_db::DbError>(())
-        })
-    })
-    .await?;
+/// Records the start of `event` of the action `request_id`, inside `tx` (no-op if
+/// there is no such action or the event is already open).
+pub async fn start_event_tx(tx: &mut Tx, uuid: &str, request_id: &str, event: &str, host: Option<&str>) -> Result<()> {
+    let Some(aid) = action_id(tx, uuid, request_id).await? else { return Ok(()) };
+    let open = Query::new("SELECT 1 FROM compute_instance_action_events WHERE action_id = ")
+        .bind(&aid)
+        .push_bind(" AND event = ", event)
+        .push(" AND finish_time IS NULL")
+        .fetch_optional(&mut **tx)
+        .await?;
+    if open.is_none() {
+        let mut q =
+            Query::new("INSERT INTO compute_instance_action_events (id, action_id, event, start_time, host) VALUES (");
+        q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(&aid).push(", ").bind(event).push(", ");
+        q.bind(stratus_core::time::now()).push(", ").bind(host.map(str::to_string)).push(")");
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-/// Finishes `event` (and the action, when `finish_action`) with `error` or success.
+/// Finishes `event` (and the action, when `finish_action`) with `error` or success,
+/// inside `tx`.
+pub async fn finish_event_tx(
+    tx: &mut Tx,
+    uuid: &str,
+    request_id: &str,
+    event: &str,
+    error: Option<&str>,
+    finish_action: bool,
+) -> Result<()> {
+    let Some(aid) = action_id(tx, uuid, request_id).await? else { return Ok(()) };
+    let now = stratus_core::time::now();
+    let result = if error.is_some() { "Error" } else { "Success" };
+    let n = Query::new("UPDATE compute_instance_action_events SET finish_time = ")
+        .bind(&now)
+        .push_bind(", result = ", result)
+        .push_bind(", details = ", error.map(str::to_string))
+        .push_bind(" WHERE action_id = ", &aid)
+        .push_bind(" AND event = ", event)
+        .push(" AND finish_time IS NULL")
+        .execute(&mut **tx)
+        .await?;
+    if n == 0 {
+        let mut q = Query::new(
+            "INSERT INTO compute_instance_action_events (id, action_id, event, start_time, finish_time, result, details) VALUES (",
+        );
+        q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(&aid).push(", ").bind(event).push(", ");
+        q.bind(&now).push(", ").bind(&now).push(", ").bind(result).push(", ").bind(error.map(str::to_string)).push(")");
+        q.execute(&mut **tx).await?;
+    }
+    if error.is_some() {
+        Query::new("UPDATE compute_instance_actions SET message = ")
+            .bind("Error")
+            .push_bind(", updated_at = ", &now)
+            .push_bind(" WHERE id = ", &aid)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if finish_action {
+        Query::new("UPDATE compute_instance_actions SET finish_time = ")
+            .bind(&now)
+            .push_bind(", updated_at = ", &now)
+            .push_bind(" WHERE id = ", &aid)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// [`start_event_tx`] in its own transaction.
+pub async fn start_event(db: &Db, uuid: &str, request_id: &str, event: &str, host: Option<&str>) -> Result<()> {
+    let (u, r, e, h) = (uuid.to_string(), request_id.to_string(), event.to_string(), host.map(str::to_string));
+    db.transaction(|tx| {
+        let (u, r, e, h) = (u.clone(), r.clone(), e.clone(), h.clone());
+        Box::pin(async move { start_event_tx(tx, &u, &r, &e, h.as_deref()).await })
+    })
+    .await
+}
+
+/// [`finish_event_tx`] in its own transaction.
 pub async fn finish_event(
     db: &Db,
     uuid: &str,
@@ -88,39 +139,12 @@ pub async fn finish_event(
     error: Option<&str>,
     finish_action: bool,
 ) -> Result<()> {
-    let Some(aid) = action_id(db, uuid, request_id).await? else { return Ok(()) };
-    let (event, error) = (event.to_string(), error.map(str::to_string));
+    let (u, r, e, err) = (uuid.to_string(), request_id.to_string(), event.to_string(), error.map(str::to_string));
     db.transaction(|tx| {
-        let (aid, event, error) = (aid.clone(), event.clone(), error.clone());
-        Box::pin(async move {
-            let now = stratus_core::time::now();
-            let result = if error.is_some() { "Error" } else { "Success" };
-            let n = Query::new("UPDATE compute_instance_action_events SET finish_time = ")
-                .bind(&now)
-                .push_bind(", result = ", result)
-                .push_bind(", details = ", error.clone())
-                .push_bind(" WHERE action_id = ", &aid)
-                .push_bind(" AND event = ", &event)
-                .push(" AND finish_time IS NULL")
-                .execute(&mut **tx)
-                .await?;
-            if n == 0 {
-                let mut q = Query::new("INSERT INTO compute_instance_action_events (id, action_id, event, start_time, finish_time, result, details) VALUES (");
-                q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(&aid).push(", ").bind(&event).push(", ");
-                q.bind(&now).push(", ").bind(&now).push(", ").bind(result).push(", ").bind(error.clone()).push(")");
-                q.execute(&mut **tx).await?;
-            }
-            if error.is_some() {
-                Query::new("UPDATE compute_instance_actions SET message = ").bind("Error").push_bind(", updated_at = ", &now).push_bind(" WHERE id = ", &aid).execute(&mut **tx).await?;
-            }
-            if finish_action {
-                Query::new("UPDATE compute_instance_actions SET finish_time = ").bind(&now).push_bind(", updated_at = ", &now).push_bind(" WHERE id = ", &aid).execute(&mut **tx).await?;
-            }
-            Ok::<_, stratus_db::DbError>(())
-        })
+        let (u, r, e, err) = (u.clone(), r.clone(), e.clone(), err.clone());
+        Box::pin(async move { finish_event_tx(tx, &u, &r, &e, err.as_deref(), finish_action).await })
     })
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Routes.

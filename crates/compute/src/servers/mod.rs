@@ -698,20 +698,18 @@ async fn create(
 
 /// (instances, cores, ram) used by a project's live servers.
 pub async fn used_counts(tx: &mut stratus_db::Tx, project: &str) -> Result<(i64, i64, i64)> {
-    let rows = Query::new("SELECT flavor_json FROM compute_instances WHERE deleted = ")
-        .bind(false)
-        .push_bind(" AND project_id = ", project)
-        .fetch_all(&mut **tx)
-        .await?;
-    let (mut n, mut c, mut r) = (0, 0, 0);
-    for row in rows {
-        let f: String = row.try_get("flavor_json")?;
-        let f: Value = serde_json::from_str(&f).unwrap_or(Value::Null);
-        n += 1;
-        c += f["vcpus"].as_i64().unwrap_or(0);
-        r += f["ram"].as_i64().unwrap_or(0);
+    let row = Query::new(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS c, \
+         CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS r FROM compute_instances WHERE deleted = ",
+    )
+    .bind(false)
+    .push_bind(" AND project_id = ", project)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(r) => Ok((r.try_get("n")?, r.try_get("c")?, r.try_get("r")?)),
+        None => Ok((0, 0, 0)),
     }
-    Ok((n, c, r))
 }
 
 fn generate_password() -> String {

@@ -193,7 +193,7 @@ pub async fn insert(tx: &mut Tx, i: &Instance) -> Result<()> {
         "INSERT INTO compute_instances (uuid, name, description, hostname, project_id, user_id, flavor_id, flavor_json, \
          image_ref, image_json, key_name, key_data, user_data, availability_zone, requested_az, vm_state, task_state, \
          power_state, config_drive, access_ipv4, access_ipv6, reservation_id, launch_index, security_groups_json, \
-         requested_networks_json, scheduler_hints_json, admin_pass, created_at, updated_at) VALUES (",
+         requested_networks_json, scheduler_hints_json, admin_pass, created_at, updated_at, vcpus, memory_mb) VALUES (",
     );
     let vals: Vec<Arg> = vec![
         i.uuid.clone().into(),
@@ -225,6 +225,8 @@ pub async fn insert(tx: &mut Tx, i: &Instance) -> Result<()> {
         i.admin_pass.clone().into(),
         i.created_at.clone().into(),
         i.updated_at.clone().into(),
+        i.flavor.vcpus.into(),
+        i.flavor.ram.into(),
     ];
     for (n, v) in vals.into_iter().enumerate() {
         if n > 0 {
