@@ -268,6 +268,8 @@ impl PlacementApi for RestPlacement {
 struct MemState {
     providers: BTreeMap<String, BTreeMap<String, Inventory>>,
     consumers: HashMap<String, (Allocations, String)>,
+    /// Usage per provider, kept in step with `consumers`.
+    usage: HashMap<String, Resources>,
 }
 
 /// Placement's contract in memory (tests and benchmarks without the placement service).
@@ -278,15 +280,16 @@ pub struct MemoryPlacement {
 
 impl MemoryPlacement {
     fn used(st: &MemState, rp: &str) -> Resources {
-        let mut u = Resources::new();
-        for (a, _) in st.consumers.values() {
-            if let Some(r) = a.get(rp) {
-                for (rc, n) in r {
-                    *u.entry(rc.clone()).or_default() += n;
-                }
+        st.usage.get(rp).cloned().unwrap_or_default()
+    }
+
+    fn account(st: &mut MemState, alloc: &Allocations, sign: i64) {
+        for (rp, res) in alloc {
+            let u = st.usage.entry(rp.clone()).or_default();
+            for (rc, n) in res {
+                *u.entry(rc.clone()).or_default() += sign * n;
             }
         }
-        u
     }
 
     fn capacity(inv: &Inventory) -> i64 {
@@ -377,12 +380,16 @@ impl PlacementApi for MemoryPlacement {
                 }
             }
         }
+        Self::account(&mut st, alloc, 1);
         st.consumers.insert(consumer.to_string(), (alloc.clone(), project.to_string()));
         Ok(true)
     }
 
     async fn release(&self, consumer: &str) -> Result<(), PlacementError> {
-        self.st.lock().consumers.remove(consumer);
+        let mut st = self.st.lock();
+        if let Some((a, _)) = st.consumers.remove(consumer) {
+            Self::account(&mut st, &a, -1);
+        }
         Ok(())
     }
 
