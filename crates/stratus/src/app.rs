@@ -52,7 +52,7 @@ pub struct CloudHandle {
 
 impl Cloud {
     /// Binds the listener, migrates and bootstraps every service, and starts serving.
-    pub async fn start(config: Config, _opts: StartOptions) -> anyhow::Result<CloudHandle> {
+    pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<CloudHandle> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let listener = TcpListener::bind(&config.server.listen)
@@ -72,7 +72,12 @@ impl Cloud {
             region: config.region.clone(),
         };
 
-        let identity = stratus_identity::IdentityService::start(platform.clone(), config.identity.clone()).await?;
+        let identity = stratus_identity::IdentityService::start(
+            platform.clone(),
+            config.identity.clone(),
+            opts.admin_password.clone(),
+        )
+        .await?;
         let auth = AuthState { validator: identity.validator(), identity_uri: platform.service_url("/identity") };
         let image = stratus_image::ImageService::start(platform.clone(), auth.clone(), config.image.clone()).await?;
         let placement =

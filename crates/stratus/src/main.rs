@@ -46,6 +46,23 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Identity administration (keystone-manage's jobs).
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdentityCommand {
+    /// Rotate the Fernet token keys (keystone-manage fernet_rotate): the staged key
+    /// becomes primary, a new staged key is made, the oldest beyond max_active_keys is
+    /// removed. Running servers pick the new keys up within `identity.refresh_secs`.
+    RotateKeys {
+        /// Data directory holding `identity/fernet-keys`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +84,17 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", config.show()?);
+            Ok(())
+        }
+        Command::Identity { command: IdentityCommand::RotateKeys { data_dir } } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let primary = stratus_identity::rotate_keys(&config.data_dir, &config.identity)?;
+            println!(
+                "Rotated Fernet keys in {}: key {primary} is now primary",
+                stratus_identity::key_dir(&config.data_dir).display()
+            );
             Ok(())
         }
         Command::Up { data_dir, listen, admin_password } => {

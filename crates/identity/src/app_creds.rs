@@ -1,0 +1,230 @@
+//! `/v3/users/{user_id}/application_credentials`: delegated, project-bound credentials
+//! whose secret is shown once (only its hash is stored).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use rand::RngCore;
+use serde_json::{json, Value};
+use stratus_auth::Ctx;
+use stratus_core::{ApiError, OsJson, QueryPairs};
+use stratus_db::sqlx::any::AnyRow;
+use stratus_db::sqlx::Row;
+use stratus_db::Query;
+
+use crate::error::{IdentityError, Result};
+use crate::model::new_id;
+use crate::password;
+use crate::revocation::Event;
+use crate::state::{body_object, list_links, opt_bool, opt_str, req_name, Identity};
+
+/// Routes.
+pub fn routes() -> Router<Arc<Identity>> {
+    Router::new()
+        .route("/v3/users/{user_id}/application_credentials", get(list).post(create))
+        .route("/v3/users/{user_id}/application_credentials/{app_cred_id}", get(show).delete(delete))
+}
+
+const COLS: &str = "id, user_id, name, description, project_id, expires_at, unrestricted, roles";
+
+async fn to_json(id: &Identity, r: &AnyRow) -> Result<Value> {
+    let ac_id: String = r.try_get("id")?;
+    let user_id: String = r.try_get("user_id")?;
+    let role_ids: Vec<String> = serde_json::from_str(&r.try_get::<String, _>("roles")?).unwrap_or_default();
+    let mut roles = Vec::new();
+    for rid in role_ids {
+        if let Some(role) = id.get_role(&rid).await? {
+            roles.push(json!({"id": role.id, "name": role.name, "domain_id": role.domain_id}));
+        }
+    }
+    let expires: Option<String> = r.try_get("expires_at")?;
+    let description: String = r.try_get("description")?;
+    Ok(json!({
+        "id": ac_id, "name": r.try_get::<String, _>("name")?,
+        "description": if description.is_empty() { Value::Null } else { json!(description) },
+        "project_id": r.try_get::<String, _>("project_id")?, "user_id": user_id,
+        "expires_at": expires.as_deref().map(stratus_core::time::micros_z),
+        "unrestricted": stratus_db::flag(r, "unrestricted"), "roles": roles, "access_rules": [],
+        "links": {"self": format!("{}/v3/users/{user_id}/application_credentials/{ac_id}", id.base)}
+    }))
+}
+
+fn target(user_id: &str) -> Value {
+    json!({"user_id": user_id, "target": {"user": {"id": user_id}}})
+}
+
+async fn fetch(id: &Identity, user_id: &str, ac_id: &str) -> Result<AnyRow> {
+    let sql = format!("SELECT {COLS} FROM identity_app_creds WHERE id = $1 AND user_id = $2");
+    stratus_db::sqlx::query(&sql)
+        .bind(ac_id)
+        .bind(user_id)
+        .fetch_optional(id.platform.db.reader())
+        .await?
+        .ok_or_else(|| IdentityError::not_found("application credential", ac_id))
+}
+
+async fn list(
+    State(id): State<Arc<Identity>>,
+    ctx: Ctx,
+    Path(user_id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    id.policy.enforce("identity:list_application_credentials", &ctx, &target(&user_id))?;
+    let mut sql = Query::new(format!("SELECT {COLS} FROM identity_app_creds WHERE user_id = "));
+    sql.bind(&user_id);
+    if let Some(n) = q.get("name") {
+        sql.push_bind(" AND name = ", n);
+    }
+    sql.push(" ORDER BY name, id");
+    let rows = sql.fetch_all(id.platform.db.reader()).await.map_err(IdentityError::from)?;
+    let mut out = Vec::new();
+    for r in &rows {
+        out.push(to_json(&id, r).await?);
+    }
+    Ok(Json(
+        json!({"application_credentials": out, "links": list_links(&id.base, &format!("users/{user_id}/application_credentials"))}),
+    ))
+}
+
+async fn show(
+    State(id): State<Arc<Identity>>,
+    ctx: Ctx,
+    Path((user_id, ac_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    id.policy.enforce("identity:get_application_credential", &ctx, &target(&user_id))?;
+    let r = fetch(&id, &user_id, &ac_id).await?;
+    Ok(Json(json!({"application_credential": to_json(&id, &r).await?})))
+}
+
+async fn create(
+    State(id): State<Arc<Identity>>,
+    ctx: Ctx,
+    Path(user_id): Path<String>,
+    OsJson(body): OsJson<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    id.policy.enforce("identity:create_application_credential", &ctx, &target(&user_id))?;
+    if let Some(ac) = &ctx.application_credential_id {
+        let r = stratus_db::sqlx::query("SELECT unrestricted FROM identity_app_creds WHERE id = $1")
+            .bind(ac)
+            .fetch_optional(id.platform.db.reader())
+            .await
+            .map_err(IdentityError::from)?;
+        let unrestricted = match r {
+            Some(r) => stratus_db::flag(&r, "unrestricted"),
+            None => false,
+        };
+        if !unrestricted {
+            return Err(IdentityError::Forbidden(
+                "A restricted application credential cannot create application credentials.".into(),
+            )
+            .into());
+        }
+    }
+    let project_id = ctx
+        .project_id
+        .clone()
+        .ok_or_else(|| IdentityError::Forbidden("Application credentials need a project-scoped token.".into()))?;
+    let b = body_object(&body, "application_credential")?;
+    let name = req_name(b, "name")?;
+    let mut c = Query::new("SELECT id FROM identity_app_creds WHERE user_id = ");
+    c.bind(&user_id).push_bind(" AND name = ", &name);
+    if c.fetch_optional(id.platform.db.reader()).await.map_err(IdentityError::from)?.is_some() {
+        return Err(IdentityError::Conflict(format!(
+            "Conflict occurred attempting to store application_credential - Duplicate entry found with name {name}."
+        ))
+        .into());
+    }
+    // Roles: a subset of the caller's roles on the project (default: all of them).
+    let token_roles: Vec<(String, String)> = ctx.role_ids.iter().cloned().zip(ctx.roles.iter().cloned()).collect();
+    let roles: Vec<String> = match b.get("roles") {
+        None | Some(Value::Null) => token_roles.iter().map(|(i, _)| i.clone()).collect(),
+        Some(Value::Array(list)) => {
+            let mut out = Vec::new();
+            for r in list {
+                let found = if let Some(rid) = r.get("id").and_then(Value::as_str) {
+                    token_roles.iter().find(|(i, _)| i == rid)
+                } else if let Some(n) = r.get("name").and_then(Value::as_str) {
+                    token_roles.iter().find(|(_, nn)| nn == n)
+                } else {
+                    return Err(IdentityError::invalid("A role needs an id or a name").into());
+                };
+                match found {
+                    Some((i, _)) => out.push(i.clone()),
+                    None => {
+                        return Err(IdentityError::Forbidden(format!(
+                            "Role {r} is not one the user has on the project"
+                        ))
+                        .into())
+                    }
+                }
+            }
+            out
+        }
+        Some(_) => return Err(IdentityError::invalid("Invalid input for field 'roles': expected a list").into()),
+    };
+    let expires_at = match opt_str(b, "expires_at")? {
+        Some(s) => {
+            let t = stratus_core::time::parse(&s)
+                .ok_or_else(|| IdentityError::invalid(format!("Invalid expires_at {s:?}")))?;
+            if t <= chrono::Utc::now() {
+                return Err(IdentityError::invalid("expires_at is in the past").into());
+            }
+            Some(stratus_core::time::to_storage(t))
+        }
+        None => None,
+    };
+    let secret = match opt_str(b, "secret")? {
+        Some(s) if !s.is_empty() => s,
+        _ => {
+            let mut raw = [0u8; 64];
+            rand::thread_rng().fill_bytes(&mut raw);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        }
+    };
+    let hash = password::hash(id.cost(), secret.clone()).await?;
+    let ac_id = new_id();
+    let mut q = Query::new("INSERT INTO identity_app_creds (id, user_id, name, description, secret_hash, project_id, expires_at, unrestricted, roles, created_at) VALUES (");
+    q.bind(&ac_id)
+        .push(", ")
+        .bind(&user_id)
+        .push(", ")
+        .bind(&name)
+        .push(", ")
+        .bind(opt_str(b, "description")?.unwrap_or_default());
+    q.push(", ")
+        .bind(hash)
+        .push(", ")
+        .bind(&project_id)
+        .push(", ")
+        .bind(expires_at)
+        .push(", ")
+        .bind(opt_bool(b, "unrestricted")?.unwrap_or(false));
+    q.push(", ")
+        .bind(serde_json::to_string(&roles).unwrap_or_else(|_| "[]".into()))
+        .push(", ")
+        .bind(stratus_core::time::now())
+        .push(")");
+    id.exec(vec![q]).await?;
+    let r = fetch(&id, &user_id, &ac_id).await?;
+    let mut v = to_json(&id, &r).await?;
+    v["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(json!({"application_credential": v}))))
+}
+
+async fn delete(
+    State(id): State<Arc<Identity>>,
+    ctx: Ctx,
+    Path((user_id, ac_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    id.policy.enforce("identity:delete_application_credential", &ctx, &target(&user_id))?;
+    fetch(&id, &user_id, &ac_id).await?;
+    let mut q = Query::new("DELETE FROM identity_app_creds WHERE id = ");
+    q.bind(&ac_id);
+    id.exec(vec![q]).await?;
+    id.revoke(Event { app_cred_id: Some(ac_id), ..Default::default() }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
