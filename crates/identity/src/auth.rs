@@ -53,8 +53,11 @@ struct Authenticated {
     token_scope: Option<Scope>,
 }
 
-async fn issue(State(id): State<Arc<Identity>>, q: QueryPairs, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let body: Value = stratus_core::json::parse_json(&body)?;
+async fn issue(
+    State(id): State<Arc<Identity>>,
+    q: QueryPairs,
+    stratus_core::OsJson(body): stratus_core::OsJson<Value>,
+) -> Result<Response, ApiError> {
     let auth = body.get("auth").ok_or_else(|| IdentityError::invalid("'auth' is a required property"))?;
     let ident = auth.get("identity").ok_or_else(|| IdentityError::invalid("'identity' is a required property"))?;
     let methods: Vec<String> = ident

@@ -105,6 +105,7 @@ impl Cloud {
             .nest("/object", object.router())
             .nest("/dashboard", dashboard.router())
             .fallback(unknown_service)
+            .layer(middleware::map_response_with_state(public_url.clone(), absolute_location))
             .layer(DefaultBodyLimit::max(config.server.max_body_bytes as usize))
             .layer(middleware::from_fn(request_id::assign));
         platform.internal.install(router.clone());
@@ -153,6 +154,22 @@ async fn unknown_service(uri: axum::http::Uri) -> axum::response::Response {
     ));
     let (body, _) = err.render(FaultFormat::Keystone, "");
     (err.status, axum::Json(body)).into_response()
+}
+
+/// Makes a relative `Location` header absolute, as webob does for the Python services:
+/// clients (keystoneauth) append a relative path to the service endpoint, which would
+/// double the service prefix.
+async fn absolute_location(
+    axum::extract::State(public_url): axum::extract::State<String>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    let loc = resp.headers().get(axum::http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(loc) = loc.filter(|l| l.starts_with('/')) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{}{loc}", public_url.trim_end_matches('/'))) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, v);
+        }
+    }
+    resp
 }
 
 /// Trims one trailing slash (except on the root) so `/x/` routes like `/x`.

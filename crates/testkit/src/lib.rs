@@ -187,13 +187,18 @@ impl TestCloud {
 
     /// Like [`TestCloud::openstack`] with other credentials.
     pub async fn openstack_as(&self, creds: &Creds, args: &[&str]) -> Result<Value, CliError> {
-        let wants_json = !args.iter().any(|a| *a == "-f" || a.starts_with("--format"))
-            && !args.iter().any(|a| matches!(*a, "delete" | "remove" | "add" | "set" | "unset" | "revoke"));
+        // Commands that print nothing reject `-f`; those are retried without it. `delete`
+        // never prints, so it skips the first attempt.
+        let wants_json = !args.iter().any(|a| *a == "-f" || a.starts_with("--format")) && !args.contains(&"delete");
         let mut full: Vec<&str> = args.to_vec();
         if wants_json {
             full.extend(["-f", "json"]);
         }
-        let (code, stdout, stderr) = self.openstack_raw(creds, &full).await;
+        let (mut code, mut stdout, mut stderr) = self.openstack_raw(creds, &full).await;
+        if wants_json && code == Some(2) && stderr.contains("unrecognized arguments: -f json") {
+            // Commands without output formatting (e.g. `resource class create`).
+            (code, stdout, stderr) = self.openstack_raw(creds, args).await;
+        }
         if code != Some(0) {
             return Err(CliError { code, stdout, stderr });
         }

@@ -158,3 +158,65 @@ async fn restart_on_the_same_data_dir_keeps_working() {
     assert_eq!(s, 200);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_openstack_cli_discovers_every_service_from_its_version_document() {
+    let cloud = TestCloud::start().await;
+    let rows = cloud.openstack(&["versions", "show"]).await.unwrap();
+    let rows = rows.as_array().expect("a list of versions");
+    let find = |ty: &str| {
+        rows.iter()
+            .filter(|r| r["Service Type"] == ty)
+            .map(|r| (r["Version"].as_str().unwrap_or("").to_string(), r["Status"].as_str().unwrap_or("").to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert!(find("identity").contains(&("3.14".into(), "CURRENT".into())), "{rows:?}");
+    assert!(find("compute").contains(&("2.1".into(), "CURRENT".into())), "{rows:?}");
+    assert!(find("image").iter().any(|(_, s)| s == "CURRENT"), "{rows:?}");
+    assert!(!find("network").is_empty(), "{rows:?}");
+    assert!(!find("placement").is_empty(), "{rows:?}");
+    let compute = rows.iter().find(|r| r["Service Type"] == "compute").unwrap();
+    assert_eq!(compute["Max Microversion"], "2.96");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_415_in_the_services_format() {
+    let cloud = TestCloud::start().await;
+    let r = cloud
+        .http()
+        .post(cloud.at("/identity/v3/auth/tokens"))
+        .header("content-type", "application/json")
+        .body("{\"auth\": {")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], 400);
+    assert!(b["error"]["message"].as_str().unwrap().contains("line 1 column"), "{b}");
+
+    let r = cloud
+        .http()
+        .post(cloud.at("/identity/v3/auth/tokens"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], 415);
+
+    let big = format!("{{\"auth\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let r = cloud
+        .http()
+        .post(cloud.at("/identity/v3/auth/tokens"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    cloud.shutdown().await;
+}

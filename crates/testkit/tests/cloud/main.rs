@@ -3,3 +3,4 @@
 
 mod compute;
 mod foundation;
+mod placement;
