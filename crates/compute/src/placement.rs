@@ -260,7 +260,9 @@ impl PlacementApi for RestPlacement {
         if !s.is_success() {
             return Err(err("reading project usages", s, &b));
         }
-        Ok(parse_resources(&b["usages"]))
+        // From 1.38 usages are grouped by consumer type, with the total under `all`.
+        let u = &b["usages"];
+        Ok(parse_resources(if u.get("all").is_some() { &u["all"] } else { u }))
     }
 }
 

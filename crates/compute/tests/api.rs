@@ -401,3 +401,37 @@ async fn reconciliation_destroys_orphans_and_syncs_power_state() {
     assert_eq!(s["OS-EXT-STS:power_state"], 4);
     assert_eq!(d.guest_count(), 1);
 }
+
+#[tokio::test]
+async fn boots_claim_in_the_real_placement_service() {
+    let c = Cloud::start_with_placement(2, FakeDriverConfig::default(), harness::test_config()).await;
+    let pv = [("OpenStack-API-Version", "placement 1.39")];
+    let (s, rps) = c.raw(Method::GET, "/placement/resource_providers", &pv).await;
+    assert_eq!(s, StatusCode::OK, "{rps}");
+    let rps = rps["resource_providers"].as_array().unwrap().clone();
+    assert_eq!(rps.len(), 2, "{rps:?}");
+    let rp = rps[0]["uuid"].as_str().unwrap().to_string();
+    let (_, inv) = c.raw(Method::GET, &format!("/placement/resource_providers/{rp}/inventories"), &pv).await;
+    assert_eq!(inv["inventories"]["MEMORY_MB"]["reserved"], 512);
+    assert_eq!(inv["inventories"]["VCPU"]["allocation_ratio"], 4.0);
+
+    let mut ids = vec![];
+    for n in 0..6 {
+        ids.push(c.boot("alice", &format!("p{n}"), "42").await);
+    }
+    for id in &ids {
+        c.wait_status(id, "alice", "ACTIVE").await;
+    }
+    let (_, a) = c.raw(Method::GET, &format!("/placement/allocations/{}", ids[0]), &pv).await;
+    let alloc = a["allocations"].as_object().unwrap();
+    assert_eq!(alloc.len(), 1);
+    assert_eq!(alloc.values().next().unwrap()["resources"]["MEMORY_MB"], 128);
+    let (_, u) = c.raw(Method::GET, "/placement/usages?project_id=pA", &pv).await;
+    assert_eq!(u["usages"]["all"]["MEMORY_MB"], 6 * 128, "{u}");
+    for id in &ids {
+        assert_eq!(c.call(Method::DELETE, &format!("/servers/{id}"), "alice", None).await.0, StatusCode::NO_CONTENT);
+        c.wait_gone(id, "alice").await;
+    }
+    let (_, u) = c.raw(Method::GET, "/placement/usages?project_id=pA", &pv).await;
+    assert_eq!(u["usages"]["all"]["MEMORY_MB"].as_i64().unwrap_or(0), 0, "no leaked allocation: {u}");
+}

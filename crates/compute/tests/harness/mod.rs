@@ -57,6 +57,8 @@ pub struct Cloud {
     pub service: ComputeService,
     pub router: Router,
     pub agents: Vec<(String, FakeDriver, Option<AgentHandle>)>,
+    /// The real placement service, when the cloud runs with it.
+    pub real_placement: Option<Router>,
 }
 
 pub fn test_config() -> ComputeConfig {
@@ -69,6 +71,15 @@ impl Cloud {
     }
 
     pub async fn start_with(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig) -> Cloud {
+        Self::start_full(hosts, fake, cfg, false).await
+    }
+
+    /// Like [`Cloud::start_with`], with the real placement service (through its REST API).
+    pub async fn start_with_placement(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig) -> Cloud {
+        Self::start_full(hosts, fake, cfg, true).await
+    }
+
+    async fn start_full(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig, real: bool) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
         let platform = Platform {
@@ -83,8 +94,15 @@ impl Cloud {
         let placement = MemoryPlacement::default();
         let images = MemoryImages::default();
         images.add(IMAGE, "cirros");
-        let (service, router) = Self::service(&platform, &placement, &images, &cfg).await;
-        let mut c = Cloud { dir, platform, placement, images, cfg, service, router, agents: vec![] };
+        let real_placement = if real {
+            let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
+            let p = stratus_placement::PlacementService::start(platform.clone(), auth, Default::default()).await.unwrap();
+            Some(Router::new().nest("/placement", p.router()))
+        } else {
+            None
+        };
+        let (service, router) = Self::service(&platform, &placement, &images, &cfg, real_placement.clone()).await;
+        let mut c = Cloud { dir, platform, placement, images, cfg, service, router, agents: vec![], real_placement };
         for n in 0..hosts {
             let d = FakeDriver::new(FakeDriverConfig {
                 vcpus: Some(8),
@@ -102,17 +120,25 @@ impl Cloud {
         placement: &MemoryPlacement,
         images: &MemoryImages,
         cfg: &ComputeConfig,
+        real_placement: Option<Router>,
     ) -> (ComputeService, Router) {
         let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
+        let pl: Arc<dyn stratus_compute::placement::PlacementApi> = match &real_placement {
+            Some(_) => Arc::new(stratus_compute::placement::RestPlacement::new(platform.internal.clone())),
+            None => Arc::new(placement.clone()),
+        };
         let backends = Backends {
-            placement: Arc::new(placement.clone()),
+            placement: pl,
             images: Arc::new(images.clone()),
             network: Arc::new(NoNetwork),
         };
         let service = ComputeService::start_with(platform.clone(), auth, cfg.clone(), backends).await.unwrap();
-        let router = Router::new()
-            .nest("/compute", service.router())
-            .layer(axum::middleware::from_fn(stratus_core::request_id::assign));
+        let mut router = Router::new().nest("/compute", service.router());
+        if let Some(p) = real_placement {
+            router = router.merge(p);
+        }
+        let router = router.layer(axum::middleware::from_fn(stratus_core::request_id::assign));
+        platform.internal.install(router.clone());
         (service, router)
     }
 
@@ -146,7 +172,8 @@ impl Cloud {
     pub async fn restart_controller(&mut self) {
         self.service.stop();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let (service, router) = Self::service(&self.platform, &self.placement, &self.images, &self.cfg).await;
+        let (service, router) =
+            Self::service(&self.platform, &self.placement, &self.images, &self.cfg, self.real_placement.clone()).await;
         self.service = service;
         self.router = router;
     }
@@ -176,6 +203,18 @@ impl Cloud {
             None => Body::empty(),
         };
         let resp = self.router.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A raw call to any path (placement with the real service).
+    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(path).header("x-auth-token", "admin");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self.router.clone().oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
