@@ -31,6 +31,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let nodes: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let boots: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    // `real`: claims go to the real placement service (REST, in-process, same SQLite).
+    let real = args.get(3).map(String::as_str) == Some("real");
 
     let cfg = stratus_compute::ComputeConfig { max_instances_per_host: 100_000, ..harness::test_config() };
     // --- 1. latency ---------------------------------------------------------------
@@ -68,7 +70,11 @@ async fn main() {
 
     // --- 2. scheduler throughput ------------------------------------------------------
     let per_node = boots.div_ceil(nodes) as i64;
-    let mut c = Cloud::start_with(0, FakeDriverConfig::default(), cfg.clone()).await;
+    let mut c = if real {
+        Cloud::start_with_placement(0, FakeDriverConfig::default(), cfg.clone()).await
+    } else {
+        Cloud::start_with(0, FakeDriverConfig::default(), cfg.clone()).await
+    };
     c.call(axum::http::Method::PUT, "/os-quota-sets/pA", "admin", Some(unlimited)).await;
     let t = Instant::now();
     for n in 0..nodes {
@@ -135,8 +141,26 @@ async fn main() {
     };
     let n_active = count("ACTIVE").await;
     let n_error = count("ERROR").await;
-    let over = c.placement.overcommitted();
-    let consumers = c.placement.consumers().len();
+    let (over, consumers) = if real {
+        let pv = [("OpenStack-API-Version", "placement 1.39")];
+        let (_, rps) = c.raw(axum::http::Method::GET, "/placement/resource_providers", &pv).await;
+        let mut over = vec![];
+        for rp in rps["resource_providers"].as_array().unwrap() {
+            let id = rp["uuid"].as_str().unwrap();
+            let (_, u) = c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/usages"), &pv).await;
+            let (_, i) = c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/inventories"), &pv).await;
+            let inv = &i["inventories"]["MEMORY_MB"];
+            let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap()) * inv["allocation_ratio"].as_f64().unwrap();
+            if u["usages"]["MEMORY_MB"].as_f64().unwrap_or(0.0) > cap {
+                over.push(id.to_string());
+            }
+        }
+        let (_, u) = c.raw(axum::http::Method::GET, "/placement/usages?project_id=pA", &pv).await;
+        (over, u["usages"]["all"]["consumer_count"].as_u64().unwrap_or(0) as usize)
+    } else {
+        (c.placement.overcommitted(), c.placement.consumers().len())
+    };
+    println!("placement: {}", if real { "the real service (REST, in-process)" } else { "in-memory contract" });
     println!(
         "{total} concurrent boots on {nodes} nodes (capacity {capacity}): all accepted in {accepted:.2} s, settled in {settled:.2} s"
     );
