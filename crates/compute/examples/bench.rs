@@ -147,10 +147,13 @@ async fn main() {
         let mut over = vec![];
         for rp in rps["resource_providers"].as_array().unwrap() {
             let id = rp["uuid"].as_str().unwrap();
-            let (_, u) = c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/usages"), &pv).await;
-            let (_, i) = c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/inventories"), &pv).await;
+            let (_, u) =
+                c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/usages"), &pv).await;
+            let (_, i) =
+                c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/inventories"), &pv).await;
             let inv = &i["inventories"]["MEMORY_MB"];
-            let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap()) * inv["allocation_ratio"].as_f64().unwrap();
+            let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap())
+                * inv["allocation_ratio"].as_f64().unwrap();
             if u["usages"]["MEMORY_MB"].as_f64().unwrap_or(0.0) > cap {
                 over.push(id.to_string());
             }

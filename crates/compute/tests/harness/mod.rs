@@ -96,7 +96,8 @@ impl Cloud {
         images.add(IMAGE, "cirros");
         let real_placement = if real {
             let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
-            let p = stratus_placement::PlacementService::start(platform.clone(), auth, Default::default()).await.unwrap();
+            let p =
+                stratus_placement::PlacementService::start(platform.clone(), auth, Default::default()).await.unwrap();
             Some(Router::new().nest("/placement", p.router()))
         } else {
             None
@@ -127,11 +128,7 @@ impl Cloud {
             Some(_) => Arc::new(stratus_compute::placement::RestPlacement::new(platform.internal.clone())),
             None => Arc::new(placement.clone()),
         };
-        let backends = Backends {
-            placement: pl,
-            images: Arc::new(images.clone()),
-            network: Arc::new(NoNetwork),
-        };
+        let backends = Backends { placement: pl, images: Arc::new(images.clone()), network: Arc::new(NoNetwork) };
         let service = ComputeService::start_with(platform.clone(), auth, cfg.clone(), backends).await.unwrap();
         let mut router = Router::new().nest("/compute", service.router());
         if let Some(p) = real_placement {

@@ -121,6 +121,20 @@ async fn admin_views_and_member_limits_through_the_cli() {
     for b in ["nova-conductor", "nova-scheduler", "nova-compute"] {
         assert!(bins.contains(&b.to_string()), "{services}");
     }
+    // The local agent registered its host as a resource provider in placement.
+    let mut hvs = Value::Null;
+    for _ in 0..50 {
+        hvs = cloud.openstack(&["hypervisor", "list"]).await.expect("hypervisor list");
+        if !hvs.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(hvs.as_array().unwrap().len(), 1, "{hvs}");
+    assert_eq!(hvs[0]["Hypervisor Type"], "fake", "{hvs}");
+    assert_eq!(hvs[0]["State"], "up", "{hvs}");
+    let rps = cloud.openstack(&["resource", "provider", "list"]).await.expect("resource provider list");
+    assert_eq!(rps.as_array().unwrap().len(), 1, "{rps}");
     let zones = cloud.openstack(&["availability", "zone", "list", "--compute"]).await.expect("az list");
     assert!(names(&zones, "Zone Name").contains(&"nova".to_string()), "{zones}");
 
