@@ -1,8 +1,27 @@
 //! Compute service: the Nova v2.1 API, scheduler and conductor.
 //!
 //! Mounted under `/compute`. Routes, policy and SQL of each resource live in a module named
-//! after it.
+//! after it (`flavors`, `keypairs`, `servers`, `hosts` for os-services/os-hypervisors/AZs,
+//! `limits` for limits and quota sets). Behind the API:
+//! - [`scheduler`]: filters and weighers over placement's allocation candidates, then an
+//!   atomic claim in placement;
+//! - [`conductor`]: the only writer of instance state coming from agents; runs builds as
+//!   resumable sagas (every step recorded on the instance row) and, at start, resumes or
+//!   settles every server a crash left mid-operation;
+//! - agents (crate `stratus-compute-agent`) are reached only over the bus.
 
+pub mod clients;
+pub mod conductor;
+mod error;
+mod flavors;
+mod hosts;
+mod keypairs;
+mod limits;
+pub mod placement;
+mod policy;
+pub mod scheduler;
+mod servers;
+pub mod state;
 mod versions;
 
 use std::sync::Arc;
@@ -10,33 +29,210 @@ use std::sync::Arc;
 use axum::middleware::from_fn_with_state;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use stratus_auth::{require_auth, AuthState};
+use stratus_auth::{require_auth, AuthState, Policy};
 use stratus_core::fault::FaultFormat;
 use stratus_core::stack::service_stack;
 use stratus_core::Platform;
+use stratus_db::Migration;
+
+pub use error::ComputeError;
+pub use versions::MICROVERSIONS;
+
+/// Embedded migrations.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "instance_resources",
+        sql: include_str!("../migrations/0002_instance_resources.sql"),
+    },
+];
 
 /// `[compute]` configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ComputeConfig {}
+pub struct ComputeConfig {
+    /// Optional policy override file (YAML or JSON); default none.
+    pub policy_file: Option<std::path::PathBuf>,
+    /// Run a compute agent inside `stratus up` for this host (default true).
+    pub local_agent: bool,
+    /// Virt driver of the local agent: `fake` (default for now) or `qemu`.
+    pub virt_driver: String,
+    /// Settings of the local agent (host, allocation ratios, reserved resources).
+    pub agent: stratus_compute_agent::AgentConfig,
+    /// Settings of the fake driver.
+    pub fake: stratus_compute_agent::virt::fake::FakeDriverConfig,
+    /// Seconds without a heartbeat after which a service is `down` (default 60).
+    pub service_down_time_secs: u64,
+    /// Build attempts on different hosts before a server goes to ERROR (default 3).
+    pub max_attempts: u32,
+    /// Randomly pick among this many best-weighed hosts (default 1).
+    pub host_subset_size: usize,
+    /// Weight of free RAM (default 1.0; negative stacks instead of spreading).
+    pub ram_weight_multiplier: f64,
+    /// Weight of free vCPUs (default 1.0).
+    pub cpu_weight_multiplier: f64,
+    /// Weight of free disk (default 1.0).
+    pub disk_weight_multiplier: f64,
+    /// Build passes the conductor runs at once (default 64); more wait their turn.
+    pub max_concurrent_builds: usize,
+    /// Most servers per host (Nova's NumInstancesFilter; default 50).
+    pub max_instances_per_host: i64,
+    /// Allocation candidates asked from placement per request (default 1000).
+    pub max_placement_results: usize,
+    /// Default availability zone of compute hosts (default `nova`).
+    pub default_availability_zone: String,
+    /// Seconds an agent gets to answer a call (default 30).
+    pub rpc_timeout_secs: u64,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            policy_file: None,
+            local_agent: true,
+            virt_driver: "fake".into(),
+            agent: Default::default(),
+            fake: Default::default(),
+            service_down_time_secs: 60,
+            max_attempts: 3,
+            host_subset_size: 1,
+            ram_weight_multiplier: 1.0,
+            cpu_weight_multiplier: 1.0,
+            disk_weight_multiplier: 1.0,
+            max_concurrent_builds: 64,
+            max_instances_per_host: 50,
+            max_placement_results: 1000,
+            default_availability_zone: "nova".into(),
+            rpc_timeout_secs: 30,
+        }
+    }
+}
+
+/// The other services compute calls.
+#[derive(Clone)]
+pub struct Backends {
+    /// Placement.
+    pub placement: Arc<dyn placement::PlacementApi>,
+    /// Images.
+    pub images: Arc<dyn clients::ImageApi>,
+    /// Networks.
+    pub network: Arc<dyn clients::NetworkApi>,
+}
+
+impl Backends {
+    /// The real services, through their REST APIs in-process.
+    pub fn rest(platform: &Platform) -> Self {
+        Backends {
+            placement: Arc::new(placement::RestPlacement::new(platform.internal.clone())),
+            images: Arc::new(clients::RestImages(platform.internal.clone())),
+            network: Arc::new(clients::RestNetwork(platform.internal.clone())),
+        }
+    }
+}
+
+/// State shared by handlers, scheduler and conductor.
+pub struct Inner {
+    /// Infrastructure.
+    pub platform: Platform,
+    /// Configuration.
+    pub cfg: ComputeConfig,
+    /// Policy.
+    pub policy: Policy,
+    /// Other services.
+    pub backends: Backends,
+    /// The conductor.
+    pub conductor: Arc<conductor::Conductor>,
+}
+
+/// Shared state handle.
+pub type AppState = Arc<Inner>;
 
 /// The running service.
 pub struct ComputeService {
-    platform: Platform,
+    inner: AppState,
     auth: AuthState,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ComputeService {
-    /// Starts the service.
-    pub async fn start(platform: Platform, auth: AuthState, _config: ComputeConfig) -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(ComputeService { platform, auth }))
+    /// Starts the service against the real placement, image and network APIs.
+    pub async fn start(platform: Platform, auth: AuthState, config: ComputeConfig) -> anyhow::Result<Arc<Self>> {
+        let backends = Backends::rest(&platform);
+        Ok(Arc::new(Self::start_with(platform, auth, config, backends).await?))
+    }
+
+    /// Starts the service with explicit backends (tests, benchmarks).
+    pub async fn start_with(
+        platform: Platform,
+        auth: AuthState,
+        config: ComputeConfig,
+        backends: Backends,
+    ) -> anyhow::Result<Self> {
+        platform.db.migrate("compute", MIGRATIONS).await?;
+        flavors::bootstrap(&platform.db).await?;
+        let policy = Policy::load("compute", policy::DEFAULTS, config.policy_file.as_deref())?;
+        let conductor = Arc::new(conductor::Conductor::new(platform.clone(), config.clone(), backends.clone()));
+        let inner = Arc::new(Inner { platform, cfg: config, policy, backends, conductor: conductor.clone() });
+        let tasks = conductor.start().await?;
+        Ok(ComputeService { inner, auth, tasks })
+    }
+
+    /// The shared state (tests reach the conductor through it).
+    pub fn state(&self) -> &AppState {
+        &self.inner
+    }
+
+    /// Stops the conductor's tasks (tests use it to simulate a crash).
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 
     /// Routes, mounted under `/compute`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        let base = self.platform.service_url("/compute");
-        let protected = Router::new().layer(from_fn_with_state(self.auth.clone(), require_auth));
-        let routes = versions::routes().with_state(base).merge(protected);
-        service_stack(routes, FaultFormat::Nova, None)
+    pub fn router(&self) -> Router {
+        let base = self.inner.platform.service_url("/compute");
+        let api = Router::new()
+            .merge(flavors::routes())
+            .merge(keypairs::routes())
+            .merge(servers::routes())
+            .merge(hosts::routes())
+            .merge(limits::routes())
+            .with_state(self.inner.clone())
+            .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
+        let routes = versions::routes().with_state(base).merge(api);
+        service_stack(routes, FaultFormat::Nova, Some(MICROVERSIONS))
     }
+}
+
+/// Starts the in-process compute agent of `stratus up` for this host, with the driver
+/// named by `[compute] virt_driver`. Runs in the background: the agent keeps retrying its
+/// registration until the conductor (and placement) answer.
+pub fn spawn_local_agent(platform: &Platform, cfg: &ComputeConfig) -> Option<tokio::task::JoinHandle<()>> {
+    if !cfg.local_agent {
+        return None;
+    }
+    let mut acfg = cfg.agent.clone();
+    if acfg.host.is_empty() {
+        acfg.host = platform.host.clone();
+    }
+    let driver: Arc<dyn stratus_compute_agent::virt::VirtDriver> = match cfg.virt_driver.as_str() {
+        "fake" => Arc::new(stratus_compute_agent::virt::fake::FakeDriver::new(cfg.fake.clone())),
+        other => {
+            tracing::error!(
+                driver = other,
+                "unknown virt_driver; the local compute agent is not started (use \"fake\")"
+            );
+            return None;
+        }
+    };
+    let bus = platform.bus.clone();
+    Some(tokio::spawn(async move {
+        match stratus_compute_agent::Agent::start(acfg, bus, driver).await {
+            // The agent's tasks run until the process exits.
+            Ok(handle) => std::mem::forget(handle),
+            Err(e) => tracing::error!(error = %e, "the local compute agent could not start"),
+        }
+    }))
 }

@@ -25,7 +25,7 @@ fn v21(base: &str) -> Value {
     })
 }
 
-/// Version routes.
+/// Version routes (the `/v2.1` document is served here, the API under it by the caller).
 pub fn routes() -> Router<String> {
     Router::new().route("/", get(root)).route("/v2.1", get(v21_doc))
 }

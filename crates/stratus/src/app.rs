@@ -109,6 +109,8 @@ impl Cloud {
             .layer(DefaultBodyLimit::max(config.server.max_body_bytes as usize))
             .layer(middleware::from_fn(request_id::assign));
         platform.internal.install(router.clone());
+        // The local compute agent registers through the bus once the APIs answer.
+        stratus_compute::spawn_local_agent(&platform, &config.compute);
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
         let (shutdown, mut rx) = watch::channel(false);

@@ -1,6 +1,7 @@
 //! Whole-cloud tests: one test binary, one module per service, each test starting its
 //! own in-process cloud and driving it over HTTP and through the real `openstack` CLI.
 
+mod compute;
 mod foundation;
 mod identity;
 mod image;

@@ -1,0 +1,352 @@
+//! The wire protocol between the controller (conductor, API) and compute agents.
+//!
+//! Everything an agent and the controller say to each other is one of the enums here,
+//! carried on the bus as a [`Message`] whose `method` is the variant name and whose
+//! `args` are its fields. Keeping the protocol in one typed place means an AMQP transport
+//! carries exactly the same JSON, and a newer agent fails loudly (unknown method) rather
+//! than silently on a protocol mismatch.
+//!
+//! Agents never touch the database: they ask the conductor (topic [`CONDUCTOR_TOPIC`]) to
+//! register them, record heartbeats and record the outcome of every guest operation; the
+//! controller asks an agent (topic [`agent_topic`]) to run operations on its guests.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stratus_bus::Message;
+
+use crate::virt::{HostResources, InstanceInfo, PowerState};
+
+/// Topic the conductor consumes.
+pub const CONDUCTOR_TOPIC: &str = "compute.conductor";
+
+/// Topic the agent of `host` consumes.
+pub fn agent_topic(host: &str) -> String {
+    format!("compute.agent.{host}")
+}
+
+/// A flavor as the hypervisor needs it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlavorSpec {
+    /// Flavor id.
+    pub id: String,
+    /// Flavor name.
+    pub name: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// RAM in MiB.
+    pub memory_mb: u64,
+    /// Root disk in GiB (0: the image's size).
+    pub root_gb: u64,
+    /// Ephemeral disk in GiB.
+    pub ephemeral_gb: u64,
+    /// Swap in MiB.
+    pub swap_mb: u64,
+    /// Extra specs (`hw:cpu_policy`, `quota:...`).
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// The image a guest boots from, as the image service describes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageSpec {
+    /// Image id (the driver downloads `/image/v2/images/{id}/file`).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `qcow2`, `raw`, ...
+    pub disk_format: Option<String>,
+    /// `bare`, `ami`, ...
+    pub container_format: Option<String>,
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// Minimum disk in GiB.
+    pub min_disk: u64,
+    /// Minimum RAM in MiB.
+    pub min_ram: u64,
+    /// Every other image property (`hw_disk_bus`, `kernel_id`, `os_type`, ...).
+    pub properties: BTreeMap<String, Value>,
+}
+
+/// A network port the guest gets (from the network service).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PortSpec {
+    /// Port id.
+    pub id: String,
+    /// Network id.
+    pub network_id: String,
+    /// Network name (for `addresses`).
+    pub network_name: String,
+    /// MAC address.
+    pub mac_address: String,
+    /// Fixed IPs.
+    pub fixed_ips: Vec<String>,
+    /// MTU of the network, when known.
+    pub mtu: Option<u32>,
+}
+
+/// Everything a driver needs to create (or re-create) a guest. Sent in full with every
+/// operation so that an agent holds no state the controller does not have.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GuestSpec {
+    /// Server uuid.
+    pub uuid: String,
+    /// Display name.
+    pub name: String,
+    /// Guest hostname.
+    pub hostname: String,
+    /// Owner project.
+    pub project_id: String,
+    /// Owner user.
+    pub user_id: String,
+    /// Flavor.
+    pub flavor: FlavorSpec,
+    /// Boot image (None: boot from volume, later).
+    pub image: Option<ImageSpec>,
+    /// Ports.
+    pub ports: Vec<PortSpec>,
+    /// SSH public key to inject.
+    pub key_data: Option<String>,
+    /// User data (base64, as the API received it).
+    pub user_data: Option<String>,
+    /// Server metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Build a config drive.
+    pub config_drive: bool,
+    /// Admin password to set, if any.
+    pub admin_pass: Option<String>,
+}
+
+/// A guest operation the controller asks an agent to perform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum GuestOp {
+    /// Create and boot (idempotent: a guest that exists is left as is).
+    Spawn,
+    /// Destroy the guest and its local disks (idempotent).
+    Destroy,
+    /// Stop (clean shutdown within `timeout_secs`, then hard).
+    PowerOff {
+        /// Seconds for a clean shutdown.
+        timeout_secs: u64,
+    },
+    /// Start a stopped guest.
+    PowerOn,
+    /// Reboot.
+    Reboot {
+        /// Reset instead of an ACPI reboot.
+        hard: bool,
+    },
+    /// Freeze vCPUs.
+    Pause,
+    /// Thaw vCPUs.
+    Unpause,
+    /// Save memory to disk and stop.
+    Suspend,
+    /// Restore from a suspend.
+    Resume,
+    /// Boot a rescue image with the original disk attached.
+    Rescue {
+        /// Rescue image (None: the guest's own image).
+        image: Option<ImageSpec>,
+        /// Admin password for the rescue system.
+        admin_pass: Option<String>,
+    },
+    /// Back to the original disk.
+    Unrescue,
+    /// Copy the root disk into the image `image_id` (already created, queued).
+    Snapshot {
+        /// Target image.
+        image_id: String,
+    },
+    /// Rebuild from a (possibly different) image, same identity.
+    Rebuild,
+    /// Force a crash dump (NMI).
+    TriggerCrashDump,
+}
+
+impl GuestOp {
+    /// Name used in logs and results.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GuestOp::Spawn => "spawn",
+            GuestOp::Destroy => "destroy",
+            GuestOp::PowerOff { .. } => "power_off",
+            GuestOp::PowerOn => "power_on",
+            GuestOp::Reboot { .. } => "reboot",
+            GuestOp::Pause => "pause",
+            GuestOp::Unpause => "unpause",
+            GuestOp::Suspend => "suspend",
+            GuestOp::Resume => "resume",
+            GuestOp::Rescue { .. } => "rescue",
+            GuestOp::Unrescue => "unrescue",
+            GuestOp::Snapshot { .. } => "snapshot",
+            GuestOp::Rebuild => "rebuild",
+            GuestOp::TriggerCrashDump => "trigger_crash_dump",
+        }
+    }
+}
+
+/// Requests the controller sends to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "method", content = "args", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // Wire messages: built once, serialized at once.
+pub enum AgentRequest {
+    /// Run `op` on the guest `spec.uuid` (cast; the outcome comes back as
+    /// [`ConductorRequest::OpResult`]).
+    RunOp {
+        /// Operation id (instance action request id) echoed in the result.
+        request_id: String,
+        /// The guest.
+        spec: GuestSpec,
+        /// What to do.
+        op: GuestOp,
+    },
+    /// State of one guest (call).
+    GetInfo {
+        /// Server uuid.
+        uuid: String,
+    },
+    /// Every guest the driver knows (call).
+    ListInstances,
+    /// Last `length` lines of the serial console (call).
+    ConsoleOutput {
+        /// Server uuid.
+        uuid: String,
+        /// Lines (None: all).
+        length: Option<usize>,
+    },
+    /// Where the guest's VNC server listens (call).
+    VncConsole {
+        /// Server uuid.
+        uuid: String,
+    },
+    /// Run a reconciliation pass now (cast; tests and recovery use it).
+    Reconcile,
+}
+
+/// A resource provider inventory record, in placement's terms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Inventory {
+    /// Total amount.
+    pub total: i64,
+    /// Held back for the host.
+    pub reserved: i64,
+    /// Smallest allocation.
+    pub min_unit: i64,
+    /// Largest allocation.
+    pub max_unit: i64,
+    /// Allocation granularity.
+    pub step_size: i64,
+    /// Overcommit ratio.
+    pub allocation_ratio: f64,
+}
+
+/// What the controller believes about a guest on a host (for reconciliation).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExpectedGuest {
+    /// Server uuid.
+    pub uuid: String,
+    /// vm_state.
+    pub vm_state: String,
+    /// task_state, if an operation runs.
+    pub task_state: Option<String>,
+    /// power_state recorded.
+    pub power_state: i64,
+}
+
+/// Requests agents send to the conductor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "method", content = "args", rename_all = "snake_case")]
+pub enum ConductorRequest {
+    /// Register (or re-register after a restart) this host: its service record, its
+    /// compute node and its resource provider with inventories (call).
+    RegisterHost {
+        /// Host name.
+        host: String,
+        /// Driver's hypervisor type (`fake`, `QEMU`).
+        hypervisor_type: String,
+        /// Hypervisor version.
+        hypervisor_version: i64,
+        /// Node name (= host for one node per host).
+        hypervisor_hostname: String,
+        /// Address other hosts and consoles reach it at.
+        host_ip: String,
+        /// Raw host resources.
+        resources: HostResources,
+        /// Inventories to publish in placement.
+        inventories: BTreeMap<String, Inventory>,
+    },
+    /// I am alive (cast).
+    Heartbeat {
+        /// Host name.
+        host: String,
+    },
+    /// The outcome of a [`GuestOp`] (call, retried by the agent until acknowledged).
+    OpResult {
+        /// Host that ran it.
+        host: String,
+        /// Server uuid.
+        uuid: String,
+        /// Operation id from the request.
+        request_id: String,
+        /// [`GuestOp::name`].
+        op: String,
+        /// Error message on failure.
+        error: Option<String>,
+        /// Power state after the operation.
+        power_state: PowerState,
+    },
+    /// Guests the controller expects on this host (call; reply: `Vec<ExpectedGuest>`).
+    HostInstances {
+        /// Host name.
+        host: String,
+    },
+    /// Power states observed by the driver (cast).
+    SyncPowerStates {
+        /// Host name.
+        host: String,
+        /// What the driver sees.
+        observed: Vec<InstanceInfo>,
+    },
+}
+
+/// Encodes a tagged request enum as a bus message.
+pub fn to_message<T: Serialize>(req: &T) -> Message {
+    let v = serde_json::to_value(req).unwrap_or(Value::Null);
+    let method = v.get("method").and_then(Value::as_str).unwrap_or("").to_string();
+    let args = v.get("args").cloned().unwrap_or(Value::Null);
+    Message { method, args }
+}
+
+/// Decodes a bus message into a tagged request enum.
+pub fn from_message<T: DeserializeOwned>(m: &Message) -> Result<T, String> {
+    let mut v = serde_json::json!({"method": m.method});
+    if !m.args.is_null() {
+        v["args"] = m.args.clone();
+    }
+    serde_json::from_value(v).map_err(|e| format!("cannot decode {:?}: {e}", m.method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let r = AgentRequest::RunOp {
+            request_id: "req-1".into(),
+            spec: GuestSpec { uuid: "u".into(), ..Default::default() },
+            op: GuestOp::Reboot { hard: true },
+        };
+        let m = to_message(&r);
+        assert_eq!(m.method, "run_op");
+        assert_eq!(m.args["op"]["op"], "reboot");
+        assert_eq!(from_message::<AgentRequest>(&m).unwrap(), r);
+        let m = to_message(&AgentRequest::ListInstances);
+        assert_eq!(m.method, "list_instances");
+        assert_eq!(from_message::<AgentRequest>(&m).unwrap(), AgentRequest::ListInstances);
+        assert!(from_message::<AgentRequest>(&Message::new("nope", Value::Null)).is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! The virt driver interface: everything the agent asks of a hypervisor.
+//!
+//! One trait, [`VirtDriver`], with every guest operation Nova's drivers implement. The
+//! agent owns sequencing, reporting and reconciliation; a driver only changes and
+//! reports the real state of guests. `fake` keeps guests in memory (CI, scale tests,
+//! benchmarks); `qemu` (crate `stratus-qemu`) runs real QEMU processes behind the same
+//! trait, so nothing on the API side changes when it is selected.
+
+pub mod fake;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::rpc::{GuestSpec, ImageSpec};
+
+/// Nova's power states (the integers the API shows as `OS-EXT-STS:power_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    /// Unknown / no guest.
+    NoState,
+    /// Running.
+    Running,
+    /// vCPUs frozen.
+    Paused,
+    /// Stopped.
+    Shutdown,
+    /// Died.
+    Crashed,
+    /// Memory saved to disk.
+    Suspended,
+}
+
+impl PowerState {
+    /// The API's integer.
+    pub fn code(self) -> i64 {
+        match self {
+            PowerState::NoState => 0,
+            PowerState::Running => 1,
+            PowerState::Paused => 3,
+            PowerState::Shutdown => 4,
+            PowerState::Crashed => 6,
+            PowerState::Suspended => 7,
+        }
+    }
+
+    /// From the API's integer.
+    pub fn from_code(c: i64) -> PowerState {
+        match c {
+            1 => PowerState::Running,
+            3 => PowerState::Paused,
+            4 => PowerState::Shutdown,
+            6 => PowerState::Crashed,
+            7 => PowerState::Suspended,
+            _ => PowerState::NoState,
+        }
+    }
+}
+
+/// What a driver reports about one guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Server uuid.
+    pub uuid: String,
+    /// Current power state.
+    pub power_state: PowerState,
+    /// True while booted into a rescue image.
+    pub rescued: bool,
+}
+
+/// Raw resources of the host, before reservations and allocation ratios.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostResources {
+    /// Logical CPUs.
+    pub vcpus: i64,
+    /// Memory in MiB.
+    pub memory_mb: i64,
+    /// Disk for instances in GiB.
+    pub local_gb: i64,
+    /// CPU model, for `os-hypervisors` `cpu_info`.
+    pub cpu_model: String,
+}
+
+/// Where a guest's VNC console is reachable (for the console proxy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VncConsole {
+    /// Host address.
+    pub host: String,
+    /// TCP port, or 0 when `path` is a unix socket.
+    pub port: u16,
+    /// Unix socket path, if any.
+    pub path: Option<String>,
+}
+
+/// Migration target for cold and live migrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationTarget {
+    /// Destination host name.
+    pub host: String,
+    /// Its address.
+    pub host_ip: String,
+    /// Copy disks (no shared storage).
+    pub block_migration: bool,
+}
+
+/// Why a driver operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
+pub enum VirtError {
+    /// No such guest on this host.
+    #[error("instance {0} not found on this host")]
+    NotFound(String),
+    /// The guest's state does not allow the operation.
+    #[error("instance {uuid} is {state:?}; cannot {op}")]
+    InvalidState {
+        /// Guest.
+        uuid: String,
+        /// Its power state.
+        state: PowerState,
+        /// Operation refused.
+        op: String,
+    },
+    /// The driver does not implement this operation.
+    #[error("the {driver} driver does not support {op}")]
+    Unsupported {
+        /// Driver name.
+        driver: String,
+        /// Operation.
+        op: String,
+    },
+    /// The hypervisor failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A hypervisor. Every method is idempotent where the name allows (destroying a guest
+/// that is gone succeeds; spawning one that exists with the same uuid succeeds), because
+/// after a crash the agent replays the operation it was running.
+#[async_trait]
+pub trait VirtDriver: Send + Sync + 'static {
+    /// Driver name (`fake`, `qemu`).
+    fn name(&self) -> &'static str;
+    /// `hypervisor_type` reported in `os-hypervisors` (`fake`, `QEMU`).
+    fn hypervisor_type(&self) -> String;
+    /// Hypervisor version as an integer (`7002000` for 7.2.0).
+    fn hypervisor_version(&self) -> i64 {
+        1
+    }
+    /// Called once before anything else (adopt running guests, clean temp files).
+    async fn init_host(&self, _host: &str) -> Result<(), VirtError> {
+        Ok(())
+    }
+    /// Host resources for placement inventories.
+    async fn host_resources(&self) -> Result<HostResources, VirtError>;
+    /// Every guest on this host.
+    async fn list_instances(&self) -> Result<Vec<InstanceInfo>, VirtError>;
+    /// One guest.
+    async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, VirtError>;
+    /// Creates disks and boots the guest.
+    async fn spawn(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Stops the guest and removes its local files.
+    async fn destroy(&self, uuid: &str) -> Result<(), VirtError>;
+    /// Clean shutdown within `timeout`, then hard stop.
+    async fn power_off(&self, uuid: &str, timeout: Duration) -> Result<(), VirtError>;
+    /// Starts a stopped guest.
+    async fn power_on(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Reboots (ACPI when `hard` is false, reset otherwise).
+    async fn reboot(&self, spec: &GuestSpec, hard: bool) -> Result<(), VirtError>;
+    /// Freezes vCPUs.
+    async fn pause(&self, uuid: &str) -> Result<(), VirtError>;
+    /// Thaws vCPUs.
+    async fn unpause(&self, uuid: &str) -> Result<(), VirtError>;
+    /// Saves memory to disk and stops.
+    async fn suspend(&self, uuid: &str) -> Result<(), VirtError>;
+    /// Restores a suspended guest.
+    async fn resume(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Boots `rescue_image` with the guest's disk attached second.
+    async fn rescue(&self, spec: &GuestSpec, rescue_image: Option<&ImageSpec>) -> Result<(), VirtError>;
+    /// Boots the guest's own disk again.
+    async fn unrescue(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Copies the root disk into image `image_id` in the image service.
+    async fn snapshot(&self, uuid: &str, image_id: &str) -> Result<(), VirtError>;
+    /// Re-creates the root disk from `spec.image`, keeping identity and ports.
+    async fn rebuild(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        self.destroy(&spec.uuid).await?;
+        self.spawn(spec).await
+    }
+    /// Sends an NMI.
+    async fn trigger_crash_dump(&self, uuid: &str) -> Result<(), VirtError>;
+    /// Serial console log.
+    async fn console_output(&self, uuid: &str) -> Result<String, VirtError>;
+    /// VNC endpoint.
+    async fn vnc_console(&self, uuid: &str) -> Result<VncConsole, VirtError>;
+    /// Cold migration/resize, source side: stop the guest and hand its disks to `target`.
+    async fn migrate_disk_and_power_off(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError>;
+    /// Cold migration/resize, destination side: create the guest from the migrated disks
+    /// (resized to `spec.flavor`), powered on when `power_on`.
+    async fn finish_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError>;
+    /// Resize confirmed: remove the source copy.
+    async fn confirm_migration(&self, uuid: &str) -> Result<(), VirtError>;
+    /// Resize reverted: bring the source copy back.
+    async fn finish_revert_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError>;
+    /// Live migration, destination side: prepare to receive.
+    async fn pre_live_migration(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Live migration, source side: move the running guest to `target`.
+    async fn live_migration(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError>;
+    /// Live migration, destination side: the guest arrived.
+    async fn post_live_migration_at_destination(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+}

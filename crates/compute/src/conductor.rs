@@ -1,0 +1,884 @@
+//! The conductor: the controller side of every agent conversation, and the only writer
+//! of instance state that comes from hosts.
+//!
+//! Builds are sagas whose progress lives on the instance row itself:
+//! `scheduling` (no host) → claim in placement → host recorded, `networking` → ports
+//! recorded, `spawning` → the agent's result → `active` (or a reschedule, or ERROR).
+//! Every step is idempotent and keyed by the instance uuid (the placement consumer), so
+//! [`Conductor::recover`] can resume any build a crash interrupted, and settle any other
+//! task by asking the host what is real. Deletes release the placement allocation in
+//! the same step that marks the row deleted, so allocations always match live servers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use stratus_bus::Delivery;
+use stratus_compute_agent::rpc::{
+    agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, Inventory,
+    CONDUCTOR_TOPIC,
+};
+use stratus_compute_agent::virt::{HostResources, InstanceInfo, PowerState, VncConsole};
+use stratus_core::Platform;
+use stratus_db::sqlx::Row;
+use stratus_db::Query;
+use tokio::task::JoinHandle;
+
+use crate::clients::RequestedNetworks;
+use crate::error::{ComputeError, Result};
+use crate::scheduler::Scheduler;
+use crate::servers::events;
+use crate::servers::store::{self, fault, Instance, Update};
+use crate::state::{task, vm};
+use crate::{Backends, ComputeConfig};
+
+/// The conductor.
+pub struct Conductor {
+    platform: Platform,
+    cfg: ComputeConfig,
+    backends: Backends,
+    scheduler: Scheduler,
+    consoles: Mutex<HashMap<String, (String, VncConsole)>>,
+    /// Builds with a pass running in this process (a second trigger waits for none).
+    building: Mutex<std::collections::HashSet<String>>,
+    /// Bounds concurrent build passes: a burst of boots queues here instead of piling
+    /// up on the database's single writer.
+    build_slots: tokio::sync::Semaphore,
+}
+
+/// Removes a uuid from [`Conductor::building`] when a build pass ends, however it ends.
+struct BuildPass<'a>(&'a Conductor, String);
+
+impl Drop for BuildPass<'_> {
+    fn drop(&mut self) {
+        self.0.building.lock().remove(&self.1);
+    }
+}
+
+/// The event name Nova records for each agent operation.
+fn event_name(op: &str) -> String {
+    match op {
+        "spawn" => "compute_build_and_run_instance".into(),
+        "destroy" => "compute_terminate_instance".into(),
+        "power_off" => "compute_stop_instance".into(),
+        "power_on" => "compute_start_instance".into(),
+        "reboot" => "compute_reboot_instance".into(),
+        "pause" => "compute_pause_instance".into(),
+        "unpause" => "compute_unpause_instance".into(),
+        "suspend" => "compute_suspend_instance".into(),
+        "resume" => "compute_resume_instance".into(),
+        "rescue" => "compute_rescue_instance".into(),
+        "unrescue" => "compute_unrescue_instance".into(),
+        "snapshot" => "compute_snapshot_instance".into(),
+        "rebuild" => "compute_rebuild_instance".into(),
+        other => format!("compute_{other}"),
+    }
+}
+
+/// The vm_state an operation leaves the server in when it succeeds (None: unchanged).
+fn success_state(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "power_off" => vm::STOPPED,
+        "power_on" | "reboot" | "unpause" | "resume" | "unrescue" | "rebuild" => vm::ACTIVE,
+        "pause" => vm::PAUSED,
+        "suspend" => vm::SUSPENDED,
+        "rescue" => vm::RESCUED,
+        _ => return None,
+    })
+}
+
+impl Conductor {
+    /// A conductor.
+    pub fn new(platform: Platform, cfg: ComputeConfig, backends: Backends) -> Self {
+        let scheduler = Scheduler::new(platform.clone(), cfg.clone(), backends.placement.clone());
+        let cfg_slots = cfg.max_concurrent_builds.max(1);
+        Conductor {
+            platform,
+            cfg,
+            backends,
+            scheduler,
+            consoles: Mutex::default(),
+            building: Mutex::default(),
+            build_slots: tokio::sync::Semaphore::new(cfg_slots),
+        }
+    }
+
+    fn rpc_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.rpc_timeout_secs.max(1))
+    }
+
+    /// Starts consuming agent requests and schedules crash recovery.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let mut sub = self.platform.bus.consume(CONDUCTOR_TOPIC).await?;
+        let me = self.clone();
+        let serve = tokio::spawn(async move {
+            while let Some(d) = sub.recv().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.handle(d).await });
+            }
+        });
+        // The interrupted servers are listed now, before the API serves anything new, so
+        // recovery never races a request made after this start.
+        let interrupted = self.interrupted().await?;
+        let me = self.clone();
+        let recover = tokio::spawn(async move { me.recover(interrupted).await });
+        Ok(vec![serve, recover])
+    }
+
+    async fn handle(self: Arc<Self>, d: Delivery) {
+        let req: ConductorRequest = match from_message(&d.message) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable agent request");
+                d.reply(Err(e));
+                return;
+            }
+        };
+        let r = match req {
+            ConductorRequest::RegisterHost {
+                host,
+                hypervisor_type,
+                hypervisor_version,
+                hypervisor_hostname,
+                host_ip,
+                resources,
+                inventories,
+            } => self
+                .register_host(
+                    &host,
+                    &hypervisor_type,
+                    hypervisor_version,
+                    &hypervisor_hostname,
+                    &host_ip,
+                    &resources,
+                    &inventories,
+                )
+                .await
+                .map(|id| json!({"node_id": id})),
+            ConductorRequest::Heartbeat { host } => self.heartbeat(&host).await.map(|_| Value::Null),
+            ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state } => self
+                .clone()
+                .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
+                .await
+                .map(|_| Value::Null),
+            ConductorRequest::HostInstances { host } => self.host_instances(&host).await.map(|v| json!(v)),
+            ConductorRequest::SyncPowerStates { host, observed } => {
+                self.sync_power_states(&host, &observed).await.map(|_| Value::Null)
+            }
+        };
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "conductor request failed");
+        }
+        d.reply(r.map_err(|e| e.to_string()));
+    }
+
+    // --- hosts ----------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    async fn register_host(
+        &self,
+        host: &str,
+        hv_type: &str,
+        hv_version: i64,
+        hv_hostname: &str,
+        host_ip: &str,
+        res: &HostResources,
+        inv: &std::collections::BTreeMap<String, Inventory>,
+    ) -> Result<String> {
+        let now = stratus_core::time::now();
+        let (host_s, hv_type, hv_hostname, host_ip, res2) =
+            (host.to_string(), hv_type.to_string(), hv_hostname.to_string(), host_ip.to_string(), res.clone());
+        let node_id: String = self
+            .platform
+            .db
+            .transaction(|tx| {
+                let (host, hv_type, hv_hostname, host_ip, res, now) = (host_s.clone(), hv_type.clone(), hv_hostname.clone(), host_ip.clone(), res2.clone(), now.clone());
+                Box::pin(async move {
+                    let svc = Query::new("SELECT id FROM compute_services WHERE host = ").bind(&host).push_bind(" AND binary_name = ", "nova-compute").fetch_optional(&mut **tx).await?;
+                    let service_id = match svc {
+                        Some(r) => {
+                            let id: String = r.try_get("id")?;
+                            Query::new("UPDATE compute_services SET last_seen_up = ").bind(&now).push_bind(", updated_at = ", &now).push_bind(" WHERE id = ", &id).execute(&mut **tx).await?;
+                            id
+                        }
+                        None => {
+                            let id = uuid::Uuid::new_v4().to_string();
+                            let mut q = Query::new("INSERT INTO compute_services (id, host, binary_name, topic, last_seen_up, created_at, updated_at) VALUES (");
+                            q.bind(&id).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(", ").bind(&now).push(")");
+                            q.execute(&mut **tx).await?;
+                            id
+                        }
+                    };
+                    let node = Query::new("SELECT id FROM compute_nodes WHERE host = ").bind(&host).fetch_optional(&mut **tx).await?;
+                    let node_id = match node {
+                        Some(r) => {
+                            let id: String = r.try_get("id")?;
+                            let mut q = Query::new("UPDATE compute_nodes SET service_id = ");
+                            q.bind(&service_id).push_bind(", hypervisor_type = ", &hv_type).push_bind(", hypervisor_version = ", hv_version);
+                            q.push_bind(", hypervisor_hostname = ", &hv_hostname).push_bind(", host_ip = ", &host_ip).push_bind(", vcpus = ", res.vcpus);
+                            q.push_bind(", memory_mb = ", res.memory_mb).push_bind(", local_gb = ", res.local_gb).push_bind(", cpu_info = ", &res.cpu_model);
+                            q.push_bind(", updated_at = ", &now).push_bind(" WHERE id = ", &id);
+                            q.execute(&mut **tx).await?;
+                            id
+                        }
+                        None => {
+                            let id = uuid::Uuid::new_v4().to_string();
+                            let mut q = Query::new("INSERT INTO compute_nodes (id, service_id, host, hypervisor_hostname, hypervisor_type, hypervisor_version, host_ip, vcpus, memory_mb, local_gb, cpu_info, created_at, updated_at) VALUES (");
+                            for (i, a) in [
+                                stratus_db::Arg::from(&id), (&service_id).into(), (&host).into(), (&hv_hostname).into(), (&hv_type).into(), hv_version.into(),
+                                (&host_ip).into(), res.vcpus.into(), res.memory_mb.into(), res.local_gb.into(), (&res.cpu_model).into(), (&now).into(), (&now).into(),
+                            ]
+                            .into_iter()
+                            .enumerate()
+                            {
+                                if i > 0 {
+                                    q.push(", ");
+                                }
+                                q.bind(a);
+                            }
+                            q.push(")");
+                            q.execute(&mut **tx).await?;
+                            id
+                        }
+                    };
+                    Ok::<_, ComputeError>(node_id)
+                })
+            })
+            .await?;
+        let p = &self.backends.placement;
+        p.ensure_provider(&node_id, &hv_hostname).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        p.set_inventories(&node_id, inv).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        tracing::info!(host, node = %node_id, "compute host registered");
+        Ok(node_id)
+    }
+
+    async fn heartbeat(&self, host: &str) -> Result<()> {
+        let mut q = Query::new("UPDATE compute_services SET last_seen_up = ");
+        q.bind(stratus_core::time::now())
+            .push_bind(" WHERE host = ", host)
+            .push_bind(" AND binary_name = ", "nova-compute");
+        self.platform
+            .db
+            .transaction(|tx| {
+                let q = q.clone();
+                Box::pin(async move { q.execute(&mut **tx).await })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// True when `host`'s agent sent a heartbeat recently and is not forced down.
+    pub async fn host_up(&self, host: &str) -> Result<bool> {
+        let r = Query::new("SELECT last_seen_up, forced_down FROM compute_services WHERE host = ")
+            .bind(host)
+            .push_bind(" AND binary_name = ", "nova-compute")
+            .fetch_optional(self.platform.db.reader())
+            .await?;
+        let Some(r) = r else { return Ok(false) };
+        let last: Option<String> = r.try_get("last_seen_up")?;
+        let forced: bool = stratus_db::flag(&r, "forced_down");
+        Ok(!forced && last.is_some_and(|l| l >= crate::scheduler::chrono_horizon(self.cfg.service_down_time_secs)))
+    }
+
+    async fn host_instances(&self, host: &str) -> Result<Vec<ExpectedGuest>> {
+        let rows = Query::new("SELECT uuid, vm_state, task_state, power_state FROM compute_instances WHERE deleted = ")
+            .bind(false)
+            .push_bind(" AND host = ", host)
+            .fetch_all(self.platform.db.reader())
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(ExpectedGuest {
+                uuid: r.try_get("uuid")?,
+                vm_state: r.try_get("vm_state")?,
+                task_state: r.try_get("task_state")?,
+                power_state: r.try_get("power_state")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Nova's `_sync_power_states`: record what the hypervisor sees; a server that stopped
+    /// behind our back becomes SHUTOFF, one whose guest vanished becomes ERROR.
+    async fn sync_power_states(&self, host: &str, observed: &[InstanceInfo]) -> Result<()> {
+        let seen: HashMap<&str, &InstanceInfo> = observed.iter().map(|i| (i.uuid.as_str(), i)).collect();
+        for e in self.host_instances(host).await? {
+            if e.task_state.is_some() || e.vm_state == vm::BUILDING {
+                continue;
+            }
+            let db = &self.platform.db;
+            match seen.get(e.uuid.as_str()) {
+                Some(i) => {
+                    let p = i.power_state.code();
+                    if p == e.power_state {
+                        continue;
+                    }
+                    let mut u = Update::new().set("power_state", p).expect_task(None);
+                    if e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed) {
+                        tracing::warn!(uuid = %e.uuid, "guest stopped outside of the API; marking it SHUTOFF");
+                        u = u.set("vm_state", vm::STOPPED);
+                    }
+                    u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                }
+                None => {
+                    if e.vm_state == vm::ERROR && e.power_state == 0 {
+                        continue;
+                    }
+                    tracing::error!(uuid = %e.uuid, host, "guest is gone from its host");
+                    Update::new()
+                        .set("power_state", PowerState::NoState.code())
+                        .set("vm_state", vm::ERROR)
+                        .set(
+                            "fault_json",
+                            fault(
+                                500,
+                                "The guest disappeared from its host",
+                                &format!("host {host} has no guest for this server"),
+                            )
+                            .to_string(),
+                        )
+                        .expect_task(None)
+                        .expect_vm(&[e.vm_state.as_str()])
+                        .apply(db, &e.uuid)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // --- builds -----------------------------------------------------------------------
+
+    /// Runs the build saga of `uuid` in the background.
+    pub fn spawn_build(self: Arc<Self>, uuid: String, request_id: String) {
+        tokio::spawn(async move {
+            if let Err(e) = self.build(&uuid, &request_id).await {
+                tracing::error!(instance = %uuid, error = %e, "build step failed");
+                // A build that ends in ERROR holds nothing: no claim, no host.
+                let _ = self.backends.placement.release(&uuid).await;
+                let _ = Update::new()
+                    .set("host", Option::<String>::None)
+                    .set("node", Option::<String>::None)
+                    .expect_vm(&[vm::BUILDING])
+                    .apply(&self.platform.db, &uuid)
+                    .await;
+                let _ = self.fail(&uuid, &request_id, "spawn", 500, "Build failed unexpectedly", &e.to_string()).await;
+            }
+        });
+    }
+
+    async fn set_error(&self, uuid: &str, f: Value) -> Result<()> {
+        Update::new()
+            .set("vm_state", vm::ERROR)
+            .set("task_state", Option::<String>::None)
+            .set("fault_json", f.to_string())
+            .apply(&self.platform.db, uuid)
+            .await?;
+        Ok(())
+    }
+
+    /// ERROR with a fault and a failed event, unless the server is being deleted.
+    async fn fail(&self, uuid: &str, rid: &str, op: &str, code: u16, msg: &str, details: &str) -> Result<()> {
+        let Some(i) = store::load(&self.platform.db, uuid).await? else { return Ok(()) };
+        if i.task_state.as_deref() == Some(task::DELETING) {
+            return Ok(());
+        }
+        self.set_error(uuid, fault(code, msg, details)).await?;
+        events::finish_event(&self.platform.db, uuid, rid, &event_name(op), Some(msg), true).await
+    }
+
+    /// One pass of the build saga, from wherever the row says it is.
+    pub async fn build(&self, uuid: &str, rid: &str) -> Result<()> {
+        if !self.building.lock().insert(uuid.to_string()) {
+            return Ok(());
+        }
+        let _pass = BuildPass(self, uuid.to_string());
+        let _slot =
+            self.build_slots.acquire().await.map_err(|_| ComputeError::Unavailable("conductor is stopping".into()))?;
+        let db = &self.platform.db;
+        let Some(inst) = store::load(db, uuid).await? else {
+            // Deleted before we started: make sure nothing stays claimed.
+            let _ = self.backends.placement.release(uuid).await;
+            return Ok(());
+        };
+        if inst.vm_state != vm::BUILDING || inst.task_state.as_deref() == Some(task::DELETING) {
+            return Ok(());
+        }
+        let mut inst = inst;
+        let mut spawn_event_started = false;
+        if inst.host.is_none() {
+            // A claim made before a crash, whose host was never recorded, is dropped first.
+            self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+            match self.scheduler.select_and_claim(&inst).await {
+                Ok((host, node)) => {
+                    let az = self.host_az(&host).await?;
+                    let req: RequestedNetworks =
+                        serde_json::from_value(inst.requested_networks.clone()).unwrap_or(RequestedNetworks::Auto);
+                    // Without ports to make, the build goes straight to spawning; host,
+                    // task and both events are recorded in one transaction.
+                    let next = if req == RequestedNetworks::None { task::SPAWNING } else { task::NETWORKING };
+                    let u = Update::new()
+                        .set("host", host.clone())
+                        .set("node", node)
+                        .set("availability_zone", az)
+                        .set("task_state", next)
+                        .expect_task(Some(task::SCHEDULING))
+                        .expect_host(None);
+                    let (u2, uuid2, rid2, host2) = (u.clone(), uuid.to_string(), rid.to_string(), host.clone());
+                    let ok = db
+                        .transaction(|tx| {
+                            let (u, uuid, rid, host) = (u2.clone(), uuid2.clone(), rid2.clone(), host2.clone());
+                            Box::pin(async move {
+                                if !u.apply_tx(tx, &uuid).await? {
+                                    return Ok(false);
+                                }
+                                events::finish_event_tx(
+                                    tx,
+                                    &uuid,
+                                    &rid,
+                                    "conductor_schedule_and_build_instances",
+                                    None,
+                                    false,
+                                )
+                                .await?;
+                                if next == task::SPAWNING {
+                                    events::start_event_tx(
+                                        tx,
+                                        &uuid,
+                                        &rid,
+                                        "compute_build_and_run_instance",
+                                        Some(&host),
+                                    )
+                                    .await?;
+                                }
+                                Ok::<_, ComputeError>(true)
+                            })
+                        })
+                        .await?;
+                    if !ok {
+                        // Deleted (or reset) while we were choosing: give the room back.
+                        let _ = self.backends.placement.release(uuid).await;
+                        return Ok(());
+                    }
+                    spawn_event_started = next == task::SPAWNING;
+                }
+                Err(nvh) => {
+                    tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
+                    let _ = self.backends.placement.release(uuid).await;
+                    events::finish_event(
+                        db,
+                        uuid,
+                        rid,
+                        "conductor_schedule_and_build_instances",
+                        Some(&nvh.to_string()),
+                        true,
+                    )
+                    .await?;
+                    self.set_error(uuid, fault(500, &nvh.to_string(), &nvh.details)).await?;
+                    return Ok(());
+                }
+            }
+            inst = store::must_load(db, uuid).await?;
+        }
+        let host = inst.host.clone().unwrap_or_default();
+        if inst.task_state.as_deref() == Some(task::NETWORKING) {
+            let req: RequestedNetworks =
+                serde_json::from_value(inst.requested_networks.clone()).unwrap_or(RequestedNetworks::Auto);
+            let ctx = stratus_core::RequestContext {
+                user_id: inst.user_id.clone(),
+                project_id: Some(inst.project_id.clone()),
+                roles: vec!["member".into(), "reader".into()],
+                ..Default::default()
+            };
+            match self.backends.network.allocate(&ctx, uuid, &host, &req).await {
+                Ok(ports) => {
+                    let ok = Update::new()
+                        .set("ports_json", json!(ports).to_string())
+                        .set("task_state", task::SPAWNING)
+                        .expect_task(Some(task::NETWORKING))
+                        .apply(db, uuid)
+                        .await?;
+                    if !ok {
+                        let _ = self.backends.network.deallocate(uuid, &ports).await;
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    let _ = self.backends.placement.release(uuid).await;
+                    Update::new()
+                        .set("host", Option::<String>::None)
+                        .set("node", Option::<String>::None)
+                        .apply(db, uuid)
+                        .await?;
+                    return self.fail(uuid, rid, "spawn", 500, "Network allocation failed", &e.0).await;
+                }
+            }
+            inst = store::must_load(db, uuid).await?;
+        }
+        if inst.task_state.as_deref() == Some(task::SPAWNING) {
+            if !spawn_event_started {
+                events::start_event(db, uuid, rid, "compute_build_and_run_instance", Some(&host)).await?;
+            }
+            let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Spawn };
+            // An agent that is restarting comes back within seconds; only a host that
+            // stays unreachable makes us reschedule.
+            let mut last = None;
+            for attempt in 0..20 {
+                match self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
+                    }
+                }
+            }
+            if let Some(e) = last {
+                drop(_slot);
+                drop(_pass);
+                return self.clone_reschedule(&inst, rid, &format!("host {host} is unreachable: {e}")).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn host_az(&self, host: &str) -> Result<String> {
+        let r = Query::new("SELECT availability_zone FROM compute_services WHERE host = ")
+            .bind(host)
+            .fetch_optional(self.platform.db.reader())
+            .await?;
+        Ok(r.and_then(|r| r.try_get::<Option<String>, _>("availability_zone").ok().flatten())
+            .unwrap_or_else(|| self.cfg.default_availability_zone.clone()))
+    }
+
+    /// A build failed on its host: release the claim and try another host, up to
+    /// `max_attempts`; then ERROR with the last failure as fault.
+    async fn clone_reschedule(&self, inst: &Instance, rid: &str, why: &str) -> Result<()> {
+        let db = &self.platform.db;
+        let host = inst.host.clone().unwrap_or_default();
+        let mut retry = inst.retry_hosts.clone();
+        if !host.is_empty() && !retry.contains(&host) {
+            retry.push(host.clone());
+        }
+        let _ = self.backends.network.deallocate(&inst.uuid, &inst.ports).await;
+        self.backends.placement.release(&inst.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        events::finish_event(db, &inst.uuid, rid, "compute_build_and_run_instance", Some(why), false).await?;
+        if (retry.len() as u32) < self.cfg.max_attempts.max(1) {
+            tracing::warn!(instance = %inst.uuid, host, why, "build failed; rescheduling");
+            let ok = Update::new()
+                .set("host", Option::<String>::None)
+                .set("node", Option::<String>::None)
+                .set("ports_json", "[]")
+                .set("retry_hosts_json", json!(retry).to_string())
+                .set("task_state", task::SCHEDULING)
+                .expect_vm(&[vm::BUILDING])
+                .expect_task(Some(task::SPAWNING))
+                .apply(db, &inst.uuid)
+                .await?;
+            if ok {
+                Box::pin(self.build(&inst.uuid, rid)).await?;
+            }
+            return Ok(());
+        }
+        Update::new()
+            .set("host", Option::<String>::None)
+            .set("node", Option::<String>::None)
+            .set("ports_json", "[]")
+            .set("retry_hosts_json", json!(retry).to_string())
+            .expect_task(Some(task::SPAWNING))
+            .apply(db, &inst.uuid)
+            .await?;
+        let msg = format!("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {}.", inst.uuid);
+        self.fail(&inst.uuid, rid, "spawn", 500, &msg, why).await
+    }
+
+    // --- operations -------------------------------------------------------------------
+
+    /// Sends `op` to the server's host (the API has set the task_state already).
+    pub async fn dispatch(&self, inst: &Instance, op: GuestOp, rid: &str, action: &str) {
+        let db = &self.platform.db;
+        let host = inst.host.clone().unwrap_or_default();
+        let ev = event_name(op.name());
+        let _ = events::start_event(db, &inst.uuid, rid, &ev, Some(&host)).await;
+        let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op };
+        if let Err(e) = self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
+            tracing::warn!(instance = %inst.uuid, action, error = %e, "host unreachable; action abandoned");
+            let _ = Update::new().set("task_state", Option::<String>::None).apply(db, &inst.uuid).await;
+            let _ = events::finish_event(
+                db,
+                &inst.uuid,
+                rid,
+                &ev,
+                Some(&format!("Compute host {host} is unreachable")),
+                true,
+            )
+            .await;
+        }
+    }
+
+    async fn op_result(
+        self: Arc<Self>,
+        host: &str,
+        uuid: &str,
+        rid: &str,
+        op: &str,
+        error: Option<&str>,
+        power: PowerState,
+    ) -> Result<()> {
+        let db = &self.platform.db;
+        let ev = event_name(op);
+        match op {
+            "spawn" => {
+                let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
+                if inst.host.as_deref() != Some(host) || inst.task_state.as_deref() != Some(task::SPAWNING) {
+                    return Ok(());
+                }
+                if let Some(err) = error {
+                    return self.clone_reschedule(&inst, rid, err).await;
+                }
+                let u = Update::new()
+                    .set("vm_state", vm::ACTIVE)
+                    .set("task_state", Option::<String>::None)
+                    .set("power_state", power.code())
+                    .set("launched_at", stratus_core::time::now())
+                    .set("progress", 100i64)
+                    .expect_task(Some(task::SPAWNING))
+                    .expect_host(Some(host));
+                let (uuid2, rid2, ev2) = (uuid.to_string(), rid.to_string(), ev.clone());
+                db.transaction(|tx| {
+                    let (u, uuid, rid, ev) = (u.clone(), uuid2.clone(), rid2.clone(), ev2.clone());
+                    Box::pin(async move {
+                        if u.apply_tx(tx, &uuid).await? {
+                            events::finish_event_tx(tx, &uuid, &rid, &ev, None, true).await?;
+                        }
+                        Ok::<_, ComputeError>(())
+                    })
+                })
+                .await?;
+                Ok(())
+            }
+            "destroy" => {
+                if let Some(err) = error {
+                    self.set_error(uuid, fault(500, "Failed to delete the guest", err)).await?;
+                    return events::finish_event(db, uuid, rid, &ev, Some(err), true).await;
+                }
+                self.finalize_delete(uuid, rid).await
+            }
+            _ => {
+                let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
+                if inst.task_state.as_deref() == Some(task::DELETING) {
+                    return Ok(());
+                }
+                if let Some(err) = error {
+                    return self.fail(uuid, rid, op, 500, &format!("Failed to {op} the server"), err).await;
+                }
+                let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
+                if let Some(to) = success_state(op) {
+                    u = u.set("vm_state", to);
+                }
+                u.apply(db, uuid).await?;
+                events::finish_event(db, uuid, rid, &ev, None, true).await
+            }
+        }
+    }
+
+    // --- deletes ----------------------------------------------------------------------
+
+    /// Runs the delete of `uuid` in the background.
+    pub fn spawn_delete(self: Arc<Self>, uuid: String, rid: String) {
+        tokio::spawn(async move {
+            if let Err(e) = self.delete(&uuid, &rid).await {
+                tracing::error!(instance = %uuid, error = %e, "delete failed");
+            }
+        });
+    }
+
+    async fn delete(&self, uuid: &str, rid: &str) -> Result<()> {
+        let Some(inst) = store::load(&self.platform.db, uuid).await? else { return Ok(()) };
+        match &inst.host {
+            Some(h) if self.host_up(h).await? => {
+                events::start_event(&self.platform.db, uuid, rid, "compute_terminate_instance", Some(h)).await?;
+                let msg =
+                    AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Destroy };
+                if self.platform.bus.cast(&agent_topic(h), to_message(&msg)).await.is_err() {
+                    self.finalize_delete(uuid, rid).await?;
+                }
+                Ok(())
+            }
+            // No host, or its agent is down: delete locally; the agent's reconciliation
+            // destroys the orphan guest when it comes back.
+            _ => self.finalize_delete(uuid, rid).await,
+        }
+    }
+
+    async fn finalize_delete(&self, uuid: &str, rid: &str) -> Result<()> {
+        let db = &self.platform.db;
+        let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
+        self.backends.network.deallocate(uuid, &inst.ports).await.map_err(|e| ComputeError::Unavailable(e.0))?;
+        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        let now = stratus_core::time::now();
+        Update::new()
+            .set("deleted", true)
+            .set("vm_state", vm::DELETED)
+            .set("task_state", Option::<String>::None)
+            .set("power_state", 0i64)
+            .set("terminated_at", now.clone())
+            .set("deleted_at", now)
+            .apply(db, uuid)
+            .await?;
+        events::finish_event(db, uuid, rid, "compute_terminate_instance", None, true).await
+    }
+
+    // --- synchronous calls --------------------------------------------------------------
+
+    /// The serial console log of a server.
+    pub async fn console_output(&self, inst: &Instance, length: Option<usize>) -> Result<String> {
+        let host = inst
+            .host
+            .clone()
+            .ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
+        let req = AgentRequest::ConsoleOutput { uuid: inst.uuid.clone(), length };
+        let v = self
+            .platform
+            .bus
+            .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
+            .await
+            .map_err(|e| ComputeError::Conflict(format!("Console output is not available: {e}")))?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// A one-time token for the VNC console proxy.
+    pub async fn vnc_console_token(&self, inst: &Instance) -> Result<String> {
+        let host = inst
+            .host
+            .clone()
+            .ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
+        let req = AgentRequest::VncConsole { uuid: inst.uuid.clone() };
+        let v = self
+            .platform
+            .bus
+            .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
+            .await
+            .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
+        let c: VncConsole =
+            serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        self.consoles.lock().insert(token.clone(), (inst.uuid.clone(), c));
+        Ok(token)
+    }
+
+    /// Consumes a console token (for the console proxy).
+    pub fn take_console(&self, token: &str) -> Option<(String, VncConsole)> {
+        self.consoles.lock().remove(token)
+    }
+
+    // --- crash recovery -------------------------------------------------------------------
+
+    /// Servers a crash left mid-operation (listed before the API serves new requests).
+    async fn interrupted(&self) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+        let rows = Query::new("SELECT uuid, task_state, host FROM compute_instances WHERE deleted = ")
+            .bind(false)
+            .push(" AND (task_state IS NOT NULL OR vm_state = ")
+            .bind(vm::BUILDING)
+            .push(")")
+            .fetch_all(self.platform.db.reader())
+            .await?;
+        let mut out = vec![];
+        for r in rows {
+            out.push((r.try_get("uuid")?, r.try_get("task_state")?, r.try_get("host")?));
+        }
+        Ok(out)
+    }
+
+    /// Resumes or settles every interrupted server:
+    /// - builds resume from the recorded step (re-spawning is idempotent on the agent);
+    /// - deletes are re-run;
+    /// - other tasks are settled from the state the host reports (or ERROR if it cannot).
+    pub async fn recover(self: &Arc<Self>, interrupted: Vec<(String, Option<String>, Option<String>)>) {
+        if interrupted.is_empty() {
+            return;
+        }
+        tracing::warn!(count = interrupted.len(), "recovering servers interrupted by a restart");
+        for (uuid, task, host) in interrupted {
+            let rid = match self.open_request_id(&uuid).await {
+                Ok(Some(r)) => r,
+                _ => format!("req-recover-{}", uuid::Uuid::new_v4()),
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = match task.as_deref() {
+                    Some(task::DELETING) => me.delete(&uuid, &rid).await,
+                    Some(task::SCHEDULING) | Some(task::NETWORKING) | Some(task::SPAWNING) | None => {
+                        me.build(&uuid, &rid).await
+                    }
+                    Some(_) => me.settle(&uuid, host.as_deref(), &rid).await,
+                };
+                if let Err(e) = r {
+                    tracing::error!(instance = %uuid, error = %e, "recovery failed");
+                    let _ = me.set_error(&uuid, fault(500, "Recovery after a restart failed", &e.to_string())).await;
+                }
+            });
+        }
+    }
+
+    async fn open_request_id(&self, uuid: &str) -> Result<Option<String>> {
+        let r = Query::new("SELECT request_id FROM compute_instance_actions WHERE instance_uuid = ")
+            .bind(uuid)
+            .push(" AND finish_time IS NULL ORDER BY start_time DESC")
+            .fetch_optional(self.platform.db.reader())
+            .await?;
+        Ok(r.map(|r| r.try_get("request_id")).transpose()?)
+    }
+
+    /// Ends an interrupted task by asking the host what the guest really is.
+    async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
+        let db = &self.platform.db;
+        let Some(host) = host else {
+            return self.fail(uuid, rid, "recover", 500, "Interrupted by a restart", "no host").await;
+        };
+        // Give a restarting agent time to come back.
+        let mut info = None;
+        for _ in 0..20 {
+            let req = AgentRequest::GetInfo { uuid: uuid.to_string() };
+            match self.platform.bus.call(&agent_topic(host), to_message(&req), self.rpc_timeout()).await {
+                Ok(v) => {
+                    info = serde_json::from_value::<InstanceInfo>(v).ok();
+                    break;
+                }
+                Err(stratus_bus::BusError::Remote(_)) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        let Some(info) = info else {
+            return self
+                .fail(uuid, rid, "recover", 500, "Interrupted by a restart and the guest could not be found", host)
+                .await;
+        };
+        let to = match (info.power_state, info.rescued) {
+            (_, true) => vm::RESCUED,
+            (PowerState::Running, _) => vm::ACTIVE,
+            (PowerState::Paused, _) => vm::PAUSED,
+            (PowerState::Suspended, _) => vm::SUSPENDED,
+            _ => vm::STOPPED,
+        };
+        Update::new()
+            .set("vm_state", to)
+            .set("task_state", Option::<String>::None)
+            .set("power_state", info.power_state.code())
+            .apply(db, uuid)
+            .await?;
+        events::finish_event(
+            db,
+            uuid,
+            rid,
+            "conductor_recover",
+            Some("interrupted by a restart; state taken from the hypervisor"),
+            true,
+        )
+        .await
+    }
+}

@@ -1,0 +1,470 @@
+//! Hosts as operators see them: `os-services` (list, enable/disable with a reason,
+//! forced down, delete), `os-hypervisors` (list, detail, show, uptime, statistics, with
+//! usage from placement) and `os-availability-zone`.
+//!
+//! A compute service is `up` when its agent's last heartbeat is younger than
+//! `service_down_time_secs`. The scheduler and conductor live in this process, so they
+//! are listed as up whenever this API answers.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use stratus_auth::Ctx;
+use stratus_core::time::micros_naive;
+use stratus_core::{ApiError, ApiVersion, OsJson, QueryPairs};
+use stratus_db::sqlx::any::AnyRow;
+use stratus_db::sqlx::Row;
+use stratus_db::Query;
+
+use crate::error::{ComputeError, Result};
+use crate::scheduler::chrono_horizon;
+use crate::AppState;
+
+/// Routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2.1/os-services", get(services_list))
+        .route("/v2.1/os-services/{id}", put(service_update).delete(service_delete))
+        .route("/v2.1/os-hypervisors", get(hv_list))
+        .route("/v2.1/os-hypervisors/detail", get(hv_detail))
+        .route("/v2.1/os-hypervisors/statistics", get(hv_stats))
+        .route("/v2.1/os-hypervisors/{id}", get(hv_show))
+        .route("/v2.1/os-hypervisors/{id}/uptime", get(hv_uptime))
+        .route("/v2.1/os-availability-zone", get(az_list))
+        .route("/v2.1/os-availability-zone/detail", get(az_detail))
+}
+
+struct Service {
+    id: String,
+    host: String,
+    binary: String,
+    zone: String,
+    disabled: bool,
+    reason: Option<String>,
+    forced_down: bool,
+    up: bool,
+    updated_at: String,
+}
+
+async fn services(st: &AppState) -> Result<Vec<Service>> {
+    let rows = Query::new("SELECT * FROM compute_services ORDER BY host, binary_name")
+        .fetch_all(st.platform.db.reader())
+        .await?;
+    let horizon = chrono_horizon(st.cfg.service_down_time_secs);
+    let mut out = vec![];
+    for (n, bin) in ["nova-conductor", "nova-scheduler"].iter().enumerate() {
+        out.push(Service {
+            id: format!("00000000-0000-4000-8000-00000000000{}", n + 1),
+            host: st.platform.host.clone(),
+            binary: bin.to_string(),
+            zone: "internal".into(),
+            disabled: false,
+            reason: None,
+            forced_down: false,
+            up: true,
+            updated_at: stratus_core::time::now(),
+        });
+    }
+    for r in rows {
+        out.push(service_from(&r, &horizon, &st.cfg.default_availability_zone)?);
+    }
+    Ok(out)
+}
+
+fn service_from(r: &AnyRow, horizon: &str, default_az: &str) -> Result<Service> {
+    let last: Option<String> = r.try_get("last_seen_up")?;
+    let forced: bool = stratus_db::flag(r, "forced_down");
+    let az: Option<String> = r.try_get("availability_zone")?;
+    Ok(Service {
+        id: r.try_get("id")?,
+        host: r.try_get("host")?,
+        binary: r.try_get("binary_name")?,
+        zone: az.unwrap_or_else(|| default_az.to_string()),
+        disabled: stratus_db::flag(r, "disabled"),
+        reason: r.try_get("disabled_reason")?,
+        forced_down: forced,
+        up: !forced && last.as_deref().is_some_and(|l| l >= horizon),
+        updated_at: last.unwrap_or(r.try_get("updated_at")?),
+    })
+}
+
+fn service_view(s: &Service, v: ApiVersion) -> Value {
+    let mut o = json!({
+        "id": s.id,
+        "binary": s.binary,
+        "host": s.host,
+        "zone": s.zone,
+        "status": if s.disabled { "disabled" } else { "enabled" },
+        "state": if s.up { "up" } else { "down" },
+        "updated_at": micros_naive(&s.updated_at),
+        "disabled_reason": s.reason,
+    });
+    if v.at_least(2, 11) {
+        o["forced_down"] = json!(s.forced_down);
+    }
+    o
+}
+
+async fn services_list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    st.policy.enforce("os_compute_api:os-services:list", &ctx, &json!({}))?;
+    let list: Vec<Value> = services(&st)
+        .await?
+        .iter()
+        .filter(|s| q.get("host").is_none_or(|h| h == s.host) && q.get("binary").is_none_or(|b| b == s.binary))
+        .map(|s| service_view(s, v))
+        .collect();
+    Ok(Json(json!({"services": list})))
+}
+
+async fn exec(st: &AppState, q: Query) -> Result<u64> {
+    Ok(st
+        .platform
+        .db
+        .transaction(|tx| {
+            let q = q.clone();
+            Box::pin(async move { q.execute(&mut **tx).await })
+        })
+        .await?)
+}
+
+async fn service_update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    st.policy.enforce("os_compute_api:os-services:update", &ctx, &json!({}))?;
+    // Before 2.53 the id is an action (`disable`, `enable`, `force-down`, ...) and the
+    // body names host and binary.
+    let (row_id, status, reason, forced) = if !v.at_least(2, 53) {
+        let host = b["host"].as_str().ok_or_else(|| ComputeError::BadRequest("host is required".into()))?;
+        let binary = b["binary"].as_str().unwrap_or("nova-compute");
+        let r = Query::new("SELECT id FROM compute_services WHERE host = ")
+            .bind(host)
+            .push_bind(" AND binary_name = ", binary)
+            .fetch_optional(st.platform.db.reader())
+            .await
+            .map_err(ComputeError::from)?;
+        let rid: String = r
+            .ok_or_else(|| ComputeError::NotFound(format!("Service {binary} on host {host} could not be found.")))?
+            .try_get("id")
+            .map_err(ComputeError::from)?;
+        match id.as_str() {
+            "enable" => (rid, Some("enabled"), None, None),
+            "disable" => (rid, Some("disabled"), None, None),
+            "disable-log-reason" => (rid, Some("disabled"), b["disabled_reason"].as_str().map(str::to_string), None),
+            "force-down" => (rid, None, None, b["forced_down"].as_bool()),
+            other => return Err(ComputeError::NotFound(format!("Unknown service action {other}")).into()),
+        }
+    } else {
+        let status = match b["status"].as_str() {
+            None => None,
+            Some("enabled") => Some("enabled"),
+            Some("disabled") => Some("disabled"),
+            Some(x) => {
+                return Err(ComputeError::BadRequest(format!("Invalid status {x:?}: use enabled or disabled")).into())
+            }
+        };
+        let reason = b["disabled_reason"].as_str().map(str::to_string);
+        if reason.is_some() && status != Some("disabled") {
+            return Err(ComputeError::BadRequest("disabled_reason is only allowed with status disabled".into()).into());
+        }
+        (id.clone(), status, reason, b["forced_down"].as_bool())
+    };
+    let mut q = Query::new("UPDATE compute_services SET updated_at = ");
+    q.bind(stratus_core::time::now());
+    if let Some(s) = status {
+        q.push_bind(", disabled = ", s == "disabled")
+            .push_bind(", disabled_reason = ", if s == "disabled" { reason.clone() } else { None });
+    }
+    if let Some(f) = forced {
+        q.push_bind(", forced_down = ", f);
+    }
+    q.push_bind(" WHERE id = ", &row_id);
+    if exec(&st, q).await? == 0 {
+        return Err(ComputeError::NotFound(format!("Service {id} could not be found.")).into());
+    }
+    let s = services(&st)
+        .await?
+        .into_iter()
+        .find(|s| s.id == row_id)
+        .ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?;
+    if !v.at_least(2, 53) {
+        let mut o = json!({"host": s.host, "binary": s.binary, "status": if s.disabled {"disabled"} else {"enabled"}});
+        if let Some(r) = &s.reason {
+            o["disabled_reason"] = json!(r);
+        }
+        if forced.is_some() {
+            o["forced_down"] = json!(s.forced_down);
+        }
+        return Ok(Json(json!({"service": o})));
+    }
+    Ok(Json(json!({"service": service_view(&s, v)})))
+}
+
+async fn service_delete(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    st.policy.enforce("os_compute_api:os-services:delete", &ctx, &json!({}))?;
+    let r = Query::new("SELECT host FROM compute_services WHERE id = ")
+        .bind(&id)
+        .fetch_optional(st.platform.db.reader())
+        .await
+        .map_err(ComputeError::from)?;
+    let host: String = r
+        .ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?
+        .try_get("host")
+        .map_err(ComputeError::from)?;
+    let busy = Query::new("SELECT 1 FROM compute_instances WHERE deleted = ")
+        .bind(false)
+        .push_bind(" AND host = ", &host)
+        .fetch_optional(st.platform.db.reader())
+        .await
+        .map_err(ComputeError::from)?;
+    if busy.is_some() {
+        return Err(ComputeError::Conflict(format!("Unable to delete compute service that is hosting instances on {host}. Migrate or delete the instances first.")).into());
+    }
+    let mut q = Query::new("DELETE FROM compute_nodes WHERE service_id = ");
+    q.bind(&id);
+    exec(&st, q).await?;
+    let mut q = Query::new("DELETE FROM compute_services WHERE id = ");
+    q.bind(&id);
+    exec(&st, q).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+struct Node {
+    id: String,
+    host: String,
+    hostname: String,
+    hv_type: String,
+    hv_version: i64,
+    host_ip: String,
+    vcpus: i64,
+    memory_mb: i64,
+    local_gb: i64,
+    cpu_info: String,
+    service: Service,
+}
+
+async fn nodes(st: &AppState) -> Result<Vec<Node>> {
+    let rows = Query::new(
+        "SELECT n.id AS node_id, n.host AS node_host, n.hypervisor_hostname, n.hypervisor_type, n.hypervisor_version, n.host_ip, \
+         n.vcpus, n.memory_mb, n.local_gb, n.cpu_info, s.* FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id ORDER BY n.hypervisor_hostname",
+    )
+    .fetch_all(st.platform.db.reader())
+    .await?;
+    let horizon = chrono_horizon(st.cfg.service_down_time_secs);
+    let mut out = vec![];
+    for r in rows {
+        out.push(Node {
+            id: r.try_get("node_id")?,
+            host: r.try_get("node_host")?,
+            hostname: r.try_get("hypervisor_hostname")?,
+            hv_type: r.try_get("hypervisor_type")?,
+            hv_version: r.try_get("hypervisor_version")?,
+            host_ip: r.try_get("host_ip")?,
+            vcpus: r.try_get("vcpus")?,
+            memory_mb: r.try_get("memory_mb")?,
+            local_gb: r.try_get("local_gb")?,
+            cpu_info: r.try_get("cpu_info")?,
+            service: service_from(&r, &horizon, &st.cfg.default_availability_zone)?,
+        });
+    }
+    Ok(out)
+}
+
+async fn running_vms(st: &AppState, host: &str) -> Result<i64> {
+    Ok(Query::new("SELECT COUNT(*) AS n FROM compute_instances WHERE deleted = ")
+        .bind(false)
+        .push_bind(" AND host = ", host)
+        .fetch_optional(st.platform.db.reader())
+        .await?
+        .map(|r| r.try_get("n"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Result<Value> {
+    let mut o = json!({
+        "id": n.id,
+        "hypervisor_hostname": n.hostname,
+        "state": if n.service.up { "up" } else { "down" },
+        "status": if n.service.disabled { "disabled" } else { "enabled" },
+    });
+    if !detail {
+        return Ok(o);
+    }
+    o["host_ip"] = json!(n.host_ip);
+    o["hypervisor_type"] = json!(n.hv_type);
+    o["hypervisor_version"] = json!(n.hv_version);
+    o["service"] = json!({"host": n.host, "id": n.service.id, "disabled_reason": n.service.reason});
+    if !v.at_least(2, 88) {
+        let used = st.backends.placement.provider_usages(&n.id).await.unwrap_or_default();
+        let (vu, mu, du) = (
+            used.get("VCPU").copied().unwrap_or(0),
+            used.get("MEMORY_MB").copied().unwrap_or(0),
+            used.get("DISK_GB").copied().unwrap_or(0),
+        );
+        o["vcpus"] = json!(n.vcpus);
+        o["memory_mb"] = json!(n.memory_mb);
+        o["local_gb"] = json!(n.local_gb);
+        o["vcpus_used"] = json!(vu);
+        o["memory_mb_used"] = json!(mu);
+        o["local_gb_used"] = json!(du);
+        o["free_ram_mb"] = json!(n.memory_mb - mu);
+        o["free_disk_gb"] = json!(n.local_gb - du);
+        o["current_workload"] = json!(0);
+        o["running_vms"] = json!(running_vms(st, &n.host).await?);
+        o["disk_available_least"] = json!(n.local_gb - du);
+        o["cpu_info"] = json!(json!({"model": n.cpu_info}).to_string());
+    } else {
+        o["uptime"] = json!(uptime());
+    }
+    Ok(o)
+}
+
+fn uptime() -> String {
+    let s = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs = s.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+    format!(" up {} days, {:02}:{:02}", secs / 86400, (secs % 86400) / 3600, (secs % 3600) / 60)
+}
+
+async fn hv_list_impl(
+    st: &AppState,
+    ctx: &Ctx,
+    v: ApiVersion,
+    q: &QueryPairs,
+    detail: bool,
+) -> Result<Value, ApiError> {
+    st.policy.enforce(
+        if detail { "os_compute_api:os-hypervisors:list-detail" } else { "os_compute_api:os-hypervisors:list" },
+        ctx,
+        &json!({}),
+    )?;
+    let mut out = vec![];
+    for n in nodes(st).await? {
+        if let Some(p) = q.get("hypervisor_hostname_pattern") {
+            if !n.hostname.contains(p) {
+                continue;
+            }
+        }
+        out.push(node_view(st, &n, v, detail).await?);
+    }
+    Ok(json!({"hypervisors": out}))
+}
+
+async fn hv_list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    Ok(Json(hv_list_impl(&st, &ctx, v, &q, false).await?))
+}
+
+async fn hv_detail(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(hv_list_impl(&st, &ctx, v, &q, true).await?))
+}
+
+async fn hv_show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    st.policy.enforce("os_compute_api:os-hypervisors:show", &ctx, &json!({}))?;
+    let n = nodes(&st)
+        .await?
+        .into_iter()
+        .find(|n| n.id == id || n.hostname == id)
+        .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
+    Ok(Json(json!({"hypervisor": node_view(&st, &n, v, true).await?})))
+}
+
+async fn hv_uptime(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    st.policy.enforce("os_compute_api:os-hypervisors:uptime", &ctx, &json!({}))?;
+    let n = nodes(&st)
+        .await?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
+    let mut o = node_view(&st, &n, v, false).await?;
+    o["uptime"] = json!(uptime());
+    Ok(Json(json!({"hypervisor": o})))
+}
+
+async fn hv_stats(State(st): State<AppState>, ctx: Ctx, v: ApiVersion) -> Result<Json<Value>, ApiError> {
+    if v.at_least(2, 88) {
+        return Err(ComputeError::NotFound(
+            "The hypervisor statistics API was removed in microversion 2.88; use placement".into(),
+        )
+        .into());
+    }
+    st.policy.enforce("os_compute_api:os-hypervisors:statistics", &ctx, &json!({}))?;
+    let mut tot = json!({"count": 0, "vcpus": 0, "memory_mb": 0, "local_gb": 0, "vcpus_used": 0, "memory_mb_used": 0, "local_gb_used": 0, "free_ram_mb": 0, "free_disk_gb": 0, "current_workload": 0, "running_vms": 0, "disk_available_least": 0});
+    for n in nodes(&st).await? {
+        let nv = node_view(&st, &n, v, true).await?;
+        tot["count"] = json!(tot["count"].as_i64().unwrap_or(0) + 1);
+        for k in [
+            "vcpus",
+            "memory_mb",
+            "local_gb",
+            "vcpus_used",
+            "memory_mb_used",
+            "local_gb_used",
+            "free_ram_mb",
+            "free_disk_gb",
+            "running_vms",
+            "disk_available_least",
+        ] {
+            tot[k] = json!(tot[k].as_i64().unwrap_or(0) + nv[k].as_i64().unwrap_or(0));
+        }
+    }
+    Ok(Json(json!({"hypervisor_statistics": tot})))
+}
+
+/// True when some enabled compute host is in zone `z`.
+pub async fn zone_exists(st: &AppState, z: &str) -> Result<bool> {
+    Ok(services(st).await?.iter().any(|s| s.binary == "nova-compute" && s.zone == z && !s.disabled))
+}
+
+async fn az_list(State(st): State<AppState>, ctx: Ctx) -> Result<Json<Value>, ApiError> {
+    st.policy.enforce("os_compute_api:os-availability-zone:list", &ctx, &json!({}))?;
+    let mut zones: std::collections::BTreeMap<String, bool> = Default::default();
+    for s in services(&st).await?.iter().filter(|s| s.binary == "nova-compute" && !s.disabled) {
+        *zones.entry(s.zone.clone()).or_default() |= s.up;
+    }
+    let list: Vec<Value> = zones
+        .into_iter()
+        .map(|(z, up)| json!({"zoneName": z, "zoneState": {"available": up}, "hosts": null}))
+        .collect();
+    Ok(Json(json!({"availabilityZoneInfo": list})))
+}
+
+async fn az_detail(State(st): State<AppState>, ctx: Ctx) -> Result<Json<Value>, ApiError> {
+    st.policy.enforce("os_compute_api:os-availability-zone:detail", &ctx, &json!({}))?;
+    let mut zones: std::collections::BTreeMap<String, (bool, serde_json::Map<String, Value>)> = Default::default();
+    for s in services(&st).await? {
+        let e = zones.entry(s.zone.clone()).or_insert((false, Default::default()));
+        e.0 |= s.up && !s.disabled;
+        let host = e.1.entry(s.host.clone()).or_insert(json!({}));
+        host[&s.binary] = json!({"available": s.up, "active": !s.disabled, "updated_at": micros_naive(&s.updated_at)});
+    }
+    let list: Vec<Value> = zones
+        .into_iter()
+        .map(|(z, (up, hosts))| json!({"zoneName": z, "zoneState": {"available": up}, "hosts": hosts}))
+        .collect();
+    Ok(Json(json!({"availabilityZoneInfo": list})))
+}

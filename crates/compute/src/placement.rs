@@ -1,0 +1,420 @@
+//! Placement, as the scheduler and conductor use it.
+//!
+//! Nova talks to placement through its REST API; so does Stratus, in-process
+//! ([`RestPlacement`], microversion 1.39). Claims are atomic in placement: a `PUT
+//! /allocations/{consumer}` that would exceed capacity fails with 409, and the scheduler
+//! moves on to the next candidate, so concurrent boots never overcommit a host.
+//! [`MemoryPlacement`] implements the same contract in memory for unit tests and
+//! benchmarks that run without the placement service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::{Method, StatusCode};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use stratus_compute_agent::rpc::Inventory;
+use stratus_core::internal::InternalClient;
+use stratus_core::RequestContext;
+
+/// Resource class → amount.
+pub type Resources = BTreeMap<String, i64>;
+/// Provider uuid → resources.
+pub type Allocations = BTreeMap<String, Resources>;
+
+/// A failure talking to placement.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("placement: {0}")]
+pub struct PlacementError(pub String);
+
+/// One allocation candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Root provider (the compute node).
+    pub provider: String,
+    /// What to claim.
+    pub allocations: Allocations,
+    /// Capacity and usage of the provider, per resource class: (capacity, used).
+    pub summary: BTreeMap<String, (i64, i64)>,
+}
+
+/// What the scheduler asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CandidateQuery {
+    /// Resources of one instance.
+    pub resources: Resources,
+    /// Required traits.
+    pub required: Vec<String>,
+    /// Aggregate uuids the provider must be in (any of).
+    pub member_of: Vec<String>,
+    /// Most candidates wanted.
+    pub limit: usize,
+}
+
+/// The placement operations compute needs.
+#[async_trait]
+pub trait PlacementApi: Send + Sync + 'static {
+    /// Creates the provider if it does not exist.
+    async fn ensure_provider(&self, uuid: &str, name: &str) -> Result<(), PlacementError>;
+    /// Replaces the provider's inventories.
+    async fn set_inventories(&self, uuid: &str, inv: &BTreeMap<String, Inventory>) -> Result<(), PlacementError>;
+    /// Allocation candidates.
+    async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>, PlacementError>;
+    /// Claims `alloc` for `consumer` atomically; `Ok(false)` when capacity (or a concurrent
+    /// writer) refused it.
+    async fn claim(
+        &self,
+        consumer: &str,
+        alloc: &Allocations,
+        project: &str,
+        user: &str,
+    ) -> Result<bool, PlacementError>;
+    /// Removes every allocation of `consumer` (idempotent).
+    async fn release(&self, consumer: &str) -> Result<(), PlacementError>;
+    /// Allocations of `consumer`.
+    async fn allocations(&self, consumer: &str) -> Result<Allocations, PlacementError>;
+    /// Usages of a provider.
+    async fn provider_usages(&self, uuid: &str) -> Result<Resources, PlacementError>;
+    /// Usages of a project (for quotas).
+    async fn project_usages(&self, project: &str) -> Result<Resources, PlacementError>;
+}
+
+const PLACEMENT_VERSION: &str = "placement 1.39";
+
+/// Placement through its REST API, in-process.
+pub struct RestPlacement {
+    client: InternalClient,
+    ctx: RequestContext,
+}
+
+impl RestPlacement {
+    /// Calls placement through `client` as the cloud itself.
+    pub fn new(client: InternalClient) -> Self {
+        RestPlacement { client, ctx: RequestContext::internal_admin() }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), PlacementError> {
+        let r = self
+            .client
+            .call(
+                &self.ctx,
+                method,
+                &format!("/placement{path}"),
+                body,
+                &[("OpenStack-API-Version", PLACEMENT_VERSION)],
+            )
+            .await
+            .map_err(|e| PlacementError(e.message))?;
+        Ok((r.status, r.body))
+    }
+}
+
+fn err(what: &str, status: StatusCode, body: &Value) -> PlacementError {
+    let detail = body["errors"][0]["detail"].as_str().unwrap_or("");
+    PlacementError(format!("{what} failed with {status}: {detail}"))
+}
+
+fn parse_resources(v: &Value) -> Resources {
+    v.as_object()
+        .map(|m| m.iter().filter_map(|(k, n)| n.as_i64().map(|n| (k.clone(), n))).collect())
+        .unwrap_or_default()
+}
+
+fn parse_allocations(v: &Value) -> Allocations {
+    v.as_object()
+        .map(|m| m.iter().map(|(rp, a)| (rp.clone(), parse_resources(&a["resources"]))).collect())
+        .unwrap_or_default()
+}
+
+fn alloc_body(alloc: &Allocations) -> Value {
+    let mut m = serde_json::Map::new();
+    for (rp, res) in alloc {
+        m.insert(rp.clone(), json!({"resources": res}));
+    }
+    Value::Object(m)
+}
+
+#[async_trait]
+impl PlacementApi for RestPlacement {
+    async fn ensure_provider(&self, uuid: &str, name: &str) -> Result<(), PlacementError> {
+        let (s, b) = self.call(Method::GET, &format!("/resource_providers/{uuid}"), None).await?;
+        if s.is_success() {
+            return Ok(());
+        }
+        let (s, b2) =
+            self.call(Method::POST, "/resource_providers", Some(&json!({"uuid": uuid, "name": name}))).await?;
+        if s.is_success() || s == StatusCode::CONFLICT {
+            return Ok(());
+        }
+        let _ = b;
+        Err(err("creating resource provider", s, &b2))
+    }
+
+    async fn set_inventories(&self, uuid: &str, inv: &BTreeMap<String, Inventory>) -> Result<(), PlacementError> {
+        for _ in 0..5 {
+            let (s, b) = self.call(Method::GET, &format!("/resource_providers/{uuid}"), None).await?;
+            if !s.is_success() {
+                return Err(err("reading resource provider", s, &b));
+            }
+            let generation = b["generation"].as_i64().unwrap_or(0);
+            let body = json!({"resource_provider_generation": generation, "inventories": inv});
+            let (s, b) =
+                self.call(Method::PUT, &format!("/resource_providers/{uuid}/inventories"), Some(&body)).await?;
+            if s.is_success() {
+                return Ok(());
+            }
+            if s != StatusCode::CONFLICT {
+                return Err(err("setting inventories", s, &b));
+            }
+        }
+        Err(PlacementError("inventories kept changing under us".into()))
+    }
+
+    async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>, PlacementError> {
+        let res: Vec<String> = q.resources.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}:{n}")).collect();
+        let mut path = format!("/allocation_candidates?resources={}&limit={}", res.join(","), q.limit.max(1));
+        if !q.required.is_empty() {
+            path.push_str(&format!("&required={}", q.required.join(",")));
+        }
+        if !q.member_of.is_empty() {
+            path.push_str(&format!("&member_of=in:{}", q.member_of.join(",")));
+        }
+        let (s, b) = self.call(Method::GET, &path, None).await?;
+        if !s.is_success() {
+            return Err(err("allocation candidates", s, &b));
+        }
+        let summaries = &b["provider_summaries"];
+        let mut out = Vec::new();
+        for ar in b["allocation_requests"].as_array().into_iter().flatten() {
+            let allocations = parse_allocations(&ar["allocations"]);
+            // The compute node is the root of the tree; with one provider per node it is
+            // the only one.
+            let Some(first) = allocations.keys().next().cloned() else { continue };
+            let root = summaries[&first]["root_provider_uuid"].as_str().unwrap_or(&first).to_string();
+            let mut summary = BTreeMap::new();
+            if let Some(m) = summaries[&root]["resources"].as_object() {
+                for (rc, v) in m {
+                    summary.insert(rc.clone(), (v["capacity"].as_i64().unwrap_or(0), v["used"].as_i64().unwrap_or(0)));
+                }
+            }
+            out.push(Candidate { provider: root, allocations, summary });
+        }
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        consumer: &str,
+        alloc: &Allocations,
+        project: &str,
+        user: &str,
+    ) -> Result<bool, PlacementError> {
+        let body = json!({
+            "allocations": alloc_body(alloc),
+            "project_id": project,
+            "user_id": user,
+            "consumer_generation": null,
+            "consumer_type": "INSTANCE",
+        });
+        let (s, b) = self.call(Method::PUT, &format!("/allocations/{consumer}"), Some(&body)).await?;
+        match s {
+            s if s.is_success() => Ok(true),
+            StatusCode::CONFLICT => Ok(false),
+            s => Err(err("claiming resources", s, &b)),
+        }
+    }
+
+    async fn release(&self, consumer: &str) -> Result<(), PlacementError> {
+        let (s, b) = self.call(Method::DELETE, &format!("/allocations/{consumer}"), None).await?;
+        if s.is_success() || s == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(err("releasing resources", s, &b))
+        }
+    }
+
+    async fn allocations(&self, consumer: &str) -> Result<Allocations, PlacementError> {
+        let (s, b) = self.call(Method::GET, &format!("/allocations/{consumer}"), None).await?;
+        if !s.is_success() {
+            return Err(err("reading allocations", s, &b));
+        }
+        Ok(parse_allocations(&b["allocations"]))
+    }
+
+    async fn provider_usages(&self, uuid: &str) -> Result<Resources, PlacementError> {
+        let (s, b) = self.call(Method::GET, &format!("/resource_providers/{uuid}/usages"), None).await?;
+        if !s.is_success() {
+            return Err(err("reading provider usages", s, &b));
+        }
+        Ok(parse_resources(&b["usages"]))
+    }
+
+    async fn project_usages(&self, project: &str) -> Result<Resources, PlacementError> {
+        let (s, b) = self.call(Method::GET, &format!("/usages?project_id={project}"), None).await?;
+        if !s.is_success() {
+            return Err(err("reading project usages", s, &b));
+        }
+        // From 1.38 usages are grouped by consumer type, with the total under `all`.
+        let u = &b["usages"];
+        Ok(parse_resources(if u.get("all").is_some() { &u["all"] } else { u }))
+    }
+}
+
+#[derive(Default)]
+struct MemState {
+    providers: BTreeMap<String, BTreeMap<String, Inventory>>,
+    consumers: HashMap<String, (Allocations, String)>,
+    /// Usage per provider, kept in step with `consumers`.
+    usage: HashMap<String, Resources>,
+}
+
+/// Placement's contract in memory (tests and benchmarks without the placement service).
+#[derive(Clone, Default)]
+pub struct MemoryPlacement {
+    st: Arc<Mutex<MemState>>,
+}
+
+impl MemoryPlacement {
+    fn used(st: &MemState, rp: &str) -> Resources {
+        st.usage.get(rp).cloned().unwrap_or_default()
+    }
+
+    fn account(st: &mut MemState, alloc: &Allocations, sign: i64) {
+        for (rp, res) in alloc {
+            let u = st.usage.entry(rp.clone()).or_default();
+            for (rc, n) in res {
+                *u.entry(rc.clone()).or_default() += sign * n;
+            }
+        }
+    }
+
+    fn capacity(inv: &Inventory) -> i64 {
+        ((inv.total - inv.reserved) as f64 * inv.allocation_ratio) as i64
+    }
+
+    /// Every consumer with allocations (leak checks in tests).
+    pub fn consumers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.st.lock().consumers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Checks that no provider is over capacity.
+    pub fn overcommitted(&self) -> Vec<String> {
+        let st = self.st.lock();
+        let mut bad = Vec::new();
+        for (rp, invs) in &st.providers {
+            let used = Self::used(&st, rp);
+            for (rc, inv) in invs {
+                if used.get(rc).copied().unwrap_or(0) > Self::capacity(inv) {
+                    bad.push(format!("{rp}/{rc}"));
+                }
+            }
+        }
+        bad
+    }
+}
+
+#[async_trait]
+impl PlacementApi for MemoryPlacement {
+    async fn ensure_provider(&self, uuid: &str, _name: &str) -> Result<(), PlacementError> {
+        self.st.lock().providers.entry(uuid.to_string()).or_default();
+        Ok(())
+    }
+
+    async fn set_inventories(&self, uuid: &str, inv: &BTreeMap<String, Inventory>) -> Result<(), PlacementError> {
+        self.st.lock().providers.insert(uuid.to_string(), inv.clone());
+        Ok(())
+    }
+
+    async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>, PlacementError> {
+        let st = self.st.lock();
+        let mut out = Vec::new();
+        for (rp, invs) in &st.providers {
+            let used = Self::used(&st, rp);
+            let fits = q.resources.iter().all(|(rc, n)| {
+                *n == 0
+                    || invs.get(rc).is_some_and(|inv| {
+                        *n <= inv.max_unit && used.get(rc).copied().unwrap_or(0) + n <= Self::capacity(inv)
+                    })
+            });
+            if !fits {
+                continue;
+            }
+            let summary = invs
+                .iter()
+                .map(|(rc, inv)| (rc.clone(), (Self::capacity(inv), used.get(rc).copied().unwrap_or(0))))
+                .collect();
+            let res: Resources = q.resources.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
+            out.push(Candidate { provider: rp.clone(), allocations: [(rp.clone(), res)].into(), summary });
+            if out.len() >= q.limit.max(1) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        consumer: &str,
+        alloc: &Allocations,
+        project: &str,
+        _user: &str,
+    ) -> Result<bool, PlacementError> {
+        let mut st = self.st.lock();
+        if st.consumers.contains_key(consumer) {
+            // consumer_generation null on an existing consumer: placement says 409.
+            return Ok(false);
+        }
+        for (rp, res) in alloc {
+            let Some(invs) = st.providers.get(rp) else { return Ok(false) };
+            let used = Self::used(&st, rp);
+            for (rc, n) in res {
+                let Some(inv) = invs.get(rc) else { return Ok(false) };
+                if used.get(rc).copied().unwrap_or(0) + n > Self::capacity(inv) {
+                    return Ok(false);
+                }
+            }
+        }
+        Self::account(&mut st, alloc, 1);
+        st.consumers.insert(consumer.to_string(), (alloc.clone(), project.to_string()));
+        Ok(true)
+    }
+
+    async fn release(&self, consumer: &str) -> Result<(), PlacementError> {
+        let mut st = self.st.lock();
+        if let Some((a, _)) = st.consumers.remove(consumer) {
+            Self::account(&mut st, &a, -1);
+        }
+        Ok(())
+    }
+
+    async fn allocations(&self, consumer: &str) -> Result<Allocations, PlacementError> {
+        Ok(self.st.lock().consumers.get(consumer).map(|(a, _)| a.clone()).unwrap_or_default())
+    }
+
+    async fn provider_usages(&self, uuid: &str) -> Result<Resources, PlacementError> {
+        Ok(Self::used(&self.st.lock(), uuid))
+    }
+
+    async fn project_usages(&self, project: &str) -> Result<Resources, PlacementError> {
+        let st = self.st.lock();
+        let mut u = Resources::new();
+        for (a, p) in st.consumers.values() {
+            if p == project {
+                for r in a.values() {
+                    for (rc, n) in r {
+                        *u.entry(rc.clone()).or_default() += n;
+                    }
+                }
+            }
+        }
+        Ok(u)
+    }
+}

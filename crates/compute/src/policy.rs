@@ -1,0 +1,98 @@
+//! Nova's policy rules and their defaults (the 2023+ secure RBAC defaults: project
+//! readers read, project members act, admins do everything).
+
+use stratus_auth::PolicyDefault;
+
+macro_rules! rules {
+    ($($name:expr => $check:expr),* $(,)?) => {
+        &[$(PolicyDefault { name: $name, check: $check, description: "" }),*]
+    };
+}
+
+/// Every rule compute enforces.
+pub const DEFAULTS: &[PolicyDefault] = rules! {
+    "context_is_admin" => "role:admin",
+    "admin_api" => "is_admin:True",
+    "project_member_api" => "role:member and project_id:%(project_id)s",
+    "project_reader_api" => "role:reader and project_id:%(project_id)s",
+    "project_member_or_admin" => "rule:project_member_api or rule:context_is_admin",
+    "project_reader_or_admin" => "rule:project_reader_api or rule:context_is_admin",
+    "admin_or_owner_user" => "rule:context_is_admin or user_id:%(user_id)s",
+
+    "os_compute_api:servers:index" => "rule:project_reader_or_admin",
+    "os_compute_api:servers:detail" => "rule:project_reader_or_admin",
+    "os_compute_api:servers:index:get_all_tenants" => "rule:admin_api",
+    "os_compute_api:servers:detail:get_all_tenants" => "rule:admin_api",
+    "os_compute_api:servers:allow_all_filters" => "rule:admin_api",
+    "os_compute_api:servers:show" => "rule:project_reader_or_admin",
+    "os_compute_api:servers:show:host_status" => "rule:admin_api",
+    "os_compute_api:servers:create" => "rule:project_member_or_admin",
+    "os_compute_api:servers:create:forced_host" => "rule:admin_api",
+    "os_compute_api:servers:update" => "rule:project_member_or_admin",
+    "os_compute_api:servers:delete" => "rule:project_member_or_admin",
+    "os_compute_api:servers:start" => "rule:project_member_or_admin",
+    "os_compute_api:servers:stop" => "rule:project_member_or_admin",
+    "os_compute_api:servers:reboot" => "rule:project_member_or_admin",
+    "os_compute_api:servers:rebuild" => "rule:project_member_or_admin",
+    "os_compute_api:servers:create_image" => "rule:project_member_or_admin",
+    "os_compute_api:servers:trigger_crash_dump" => "rule:project_member_or_admin",
+    "os_compute_api:os-pause-server:pause" => "rule:project_member_or_admin",
+    "os_compute_api:os-pause-server:unpause" => "rule:project_member_or_admin",
+    "os_compute_api:os-suspend-server:suspend" => "rule:project_member_or_admin",
+    "os_compute_api:os-suspend-server:resume" => "rule:project_member_or_admin",
+    "os_compute_api:os-rescue" => "rule:project_member_or_admin",
+    "os_compute_api:os-unrescue" => "rule:project_member_or_admin",
+    "os_compute_api:os-lock-server:lock" => "rule:project_member_or_admin",
+    "os_compute_api:os-lock-server:unlock" => "rule:project_member_or_admin",
+    "os_compute_api:os-lock-server:unlock:unlock_override" => "rule:admin_api",
+    "os_compute_api:os-admin-actions:reset_state" => "rule:admin_api",
+    "os_compute_api:os-console-output" => "rule:project_member_or_admin",
+    "os_compute_api:os-remote-consoles" => "rule:project_member_or_admin",
+    "os_compute_api:os-extended-server-attributes" => "rule:admin_api",
+    "os_compute_api:server-metadata:index" => "rule:project_reader_or_admin",
+    "os_compute_api:server-metadata:show" => "rule:project_reader_or_admin",
+    "os_compute_api:server-metadata:create" => "rule:project_member_or_admin",
+    "os_compute_api:server-metadata:update" => "rule:project_member_or_admin",
+    "os_compute_api:server-metadata:update_all" => "rule:project_member_or_admin",
+    "os_compute_api:server-metadata:delete" => "rule:project_member_or_admin",
+    "os_compute_api:os-server-tags:index" => "rule:project_reader_or_admin",
+    "os_compute_api:os-server-tags:update" => "rule:project_member_or_admin",
+    "os_compute_api:os-server-tags:delete" => "rule:project_member_or_admin",
+    "os_compute_api:os-instance-actions:list" => "rule:project_reader_or_admin",
+    "os_compute_api:os-instance-actions:show" => "rule:project_reader_or_admin",
+    "os_compute_api:os-instance-actions:events" => "rule:admin_api",
+    "os_compute_api:os-instance-actions:events:details" => "rule:admin_api",
+
+    "os_compute_api:os-flavor-manage:create" => "rule:admin_api",
+    "os_compute_api:os-flavor-manage:update" => "rule:admin_api",
+    "os_compute_api:os-flavor-manage:delete" => "rule:admin_api",
+    "os_compute_api:os-flavor-access" => "rule:admin_api",
+    "os_compute_api:os-flavor-access:add_tenant_access" => "rule:admin_api",
+    "os_compute_api:os-flavor-access:remove_tenant_access" => "rule:admin_api",
+    "os_compute_api:os-flavor-extra-specs:index" => "@",
+    "os_compute_api:os-flavor-extra-specs:show" => "@",
+    "os_compute_api:os-flavor-extra-specs:create" => "rule:admin_api",
+    "os_compute_api:os-flavor-extra-specs:update" => "rule:admin_api",
+    "os_compute_api:os-flavor-extra-specs:delete" => "rule:admin_api",
+
+    "os_compute_api:os-keypairs:index" => "rule:admin_or_owner_user",
+    "os_compute_api:os-keypairs:create" => "rule:admin_or_owner_user",
+    "os_compute_api:os-keypairs:show" => "rule:admin_or_owner_user",
+    "os_compute_api:os-keypairs:delete" => "rule:admin_or_owner_user",
+
+    "os_compute_api:os-services:list" => "rule:admin_api",
+    "os_compute_api:os-services:update" => "rule:admin_api",
+    "os_compute_api:os-services:delete" => "rule:admin_api",
+    "os_compute_api:os-hypervisors:list" => "rule:admin_api",
+    "os_compute_api:os-hypervisors:list-detail" => "rule:admin_api",
+    "os_compute_api:os-hypervisors:show" => "rule:admin_api",
+    "os_compute_api:os-hypervisors:statistics" => "rule:admin_api",
+    "os_compute_api:os-hypervisors:uptime" => "rule:admin_api",
+    "os_compute_api:os-availability-zone:list" => "@",
+    "os_compute_api:os-availability-zone:detail" => "rule:admin_api",
+    "os_compute_api:limits" => "@",
+    "os_compute_api:os-quota-sets:show" => "rule:project_reader_or_admin",
+    "os_compute_api:os-quota-sets:defaults" => "@",
+    "os_compute_api:os-quota-sets:update" => "rule:admin_api",
+    "os_compute_api:os-quota-sets:delete" => "rule:admin_api",
+};

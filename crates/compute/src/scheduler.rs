@@ -1,0 +1,302 @@
+//! The scheduler: placement's allocation candidates → filters → weighers → atomic claim.
+//!
+//! Placement answers "which providers have room"; the filters apply what placement does
+//! not know (service enabled and up, availability zone, retry and affinity hints, image
+//! properties, instances per host), the weighers rank what is left (free RAM by default,
+//! as Nova), and the claim in placement is the commit point: if a concurrent boot took
+//! the room first, placement refuses the claim and the next host is tried. Nothing is
+//! overcommitted, whatever the concurrency.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use rand::Rng;
+use serde_json::Value;
+use stratus_core::Platform;
+use stratus_db::sqlx::Row;
+use stratus_db::Query;
+
+use crate::placement::{Candidate, CandidateQuery, PlacementApi};
+use crate::servers::store::Instance;
+use crate::ComputeConfig;
+
+/// A host as the filters and weighers see it.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    /// Compute node id (= resource provider uuid).
+    pub node: String,
+    /// Host name.
+    pub host: String,
+    /// Availability zone.
+    pub az: String,
+    /// Service disabled by an operator.
+    pub disabled: bool,
+    /// Heartbeat recent and not forced down.
+    pub up: bool,
+    /// `hypervisor_type` of the node.
+    pub hypervisor_type: String,
+    /// Instances on it now.
+    pub num_instances: i64,
+    /// The candidate placement offered.
+    pub candidate: Candidate,
+}
+
+impl HostState {
+    fn free(&self, rc: &str) -> f64 {
+        self.candidate.summary.get(rc).map(|(cap, used)| (cap - used) as f64).unwrap_or(0.0)
+    }
+}
+
+/// Why no host could be found: a summary for users, per-filter counts for admins.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("No valid host was found. {reason}")]
+pub struct NoValidHost {
+    /// Short reason.
+    pub reason: String,
+    /// Which filter removed how many hosts.
+    pub details: String,
+}
+
+/// Host selection.
+pub struct Scheduler {
+    platform: Platform,
+    cfg: ComputeConfig,
+    placement: Arc<dyn PlacementApi>,
+}
+
+type Filter = (&'static str, Box<dyn Fn(&HostState) -> bool + Send + Sync>);
+
+impl Scheduler {
+    /// A scheduler.
+    pub fn new(platform: Platform, cfg: ComputeConfig, placement: Arc<dyn PlacementApi>) -> Self {
+        Scheduler { platform, cfg, placement }
+    }
+
+    async fn host_states(&self, cands: Vec<Candidate>) -> Result<Vec<HostState>, NoValidHost> {
+        let db_err = |e: stratus_db::DbError| NoValidHost {
+            reason: "The scheduler could not read host records.".into(),
+            details: e.to_string(),
+        };
+        let rows = Query::new(
+            "SELECT n.id, n.host, n.hypervisor_type, s.disabled, s.forced_down, s.last_seen_up, s.availability_zone \
+             FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id",
+        )
+        .fetch_all(self.platform.db.reader())
+        .await
+        .map_err(db_err)?;
+        let counts = Query::new("SELECT host, COUNT(*) AS n FROM compute_instances WHERE deleted = ")
+            .bind(false)
+            .push(" AND host IS NOT NULL GROUP BY host")
+            .fetch_all(self.platform.db.reader())
+            .await
+            .map_err(db_err)?;
+        let mut per_host: HashMap<String, i64> = HashMap::new();
+        for r in counts {
+            per_host.insert(r.try_get("host").unwrap_or_default(), r.try_get("n").unwrap_or(0));
+        }
+        let horizon = chrono_horizon(self.cfg.service_down_time_secs);
+        let mut nodes = HashMap::new();
+        for r in rows {
+            let id: String = r.try_get("id").unwrap_or_default();
+            let last: Option<String> = r.try_get("last_seen_up").unwrap_or(None);
+            let forced: bool = stratus_db::flag(&r, "forced_down");
+            let az: Option<String> = r.try_get("availability_zone").unwrap_or(None);
+            let host: String = r.try_get("host").unwrap_or_default();
+            nodes.insert(
+                id.clone(),
+                (
+                    host.clone(),
+                    az.unwrap_or_else(|| self.cfg.default_availability_zone.clone()),
+                    stratus_db::flag(&r, "disabled"),
+                    !forced && last.is_some_and(|l| l >= horizon),
+                    r.try_get::<String, _>("hypervisor_type").unwrap_or_default(),
+                    per_host.get(&host).copied().unwrap_or(0),
+                ),
+            );
+        }
+        Ok(cands
+            .into_iter()
+            .filter_map(|c| {
+                let (host, az, disabled, up, ht, n) = nodes.get(&c.provider)?.clone();
+                Some(HostState {
+                    node: c.provider.clone(),
+                    host,
+                    az,
+                    disabled,
+                    up,
+                    hypervisor_type: ht,
+                    num_instances: n,
+                    candidate: c,
+                })
+            })
+            .collect())
+    }
+
+    async fn hosts_of(&self, uuids: &[String]) -> HashSet<String> {
+        if uuids.is_empty() {
+            return HashSet::new();
+        }
+        let mut q = Query::new("SELECT host FROM compute_instances WHERE host IS NOT NULL AND ");
+        q.push_in("uuid", uuids.to_vec());
+        q.fetch_all(self.platform.db.reader())
+            .await
+            .map(|rows| rows.iter().filter_map(|r| r.try_get::<String, _>("host").ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Picks a host for `inst` and claims its resources there. Returns (host, node).
+    pub async fn select_and_claim(&self, inst: &Instance) -> Result<(String, String), NoValidHost> {
+        let resources = inst.flavor.resources();
+        let hints = &inst.scheduler_hints;
+        let list = |k: &str| -> Vec<String> {
+            match &hints[k] {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                _ => vec![],
+            }
+        };
+        let same = self.hosts_of(&list("same_host")).await;
+        let different = self.hosts_of(&list("different_host")).await;
+        let wants_same = !list("same_host").is_empty();
+        let force_host = hints["force_host"].as_str().map(str::to_string);
+        let az = inst.requested_az.clone();
+        let retry: HashSet<String> = inst.retry_hosts.iter().cloned().collect();
+        let want_ht = inst
+            .image
+            .as_ref()
+            .and_then(|i| i.properties.get("hypervisor_type"))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase);
+
+        let mut last_log = String::new();
+        for round in 0..3 {
+            let q = CandidateQuery {
+                resources: resources.clone(),
+                limit: self.cfg.max_placement_results,
+                ..Default::default()
+            };
+            let cands = self.placement.candidates(&q).await.map_err(|e| NoValidHost {
+                reason: "Placement could not be consulted.".into(),
+                details: e.to_string(),
+            })?;
+            let n_cands = cands.len();
+            let mut hosts = self.host_states(cands).await?;
+            let filters: Vec<Filter> = vec![
+                ("ComputeFilter", Box::new(|h: &HostState| h.up && !h.disabled)),
+                (
+                    "RetryFilter",
+                    Box::new({
+                        let retry = retry.clone();
+                        move |h: &HostState| !retry.contains(&h.host)
+                    }),
+                ),
+                (
+                    "AvailabilityZoneFilter",
+                    Box::new({
+                        let az = az.clone();
+                        move |h: &HostState| az.as_ref().is_none_or(|z| *z == h.az)
+                    }),
+                ),
+                (
+                    "ForceHostFilter",
+                    Box::new({
+                        let f = force_host.clone();
+                        move |h: &HostState| f.as_ref().is_none_or(|f| *f == h.host)
+                    }),
+                ),
+                (
+                    "SameHostFilter",
+                    Box::new({
+                        let same = same.clone();
+                        move |h: &HostState| !wants_same || same.contains(&h.host)
+                    }),
+                ),
+                (
+                    "DifferentHostFilter",
+                    Box::new({
+                        let d = different.clone();
+                        move |h: &HostState| !d.contains(&h.host)
+                    }),
+                ),
+                (
+                    "ImagePropertiesFilter",
+                    Box::new({
+                        let w = want_ht.clone();
+                        move |h: &HostState| w.as_ref().is_none_or(|w| *w == h.hypervisor_type.to_ascii_lowercase())
+                    }),
+                ),
+                (
+                    "NumInstancesFilter",
+                    Box::new({
+                        let max = self.cfg.max_instances_per_host;
+                        move |h: &HostState| h.num_instances < max
+                    }),
+                ),
+            ];
+            let mut log = vec![format!("placement: {n_cands} candidates, {} known hosts", hosts.len())];
+            for (name, f) in &filters {
+                let before = hosts.len();
+                hosts.retain(|h| f(h));
+                log.push(format!("{name}: (start: {before}, end: {})", hosts.len()));
+            }
+            last_log = log.join(", ");
+            if hosts.is_empty() {
+                tracing::info!(instance = %inst.uuid, filters = %last_log, "no valid host");
+                break;
+            }
+            self.weigh(&mut hosts);
+            // host_subset_size: pick the first host at random among the best N.
+            let n = self.cfg.host_subset_size.clamp(1, hosts.len());
+            if n > 1 {
+                let i = rand::thread_rng().gen_range(0..n);
+                hosts.swap(0, i);
+            }
+            for h in &hosts {
+                match self.placement.claim(&inst.uuid, &h.candidate.allocations, &inst.project_id, &inst.user_id).await
+                {
+                    Ok(true) => return Ok((h.host.clone(), h.node.clone())),
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.uuid, host = %h.host, error = %e, "claim failed");
+                        continue;
+                    }
+                }
+            }
+            tracing::debug!(instance = %inst.uuid, round, "every claim lost a race; asking placement again");
+        }
+        Err(NoValidHost {
+            reason: "There are not enough hosts available.".into(),
+            details: format!("Filter results: {last_log}"),
+        })
+    }
+
+    fn weigh(&self, hosts: &mut [HostState]) {
+        let metrics: [(&str, f64); 3] = [
+            ("MEMORY_MB", self.cfg.ram_weight_multiplier),
+            ("VCPU", self.cfg.cpu_weight_multiplier),
+            ("DISK_GB", self.cfg.disk_weight_multiplier),
+        ];
+        let mut score: BTreeMap<String, f64> = BTreeMap::new();
+        for (rc, mult) in metrics {
+            if mult == 0.0 {
+                continue;
+            }
+            let vals: Vec<f64> = hosts.iter().map(|h| h.free(rc)).collect();
+            let (min, max) = vals.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+            for (h, v) in hosts.iter().zip(vals) {
+                let norm = if max > min { (v - min) / (max - min) } else { 0.0 };
+                *score.entry(h.node.clone()).or_default() += mult * norm;
+            }
+        }
+        hosts.sort_by(|a, b| {
+            let (sa, sb) = (score.get(&a.node).copied().unwrap_or(0.0), score.get(&b.node).copied().unwrap_or(0.0));
+            sb.partial_cmp(&sa).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.host.cmp(&b.host))
+        });
+    }
+}
+
+/// The oldest heartbeat timestamp that still counts as `up`.
+pub fn chrono_horizon(down_secs: u64) -> String {
+    let t = chrono::Utc::now() - chrono::TimeDelta::seconds(down_secs as i64);
+    stratus_core::time::to_storage(t)
+}

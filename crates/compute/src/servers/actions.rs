@@ -1,0 +1,341 @@
+//! `POST /servers/{id}/action`: each action checks the state machine, records an
+//! instance action and its task_state in one transaction, then hands the work to the
+//! conductor. Synchronous actions (lock, resetState, console output) answer directly.
+
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use stratus_auth::Ctx;
+use stratus_compute_agent::rpc::GuestOp;
+use stratus_core::{ApiError, ApiVersion, OsJson, RequestContext, RequestId};
+
+use super::store::{self, Instance, Update};
+use super::{authorized, check_lock, events, request_id};
+use crate::error::{ComputeError, Result};
+use crate::state::{self, Transition};
+use crate::AppState;
+
+/// Starts `t` on `inst`: CAS to the task state + instance action, then dispatch `op`.
+async fn begin(
+    st: &AppState,
+    ctx: &RequestContext,
+    inst: &Instance,
+    t: Transition,
+    op: GuestOp,
+    rid: &str,
+    extra: Update,
+) -> Result<()> {
+    t.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
+    if inst.host.is_none() {
+        return Err(ComputeError::Conflict(format!("Instance {} is not on a compute host", inst.uuid)));
+    }
+    let (uuid, user, project, rid2) =
+        (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone(), rid.to_string());
+    let mut u = extra;
+    if let Some(task) = t.task {
+        u = u.set("task_state", task);
+    }
+    let u = u.expect_task(None).expect_vm(t.from);
+    let ok = st
+        .platform
+        .db
+        .transaction(|tx| {
+            let (uuid, user, project, rid, u) = (uuid.clone(), user.clone(), project.clone(), rid2.clone(), u.clone());
+            Box::pin(async move {
+                if !u.apply_tx(tx, &uuid).await? {
+                    return Ok(false);
+                }
+                events::start_action(tx, &uuid, t.action, &rid, &user, &project).await?;
+                Ok::<_, ComputeError>(true)
+            })
+        })
+        .await?;
+    if !ok {
+        // Somebody else changed the server between our read and the update.
+        let now = store::must_load(&st.platform.db, &inst.uuid).await?;
+        t.check(&now.uuid, &now.vm_state, now.task_state.as_deref())?;
+        return Err(ComputeError::Conflict(format!("Instance {} changed state concurrently; retry", inst.uuid)));
+    }
+    let fresh = store::must_load(&st.platform.db, &inst.uuid).await?;
+    st.conductor.dispatch(&fresh, op, rid, t.action).await;
+    Ok(())
+}
+
+/// The action dispatcher.
+pub async fn action(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    rid: Option<Extension<RequestId>>,
+    Path(id): Path<String>,
+    OsJson(body): OsJson<Value>,
+) -> Result<Response, ApiError> {
+    let obj = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+        ComputeError::BadRequest("The action body must have exactly one key naming the action".into())
+    })?;
+    let (name, args) = obj.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
+    let rid = request_id(&rid);
+    let accepted = || Ok(StatusCode::ACCEPTED.into_response());
+    macro_rules! simple {
+        ($rule:expr, $t:expr, $op:expr) => {{
+            let inst = authorized(&st, &ctx, &id, $rule).await?;
+            check_lock(&st, &ctx, &inst)?;
+            begin(&st, &ctx, &inst, $t, $op, &rid, Update::new()).await?;
+            accepted()
+        }};
+    }
+    match name.as_str() {
+        "os-stop" => simple!("os_compute_api:servers:stop", state::STOP, GuestOp::PowerOff { timeout_secs: 60 }),
+        "os-start" => simple!("os_compute_api:servers:start", state::START, GuestOp::PowerOn),
+        "pause" => simple!("os_compute_api:os-pause-server:pause", state::PAUSE, GuestOp::Pause),
+        "unpause" => simple!("os_compute_api:os-pause-server:unpause", state::UNPAUSE, GuestOp::Unpause),
+        "suspend" => simple!("os_compute_api:os-suspend-server:suspend", state::SUSPEND, GuestOp::Suspend),
+        "resume" => simple!("os_compute_api:os-suspend-server:resume", state::RESUME, GuestOp::Resume),
+        "unrescue" => simple!("os_compute_api:os-unrescue", state::UNRESCUE, GuestOp::Unrescue),
+        "trigger_crash_dump" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:trigger_crash_dump").await?;
+            check_lock(&st, &ctx, &inst)?;
+            state::CRASH_DUMP.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
+            st.conductor.dispatch(&inst, GuestOp::TriggerCrashDump, &rid, "trigger_crash_dump").await;
+            accepted()
+        }
+        "reboot" => {
+            let hard = match args["type"].as_str().map(str::to_ascii_uppercase).as_deref() {
+                Some("HARD") => true,
+                Some("SOFT") => false,
+                _ => {
+                    return Err(ComputeError::BadRequest(
+                        "Invalid input for field/attribute reboot.type: must be SOFT or HARD".into(),
+                    )
+                    .into())
+                }
+            };
+            let t = if hard { state::REBOOT_HARD } else { state::REBOOT_SOFT };
+            simple!("os_compute_api:servers:reboot", t, GuestOp::Reboot { hard })
+        }
+        "rescue" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-rescue").await?;
+            check_lock(&st, &ctx, &inst)?;
+            let image = match args["rescue_image_ref"].as_str() {
+                Some(r) => Some(
+                    st.backends
+                        .images
+                        .get(&ctx, r)
+                        .await
+                        .map_err(|e| ComputeError::Unavailable(e.0))?
+                        .ok_or_else(|| ComputeError::BadRequest(format!("Image {r} could not be found.")))?,
+                ),
+                None => None,
+            };
+            let pass = args["adminPass"].as_str().map(str::to_string).unwrap_or_else(super::generate_password);
+            begin(
+                &st,
+                &ctx,
+                &inst,
+                state::RESCUE,
+                GuestOp::Rescue { image, admin_pass: Some(pass.clone()) },
+                &rid,
+                Update::new(),
+            )
+            .await?;
+            Ok((StatusCode::OK, Json(json!({"adminPass": pass}))).into_response())
+        }
+        "lock" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-lock-server:lock").await?;
+            let reason = if v.at_least(2, 73) { args["locked_reason"].as_str().map(str::to_string) } else { None };
+            if reason.as_ref().is_some_and(|r| r.len() > 255) {
+                return Err(ComputeError::BadRequest("locked_reason is longer than 255 characters".into()).into());
+            }
+            let by = if ctx.is_admin() && ctx.project_id.as_deref() != Some(inst.project_id.as_str()) {
+                "admin"
+            } else {
+                "owner"
+            };
+            Update::new()
+                .set("locked", true)
+                .set("locked_by", by)
+                .set("locked_reason", reason)
+                .apply(&st.platform.db, &inst.uuid)
+                .await?;
+            record_sync(&st, &ctx, &inst, "lock", &rid).await?;
+            accepted()
+        }
+        "unlock" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-lock-server:unlock").await?;
+            // An owner cannot remove an admin's lock.
+            if inst.locked
+                && inst.locked_by.as_deref() == Some("admin")
+                && !st.policy.check("os_compute_api:os-lock-server:unlock:unlock_override", &ctx, &inst.target())
+            {
+                return Err(ApiError::forbidden(
+                    "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed.",
+                ));
+            }
+            Update::new()
+                .set("locked", false)
+                .set("locked_by", Option::<String>::None)
+                .set("locked_reason", Option::<String>::None)
+                .apply(&st.platform.db, &inst.uuid)
+                .await?;
+            record_sync(&st, &ctx, &inst, "unlock", &rid).await?;
+            accepted()
+        }
+        "os-resetState" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-admin-actions:reset_state").await?;
+            let to = match args["state"].as_str() {
+                Some("active") => state::vm::ACTIVE,
+                Some("error") => state::vm::ERROR,
+                _ => return Err(ComputeError::BadRequest("Invalid state: use active or error".into()).into()),
+            };
+            Update::new()
+                .set("vm_state", to)
+                .set("task_state", Option::<String>::None)
+                .apply(&st.platform.db, &inst.uuid)
+                .await?;
+            record_sync(&st, &ctx, &inst, "resetState", &rid).await?;
+            accepted()
+        }
+        "os-getConsoleOutput" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-console-output").await?;
+            let length = match &args["length"] {
+                Value::Null => None,
+                Value::Number(n) => {
+                    n.as_i64().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
+                }
+                Value::String(s) => {
+                    s.parse::<i64>().ok().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
+                }
+                _ => None,
+            };
+            let out = st.conductor.console_output(&inst, length.filter(|l| *l != usize::MAX)).await?;
+            Ok(Json(json!({"output": out})).into_response())
+        }
+        "createImage" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:create_image").await?;
+            check_lock(&st, &ctx, &inst)?;
+            state::SNAPSHOT.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
+            let name = args["name"]
+                .as_str()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| ComputeError::BadRequest("createImage requires a name".into()))?;
+            let mut props = args["metadata"].clone();
+            if !props.is_object() {
+                props = json!({});
+            }
+            props["image_type"] = json!("snapshot");
+            props["instance_uuid"] = json!(inst.uuid);
+            props["base_image_ref"] = json!(inst.image_ref);
+            props["owner_user_name"] = json!(ctx.user_name);
+            let image_id = st
+                .backends
+                .images
+                .create_snapshot(&ctx, name, &props)
+                .await
+                .map_err(|e| ComputeError::Unavailable(e.0))?;
+            begin(
+                &st,
+                &ctx,
+                &inst,
+                state::SNAPSHOT,
+                GuestOp::Snapshot { image_id: image_id.clone() },
+                &rid,
+                Update::new(),
+            )
+            .await?;
+            let loc = format!("{}/image/v2/images/{image_id}", st.platform.public_url);
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                h.insert("location", v);
+            }
+            if v.at_least(2, 45) {
+                Ok((StatusCode::ACCEPTED, h, Json(json!({"image_id": image_id}))).into_response())
+            } else {
+                Ok((StatusCode::ACCEPTED, h).into_response())
+            }
+        }
+        "rebuild" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:rebuild").await?;
+            check_lock(&st, &ctx, &inst)?;
+            let image_ref = args["imageRef"]
+                .as_str()
+                .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
+                .ok_or_else(|| ComputeError::BadRequest("rebuild requires imageRef".into()))?;
+            let image = st
+                .backends
+                .images
+                .get(&ctx, &image_ref)
+                .await
+                .map_err(|e| ComputeError::Unavailable(e.0))?
+                .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
+            let mut u = Update::new().set("image_ref", image_ref.clone()).set("image_json", json!(image).to_string());
+            if let Some(n) = args["name"].as_str() {
+                u = u.set("name", n);
+            }
+            begin(&st, &ctx, &inst, state::REBUILD, GuestOp::Rebuild, &rid, u).await?;
+            let i = store::must_load(&st.platform.db, &id).await?;
+            let base = st.platform.service_url("/compute");
+            let mut body = super::view::detail(&i, &base, v, super::is_admin_view(&st, &ctx));
+            body["adminPass"] = json!(i.admin_pass);
+            Ok((StatusCode::ACCEPTED, Json(json!({"server": body}))).into_response())
+        }
+        "resize"
+        | "confirmResize"
+        | "revertResize"
+        | "migrate"
+        | "os-migrateLive"
+        | "evacuate"
+        | "shelve"
+        | "shelveOffload"
+        | "unshelve"
+        | "changePassword"
+        | "addSecurityGroup"
+        | "removeSecurityGroup"
+        | "restore"
+        | "forceDelete" => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("The {name} action is not implemented by this cloud yet"),
+        )),
+        other => Err(ComputeError::BadRequest(format!("There is no such action: {other}")).into()),
+    }
+}
+
+/// Records an action that completes inside the API call.
+async fn record_sync(st: &AppState, ctx: &RequestContext, inst: &Instance, action: &str, rid: &str) -> Result<()> {
+    let (uuid, user, project, rid2, action2) =
+        (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone(), rid.to_string(), action.to_string());
+    st.platform
+        .db
+        .transaction(|tx| {
+            let (uuid, user, project, rid, action) =
+                (uuid.clone(), user.clone(), project.clone(), rid2.clone(), action2.clone());
+            Box::pin(async move { events::start_action(tx, &uuid, &action, &rid, &user, &project).await })
+        })
+        .await?;
+    events::finish_event(&st.platform.db, &inst.uuid, rid, &format!("api_{action}"), None, true).await
+}
+
+/// `POST /servers/{id}/remote-consoles`.
+pub async fn remote_console(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let inst = authorized(&st, &ctx, &id, "os_compute_api:os-remote-consoles").await?;
+    let rc = &b["remote_console"];
+    let (protocol, kind) = (rc["protocol"].as_str().unwrap_or(""), rc["type"].as_str().unwrap_or(""));
+    if protocol != "vnc" || kind != "novnc" {
+        return Err(ComputeError::BadRequest(format!(
+            "Unsupported console {protocol}/{kind}: this cloud offers vnc/novnc"
+        ))
+        .into());
+    }
+    if inst.vm_state != state::vm::ACTIVE && inst.vm_state != state::vm::RESCUED {
+        return Err(ComputeError::Conflict(format!("Instance {} is not ready for a console", inst.uuid)).into());
+    }
+    let token = st.conductor.vnc_console_token(&inst).await?;
+    let url = format!("{}/compute/vnc_auto.html?path=%3Ftoken%3D{token}", st.platform.public_url);
+    Ok(Json(json!({"remote_console": {"protocol": "vnc", "type": "novnc", "url": url}})))
+}

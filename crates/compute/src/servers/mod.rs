@@ -1,0 +1,945 @@
+//! Servers: create/list/show/update/delete, server actions, metadata and console output.
+//!
+//! Handlers validate, authorize and record intent (the instance row, an instance action,
+//! the task_state, all in one transaction); the conductor does the rest asynchronously
+//! and is the one that ends every task.
+
+mod actions;
+pub mod events;
+pub mod store;
+pub mod view;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+use stratus_auth::Ctx;
+use stratus_core::pagination::{next_href, PageSpec, SortDir};
+use stratus_core::{ApiError, ApiVersion, OsJson, QueryPairs, RequestContext, RequestId};
+use stratus_db::sqlx::Row;
+use stratus_db::{Arg, Query};
+
+use crate::clients::{RequestedNetwork, RequestedNetworks};
+use crate::error::{ComputeError, Result};
+use crate::flavors;
+use crate::state::{self, task, vm};
+use crate::AppState;
+use store::{Instance, Update};
+
+/// Routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2.1/servers", get(list).post(create))
+        .route("/v2.1/servers/detail", get(list_detail))
+        .route("/v2.1/servers/{id}", get(show).put(update).delete(delete))
+        .route("/v2.1/servers/{id}/action", axum::routing::post(actions::action))
+        .route("/v2.1/servers/{id}/metadata", get(meta_list).post(meta_merge).put(meta_replace))
+        .route("/v2.1/servers/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
+        .route("/v2.1/servers/{id}/remote-consoles", axum::routing::post(actions::remote_console))
+        .route("/v2.1/servers/{id}/os-volume_attachments", get(volumes_disabled).post(volumes_disabled))
+        .merge(events::routes())
+}
+
+/// The request id of this request (generated when the request arrived).
+pub fn request_id(r: &Option<Extension<RequestId>>) -> String {
+    r.as_ref().map(|Extension(r)| r.0.clone()).unwrap_or_else(|| RequestId::generate().0)
+}
+
+/// Loads a server `ctx` may act on under `rule` (404 when it may not even see it, as
+/// Nova hides other projects' servers).
+pub async fn authorized(st: &AppState, ctx: &RequestContext, uuid: &str, rule: &str) -> Result<Instance, ApiError> {
+    let inst = store::must_load(&st.platform.db, uuid).await?;
+    if !st.policy.check(rule, ctx, &inst.target()) {
+        if st.policy.check("os_compute_api:servers:show", ctx, &inst.target()) {
+            return Err(ApiError::forbidden(format!("Policy doesn't allow {rule} to be performed.")));
+        }
+        return Err(ComputeError::NotFound(format!("Instance {uuid} could not be found.")).into());
+    }
+    Ok(inst)
+}
+
+fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
+    st.policy.check("os_compute_api:os-extended-server-attributes", ctx, &json!({}))
+}
+
+const PAGE: PageSpec = PageSpec {
+    sort_keys: &[
+        ("created_at", "created_at"),
+        ("updated_at", "updated_at"),
+        ("display_name", "name"),
+        ("name", "name"),
+        ("uuid", "uuid"),
+        ("vm_state", "vm_state"),
+        ("task_state", "task_state"),
+        ("power_state", "power_state"),
+        ("launched_at", "launched_at"),
+        ("terminated_at", "terminated_at"),
+        ("host", "host"),
+        ("node", "node"),
+        ("hostname", "hostname"),
+        ("availability_zone", "availability_zone"),
+        ("key_name", "key_name"),
+        ("project_id", "project_id"),
+        ("user_id", "user_id"),
+        ("image_ref", "image_ref"),
+        ("instance_type_id", "flavor_id"),
+        ("locked", "locked"),
+        ("display_description", "description"),
+    ],
+    default_sort: &[("created_at", SortDir::Desc)],
+    default_limit: 1000,
+    max_limit: 1000,
+};
+
+async fn list_impl(
+    st: &AppState,
+    ctx: &RequestContext,
+    v: ApiVersion,
+    q: &QueryPairs,
+    detail: bool,
+) -> Result<Value, ApiError> {
+    let target = json!({"project_id": ctx.project_id.clone().unwrap_or_default()});
+    st.policy.enforce(
+        if detail { "os_compute_api:servers:detail" } else { "os_compute_api:servers:index" },
+        ctx,
+        &target,
+    )?;
+    let admin = st.policy.check("os_compute_api:servers:allow_all_filters", ctx, &json!({}));
+    let page = PAGE.parse(q).map_err(|e| ComputeError::BadRequest(e.message))?;
+    let mut sql = Query::new("SELECT * FROM compute_instances WHERE 1 = 1");
+    let all_tenants = q.has("all_tenants")
+        && q.get("all_tenants").map(|v| stratus_core::query::parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    if all_tenants || (admin && q.has("all_tenants") && q.get("all_tenants") == Some("")) {
+        st.policy.enforce("os_compute_api:servers:index:get_all_tenants", ctx, &json!({}))?;
+        if let Some(p) = q.get("project_id").or(q.get("tenant_id")) {
+            sql.push_bind(" AND project_id = ", p);
+        }
+    } else if admin && q.get("project_id").or(q.get("tenant_id")).is_some() {
+        sql.push_bind(" AND project_id = ", q.get("project_id").or(q.get("tenant_id")).unwrap_or_default());
+    } else {
+        sql.push_bind(" AND project_id = ", ctx.project_id.clone().unwrap_or_default());
+    }
+    let deleted = admin && q.bool("deleted")?.unwrap_or(false);
+    let changes_since = q
+        .get("changes-since")
+        .map(|s| {
+            stratus_core::time::parse(s)
+                .map(stratus_core::time::to_storage)
+                .ok_or_else(|| ComputeError::BadRequest(format!("Invalid changes-since value {s:?}")))
+        })
+        .transpose()?;
+    if let Some(cs) = &changes_since {
+        sql.push_bind(" AND updated_at >= ", cs);
+    } else {
+        sql.push_bind(" AND deleted = ", deleted);
+    }
+    if v.at_least(2, 66) {
+        if let Some(cb) = q.get("changes-before") {
+            let t = stratus_core::time::parse(cb)
+                .map(stratus_core::time::to_storage)
+                .ok_or_else(|| ComputeError::BadRequest(format!("Invalid changes-before value {cb:?}")))?;
+            sql.push_bind(" AND updated_at <= ", t);
+        }
+    }
+    if let Some(s) = q.get("status") {
+        let vms = state::vm_states_for_status(s);
+        if vms.is_empty() {
+            return Ok(json!({"servers": []}));
+        }
+        sql.push(" AND ").push_in("vm_state", vms);
+    }
+    if let Some(f) = q.get("flavor") {
+        sql.push_bind(" AND flavor_id = ", f.rsplit('/').next().unwrap_or(f));
+    }
+    if let Some(i) = q.get("image") {
+        sql.push_bind(" AND image_ref = ", i.rsplit('/').next().unwrap_or(i));
+    }
+    if let Some(r) = q.get("reservation_id") {
+        sql.push_bind(" AND reservation_id = ", r);
+    }
+    if let Some(k) = q.get("key_name") {
+        sql.push_bind(" AND key_name = ", k);
+    }
+    if let Some(l) = q.bool("locked")? {
+        if v.at_least(2, 73) {
+            sql.push_bind(" AND locked = ", l);
+        }
+    }
+    if admin {
+        for (param, col) in [
+            ("host", "host"),
+            ("node", "node"),
+            ("user_id", "user_id"),
+            ("availability_zone", "availability_zone"),
+            ("vm_state", "vm_state"),
+            ("task_state", "task_state"),
+            ("hostname", "hostname"),
+        ] {
+            if let Some(x) = q.get(param) {
+                sql.push(" AND ").push(col).push_bind(" = ", x);
+            }
+        }
+    }
+    let tags: Vec<String> = q.get("tags").map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default();
+    for t in &tags {
+        sql.push_bind(" AND uuid IN (SELECT instance_uuid FROM compute_instance_tags WHERE tag = ", t).push(")");
+    }
+    if let Some(t) = q.get("tags-any") {
+        sql.push(" AND uuid IN (SELECT instance_uuid FROM compute_instance_tags WHERE ")
+            .push_in("tag", t.split(',').map(str::to_string).collect::<Vec<_>>())
+            .push(")");
+    }
+    if let Some(t) = q.get("not-tags") {
+        let ts: Vec<String> = t.split(',').map(str::to_string).collect();
+        let n = ts.len() as i64;
+        sql.push(" AND uuid NOT IN (SELECT instance_uuid FROM compute_instance_tags WHERE ")
+            .push_in("tag", ts)
+            .push_bind(" GROUP BY instance_uuid HAVING COUNT(*) = ", n)
+            .push(")");
+    }
+    if let Some(t) = q.get("not-tags-any") {
+        sql.push(" AND uuid NOT IN (SELECT instance_uuid FROM compute_instance_tags WHERE ")
+            .push_in("tag", t.split(',').map(str::to_string).collect::<Vec<_>>())
+            .push(")");
+    }
+    let name_re = q
+        .get("name")
+        .map(|n| {
+            regex::RegexBuilder::new(n)
+                .case_insensitive(false)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| ComputeError::BadRequest(format!("Invalid name filter: {e}")))
+        })
+        .transpose()?;
+    let ip_re = q
+        .get("ip")
+        .map(|n| regex::Regex::new(n).map_err(|e| ComputeError::BadRequest(format!("Invalid ip filter: {e}"))))
+        .transpose()?;
+    if let Some(m) = &page.marker {
+        let row = Query::new("SELECT * FROM compute_instances WHERE uuid = ")
+            .bind(m)
+            .fetch_optional(st.platform.db.reader())
+            .await
+            .map_err(ComputeError::from)?;
+        let row = row.ok_or_else(|| ComputeError::BadRequest(format!("marker [{m}] not found")))?;
+        let mut vals: Vec<Arg> = page.sort.iter().map(|k| flavors::col_arg(&row, k.column)).collect();
+        vals.push(Arg::Text(row.try_get("uuid").map_err(ComputeError::from)?));
+        page.push_after_marker(&mut sql, "uuid", &vals);
+    }
+    page.push_order_by(&mut sql, "uuid");
+    let in_memory = name_re.is_some() || ip_re.is_some();
+    if !in_memory {
+        page.push_limit_plus_one(&mut sql);
+    }
+    let rows = sql.fetch_all(st.platform.db.reader()).await.map_err(ComputeError::from)?;
+    let mut insts = Vec::new();
+    for r in &rows {
+        let i = Instance::from_row(r)?;
+        if let Some(re) = &name_re {
+            if !re.is_match(&i.name) {
+                continue;
+            }
+        }
+        if let Some(re) = &ip_re {
+            if !i.ports.iter().flat_map(|p| p.fixed_ips.iter()).any(|ip| re.is_match(ip)) {
+                continue;
+            }
+        }
+        insts.push(i);
+        if insts.len() > page.limit {
+            break;
+        }
+    }
+    let more = insts.len() > page.limit;
+    insts.truncate(page.limit);
+    let base = st.platform.service_url("/compute");
+    let body: Vec<Value> = if detail {
+        store::load_extras(&st.platform.db, &mut insts).await?;
+        let admin_view = is_admin_view(st, ctx);
+        insts.iter().map(|i| view::detail(i, &base, v, admin_view)).collect()
+    } else {
+        insts.iter().map(|i| view::summary(i, &base)).collect()
+    };
+    let mut out = json!({"servers": body});
+    if let (true, Some(last)) = (more, insts.last()) {
+        let path = if detail { "/v2.1/servers/detail" } else { "/v2.1/servers" };
+        out["servers_links"] = json!([{"rel": "next", "href": next_href(&base, path, q, &last.uuid)}]);
+    }
+    Ok(out)
+}
+
+async fn list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    Ok(Json(list_impl(&st, &ctx, v, &q, false).await?))
+}
+
+async fn list_detail(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(list_impl(&st, &ctx, v, &q, true).await?))
+}
+
+async fn show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:servers:show").await?;
+    let base = st.platform.service_url("/compute");
+    Ok(Json(json!({"server": view::detail(&i, &base, v, is_admin_view(&st, &ctx))})))
+}
+
+/// `name` → a valid hostname label (Nova's sanitize_hostname).
+pub fn sanitize_hostname(name: &str) -> String {
+    let mut h: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else if c == ' ' || c == '_' || c == '.' {
+                '-'
+            } else {
+                '\0'
+            }
+        })
+        .filter(|c| *c != '\0')
+        .collect();
+    h.truncate(63);
+    let h = h.trim_matches('-').to_string();
+    if h.is_empty() {
+        "server".into()
+    } else {
+        h
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>> {
+    match &v[key] {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.as_str())),
+        other => Err(ComputeError::BadRequest(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. is not of type 'string'"
+        ))),
+    }
+}
+
+fn count_field(v: &Value, key: &str) -> Result<Option<i64>> {
+    match &v[key] {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| ComputeError::BadRequest(format!("Invalid {key}: must be an integer >= 1"))),
+        Value::String(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| ComputeError::BadRequest(format!("Invalid {key}: must be an integer >= 1"))),
+        other => Err(ComputeError::BadRequest(format!("Invalid {key}: {other}"))),
+    }
+}
+
+fn validate_metadata(m: &Value) -> Result<BTreeMap<String, String>> {
+    let Some(obj) = m.as_object() else {
+        if m.is_null() {
+            return Ok(BTreeMap::new());
+        }
+        return Err(ComputeError::BadRequest("metadata must be an object".into()));
+    };
+    if obj.len() > 128 {
+        return Err(ComputeError::QuotaExceeded {
+            resource: "metadata_items".into(),
+            requested: obj.len() as i64,
+            used: 0,
+            allowed: 128,
+        });
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in obj {
+        let Value::String(s) = v else {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute metadata.{k}: must be a string"
+            )));
+        };
+        if k.is_empty() || k.len() > 255 || s.len() > 255 {
+            return Err(ComputeError::BadRequest("Metadata keys and values must be 1-255 characters".into()));
+        }
+        out.insert(k.clone(), s.clone());
+    }
+    Ok(out)
+}
+
+/// Quota limits in effect for a project (project override, else class default).
+pub async fn quota_limit(st: &AppState, project: &str, resource: &str) -> Result<i64> {
+    let r = Query::new("SELECT hard_limit FROM compute_quotas WHERE project_id = ")
+        .bind(project)
+        .push_bind(" AND resource = ", resource)
+        .fetch_optional(st.platform.db.reader())
+        .await?;
+    if let Some(r) = r {
+        return Ok(r.try_get("hard_limit")?);
+    }
+    crate::limits::default_limit(&st.platform.db, resource).await
+}
+
+async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    rid: Option<Extension<RequestId>>,
+    OsJson(body): OsJson<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let s = body
+        .get("server")
+        .filter(|s| s.is_object())
+        .ok_or_else(|| ComputeError::BadRequest("Invalid request body: 'server' is required".into()))?;
+    let project = ctx
+        .project_id
+        .clone()
+        .ok_or_else(|| ComputeError::Forbidden("A project-scoped token is required to create servers".into()))?;
+    st.policy.enforce(
+        "os_compute_api:servers:create",
+        &ctx,
+        &json!({"project_id": project, "user_id": ctx.user_id}),
+    )?;
+    let name = str_field(s, "name")?.ok_or_else(|| {
+        ComputeError::BadRequest("Invalid input for field/attribute server: 'name' is a required property".into())
+    })?;
+    if name.trim().is_empty() || name.len() > 255 {
+        return Err(ComputeError::BadRequest(
+            "Invalid server name: must be 1-255 characters and not only spaces".into(),
+        )
+        .into());
+    }
+    let flavor_ref = match &s["flavorRef"] {
+        Value::String(f) => f.rsplit('/').next().unwrap_or(f).to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server: 'flavorRef' is a required property".into(),
+            )
+            .into())
+        }
+    };
+    let flavor = match flavors::get_flavor(&st.platform.db, &ctx, &flavor_ref).await {
+        Ok(f) if !f.disabled => f,
+        Ok(_) | Err(ComputeError::NotFound(_)) => {
+            return Err(ComputeError::BadRequest(format!("Flavor {flavor_ref} could not be found.")).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let image_ref =
+        str_field(s, "imageRef")?.map(|i| i.rsplit('/').next().unwrap_or(i).to_string()).unwrap_or_default();
+    if image_ref.is_empty() {
+        return Err(ComputeError::BadRequest(
+            "imageRef is required: booting from volume needs the block storage service, which is not enabled".into(),
+        )
+        .into());
+    }
+    let image = st
+        .backends
+        .images
+        .get(&ctx, &image_ref)
+        .await
+        .map_err(|e| ComputeError::Unavailable(e.0))?
+        .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
+    if image.min_ram > flavor.ram as u64 {
+        return Err(ComputeError::BadRequest("Flavor's memory is too small for requested image.".into()).into());
+    }
+    if flavor.disk > 0 && image.min_disk > flavor.disk as u64 {
+        return Err(ComputeError::BadRequest("Flavor's disk is too small for requested image.".into()).into());
+    }
+    let key_name = str_field(s, "key_name")?.map(str::to_string);
+    let key_data = match &key_name {
+        Some(k) => Some(
+            crate::keypairs::get_keypair(&st.platform.db, &ctx.user_id, k)
+                .await?
+                .ok_or_else(|| ComputeError::BadRequest("Invalid key_name provided.".into()))?
+                .public_key,
+        ),
+        None => None,
+    };
+    let user_data = str_field(s, "user_data")?.map(str::to_string);
+    if let Some(u) = &user_data {
+        if u.len() > 65535 || base64::engine::general_purpose::STANDARD.decode(u.trim()).is_err() {
+            return Err(
+                ComputeError::BadRequest("User data needs to be valid base 64 of at most 65535 bytes.".into()).into()
+            );
+        }
+    }
+    let metadata = validate_metadata(&s["metadata"])?;
+    let networks = match &s["networks"] {
+        Value::Null if v.at_least(2, 37) => {
+            return Err(ComputeError::BadRequest(
+                "Invalid input for field/attribute server: 'networks' is a required property".into(),
+            )
+            .into())
+        }
+        Value::Null => RequestedNetworks::Auto,
+        Value::String(n) if n == "auto" => RequestedNetworks::Auto,
+        Value::String(n) if n == "none" => RequestedNetworks::None,
+        Value::Array(list) => {
+            let mut out = Vec::new();
+            for n in list {
+                let rn = RequestedNetwork {
+                    uuid: str_field(n, "uuid")?.map(str::to_string),
+                    port: str_field(n, "port")?.map(str::to_string),
+                    fixed_ip: str_field(n, "fixed_ip")?.map(str::to_string),
+                    tag: str_field(n, "tag")?.map(str::to_string),
+                };
+                if rn.uuid.is_none() && rn.port.is_none() {
+                    return Err(ComputeError::BadRequest("Each network needs a uuid or a port".into()).into());
+                }
+                out.push(rn);
+            }
+            RequestedNetworks::List(out)
+        }
+        other => return Err(ComputeError::BadRequest(format!("Invalid networks value {other}")).into()),
+    };
+    let security_groups: Vec<String> = match &s["security_groups"] {
+        Value::Array(a) => a.iter().filter_map(|g| g["name"].as_str().map(str::to_string)).collect(),
+        _ => vec!["default".into()],
+    };
+    let description = str_field(s, "description")?.map(str::to_string);
+    if description.is_some() && !v.at_least(2, 19) {
+        return Err(ComputeError::BadRequest("description requires microversion 2.19".into()).into());
+    }
+    let tags: Vec<String> = match &s["tags"] {
+        Value::Array(a) if v.at_least(2, 52) => a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+        Value::Null => vec![],
+        _ => {
+            return Err(ComputeError::BadRequest(
+                "tags requires microversion 2.52 and must be a list of strings".into(),
+            )
+            .into())
+        }
+    };
+    let hostname_req = str_field(s, "hostname")?.map(str::to_string);
+    if hostname_req.is_some() && !v.at_least(2, 90) {
+        return Err(ComputeError::BadRequest("hostname requires microversion 2.90".into()).into());
+    }
+    // availability_zone, with `az:host` (admins) forcing a host.
+    let (az, forced_host) = match str_field(s, "availability_zone")? {
+        None | Some("") => (None, None),
+        Some(z) => match z.split_once(':') {
+            Some((zone, host)) => {
+                st.policy.enforce(
+                    "os_compute_api:servers:create:forced_host",
+                    &ctx,
+                    &json!({"project_id": project}),
+                )?;
+                ((!zone.is_empty()).then(|| zone.to_string()), (!host.is_empty()).then(|| host.to_string()))
+            }
+            None => (Some(z.to_string()), None),
+        },
+    };
+    if let Some(z) = &az {
+        if !crate::hosts::zone_exists(&st, z).await? {
+            return Err(
+                ComputeError::BadRequest(format!("The requested availability zone is not available: {z}")).into()
+            );
+        }
+    }
+    let min_count = count_field(s, "min_count")?.unwrap_or(1);
+    let max_count = count_field(s, "max_count")?.unwrap_or(min_count);
+    if max_count < min_count {
+        return Err(ComputeError::BadRequest("min_count must be <= max_count".into()).into());
+    }
+    if hostname_req.is_some() && max_count > 1 {
+        return Err(ComputeError::BadRequest("hostname cannot be set when creating more than one server".into()).into());
+    }
+    let config_drive = match &s["config_drive"] {
+        Value::Bool(b) => *b,
+        Value::String(x) => stratus_core::query::parse_bool(x).unwrap_or(false),
+        _ => false,
+    };
+    let mut hints =
+        body.get("os:scheduler_hints").or(body.get("OS-SCH-HNT:scheduler_hints")).cloned().unwrap_or(json!({}));
+    if let Some(h) = forced_host {
+        hints["force_host"] = json!(h);
+    }
+    let admin_pass = str_field(s, "adminPass")?.map(str::to_string).unwrap_or_else(generate_password);
+    let request_id = request_id(&rid);
+    let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let now = stratus_core::time::now();
+
+    // Quota: how many of [min_count, max_count] fit, counted from live rows in the same
+    // transaction that inserts them (the single writer serializes concurrent creates).
+    let limits = (
+        quota_limit(&st, &project, "instances").await?,
+        quota_limit(&st, &project, "cores").await?,
+        quota_limit(&st, &project, "ram").await?,
+    );
+    let mut insts = Vec::new();
+    for n in 0..max_count {
+        let display = if max_count > 1 { format!("{name}-{}", n + 1) } else { name.to_string() };
+        let hostname = match &hostname_req {
+            Some(h) => h.clone(),
+            None => sanitize_hostname(&display),
+        };
+        insts.push(Instance {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            name: display,
+            description: description.clone(),
+            hostname,
+            project_id: project.clone(),
+            user_id: ctx.user_id.clone(),
+            flavor: flavor.clone(),
+            image_ref: image_ref.clone(),
+            image: Some(image.clone()),
+            key_name: key_name.clone(),
+            key_data: key_data.clone(),
+            user_data: user_data.clone(),
+            availability_zone: az.clone(),
+            requested_az: az.clone(),
+            host: None,
+            node: None,
+            vm_state: vm::BUILDING.into(),
+            task_state: Some(task::SCHEDULING.into()),
+            power_state: 0,
+            locked: false,
+            locked_by: None,
+            locked_reason: None,
+            config_drive,
+            access_ipv4: str_field(s, "accessIPv4")?.map(str::to_string),
+            access_ipv6: str_field(s, "accessIPv6")?.map(str::to_string),
+            progress: 0,
+            reservation_id: reservation_id.clone(),
+            launch_index: n,
+            security_groups: security_groups.clone(),
+            requested_networks: json!(networks),
+            ports: vec![],
+            scheduler_hints: hints.clone(),
+            retry_hosts: vec![],
+            fault: None,
+            admin_pass: Some(admin_pass.clone()),
+            launched_at: None,
+            terminated_at: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            deleted: false,
+            metadata: metadata.clone(),
+            tags: tags.clone(),
+        });
+    }
+    let to_insert = insts.clone();
+    let (ctx_user, rid2) = (ctx.user_id.clone(), request_id.clone());
+    let created: Vec<Instance> = st
+        .platform
+        .db
+        .transaction(|tx| {
+            let insts = to_insert.clone();
+            let (project, user, rid) = (project.clone(), ctx_user.clone(), rid2.clone());
+            Box::pin(async move {
+                let used = used_counts(tx, &project).await?;
+                let one = &insts[0].flavor;
+                let fits = |n: i64| {
+                    (limits.0 < 0 || used.0 + n <= limits.0)
+                        && (limits.1 < 0 || used.1 + n * one.vcpus <= limits.1)
+                        && (limits.2 < 0 || used.2 + n * one.ram <= limits.2)
+                };
+                let mut n = insts.len() as i64;
+                while n > 0 && !fits(n) {
+                    n -= 1;
+                }
+                if n < min_count {
+                    let (res, req, u, a) = if limits.0 >= 0 && used.0 + min_count > limits.0 {
+                        ("instances", min_count, used.0, limits.0)
+                    } else if limits.1 >= 0 && used.1 + min_count * one.vcpus > limits.1 {
+                        ("cores", min_count * one.vcpus, used.1, limits.1)
+                    } else {
+                        ("ram", min_count * one.ram, used.2, limits.2)
+                    };
+                    return Err(ComputeError::QuotaExceeded {
+                        resource: res.into(),
+                        requested: req,
+                        used: u,
+                        allowed: a,
+                    });
+                }
+                let mut out = Vec::new();
+                for i in insts.into_iter().take(n as usize) {
+                    store::insert(tx, &i).await?;
+                    events::start_action(tx, &i.uuid, "create", &rid, &user, &project).await?;
+                    out.push(i);
+                }
+                Ok(out)
+            })
+        })
+        .await?;
+    for i in &created {
+        st.conductor.clone().spawn_build(i.uuid.clone(), request_id.clone());
+    }
+    let first = &created[0];
+    if s["return_reservation_id"].as_bool() == Some(true) {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"reservation_id": reservation_id}))));
+    }
+    let base = st.platform.service_url("/compute");
+    let mut out = json!({
+        "id": first.uuid,
+        "links": view::summary(first, &base)["links"],
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": security_groups.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+    });
+    out["adminPass"] = json!(admin_pass);
+    Ok((StatusCode::ACCEPTED, Json(json!({"server": out}))))
+}
+
+/// (instances, cores, ram) used by a project's live servers.
+pub async fn used_counts(tx: &mut stratus_db::Tx, project: &str) -> Result<(i64, i64, i64)> {
+    let row = Query::new(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS c, \
+         CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS r FROM compute_instances WHERE deleted = ",
+    )
+    .bind(false)
+    .push_bind(" AND project_id = ", project)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(r) => Ok((r.try_get("n")?, r.try_get("c")?, r.try_get("r")?)),
+        None => Ok((0, 0, 0)),
+    }
+}
+
+fn generate_password() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..12).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
+}
+
+async fn update(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+    OsJson(body): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:update").await?;
+    let s = body
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ComputeError::BadRequest("Invalid request body: 'server' is required".into()))?;
+    let mut u = Update::new();
+    for (k, val) in s {
+        match k.as_str() {
+            "name" => {
+                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.len() <= 255).ok_or_else(|| ComputeError::BadRequest("Invalid server name".into()))?;
+                u = u.set("name", n);
+            }
+            "description" if v.at_least(2, 19) => {
+                let d = match val {
+                    Value::Null => None,
+                    Value::String(d) if d.len() <= 255 => Some(d.clone()),
+                    _ => return Err(ComputeError::BadRequest("Invalid description".into()).into()),
+                };
+                u = u.set("description", d);
+            }
+            "hostname" if v.at_least(2, 90) => {
+                let h = val.as_str().filter(|h| !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).ok_or_else(|| ComputeError::BadRequest("Invalid hostname".into()))?;
+                u = u.set("hostname", h);
+            }
+            "accessIPv4" => u = u.set("access_ipv4", val.as_str().map(str::to_string)),
+            "accessIPv6" => u = u.set("access_ipv6", val.as_str().map(str::to_string)),
+            "OS-DCF:diskConfig" => {}
+            other => return Err(ComputeError::BadRequest(format!("Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)")).into()),
+        }
+    }
+    u.apply(&st.platform.db, &inst.uuid).await?;
+    let i = store::must_load(&st.platform.db, &id).await?;
+    let base = st.platform.service_url("/compute");
+    Ok(Json(json!({"server": view::detail(&i, &base, v, is_admin_view(&st, &ctx))})))
+}
+
+/// Fails with 409 when a non-admin acts on a locked server.
+pub fn check_lock(st: &AppState, ctx: &RequestContext, i: &Instance) -> Result<()> {
+    if i.locked && !st.policy.check("os_compute_api:os-lock-server:unlock:unlock_override", ctx, &i.target()) {
+        return Err(ComputeError::Locked(i.uuid.clone()));
+    }
+    Ok(())
+}
+
+async fn delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    rid: Option<Extension<RequestId>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:delete").await?;
+    check_lock(&st, &ctx, &inst)?;
+    if inst.task_state.as_deref() == Some(task::DELETING) {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let rid = request_id(&rid);
+    let (uuid, user, project) = (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone());
+    let ok = st
+        .platform
+        .db
+        .transaction(|tx| {
+            let (uuid, user, project, rid) = (uuid.clone(), user.clone(), project.clone(), rid.clone());
+            Box::pin(async move {
+                let ok = Update::new().set("task_state", task::DELETING).apply_tx(tx, &uuid).await?;
+                if ok {
+                    events::start_action(tx, &uuid, "delete", &rid, &user, &project).await?;
+                }
+                Ok::<_, ComputeError>(ok)
+            })
+        })
+        .await?;
+    if !ok {
+        return Err(ComputeError::NotFound(format!("Instance {id} could not be found.")).into());
+    }
+    st.conductor.clone().spawn_delete(inst.uuid.clone(), rid);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn volumes_disabled() -> ApiError {
+    ApiError::not_found(
+        "Volume attachments are not available: the block storage (volume) service is not enabled in this cloud yet",
+    )
+}
+
+// --- metadata ---------------------------------------------------------------------
+
+async fn meta_list(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:index").await?;
+    Ok(Json(json!({"metadata": i.metadata})))
+}
+
+async fn meta_show(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:show").await?;
+    let v = i.metadata.get(&key).ok_or_else(|| ComputeError::NotFound("Metadata item was not found".into()))?;
+    Ok(Json(json!({"meta": {key: v}})))
+}
+
+async fn write_meta(
+    st: &AppState,
+    uuid: &str,
+    set: BTreeMap<String, String>,
+    replace: bool,
+    remove: Option<String>,
+) -> Result<BTreeMap<String, String>> {
+    let u = uuid.to_string();
+    st.platform
+        .db
+        .transaction(|tx| {
+            let (u, set, remove) = (u.clone(), set.clone(), remove.clone());
+            Box::pin(async move {
+                if replace {
+                    Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                if let Some(k) = remove {
+                    let n = Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .push_bind(" AND meta_key = ", &k)
+                        .execute(&mut **tx)
+                        .await?;
+                    if n == 0 {
+                        return Err(ComputeError::NotFound("Metadata item was not found".into()));
+                    }
+                }
+                for (k, v) in &set {
+                    Query::new("DELETE FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .push_bind(" AND meta_key = ", k)
+                        .execute(&mut **tx)
+                        .await?;
+                    let mut q = Query::new(
+                        "INSERT INTO compute_instance_metadata (instance_uuid, meta_key, meta_value) VALUES (",
+                    );
+                    q.bind(&u).push(", ").bind(k).push(", ").bind(v).push(")");
+                    q.execute(&mut **tx).await?;
+                }
+                let count: i64 =
+                    Query::new("SELECT COUNT(*) AS n FROM compute_instance_metadata WHERE instance_uuid = ")
+                        .bind(&u)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.try_get("n"))
+                        .transpose()?
+                        .unwrap_or(0);
+                if count > 128 {
+                    return Err(ComputeError::QuotaExceeded {
+                        resource: "metadata_items".into(),
+                        requested: count,
+                        used: 0,
+                        allowed: 128,
+                    });
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(store::must_load(&st.platform.db, uuid).await?.metadata)
+}
+
+async fn meta_merge(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:create").await?;
+    check_lock(&st, &ctx, &i)?;
+    let m =
+        validate_metadata(b.get("metadata").ok_or_else(|| ComputeError::BadRequest("'metadata' is required".into()))?)?;
+    Ok(Json(json!({"metadata": write_meta(&st, &id, m, false, None).await?})))
+}
+
+async fn meta_replace(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:update_all").await?;
+    check_lock(&st, &ctx, &i)?;
+    let m =
+        validate_metadata(b.get("metadata").ok_or_else(|| ComputeError::BadRequest("'metadata' is required".into()))?)?;
+    Ok(Json(json!({"metadata": write_meta(&st, &id, m, true, None).await?})))
+}
+
+async fn meta_put(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    OsJson(b): OsJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:update").await?;
+    check_lock(&st, &ctx, &i)?;
+    let m = validate_metadata(b.get("meta").ok_or_else(|| ComputeError::BadRequest("'meta' is required".into()))?)?;
+    if m.len() != 1 || !m.contains_key(&key) {
+        return Err(ComputeError::BadRequest("Request body and URI mismatch".into()).into());
+    }
+    write_meta(&st, &id, m.clone(), false, None).await?;
+    Ok(Json(json!({"meta": m})))
+}
+
+async fn meta_delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let i = authorized(&st, &ctx, &id, "os_compute_api:server-metadata:delete").await?;
+    check_lock(&st, &ctx, &i)?;
+    write_meta(&st, &id, BTreeMap::new(), false, Some(key)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
