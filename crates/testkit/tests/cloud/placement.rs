@@ -16,7 +16,9 @@ fn rows(v: &Value) -> &Vec<Value> {
 
 #[tokio::test]
 async fn placement_through_osc_placement() {
-    let cloud = TestCloud::start().await;
+    // No local compute agent: its own resource provider would join every list and
+    // candidate query this test counts.
+    let cloud = TestCloud::start_with(|c| c.compute.local_agent = false).await;
     let v139 = ["--os-placement-api-version", "1.39"];
 
     // Providers: create (negotiated version, 1.29), a nested child, list, show, set.
