@@ -18,7 +18,7 @@ mod hosts;
 mod keypairs;
 mod limits;
 pub mod placement;
-mod policy;
+pub mod policy;
 pub mod scheduler;
 mod servers;
 pub mod state;

@@ -12,7 +12,7 @@ mod images;
 mod info;
 pub mod inspect;
 mod members;
-mod policy;
+pub mod policy;
 mod schemas;
 pub mod store;
 mod versions;

@@ -86,8 +86,18 @@ enum ConfigCommand {
     Show,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // Errors are for the operator: the message and its causes, never a backtrace.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(f) = &cli.log_format {
         config.log.format = f.clone();
@@ -102,11 +112,20 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy { command: PolicyCommand::Show { service } } => {
+            let path = |p: &Option<PathBuf>| p.clone();
             let (defaults, file) = match service.as_str() {
-                "identity" => (stratus_identity::policy::DEFAULTS, config.identity.policy_file.clone()),
-                other => anyhow::bail!("no policy rules are defined for service {other:?}"),
+                "identity" => (
+                    stratus_identity::policy::DEFAULTS,
+                    (!config.identity.policy_file.is_empty()).then(|| PathBuf::from(&config.identity.policy_file)),
+                ),
+                "image" => (stratus_image::policy::DEFAULTS, path(&config.image.policy_file)),
+                "placement" => (stratus_placement::policy::DEFAULTS, path(&config.placement.policy_file)),
+                "compute" => (stratus_compute::policy::DEFAULTS, path(&config.compute.policy_file)),
+                "network" => (stratus_network::policy::DEFAULTS, path(&config.network.policy_file)),
+                other => anyhow::bail!(
+                    "no policy rules are defined for service {other:?}; try identity, image, placement, compute or network"
+                ),
             };
-            let file = (!file.is_empty()).then(|| PathBuf::from(file));
             let policy = stratus_auth::Policy::load(&service, defaults, file.as_deref())?;
             for (name, rule) in policy.rules() {
                 println!("{name:?}: {rule:?}");
