@@ -171,7 +171,10 @@ impl RestNetwork {
         host: &str,
         net: &RequestedNetwork,
     ) -> Result<PortSpec, ClientError> {
-        let mut port = json!({"device_id": uuid, "device_owner": "compute:nova", "binding:host_id": host});
+        // As Nova does: the port is created (or claimed) as the user, so it belongs to the
+        // user's project and obeys its policy; binding it to a host is an admin-only
+        // attribute, set afterwards with the service's own authority.
+        let mut port = json!({"device_id": uuid, "device_owner": "compute:nova"});
         if let Some(n) = &net.uuid {
             port["network_id"] = json!(n);
         }
@@ -191,11 +194,34 @@ impl RestNetwork {
             let msg = r.body["NeutronError"]["message"].as_str().unwrap_or("").to_string();
             return Err(ClientError(format!("network service refused the port: {} {msg}", r.status)));
         }
+        let port_id = r.body["port"]["id"].as_str().unwrap_or_default().to_string();
+        let admin = RequestContext::internal_admin();
+        let bind = json!({"port": {"binding:host_id": host}});
+        let r = self
+            .0
+            .call(&admin, Method::PUT, &format!("/network/v2.0/ports/{port_id}"), Some(&bind), &[])
+            .await
+            .map_err(|e| ClientError(e.message))?;
+        if !r.status.is_success() {
+            if net.port.is_none() {
+                // Do not leak the port this call created.
+                let _ = self.0.call(&admin, Method::DELETE, &format!("/network/v2.0/ports/{port_id}"), None, &[]).await;
+            }
+            let msg = r.body["NeutronError"]["message"].as_str().unwrap_or("").to_string();
+            return Err(ClientError(format!("network service refused to bind the port to {host}: {} {msg}", r.status)));
+        }
         let p = &r.body["port"];
+        let network_id = p["network_id"].as_str().unwrap_or_default().to_string();
+        // Server `addresses` are keyed by network name, as Nova shows them.
+        let network_name =
+            match self.0.call(&admin, Method::GET, &format!("/network/v2.0/networks/{network_id}"), None, &[]).await {
+                Ok(n) if n.status.is_success() => n.body["network"]["name"].as_str().unwrap_or_default().to_string(),
+                _ => String::new(),
+            };
         Ok(PortSpec {
             id: p["id"].as_str().unwrap_or_default().into(),
-            network_id: p["network_id"].as_str().unwrap_or_default().into(),
-            network_name: String::new(),
+            network_id,
+            network_name,
             mac_address: p["mac_address"].as_str().unwrap_or_default().into(),
             fixed_ips: p["fixed_ips"]
                 .as_array()

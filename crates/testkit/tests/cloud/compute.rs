@@ -1,7 +1,6 @@
-//! Compute through the real `openstack` CLI: flavors, keypairs, admin views, and what a
-//! project member may and may not do. (Server boots need placement and image, which land
-//! on their own branches; the boot path is covered in-process by `stratus-compute`'s
-//! tests until then.)
+//! Compute through the real `openstack` CLI: flavors, keypairs, admin views, what a
+//! project member may and may not do, and servers booted from a real image onto a real
+//! network through placement (fake virt driver).
 
 use serde_json::Value;
 use stratus_testkit::{Creds, TestCloud};
@@ -145,5 +144,81 @@ async fn admin_views_and_member_limits_through_the_cli() {
     assert!(servers.as_array().unwrap().is_empty());
     let e = cloud.openstack_as(&alice, &["server", "list", "--all-projects"]).await.expect_err("admin only");
     assert!(e.stderr.contains("403") || e.stderr.to_lowercase().contains("policy"), "{}", e.stderr);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn servers_boot_from_an_image_onto_a_network_and_live_their_lifecycle() {
+    let cloud = TestCloud::start().await;
+    let alice = member(&cloud, "proj-a", "alice").await;
+    let bob = member(&cloud, "proj-b", "bob").await;
+    let img = cloud.data_dir.join("tiny.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let image = cloud
+        .openstack(&[
+            "image",
+            "create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--public",
+            "--file",
+            img.to_str().unwrap(),
+            "tiny",
+        ])
+        .await
+        .expect("image create");
+    assert_eq!(image["status"], "active");
+    let net = cloud.openstack_as(&alice, &["network", "create", "net-a"]).await.expect("network create");
+    let net_id = net["id"].as_str().unwrap().to_string();
+    cloud
+        .openstack_as(&alice, &["subnet", "create", "--network", "net-a", "--subnet-range", "10.9.0.0/24", "sub-a"])
+        .await
+        .expect("subnet create");
+
+    let nic = format!("net-id={net_id}");
+    let vm = cloud
+        .openstack_as(
+            &alice,
+            &["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", &nic, "--wait", "vm-a"],
+        )
+        .await
+        .expect("server create --wait");
+    assert_eq!(vm["status"], "ACTIVE", "{vm}");
+    let shown = cloud.openstack_as(&alice, &["server", "show", "vm-a"]).await.unwrap();
+    let addrs = shown["addresses"].as_object().expect("addresses keyed by network name");
+    let ips = addrs.get("net-a").and_then(|v| v.as_array()).expect("an address on net-a");
+    assert!(ips[0].as_str().unwrap().starts_with("10.9.0."), "{shown}");
+    let ports = cloud.openstack_as(&alice, &["port", "list", "--server", "vm-a"]).await.unwrap();
+    assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+
+    // Lifecycle through the CLI, each state as Nova reports it.
+    for (action, status) in [("stop", "SHUTOFF"), ("start", "ACTIVE"), ("pause", "PAUSED"), ("unpause", "ACTIVE")] {
+        cloud.openstack_as(&alice, &["server", action, "vm-a"]).await.unwrap_or_else(|e| panic!("{action}: {e}"));
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            last = cloud.openstack_as(&alice, &["server", "show", "vm-a", "-c", "status", "-f", "json"]).await.unwrap();
+            if last["status"] == status {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(last["status"], status, "after {action}");
+    }
+    // A second project neither sees nor touches the server.
+    let listed = cloud.openstack_as(&bob, &["server", "list"]).await.unwrap();
+    assert!(listed.as_array().unwrap().is_empty(), "{listed}");
+    assert!(cloud.openstack_as(&bob, &["server", "stop", "vm-a"]).await.is_err());
+
+    let events = cloud.openstack_as(&alice, &["server", "event", "list", "vm-a"]).await.unwrap();
+    let actions: Vec<String> = names(&events, "Action");
+    for a in ["create", "stop", "start", "pause", "unpause"] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    }
+
+    cloud.openstack_as(&alice, &["server", "delete", "--wait", "vm-a"]).await.expect("server delete --wait");
+    let ports = cloud.openstack_as(&alice, &["port", "list", "--network", "net-a"]).await.unwrap();
+    assert!(ports.as_array().unwrap().is_empty(), "the server's port is released: {ports}");
     cloud.shutdown().await;
 }
