@@ -7,4 +7,4 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 scripts/setup-clients.sh
 cargo build --release --locked --bin stratus
-exec target/release/stratus up "$@"
+exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/stratus" up "$@"
