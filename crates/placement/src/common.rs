@@ -128,3 +128,38 @@ pub fn provider_json(
 pub fn csv(s: &str) -> Vec<String> {
     s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
 }
+
+/// How to delete one custom name (resource class or trait) that may still be in use.
+pub struct CustomName {
+    /// `SELECT 1 FROM <table> WHERE <col> = ` — rows that still use the name.
+    pub in_use_sql: &'static str,
+    /// `DELETE FROM <table> WHERE name = `.
+    pub delete_sql: &'static str,
+    /// Message for the 409 when the name is in use.
+    pub in_use: fn(&str) -> String,
+    /// Message for the 404 when there is no such name.
+    pub not_found: fn(&str) -> String,
+}
+
+/// Deletes a custom resource class or trait in one transaction: 409 while anything uses
+/// it, 404 when it does not exist. Both kinds follow the same rule, so it lives once.
+pub async fn delete_custom_name(st: &AppState, name: String, how: CustomName) -> Result<()> {
+    st.db
+        .transaction(move |tx| {
+            let name = name.clone();
+            Box::pin(async move {
+                let mut q = stratus_db::Query::new(how.in_use_sql);
+                q.bind(&name).push(" LIMIT 1");
+                if q.fetch_optional(&mut **tx).await?.is_some() {
+                    return Err(PlacementError::Conflict((how.in_use)(&name)));
+                }
+                let mut d = stratus_db::Query::new(how.delete_sql);
+                d.bind(&name);
+                if d.execute(&mut **tx).await? == 0 {
+                    return Err(PlacementError::NotFound((how.not_found)(&name)));
+                }
+                Ok(())
+            })
+        })
+        .await
+}

@@ -163,26 +163,16 @@ async fn delete(
     if is_standard_class(&name) {
         return Err(PlacementError::BadRequest(format!("Cannot delete standard resource class {name}")));
     }
-    let n2 = name.clone();
-    st.db
-        .transaction(move |tx| {
-            let name = n2.clone();
-            Box::pin(async move {
-                let mut q = Query::new("SELECT 1 FROM placement_inventories WHERE resource_class = ");
-                q.bind(&name).push(" LIMIT 1");
-                if q.fetch_optional(&mut **tx).await?.is_some() {
-                    return Err(PlacementError::Conflict(format!(
-                        "Unable to delete resource class {name}. Delete all inventories of this class first."
-                    )));
-                }
-                let mut d = Query::new("DELETE FROM placement_custom_resource_classes WHERE name = ");
-                d.bind(&name);
-                if d.execute(&mut **tx).await? == 0 {
-                    return Err(PlacementError::NotFound(format!("No such resource class {name}.")));
-                }
-                Ok(())
-            })
-        })
-        .await?;
+    crate::common::delete_custom_name(
+        &st,
+        name,
+        crate::common::CustomName {
+            in_use_sql: "SELECT 1 FROM placement_inventories WHERE resource_class = ",
+            delete_sql: "DELETE FROM placement_custom_resource_classes WHERE name = ",
+            in_use: |n| format!("Unable to delete resource class {n}. Delete all inventories of this class first."),
+            not_found: |n| format!("No such resource class {n}."),
+        },
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

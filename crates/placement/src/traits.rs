@@ -119,27 +119,17 @@ async fn delete(
     if is_standard_trait(&name) {
         return Err(PlacementError::BadRequest(format!("Cannot delete standard trait {name}.")));
     }
-    let n2 = name.clone();
-    st.db
-        .transaction(move |tx| {
-            let name = n2.clone();
-            Box::pin(async move {
-                let mut q = Query::new("SELECT 1 FROM placement_provider_traits WHERE trait = ");
-                q.bind(&name).push(" LIMIT 1");
-                if q.fetch_optional(&mut **tx).await?.is_some() {
-                    return Err(PlacementError::Conflict(format!(
-                        "The trait {name} is in use by a resource provider."
-                    )));
-                }
-                let mut d = Query::new("DELETE FROM placement_custom_traits WHERE name = ");
-                d.bind(&name);
-                if d.execute(&mut **tx).await? == 0 {
-                    return Err(PlacementError::NotFound(format!("No such trait(s): {name}")));
-                }
-                Ok(())
-            })
-        })
-        .await?;
+    crate::common::delete_custom_name(
+        &st,
+        name,
+        crate::common::CustomName {
+            in_use_sql: "SELECT 1 FROM placement_provider_traits WHERE trait = ",
+            delete_sql: "DELETE FROM placement_custom_traits WHERE name = ",
+            in_use: |n| format!("The trait {n} is in use by a resource provider."),
+            not_found: |n| format!("No such trait(s): {n}"),
+        },
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
