@@ -22,6 +22,7 @@ pub mod policy;
 pub mod scheduler;
 mod servers;
 pub mod state;
+mod usage;
 mod versions;
 
 use std::sync::Arc;
@@ -84,6 +85,9 @@ pub struct ComputeConfig {
     pub default_availability_zone: String,
     /// Seconds an agent gets to answer a call (default 30).
     pub rpc_timeout_secs: u64,
+    /// Deferred delete: seconds a deleted server stays SOFT_DELETED (restorable) before
+    /// it is reclaimed; 0 (default) deletes at once.
+    pub reclaim_instance_interval_secs: u64,
 }
 
 impl Default for ComputeConfig {
@@ -105,6 +109,7 @@ impl Default for ComputeConfig {
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
             rpc_timeout_secs: 30,
+            reclaim_instance_interval_secs: 0,
         }
     }
 }
@@ -174,7 +179,8 @@ impl ComputeService {
         let policy = Policy::load("compute", policy::DEFAULTS, config.policy_file.as_deref())?;
         let conductor = Arc::new(conductor::Conductor::new(platform.clone(), config.clone(), backends.clone()));
         let inner = Arc::new(Inner { platform, cfg: config, policy, backends, conductor: conductor.clone() });
-        let tasks = conductor.start().await?;
+        let mut tasks = conductor.start().await?;
+        tasks.extend(servers::spawn_reclaimer(inner.clone()));
         Ok(ComputeService { inner, auth, tasks })
     }
 
@@ -199,6 +205,7 @@ impl ComputeService {
             .merge(servers::routes())
             .merge(hosts::routes())
             .merge(limits::routes())
+            .merge(usage::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(api);
