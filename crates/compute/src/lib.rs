@@ -56,8 +56,16 @@ pub struct ComputeConfig {
     pub policy_file: Option<std::path::PathBuf>,
     /// Run a compute agent inside `stratus up` for this host (default true).
     pub local_agent: bool,
-    /// Virt driver of the local agent: `fake` (default for now) or `qemu`.
+    /// Virt driver of the local agent: `auto` (default: `qemu` when
+    /// `qemu-system-x86_64` is installed, `fake` otherwise; the choice is logged), `qemu`
+    /// or `fake`.
     pub virt_driver: String,
+    /// Named network namespace the `qemu` driver starts QEMU in, so that the taps it
+    /// creates (`tap<port id[..11]>`) appear there for the network agent (default none:
+    /// the host's namespace).
+    pub host_netns: Option<String>,
+    /// Settings of the qemu driver (`[compute.qemu]`).
+    pub qemu: stratus_compute_agent::virt::qemu::QemuDriverConfig,
     /// Settings of the local agent (host, allocation ratios, reserved resources).
     pub agent: stratus_compute_agent::AgentConfig,
     /// Settings of the fake driver.
@@ -91,7 +99,9 @@ impl Default for ComputeConfig {
         ComputeConfig {
             policy_file: None,
             local_agent: true,
-            virt_driver: "fake".into(),
+            virt_driver: "auto".into(),
+            host_netns: None,
+            qemu: Default::default(),
             agent: Default::default(),
             fake: Default::default(),
             service_down_time_secs: 60,
@@ -217,18 +227,44 @@ pub fn spawn_local_agent(platform: &Platform, cfg: &ComputeConfig) -> Option<tok
     if acfg.host.is_empty() {
         acfg.host = platform.host.clone();
     }
-    let driver: Arc<dyn stratus_compute_agent::virt::VirtDriver> = match cfg.virt_driver.as_str() {
-        "fake" => Arc::new(stratus_compute_agent::virt::fake::FakeDriver::new(cfg.fake.clone())),
+    let choice: &'static str = match cfg.virt_driver.as_str() {
+        "auto" => {
+            let found = stratus_compute_agent::virt::qemu::qemu_available(&cfg.qemu);
+            let pick = if found { "qemu" } else { "fake" };
+            tracing::info!(
+                driver = pick,
+                "virt_driver auto: {}",
+                if found { "QEMU found" } else { "no qemu-system-x86_64 on PATH" }
+            );
+            pick
+        }
+        "qemu" => "qemu",
+        "fake" => "fake",
         other => {
             tracing::error!(
                 driver = other,
-                "unknown virt_driver; the local compute agent is not started (use \"fake\")"
+                "unknown virt_driver; the local compute agent is not started (use \"auto\", \"qemu\" or \"fake\")"
             );
             return None;
         }
     };
     let bus = platform.bus.clone();
+    let (fake, qemu, netns) = (cfg.fake.clone(), cfg.qemu.clone(), cfg.host_netns.clone());
+    let (data_dir, internal) = (platform.data_dir.clone(), platform.internal.clone());
     Some(tokio::spawn(async move {
+        let driver: Arc<dyn stratus_compute_agent::virt::VirtDriver> = if choice == "qemu" {
+            use stratus_compute_agent::virt::qemu::{images::InternalImageSource, QemuDriver};
+            let source = Arc::new(InternalImageSource::new(internal));
+            match QemuDriver::new(qemu, &data_dir, netns, source).await {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    tracing::error!(error = %e, "the qemu driver could not start; no local compute agent");
+                    return;
+                }
+            }
+        } else {
+            Arc::new(stratus_compute_agent::virt::fake::FakeDriver::new(fake))
+        };
         match stratus_compute_agent::Agent::start(acfg, bus, driver).await {
             // The agent's tasks run until the process exits.
             Ok(handle) => std::mem::forget(handle),

@@ -114,6 +114,8 @@ impl TestCloud {
         // cost is configuration, not behaviour (identity's own tests cover both).
         config.identity.password_hash_memory_kib = 8;
         config.identity.password_hash_iterations = 1;
+        // Tests get real guests only when they ask for them (`virt_driver = "qemu"`).
+        config.compute.virt_driver = "fake".into();
         customize(&mut config);
         let handle = Cloud::start(config, StartOptions { admin_password: Some(ADMIN_PASSWORD.into()) })
             .await

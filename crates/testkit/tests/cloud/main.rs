@@ -7,3 +7,4 @@ mod identity;
 mod image;
 mod network;
 mod placement;
+mod qemu;
