@@ -300,6 +300,29 @@ impl Conductor {
         Ok(out)
     }
 
+    /// Nova stops a server whose guest stopped on its own (as the service, through the
+    /// API), which leaves a `stop` action in the server's history; so do we.
+    async fn record_external_stop(&self, uuid: &str, host: &str) {
+        let db = &self.platform.db;
+        let Ok(Some(inst)) = store::load(db, uuid).await else { return };
+        let rid = format!("req-{}", uuid::Uuid::new_v4());
+        let (u, h) = (uuid.to_string(), host.to_string());
+        let r = db
+            .transaction(|tx| {
+                let (u, h, rid, user, project) =
+                    (u.clone(), h.clone(), rid.clone(), inst.user_id.clone(), inst.project_id.clone());
+                Box::pin(async move {
+                    events::start_action(tx, &u, "stop", &rid, &user, &project).await?;
+                    events::start_event_tx(tx, &u, &rid, "compute_stop_instance", Some(&h)).await?;
+                    events::finish_event_tx(tx, &u, &rid, "compute_stop_instance", None, true).await
+                })
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(uuid, error = %e, "could not record the stop of a guest that stopped on its own");
+        }
+    }
+
     /// Nova's `_sync_power_states`: record what the hypervisor sees; a server that stopped
     /// behind our back becomes SHUTOFF, one whose guest vanished becomes ERROR.
     async fn sync_power_states(&self, host: &str, observed: &[InstanceInfo]) -> Result<()> {
@@ -316,11 +339,16 @@ impl Conductor {
                         continue;
                     }
                     let mut u = Update::new().set("power_state", p).expect_task(None);
-                    if e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed) {
+                    let stopped_behind_our_back =
+                        e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed);
+                    if stopped_behind_our_back {
                         tracing::warn!(uuid = %e.uuid, "guest stopped outside of the API; marking it SHUTOFF");
                         u = u.set("vm_state", vm::STOPPED);
                     }
-                    u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                    let changed = u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                    if changed && stopped_behind_our_back {
+                        self.record_external_stop(&e.uuid, host).await;
+                    }
                 }
                 None => {
                     if e.vm_state == vm::ERROR && e.power_state == 0 {

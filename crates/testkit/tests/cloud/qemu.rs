@@ -250,8 +250,6 @@ async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
     wait_gone(pid6).await;
     assert!(!dir.exists(), "instance directory removed");
     assert!(cloud.data_dir.join("instances/_base").join(&image_id).exists(), "base image kept");
-    let events = cloud.openstack(&["server", "event", "list", &id]).await;
-    drop(events);
     cloud.shutdown().await;
 }
 
@@ -283,9 +281,10 @@ async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() 
     let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
     wait_gone(pid).await;
     let s = wait_status(&cloud, "vm1", "SHUTOFF", Duration::from_secs(30)).await;
-    assert_eq!(s["OS-EXT-STS:power_state"], "Shutdown", "{s}");
+    assert_eq!(s["OS-EXT-STS:power_state"], 4, "power state SHUTDOWN: {s}");
     let events = cloud.openstack(&["server", "event", "list", "vm1"]).await.unwrap();
-    eprintln!("events after the kill: {events}");
+    let actions: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["Action"].as_str()).collect();
+    assert!(actions.contains(&"stop"), "the stop is in the server's history: {events}");
     act(&cloud, &["start"], "vm1", "ACTIVE").await;
     assert!(pid_of(&dir).is_some());
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
