@@ -17,6 +17,7 @@ mod flavors;
 mod hosts;
 mod keypairs;
 mod limits;
+pub mod metadata;
 pub mod placement;
 pub mod policy;
 pub mod scheduler;
@@ -92,6 +93,10 @@ pub struct ComputeConfig {
     pub default_availability_zone: String,
     /// Seconds an agent gets to answer a call (default 30).
     pub rpc_timeout_secs: u64,
+    /// Key metadata proxies sign `X-Instance-ID` with (Nova's `[neutron]
+    /// metadata_proxy_shared_secret`). Default: empty = generated at first start and kept in
+    /// `<data_dir>/metadata_proxy_shared_secret` (see [`metadata`]).
+    pub metadata_proxy_shared_secret: String,
 }
 
 impl Default for ComputeConfig {
@@ -115,6 +120,7 @@ impl Default for ComputeConfig {
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
             rpc_timeout_secs: 30,
+            metadata_proxy_shared_secret: String::new(),
         }
     }
 }
