@@ -6,6 +6,8 @@
 
 mod actions;
 pub mod events;
+pub mod moves;
+pub mod shelve;
 pub mod store;
 pub mod view;
 
@@ -62,7 +64,7 @@ pub async fn authorized(st: &AppState, ctx: &RequestContext, uuid: &str, rule: &
     Ok(inst)
 }
 
-fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
+pub(crate) fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
     st.policy.check("os_compute_api:os-extended-server-attributes", ctx, &json!({}))
 }
 
@@ -712,7 +714,7 @@ pub async fn used_counts(tx: &mut stratus_db::Tx, project: &str) -> Result<(i64,
     }
 }
 
-fn generate_password() -> String {
+pub(crate) fn generate_password() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();
