@@ -10,9 +10,11 @@
 //!   settles every server a crash left mid-operation;
 //! - agents (crate `stratus-compute-agent`) are reached only over the bus.
 
+mod aggregates;
 pub mod clients;
 pub mod conductor;
 mod error;
+mod filters;
 mod flavors;
 mod hosts;
 mod keypairs;
@@ -21,6 +23,7 @@ pub mod migrations;
 pub mod placement;
 pub mod policy;
 pub mod scheduler;
+mod server_groups;
 mod servers;
 pub mod state;
 mod versions;
@@ -211,6 +214,8 @@ impl ComputeService {
             .merge(hosts::routes())
             .merge(limits::routes())
             .merge(migrations::routes())
+            .merge(aggregates::routes())
+            .merge(server_groups::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(api);

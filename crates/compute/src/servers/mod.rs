@@ -573,6 +573,7 @@ async fn create(
     }
     let admin_pass = str_field(s, "adminPass")?.map(str::to_string).unwrap_or_else(generate_password);
     let request_id = request_id(&rid);
+    let group = crate::server_groups::check_hint(&st, &ctx, &hints, max_count).await?;
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let now = stratus_core::time::now();
 
@@ -680,6 +681,11 @@ async fn create(
             })
         })
         .await?;
+    if let Some(g) = &group {
+        // Members before the builds start: the scheduler reads them.
+        let ids: Vec<String> = created.iter().map(|i| i.uuid.clone()).collect();
+        crate::server_groups::add_members(&st.platform.db, g, &ids).await?;
+    }
     for i in &created {
         st.conductor.clone().spawn_build(i.uuid.clone(), request_id.clone());
     }

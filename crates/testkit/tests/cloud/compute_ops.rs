@@ -207,3 +207,164 @@ async fn resize_migrate_live_migrate_evacuate_and_shelve_through_the_cli() {
     assert_eq!(usages(&cloud).await, only_on(&hosts, "", (0, 0)));
     cloud.shutdown().await;
 }
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|r| r[key].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test]
+async fn aggregates_zones_and_server_groups_steer_the_scheduler_through_the_cli() {
+    let hosts = ["cmp-a", "cmp-b", "cmp-c"];
+    let (cloud, _agents) = cloud_with_hosts(&hosts).await;
+
+    // An aggregate with a zone makes an AZ; its metadata and membership reach placement.
+    let agg = cloud.openstack(&["aggregate", "create", "--zone", "az2", "agg2"]).await.expect("aggregate create");
+    assert_eq!(agg["availability_zone"], "az2", "{agg}");
+    cloud.openstack(&["aggregate", "add", "host", "agg2", "cmp-c"]).await.expect("aggregate add host");
+    cloud.openstack(&["aggregate", "set", "--property", "ssd=true", "agg2"]).await.expect("aggregate set");
+    let shown = cloud.openstack(&["aggregate", "show", "agg2"]).await.expect("aggregate show");
+    assert_eq!(shown["hosts"], serde_json::json!(["cmp-c"]), "{shown}");
+    assert!(shown["properties"].to_string().contains("ssd"), "{shown}");
+    let agg_uuid = shown["uuid"].as_str().expect("uuid at 2.41+").to_string();
+    let rp_c = providers(&cloud).await["cmp-c"].clone();
+    let rp_aggs = cloud.openstack(&["resource", "provider", "aggregate", "list", &rp_c]).await.expect("rp aggregates");
+    assert!(rp_aggs.to_string().contains(&agg_uuid), "mirrored into placement: {rp_aggs}");
+    let zones = cloud.openstack(&["availability", "zone", "list", "--compute"]).await.expect("az list");
+    let zn = names(&zones, "Zone Name");
+    assert!(zn.contains(&"az2".to_string()) && zn.contains(&"nova".to_string()), "{zones}");
+    let services = cloud.openstack(&["compute", "service", "list", "--service", "nova-compute"]).await.unwrap();
+    let zone_of_c = services.as_array().unwrap().iter().find(|s| s["Host"] == "cmp-c").unwrap()["Zone"].clone();
+    assert_eq!(zone_of_c, "az2", "{services}");
+
+    // The zone steers a boot to the aggregate's host.
+    let z = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "tiny",
+            "--nic",
+            "none",
+            "--availability-zone",
+            "az2",
+            "--wait",
+            "vm-z",
+        ])
+        .await
+        .expect("boot into az2");
+    assert_eq!(z["OS-EXT-AZ:availability_zone"], "az2", "{z}");
+    assert_eq!(host_of(&cloud.openstack(&["server", "show", "vm-z"]).await.unwrap()), "cmp-c");
+    // Aggregate extra specs of a flavor do too.
+    cloud
+        .openstack(&[
+            "flavor",
+            "create",
+            "--vcpus",
+            "1",
+            "--ram",
+            "128",
+            "--disk",
+            "1",
+            "--property",
+            "aggregate_instance_extra_specs:ssd=true",
+            "f.ssd",
+        ])
+        .await
+        .expect("flavor create");
+    cloud
+        .openstack(&["server", "create", "--flavor", "f.ssd", "--image", "tiny", "--nic", "none", "--wait", "vm-ssd"])
+        .await
+        .expect("boot with aggregate extra specs");
+    assert_eq!(host_of(&cloud.openstack(&["server", "show", "vm-ssd"]).await.unwrap()), "cmp-c");
+
+    // Anti-affinity in zone nova (two hosts): two members on different hosts, a third
+    // finds no valid host.
+    let grp = cloud
+        .openstack(&["server", "group", "create", "--policy", "anti-affinity", "grp"])
+        .await
+        .expect("group create");
+    assert_eq!(grp["policy"], "anti-affinity", "{grp}");
+    let gid = grp["id"].as_str().unwrap().to_string();
+    let hint = format!("group={gid}");
+    let mut placed = Vec::new();
+    for n in ["g1", "g2"] {
+        cloud
+            .openstack(&[
+                "server",
+                "create",
+                "--flavor",
+                "m1.nano",
+                "--image",
+                "tiny",
+                "--nic",
+                "none",
+                "--availability-zone",
+                "nova",
+                "--hint",
+                &hint,
+                "--wait",
+                n,
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("boot {n}: {e}"));
+        placed.push(host_of(&cloud.openstack(&["server", "show", n]).await.unwrap()));
+    }
+    placed.sort();
+    assert_eq!(placed, vec!["cmp-a", "cmp-b"], "anti-affinity spreads the group");
+    cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "tiny",
+            "--nic",
+            "none",
+            "--availability-zone",
+            "nova",
+            "--hint",
+            &hint,
+            "g3",
+        ])
+        .await
+        .expect("boot g3 (accepted, then fails)");
+    let g3 = wait_for(&cloud, "g3", "ERROR").await;
+    assert!(g3["fault"].to_string().contains("No valid host"), "{g3}");
+    let shown = cloud.openstack(&["server", "group", "show", "grp"]).await.expect("group show");
+    assert_eq!(
+        shown["members"].as_array().map(|m| m.len()).unwrap_or_else(|| shown["members"]
+            .as_str()
+            .unwrap_or("")
+            .split(',')
+            .count()),
+        3,
+        "{shown}"
+    );
+    let groups = cloud.openstack(&["server", "group", "list"]).await.expect("group list");
+    assert_eq!(names(&groups, "Name"), vec!["grp"]);
+
+    // Placement: one nano per live server, none for the failed one.
+    let u = usages(&cloud).await;
+    assert_eq!(u["cmp-c"], (2, 256), "{u:?}");
+    assert_eq!((u["cmp-a"], u["cmp-b"]), (NANO, NANO), "{u:?}");
+
+    // Membership and zone go away with the aggregate.
+    let e = cloud.openstack(&["aggregate", "delete", "agg2"]).await.expect_err("an aggregate with hosts cannot go");
+    assert!(e.stderr.contains("400") || e.stderr.contains("hosts"), "{}", e.stderr);
+    cloud.openstack(&["aggregate", "remove", "host", "agg2", "cmp-c"]).await.expect("aggregate remove host");
+    cloud.openstack(&["aggregate", "delete", "agg2"]).await.expect("aggregate delete");
+    let zones = cloud.openstack(&["availability", "zone", "list", "--compute"]).await.unwrap();
+    let zn = names(&zones, "Zone Name");
+    assert!(zn.contains(&"nova".to_string()) && !zn.contains(&"az2".to_string()), "{zones}");
+    let rp_aggs = cloud.openstack(&["resource", "provider", "aggregate", "list", &rp_c]).await.unwrap();
+    assert!(!rp_aggs.to_string().contains(&agg_uuid), "{rp_aggs}");
+    for n in ["vm-z", "vm-ssd", "g1", "g2", "g3"] {
+        cloud.openstack(&["server", "delete", "--wait", n]).await.expect("delete");
+    }
+    cloud.openstack(&["server", "group", "delete", "grp"]).await.expect("group delete");
+    assert_eq!(usages(&cloud).await, only_on(&hosts, "", (0, 0)));
+    cloud.shutdown().await;
+}
