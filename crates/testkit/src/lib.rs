@@ -244,6 +244,29 @@ impl TestCloud {
         )
     }
 
+    /// Starts one more compute agent with the fake driver, registered over this cloud's
+    /// bus as host `host` (a separate hypervisor, service and resource provider), and
+    /// waits until it is registered. Heartbeats every second; `stop` it to simulate the
+    /// host dying.
+    pub async fn start_fake_agent(
+        &self,
+        host: &str,
+        fake: stratus_compute_agent::virt::fake::FakeDriverConfig,
+    ) -> (stratus_compute_agent::AgentHandle, stratus_compute_agent::virt::fake::FakeDriver) {
+        let driver = stratus_compute_agent::virt::fake::FakeDriver::new(fake);
+        let cfg = stratus_compute_agent::AgentConfig {
+            host: host.into(),
+            heartbeat_interval_secs: 1,
+            sync_interval_secs: 3600,
+            ..Default::default()
+        };
+        let bus = self.handle().platform.bus.clone();
+        let h = stratus_compute_agent::Agent::start(cfg, bus, std::sync::Arc::new(driver.clone()))
+            .await
+            .expect("fake compute agent starts");
+        (h, driver)
+    }
+
     /// Stops the cloud gracefully.
     pub async fn shutdown(mut self) {
         if let Some(h) = self.handle.take() {

@@ -3,6 +3,7 @@
 
 mod compute;
 mod dataplane;
+mod compute_ops;
 mod foundation;
 mod identity;
 mod image;
