@@ -5,6 +5,7 @@
 //! Neutron's filter/sort/page/fields rules to every collection.
 
 mod address_groups;
+pub mod agent_rpc;
 pub mod agents;
 mod auto_allocate;
 mod dhcp_opts;
@@ -138,6 +139,12 @@ pub(crate) struct Net {
     pub cfg: NetworkConfig,
     /// Public URL of `/network`.
     pub base: String,
+    /// The platform bus (agent notifications).
+    pub bus: Arc<dyn stratus_bus::Bus>,
+    /// Bumped on every agent notification (`DesiredState::generation`).
+    pub generation: std::sync::atomic::AtomicU64,
+    /// Serialises DHCP/router scheduling (one DHCP port per network).
+    pub schedule_lock: tokio::sync::Mutex<()>,
     /// In-process calls to this (and other) services' APIs (get-me-a-network builds
     /// through the API).
     pub internal: stratus_core::internal::InternalClient,
@@ -163,8 +170,12 @@ impl NetworkService {
             policy,
             cfg: config,
             base: platform.service_url("/network"),
+            bus: platform.bus.clone(),
+            generation: Default::default(),
+            schedule_lock: Default::default(),
             internal: platform.internal.clone(),
         });
+        agent_rpc::spawn(net.clone(), platform.bus.clone()).await?;
         Ok(Arc::new(NetworkService { platform, auth, net }))
     }
 
@@ -188,7 +199,9 @@ impl NetworkService {
             .merge(address_groups::routes())
             .merge(auto_allocate::routes())
             .with_state(self.net.clone());
-        let protected = api.layer(from_fn_with_state(self.auth.clone(), require_auth));
+        let protected = api
+            .layer(from_fn_with_state(self.net.clone(), agent_rpc::fanout_after_write))
+            .layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(protected);
         service_stack(routes, FaultFormat::Neutron, None)
     }

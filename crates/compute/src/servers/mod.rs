@@ -8,7 +8,9 @@ mod actions;
 mod deferred;
 pub mod events;
 mod interfaces;
+pub mod moves;
 mod security_groups;
+pub mod shelve;
 pub mod store;
 mod tags;
 pub mod view;
@@ -70,7 +72,7 @@ pub async fn authorized(st: &AppState, ctx: &RequestContext, uuid: &str, rule: &
     Ok(inst)
 }
 
-fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
+pub(crate) fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
     st.policy.check("os_compute_api:os-extended-server-attributes", ctx, &json!({}))
 }
 
@@ -598,6 +600,7 @@ async fn create(
     }
     let admin_pass = str_field(s, "adminPass")?.map(str::to_string).unwrap_or_else(generate_password);
     let request_id = request_id(&rid);
+    let group = crate::server_groups::check_hint(&st, &ctx, &hints, max_count).await?;
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let now = stratus_core::time::now();
 
@@ -705,6 +708,11 @@ async fn create(
             })
         })
         .await?;
+    if let Some(g) = &group {
+        // Members before the builds start: the scheduler reads them.
+        let ids: Vec<String> = created.iter().map(|i| i.uuid.clone()).collect();
+        crate::server_groups::add_members(&st.platform.db, g, &ids).await?;
+    }
     for i in &created {
         st.conductor.clone().spawn_build(i.uuid.clone(), request_id.clone());
     }
@@ -739,7 +747,7 @@ pub async fn used_counts(tx: &mut stratus_db::Tx, project: &str) -> Result<(i64,
     }
 }
 
-fn generate_password() -> String {
+pub(crate) fn generate_password() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();

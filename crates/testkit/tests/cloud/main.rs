@@ -3,9 +3,12 @@
 
 mod compute;
 mod compute_api;
+mod compute_ops;
+mod dataplane;
 mod foundation;
 mod identity;
 mod image;
 mod network;
 mod network_extra;
 mod placement;
+mod qemu;
