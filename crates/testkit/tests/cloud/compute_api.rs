@@ -249,6 +249,31 @@ async fn nic_auto_gets_a_network_once_per_project() {
     let busy_now = os(&cloud, &carol, &["port", "show", "busy"]).await;
     assert_eq!(busy_now["device_id"], "0b5e2a1c-0000-4000-8000-000000000001", "the user's port is untouched");
     os(&cloud, &carol, &["server", "delete", "--wait", "doomed"]).await;
+    // Named security groups go on the ports compute makes.
+    let web = os(&cloud, &carol, &["security", "group", "create", "web"]).await;
+    let web_id = web["id"].as_str().unwrap().to_string();
+    os(
+        &cloud,
+        &carol,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "tiny",
+            "--nic",
+            "auto",
+            "--security-group",
+            "web",
+            "--wait",
+            "auto-3",
+        ],
+    )
+    .await;
+    let ports = os(&cloud, &carol, &["port", "list", "--server", "auto-3", "--long"]).await;
+    assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+    assert!(ports[0]["Security Groups"].to_string().contains(&web_id), "{ports}");
 
     // With two networks to choose from, `auto` is ambiguous: refused at the API.
     os(&cloud, &carol, &["network", "create", "second"]).await;
