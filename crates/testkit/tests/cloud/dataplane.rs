@@ -245,6 +245,31 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
     let sg_effect = g2.ping_until(&ip1, Duration::from_secs(5)).expect("ICMP allowed after the rule");
     assert!(sg_effect < Duration::from_secs(1), "rule took {sg_effect:?}");
 
+    // A routed network: the router's namespace serves metadata too, reached through the
+    // guest's default gateway once the DHCP-pushed route is gone.
+    let router = cloud.openstack(&["router", "create", "dp-r"]).await.expect("router create");
+    cloud.openstack(&["router", "add", "subnet", "dp-r", "dp-sub"]).await.expect("router add subnet");
+    let qrouter = format!("{}h-qrouter-{}", lab.prefix, router["id"].as_str().unwrap());
+    let t_router = Instant::now();
+    while !common::link_exists(&qrouter, "lo")
+        || !must(&["ip", "-n", &qrouter, "-4", "-o", "addr"]).contains("169.254.169.254")
+    {
+        assert!(t_router.elapsed() < Duration::from_secs(10), "router namespace {qrouter} with the metadata address");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    must(&["ip", "-n", &g1.ns, "route", "del", "169.254.169.254/32"]);
+    let mut routed = (0, String::new());
+    for _ in 0..50 {
+        routed = curl(&g1, "http://169.254.169.254/openstack/latest/meta_data.json");
+        if routed.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(routed.0, 200, "metadata through the router: {routed:?}");
+    let md: Value = serde_json::from_str(&routed.1).unwrap();
+    assert_eq!(md["uuid"], vm1.as_str());
+
     eprintln!(
         "dataplane: cloud start→ready {:?}; taps made→both ports ACTIVE {active_after:?}; DHCP lease {:?}/{:?}; SG rule CLI return→first reply {sg_effect:?}",
         t_start.elapsed(),
