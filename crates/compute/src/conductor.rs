@@ -36,10 +36,10 @@ use crate::{Backends, ComputeConfig};
 
 /// The conductor.
 pub struct Conductor {
-    platform: Platform,
-    cfg: ComputeConfig,
-    backends: Backends,
-    scheduler: Scheduler,
+    pub(crate) platform: Platform,
+    pub(crate) cfg: ComputeConfig,
+    pub(crate) backends: Backends,
+    pub(crate) scheduler: Scheduler,
     consoles: Mutex<HashMap<String, (String, VncConsole)>>,
     /// Builds with a pass running in this process (a second trigger waits for none).
     building: Mutex<std::collections::HashSet<String>>,
@@ -105,7 +105,7 @@ impl Conductor {
         }
     }
 
-    fn rpc_timeout(&self) -> Duration {
+    pub(crate) fn rpc_timeout(&self) -> Duration {
         Duration::from_secs(self.cfg.rpc_timeout_secs.max(1))
     }
 
@@ -300,6 +300,29 @@ impl Conductor {
         Ok(out)
     }
 
+    /// Nova stops a server whose guest stopped on its own (as the service, through the
+    /// API), which leaves a `stop` action in the server's history; so do we.
+    async fn record_external_stop(&self, uuid: &str, host: &str) {
+        let db = &self.platform.db;
+        let Ok(Some(inst)) = store::load(db, uuid).await else { return };
+        let rid = format!("req-{}", uuid::Uuid::new_v4());
+        let (u, h) = (uuid.to_string(), host.to_string());
+        let r = db
+            .transaction(|tx| {
+                let (u, h, rid, user, project) =
+                    (u.clone(), h.clone(), rid.clone(), inst.user_id.clone(), inst.project_id.clone());
+                Box::pin(async move {
+                    events::start_action(tx, &u, "stop", &rid, &user, &project).await?;
+                    events::start_event_tx(tx, &u, &rid, "compute_stop_instance", Some(&h)).await?;
+                    events::finish_event_tx(tx, &u, &rid, "compute_stop_instance", None, true).await
+                })
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(uuid, error = %e, "could not record the stop of a guest that stopped on its own");
+        }
+    }
+
     /// Nova's `_sync_power_states`: record what the hypervisor sees; a server that stopped
     /// behind our back becomes SHUTOFF, one whose guest vanished becomes ERROR.
     async fn sync_power_states(&self, host: &str, observed: &[InstanceInfo]) -> Result<()> {
@@ -316,11 +339,16 @@ impl Conductor {
                         continue;
                     }
                     let mut u = Update::new().set("power_state", p).expect_task(None);
-                    if e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed) {
+                    let stopped_behind_our_back =
+                        e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed);
+                    if stopped_behind_our_back {
                         tracing::warn!(uuid = %e.uuid, "guest stopped outside of the API; marking it SHUTOFF");
                         u = u.set("vm_state", vm::STOPPED);
                     }
-                    u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                    let changed = u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                    if changed && stopped_behind_our_back {
+                        self.record_external_stop(&e.uuid, host).await;
+                    }
                 }
                 None => {
                     if e.vm_state == vm::ERROR && e.power_state == 0 {
@@ -369,7 +397,7 @@ impl Conductor {
         });
     }
 
-    async fn set_error(&self, uuid: &str, f: Value) -> Result<()> {
+    pub(crate) async fn set_error(&self, uuid: &str, f: Value) -> Result<()> {
         Update::new()
             .set("vm_state", vm::ERROR)
             .set("task_state", Option::<String>::None)
@@ -380,7 +408,15 @@ impl Conductor {
     }
 
     /// ERROR with a fault and a failed event, unless the server is being deleted.
-    async fn fail(&self, uuid: &str, rid: &str, op: &str, code: u16, msg: &str, details: &str) -> Result<()> {
+    pub(crate) async fn fail(
+        &self,
+        uuid: &str,
+        rid: &str,
+        op: &str,
+        code: u16,
+        msg: &str,
+        details: &str,
+    ) -> Result<()> {
         let Some(i) = store::load(&self.platform.db, uuid).await? else { return Ok(()) };
         if i.task_state.as_deref() == Some(task::DELETING) {
             return Ok(());
@@ -492,7 +528,7 @@ impl Conductor {
                 roles: vec!["member".into(), "reader".into()],
                 ..Default::default()
             };
-            match self.backends.network.allocate(&ctx, uuid, &host, &req).await {
+            match self.backends.network.allocate(&ctx, uuid, &host, &req, &inst.security_groups).await {
                 Ok(ports) => {
                     let ok = Update::new()
                         .set("ports_json", json!(ports).to_string())
@@ -546,7 +582,7 @@ impl Conductor {
         Ok(())
     }
 
-    async fn host_az(&self, host: &str) -> Result<String> {
+    pub(crate) async fn host_az(&self, host: &str) -> Result<String> {
         let r = Query::new("SELECT availability_zone FROM compute_services WHERE host = ")
             .bind(host)
             .fetch_optional(self.platform.db.reader())
@@ -631,6 +667,10 @@ impl Conductor {
     ) -> Result<()> {
         let db = &self.platform.db;
         let ev = event_name(op);
+        // Moves and shelving are multi-step sagas of their own (servers::moves, servers::shelve).
+        if crate::servers::moves::handles(op) {
+            return self.move_result(host, uuid, rid, op, error, power).await;
+        }
         match op {
             "spawn" => {
                 let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
@@ -677,7 +717,9 @@ impl Conductor {
                     return self.fail(uuid, rid, op, 500, &format!("Failed to {op} the server"), err).await;
                 }
                 let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
-                if let Some(to) = success_state(op) {
+                // A soft-deleted server stays soft-deleted while its guest powers off.
+                let keep = inst.vm_state == vm::SOFT_DELETED && op == "power_off";
+                if let Some(to) = success_state(op).filter(|_| !keep) {
                     u = u.set("vm_state", to);
                 }
                 u.apply(db, uuid).await?;
@@ -799,6 +841,8 @@ impl Conductor {
     /// - deletes are re-run;
     /// - other tasks are settled from the state the host reports (or ERROR if it cannot).
     pub async fn recover(self: &Arc<Self>, interrupted: Vec<(String, Option<String>, Option<String>)>) {
+        // Resize confirmations run without a task_state; their migration records say so.
+        self.clone().recover_confirmations();
         if interrupted.is_empty() {
             return;
         }
@@ -814,6 +858,9 @@ impl Conductor {
                     Some(task::DELETING) => me.delete(&uuid, &rid).await,
                     Some(task::SCHEDULING) | Some(task::NETWORKING) | Some(task::SPAWNING) | None => {
                         me.build(&uuid, &rid).await
+                    }
+                    Some(t) if crate::servers::moves::recovers(t) => {
+                        me.recover_move(&uuid, host.as_deref(), &rid).await
                     }
                     Some(_) => me.settle(&uuid, host.as_deref(), &rid).await,
                 };
@@ -835,7 +882,7 @@ impl Conductor {
     }
 
     /// Ends an interrupted task by asking the host what the guest really is.
-    async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
+    pub(crate) async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
         let db = &self.platform.db;
         let Some(host) = host else {
             return self.fail(uuid, rid, "recover", 500, "Interrupted by a restart", "no host").await;
