@@ -124,7 +124,7 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
         ])
         .await
         .expect("subnet create");
-    // A group without ingress rules for the first server; the second is in `default`.
+    // A group without ingress rules (vm1's port moves into it later); both start in `default`.
     cloud.openstack(&["security", "group", "create", "locked"]).await.expect("sg create");
     let nic = format!("net-id={net_id}");
     let boot = |name: &'static str, extra: &'static [&'static str]| {
@@ -139,7 +139,7 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
             v["id"].as_str().unwrap().to_string()
         }
     };
-    let vm1 = boot("vm1", &["--key-name", "k1", "--security-group", "locked"]).await;
+    let vm1 = boot("vm1", &["--key-name", "k1"]).await;
     let vm2 = boot("vm2", &[]).await;
     let (p1, ip1) = server_port(&cloud, "vm1").await;
     let (p2, ip2) = server_port(&cloud, "vm2").await;
@@ -223,8 +223,7 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
     assert!(agents.as_array().unwrap().iter().all(|a| a["Alive"] == true || a["Alive"] == ":-)"), "{agents}");
 
     // Security groups: vm1's group has no ingress rule, so vm2 cannot ping it...
-    // (Compute does not apply `server create --security-group` to the ports it makes yet,
-    // so the port is moved into the group through the port API, which agents follow too.)
+    // vm1's port moves into `locked` through the port API (a port update agents follow).
     assert!(g2.ping(&ip1), "both in `default`: the group's remote-group rule admits ICMP");
     cloud
         .openstack(&["port", "set", "--no-security-group", "--security-group", "locked", &p1.id])
