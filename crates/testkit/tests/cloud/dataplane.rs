@@ -269,6 +269,18 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
     let md: Value = serde_json::from_str(&routed.1).unwrap();
     assert_eq!(md["uuid"], vm1.as_str());
 
+    // The guest goes away (its tap with it): the port is DOWN again.
+    must(&["ip", "-n", &host, "link", "del", "dev", &stratus_network_agent::exec::names::tap(&p2.id)]);
+    let t_down = Instant::now();
+    loop {
+        let v = cloud.openstack(&["port", "show", &p2.id, "-c", "status"]).await.unwrap();
+        if v["status"] == "DOWN" {
+            break;
+        }
+        assert!(t_down.elapsed() < Duration::from_secs(15), "port not DOWN after its tap vanished: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     eprintln!(
         "dataplane: cloud start→ready {:?}; taps made→both ports ACTIVE {active_after:?}; DHCP lease {:?}/{:?}; SG rule CLI return→first reply {sg_effect:?}",
         t_start.elapsed(),
