@@ -34,9 +34,13 @@ pub struct BootFiles {
     pub cmdline: Option<String>,
 }
 
-/// The tap name QEMU creates for a port: what the network agent looks for.
+/// The tap name QEMU creates for a port: exactly what the network agent looks for
+/// (`stratus_network_agent::exec::names::tap`: `tap` + the first 11 alphanumeric characters
+/// of the id, lowercased, so the dash of a UUID does not count). A name that differs leaves
+/// the tap unplugged and the port DOWN forever.
 pub fn tap_name(port_id: &str) -> String {
-    let short: String = port_id.chars().take(11).collect();
+    let short: String =
+        port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>().to_ascii_lowercase();
     format!("tap{short}")
 }
 
@@ -173,6 +177,7 @@ mod tests {
         assert_eq!(q.disks.len(), 2);
         assert_eq!(q.disks[0].bus, DiskBus::Scsi);
         assert_eq!(q.nics[0].backend, NicBackend::TapName("tap0123456789a".into()));
+        assert_eq!(tap_name("585315a7-4a6b-4c3d-8e9f-0a1b2c3d4e5f"), "tap585315a74a6", "the dash does not count");
         assert_eq!(q.nics[0].mtu, Some(1450));
         std::fs::write(inst.rescue_disk(), b"").unwrap();
         let q = inst.qemu_spec(&spec, ResolvedAccel::Tcg, &BootFiles::default()).unwrap();
