@@ -7,8 +7,9 @@
 //!
 //! Needs root and the host tools (`scripts/install-host-packages.sh`).
 
+/// The network agent's test lab, shared with `dataplane_guests` (one copy of the module).
 #[path = "../../../network-agent/tests/common/mod.rs"]
-mod common;
+pub(crate) mod common;
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,7 @@ mod compute;
 mod compute_api;
 mod compute_ops;
 mod dataplane;
+mod dataplane_guests;
 mod foundation;
 mod identity;
 mod image;
