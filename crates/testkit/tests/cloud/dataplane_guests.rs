@@ -10,8 +10,11 @@
 //! namespace of the test (killing what runs inside). Needs root, QEMU, the test image
 //! (STRATUS_TEST_IMAGE_DIR) and the host tools (`scripts/install-host-packages.sh`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::dataplane::common::{self, must, ping_from, Lab};
@@ -68,6 +71,48 @@ async fn wait_console(cloud: &TestCloud, server: &str, marker: &str, within: Dur
         }
         assert!(Instant::now() < deadline, "{marker:?} not on the console of {server} within {within:?}:\n{out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Timing only: a thread reading every instance's console file every 100 ms and noting
+/// when each `stratus-guest:` line first appeared (the CLI takes a second or more per call and
+/// `server create --wait` blocks, so polling through it would measure the test, not the cloud).
+struct ConsoleWatch {
+    seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ConsoleWatch {
+    fn start(instances: PathBuf) -> ConsoleWatch {
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                for e in std::fs::read_dir(&instances).into_iter().flatten().flatten() {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    let text = std::fs::read_to_string(e.path().join("console.log")).unwrap_or_default();
+                    let mut seen = s.lock().unwrap();
+                    for line in text.lines().filter_map(|l| l.find("stratus-guest: ").map(|i| &l[i..])) {
+                        seen.entry((id.clone(), line.trim_end().to_owned())).or_insert_with(Instant::now);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        ConsoleWatch { seen, stop }
+    }
+
+    /// When a console line starting with `prefix` first appeared.
+    fn first_seen(&self, id: &str, prefix: &str) -> Option<Instant> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|((i, l), _)| i == id && l.starts_with(prefix)).map(|(_, t)| *t).min()
+    }
+}
+
+impl Drop for ConsoleWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -172,6 +217,7 @@ async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
         .await
         .expect("ssh rule");
 
+    let watch = ConsoleWatch::start(cloud.data_dir.join("instances"));
     let nic = format!("net-id={net_id}");
     let mut created = Vec::new();
     for name in ["vm1", "vm2"] {
@@ -199,10 +245,9 @@ async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
         created.push((name, v["id"].as_str().unwrap().to_string(), t, t.elapsed()));
     }
 
-    // Ports ACTIVE (the agent plugged QEMU's taps), each guest leased its port's address and
-    // fetched its own instance id and key from the metadata service.
+    // Ports ACTIVE (the agent plugged QEMU's taps).
     let mut guests = Vec::new();
-    for (name, id, t_create, t_active) in &created {
+    for (name, ..) in &created {
         let (port, ip, _) = server_port(&cloud, name).await;
         let t0 = Instant::now();
         loop {
@@ -215,20 +260,28 @@ async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
         }
         let tap = stratus_network_agent::exec::names::tap(&port);
         assert!(common::link_exists(&host, &tap), "QEMU's tap {tap} in the host namespace");
-        let log = wait_console(&cloud, name, &format!("DHCP bound eth0 ip={ip} "), Duration::from_secs(180)).await;
-        let t_dhcp = t_create.elapsed();
+        guests.push((port, ip, tap));
+    }
+
+    let dhcp_marker = |ip: &str| format!("stratus-guest: DHCP bound eth0 ip={ip} ");
+    // What the user sees through the CLI: each guest leased its port's address and fetched its
+    // own hostname and key from the metadata service.
+    for (i, (name, id, _, t_active)) in created.iter().enumerate() {
+        let ip = &guests[i].1;
+        let log = wait_console(&cloud, name, &dhcp_marker(ip), Duration::from_secs(60)).await;
         assert!(!log.contains("metadata service unreachable"), "{name} reached metadata:\n{log}");
         // The metadata fetch runs in the background of the boot ("up" may come first).
-        let log = wait_console(&cloud, name, "stratus-guest: metadata done", Duration::from_secs(120)).await;
-        let t_md = t_create.elapsed();
+        let log = wait_console(&cloud, name, "stratus-guest: metadata done", Duration::from_secs(60)).await;
         assert!(log.contains("stratus-guest: metadata instance-id=i-"), "{name} read its EC2 instance id:\n{log}");
         assert!(log.contains(&format!("stratus-guest: hostname={name}")), "{name} got its own metadata:\n{log}");
         assert!(log.contains("stratus-guest: ssh key installed"), "{name} installed its key from metadata:\n{log}");
         assert!(log.contains("stratus-guest: dropbear started on :22"), "{name} runs dropbear:\n{log}");
+        let t_create = created[i].2;
+        let at = |m: &str| watch.first_seen(id, m).map(|t| t - t_create);
+        let (dhcp, md) = (at(&dhcp_marker(ip)), at("stratus-guest: metadata done"));
         eprintln!(
-            "{name} ({id}): create→ACTIVE {t_active:?}; create→DHCP bound on the console {t_dhcp:?}; create→metadata done {t_md:?}"
+            "{name} ({id}, {ip}): create→ACTIVE {t_active:?}; create→DHCP bound on the console {dhcp:?}; create→metadata done {md:?}"
         );
-        guests.push((port, ip, tap));
     }
     let (ip1, ip2) = (guests[0].1.clone(), guests[1].1.clone());
 
