@@ -254,6 +254,18 @@ impl Agent {
             GuestOp::Snapshot { image_id } => d.snapshot(&spec.uuid, image_id).await,
             GuestOp::Rebuild => d.rebuild(&spec).await,
             GuestOp::TriggerCrashDump => d.trigger_crash_dump(&spec.uuid).await,
+            GuestOp::MigrateDiskAndPowerOff { target } => d.migrate_disk_and_power_off(&spec.uuid, target).await,
+            GuestOp::FinishMigration { power_on } => d.finish_migration(&spec, *power_on).await,
+            GuestOp::ConfirmMigration => d.confirm_migration(&spec.uuid).await,
+            GuestOp::RevertMigrationDest => d.destroy(&spec.uuid).await,
+            GuestOp::FinishRevertMigration { power_on } => d.finish_revert_migration(&spec, *power_on).await,
+            GuestOp::PreLiveMigration => d.pre_live_migration(&spec).await,
+            GuestOp::LiveMigration { target } => d.live_migration(&spec.uuid, target).await,
+            GuestOp::PostLiveMigration => d.post_live_migration_at_destination(&spec).await,
+            GuestOp::EvacuateRebuild { power_on } => evacuate_rebuild(d.as_ref(), &spec, *power_on).await,
+            GuestOp::Shelve { image_id } => shelve(d.as_ref(), &spec.uuid, image_id).await,
+            GuestOp::ShelveOffload => d.destroy(&spec.uuid).await,
+            GuestOp::Unshelve => unshelve(d.as_ref(), &spec).await,
         };
         let power_state = match d.get_info(&spec.uuid).await {
             Ok(i) => i.power_state,
@@ -281,7 +293,14 @@ impl Agent {
                 }
             }
         }
-        if matches!(op, GuestOp::Destroy) {
+        if matches!(
+            op,
+            GuestOp::Destroy
+                | GuestOp::ShelveOffload
+                | GuestOp::RevertMigrationDest
+                | GuestOp::ConfirmMigration
+                | GuestOp::LiveMigration { .. }
+        ) {
             self.guest_locks.lock().remove(&spec.uuid);
         }
     }
@@ -322,5 +341,32 @@ impl Agent {
     /// The driver.
     pub fn driver(&self) -> &Arc<dyn VirtDriver> {
         &self.driver
+    }
+}
+
+/// Evacuation on the new host: the guest is re-created from its image (the old host's
+/// disks are out of reach), then stopped again if it was stopped.
+async fn evacuate_rebuild(d: &dyn VirtDriver, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError> {
+    d.spawn(spec).await?;
+    if !power_on {
+        d.power_off(&spec.uuid, Duration::from_secs(0)).await?;
+    }
+    Ok(())
+}
+
+/// Shelve: the disk goes to an image first, then the guest stops (a guest already
+/// stopped stays stopped).
+async fn shelve(d: &dyn VirtDriver, uuid: &str, image_id: &str) -> Result<(), VirtError> {
+    d.snapshot(uuid, image_id).await?;
+    d.power_off(uuid, Duration::from_secs(60)).await
+}
+
+/// Unshelve: a guest still here is started; an offloaded one is re-created (spawn
+/// boots it).
+async fn unshelve(d: &dyn VirtDriver, spec: &GuestSpec) -> Result<(), VirtError> {
+    match d.get_info(&spec.uuid).await {
+        Ok(i) if i.power_state == PowerState::Running => Ok(()),
+        Ok(_) => d.power_on(spec).await,
+        Err(_) => d.spawn(spec).await,
     }
 }

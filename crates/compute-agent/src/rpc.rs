@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stratus_bus::Message;
 
-use crate::virt::{HostResources, InstanceInfo, PowerState};
+use crate::virt::{HostResources, InstanceInfo, MigrationTarget, PowerState};
 
 /// Topic the conductor consumes.
 pub const CONDUCTOR_TOPIC: &str = "compute.conductor";
@@ -164,6 +164,50 @@ pub enum GuestOp {
     Rebuild,
     /// Force a crash dump (NMI).
     TriggerCrashDump,
+    /// Cold migration/resize, source side: stop and hand the disks to `target`.
+    MigrateDiskAndPowerOff {
+        /// Destination.
+        target: MigrationTarget,
+    },
+    /// Cold migration/resize, destination side: create the guest from the moved disks
+    /// with `spec.flavor`.
+    FinishMigration {
+        /// Start it (it was running before the move).
+        power_on: bool,
+    },
+    /// Resize confirmed, source side: drop the source copy.
+    ConfirmMigration,
+    /// Resize reverted, destination side: drop the guest that was moved here.
+    RevertMigrationDest,
+    /// Resize reverted, source side: bring the source copy back.
+    FinishRevertMigration {
+        /// Start it.
+        power_on: bool,
+    },
+    /// Live migration, destination side: prepare to receive the guest.
+    PreLiveMigration,
+    /// Live migration, source side: move the running guest to `target`.
+    LiveMigration {
+        /// Destination.
+        target: MigrationTarget,
+    },
+    /// Live migration, destination side: the guest has arrived.
+    PostLiveMigration,
+    /// Evacuation: re-create on this host a guest whose host died.
+    EvacuateRebuild {
+        /// Leave it running.
+        power_on: bool,
+    },
+    /// Shelve: snapshot into `image_id`, then power off.
+    Shelve {
+        /// Target image.
+        image_id: String,
+    },
+    /// Shelve offload: remove the guest from this host (the server lives on).
+    ShelveOffload,
+    /// Unshelve: start the shelved guest where it is, or re-create it from `spec.image`
+    /// (the shelved snapshot) when it was offloaded.
+    Unshelve,
 }
 
 impl GuestOp {
@@ -184,6 +228,18 @@ impl GuestOp {
             GuestOp::Snapshot { .. } => "snapshot",
             GuestOp::Rebuild => "rebuild",
             GuestOp::TriggerCrashDump => "trigger_crash_dump",
+            GuestOp::MigrateDiskAndPowerOff { .. } => "migrate_disk_and_power_off",
+            GuestOp::FinishMigration { .. } => "finish_migration",
+            GuestOp::ConfirmMigration => "confirm_migration",
+            GuestOp::RevertMigrationDest => "revert_migration_dest",
+            GuestOp::FinishRevertMigration { .. } => "finish_revert_migration",
+            GuestOp::PreLiveMigration => "pre_live_migration",
+            GuestOp::LiveMigration { .. } => "live_migration",
+            GuestOp::PostLiveMigration => "post_live_migration",
+            GuestOp::EvacuateRebuild { .. } => "evacuate_rebuild",
+            GuestOp::Shelve { .. } => "shelve",
+            GuestOp::ShelveOffload => "shelve_offload",
+            GuestOp::Unshelve => "unshelve",
         }
     }
 }

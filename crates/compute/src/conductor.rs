@@ -36,10 +36,10 @@ use crate::{Backends, ComputeConfig};
 
 /// The conductor.
 pub struct Conductor {
-    platform: Platform,
-    cfg: ComputeConfig,
-    backends: Backends,
-    scheduler: Scheduler,
+    pub(crate) platform: Platform,
+    pub(crate) cfg: ComputeConfig,
+    pub(crate) backends: Backends,
+    pub(crate) scheduler: Scheduler,
     consoles: Mutex<HashMap<String, (String, VncConsole)>>,
     /// Builds with a pass running in this process (a second trigger waits for none).
     building: Mutex<std::collections::HashSet<String>>,
@@ -105,7 +105,7 @@ impl Conductor {
         }
     }
 
-    fn rpc_timeout(&self) -> Duration {
+    pub(crate) fn rpc_timeout(&self) -> Duration {
         Duration::from_secs(self.cfg.rpc_timeout_secs.max(1))
     }
 
@@ -397,7 +397,7 @@ impl Conductor {
         });
     }
 
-    async fn set_error(&self, uuid: &str, f: Value) -> Result<()> {
+    pub(crate) async fn set_error(&self, uuid: &str, f: Value) -> Result<()> {
         Update::new()
             .set("vm_state", vm::ERROR)
             .set("task_state", Option::<String>::None)
@@ -408,7 +408,15 @@ impl Conductor {
     }
 
     /// ERROR with a fault and a failed event, unless the server is being deleted.
-    async fn fail(&self, uuid: &str, rid: &str, op: &str, code: u16, msg: &str, details: &str) -> Result<()> {
+    pub(crate) async fn fail(
+        &self,
+        uuid: &str,
+        rid: &str,
+        op: &str,
+        code: u16,
+        msg: &str,
+        details: &str,
+    ) -> Result<()> {
         let Some(i) = store::load(&self.platform.db, uuid).await? else { return Ok(()) };
         if i.task_state.as_deref() == Some(task::DELETING) {
             return Ok(());
@@ -574,7 +582,7 @@ impl Conductor {
         Ok(())
     }
 
-    async fn host_az(&self, host: &str) -> Result<String> {
+    pub(crate) async fn host_az(&self, host: &str) -> Result<String> {
         let r = Query::new("SELECT availability_zone FROM compute_services WHERE host = ")
             .bind(host)
             .fetch_optional(self.platform.db.reader())
@@ -659,6 +667,10 @@ impl Conductor {
     ) -> Result<()> {
         let db = &self.platform.db;
         let ev = event_name(op);
+        // Moves and shelving are multi-step sagas of their own (servers::moves, servers::shelve).
+        if crate::servers::moves::handles(op) {
+            return self.move_result(host, uuid, rid, op, error, power).await;
+        }
         match op {
             "spawn" => {
                 let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
@@ -827,6 +839,8 @@ impl Conductor {
     /// - deletes are re-run;
     /// - other tasks are settled from the state the host reports (or ERROR if it cannot).
     pub async fn recover(self: &Arc<Self>, interrupted: Vec<(String, Option<String>, Option<String>)>) {
+        // Resize confirmations run without a task_state; their migration records say so.
+        self.clone().recover_confirmations();
         if interrupted.is_empty() {
             return;
         }
@@ -842,6 +856,9 @@ impl Conductor {
                     Some(task::DELETING) => me.delete(&uuid, &rid).await,
                     Some(task::SCHEDULING) | Some(task::NETWORKING) | Some(task::SPAWNING) | None => {
                         me.build(&uuid, &rid).await
+                    }
+                    Some(t) if crate::servers::moves::recovers(t) => {
+                        me.recover_move(&uuid, host.as_deref(), &rid).await
                     }
                     Some(_) => me.settle(&uuid, host.as_deref(), &rid).await,
                 };
@@ -863,7 +880,7 @@ impl Conductor {
     }
 
     /// Ends an interrupted task by asking the host what the guest really is.
-    async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
+    pub(crate) async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
         let db = &self.platform.db;
         let Some(host) = host else {
             return self.fail(uuid, rid, "recover", 500, "Interrupted by a restart", "no host").await;

@@ -10,16 +10,21 @@
 //!   settles every server a crash left mid-operation;
 //! - agents (crate `stratus-compute-agent`) are reached only over the bus.
 
+mod aggregates;
 pub mod clients;
 pub mod conductor;
 mod error;
+mod filters;
 mod flavors;
 mod hosts;
 mod keypairs;
 mod limits;
+pub mod metadata;
+pub mod migrations;
 pub mod placement;
 pub mod policy;
 pub mod scheduler;
+mod server_groups;
 mod servers;
 pub mod state;
 mod versions;
@@ -45,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "instance_resources",
         sql: include_str!("../migrations/0002_instance_resources.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "moves_aggregates_groups",
+        sql: include_str!("../migrations/0003_moves_aggregates_groups.sql"),
     },
 ];
 
@@ -92,6 +102,13 @@ pub struct ComputeConfig {
     pub default_availability_zone: String,
     /// Seconds an agent gets to answer a call (default 30).
     pub rpc_timeout_secs: u64,
+    /// Key metadata proxies sign `X-Instance-ID` with (Nova's `[neutron]
+    /// metadata_proxy_shared_secret`). Default: empty = generated at first start and kept in
+    /// `<data_dir>/metadata_proxy_shared_secret` (see [`metadata`]).
+    pub metadata_proxy_shared_secret: String,
+    /// Seconds a shelved server keeps its host before it is offloaded: 0 (default)
+    /// offloads at once, -1 never.
+    pub shelved_offload_time: i64,
 }
 
 impl Default for ComputeConfig {
@@ -115,6 +132,8 @@ impl Default for ComputeConfig {
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
             rpc_timeout_secs: 30,
+            metadata_proxy_shared_secret: String::new(),
+            shelved_offload_time: 0,
         }
     }
 }
@@ -184,7 +203,8 @@ impl ComputeService {
         let policy = Policy::load("compute", policy::DEFAULTS, config.policy_file.as_deref())?;
         let conductor = Arc::new(conductor::Conductor::new(platform.clone(), config.clone(), backends.clone()));
         let inner = Arc::new(Inner { platform, cfg: config, policy, backends, conductor: conductor.clone() });
-        let tasks = conductor.start().await?;
+        let mut tasks = conductor.start().await?;
+        tasks.extend(conductor.clone().spawn_offloader());
         Ok(ComputeService { inner, auth, tasks })
     }
 
@@ -209,6 +229,9 @@ impl ComputeService {
             .merge(servers::routes())
             .merge(hosts::routes())
             .merge(limits::routes())
+            .merge(migrations::routes())
+            .merge(aggregates::routes())
+            .merge(server_groups::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(api);

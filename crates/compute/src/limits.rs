@@ -101,7 +101,7 @@ async fn limits(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPai
         "totalCoresUsed": c,
         "totalInstancesUsed": n,
         "totalRAMUsed": r,
-        "totalServerGroupsUsed": 0,
+        "totalServerGroupsUsed": crate::server_groups::count(&st.platform.db, &project).await?,
     });
     if !v.at_least(2, 57) {
         abs["maxPersonality"] = json!(l["injected_files"]);
@@ -131,6 +131,7 @@ async fn quota_set(st: &AppState, v: ApiVersion, project: &str, detail: bool, us
                 "cores" => c,
                 "ram" => r,
                 "key_pairs" => k,
+                "server_groups" => crate::server_groups::count(&st.platform.db, project).await?,
                 _ => 0,
             };
             json!({"limit": limit, "in_use": in_use, "reserved": 0})

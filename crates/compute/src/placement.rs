@@ -78,6 +78,21 @@ pub trait PlacementApi: Send + Sync + 'static {
     async fn provider_usages(&self, uuid: &str) -> Result<Resources, PlacementError>;
     /// Usages of a project (for quotas).
     async fn project_usages(&self, project: &str) -> Result<Resources, PlacementError>;
+    /// Atomically gives `to` the allocations of `from` (replacing what `to` held) and
+    /// empties `from`, as Nova moves an instance's source allocation to its migration
+    /// record and back (one `POST /allocations`). Ok(false) when `from` held nothing.
+    async fn move_allocations(
+        &self,
+        from: &str,
+        to: &str,
+        project: &str,
+        user: &str,
+        to_type: &str,
+    ) -> Result<bool, PlacementError>;
+    /// Aggregates of a provider.
+    async fn provider_aggregates(&self, uuid: &str) -> Result<Vec<String>, PlacementError>;
+    /// Replaces the aggregates of a provider.
+    async fn set_provider_aggregates(&self, uuid: &str, aggs: &[String]) -> Result<(), PlacementError>;
 }
 
 const PLACEMENT_VERSION: &str = "placement 1.39";
@@ -264,6 +279,80 @@ impl PlacementApi for RestPlacement {
         let u = &b["usages"];
         Ok(parse_resources(if u.get("all").is_some() { &u["all"] } else { u }))
     }
+
+    async fn move_allocations(
+        &self,
+        from: &str,
+        to: &str,
+        project: &str,
+        user: &str,
+        to_type: &str,
+    ) -> Result<bool, PlacementError> {
+        for _ in 0..5 {
+            let (s, src) = self.call(Method::GET, &format!("/allocations/{from}"), None).await?;
+            if !s.is_success() {
+                return Err(err("reading allocations", s, &src));
+            }
+            let alloc = parse_allocations(&src["allocations"]);
+            if alloc.is_empty() {
+                return Ok(false);
+            }
+            let (s, dst) = self.call(Method::GET, &format!("/allocations/{to}"), None).await?;
+            if !s.is_success() {
+                return Err(err("reading allocations", s, &dst));
+            }
+            let body = json!({
+                from: {
+                    "allocations": {},
+                    "project_id": src["project_id"].as_str().unwrap_or(project),
+                    "user_id": src["user_id"].as_str().unwrap_or(user),
+                    "consumer_generation": src["consumer_generation"],
+                    "consumer_type": src["consumer_type"].as_str().unwrap_or("INSTANCE"),
+                },
+                to: {
+                    "allocations": alloc_body(&alloc),
+                    "project_id": project,
+                    "user_id": user,
+                    "consumer_generation": dst.get("consumer_generation").cloned().unwrap_or(Value::Null),
+                    "consumer_type": to_type,
+                },
+            });
+            let (s, b) = self.call(Method::POST, "/allocations", Some(&body)).await?;
+            if s.is_success() {
+                return Ok(true);
+            }
+            if s != StatusCode::CONFLICT {
+                return Err(err("moving allocations", s, &b));
+            }
+        }
+        Err(PlacementError("allocations kept changing while being moved".into()))
+    }
+
+    async fn provider_aggregates(&self, uuid: &str) -> Result<Vec<String>, PlacementError> {
+        let (s, b) = self.call(Method::GET, &format!("/resource_providers/{uuid}/aggregates"), None).await?;
+        if !s.is_success() {
+            return Err(err("reading provider aggregates", s, &b));
+        }
+        Ok(b["aggregates"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect())
+    }
+
+    async fn set_provider_aggregates(&self, uuid: &str, aggs: &[String]) -> Result<(), PlacementError> {
+        for _ in 0..5 {
+            let (s, b) = self.call(Method::GET, &format!("/resource_providers/{uuid}/aggregates"), None).await?;
+            if !s.is_success() {
+                return Err(err("reading provider aggregates", s, &b));
+            }
+            let body = json!({"aggregates": aggs, "resource_provider_generation": b["resource_provider_generation"]});
+            let (s, b) = self.call(Method::PUT, &format!("/resource_providers/{uuid}/aggregates"), Some(&body)).await?;
+            if s.is_success() {
+                return Ok(());
+            }
+            if s != StatusCode::CONFLICT {
+                return Err(err("setting provider aggregates", s, &b));
+            }
+        }
+        Err(PlacementError("provider aggregates kept changing under us".into()))
+    }
 }
 
 #[derive(Default)]
@@ -272,6 +361,8 @@ struct MemState {
     consumers: HashMap<String, (Allocations, String)>,
     /// Usage per provider, kept in step with `consumers`.
     usage: HashMap<String, Resources>,
+    /// Aggregates per provider.
+    aggregates: HashMap<String, Vec<String>>,
 }
 
 /// Placement's contract in memory (tests and benchmarks without the placement service).
@@ -337,6 +428,11 @@ impl PlacementApi for MemoryPlacement {
         let st = self.st.lock();
         let mut out = Vec::new();
         for (rp, invs) in &st.providers {
+            if !q.member_of.is_empty()
+                && !st.aggregates.get(rp).is_some_and(|a| a.iter().any(|x| q.member_of.contains(x)))
+            {
+                continue;
+            }
             let used = Self::used(&st, rp);
             let fits = q.resources.iter().all(|(rc, n)| {
                 *n == 0
@@ -416,5 +512,30 @@ impl PlacementApi for MemoryPlacement {
             }
         }
         Ok(u)
+    }
+    async fn move_allocations(
+        &self,
+        from: &str,
+        to: &str,
+        project: &str,
+        _user: &str,
+        _to_type: &str,
+    ) -> Result<bool, PlacementError> {
+        let mut st = self.st.lock();
+        let Some((a, _)) = st.consumers.remove(from) else { return Ok(false) };
+        if let Some((old, _)) = st.consumers.remove(to) {
+            Self::account(&mut st, &old, -1);
+        }
+        st.consumers.insert(to.to_string(), (a, project.to_string()));
+        Ok(true)
+    }
+
+    async fn provider_aggregates(&self, uuid: &str) -> Result<Vec<String>, PlacementError> {
+        Ok(self.st.lock().aggregates.get(uuid).cloned().unwrap_or_default())
+    }
+
+    async fn set_provider_aggregates(&self, uuid: &str, aggs: &[String]) -> Result<(), PlacementError> {
+        self.st.lock().aggregates.insert(uuid.to_string(), aggs.to_vec());
+        Ok(())
     }
 }

@@ -64,7 +64,8 @@ pub struct Scheduler {
     placement: Arc<dyn PlacementApi>,
 }
 
-type Filter = (&'static str, Box<dyn Fn(&HostState) -> bool + Send + Sync>);
+/// A named host filter.
+pub(crate) type Filter = (&'static str, Box<dyn Fn(&HostState) -> bool + Send + Sync>);
 
 impl Scheduler {
     /// A scheduler.
@@ -168,11 +169,19 @@ impl Scheduler {
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase);
 
+        // Aggregates (zone → placement member_of, aggregate extra specs) and server
+        // groups add their filters and weigher to the core set.
+        let extra =
+            crate::filters::for_instance(&self.platform.db, inst, &self.cfg).await.map_err(|e| NoValidHost {
+                reason: "The scheduler could not read aggregates or server groups.".into(),
+                details: e.to_string(),
+            })?;
         let mut last_log = String::new();
         for round in 0..3 {
             let q = CandidateQuery {
                 resources: resources.clone(),
                 limit: self.cfg.max_placement_results,
+                member_of: extra.member_of.clone(),
                 ..Default::default()
             };
             let cands = self.placement.candidates(&q).await.map_err(|e| NoValidHost {
@@ -234,7 +243,7 @@ impl Scheduler {
                 ),
             ];
             let mut log = vec![format!("placement: {n_cands} candidates, {} known hosts", hosts.len())];
-            for (name, f) in &filters {
+            for (name, f) in filters.iter().chain(extra.filters.iter()) {
                 let before = hosts.len();
                 hosts.retain(|h| f(h));
                 log.push(format!("{name}: (start: {before}, end: {})", hosts.len()));
@@ -245,6 +254,7 @@ impl Scheduler {
                 break;
             }
             self.weigh(&mut hosts);
+            extra.reorder(&mut hosts);
             // host_subset_size: pick the first host at random among the best N.
             let n = self.cfg.host_subset_size.clamp(1, hosts.len());
             if n > 1 {

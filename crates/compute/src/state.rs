@@ -70,6 +70,22 @@ pub mod task {
     pub const REBUILDING: &str = "rebuilding";
     /// Delete.
     pub const DELETING: &str = "deleting";
+    /// Resize/cold migration: source allocation moved, destination being chosen.
+    pub const RESIZE_PREP: &str = "resize_prep";
+    /// Resize/cold migration: the source host hands over the disks.
+    pub const RESIZE_MIGRATING: &str = "resize_migrating";
+    /// Resize/cold migration: the destination host creates the guest.
+    pub const RESIZE_FINISH: &str = "resize_finish";
+    /// Resize revert.
+    pub const RESIZE_REVERTING: &str = "resize_reverting";
+    /// Live migration.
+    pub const MIGRATING: &str = "migrating";
+    /// Shelve (snapshot, then stop).
+    pub const SHELVING: &str = "shelving";
+    /// Shelve offload (guest removed from its host).
+    pub const SHELVING_OFFLOADING: &str = "shelving_offloading";
+    /// Unshelve.
+    pub const UNSHELVING: &str = "unshelving";
 }
 
 /// The API `status` of a server.
@@ -191,6 +207,44 @@ pub const SNAPSHOT: Transition = Transition {
 /// `rebuild`.
 pub const REBUILD: Transition =
     Transition { action: "rebuild", from: &[ACTIVE, STOPPED, ERROR], task: Some(task::REBUILDING), to: Some(ACTIVE) };
+/// `resize`.
+pub const RESIZE: Transition =
+    Transition { action: "resize", from: &[ACTIVE, STOPPED], task: Some(task::RESIZE_PREP), to: Some(RESIZED) };
+/// `migrate` (cold).
+pub const MIGRATE: Transition =
+    Transition { action: "migrate", from: &[ACTIVE, STOPPED], task: Some(task::RESIZE_PREP), to: Some(RESIZED) };
+/// `confirmResize` (no task: the migration record's status guards it).
+pub const CONFIRM_RESIZE: Transition = Transition { action: "confirmResize", from: &[RESIZED], task: None, to: None };
+/// `revertResize`.
+pub const REVERT_RESIZE: Transition =
+    Transition { action: "revertResize", from: &[RESIZED], task: Some(task::RESIZE_REVERTING), to: None };
+/// `os-migrateLive`.
+pub const LIVE_MIGRATE: Transition =
+    Transition { action: "live-migration", from: &[ACTIVE, PAUSED], task: Some(task::MIGRATING), to: None };
+/// `evacuate`.
+pub const EVACUATE: Transition =
+    Transition { action: "evacuate", from: &[ACTIVE, STOPPED, ERROR], task: Some(task::REBUILDING), to: None };
+/// `shelve`.
+pub const SHELVE: Transition = Transition {
+    action: "shelve",
+    from: &[ACTIVE, STOPPED, PAUSED, SUSPENDED],
+    task: Some(task::SHELVING),
+    to: Some(SHELVED),
+};
+/// `shelveOffload`.
+pub const SHELVE_OFFLOAD: Transition = Transition {
+    action: "shelveOffload",
+    from: &[SHELVED],
+    task: Some(task::SHELVING_OFFLOADING),
+    to: Some(SHELVED_OFFLOADED),
+};
+/// `unshelve`.
+pub const UNSHELVE: Transition = Transition {
+    action: "unshelve",
+    from: &[SHELVED, SHELVED_OFFLOADED],
+    task: Some(task::UNSHELVING),
+    to: Some(ACTIVE),
+};
 /// `trigger_crash_dump`.
 pub const CRASH_DUMP: Transition = Transition { action: "trigger_crash_dump", from: &[ACTIVE], task: None, to: None };
 

@@ -4,6 +4,7 @@
 //! after it; `store` keeps resource rows, `ipam` hands out addresses, `listing` applies
 //! Neutron's filter/sort/page/fields rules to every collection.
 
+pub mod agent_rpc;
 pub mod agents;
 pub mod error;
 pub mod ip;
@@ -133,6 +134,12 @@ pub(crate) struct Net {
     pub cfg: NetworkConfig,
     /// Public URL of `/network`.
     pub base: String,
+    /// The platform bus (agent notifications).
+    pub bus: Arc<dyn stratus_bus::Bus>,
+    /// Bumped on every agent notification (`DesiredState::generation`).
+    pub generation: std::sync::atomic::AtomicU64,
+    /// Serialises DHCP/router scheduling (one DHCP port per network).
+    pub schedule_lock: tokio::sync::Mutex<()>,
 }
 
 pub(crate) type S = Arc<Net>;
@@ -150,8 +157,16 @@ impl NetworkService {
         platform.db.migrate("network", MIGRATIONS).await?;
         let policy = Policy::load("network", policy::DEFAULTS, config.policy_file.as_deref())?;
         networks::parse_ranges(&config).map_err(|e| anyhow::anyhow!("[network] configuration: {e}"))?;
-        let net =
-            Arc::new(Net { db: platform.db.clone(), policy, cfg: config, base: platform.service_url("/network") });
+        let net = Arc::new(Net {
+            db: platform.db.clone(),
+            policy,
+            cfg: config,
+            base: platform.service_url("/network"),
+            bus: platform.bus.clone(),
+            generation: Default::default(),
+            schedule_lock: Default::default(),
+        });
+        agent_rpc::spawn(net.clone(), platform.bus.clone()).await?;
         Ok(Arc::new(NetworkService { platform, auth, net }))
     }
 
@@ -173,7 +188,9 @@ impl NetworkService {
             .merge(quotas::routes())
             .merge(agents::routes())
             .with_state(self.net.clone());
-        let protected = api.layer(from_fn_with_state(self.auth.clone(), require_auth));
+        let protected = api
+            .layer(from_fn_with_state(self.net.clone(), agent_rpc::fanout_after_write))
+            .layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(protected);
         service_stack(routes, FaultFormat::Neutron, None)
     }

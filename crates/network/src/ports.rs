@@ -92,7 +92,8 @@ pub(crate) async fn find(st: &S, ctx: &RequestContext, id: &str) -> NetResult<Va
     store::visible(st.db.reader(), ctx, kind::PORT, Some(id)).await?.pop().ok_or_else(|| not_found("Port", id))
 }
 
-fn set_binding(p: &mut Value) {
+/// Derives `binding:vif_type`/`vif_details` from `binding:host_id`.
+pub(crate) fn set_binding(p: &mut Value) {
     let host = store::s(p, "binding:host_id").to_string();
     if host.is_empty() {
         p["binding:vif_type"] = json!("unbound");

@@ -116,6 +116,9 @@ impl TestCloud {
         config.identity.password_hash_iterations = 1;
         // Tests get real guests only when they ask for them (`virt_driver = "qemu"`).
         config.compute.virt_driver = "fake".into();
+        // Never a network agent in the machine's root namespace: a test that wants one
+        // enables it with a `host_netns` it created (see tests/cloud/dataplane.rs).
+        config.network_agent.enabled = "false".into();
         customize(&mut config);
         let handle = Cloud::start(config, StartOptions { admin_password: Some(ADMIN_PASSWORD.into()) })
             .await
@@ -239,6 +242,29 @@ impl TestCloud {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Starts one more compute agent with the fake driver, registered over this cloud's
+    /// bus as host `host` (a separate hypervisor, service and resource provider), and
+    /// waits until it is registered. Heartbeats every second; `stop` it to simulate the
+    /// host dying.
+    pub async fn start_fake_agent(
+        &self,
+        host: &str,
+        fake: stratus_compute_agent::virt::fake::FakeDriverConfig,
+    ) -> (stratus_compute_agent::AgentHandle, stratus_compute_agent::virt::fake::FakeDriver) {
+        let driver = stratus_compute_agent::virt::fake::FakeDriver::new(fake);
+        let cfg = stratus_compute_agent::AgentConfig {
+            host: host.into(),
+            heartbeat_interval_secs: 1,
+            sync_interval_secs: 3600,
+            ..Default::default()
+        };
+        let bus = self.handle().platform.bus.clone();
+        let h = stratus_compute_agent::Agent::start(cfg, bus, std::sync::Arc::new(driver.clone()))
+            .await
+            .expect("fake compute agent starts");
+        (h, driver)
     }
 
     /// Stops the cloud gracefully.

@@ -283,15 +283,16 @@ impl VirtDriver for FakeDriver {
     }
 
     async fn finish_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError> {
+        self.step("finish_migration").await?;
         self.spawn(spec).await?;
-        if !power_on {
-            self.set_power_state(&spec.uuid, PowerState::Shutdown);
-        }
+        self.set_power_state(&spec.uuid, if power_on { PowerState::Running } else { PowerState::Shutdown });
         Ok(())
     }
 
-    async fn confirm_migration(&self, _uuid: &str) -> Result<(), VirtError> {
-        self.step("confirm_migration").await
+    async fn confirm_migration(&self, uuid: &str) -> Result<(), VirtError> {
+        self.step("confirm_migration").await?;
+        self.state.lock().guests.remove(uuid);
+        Ok(())
     }
 
     async fn finish_revert_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError> {

@@ -280,23 +280,21 @@ pub async fn action(
             body["adminPass"] = json!(i.admin_pass);
             Ok((StatusCode::ACCEPTED, Json(json!({"server": body}))).into_response())
         }
-        "resize"
-        | "confirmResize"
-        | "revertResize"
-        | "migrate"
-        | "os-migrateLive"
-        | "evacuate"
-        | "shelve"
-        | "shelveOffload"
-        | "unshelve"
-        | "changePassword"
-        | "addSecurityGroup"
-        | "removeSecurityGroup"
-        | "restore"
-        | "forceDelete" => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("The {name} action is not implemented by this cloud yet"),
-        )),
+        "resize" => super::moves::resize(&st, &ctx, &id, &args, &rid).await,
+        "confirmResize" => super::moves::confirm_resize(&st, &ctx, &id, &rid).await,
+        "revertResize" => super::moves::revert_resize(&st, &ctx, &id, &rid).await,
+        "migrate" => super::moves::migrate(&st, &ctx, v, &id, &args, &rid).await,
+        "os-migrateLive" => super::moves::live_migrate(&st, &ctx, v, &id, &args, &rid).await,
+        "evacuate" => super::moves::evacuate(&st, &ctx, v, &id, &args, &rid).await,
+        "shelve" => super::shelve::shelve(&st, &ctx, &id, &rid).await,
+        "shelveOffload" => super::shelve::shelve_offload(&st, &ctx, &id, &rid).await,
+        "unshelve" => super::shelve::unshelve(&st, &ctx, v, &id, &args, &rid).await,
+        "changePassword" | "addSecurityGroup" | "removeSecurityGroup" | "restore" | "forceDelete" => {
+            Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("The {name} action is not implemented by this cloud yet"),
+            ))
+        }
         other => Err(ComputeError::BadRequest(format!("There is no such action: {other}")).into()),
     }
 }

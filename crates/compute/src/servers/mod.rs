@@ -6,6 +6,8 @@
 
 mod actions;
 pub mod events;
+pub mod moves;
+pub mod shelve;
 pub mod store;
 pub mod view;
 
@@ -62,7 +64,7 @@ pub async fn authorized(st: &AppState, ctx: &RequestContext, uuid: &str, rule: &
     Ok(inst)
 }
 
-fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
+pub(crate) fn is_admin_view(st: &AppState, ctx: &RequestContext) -> bool {
     st.policy.check("os_compute_api:os-extended-server-attributes", ctx, &json!({}))
 }
 
@@ -571,6 +573,7 @@ async fn create(
     }
     let admin_pass = str_field(s, "adminPass")?.map(str::to_string).unwrap_or_else(generate_password);
     let request_id = request_id(&rid);
+    let group = crate::server_groups::check_hint(&st, &ctx, &hints, max_count).await?;
     let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let now = stratus_core::time::now();
 
@@ -678,6 +681,11 @@ async fn create(
             })
         })
         .await?;
+    if let Some(g) = &group {
+        // Members before the builds start: the scheduler reads them.
+        let ids: Vec<String> = created.iter().map(|i| i.uuid.clone()).collect();
+        crate::server_groups::add_members(&st.platform.db, g, &ids).await?;
+    }
     for i in &created {
         st.conductor.clone().spawn_build(i.uuid.clone(), request_id.clone());
     }
@@ -712,7 +720,7 @@ pub async fn used_counts(tx: &mut stratus_db::Tx, project: &str) -> Result<(i64,
     }
 }
 
-fn generate_password() -> String {
+pub(crate) fn generate_password() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();
