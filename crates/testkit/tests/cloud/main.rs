@@ -2,8 +2,8 @@
 //! own in-process cloud and driving it over HTTP and through the real `openstack` CLI.
 
 mod compute;
-mod dataplane;
 mod compute_ops;
+mod dataplane;
 mod foundation;
 mod identity;
 mod image;

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stratus_testkit::TestCloud;
 
+/// The tests of this module run one at a time: each boots up to two TCG guests, and
+/// more at once would only make every boot slower on a 2-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Kills every process mentioning `dir` on drop (stray QEMUs of a failed test).
 struct Reaper(PathBuf);
 
@@ -91,7 +95,7 @@ async fn act(cloud: &TestCloud, args: &[&str], server: &str, want: &str) -> Valu
     full.extend_from_slice(args);
     full.push(server);
     cloud.openstack(&full).await.unwrap_or_else(|e| panic!("server {args:?}: {e}"));
-    wait_status(cloud, server, want, Duration::from_secs(90)).await
+    wait_status(cloud, server, want, Duration::from_secs(180)).await
 }
 
 fn inst_dir(cloud: &TestCloud, id: &str) -> PathBuf {
@@ -121,7 +125,8 @@ async fn wait_gone(pid: i32) {
 /// Waits until the guest printed `marker` on its serial console `times` times
 /// (through `openstack console log show`).
 async fn wait_console(cloud: &TestCloud, server: &str, marker: &str, times: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Generous: TCG boots on a shared 2-core machine take 5 s idle, a minute under load.
+    let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let (code, out, err) = cloud.openstack_raw(&cloud.admin(), &["console", "log", "show", server]).await;
         assert_eq!(code, Some(0), "console log show: {err}");
@@ -141,6 +146,7 @@ async fn qmp_status(dir: &Path) -> String {
 
 #[tokio::test]
 async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
     let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
@@ -255,6 +261,7 @@ async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
 
 #[tokio::test]
 async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
     let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
@@ -289,5 +296,105 @@ async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() 
     assert!(pid_of(&dir).is_some());
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
     assert!(!dir.exists());
+    cloud.shutdown().await;
+}
+
+/// A second qemu agent in the same process (host `qemu-b`, its own instance directory).
+async fn second_agent(cloud: &TestCloud) -> stratus_compute_agent::AgentHandle {
+    use stratus_compute_agent::virt::qemu::{images::InternalImageSource, QemuDriver, QemuDriverConfig};
+    let platform = &cloud.handle().platform;
+    let cfg = QemuDriverConfig {
+        instances_path: Some(cloud.data_dir.join("host-b")),
+        power_off_timeout_secs: 30,
+        ..Default::default()
+    };
+    let source = std::sync::Arc::new(InternalImageSource::new(platform.internal.clone()));
+    let driver = QemuDriver::new(cfg, &cloud.data_dir, None, source).await.expect("qemu driver");
+    let acfg =
+        stratus_compute_agent::AgentConfig { host: "qemu-b".into(), sync_interval_secs: 2, ..Default::default() };
+    stratus_compute_agent::Agent::start(acfg, platform.bus.clone(), std::sync::Arc::new(driver))
+        .await
+        .expect("second agent")
+}
+
+fn dir_on(cloud: &TestCloud, host: &str, id: &str) -> PathBuf {
+    if host == "qemu-b" {
+        cloud.data_dir.join("host-b").join(id)
+    } else {
+        inst_dir(cloud, id)
+    }
+}
+
+fn virtual_size(disk: &Path) -> u64 {
+    let out = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(disk).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("qemu-img info {}", disk.display()));
+    v["virtual-size"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn qemu_resize_moves_the_disk_between_two_agents_with_confirm_and_revert() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
+    upload_image(&cloud).await;
+    let agent_b = second_agent(&cloud).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloud.openstack(&["hypervisor", "list"]).await.unwrap().as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "two hypervisors");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (name, ram, disk) in [("t.b", "160", "2"), ("t.c", "192", "3")] {
+        cloud
+            .openstack(&["flavor", "create", "--vcpus", "1", "--ram", ram, "--disk", disk, name])
+            .await
+            .expect("flavor create");
+    }
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "cirros", "--nic", "none", "--wait", "vm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let host1 = vm["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    wait_console(&cloud, "vm1", "stratus-guest: up", 1).await;
+
+    // Resize + confirm: the disk moves to the other host, grown to the new flavor.
+    let s = act(&cloud, &["resize", "--flavor", "t.b"], "vm1", "VERIFY_RESIZE").await;
+    let host2 = s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    assert_ne!(host1, host2, "{s}");
+    let dest = dir_on(&cloud, &host2, &id);
+    assert!(pid_of(&dest).is_some(), "running on the destination");
+    assert_eq!(virtual_size(&dest.join("disk")), 2 << 30);
+    let source_copy = dir_on(&cloud, &host1, &format!("{id}_resize"));
+    assert!(source_copy.join("disk").exists(), "the source keeps its copy until confirm");
+    // A new console log on the destination (the source's stays with its copy).
+    wait_console(&cloud, "vm1", "stratus-guest: up", 1).await;
+    act(&cloud, &["resize", "confirm"], "vm1", "ACTIVE").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source_copy.exists() {
+        assert!(Instant::now() < deadline, "confirm removes the source copy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!dir_on(&cloud, &host1, &id).exists());
+
+    // Resize + revert: back on the host it came from, with its disk and flavor.
+    let s = act(&cloud, &["resize", "--flavor", "t.c"], "vm1", "VERIFY_RESIZE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], host1.as_str(), "{s}");
+    assert_eq!(virtual_size(&dir_on(&cloud, &host1, &id).join("disk")), 3 << 30);
+    let s = act(&cloud, &["resize", "revert"], "vm1", "ACTIVE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], host2.as_str(), "{s}");
+    assert_eq!(s["flavor"]["original_name"], "t.b", "{s}");
+    let back = dir_on(&cloud, &host2, &id);
+    assert!(pid_of(&back).is_some(), "running again where it was");
+    assert_eq!(virtual_size(&back.join("disk")), 2 << 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir_on(&cloud, &host1, &id).exists() {
+        assert!(Instant::now() < deadline, "revert removes the destination's copy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
+    assert!(!back.exists());
+    agent_b.stop();
     cloud.shutdown().await;
 }
