@@ -398,3 +398,40 @@ async fn qemu_resize_moves_the_disk_between_two_agents_with_confirm_and_revert()
     agent_b.stop();
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn qemu_config_drive_carries_identity_and_user_data() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
+    upload_image(&cloud).await;
+    let ud = data.path().join("user-data");
+    std::fs::write(&ud, "#!/bin/sh\necho user-data-ran-on-$(hostname)\n").unwrap();
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "cirros",
+            "--nic",
+            "none",
+            "--config-drive",
+            "true",
+            "--user-data",
+            ud.to_str().unwrap(),
+            "--wait",
+            "cd-vm",
+        ])
+        .await
+        .expect("server create --config-drive");
+    let id = vm["id"].as_str().unwrap().to_string();
+    assert!(inst_dir(&cloud, &id).join("disk.config").exists());
+    let log = wait_console(&cloud, "cd-vm", "stratus-guest: up", 1).await;
+    assert!(log.contains(&format!("uuid={id}")), "the guest read its uuid from the config drive:\n{log}");
+    assert!(log.contains("user-data-ran-on-cd-vm"), "user data ran:\n{log}");
+    cloud.openstack(&["server", "delete", "--wait", "cd-vm"]).await.expect("delete");
+    cloud.shutdown().await;
+}

@@ -251,6 +251,10 @@ impl QemuDriver {
                 .await
                 .map_err(failed)?;
         }
+        if spec.config_drive && !inst.config_drive().exists() {
+            let files = instance::metadata_facts(spec).tree().config_drive_files();
+            instance::write_config_drive(&inst.config_drive(), &files).await?;
+        }
         Ok(())
     }
 
@@ -637,7 +641,14 @@ impl VirtDriver for QemuDriver {
         let lock = self.lock_for(&spec.uuid);
         let _g = lock.lock().await;
         self.hard_stop(&inst).await?;
-        for f in [inst.disk(), inst.ephemeral(), inst.swap(), inst.rescue_disk(), inst.dir.memory_state()] {
+        for f in [
+            inst.disk(),
+            inst.ephemeral(),
+            inst.swap(),
+            inst.rescue_disk(),
+            inst.config_drive(),
+            inst.dir.memory_state(),
+        ] {
             let _ = tokio::fs::remove_file(f).await;
         }
         // console.log stays: the guest's history is still its history.
@@ -699,11 +710,15 @@ impl VirtDriver for QemuDriver {
         tokio::fs::create_dir_all(&incoming)
             .await
             .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
-        for name in ["disk", "disk.eph0", "disk.swap"] {
+        for name in ["disk", "disk.eph0", "disk.swap", "disk.config"] {
             let src = inst.root().join(name);
             if src.exists() {
                 let part = incoming.join(format!("{name}.part"));
-                self.img.convert(&src, OVERLAY_FORMAT, &part, DiskFormat::Qcow2, false).await.map_err(failed)?;
+                if name == "disk.config" {
+                    tokio::fs::copy(&src, &part).await.map_err(|e| failed(format!("copying {name}: {e}")))?;
+                } else {
+                    self.img.convert(&src, OVERLAY_FORMAT, &part, DiskFormat::Qcow2, false).await.map_err(failed)?;
+                }
                 tokio::fs::rename(&part, incoming.join(name))
                     .await
                     .map_err(|e| failed(format!("moving {name}: {e}")))?;
