@@ -400,7 +400,7 @@ async fn qemu_resize_moves_the_disk_between_two_agents_with_confirm_and_revert()
 }
 
 #[tokio::test]
-async fn qemu_config_drive_carries_identity_and_user_data() {
+async fn qemu_config_drive_and_direct_kernel_boot() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
@@ -433,5 +433,140 @@ async fn qemu_config_drive_carries_identity_and_user_data() {
     assert!(log.contains(&format!("uuid={id}")), "the guest read its uuid from the config drive:\n{log}");
     assert!(log.contains("user-data-ran-on-cd-vm"), "user data ran:\n{log}");
     cloud.openstack(&["server", "delete", "--wait", "cd-vm"]).await.expect("delete");
+
+    // AKI/ARI images: kernel_id/ramdisk_id boot the kernel directly (no boot loader).
+    let dir = image_dir();
+    let mut ids = Vec::new();
+    for (name, fmt, file) in [("kern", "aki", "vmlinuz"), ("ramdisk", "ari", "initrd.img")] {
+        let f = dir.join(file);
+        let v = cloud
+            .openstack(&[
+                "image",
+                "create",
+                "--disk-format",
+                fmt,
+                "--container-format",
+                fmt,
+                "--file",
+                f.to_str().unwrap(),
+                name,
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("image create {name}: {e}"));
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let disk = dir.join("disk.qcow2");
+    let (kp, rp) = (format!("kernel_id={}", ids[0]), format!("ramdisk_id={}", ids[1]));
+    cloud
+        .openstack(&[
+            "image",
+            "create",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--file",
+            disk.to_str().unwrap(),
+            "--property",
+            &kp,
+            "--property",
+            &rp,
+            "direct",
+        ])
+        .await
+        .expect("image create with kernel_id/ramdisk_id");
+    cloud
+        .openstack(&[
+            "server", "create", "--flavor", "m1.nano", "--image", "direct", "--nic", "none", "--wait", "dk-vm",
+        ])
+        .await
+        .expect("server create from an AKI/ARI image");
+    let log = wait_console(&cloud, "dk-vm", "stratus-guest: up", 1).await;
+    assert!(!log.contains("SYSLINUX"), "no boot loader ran:\n{log}");
+    assert!(log.contains("Command line: root=/dev/vda console=tty0 console=ttyS0"), "{log}");
+    cloud.openstack(&["server", "delete", "--wait", "dk-vm"]).await.expect("delete");
+    cloud.shutdown().await;
+}
+
+/// The network lab of the network agent's tests (namespaces removed on drop).
+#[path = "../../../network-agent/tests/common/mod.rs"]
+mod lab;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = lab::Lab::new("qnet");
+    let host = lab.netns("host");
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let agent = lab.agent_cfg("h", &host);
+    let host2 = host.clone();
+    let cloud = TestCloud::start_in(data.path().to_path_buf(), move |c| {
+        c.compute.virt_driver = "qemu".into();
+        // QEMU creates its taps in the lab's host namespace, where the network agent plugs them.
+        c.compute.host_netns = Some(host2);
+        c.network_agent = stratus_network_agent::AgentConfig {
+            enabled: "true".into(),
+            host: String::new(),
+            heartbeat_interval_secs: 1,
+            device_poll_interval_ms: 100,
+            ..agent
+        };
+    })
+    .await;
+    upload_image(&cloud).await;
+    let key = lab.tmp.path().join("id_k1");
+    lab::must(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "k1@test", "-f", key.to_str().unwrap()]);
+    let pubkey = key.with_extension("pub");
+    cloud.openstack(&["keypair", "create", "--public-key", pubkey.to_str().unwrap(), "k1"]).await.expect("keypair");
+    let net = cloud.openstack(&["network", "create", "qnet"]).await.expect("network create");
+    let nic = format!("net-id={}", net["id"].as_str().unwrap());
+    cloud
+        .openstack(&["subnet", "create", "--network", "qnet", "--subnet-range", "10.78.0.0/24", "qsub"])
+        .await
+        .expect("subnet create");
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "cirros",
+            "--nic",
+            &nic,
+            "--key-name",
+            "k1",
+            "--wait",
+            "net-vm",
+        ])
+        .await
+        .expect("server create on a network");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let ports = cloud.openstack(&["port", "list", "--server", "net-vm"]).await.unwrap();
+    let port_id = ports[0]["ID"].as_str().unwrap().to_string();
+    let port = cloud.openstack(&["port", "show", &port_id]).await.unwrap();
+    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
+    let tap = format!("tap{}", port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>());
+    let argv = std::fs::read_to_string(inst_dir(&cloud, &id).join("qemu.argv")).unwrap();
+    assert!(argv.contains(&format!("ifname={tap},script=no,downscript=no")), "{argv}");
+    assert!(argv.contains(port["mac_address"].as_str().unwrap()), "{argv}");
+    let links = lab::must(&["ip", "-n", &host, "-br", "link", "show", &tap]);
+    assert!(links.contains(&tap), "QEMU's tap is in the host namespace: {links}");
+
+    let log = wait_console(&cloud, "net-vm", "stratus-guest: metadata done", 1).await;
+    assert!(log.contains(&format!("DHCP bound eth0 ip={ip}")), "the guest leased its port's address:\n{log}");
+    assert!(log.contains("stratus-guest: metadata instance-id=i-"), "metadata answered (EC2 instance id):\n{log}");
+    assert!(log.contains("stratus-guest: hostname=net-vm"), "this server's metadata:\n{log}");
+    assert!(log.contains("stratus-guest: ssh key installed"), "the key came from metadata:\n{log}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloud.openstack(&["port", "show", &port_id]).await.unwrap()["status"] != "ACTIVE" {
+        assert!(Instant::now() < deadline, "port ACTIVE once plugged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cloud.openstack(&["server", "delete", "--wait", "net-vm"]).await.expect("delete");
+    let gone = std::process::Command::new("ip").args(["-n", &host, "link", "show", &tap]).output().unwrap();
+    assert!(!gone.status.success(), "the tap went away with QEMU");
     cloud.shutdown().await;
 }

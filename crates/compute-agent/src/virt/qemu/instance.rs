@@ -34,9 +34,12 @@ pub struct BootFiles {
     pub cmdline: Option<String>,
 }
 
-/// The tap name QEMU creates for a port: what the network agent looks for.
+/// The tap name QEMU creates for a port: what the network agent looks for
+/// (`stratus_network_agent::exec::names::tap`: `tap` + the first 11 alphanumerics of the
+/// port id, lower case; Neutron's own names keep the hyphen).
 pub fn tap_name(port_id: &str) -> String {
-    let short: String = port_id.chars().take(11).collect();
+    let short: String =
+        port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>().to_ascii_lowercase();
     format!("tap{short}")
 }
 
@@ -258,6 +261,7 @@ mod tests {
         assert_eq!(q.disks[0].bus, DiskBus::Scsi);
         assert_eq!(q.nics[0].backend, NicBackend::TapName("tap0123456789a".into()));
         assert_eq!(q.nics[0].mtu, Some(1450));
+        assert_eq!(tap_name("68a56d59-2a9f-4c1e-8d0b-000000000000"), "tap68a56d592a9");
         std::fs::write(inst.rescue_disk(), b"").unwrap();
         let q = inst.qemu_spec(&spec, ResolvedAccel::Tcg, &BootFiles::default()).unwrap();
         assert_eq!(q.disks[0].path, inst.rescue_disk());
