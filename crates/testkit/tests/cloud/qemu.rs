@@ -488,7 +488,9 @@ async fn qemu_config_drive_and_direct_kernel_boot() {
     cloud.shutdown().await;
 }
 
-/// The network lab of the network agent's tests (namespaces removed on drop).
+/// The network lab of the network agent's tests (namespaces removed on drop); the
+/// dataplane module includes it too, privately.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../../network-agent/tests/common/mod.rs"]
 mod lab;
 
