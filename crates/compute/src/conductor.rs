@@ -528,7 +528,7 @@ impl Conductor {
                 roles: vec!["member".into(), "reader".into()],
                 ..Default::default()
             };
-            match self.backends.network.allocate(&ctx, uuid, &host, &req).await {
+            match self.backends.network.allocate(&ctx, uuid, &host, &req, &inst.security_groups).await {
                 Ok(ports) => {
                     let ok = Update::new()
                         .set("ports_json", json!(ports).to_string())
@@ -717,7 +717,9 @@ impl Conductor {
                     return self.fail(uuid, rid, op, 500, &format!("Failed to {op} the server"), err).await;
                 }
                 let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
-                if let Some(to) = success_state(op) {
+                // A soft-deleted server stays soft-deleted while its guest powers off.
+                let keep = inst.vm_state == vm::SOFT_DELETED && op == "power_off";
+                if let Some(to) = success_state(op).filter(|_| !keep) {
                     u = u.set("vm_state", to);
                 }
                 u.apply(db, uuid).await?;

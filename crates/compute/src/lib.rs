@@ -27,6 +27,7 @@ pub mod scheduler;
 mod server_groups;
 mod servers;
 pub mod state;
+mod usage;
 mod versions;
 
 use std::sync::Arc;
@@ -109,6 +110,9 @@ pub struct ComputeConfig {
     /// Seconds a shelved server keeps its host before it is offloaded: 0 (default)
     /// offloads at once, -1 never.
     pub shelved_offload_time: i64,
+    /// Deferred delete: seconds a deleted server stays SOFT_DELETED (restorable) before
+    /// it is reclaimed; 0 (default) deletes at once.
+    pub reclaim_instance_interval_secs: u64,
 }
 
 impl Default for ComputeConfig {
@@ -134,6 +138,7 @@ impl Default for ComputeConfig {
             rpc_timeout_secs: 30,
             metadata_proxy_shared_secret: String::new(),
             shelved_offload_time: 0,
+            reclaim_instance_interval_secs: 0,
         }
     }
 }
@@ -205,6 +210,7 @@ impl ComputeService {
         let inner = Arc::new(Inner { platform, cfg: config, policy, backends, conductor: conductor.clone() });
         let mut tasks = conductor.start().await?;
         tasks.extend(conductor.clone().spawn_offloader());
+        tasks.extend(servers::spawn_reclaimer(inner.clone()));
         Ok(ComputeService { inner, auth, tasks })
     }
 
@@ -232,6 +238,7 @@ impl ComputeService {
             .merge(migrations::routes())
             .merge(aggregates::routes())
             .merge(server_groups::routes())
+            .merge(usage::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(api);
