@@ -143,7 +143,13 @@ impl Db {
                 let write = AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlite_pragmas(conn).await?;
+                            // Checkpoints run beside the writer (see `checkpointer`).
+                            conn.execute("PRAGMA wal_autocheckpoint = 0").await.map(|_| ())
+                        })
+                    })
                     .connect_with(opts.clone())
                     .await?;
                 // The writer created the file and switched it to WAL; readers may open now.
@@ -153,6 +159,7 @@ impl Db {
                     .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
                     .connect_with(opts)
                     .await?;
+                tokio::spawn(checkpointer(read.clone()));
                 Ok(Db { read, write, backend })
             }
             Backend::Postgres => {
@@ -251,6 +258,35 @@ impl Retryable for DbError {
         match self {
             DbError::Sql(e) => is_retryable(e),
             _ => false,
+        }
+    }
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the SQLite WAL from a reader connection, off the writer's path.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages, on
+/// the single writer connection, and with `synchronous = NORMAL` it is also where the
+/// data is fsynced: every writer queued behind that commit waited for the copy and the
+/// fsync (measured: 20–35 ms stalls every few hundred transactions, a third of the
+/// placement claim benchmark's time). A PASSIVE checkpoint from another connection
+/// blocks neither the writer nor readers. It also bounds what a power loss can take:
+/// with NORMAL, commits since the last checkpoint's fsync — now at most ~0.5 s of them,
+/// instead of "whatever 1,000 pages took to accumulate", which is unbounded on an idle
+/// cloud. A process crash loses nothing either way (the WAL is in the OS's page cache).
+async fn checkpointer(pool: AnyPool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "WAL checkpoint failed; retrying later");
         }
     }
 }
