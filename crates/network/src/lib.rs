@@ -133,6 +133,8 @@ pub(crate) struct Net {
     pub cfg: NetworkConfig,
     /// Public URL of `/network`.
     pub base: String,
+    /// Per-network allocation turns on PostgreSQL.
+    pub ip_locks: ipam::NetworkLocks,
 }
 
 pub(crate) type S = Arc<Net>;
@@ -150,8 +152,13 @@ impl NetworkService {
         platform.db.migrate("network", MIGRATIONS).await?;
         let policy = Policy::load("network", policy::DEFAULTS, config.policy_file.as_deref())?;
         networks::parse_ranges(&config).map_err(|e| anyhow::anyhow!("[network] configuration: {e}"))?;
-        let net =
-            Arc::new(Net { db: platform.db.clone(), policy, cfg: config, base: platform.service_url("/network") });
+        let net = Arc::new(Net {
+            db: platform.db.clone(),
+            policy,
+            cfg: config,
+            base: platform.service_url("/network"),
+            ip_locks: Default::default(),
+        });
         Ok(Arc::new(NetworkService { platform, auth, net }))
     }
 
