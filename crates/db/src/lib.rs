@@ -265,6 +265,9 @@ impl Retryable for DbError {
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// WAL size (pages) above which the checkpointer forces the log to start over (~64 MB).
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Checkpoints the SQLite WAL from a reader connection, off the writer's path.
 ///
 /// SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages, on
@@ -282,11 +285,27 @@ async fn checkpointer(pool: AnyPool) {
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
-                return;
+        // Columns: busy, frames in the WAL, frames checkpointed.
+        let frames = match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await
+        {
+            Ok((_, log, _)) => log,
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, "WAL checkpoint failed; retrying later");
+                continue;
             }
-            tracing::debug!(error = %e, "WAL checkpoint failed; retrying later");
+        };
+        // The WAL restarts from its beginning only when no reader still uses it; under
+        // a steady stream of overlapping reads that never happens by itself and the
+        // file grows without bound (measured: 545 MB during 10,000 boots). A RESTART
+        // checkpoint waits for the current readers (milliseconds) while holding off new
+        // writers, so the next write starts the WAL over.
+        if frames > WAL_RESTART_FRAMES {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
+                tracing::debug!(error = %e, frames, "WAL restart checkpoint failed; retrying later");
+            }
         }
     }
 }
