@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rand::Rng;
 use serde_json::Value;
 use stratus_core::Platform;
@@ -62,6 +63,72 @@ pub struct Scheduler {
     platform: Platform,
     cfg: ComputeConfig,
     placement: Arc<dyn PlacementApi>,
+    hosts: tokio::sync::Mutex<Option<HostCache>>,
+    /// Resources of claims this scheduler is making right now, per node: concurrent
+    /// boots weigh hosts with each other's pending claims counted, so a burst spreads
+    /// over hosts instead of all racing for the one with the most free RAM.
+    inflight: Mutex<HashMap<String, BTreeMap<String, i64>>>,
+}
+
+/// One compute node as the filters need it.
+#[derive(Debug, Clone)]
+struct NodeRow {
+    host: String,
+    az: Option<String>,
+    disabled: bool,
+    forced_down: bool,
+    last_seen_up: Option<String>,
+    hypervisor_type: String,
+}
+
+/// Compute nodes and instance counts per host, read at most every [`HOST_CACHE_TTL`]
+/// and sooner when an operator changed a service (its `updated_at` moves), as Nova's
+/// host manager caches host states. Per boot that replaces reading every node and
+/// counting every instance (O(hosts + instances) per boot) by one aggregate.
+struct HostCache {
+    read_at: std::time::Instant,
+    /// `MAX(updated_at)` and `COUNT(*)` of services when read.
+    stamp: (Option<String>, i64),
+    nodes: Arc<HashMap<String, NodeRow>>,
+    /// Instances per host when read, plus the ones this scheduler placed since.
+    counts: HashMap<String, i64>,
+}
+
+const HOST_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Removes a pending claim from [`Scheduler::inflight`] however the claim ends.
+struct Inflight<'a> {
+    s: &'a Scheduler,
+    node: String,
+    res: BTreeMap<String, i64>,
+}
+
+impl<'a> Inflight<'a> {
+    fn new(s: &'a Scheduler, node: &str, res: &BTreeMap<String, i64>) -> Self {
+        let mut m = s.inflight.lock();
+        let e = m.entry(node.to_string()).or_default();
+        for (rc, n) in res {
+            *e.entry(rc.clone()).or_default() += n;
+        }
+        Inflight { s, node: node.to_string(), res: res.clone() }
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.s.inflight.lock();
+        if let Some(e) = m.get_mut(&self.node) {
+            for (rc, n) in &self.res {
+                if let Some(v) = e.get_mut(rc) {
+                    *v -= n;
+                }
+            }
+            e.retain(|_, v| *v != 0);
+            if e.is_empty() {
+                m.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// A named host filter.
@@ -70,63 +137,92 @@ pub(crate) type Filter = (&'static str, Box<dyn Fn(&HostState) -> bool + Send + 
 impl Scheduler {
     /// A scheduler.
     pub fn new(platform: Platform, cfg: ComputeConfig, placement: Arc<dyn PlacementApi>) -> Self {
-        Scheduler { platform, cfg, placement }
+        Scheduler { platform, cfg, placement, hosts: Default::default(), inflight: Default::default() }
     }
 
-    async fn host_states(&self, cands: Vec<Candidate>) -> Result<Vec<HostState>, NoValidHost> {
-        let db_err = |e: stratus_db::DbError| NoValidHost {
-            reason: "The scheduler could not read host records.".into(),
-            details: e.to_string(),
-        };
+    /// Nodes and instance counts, from the cache when it is still valid.
+    async fn host_cache(&self) -> Result<(Arc<HashMap<String, NodeRow>>, HashMap<String, i64>), stratus_db::DbError> {
+        let db = self.platform.db.reader();
+        let r =
+            Query::new("SELECT MAX(updated_at) AS m, COUNT(*) AS n FROM compute_services").fetch_optional(db).await?;
+        let stamp = r
+            .map(|r| (r.try_get::<Option<String>, _>("m").unwrap_or(None), r.try_get::<i64, _>("n").unwrap_or(0)))
+            .unwrap_or_default();
+        let mut cache = self.hosts.lock().await;
+        if let Some(c) = cache.as_ref() {
+            if c.stamp == stamp && c.read_at.elapsed() < HOST_CACHE_TTL {
+                return Ok((c.nodes.clone(), c.counts.clone()));
+            }
+        }
         let rows = Query::new(
             "SELECT n.id, n.host, n.hypervisor_type, s.disabled, s.forced_down, s.last_seen_up, s.availability_zone \
              FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id",
         )
-        .fetch_all(self.platform.db.reader())
-        .await
-        .map_err(db_err)?;
-        let counts = Query::new("SELECT host, COUNT(*) AS n FROM compute_instances WHERE deleted = ")
-            .bind(false)
-            .push(" AND host IS NOT NULL GROUP BY host")
-            .fetch_all(self.platform.db.reader())
-            .await
-            .map_err(db_err)?;
-        let mut per_host: HashMap<String, i64> = HashMap::new();
-        for r in counts {
-            per_host.insert(r.try_get("host").unwrap_or_default(), r.try_get("n").unwrap_or(0));
-        }
-        let horizon = chrono_horizon(self.cfg.service_down_time_secs);
+        .fetch_all(db)
+        .await?;
         let mut nodes = HashMap::new();
         for r in rows {
-            let id: String = r.try_get("id").unwrap_or_default();
-            let last: Option<String> = r.try_get("last_seen_up").unwrap_or(None);
-            let forced: bool = stratus_db::flag(&r, "forced_down");
-            let az: Option<String> = r.try_get("availability_zone").unwrap_or(None);
-            let host: String = r.try_get("host").unwrap_or_default();
             nodes.insert(
-                id.clone(),
-                (
-                    host.clone(),
-                    az.unwrap_or_else(|| self.cfg.default_availability_zone.clone()),
-                    stratus_db::flag(&r, "disabled"),
-                    !forced && last.is_some_and(|l| l >= horizon),
-                    r.try_get::<String, _>("hypervisor_type").unwrap_or_default(),
-                    per_host.get(&host).copied().unwrap_or(0),
-                ),
+                r.try_get::<String, _>("id").unwrap_or_default(),
+                NodeRow {
+                    host: r.try_get("host").unwrap_or_default(),
+                    az: r.try_get("availability_zone").unwrap_or(None),
+                    disabled: stratus_db::flag(&r, "disabled"),
+                    forced_down: stratus_db::flag(&r, "forced_down"),
+                    last_seen_up: r.try_get("last_seen_up").unwrap_or(None),
+                    hypervisor_type: r.try_get("hypervisor_type").unwrap_or_default(),
+                },
             );
         }
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for r in Query::new("SELECT host, COUNT(*) AS n FROM compute_instances WHERE deleted = ")
+            .bind(false)
+            .push(" AND host IS NOT NULL GROUP BY host")
+            .fetch_all(db)
+            .await?
+        {
+            counts.insert(r.try_get("host").unwrap_or_default(), r.try_get("n").unwrap_or(0));
+        }
+        let c = HostCache { read_at: std::time::Instant::now(), stamp, nodes: Arc::new(nodes), counts };
+        let out = (c.nodes.clone(), c.counts.clone());
+        *cache = Some(c);
+        Ok(out)
+    }
+
+    /// Counts a server this scheduler just placed on `host` until the next cache read.
+    async fn placed_on(&self, host: &str) {
+        if let Some(c) = self.hosts.lock().await.as_mut() {
+            *c.counts.entry(host.to_string()).or_default() += 1;
+        }
+    }
+
+    async fn host_states(&self, cands: Vec<Candidate>) -> Result<Vec<HostState>, NoValidHost> {
+        let (nodes, counts) = self.host_cache().await.map_err(|e| NoValidHost {
+            reason: "The scheduler could not read host records.".into(),
+            details: e.to_string(),
+        })?;
+        let horizon = chrono_horizon(self.cfg.service_down_time_secs);
+        let inflight = self.inflight.lock().clone();
         Ok(cands
             .into_iter()
-            .filter_map(|c| {
-                let (host, az, disabled, up, ht, n) = nodes.get(&c.provider)?.clone();
+            .filter_map(|mut c| {
+                let n = nodes.get(&c.provider)?;
+                // Claims other boots are making on this node count as used.
+                if let Some(pending) = inflight.get(&c.provider) {
+                    for (rc, amt) in pending {
+                        if let Some((_, used)) = c.summary.get_mut(rc) {
+                            *used += amt;
+                        }
+                    }
+                }
                 Some(HostState {
                     node: c.provider.clone(),
-                    host,
-                    az,
-                    disabled,
-                    up,
-                    hypervisor_type: ht,
-                    num_instances: n,
+                    host: n.host.clone(),
+                    az: n.az.clone().unwrap_or_else(|| self.cfg.default_availability_zone.clone()),
+                    disabled: n.disabled,
+                    up: !n.forced_down && n.last_seen_up.as_ref().is_some_and(|l| *l >= horizon),
+                    hypervisor_type: n.hypervisor_type.clone(),
+                    num_instances: counts.get(&n.host).copied().unwrap_or(0),
                     candidate: c,
                 })
             })
@@ -262,9 +358,13 @@ impl Scheduler {
                 hosts.swap(0, i);
             }
             for h in &hosts {
+                let _pending = Inflight::new(self, &h.node, &resources);
                 match self.placement.claim(&inst.uuid, &h.candidate.allocations, &inst.project_id, &inst.user_id).await
                 {
-                    Ok(true) => return Ok((h.host.clone(), h.node.clone())),
+                    Ok(true) => {
+                        self.placed_on(&h.host).await;
+                        return Ok((h.host.clone(), h.node.clone()));
+                    }
                     Ok(false) => continue,
                     Err(e) => {
                         tracing::warn!(instance = %inst.uuid, host = %h.host, error = %e, "claim failed");

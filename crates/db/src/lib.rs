@@ -143,7 +143,13 @@ impl Db {
                 let write = AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlite_pragmas(conn).await?;
+                            // Checkpoints run beside the writer (see `checkpointer`).
+                            conn.execute("PRAGMA wal_autocheckpoint = 0").await.map(|_| ())
+                        })
+                    })
                     .connect_with(opts.clone())
                     .await?;
                 // The writer created the file and switched it to WAL; readers may open now.
@@ -153,6 +159,7 @@ impl Db {
                     .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
                     .connect_with(opts)
                     .await?;
+                tokio::spawn(checkpointer(read.clone()));
                 Ok(Db { read, write, backend })
             }
             Backend::Postgres => {
@@ -251,6 +258,54 @@ impl Retryable for DbError {
         match self {
             DbError::Sql(e) => is_retryable(e),
             _ => false,
+        }
+    }
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// WAL size (pages) above which the checkpointer forces the log to start over (~64 MB).
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Checkpoints the SQLite WAL from a reader connection, off the writer's path.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages, on
+/// the single writer connection, and with `synchronous = NORMAL` it is also where the
+/// data is fsynced: every writer queued behind that commit waited for the copy and the
+/// fsync (measured: 20–35 ms stalls every few hundred transactions, a third of the
+/// placement claim benchmark's time). A PASSIVE checkpoint from another connection
+/// blocks neither the writer nor readers. It also bounds what a power loss can take:
+/// with NORMAL, commits since the last checkpoint's fsync — now at most ~0.5 s of them,
+/// instead of "whatever 1,000 pages took to accumulate", which is unbounded on an idle
+/// cloud. A process crash loses nothing either way (the WAL is in the OS's page cache).
+async fn checkpointer(pool: AnyPool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if pool.is_closed() {
+            return;
+        }
+        // Columns: busy, frames in the WAL, frames checkpointed.
+        let frames = match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await
+        {
+            Ok((_, log, _)) => log,
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, "WAL checkpoint failed; retrying later");
+                continue;
+            }
+        };
+        // The WAL restarts from its beginning only when no reader still uses it; under
+        // a steady stream of overlapping reads that never happens by itself and the
+        // file grows without bound (measured: 545 MB during 10,000 boots). A RESTART
+        // checkpoint waits for the current readers (milliseconds) while holding off new
+        // writers, so the next write starts the WAL over.
+        if frames > WAL_RESTART_FRAMES {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
+                tracing::debug!(error = %e, frames, "WAL restart checkpoint failed; retrying later");
+            }
         }
     }
 }

@@ -148,6 +148,8 @@ pub(crate) struct Net {
     /// In-process calls to this (and other) services' APIs (get-me-a-network builds
     /// through the API).
     pub internal: stratus_core::internal::InternalClient,
+    /// Per-network allocation turns on PostgreSQL.
+    pub ip_locks: ipam::NetworkLocks,
 }
 
 pub(crate) type S = Arc<Net>;
@@ -174,6 +176,7 @@ impl NetworkService {
             generation: Default::default(),
             schedule_lock: Default::default(),
             internal: platform.internal.clone(),
+            ip_locks: Default::default(),
         });
         agent_rpc::spawn(net.clone(), platform.bus.clone()).await?;
         Ok(Arc::new(NetworkService { platform, auth, net }))

@@ -452,6 +452,7 @@ pub(crate) async fn create_port(
         };
     let fixed_req = obj.get("fixed_ips").cloned();
     let (st2, ctx2) = (st.clone(), ctx.clone());
+    let _turn = st.ip_locks.lock(&st.db, &network_id).await;
     let created = st
         .db
         .transaction(|tx| {

@@ -9,6 +9,10 @@
 //! for the first to commit and then matches no row, so it fails with 409
 //! `placement.concurrent_update` instead of over-committing. On SQLite the single writer
 //! serializes claims outright, and the same checks hold.
+//!
+//! Claims that create a consumer (the scheduler's `PUT` with `consumer_generation: null`)
+//! are group-committed by [`batch`]: the ones that arrive while a batch is being written
+//! go together into the next transaction, each still checked and answered on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +32,9 @@ use crate::error::{PlacementError, Result};
 use crate::index::Inv;
 use crate::store;
 use crate::AppState;
+
+mod batch;
+pub(crate) use batch::Batcher;
 
 /// Project recorded for consumers written before 1.8 without one (Placement's
 /// `incomplete_consumer_project_id`).
@@ -411,7 +418,11 @@ async fn put_one(
     authorize(&st, &ctx, "placement:allocations:update")?;
     let consumer = parse_uuid(&consumer, "consumer uuid")?;
     let w = parse_consumer(&consumer, &body, v)?;
-    claim(&st, vec![w]).await?;
+    if batch::batchable(&w) {
+        batch::submit(&st, w).await?;
+    } else {
+        claim(&st, vec![w]).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

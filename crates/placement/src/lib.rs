@@ -63,6 +63,8 @@ pub struct AppState {
     pub index: RwLock<index::Index>,
     /// Public URL of the service (`http://host:5080/placement`).
     pub public_base: String,
+    /// Claims for new consumers waiting to be written together (group commit).
+    pub(crate) batcher: allocations::Batcher,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl PlacementService {
             policy,
             index: RwLock::new(index::Index::default()),
             public_base: platform.service_url("/placement"),
+            batcher: allocations::Batcher::default(),
         });
         store::reload_all(&state).await?;
         tracing::info!(providers = state.index.read().len(), "placement read model loaded");

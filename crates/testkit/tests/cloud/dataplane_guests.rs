@@ -18,46 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::dataplane::common::{self, must, ping_from, Lab};
+use crate::qemu::{image_dir, Reaper, ONE_AT_A_TIME};
 use serde_json::Value;
 use stratus_testkit::TestCloud;
 
-/// Kills every process whose command line mentions `dir` on drop (QEMUs outlive the cloud
-/// by design, so a failed test would leave them running).
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let needle = self.0.to_string_lossy().into_owned();
-        let Ok(rd) = std::fs::read_dir("/proc") else { return };
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            if pid == std::process::id() as i32 {
-                continue;
-            }
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-            if String::from_utf8_lossy(&cmd).contains(&needle) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-fn image_dir() -> PathBuf {
-    let dir = std::env::var_os("STRATUS_TEST_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| stratus_testkit::repo_root().join("build/test-image"));
-    assert!(
-        dir.join("disk.qcow2").exists(),
-        "the test image {}/disk.qcow2 is missing: build it with `tools/build-test-image.sh build/test-image` \
-         or set STRATUS_TEST_IMAGE_DIR",
-        dir.display()
-    );
-    assert!(
-        stratus_qemu::binary::which("qemu-system-x86_64").is_some(),
-        "qemu-system-x86_64 is not installed: run `sudo scripts/install-host-packages.sh`"
-    );
+/// The OpenSSH client logs into the guest from the DHCP namespace.
+fn require_ssh() {
     assert!(Path::new("/usr/bin/ssh").exists(), "the OpenSSH client (/usr/bin/ssh) is needed to log into the guest");
-    dir
 }
 
 /// Waits until the guest printed `marker` on its serial console.
@@ -154,7 +121,9 @@ async fn server_port(cloud: &TestCloud, server: &str) -> (String, String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let img_dir = image_dir();
+    require_ssh();
     // Drop order (reverse): cloud, QEMUs, data dir, namespaces.
     let lab = Lab::new("rg");
     let host = lab.netns("host");
