@@ -297,6 +297,19 @@ async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
     assert!(!ping_from(&qdhcp, &ip2), "no ICMP rule: the DHCP namespace cannot ping vm2 either");
     let (code, out) = ssh(&qdhcp, &key, "cirros", &ip1, "true");
     assert_eq!(code, Some(0), "tcp 22 still admitted: {out}");
+    // The rule, and only the rule, was what stopped the ping: it comes back with it.
+    cloud
+        .openstack(&["security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "rg-sg"])
+        .await
+        .expect("icmp rule again");
+    let (code, out) = ssh(
+        &qdhcp,
+        &key,
+        "root",
+        &ip1,
+        &format!("i=0; until ping -c 1 -W 1 {ip2} >/dev/null; do i=$((i+1)); [ $i -ge 5 ] && exit 7; sleep 1; done; echo allowed after $i"),
+    );
+    assert!(code == Some(0) && out.contains("allowed after"), "ping vm1→vm2 not back 5 s after the rule: {out}");
 
     // Delete: QEMU gone, taps gone, ports gone.
     cloud.openstack(&["server", "delete", "--wait", "vm1", "vm2"]).await.expect("server delete --wait");
