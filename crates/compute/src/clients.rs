@@ -66,6 +66,11 @@ pub trait NetworkApi: Send + Sync + 'static {
     ) -> Result<Vec<PortSpec>, ClientError>;
     /// Deletes ports we created and unbinds the others (idempotent).
     async fn deallocate(&self, uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError>;
+    /// Re-binds the server's ports to `host` after a move (empty: unbound, as a shelved
+    /// offloaded server's ports are).
+    async fn bind_host(&self, _ports: &[PortSpec], _host: &str) -> Result<(), ClientError> {
+        Ok(())
+    }
 }
 
 /// Image service over REST.
@@ -279,6 +284,25 @@ impl NetworkApi for RestNetwork {
             }
         }
         Ok(ports)
+    }
+
+    async fn bind_host(&self, ports: &[PortSpec], host: &str) -> Result<(), ClientError> {
+        let admin = RequestContext::internal_admin();
+        for p in ports {
+            let bind = json!({"port": {"binding:host_id": host}});
+            let r = self
+                .0
+                .call(&admin, Method::PUT, &format!("/network/v2.0/ports/{}", p.id), Some(&bind), &[])
+                .await
+                .map_err(|e| ClientError(e.message))?;
+            if !r.status.is_success() && r.status != StatusCode::NOT_FOUND {
+                return Err(ClientError(format!(
+                    "network service refused to bind port {} to {host}: {}",
+                    p.id, r.status
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn deallocate(&self, _uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError> {

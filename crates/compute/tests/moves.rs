@@ -524,3 +524,42 @@ async fn server_groups_api_shapes_quotas_and_affinity() {
     let (_, l) = c.get("/os-server-groups", "alice").await;
     assert_eq!(l["server_groups"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_boots_into_an_anti_affinity_group_never_share_a_host() {
+    let c = Cloud::start(3, FakeDriverConfig::default()).await;
+    let (_, b) =
+        c.post("/os-server-groups", "alice", json!({"server_group": {"name": "g", "policy": "anti-affinity"}})).await;
+    let gid = b["server_group"]["id"].as_str().unwrap().to_string();
+    // Five at once (one request, min 1 / max 5) on three hosts: three land, two fail.
+    let (st, b) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "m", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none", "min_count": 1, "max_count": 5},
+                   "os:scheduler_hints": {"group": gid}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let mut ids = vec![];
+    for _ in 0..300 {
+        let (_, l) = c.get("/servers/detail", "alice").await;
+        let all = l["servers"].as_array().unwrap().clone();
+        if all.len() == 5 && all.iter().all(|s| s["status"] == "ACTIVE" || s["status"] == "ERROR") {
+            ids = all;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ids.len(), 5, "all settled");
+    let active: Vec<&Value> = ids.iter().filter(|s| s["status"] == "ACTIVE").collect();
+    assert_eq!(active.len(), 3);
+    let mut hosts: Vec<String> = Vec::new();
+    for s in active {
+        hosts.push(host(&c.get(&format!("/servers/{}", s["id"].as_str().unwrap()), "admin").await.1["server"]));
+    }
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "one member per host: {hosts:?}");
+    assert_eq!(c.placement.consumers().len(), 3);
+}

@@ -24,6 +24,8 @@ async fn cloud_with_hosts(hosts: &[&str]) -> (TestCloud, Vec<stratus_compute_age
     }
     let hvs = cloud.openstack(&["hypervisor", "list"]).await.expect("hypervisor list");
     assert_eq!(hvs.as_array().unwrap().len(), hosts.len(), "{hvs}");
+    let rps = cloud.openstack(&["resource", "provider", "list"]).await.expect("resource provider list");
+    assert_eq!(rps.as_array().unwrap().len(), hosts.len(), "one provider per host: {rps}");
     let img = cloud.data_dir.join("tiny.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     cloud
@@ -44,32 +46,54 @@ async fn cloud_with_hosts(hosts: &[&str]) -> (TestCloud, Vec<stratus_compute_age
     (cloud, agents)
 }
 
-/// Host name → resource provider uuid.
+/// Host name → resource provider uuid (placement's REST API).
 async fn providers(cloud: &TestCloud) -> BTreeMap<String, String> {
-    let rps = cloud.openstack(&["resource", "provider", "list"]).await.expect("resource provider list");
-    rps.as_array()
+    let token = cloud.admin_token().await;
+    let r = cloud
+        .http()
+        .get(cloud.at("/placement/resource_providers"))
+        .header("x-auth-token", &token)
+        .send()
+        .await
+        .expect("resource providers");
+    let b: Value = r.json().await.expect("providers json");
+    b["resource_providers"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| (r["name"].as_str().unwrap().to_string(), r["uuid"].as_str().unwrap().to_string()))
         .collect()
 }
 
-/// Host → (VCPU, MEMORY_MB) used, from placement through the CLI.
+/// Host → (VCPU, MEMORY_MB) used, from placement's REST API (the CLI's `resource
+/// provider usage show` is checked once per test; a loop of CLI calls costs seconds).
 async fn usages(cloud: &TestCloud) -> BTreeMap<String, (i64, i64)> {
+    let token = cloud.admin_token().await;
     let mut out = BTreeMap::new();
     for (host, rp) in providers(cloud).await {
-        let u = cloud.openstack(&["resource", "provider", "usage", "show", &rp]).await.expect("usage show");
-        let get = |rc: &str| {
-            u.as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["resource_class"] == rc)
-                .and_then(|r| r["usage"].as_i64())
-                .unwrap_or(0)
-        };
+        let r = cloud
+            .http()
+            .get(cloud.at(&format!("/placement/resource_providers/{rp}/usages")))
+            .header("x-auth-token", &token)
+            .header("openstack-api-version", "placement 1.39")
+            .send()
+            .await
+            .expect("placement usages");
+        let u: Value = r.json().await.expect("usages json");
+        let get = |rc: &str| u["usages"][rc].as_i64().unwrap_or(0);
         out.insert(host, (get("VCPU"), get("MEMORY_MB")));
     }
     out
+}
+
+/// The same through the CLI (`resource provider usage show`), for one host.
+async fn cli_usage(cloud: &TestCloud, host: &str) -> (i64, i64) {
+    let rp = providers(cloud).await[host].clone();
+    let u = cloud.openstack(&["resource", "provider", "usage", "show", &rp]).await.expect("usage show");
+    let get = |rc: &str| {
+        u.as_array().unwrap().iter().find(|r| r["resource_class"] == rc).and_then(|r| r["usage"].as_i64()).unwrap_or(0)
+    };
+    (get("VCPU"), get("MEMORY_MB"))
 }
 
 /// Polls `server show` (bounded) until `status` and no task; returns the server.
@@ -127,6 +151,7 @@ async fn resize_migrate_live_migrate_evacuate_and_shelve_through_the_cli() {
     let u = usages(&cloud).await;
     assert_eq!(u[&h0], NANO, "source share held by the migration: {u:?}");
     assert_eq!(u[&other(&h0)], TINY, "{u:?}");
+    assert_eq!(cli_usage(&cloud, &h0).await, NANO, "the CLI sees the migration's share too");
     cloud.openstack(&["server", "resize", "confirm", "vm1"]).await.expect("resize confirm");
     let s = wait_for(&cloud, "vm1", "ACTIVE").await;
     let h1 = host_of(&s);
