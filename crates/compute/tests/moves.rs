@@ -563,3 +563,42 @@ async fn concurrent_boots_into_an_anti_affinity_group_never_share_a_host() {
     assert_eq!(hosts.len(), 3, "one member per host: {hosts:?}");
     assert_eq!(c.placement.consumers().len(), 3);
 }
+
+#[tokio::test]
+async fn moves_aggregates_and_groups_on_postgres() {
+    let c = Cloud::start_postgres(2, FakeDriverConfig::default(), harness::test_config()).await;
+    let (_, g) =
+        c.post("/os-server-groups", "alice", json!({"server_group": {"name": "g", "policy": "anti-affinity"}})).await;
+    let gid = g["server_group"]["id"].as_str().unwrap().to_string();
+    let (st, b) = c
+        .post("/servers", "alice", json!({"server": {"name": "p", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none"}, "os:scheduler_hints": {"group": gid}}))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    action(&c, &id, "alice", json!({"resize": {"flavorRef": "1"}})).await;
+    c.wait_status(&id, "alice", "VERIFY_RESIZE").await;
+    action(&c, &id, "alice", json!({"confirmResize": null})).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (st, _) = action(&c, &id, "admin", json!({"os-migrateLive": {"host": null, "block_migration": "auto"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    action(&c, &id, "alice", json!({"shelve": null})).await;
+    c.wait_status(&id, "alice", "SHELVED_OFFLOADED").await;
+    action(&c, &id, "alice", json!({"unshelve": null})).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(c.placement.consumers(), vec![id.clone()]);
+    let (_, m) = c.get("/os-migrations", "admin").await;
+    let st: Vec<&str> = m["migrations"].as_array().unwrap().iter().filter_map(|m| m["status"].as_str()).collect();
+    assert_eq!(st, vec!["completed", "confirmed"]);
+    let (_, a) =
+        c.post("/os-aggregates", "admin", json!({"aggregate": {"name": "a", "availability_zone": "zz"}})).await;
+    let aid = a["aggregate"]["id"].as_i64().unwrap();
+    let (st, b) =
+        c.post(&format!("/os-aggregates/{aid}/action"), "admin", json!({"add_host": {"host": "node2"}})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (_, l) = c.get("/os-aggregates", "admin").await;
+    assert_eq!(l["aggregates"][0]["hosts"], json!(["node2"]));
+    let (_, g) = c.get(&format!("/os-server-groups/{gid}"), "alice").await;
+    assert_eq!(g["server_group"]["members"], json!([id]));
+}
