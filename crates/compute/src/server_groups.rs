@@ -314,6 +314,15 @@ pub async fn check_hint(
     Ok(Some(g.uuid))
 }
 
+/// The groups a server is in (the server view's `server_groups`, 2.71+).
+pub async fn of_instance(db: &Db, uuid: &str) -> Result<Vec<String>> {
+    let rows = Query::new("SELECT group_uuid FROM compute_server_group_members WHERE instance_uuid = ")
+        .bind(uuid)
+        .fetch_all(db.reader())
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("group_uuid")?)).collect()
+}
+
 /// Records new members of a group.
 pub async fn add_members(db: &Db, group: &str, uuids: &[String]) -> Result<()> {
     let (g, us) = (group.to_string(), uuids.to_vec());

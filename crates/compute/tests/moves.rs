@@ -601,4 +601,42 @@ async fn moves_aggregates_and_groups_on_postgres() {
     assert_eq!(l["aggregates"][0]["hosts"], json!(["node2"]));
     let (_, g) = c.get(&format!("/os-server-groups/{gid}"), "alice").await;
     assert_eq!(g["server_group"]["members"], json!([id]));
+    let (_, s) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert_eq!(s["server"]["server_groups"], json!([gid]), "2.71+ shows the server's group");
+}
+
+#[tokio::test]
+async fn a_preparing_live_migration_can_be_aborted_from_2_65() {
+    let c = Cloud::start(2, FakeDriverConfig { op_delay_ms: 300, ..Default::default() }).await;
+    let id = c.boot("alice", "ab", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let src = host(&c.get(&format!("/servers/{id}"), "admin").await.1["server"]);
+    let (st, _) = action(&c, &id, "admin", json!({"os-migrateLive": {"host": null, "block_migration": "auto"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (st, l) = c.get(&format!("/servers/{id}/migrations"), "admin").await;
+    assert_eq!(st, StatusCode::OK);
+    let m = &l["migrations"][0];
+    assert_eq!(m["status"], "preparing", "{l}");
+    let mid = m["id"].as_i64().unwrap();
+    let (st, shown) = c.get(&format!("/servers/{id}/migrations/{mid}"), "admin").await;
+    assert_eq!((st, shown["migration"]["server_uuid"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    let (st, _) = c
+        .call(
+            Method::POST,
+            &format!("/servers/{id}/migrations/{mid}/action"),
+            "admin",
+            Some(json!({"force_complete": null})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "only a running migration can be forced");
+    let path = format!("/servers/{id}/migrations/{mid}");
+    let (st, _) = c.call_v(Method::DELETE, &path, "admin", None, "2.64").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "before 2.65 only running migrations abort");
+    let (st, _) = c.call(Method::DELETE, &path, "admin", None).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(host(&c.get(&format!("/servers/{id}"), "admin").await.1["server"]), src, "stayed on its host");
+    assert_eq!(migration_of(&c, &id).await["status"], "cancelled");
+    assert_eq!(c.placement.consumers(), vec![id.clone()], "the destination claim is given back");
 }

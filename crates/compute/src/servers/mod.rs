@@ -296,7 +296,11 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:servers:show").await?;
     let base = st.platform.service_url("/compute");
-    Ok(Json(json!({"server": view::detail(&i, &base, v, is_admin_view(&st, &ctx))})))
+    let mut body = view::detail(&i, &base, v, is_admin_view(&st, &ctx));
+    if v.at_least(2, 71) {
+        body["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+    }
+    Ok(Json(json!({"server": body})))
 }
 
 /// `name` → a valid hostname label (Nova's sanitize_hostname).
