@@ -507,6 +507,20 @@ impl Conductor {
         });
     }
 
+    /// Undoes a live migration aborted before it ran (status already `cancelled`).
+    pub(crate) fn spawn_abort(self: Arc<Self>, uuid: String, migration: String) {
+        tokio::spawn(async move {
+            let r = async {
+                let Some(m) = migrations::by_uuid(&self.platform.db, &migration).await? else { return Ok(()) };
+                let rid = m.request_id.clone().unwrap_or_default();
+                self.rollback_move(&uuid, &m, &rid, conductor_event(&m), "aborted by request", "cancelled").await
+            };
+            if let Err(e) = r.await {
+                tracing::error!(instance = %uuid, error = %e, "could not undo an aborted live migration");
+            }
+        });
+    }
+
     /// Sends one step to `host`; an unreachable host is that step's failure.
     pub(crate) async fn send_step(&self, inst: &Instance, host: &str, op: GuestOp, rid: &str) {
         let name = op.name();
