@@ -376,6 +376,12 @@ async fn aggregates_zones_and_server_groups_steer_the_scheduler_through_the_cli(
     assert_eq!(u["cmp-c"], (2, 256), "{u:?}");
     assert_eq!((u["cmp-a"], u["cmp-b"]), (NANO, NANO), "{u:?}");
 
+    // Renaming the zone moves the host with it.
+    cloud.openstack(&["aggregate", "set", "--zone", "az3", "agg2"]).await.expect("aggregate set --zone");
+    let zones = cloud.openstack(&["availability", "zone", "list", "--compute"]).await.unwrap();
+    let zn = names(&zones, "Zone Name");
+    assert!(zn.contains(&"az3".to_string()) && !zn.contains(&"az2".to_string()), "{zones}");
+
     // Membership and zone go away with the aggregate.
     let e = cloud.openstack(&["aggregate", "delete", "agg2"]).await.expect_err("an aggregate with hosts cannot go");
     assert!(e.stderr.contains("400") || e.stderr.contains("hosts"), "{}", e.stderr);
@@ -383,7 +389,7 @@ async fn aggregates_zones_and_server_groups_steer_the_scheduler_through_the_cli(
     cloud.openstack(&["aggregate", "delete", "agg2"]).await.expect("aggregate delete");
     let zones = cloud.openstack(&["availability", "zone", "list", "--compute"]).await.unwrap();
     let zn = names(&zones, "Zone Name");
-    assert!(zn.contains(&"nova".to_string()) && !zn.contains(&"az2".to_string()), "{zones}");
+    assert!(zn.contains(&"nova".to_string()) && !zn.contains(&"az3".to_string()), "{zones}");
     let rp_aggs = cloud.openstack(&["resource", "provider", "aggregate", "list", &rp_c]).await.unwrap();
     assert!(!rp_aggs.to_string().contains(&agg_uuid), "{rp_aggs}");
     for n in ["vm-z", "vm-ssd", "g1", "g2", "g3"] {
