@@ -640,3 +640,37 @@ async fn a_preparing_live_migration_can_be_aborted_from_2_65() {
     assert_eq!(migration_of(&c, &id).await["status"], "cancelled");
     assert_eq!(c.placement.consumers(), vec![id.clone()], "the destination claim is given back");
 }
+
+#[tokio::test]
+async fn a_crash_mid_evacuation_and_mid_cold_migration_resumes() {
+    let slow = FakeDriverConfig { op_delay_ms: 150, ..Default::default() };
+    let mut c = Cloud::start(3, slow).await;
+    let e = c.boot("alice", "e", "42").await;
+    let m = c.boot("alice", "m", "42").await;
+    for id in [&e, &m] {
+        c.wait_status(id, "alice", "ACTIVE").await;
+    }
+    let dead = host(&c.get(&format!("/servers/{e}"), "admin").await.1["server"]);
+    let (_, svcs) = c.get(&format!("/os-services?host={dead}&binary=nova-compute"), "admin").await;
+    let sid = svcs["services"][0]["id"].as_str().unwrap().to_string();
+    c.call(Method::PUT, &format!("/os-services/{sid}"), "admin", Some(json!({"forced_down": true}))).await;
+    let (st, _) = action(&c, &e, "admin", json!({"evacuate": {}})).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = action(&c, &m, "admin", json!({"migrate": null})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    for (id, t) in [(&e, "rebuilding"), (&m, "resize_migrating")] {
+        let (_, s) = c.get(&format!("/servers/{id}"), "admin").await;
+        assert_eq!(s["server"]["OS-EXT-STS:task_state"], t, "caught mid-operation");
+    }
+    crash_everything(&mut c).await;
+    c.wait_status(&e, "alice", "SHUTOFF").await;
+    c.wait_status(&m, "alice", "VERIFY_RESIZE").await;
+    assert_ne!(host(&c.get(&format!("/servers/{e}"), "admin").await.1["server"]), dead);
+    assert_eq!(migration_of(&c, &e).await["status"], "done");
+    let mm = migration_of(&c, &m).await;
+    let mut want = vec![e.clone(), m.clone(), mm["uuid"].as_str().unwrap().to_string()];
+    want.sort();
+    assert_eq!(c.placement.consumers(), want);
+    assert!(c.placement.overcommitted().is_empty());
+}
