@@ -9,6 +9,7 @@
 //! and restarted at any time.
 
 pub mod agent;
+pub mod metadata;
 pub mod rpc;
 pub mod virt;
 

@@ -84,6 +84,9 @@ pub struct PortSpec {
     pub fixed_ips: Vec<String>,
     /// MTU of the network, when known.
     pub mtu: Option<u32>,
+    /// The user brought this port: a server delete unbinds it instead of deleting it.
+    #[serde(default)]
+    pub preserve_on_delete: bool,
 }
 
 /// Everything a driver needs to create (or re-create) a guest. Sent in full with every

@@ -52,17 +52,47 @@ pub struct RequestedNetwork {
     pub tag: Option<String>,
 }
 
+/// A refusal by the network service, with the status it answered (so compute can pass
+/// a user's mistake on as a 4xx instead of a 503).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct NetRefusal {
+    /// HTTP status of the network service (503 when it could not be reached).
+    pub status: StatusCode,
+    /// Its message.
+    pub message: String,
+}
+
+impl From<ClientError> for NetRefusal {
+    fn from(e: ClientError) -> Self {
+        NetRefusal { status: StatusCode::SERVICE_UNAVAILABLE, message: e.0 }
+    }
+}
+
+/// A floating IP associated with one of a server's ports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloatingAddress {
+    /// The port.
+    pub port_id: String,
+    /// The fixed IP it translates to.
+    pub fixed_ip: String,
+    /// The floating address.
+    pub floating_ip: String,
+}
+
 /// Ports.
 #[async_trait]
 pub trait NetworkApi: Send + Sync + 'static {
-    /// Creates or binds the ports of instance `uuid`. When the network service is absent
-    /// the server boots with no ports.
+    /// Creates or binds the ports of instance `uuid`, with the security groups (names or
+    /// ids) on the ports it creates. When the network service is absent the server boots
+    /// with no ports.
     async fn allocate(
         &self,
         ctx: &RequestContext,
         uuid: &str,
         host: &str,
         req: &RequestedNetworks,
+        groups: &[String],
     ) -> Result<Vec<PortSpec>, ClientError>;
     /// Deletes ports we created and unbinds the others (idempotent).
     async fn deallocate(&self, uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError>;
@@ -71,6 +101,54 @@ pub trait NetworkApi: Send + Sync + 'static {
     async fn bind_host(&self, _ports: &[PortSpec], _host: &str) -> Result<(), ClientError> {
         Ok(())
     }
+    /// Floating IPs associated with any of `ports` (for the server's `addresses`).
+    async fn floating_ips(&self, _ports: &[String]) -> Result<Vec<FloatingAddress>, ClientError> {
+        Ok(vec![])
+    }
+    /// Creates (or claims) and binds one more port for a running server (os-interface).
+    async fn attach(
+        &self,
+        _ctx: &RequestContext,
+        _uuid: &str,
+        _host: &str,
+        _req: &RequestedNetwork,
+        _groups: &[String],
+    ) -> Result<PortSpec, NetRefusal> {
+        Err(NetRefusal {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: "The network service is not enabled in this cloud".into(),
+        })
+    }
+    /// The ports whose device is server `uuid`, as the network service has them.
+    async fn ports_of(&self, _uuid: &str) -> Result<Vec<Value>, ClientError> {
+        Ok(vec![])
+    }
+    /// A security group `ctx` can use, by id or (unique) name.
+    async fn find_security_group(&self, _ctx: &RequestContext, _name_or_id: &str) -> Result<Option<Value>, NetRefusal> {
+        Ok(None)
+    }
+    /// Security groups by id (for `os-security-groups` of a server).
+    async fn security_group(&self, _id: &str) -> Result<Option<Value>, ClientError> {
+        Ok(None)
+    }
+    /// Replaces the security groups (ids) of a port.
+    async fn set_port_security_groups(&self, _port_id: &str, _groups: &[String]) -> Result<(), NetRefusal> {
+        Ok(())
+    }
+    /// How many networks a server asking for `auto` could land on.
+    async fn auto_candidates(&self, _ctx: &RequestContext) -> Result<usize, ClientError> {
+        Ok(0)
+    }
+    /// The project's network made by get-me-a-network (`networks: "auto"` with no
+    /// network available): Neutron's auto-allocated topology.
+    async fn auto_allocate(&self, _ctx: &RequestContext) -> Result<Option<String>, NetRefusal> {
+        Ok(None)
+    }
+}
+
+fn refusal(what: &str, r: &stratus_core::internal::InternalResponse) -> NetRefusal {
+    let msg = r.body["NeutronError"]["message"].as_str().unwrap_or("").to_string();
+    NetRefusal { status: r.status, message: format!("{what}: {msg}") }
 }
 
 /// Image service over REST.
@@ -169,13 +247,44 @@ impl RestNetwork {
         }
     }
 
+    async fn call(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<stratus_core::internal::InternalResponse, ClientError> {
+        self.0.call(ctx, method, path, body, &[]).await.map_err(|e| ClientError(e.message))
+    }
+
+    /// Security group names or ids → ids, as the project sees them.
+    async fn group_ids(&self, ctx: &RequestContext, groups: &[String]) -> Result<Option<Vec<String>>, NetRefusal> {
+        // The project's `default` group is what Neutron gives a port anyway.
+        if groups.is_empty() || groups == ["default"] {
+            return Ok(None);
+        }
+        let mut ids = Vec::new();
+        for g in groups {
+            let sg = self.find_security_group(ctx, g).await?.ok_or_else(|| NetRefusal {
+                status: StatusCode::BAD_REQUEST,
+                message: format!(
+                    "Security group {g} not found for project {}.",
+                    ctx.project_id.clone().unwrap_or_default()
+                ),
+            })?;
+            ids.push(sg["id"].as_str().unwrap_or_default().to_string());
+        }
+        Ok(Some(ids))
+    }
+
     async fn create_port(
         &self,
         ctx: &RequestContext,
         uuid: &str,
         host: &str,
         net: &RequestedNetwork,
-    ) -> Result<PortSpec, ClientError> {
+        groups: &[String],
+    ) -> Result<PortSpec, NetRefusal> {
         // As Nova does: the port is created (or claimed) as the user, so it belongs to the
         // user's project and obeys its policy; binding it to a host is an admin-only
         // attribute, set afterwards with the service's own authority.
@@ -188,38 +297,48 @@ impl RestNetwork {
         }
         let r = match &net.port {
             Some(p) => {
-                self.0
-                    .call(ctx, Method::PUT, &format!("/network/v2.0/ports/{p}"), Some(&json!({"port": port})), &[])
-                    .await
+                let cur = self.call(ctx, Method::GET, &format!("/network/v2.0/ports/{p}"), None).await?;
+                if !cur.status.is_success() {
+                    return Err(NetRefusal {
+                        status: StatusCode::NOT_FOUND,
+                        message: format!("Port {p} could not be found."),
+                    });
+                }
+                let dev = cur.body["port"]["device_id"].as_str().unwrap_or_default();
+                if !dev.is_empty() && dev != uuid {
+                    return Err(NetRefusal {
+                        status: StatusCode::CONFLICT,
+                        message: format!("Port {p} is still in use."),
+                    });
+                }
+                self.call(ctx, Method::PUT, &format!("/network/v2.0/ports/{p}"), Some(&json!({"port": port}))).await?
             }
-            None => self.0.call(ctx, Method::POST, "/network/v2.0/ports", Some(&json!({"port": port})), &[]).await,
-        }
-        .map_err(|e| ClientError(e.message))?;
+            None => {
+                if let Some(ids) = self.group_ids(ctx, groups).await? {
+                    port["security_groups"] = json!(ids);
+                }
+                self.call(ctx, Method::POST, "/network/v2.0/ports", Some(&json!({"port": port}))).await?
+            }
+        };
         if !r.status.is_success() {
-            let msg = r.body["NeutronError"]["message"].as_str().unwrap_or("").to_string();
-            return Err(ClientError(format!("network service refused the port: {} {msg}", r.status)));
+            return Err(refusal("network service refused the port", &r));
         }
         let port_id = r.body["port"]["id"].as_str().unwrap_or_default().to_string();
         let admin = RequestContext::internal_admin();
         let bind = json!({"port": {"binding:host_id": host}});
-        let r = self
-            .0
-            .call(&admin, Method::PUT, &format!("/network/v2.0/ports/{port_id}"), Some(&bind), &[])
-            .await
-            .map_err(|e| ClientError(e.message))?;
+        let r = self.call(&admin, Method::PUT, &format!("/network/v2.0/ports/{port_id}"), Some(&bind)).await?;
         if !r.status.is_success() {
             if net.port.is_none() {
                 // Do not leak the port this call created.
-                let _ = self.0.call(&admin, Method::DELETE, &format!("/network/v2.0/ports/{port_id}"), None, &[]).await;
+                let _ = self.call(&admin, Method::DELETE, &format!("/network/v2.0/ports/{port_id}"), None).await;
             }
-            let msg = r.body["NeutronError"]["message"].as_str().unwrap_or("").to_string();
-            return Err(ClientError(format!("network service refused to bind the port to {host}: {} {msg}", r.status)));
+            return Err(refusal(&format!("network service refused to bind the port to {host}"), &r));
         }
         let p = &r.body["port"];
         let network_id = p["network_id"].as_str().unwrap_or_default().to_string();
         // Server `addresses` are keyed by network name, as Nova shows them.
         let network_name =
-            match self.0.call(&admin, Method::GET, &format!("/network/v2.0/networks/{network_id}"), None, &[]).await {
+            match self.call(&admin, Method::GET, &format!("/network/v2.0/networks/{network_id}"), None).await {
                 Ok(n) if n.status.is_success() => n.body["network"]["name"].as_str().unwrap_or_default().to_string(),
                 _ => String::new(),
             };
@@ -235,7 +354,21 @@ impl RestNetwork {
                 .filter_map(|f| f["ip_address"].as_str().map(str::to_string))
                 .collect(),
             mtu: None,
+            preserve_on_delete: net.port.is_some(),
         })
+    }
+
+    /// Networks a server asking for `auto` may land on: the project's own and shared
+    /// ones, external networks excluded.
+    async fn candidate_networks(&self, ctx: &RequestContext) -> Result<Vec<String>, ClientError> {
+        let r = self.call(ctx, Method::GET, "/network/v2.0/networks", None).await?;
+        Ok(r.body["networks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["router:external"].as_bool() != Some(true))
+            .filter_map(|n| n["id"].as_str().map(str::to_string))
+            .collect())
     }
 }
 
@@ -247,6 +380,7 @@ impl NetworkApi for RestNetwork {
         uuid: &str,
         host: &str,
         req: &RequestedNetworks,
+        groups: &[String],
     ) -> Result<Vec<PortSpec>, ClientError> {
         if *req == RequestedNetworks::None || !self.present().await {
             return Ok(vec![]);
@@ -254,32 +388,35 @@ impl NetworkApi for RestNetwork {
         let wanted: Vec<RequestedNetwork> = match req {
             RequestedNetworks::List(l) => l.clone(),
             _ => {
-                let r = self
-                    .0
-                    .call(ctx, Method::GET, "/network/v2.0/networks", None, &[])
-                    .await
-                    .map_err(|e| ClientError(e.message))?;
-                let nets: Vec<&Value> = r.body["networks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|n| n["router:external"].as_bool() != Some(true))
-                    .collect();
+                let nets = self.candidate_networks(ctx).await?;
                 match nets.as_slice() {
-                    [one] => {
-                        vec![RequestedNetwork { uuid: one["id"].as_str().map(str::to_string), ..Default::default() }]
+                    [one] => vec![RequestedNetwork { uuid: Some(one.clone()), ..Default::default() }],
+                    [] => match self.auto_allocate(ctx).await {
+                        Ok(Some(net)) => vec![RequestedNetwork { uuid: Some(net), ..Default::default() }],
+                        Ok(None) => vec![],
+                        // Explicit `auto` was checked at the API; a server that asked
+                        // for nothing (before 2.37) boots without ports, as in Nova.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no network for the server and none could be allocated");
+                            vec![]
+                        }
+                    },
+                    _ => {
+                        return Err(ClientError(
+                            "Multiple possible networks found, use a Network ID to be more specific.".into(),
+                        ))
                     }
-                    _ => vec![],
                 }
             }
         };
         let mut ports = Vec::new();
         for w in &wanted {
-            match self.create_port(ctx, uuid, host, w).await {
+            match self.create_port(ctx, uuid, host, w, groups).await {
                 Ok(p) => ports.push(p),
                 Err(e) => {
+                    // A boot that fails half-way gives back what it took.
                     let _ = self.deallocate(uuid, &ports).await;
-                    return Err(e);
+                    return Err(ClientError(e.message));
                 }
             }
         }
@@ -308,16 +445,132 @@ impl NetworkApi for RestNetwork {
     async fn deallocate(&self, _uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError> {
         let ctx = RequestContext::internal_admin();
         for p in ports {
-            let r = self
-                .0
-                .call(&ctx, Method::DELETE, &format!("/network/v2.0/ports/{}", p.id), None, &[])
-                .await
-                .map_err(|e| ClientError(e.message))?;
+            let path = format!("/network/v2.0/ports/{}", p.id);
+            let r = if p.preserve_on_delete {
+                // The user's port outlives the server: unbind it, as Nova does.
+                let unbind = json!({"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}});
+                self.call(&ctx, Method::PUT, &path, Some(&unbind)).await?
+            } else {
+                self.call(&ctx, Method::DELETE, &path, None).await?
+            };
             if !r.status.is_success() && r.status != StatusCode::NOT_FOUND {
-                return Err(ClientError(format!("could not delete port {}: {}", p.id, r.status)));
+                return Err(ClientError(format!("could not release port {}: {}", p.id, r.status)));
             }
         }
         Ok(())
+    }
+
+    async fn floating_ips(&self, ports: &[String]) -> Result<Vec<FloatingAddress>, ClientError> {
+        if ports.is_empty() {
+            return Ok(vec![]);
+        }
+        let ctx = RequestContext::internal_admin();
+        let mut out = Vec::new();
+        // Neutron filters take repeated keys; chunks keep the URL short.
+        for chunk in ports.chunks(50) {
+            let q: Vec<String> = chunk.iter().map(|p| format!("port_id={p}")).collect();
+            let r = self.call(&ctx, Method::GET, &format!("/network/v2.0/floatingips?{}", q.join("&")), None).await?;
+            if !r.status.is_success() {
+                return Err(ClientError(format!("network service answered {} listing floating IPs", r.status)));
+            }
+            for f in r.body["floatingips"].as_array().into_iter().flatten() {
+                if let (Some(port), Some(fixed), Some(fip)) =
+                    (f["port_id"].as_str(), f["fixed_ip_address"].as_str(), f["floating_ip_address"].as_str())
+                {
+                    out.push(FloatingAddress { port_id: port.into(), fixed_ip: fixed.into(), floating_ip: fip.into() });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn attach(
+        &self,
+        ctx: &RequestContext,
+        uuid: &str,
+        host: &str,
+        req: &RequestedNetwork,
+        groups: &[String],
+    ) -> Result<PortSpec, NetRefusal> {
+        if let Some(n) = &req.uuid {
+            let r = self.call(ctx, Method::GET, &format!("/network/v2.0/networks/{n}"), None).await?;
+            if !r.status.is_success() {
+                return Err(NetRefusal {
+                    status: StatusCode::NOT_FOUND,
+                    message: format!("Network {n} could not be found."),
+                });
+            }
+        }
+        self.create_port(ctx, uuid, host, req, groups).await
+    }
+
+    async fn ports_of(&self, uuid: &str) -> Result<Vec<Value>, ClientError> {
+        let ctx = RequestContext::internal_admin();
+        let r = self.call(&ctx, Method::GET, &format!("/network/v2.0/ports?device_id={uuid}"), None).await?;
+        if !r.status.is_success() {
+            return Err(ClientError(format!("network service answered {} listing ports", r.status)));
+        }
+        Ok(r.body["ports"].as_array().cloned().unwrap_or_default())
+    }
+
+    async fn find_security_group(&self, ctx: &RequestContext, name_or_id: &str) -> Result<Option<Value>, NetRefusal> {
+        if name_or_id.is_empty() || name_or_id.contains(['/', '?', '&', '#']) {
+            return Ok(None);
+        }
+        let r = self.call(ctx, Method::GET, &format!("/network/v2.0/security-groups/{name_or_id}"), None).await?;
+        if r.status.is_success() {
+            return Ok(Some(r.body["security_group"].clone()));
+        }
+        let project = ctx.project_id.clone().unwrap_or_default();
+        let r = self
+            .call(
+                ctx,
+                Method::GET,
+                &format!("/network/v2.0/security-groups?name={name_or_id}&project_id={project}"),
+                None,
+            )
+            .await?;
+        let found = r.body["security_groups"].as_array().cloned().unwrap_or_default();
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.into_iter().next()),
+            _ => Err(NetRefusal {
+                status: StatusCode::CONFLICT,
+                message: format!("Multiple security groups named {name_or_id} were found; use its id"),
+            }),
+        }
+    }
+
+    async fn security_group(&self, id: &str) -> Result<Option<Value>, ClientError> {
+        let ctx = RequestContext::internal_admin();
+        let r = self.call(&ctx, Method::GET, &format!("/network/v2.0/security-groups/{id}"), None).await?;
+        Ok(r.status.is_success().then(|| r.body["security_group"].clone()))
+    }
+
+    async fn set_port_security_groups(&self, port_id: &str, groups: &[String]) -> Result<(), NetRefusal> {
+        let ctx = RequestContext::internal_admin();
+        let body = json!({"port": {"security_groups": groups}});
+        let r = self.call(&ctx, Method::PUT, &format!("/network/v2.0/ports/{port_id}"), Some(&body)).await?;
+        if !r.status.is_success() {
+            return Err(refusal(&format!("network service refused the security groups of port {port_id}"), &r));
+        }
+        Ok(())
+    }
+
+    async fn auto_candidates(&self, ctx: &RequestContext) -> Result<usize, ClientError> {
+        if !self.present().await {
+            return Ok(0);
+        }
+        Ok(self.candidate_networks(ctx).await?.len())
+    }
+
+    async fn auto_allocate(&self, ctx: &RequestContext) -> Result<Option<String>, NetRefusal> {
+        let project = ctx.project_id.clone().unwrap_or_default();
+        let r = self.call(ctx, Method::GET, &format!("/network/v2.0/auto-allocated-topology/{project}"), None).await?;
+        if !r.status.is_success() {
+            return Err(refusal("Unable to automatically allocate a network for the project", &r));
+        }
+        Ok(r.body["auto_allocated_topology"]["id"].as_str().map(str::to_string))
     }
 }
 
@@ -358,6 +611,7 @@ impl NetworkApi for NoNetwork {
         _: &str,
         _: &str,
         _: &RequestedNetworks,
+        _: &[String],
     ) -> Result<Vec<PortSpec>, ClientError> {
         Ok(vec![])
     }

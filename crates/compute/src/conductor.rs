@@ -300,6 +300,29 @@ impl Conductor {
         Ok(out)
     }
 
+    /// Nova stops a server whose guest stopped on its own (as the service, through the
+    /// API), which leaves a `stop` action in the server's history; so do we.
+    async fn record_external_stop(&self, uuid: &str, host: &str) {
+        let db = &self.platform.db;
+        let Ok(Some(inst)) = store::load(db, uuid).await else { return };
+        let rid = format!("req-{}", uuid::Uuid::new_v4());
+        let (u, h) = (uuid.to_string(), host.to_string());
+        let r = db
+            .transaction(|tx| {
+                let (u, h, rid, user, project) =
+                    (u.clone(), h.clone(), rid.clone(), inst.user_id.clone(), inst.project_id.clone());
+                Box::pin(async move {
+                    events::start_action(tx, &u, "stop", &rid, &user, &project).await?;
+                    events::start_event_tx(tx, &u, &rid, "compute_stop_instance", Some(&h)).await?;
+                    events::finish_event_tx(tx, &u, &rid, "compute_stop_instance", None, true).await
+                })
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(uuid, error = %e, "could not record the stop of a guest that stopped on its own");
+        }
+    }
+
     /// Nova's `_sync_power_states`: record what the hypervisor sees; a server that stopped
     /// behind our back becomes SHUTOFF, one whose guest vanished becomes ERROR.
     async fn sync_power_states(&self, host: &str, observed: &[InstanceInfo]) -> Result<()> {
@@ -316,11 +339,16 @@ impl Conductor {
                         continue;
                     }
                     let mut u = Update::new().set("power_state", p).expect_task(None);
-                    if e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed) {
+                    let stopped_behind_our_back =
+                        e.vm_state == vm::ACTIVE && matches!(i.power_state, PowerState::Shutdown | PowerState::Crashed);
+                    if stopped_behind_our_back {
                         tracing::warn!(uuid = %e.uuid, "guest stopped outside of the API; marking it SHUTOFF");
                         u = u.set("vm_state", vm::STOPPED);
                     }
-                    u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                    let changed = u.expect_vm(&[e.vm_state.as_str()]).apply(db, &e.uuid).await?;
+                    if changed && stopped_behind_our_back {
+                        self.record_external_stop(&e.uuid, host).await;
+                    }
                 }
                 None => {
                     if e.vm_state == vm::ERROR && e.power_state == 0 {
@@ -500,7 +528,7 @@ impl Conductor {
                 roles: vec!["member".into(), "reader".into()],
                 ..Default::default()
             };
-            match self.backends.network.allocate(&ctx, uuid, &host, &req).await {
+            match self.backends.network.allocate(&ctx, uuid, &host, &req, &inst.security_groups).await {
                 Ok(ports) => {
                     let ok = Update::new()
                         .set("ports_json", json!(ports).to_string())
@@ -689,7 +717,9 @@ impl Conductor {
                     return self.fail(uuid, rid, op, 500, &format!("Failed to {op} the server"), err).await;
                 }
                 let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
-                if let Some(to) = success_state(op) {
+                // A soft-deleted server stays soft-deleted while its guest powers off.
+                let keep = inst.vm_state == vm::SOFT_DELETED && op == "power_off";
+                if let Some(to) = success_state(op).filter(|_| !keep) {
                     u = u.set("vm_state", to);
                 }
                 u.apply(db, uuid).await?;
@@ -732,6 +762,9 @@ impl Conductor {
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         self.backends.network.deallocate(uuid, &inst.ports).await.map_err(|e| ComputeError::Unavailable(e.0))?;
         self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        // A server deleted mid-move (or waiting for a resize confirmation) also gives
+        // back the source share its migration record holds.
+        self.end_moves_of_deleted(uuid).await?;
         let now = stratus_core::time::now();
         Update::new()
             .set("deleted", true)

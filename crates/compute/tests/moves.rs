@@ -108,6 +108,24 @@ async fn resize_holds_the_source_under_the_migration_until_confirm_or_revert() {
     assert_eq!(c.placement.consumers(), vec![id.clone()]);
     assert_eq!(ram_used(&c).await[&dst], 512);
     assert_eq!((d_src.guest_count(), d_dst.guest_count()), (0, 1), "confirm drops the source copy");
+
+    // Deleting a server that waits for a resize confirmation frees both shares.
+    action(&c, &id, "alice", json!({"os-start": null})).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    action(&c, &id, "alice", json!({"resize": {"flavorRef": "2"}})).await;
+    c.wait_status(&id, "alice", "VERIFY_RESIZE").await;
+    assert_eq!(c.placement.consumers().len(), 2);
+    let (st, _) = c.call(Method::DELETE, &format!("/servers/{id}"), "alice", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    c.wait_gone(&id, "alice").await;
+    for _ in 0..200 {
+        if c.placement.consumers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.placement.consumers().is_empty(), "no leak: {:?}", c.placement.consumers());
+    assert_eq!(migration_of(&c, &id).await["status"], "error");
 }
 
 #[tokio::test]

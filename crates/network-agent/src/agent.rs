@@ -26,6 +26,7 @@ use stratus_bus::{Bus, BusError, Message};
 use tokio::sync::{watch, Mutex};
 
 use crate::exec::{list_netns, Ns};
+use crate::metadata::{MetadataBackend, MetadataProxy};
 use crate::model::DesiredState;
 use crate::{dhcp, firewall, l2, l3, AgentConfig};
 
@@ -77,12 +78,32 @@ pub struct NetworkAgent {
     cfg: AgentConfig,
     reported: Mutex<BTreeSet<String>>,
     lock: Mutex<()>,
+    /// The last state fetched (tap polling and the metadata proxy read it).
+    last: watch::Sender<Arc<DesiredState>>,
+    metadata: std::sync::OnceLock<Arc<MetadataProxy>>,
 }
 
 impl NetworkAgent {
     /// An agent with its configuration.
     pub fn new(cfg: AgentConfig) -> Self {
-        NetworkAgent { cfg, reported: Mutex::new(BTreeSet::new()), lock: Mutex::new(()) }
+        NetworkAgent {
+            cfg,
+            reported: Mutex::new(BTreeSet::new()),
+            lock: Mutex::new(()),
+            last: watch::channel(Arc::new(DesiredState::default())).0,
+            metadata: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Serves `169.254.169.254` in this host's DHCP and router namespaces, forwarding to
+    /// `backend` (see [`crate::metadata`]). Call before [`NetworkAgent::run`].
+    pub fn enable_metadata(&self, backend: Arc<dyn MetadataBackend>) -> Arc<MetadataProxy> {
+        self.metadata.get_or_init(|| MetadataProxy::new(self.cfg.clone(), backend, self.state())).clone()
+    }
+
+    /// The last desired state the agent fetched, updated on every fetch.
+    pub fn state(&self) -> watch::Receiver<Arc<DesiredState>> {
+        self.last.subscribe()
     }
 
     /// Its configuration.
@@ -156,6 +177,8 @@ impl NetworkAgent {
         let mut changes = bus.subscribe_fanout(AGENT_EXCHANGE).await?;
         let mut resync = tokio::time::interval(Duration::from_secs(self.cfg.resync_interval_secs.max(1)));
         let mut heartbeat = tokio::time::interval(Duration::from_secs(self.cfg.heartbeat_interval_secs.max(1)));
+        let mut poll = tokio::time::interval(Duration::from_millis(self.cfg.device_poll_interval_ms.max(50)));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
@@ -163,19 +186,42 @@ impl NetworkAgent {
                 }
                 _ = heartbeat.tick() => self.heartbeat(bus.as_ref()).await,
                 _ = resync.tick() => self.cycle(bus.as_ref(), source.as_ref()).await,
-                d = changes.recv() => match d {
-                    Some(d) if d.message.method == "desired_state_changed" => self.cycle(bus.as_ref(), source.as_ref()).await,
-                    Some(d) if d.message.method == "security_groups_changed" => self.sg_cycle(source.as_ref()).await,
-                    Some(_) => {}
-                    None => return Ok(()),
-                },
+                _ = poll.tick() => {
+                    let state = self.last.borrow().clone();
+                    let ns = self.cfg.host_ns();
+                    if l2::has_unplugged_taps(&ns, &self.cfg, &state).await.unwrap_or(false) {
+                        self.cycle(bus.as_ref(), source.as_ref()).await;
+                    }
+                }
+                d = changes.recv() => {
+                    let Some(d) = d else { return Ok(()) };
+                    // Coalesce a burst of notifications (one per API write) into one pass.
+                    let (mut full, mut sg) = (false, false);
+                    let mut next = Some(d);
+                    while let Some(d) = next {
+                        match d.message.method.as_str() {
+                            "desired_state_changed" => full = true,
+                            "security_groups_changed" => sg = true,
+                            _ => {}
+                        }
+                        next = futures::FutureExt::now_or_never(changes.recv()).flatten();
+                    }
+                    if full {
+                        self.cycle(bus.as_ref(), source.as_ref()).await;
+                    } else if sg {
+                        self.sg_cycle(source.as_ref()).await;
+                    }
+                }
             }
         }
     }
 
     async fn cycle(&self, bus: &dyn Bus, source: &dyn DesiredStateSource) {
         let state = match source.fetch(&self.cfg.host).await {
-            Ok(s) => s,
+            Ok(s) => {
+                self.last.send_replace(Arc::new(s.clone()));
+                s
+            }
             Err(e) => {
                 tracing::warn!("cannot fetch desired state: {e:#}");
                 return;
@@ -202,11 +248,17 @@ impl NetworkAgent {
             }
             Err(e) => tracing::error!(generation = state.generation, "convergence failed: {e:#}"),
         }
+        if let Some(proxy) = self.metadata.get() {
+            if let Err(e) = proxy.converge().await {
+                tracing::warn!("{e:#}");
+            }
+        }
     }
 
     async fn sg_cycle(&self, source: &dyn DesiredStateSource) {
         match source.fetch(&self.cfg.host).await {
             Ok(state) => {
+                self.last.send_replace(Arc::new(state.clone()));
                 if let Err(e) = self.converge_security_groups(&state).await {
                     tracing::error!("security group update failed: {e:#}");
                 }
@@ -221,7 +273,11 @@ impl NetworkAgent {
             json!({
                 "host": self.cfg.host,
                 "binary": "stratus-network-agent",
-                "agent_types": ["Linux bridge agent", "DHCP agent", "L3 agent"],
+                "agent_types": if self.metadata.get().is_some() {
+                    vec!["Linux bridge agent", "DHCP agent", "L3 agent", "Metadata agent"]
+                } else {
+                    vec!["Linux bridge agent", "DHCP agent", "L3 agent"]
+                },
                 "configurations": {
                     "tunneling_ip": self.cfg.tunnel_ip,
                     "tunnel_types": if self.cfg.tunnel_ip.is_some() { vec!["vxlan"] } else { vec![] },

@@ -41,7 +41,9 @@ pub async fn converge_networks(ns: &Ns, cfg: &AgentConfig, state: &DesiredState)
     for net in &nets {
         // A network that fails does not stop the others; its devices are not treated as stale.
         want_bridges.insert(names::bridge(&net.id));
-        if let Some(vni) = net.segmentation_id.filter(|_| net.network_type == NetworkType::Vxlan) {
+        if let Some(vni) =
+            net.segmentation_id.filter(|_| net.network_type == NetworkType::Vxlan && cfg.tunnel_ip.is_some())
+        {
             want_vxlans.insert(names::vxlan(vni));
         }
         match converge_network(ns, cfg, state, net).await {
@@ -82,7 +84,13 @@ async fn converge_network(ns: &Ns, cfg: &AgentConfig, state: &DesiredState, net:
     match net.network_type {
         NetworkType::Vxlan => {
             let vni = net.segmentation_id.context("vxlan network without VNI")?;
-            let local = cfg.tunnel_ip.context("vxlan network but no tunnel_ip configured")?;
+            // Without a tunnel endpoint (all-in-one), a VXLAN network is host-local: the
+            // bridge alone carries it, as Neutron's agent does with VXLAN disabled.
+            let Some(local) = cfg.tunnel_ip else {
+                let state_word = if net.admin_state_up { "up" } else { "down" };
+                ns.ip(&["link", "set", "dev", &br, state_word]).await?;
+                return Ok(None);
+            };
             let dev = names::vxlan(vni);
             ensure_vxlan(ns, &dev, vni, local, cfg, net.mtu).await?;
             enslave(ns, &dev, &br).await?;
@@ -261,4 +269,18 @@ pub async fn plugged_ports(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> 
         })
         .map(|p| p.id.clone())
         .collect())
+}
+
+/// Whether a port bound to this host has its device but is not (correctly) plugged yet:
+/// the hypervisor made a tap since the last convergence. One netlink dump, cheap enough to
+/// poll (Neutron's Linux bridge agent polls its taps the same way).
+pub async fn has_unplugged_taps(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Result<bool> {
+    let nl = crate::nl::Netlink::connect(ns).await?;
+    let present = nl.links().await?;
+    Ok(state.ports.iter().filter(|p| p.binding_host_id == cfg.host && p.admin_state_up).any(|p| {
+        let Some(tap) = present.get(&names::tap(&p.id)) else { return false };
+        // No bridge means the network failed to realise: polling would not fix that.
+        let Some(bridge) = present.get(&names::bridge(&p.network_id)) else { return false };
+        tap.controller != Some(bridge.index) || !tap.up
+    }))
 }

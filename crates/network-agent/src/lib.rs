@@ -23,6 +23,7 @@ pub mod exec;
 pub mod firewall;
 pub mod l2;
 pub mod l3;
+pub mod metadata;
 pub mod model;
 pub mod nl;
 
@@ -39,7 +40,14 @@ pub use model::DesiredState;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Host name ports are bound to (`binding:host_id`). Default: `localhost`.
+    /// Run the agent inside `stratus up`: `"true"`, `"false"`, or `"auto"` (yes when
+    /// running as root with `ip`, `nft` and `dnsmasq` installed). Default: `"false"` for now:
+    /// on the shared development machine every `stratus up` (benchmarks) runs as root, and an
+    /// agent there would build bridges and nft tables in the root namespace. Production
+    /// hosts set `"auto"` or `"true"` (env `STRATUS_NETWORK_AGENT_ENABLED`).
+    pub enabled: String,
+    /// Host name ports are bound to (`binding:host_id`). Default: empty, which `stratus up`
+    /// replaces with the local compute agent's host (so bindings match).
     pub host: String,
     /// Namespace holding bridges and taps; `None` (default) = the agent's own (root) namespace.
     pub host_netns: Option<String>,
@@ -54,27 +62,38 @@ pub struct AgentConfig {
     pub tunnel_interface: Option<String>,
     /// VXLAN UDP port. Default: 4789.
     pub vxlan_port: u16,
-    /// Where dnsmasq files and nft scratch files go. Default: `/var/lib/stratus/network-agent`.
+    /// Where dnsmasq files and nft scratch files go. Default: empty, which `stratus up`
+    /// replaces with `<data_dir>/network-agent`.
     pub state_dir: PathBuf,
     /// Seconds between full re-convergences. Default: 30.
     pub resync_interval_secs: u64,
     /// Seconds between heartbeats (`report_state`). Default: 10.
     pub heartbeat_interval_secs: u64,
+    /// Milliseconds between looks for new tap devices of bound ports (a hypervisor made
+    /// one), which trigger a convergence. Default: 500.
+    pub device_poll_interval_ms: u64,
+    /// Key of the metadata proxy's `X-Instance-ID-Signature` (Neutron's
+    /// `metadata_proxy_shared_secret`). Default: empty, which `stratus up` replaces with the
+    /// compute service's secret.
+    pub metadata_proxy_shared_secret: String,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            host: "localhost".into(),
+            enabled: "false".into(),
+            host: String::new(),
             host_netns: None,
             netns_prefix: String::new(),
             physical_interface_mappings: BTreeMap::new(),
             tunnel_ip: None,
             tunnel_interface: None,
             vxlan_port: 4789,
-            state_dir: PathBuf::from("/var/lib/stratus/network-agent"),
+            state_dir: PathBuf::new(),
             resync_interval_secs: 30,
             heartbeat_interval_secs: 10,
+            device_poll_interval_ms: 500,
+            metadata_proxy_shared_secret: String::new(),
         }
     }
 }

@@ -122,7 +122,7 @@ pub(crate) async fn report(net: &Net, r: AgentReport) -> NetResult<Value> {
     Ok(render(net, &body, &hb))
 }
 
-async fn all(net: &Net) -> NetResult<Vec<(String, Value)>> {
+pub(crate) async fn all(net: &Net) -> NetResult<Vec<(String, Value)>> {
     let rows = Query::new("SELECT id, body, heartbeat_at FROM network_agents ORDER BY agent_type, host")
         .fetch_all(net.db.reader())
         .await?;

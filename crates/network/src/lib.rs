@@ -4,7 +4,11 @@
 //! after it; `store` keeps resource rows, `ipam` hands out addresses, `listing` applies
 //! Neutron's filter/sort/page/fields rules to every collection.
 
+mod address_groups;
+pub mod agent_rpc;
 pub mod agents;
+mod auto_allocate;
+mod dhcp_opts;
 pub mod error;
 pub mod ip;
 pub mod ipam;
@@ -36,8 +40,10 @@ use stratus_db::{Db, Migration};
 use crate::error::{invalid, NetError, NetResult};
 
 /// Schema of the networking service.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
+    Migration { version: 20, name: "quota_locks", sql: include_str!("../migrations/0020_quota_locks.sql") },
+];
 
 /// `[network]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +139,15 @@ pub(crate) struct Net {
     pub cfg: NetworkConfig,
     /// Public URL of `/network`.
     pub base: String,
+    /// The platform bus (agent notifications).
+    pub bus: Arc<dyn stratus_bus::Bus>,
+    /// Bumped on every agent notification (`DesiredState::generation`).
+    pub generation: std::sync::atomic::AtomicU64,
+    /// Serialises DHCP/router scheduling (one DHCP port per network).
+    pub schedule_lock: tokio::sync::Mutex<()>,
+    /// In-process calls to this (and other) services' APIs (get-me-a-network builds
+    /// through the API).
+    pub internal: stratus_core::internal::InternalClient,
 }
 
 pub(crate) type S = Arc<Net>;
@@ -150,8 +165,17 @@ impl NetworkService {
         platform.db.migrate("network", MIGRATIONS).await?;
         let policy = Policy::load("network", policy::DEFAULTS, config.policy_file.as_deref())?;
         networks::parse_ranges(&config).map_err(|e| anyhow::anyhow!("[network] configuration: {e}"))?;
-        let net =
-            Arc::new(Net { db: platform.db.clone(), policy, cfg: config, base: platform.service_url("/network") });
+        let net = Arc::new(Net {
+            db: platform.db.clone(),
+            policy,
+            cfg: config,
+            base: platform.service_url("/network"),
+            bus: platform.bus.clone(),
+            generation: Default::default(),
+            schedule_lock: Default::default(),
+            internal: platform.internal.clone(),
+        });
+        agent_rpc::spawn(net.clone(), platform.bus.clone()).await?;
         Ok(Arc::new(NetworkService { platform, auth, net }))
     }
 
@@ -172,8 +196,12 @@ impl NetworkService {
             .merge(routers::routes())
             .merge(quotas::routes())
             .merge(agents::routes())
+            .merge(address_groups::routes())
+            .merge(auto_allocate::routes())
             .with_state(self.net.clone());
-        let protected = api.layer(from_fn_with_state(self.auth.clone(), require_auth));
+        let protected = api
+            .layer(from_fn_with_state(self.net.clone(), agent_rpc::fanout_after_write))
+            .layer(from_fn_with_state(self.auth.clone(), require_auth));
         let routes = versions::routes().with_state(base).merge(protected);
         service_stack(routes, FaultFormat::Neutron, None)
     }

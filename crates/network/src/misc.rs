@@ -70,6 +70,7 @@ const RESOURCES: &[(&str, &str)] = &[
     ("security_group_rule", "security-group-rules"),
     ("rbac_policy", "rbac-policies"),
     ("agent", "agents"),
+    ("address_group", "address-groups"),
     ("quota", "quotas"),
     ("availability_zone", "availability_zones"),
     ("network_ip_availability", "network-ip-availabilities"),
@@ -85,7 +86,10 @@ async fn resources(State(st): State<S>) -> Json<Value> {
 
 /// Extensions this service really implements: (alias, name, description).
 pub const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("address-group", "Address group", "Support address group"),
     ("agent", "agent", "The agent management extension."),
+    ("auto-allocated-topology", "Auto Allocated Topology Services", "Auto Allocated Topology Services."),
+    ("extra_dhcp_opt", "Neutron Extra DHCP options", "Extra options configuration for DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, server-ip-address, bootfile-name)"),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("availability_zone", "Availability Zone", "The availability zone extension."),
     ("network_availability_zone", "Network Availability Zone", "Availability zone support for network."),

@@ -92,7 +92,8 @@ pub(crate) async fn find(st: &S, ctx: &RequestContext, id: &str) -> NetResult<Va
     store::visible(st.db.reader(), ctx, kind::PORT, Some(id)).await?.pop().ok_or_else(|| not_found("Port", id))
 }
 
-fn set_binding(p: &mut Value) {
+/// Derives `binding:vif_type`/`vif_details` from `binding:host_id`.
+pub(crate) fn set_binding(p: &mut Value) {
     let host = store::s(p, "binding:host_id").to_string();
     if host.is_empty() {
         p["binding:vif_type"] = json!("unbound");
@@ -419,10 +420,7 @@ pub(crate) async fn create_port(
     body.insert("port_security_enabled".into(), json!(port_security));
     body.insert("dns_name".into(), json!(dns_name));
     body.insert("dns_domain".into(), json!(opt_str(&obj, "dns_domain")?.unwrap_or_default()));
-    body.insert(
-        "extra_dhcp_opts".into(),
-        obj.get("extra_dhcp_opts").cloned().filter(|v| v.is_array()).unwrap_or(json!([])),
-    );
+    body.insert("extra_dhcp_opts".into(), crate::dhcp_opts::validate(obj.get("extra_dhcp_opts"))?);
     body.insert("qos_policy_id".into(), Value::Null);
     body.insert("qos_network_policy_id".into(), Value::Null);
     body.insert("propagate_uplink_status".into(), json!(opt_bool(&obj, "propagate_uplink_status")?.unwrap_or(false)));
@@ -588,7 +586,7 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
                     p["binding:profile"] = if pr.is_object() { pr.clone() } else { json!({}) };
                 }
                 if let Some(o) = obj.get("extra_dhcp_opts") {
-                    p["extra_dhcp_opts"] = if o.is_array() { o.clone() } else { json!([]) };
+                    p["extra_dhcp_opts"] = crate::dhcp_opts::merge(&p["extra_dhcp_opts"], o)?;
                 }
                 if let Some(m) = opt_str(&obj, "mac_address")? {
                     let m = canonical_mac(&m).ok_or_else(|| invalid(format!("'{m}' is not a valid MAC address")))?;

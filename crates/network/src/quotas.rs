@@ -1,7 +1,10 @@
 //! Quotas: per-project limits (`/quotas/{project}`, `/quotas/{project}/details`),
-//! enforced inside the creating transaction so concurrent creates cannot overshoot on
-//! SQLite (single writer); on PostgreSQL a race may exceed by the number of racers, as in
-//! Neutron without reservations.
+//! enforced inside the creating transaction. Before counting, the check upserts the
+//! (project, resource) row of `network_quota_locks`: on PostgreSQL that row lock holds
+//! concurrent creates of the same resource in the same project back until the first
+//! commits, so each counts the others' rows and none can overshoot (Neutron's
+//! reservations, without a separate reservation lifecycle); SQLite's single writer
+//! serializes them anyway.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -89,6 +92,10 @@ pub async fn check(tx: &mut Tx, cfg: &NetworkConfig, project: &str, resource: &s
     if limit < 0 {
         return Ok(());
     }
+    let mut lock = Query::new("INSERT INTO network_quota_locks (project_id, resource, serial) VALUES (");
+    lock.bind(project).push(", ").bind(resource).push(", 1) ON CONFLICT (project_id, resource) DO UPDATE SET ");
+    lock.push("serial = network_quota_locks.serial + 1");
+    lock.execute(&mut **tx).await?;
     let kind = RESOURCES.iter().find(|(r, _)| *r == resource).map(|(_, k)| *k).unwrap_or(resource);
     let used = store::count(&mut **tx, kind, project).await?;
     if used + adding > limit {

@@ -487,11 +487,8 @@ async fn build_rule(st: &S, ctx: &RequestContext, obj: &Map<String, Value>) -> N
     if let Some(g) = &remote_group {
         find(st, ctx, g).await?;
     }
-    if remote_ag.is_some() {
-        return Err(NetError::NotFoundTyped(
-            "AddressGroupNotFound",
-            format!("Address group {} could not be found.", remote_ag.unwrap_or_default()),
-        ));
+    if let Some(ag) = &remote_ag {
+        crate::address_groups::find(st, ctx, ag).await?;
     }
     let mut r = rule_body(&project, &sg_id, &direction, ethertype, remote_group.as_deref());
     r["protocol"] = json!(proto);
@@ -499,6 +496,7 @@ async fn build_rule(st: &S, ctx: &RequestContext, obj: &Map<String, Value>) -> N
     r["port_range_max"] =
         json!(max.or(if matches!(num, Some(6) | Some(17) | Some(132) | Some(33) | Some(136)) { min } else { None }));
     r["remote_ip_prefix"] = json!(prefix);
+    r["remote_address_group_id"] = json!(remote_ag);
     r["normalized_cidr"] = json!(normalized);
     r["description"] = json!(opt_str(obj, "description")?.unwrap_or_default());
     r["belongs_to_default_sg"] = json!(store::s(&sg, "name") == "default");

@@ -726,3 +726,49 @@ async fn attribute_visibility_follows_policy_and_its_overrides() {
     assert!(n.get("provider:segmentation_id").is_none());
     assert_eq!(n["shared"], true);
 }
+
+/// Concurrent creates in one project stop exactly at its quota (the quota-lock row
+/// serializes them on PostgreSQL; SQLite's single writer does anyway).
+async fn concurrent_quota(e: &Env) {
+    let project = format!("q-{}", uuid::Uuid::new_v4().simple());
+    let a = admin();
+    let (s, _) = e.put(&a, &format!("/v2.0/quotas/{project}"), json!({"quota": {"port": 10}})).await;
+    assert_eq!(s, 200);
+    let n = e.network(&a, json!({"name": "quota-net", "shared": true})).await;
+    let nid = n["id"].as_str().unwrap().to_string();
+    e.subnet(&a, json!({"network_id": nid, "cidr": "10.30.0.0/24", "ip_version": 4})).await;
+    let m = user(&project);
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (e, nid, m) = (e.clone(), nid.clone(), m.clone());
+        handles.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..3 {
+                let (s, b) = e.port(&m, json!({"network_id": nid})).await;
+                match s {
+                    201 => ok += 1,
+                    409 => assert_eq!(b["NeutronError"]["type"], "OverQuota", "{b}"),
+                    _ => panic!("{s} {b}"),
+                }
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert_eq!(total, 10, "exactly the quota of ports was created");
+}
+
+#[tokio::test]
+async fn quota_holds_under_concurrent_creates_sqlite() {
+    concurrent_quota(&env().await).await;
+}
+
+#[tokio::test]
+async fn quota_holds_under_concurrent_creates_postgres() {
+    let url = std::env::var("STRATUS_TEST_POSTGRES_URL")
+        .expect("STRATUS_TEST_POSTGRES_URL must point at a PostgreSQL server (scripts/test-postgres.sh prints one)");
+    concurrent_quota(&env_on(Some(url), NetworkConfig::default()).await).await;
+}

@@ -150,6 +150,8 @@ pub struct NicSpec {
     pub backend: NicBackend,
     /// Model.
     pub model: NicModel,
+    /// MTU the guest is told about (`host_mtu`, virtio only): the network's MTU.
+    pub mtu: Option<u32>,
 }
 
 /// Everything about a guest that ends up on the command line.
@@ -368,7 +370,11 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
             NicModel::Virtio => "virtio-net-pci",
             NicModel::E1000 => "e1000",
         };
-        push(&["-device", &format!("{model},netdev=net{i},id=nic{i},mac={}", n.mac)]);
+        let mtu = match (n.model, n.mtu) {
+            (NicModel::Virtio, Some(m)) => format!(",host_mtu={m}"),
+            _ => String::new(),
+        };
+        push(&["-device", &format!("{model},netdev=net{i},id=nic{i},mac={}{mtu}", n.mac)]);
     }
 
     if opts.start_paused {
@@ -469,10 +475,16 @@ mod tests {
             mac: "fa:16:3e:00:00:01".into(),
             backend: NicBackend::TapName("tap0".into()),
             model: NicModel::Virtio,
+            mtu: Some(1450),
         });
-        s.nics.push(NicSpec { mac: "fa:16:3e:00:00:02".into(), backend: NicBackend::TapFd(9), model: NicModel::E1000 });
+        s.nics.push(NicSpec {
+            mac: "fa:16:3e:00:00:02".into(),
+            backend: NicBackend::TapFd(9),
+            model: NicModel::E1000,
+            mtu: Some(1450),
+        });
         let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
-        assert!(j.contains("-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0,id=nic0,mac=fa:16:3e:00:00:01"));
+        assert!(j.contains("-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0,id=nic0,mac=fa:16:3e:00:00:01,host_mtu=1450"));
         assert!(j.contains("-netdev tap,id=net1,fd=9 -device e1000,netdev=net1,id=nic1,mac=fa:16:3e:00:00:02"));
         assert!(!j.contains("-nic none"));
     }
@@ -508,6 +520,7 @@ mod tests {
             mac: "fa:16:3e:zz:00:01".into(),
             backend: NicBackend::TapName("t".into()),
             model: NicModel::Virtio,
+            mtu: None,
         });
         assert!(matches!(s.validate(), Err(SpecError::BadMac(_))));
     }

@@ -212,6 +212,21 @@ impl QemuImg {
         self.run(&args).await.map(drop)
     }
 
+    /// Convert an image a running (paused) QEMU holds open: `-U` skips the
+    /// image lock. Only consistent while the guest's vCPUs are stopped (QEMU
+    /// flushes its caches on `stop`) or QEMU is not running.
+    pub async fn convert_shared(
+        &self,
+        src: &Path,
+        src_format: DiskFormat,
+        dst: &Path,
+        dst_format: DiskFormat,
+    ) -> Result<()> {
+        let (sf, df) = (src_format.to_string(), dst_format.to_string());
+        let (s, d) = (src.to_string_lossy(), dst.to_string_lossy());
+        self.run(&["convert", "-q", "-U", "-f", &sf, "-O", &df, &s, &d]).await.map(drop)
+    }
+
     /// Grow (or with `shrink`, shrink) an image to `size` bytes.
     pub async fn resize(&self, path: &Path, format: DiskFormat, size: u64, shrink: bool) -> Result<()> {
         let f = format.to_string();

@@ -134,6 +134,30 @@ impl InstanceDir {
         let pid: i32 = std::fs::read_to_string(self.paths().pid).ok()?.trim().parse().ok()?;
         (pid_alive(pid) && cmdline_mentions(pid, &self.paths().qmp)).then_some(pid)
     }
+
+    /// SIGKILL the QEMU serving this directory, without QMP (a hung monitor must
+    /// not prevent a hard stop). Returns whether one was running.
+    pub async fn kill_running(&self) -> Result<bool> {
+        let Some(pid) = self.running_pid() else {
+            return Ok(false);
+        };
+        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+            Ok(()) | Err(nix::Error::ESRCH) => {}
+            Err(source) => return Err(ProcessError::Signal { pid, source }),
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_alive(pid) {
+            if Instant::now() >= deadline {
+                return Err(ProcessError::Timeout(Duration::from_secs(10), format!("pid {pid} to die after SIGKILL")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let p = self.paths();
+        for f in [&p.qmp, &p.vnc, &p.pid] {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        Ok(true)
+    }
 }
 
 /// Extra knobs for [`QemuProcess::spawn`].
@@ -143,11 +167,14 @@ pub struct SpawnOptions {
     pub start_paused: bool,
     /// How long to wait for the QMP socket.
     pub ready_timeout: Duration,
+    /// Start QEMU inside this named network namespace (`ip netns exec`), so
+    /// that the taps it creates appear there and not in the host's namespace.
+    pub netns: Option<String>,
 }
 
 impl Default for SpawnOptions {
     fn default() -> Self {
-        SpawnOptions { start_paused: false, ready_timeout: Duration::from_secs(30) }
+        SpawnOptions { start_paused: false, ready_timeout: Duration::from_secs(30), netns: None }
     }
 }
 
@@ -257,7 +284,16 @@ impl QemuProcess {
         clear_cloexec(spec)?;
 
         tracing::info!(instance = %spec.name, dir = %dir.root().display(), incoming_defer, "starting QEMU");
-        let mut child = Command::new(&binary.path)
+        // `ip netns exec` setns()es and then execs QEMU, so the pid stays QEMU's.
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str()]).arg(&binary.path);
+                c
+            }
+            None => Command::new(&binary.path),
+        };
+        let mut child = cmd
             .args(&argv)
             .stdin(Stdio::null())
             .stdout(log)

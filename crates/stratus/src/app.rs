@@ -95,6 +95,9 @@ impl Cloud {
             stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), config.dashboard.clone())
                 .await?;
 
+        let metadata_secret =
+            stratus_compute::metadata::shared_secret(&config.compute.metadata_proxy_shared_secret, &config.data_dir)
+                .context("metadata proxy shared secret")?;
         let router = Router::new()
             .nest("/identity", identity.router())
             .nest("/image", image.router())
@@ -104,6 +107,7 @@ impl Cloud {
             .nest("/volume", volume.router())
             .nest("/object", object.router())
             .nest("/dashboard", dashboard.router())
+            .nest("/metadata", stratus_compute::metadata::router(platform.clone(), metadata_secret.clone()))
             .fallback(unknown_service)
             .layer(middleware::map_response_with_state(public_url.clone(), absolute_location))
             .layer(DefaultBodyLimit::max(config.server.max_body_bytes as usize))
@@ -114,6 +118,11 @@ impl Cloud {
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
         let (shutdown, mut rx) = watch::channel(false);
+        // The local network agent (beside the compute agent, same host name).
+        let agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);
+        if crate::netagent::wanted(&agent_cfg)? {
+            crate::netagent::spawn(agent_cfg, &platform, shutdown.subscribe());
+        }
         let mut rx2 = shutdown.subscribe();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let db = platform.db.clone();

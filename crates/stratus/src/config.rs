@@ -38,6 +38,8 @@ pub struct Config {
     pub compute: stratus_compute::ComputeConfig,
     /// `[network]`: see the network service's documentation.
     pub network: stratus_network::NetworkConfig,
+    /// `[network_agent]`: the in-process network agent (see `stratus_network_agent::AgentConfig`).
+    pub network_agent: stratus_network_agent::AgentConfig,
     /// `[volume]`: see the volume service's documentation.
     pub volume: stratus_volume::VolumeConfig,
     /// `[object]`: see the object service's documentation.
@@ -93,6 +95,7 @@ impl Default for Config {
             placement: Default::default(),
             compute: Default::default(),
             network: Default::default(),
+            network_agent: Default::default(),
             volume: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),

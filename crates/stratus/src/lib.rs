@@ -4,6 +4,8 @@
 pub mod app;
 pub mod config;
 pub mod logging;
+pub mod netagent;
+pub mod test_image;
 
 pub use app::{Cloud, CloudHandle};
 pub use config::Config;

@@ -161,6 +161,15 @@ async fn up(config: Config, opts: StartOptions) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let cloud = Cloud::start(config, opts).await?;
     println!("Stratus is up at {}", cloud.public_url);
+    if let Some(dir) = stratus::test_image::default_dir() {
+        match stratus::test_image::upload(&cloud.platform, &dir).await {
+            Ok(Some(id)) => {
+                println!("  test image:     {} ({id}) from {}", stratus::test_image::IMAGE_NAME, dir.display())
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not upload the test image"),
+        }
+    }
     println!("  data directory: {}", data_dir.display());
     let openrc = data_dir.join("admin-openrc");
     if openrc.exists() {

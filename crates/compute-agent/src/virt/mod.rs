@@ -7,6 +7,7 @@
 //! trait, so nothing on the API side changes when it is selected.
 
 pub mod fake;
+pub mod qemu;
 
 use std::time::Duration;
 

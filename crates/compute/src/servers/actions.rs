@@ -18,7 +18,7 @@ use crate::state::{self, Transition};
 use crate::AppState;
 
 /// Starts `t` on `inst`: CAS to the task state + instance action, then dispatch `op`.
-async fn begin(
+pub(super) async fn begin(
     st: &AppState,
     ctx: &RequestContext,
     inst: &Instance,
@@ -95,6 +95,9 @@ pub async fn action(
         "resume" => simple!("os_compute_api:os-suspend-server:resume", state::RESUME, GuestOp::Resume),
         "unrescue" => simple!("os_compute_api:os-unrescue", state::UNRESCUE, GuestOp::Unrescue),
         "trigger_crash_dump" => {
+            if !v.at_least(2, 17) {
+                return Err(ComputeError::BadRequest("trigger_crash_dump requires microversion 2.17".into()).into());
+            }
             let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:trigger_crash_dump").await?;
             check_lock(&st, &ctx, &inst)?;
             state::CRASH_DUMP.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
@@ -289,12 +292,10 @@ pub async fn action(
         "shelve" => super::shelve::shelve(&st, &ctx, &id, &rid).await,
         "shelveOffload" => super::shelve::shelve_offload(&st, &ctx, &id, &rid).await,
         "unshelve" => super::shelve::unshelve(&st, &ctx, v, &id, &args, &rid).await,
-        "changePassword" | "addSecurityGroup" | "removeSecurityGroup" | "restore" | "forceDelete" => {
-            Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("The {name} action is not implemented by this cloud yet"),
-            ))
-        }
+        "addSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, true).await,
+        "removeSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, false).await,
+        "restore" | "forceDelete" => super::deferred::action(&st, &ctx, &id, &name, &rid).await,
+        "changePassword" => super::deferred::change_password(&st, &ctx, &id, &args).await,
         other => Err(ComputeError::BadRequest(format!("There is no such action: {other}")).into()),
     }
 }

@@ -5,10 +5,14 @@
 //! and is the one that ends every task.
 
 mod actions;
+mod deferred;
 pub mod events;
+mod interfaces;
 pub mod moves;
+mod security_groups;
 pub mod shelve;
 pub mod store;
+mod tags;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -44,6 +48,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/remote-consoles", axum::routing::post(actions::remote_console))
         .route("/v2.1/servers/{id}/os-volume_attachments", get(volumes_disabled).post(volumes_disabled))
         .merge(events::routes())
+        .merge(interfaces::routes())
+        .merge(security_groups::routes())
+        .merge(tags::routes())
+        .merge(deferred::routes())
 }
 
 /// The request id of this request (generated when the request arrived).
@@ -263,7 +271,9 @@ async fn list_impl(
     let body: Vec<Value> = if detail {
         store::load_extras(&st.platform.db, &mut insts).await?;
         let admin_view = is_admin_view(st, ctx);
-        insts.iter().map(|i| view::detail(i, &base, v, admin_view)).collect()
+        let mut b: Vec<Value> = insts.iter().map(|i| view::detail(i, &base, v, admin_view)).collect();
+        interfaces::decorate(st, &insts, &mut b).await;
+        b
     } else {
         insts.iter().map(|i| view::summary(i, &base)).collect()
     };
@@ -296,11 +306,13 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let i = authorized(&st, &ctx, &id, "os_compute_api:servers:show").await?;
     let base = st.platform.service_url("/compute");
-    let mut body = view::detail(&i, &base, v, is_admin_view(&st, &ctx));
+    let mut b = [view::detail(&i, &base, v, is_admin_view(&st, &ctx))];
+    interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
+    let [mut b] = b;
     if v.at_least(2, 71) {
-        body["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+        b["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
     }
-    Ok(Json(json!({"server": body})))
+    Ok(Json(json!({"server": b})))
 }
 
 /// `name` → a valid hostname label (Nova's sanitize_hostname).
@@ -493,7 +505,10 @@ async fn create(
             .into())
         }
         Value::Null => RequestedNetworks::Auto,
-        Value::String(n) if n == "auto" => RequestedNetworks::Auto,
+        Value::String(n) if n == "auto" => {
+            interfaces::check_auto(&st, &ctx).await?;
+            RequestedNetworks::Auto
+        }
         Value::String(n) if n == "none" => RequestedNetworks::None,
         Value::Array(list) => {
             let mut out = Vec::new();
@@ -771,7 +786,10 @@ async fn update(
     u.apply(&st.platform.db, &inst.uuid).await?;
     let i = store::must_load(&st.platform.db, &id).await?;
     let base = st.platform.service_url("/compute");
-    Ok(Json(json!({"server": view::detail(&i, &base, v, is_admin_view(&st, &ctx))})))
+    let mut b = [view::detail(&i, &base, v, is_admin_view(&st, &ctx))];
+    interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
+    let [b] = b;
+    Ok(Json(json!({"server": b})))
 }
 
 /// Fails with 409 when a non-admin acts on a locked server.
@@ -794,6 +812,10 @@ async fn delete(
         return Ok(StatusCode::NO_CONTENT);
     }
     let rid = request_id(&rid);
+    if deferred::deferred(&st, &inst) {
+        deferred::soft_delete(&st, &ctx, &inst, &rid).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let (uuid, user, project) = (inst.uuid.clone(), ctx.user_id.clone(), inst.project_id.clone());
     let ok = st
         .platform
@@ -954,4 +976,9 @@ async fn meta_delete(
     check_lock(&st, &ctx, &i)?;
     write_meta(&st, &id, BTreeMap::new(), false, Some(key)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The deferred-delete reclaim loop (None when deferred delete is off).
+pub fn spawn_reclaimer(st: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    deferred::spawn_reclaimer(st)
 }

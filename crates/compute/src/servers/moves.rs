@@ -507,6 +507,16 @@ impl Conductor {
         });
     }
 
+    /// Releases the allocation of a deleted server's unfinished migration and ends it
+    /// (`error`, as Nova leaves such records).
+    pub(crate) async fn end_moves_of_deleted(&self, uuid: &str) -> Result<()> {
+        if let Some(m) = migrations::active_for(&self.platform.db, uuid).await? {
+            self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+            migrations::finish(&self.platform.db, &m.uuid, "error").await?;
+        }
+        Ok(())
+    }
+
     /// Undoes a live migration aborted before it ran (status already `cancelled`).
     pub(crate) fn spawn_abort(self: Arc<Self>, uuid: String, migration: String) {
         tokio::spawn(async move {

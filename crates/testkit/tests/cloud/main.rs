@@ -2,9 +2,13 @@
 //! own in-process cloud and driving it over HTTP and through the real `openstack` CLI.
 
 mod compute;
+mod compute_api;
 mod compute_ops;
+mod dataplane;
 mod foundation;
 mod identity;
 mod image;
 mod network;
+mod network_extra;
 mod placement;
+mod qemu;

@@ -1,0 +1,184 @@
+//! One server's directory (`<instances>/<uuid>/`) and how a server becomes a QEMU
+//! command line.
+//!
+//! The layout mirrors Nova's so an operator finds things: `disk` (qcow2 overlay on
+//! `_base/<image-id>`, sized to the flavor's root disk), `disk.eph0` and `disk.swap`
+//! when the flavor has them, `disk.rescue` while rescued, `console.log`, plus the
+//! `stratus-qemu` files (`qmp.sock`, `vnc.sock`, `qemu.pid`, `qemu.log`, `memory.state`
+//! while suspended). Everything the driver needs to know about a guest's state is
+//! in these files or in QEMU itself, so an agent restart loses nothing.
+
+use std::path::{Path, PathBuf};
+
+use stratus_qemu::cmdline::{DiskBus, DiskFormat, DiskSpec, KernelBoot, NicBackend, NicModel, NicSpec};
+use stratus_qemu::{InstanceDir, ResolvedAccel};
+
+use crate::rpc::{GuestSpec, ImageSpec};
+use crate::virt::VirtError;
+
+/// Files of one server.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The `stratus-qemu` view (sockets, pid, console, memory state).
+    pub dir: InstanceDir,
+}
+
+/// Boot files resolved from the image (direct kernel boot).
+#[derive(Debug, Clone, Default)]
+pub struct BootFiles {
+    /// Kernel from the image's `kernel_id`.
+    pub kernel: Option<PathBuf>,
+    /// Initrd from the image's `ramdisk_id`.
+    pub ramdisk: Option<PathBuf>,
+    /// Kernel command line (`os_command_line` or a default).
+    pub cmdline: Option<String>,
+}
+
+/// The tap name QEMU creates for a port: what the network agent looks for.
+pub fn tap_name(port_id: &str) -> String {
+    let short: String = port_id.chars().take(11).collect();
+    format!("tap{short}")
+}
+
+fn prop<'a>(image: Option<&'a ImageSpec>, key: &str) -> Option<&'a str> {
+    image.and_then(|i| i.properties.get(key)).and_then(|v| v.as_str())
+}
+
+impl Instance {
+    /// `<instances>/<uuid>`.
+    pub fn new(instances: &Path, uuid: &str) -> Self {
+        Instance { dir: InstanceDir::new(instances.join(uuid)) }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        self.dir.root()
+    }
+    /// The root disk overlay.
+    pub fn disk(&self) -> PathBuf {
+        self.root().join("disk")
+    }
+    /// The ephemeral disk.
+    pub fn ephemeral(&self) -> PathBuf {
+        self.root().join("disk.eph0")
+    }
+    /// The swap disk.
+    pub fn swap(&self) -> PathBuf {
+        self.root().join("disk.swap")
+    }
+    /// The rescue overlay; its presence means "rescued".
+    pub fn rescue_disk(&self) -> PathBuf {
+        self.root().join("disk.rescue")
+    }
+    /// Whether the guest is booted (or to be booted) from its rescue disk.
+    pub fn is_rescued(&self) -> bool {
+        self.rescue_disk().exists()
+    }
+    /// Whether the directory exists at all.
+    pub fn exists(&self) -> bool {
+        self.root().is_dir()
+    }
+
+    /// The `stratus-qemu` spec of this server: flavor, image hardware properties,
+    /// disks present in the directory, ports as taps.
+    pub fn qemu_spec(
+        &self,
+        spec: &GuestSpec,
+        accel: ResolvedAccel,
+        boot: &BootFiles,
+    ) -> Result<stratus_qemu::GuestSpec, VirtError> {
+        let uuid = uuid::Uuid::parse_str(&spec.uuid)
+            .map_err(|_| VirtError::Failed(format!("server id {:?} is not a UUID", spec.uuid)))?;
+        let memory = u32::try_from(spec.flavor.memory_mb).unwrap_or(u32::MAX);
+        let mut q = stratus_qemu::GuestSpec::new(spec.uuid.clone(), uuid, memory, accel);
+        q.vcpus = spec.flavor.vcpus.max(1);
+        let image = spec.image.as_ref();
+        if let Some(m) = prop(image, "hw_machine_type") {
+            q.machine = m.to_string();
+        }
+        let bus = match prop(image, "hw_disk_bus") {
+            Some("ide") => DiskBus::Ide,
+            Some("scsi") => DiskBus::Scsi,
+            _ => DiskBus::Virtio,
+        };
+        let disk = |path: PathBuf| DiskSpec { bus, ..DiskSpec::qcow2(path) };
+        if self.is_rescued() {
+            q.disks.push(disk(self.rescue_disk()));
+        }
+        q.disks.push(disk(self.disk()));
+        if self.ephemeral().exists() {
+            q.disks.push(disk(self.ephemeral()));
+        }
+        if self.swap().exists() {
+            q.disks.push(disk(self.swap()));
+        }
+        if let Some(kernel) = &boot.kernel {
+            q.kernel = Some(KernelBoot {
+                kernel: kernel.clone(),
+                initrd: boot.ramdisk.clone(),
+                append: Some(
+                    boot.cmdline.clone().unwrap_or_else(|| "root=/dev/vda console=tty0 console=ttyS0,115200n8".into()),
+                ),
+            });
+        }
+        let model = match prop(image, "hw_vif_model") {
+            Some("e1000") => NicModel::E1000,
+            _ => NicModel::Virtio,
+        };
+        for p in &spec.ports {
+            q.nics.push(NicSpec {
+                mac: p.mac_address.clone(),
+                backend: NicBackend::TapName(tap_name(&p.id)),
+                model,
+                mtu: p.mtu,
+            });
+        }
+        q.validate().map_err(|e| VirtError::Failed(format!("cannot boot {}: {e}", spec.uuid)))?;
+        Ok(q)
+    }
+}
+
+/// The raw disk format for blank disks and overlays.
+pub const OVERLAY_FORMAT: DiskFormat = DiskFormat::Qcow2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{FlavorSpec, PortSpec};
+
+    #[test]
+    fn spec_maps_flavor_image_properties_and_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let uuid = "8f1c6a52-8d0b-4f43-9a57-0d6f4c1d2e3f";
+        let inst = Instance::new(dir.path(), uuid);
+        std::fs::create_dir_all(inst.root()).unwrap();
+        std::fs::write(inst.ephemeral(), b"").unwrap();
+        let mut image = ImageSpec { id: "img".into(), ..Default::default() };
+        image.properties.insert("hw_disk_bus".into(), "scsi".into());
+        image.properties.insert("hw_machine_type".into(), "q35".into());
+        let spec = GuestSpec {
+            uuid: uuid.into(),
+            flavor: FlavorSpec { vcpus: 2, memory_mb: 128, ..Default::default() },
+            image: Some(image),
+            ports: vec![PortSpec {
+                id: "0123456789abcdef".into(),
+                mac_address: "fa:16:3e:00:00:01".into(),
+                mtu: Some(1450),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let q = inst.qemu_spec(&spec, ResolvedAccel::Tcg, &BootFiles::default()).unwrap();
+        assert_eq!((q.vcpus, q.memory_mib, q.machine.as_str()), (2, 128, "q35"));
+        assert_eq!(q.disks.len(), 2);
+        assert_eq!(q.disks[0].bus, DiskBus::Scsi);
+        assert_eq!(q.nics[0].backend, NicBackend::TapName("tap0123456789a".into()));
+        assert_eq!(q.nics[0].mtu, Some(1450));
+        std::fs::write(inst.rescue_disk(), b"").unwrap();
+        let q = inst.qemu_spec(&spec, ResolvedAccel::Tcg, &BootFiles::default()).unwrap();
+        assert_eq!(q.disks[0].path, inst.rescue_disk());
+        let mut small = spec.clone();
+        small.flavor.memory_mb = 64;
+        assert!(inst.qemu_spec(&small, ResolvedAccel::Tcg, &BootFiles::default()).is_err());
+    }
+}

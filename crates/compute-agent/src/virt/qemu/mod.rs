@@ -1,0 +1,716 @@
+//! The `qemu` driver: one QEMU process per server, driven over QMP, no libvirt.
+//!
+//! Split by concern: [`images`] (the image service behind a trait, and the per-host
+//! base cache), [`instance`] (a server's directory and its QEMU command line), and this
+//! module, which maps every [`VirtDriver`] operation onto `stratus-qemu`.
+//!
+//! State lives in the instance directory and in QEMU, never only in memory: a QEMU
+//! process is found again from its pid file (the agent can restart at any time and
+//! `init_host` adopts what runs), "suspended" is the saved memory state file, and
+//! "rescued" is the rescue disk. The driver opens a QMP session per operation instead
+//! of holding one: QEMU's monitor socket serves a single client, and a session held by
+//! an agent that is going away would lock the next one out. Operations on one guest
+//! are serialized by a per-guest lock; status queries that find the guest busy answer
+//! from the last state seen instead of waiting.
+
+pub mod images;
+pub mod instance;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use stratus_qemu::cmdline::DiskFormat;
+use stratus_qemu::img::QemuImg;
+use stratus_qemu::process::SpawnOptions;
+use stratus_qemu::qmp::RunState;
+use stratus_qemu::{Accel, QemuBinary, QemuProcess, ResolvedAccel};
+
+use self::images::{ImageCache, ImageSource, ImageUse};
+use self::instance::{BootFiles, Instance, OVERLAY_FORMAT};
+use super::{HostResources, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole};
+use crate::rpc::{GuestSpec, ImageSpec};
+
+/// `[compute.qemu]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuDriverConfig {
+    /// `auto` (KVM only when `kvm_intel`/`kvm_amd` is loaded, TCG otherwise), `kvm`,
+    /// or `tcg` (Nova's `virt_type = qemu`). Default `auto`.
+    pub accel: String,
+    /// QEMU binary (default: `qemu-system-x86_64` on `PATH`).
+    pub binary: Option<PathBuf>,
+    /// `qemu-img` binary (default: `qemu-img` on `PATH`).
+    pub qemu_img: Option<PathBuf>,
+    /// Where instance directories and the `_base` image cache live
+    /// (default `<data_dir>/instances`).
+    pub instances_path: Option<PathBuf>,
+    /// Format of cached base images: `qcow2` (default: keep the image as uploaded) or
+    /// `raw` (convert qcow2 images to raw once, Nova's `force_raw_images`).
+    pub image_cache_format: String,
+    /// Seconds a stop gives the guest to power off after the ACPI button when the
+    /// request names no timeout (default 60), then QEMU is stopped hard.
+    pub power_off_timeout_secs: u64,
+    /// Seconds a soft reboot waits for the ACPI shutdown before it resets hard (default 60).
+    pub soft_reboot_timeout_secs: u64,
+    /// Seconds a suspend or resume may take to write/read the memory state (default 120).
+    pub suspend_timeout_secs: u64,
+    /// Run QEMU with `-sandbox` (seccomp) when it supports it (default true).
+    pub sandbox: bool,
+}
+
+impl Default for QemuDriverConfig {
+    fn default() -> Self {
+        QemuDriverConfig {
+            accel: "auto".into(),
+            binary: None,
+            qemu_img: None,
+            instances_path: None,
+            image_cache_format: "qcow2".into(),
+            power_off_timeout_secs: 60,
+            soft_reboot_timeout_secs: 60,
+            suspend_timeout_secs: 120,
+            sandbox: true,
+        }
+    }
+}
+
+/// Whether a QEMU binary is installed (the `auto` driver choice).
+pub fn qemu_available(cfg: &QemuDriverConfig) -> bool {
+    match &cfg.binary {
+        Some(p) => p.exists(),
+        None => stratus_qemu::binary::which(QemuBinary::DEFAULT_NAME).is_some(),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> VirtError {
+    VirtError::Failed(e.to_string())
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The driver.
+pub struct QemuDriver {
+    cfg: QemuDriverConfig,
+    instances: PathBuf,
+    binary: QemuBinary,
+    accel: ResolvedAccel,
+    img: QemuImg,
+    cache: ImageCache,
+    netns: Option<String>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    last_seen: Mutex<HashMap<String, PowerState>>,
+}
+
+impl QemuDriver {
+    /// Probes QEMU and prepares `<data_dir>/instances` (or `instances_path`).
+    /// `netns`: the `[compute] host_netns` QEMU runs in, so its taps appear there.
+    pub async fn new(
+        cfg: QemuDriverConfig,
+        data_dir: &Path,
+        netns: Option<String>,
+        source: Arc<dyn ImageSource>,
+    ) -> anyhow::Result<Self> {
+        let binary = match &cfg.binary {
+            Some(p) => QemuBinary::probe(p).await?,
+            None => QemuBinary::detect().await?,
+        };
+        let accel: Accel = cfg.accel.parse()?;
+        let accel = accel.resolve();
+        let force_raw = match cfg.image_cache_format.as_str() {
+            "raw" => true,
+            "qcow2" => false,
+            other => anyhow::bail!("[compute.qemu] image_cache_format {other:?}: expected qcow2 or raw"),
+        };
+        let instances = cfg.instances_path.clone().unwrap_or_else(|| data_dir.join("instances"));
+        let img = cfg.qemu_img.clone().map(QemuImg::with_binary).unwrap_or_default();
+        let cache = ImageCache::new(instances.join("_base"), source, img.clone(), force_raw);
+        tracing::info!(
+            binary = %binary.path.display(),
+            version = ?binary.version,
+            %accel,
+            instances = %instances.display(),
+            netns = ?netns,
+            "qemu virt driver ready"
+        );
+        Ok(QemuDriver {
+            cfg,
+            instances,
+            binary,
+            accel,
+            img,
+            cache,
+            netns,
+            locks: Mutex::default(),
+            last_seen: Mutex::default(),
+        })
+    }
+
+    /// Where instance directories live.
+    pub fn instances_path(&self) -> &Path {
+        &self.instances
+    }
+
+    /// The accelerator in use.
+    pub fn accel(&self) -> ResolvedAccel {
+        self.accel
+    }
+
+    fn inst(&self, uuid: &str) -> Result<Instance, VirtError> {
+        // The uuid becomes a path: only accept real UUIDs.
+        uuid::Uuid::parse_str(uuid).map_err(|_| VirtError::NotFound(uuid.to_string()))?;
+        Ok(Instance::new(&self.instances, uuid))
+    }
+
+    fn lock_for(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().entry(uuid.to_string()).or_default().clone()
+    }
+
+    fn spawn_options(&self) -> SpawnOptions {
+        SpawnOptions { netns: self.netns.clone(), ..Default::default() }
+    }
+
+    fn binary(&self) -> QemuBinary {
+        let mut b = self.binary.clone();
+        b.sandbox &= self.cfg.sandbox;
+        b
+    }
+
+    /// The real state from the files and QMP (caller holds the guest lock).
+    async fn observe(&self, inst: &Instance, uuid: &str) -> Result<PowerState, VirtError> {
+        if !inst.exists() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        let state = if inst.dir.running_pid().is_some() {
+            match QemuProcess::adopt(&inst.dir).await {
+                Ok(mut p) => match p.status().await {
+                    Ok(s) => match s.status {
+                        RunState::Running => PowerState::Running,
+                        RunState::Shutdown => PowerState::Shutdown,
+                        RunState::GuestPanicked | RunState::InternalError | RunState::IoError => PowerState::Crashed,
+                        _ => PowerState::Paused,
+                    },
+                    Err(_) => PowerState::Running,
+                },
+                Err(_) => PowerState::Running,
+            }
+        } else if inst.dir.is_suspended() {
+            PowerState::Suspended
+        } else {
+            PowerState::Shutdown
+        };
+        self.last_seen.lock().insert(uuid.to_string(), state);
+        Ok(state)
+    }
+
+    async fn boot_files(&self, spec: &GuestSpec) -> Result<BootFiles, VirtError> {
+        let Some(image) = &spec.image else { return Ok(BootFiles::default()) };
+        let get =
+            |k: &str| image.properties.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+        let mut b = BootFiles { cmdline: get("os_command_line"), ..Default::default() };
+        if let Some(k) = get("kernel_id") {
+            b.kernel = Some(self.cache.fetch(&k, ImageUse::Blob).await?.path);
+            if let Some(r) = get("ramdisk_id") {
+                b.ramdisk = Some(self.cache.fetch(&r, ImageUse::Blob).await?.path);
+            }
+        }
+        Ok(b)
+    }
+
+    /// Creates the disks the flavor and image call for that do not exist yet.
+    async fn prepare_disks(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
+        tokio::fs::create_dir_all(inst.root())
+            .await
+            .map_err(|e| failed(format!("creating {}: {e}", inst.root().display())))?;
+        if !inst.disk().exists() {
+            let image = spec
+                .image
+                .as_ref()
+                .ok_or_else(|| failed("the qemu driver cannot boot from a volume yet: the server has no image"))?;
+            self.create_overlay(image, &inst.disk(), spec.flavor.root_gb).await?;
+        }
+        if spec.flavor.ephemeral_gb > 0 && !inst.ephemeral().exists() {
+            self.img
+                .create(&inst.ephemeral(), DiskFormat::Qcow2, spec.flavor.ephemeral_gb * GIB)
+                .await
+                .map_err(failed)?;
+        }
+        if spec.flavor.swap_mb > 0 && !inst.swap().exists() {
+            self.img
+                .create(&inst.swap(), DiskFormat::Qcow2, spec.flavor.swap_mb * 1024 * 1024)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// A qcow2 overlay on the cached base of `image`, grown to `root_gb` (0: the image's size).
+    async fn create_overlay(&self, image: &ImageSpec, path: &Path, root_gb: u64) -> Result<(), VirtError> {
+        let base = self.cache.fetch(&image.id, ImageUse::Disk).await?;
+        let want = root_gb * GIB;
+        if root_gb > 0 && base.virtual_size > want {
+            return Err(failed(format!(
+                "flavor's disk is too small for the image: image {} needs {} bytes, flavor root disk is {root_gb} GiB",
+                image.id, base.virtual_size
+            )));
+        }
+        let tmp = path.with_extension("creating");
+        let _ = tokio::fs::remove_file(&tmp).await;
+        let size = (root_gb > 0).then_some(want);
+        self.img.create_overlay(&base.path, base.disk_format(), &tmp, size).await.map_err(failed)?;
+        tokio::fs::rename(&tmp, path).await.map_err(|e| failed(format!("renaming {}: {e}", tmp.display())))
+    }
+
+    async fn start(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
+        let boot = self.boot_files(spec).await?;
+        let q = inst.qemu_spec(spec, self.accel, &boot)?;
+        let p = QemuProcess::spawn(&self.binary(), &inst.dir, &q, &self.spawn_options()).await.map_err(failed)?;
+        tracing::info!(uuid = %spec.uuid, pid = p.pid(), "guest started");
+        self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
+        Ok(())
+    }
+
+    async fn hard_stop(&self, inst: &Instance) -> Result<(), VirtError> {
+        inst.dir.kill_running().await.map_err(failed).map(drop)
+    }
+
+    async fn graceful_stop(&self, inst: &Instance, within: Duration) -> Result<(), VirtError> {
+        if inst.dir.running_pid().is_none() {
+            return Ok(());
+        }
+        match QemuProcess::adopt(&inst.dir).await {
+            Ok(p) => {
+                let outcome = p.stop_graceful(within).await.map_err(failed)?;
+                tracing::info!(dir = %inst.root().display(), ?outcome, "guest stopped");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(dir = %inst.root().display(), error = %e, "QMP unreachable; killing QEMU");
+                self.hard_stop(inst).await
+            }
+        }
+    }
+
+    async fn remove_state(&self, inst: &Instance) {
+        let _ = tokio::fs::remove_file(inst.dir.memory_state()).await;
+    }
+
+    /// Connects to a running guest, or says why not.
+    async fn running(&self, inst: &Instance, uuid: &str, op: &str) -> Result<QemuProcess, VirtError> {
+        if !inst.exists() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        if inst.dir.running_pid().is_none() {
+            let state = if inst.dir.is_suspended() { PowerState::Suspended } else { PowerState::Shutdown };
+            return Err(VirtError::InvalidState { uuid: uuid.to_string(), state, op: op.to_string() });
+        }
+        QemuProcess::adopt(&inst.dir).await.map_err(failed)
+    }
+
+    async fn snapshot_locked(&self, inst: &Instance, uuid: &str, image_id: &str) -> Result<(), VirtError> {
+        if !inst.disk().exists() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        let tmp = inst.root().join("snapshot.qcow2");
+        let _ = tokio::fs::remove_file(&tmp).await;
+        // A consistent copy: vCPUs stopped (QEMU flushes its caches on `stop`) or no QEMU.
+        let mut resume_after = None;
+        if inst.dir.running_pid().is_some() {
+            let mut p = QemuProcess::adopt(&inst.dir).await.map_err(failed)?;
+            let status = p.status().await.map_err(failed)?;
+            if status.status == RunState::Running {
+                p.qmp().map_err(failed)?.stop().await.map_err(failed)?;
+                resume_after = Some(p);
+            }
+        }
+        let copied =
+            self.img.convert_shared(&inst.disk(), OVERLAY_FORMAT, &tmp, DiskFormat::Qcow2).await.map_err(failed);
+        if let Some(mut p) = resume_after {
+            if let Err(e) = async { p.qmp()?.cont().await.map_err(Into::into) }.await {
+                let e: stratus_qemu::process::ProcessError = e;
+                tracing::error!(uuid, error = %e, "could not resume the guest after the snapshot copy");
+            }
+        }
+        copied?;
+        let uploaded = self.cache.source().upload(image_id, &tmp).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        uploaded
+    }
+}
+
+fn host_resources(instances: &Path) -> HostResources {
+    let vcpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_mb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|kb| kb.parse::<i64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(0);
+    // The disk instances can still use: free space of the file system holding them.
+    let mut probe = instances.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let local_gb =
+        rustix::fs::statvfs(&probe).map(|s| (s.f_bavail.saturating_mul(s.f_frsize) / GIB) as i64).unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    HostResources { vcpus, memory_mb, local_gb, cpu_model }
+}
+
+#[async_trait]
+impl VirtDriver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn hypervisor_type(&self) -> String {
+        "QEMU".into()
+    }
+
+    fn hypervisor_version(&self) -> i64 {
+        let (a, b, c) = self.binary.version;
+        i64::from(a) * 1_000_000 + i64::from(b) * 1_000 + i64::from(c)
+    }
+
+    async fn init_host(&self, host: &str) -> Result<(), VirtError> {
+        tokio::fs::create_dir_all(self.cache.dir())
+            .await
+            .map_err(|e| failed(format!("creating {}: {e}", self.cache.dir().display())))?;
+        self.cache.clean_partials().await;
+        for info in self.list_instances().await? {
+            let pid = self.inst(&info.uuid)?.dir.running_pid();
+            tracing::info!(host, uuid = %info.uuid, ?pid, state = ?info.power_state, "found guest at start-up");
+        }
+        Ok(())
+    }
+
+    async fn host_resources(&self) -> Result<HostResources, VirtError> {
+        let dir = self.instances.clone();
+        Ok(tokio::task::spawn_blocking(move || host_resources(&dir)).await.unwrap_or_default())
+    }
+
+    async fn list_instances(&self) -> Result<Vec<InstanceInfo>, VirtError> {
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(&self.instances).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(failed(format!("listing {}: {e}", self.instances.display()))),
+        };
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if uuid::Uuid::parse_str(&name).is_err() {
+                continue;
+            }
+            match self.get_info(&name).await {
+                Ok(i) => out.push(i),
+                Err(VirtError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        Ok(out)
+    }
+
+    async fn get_info(&self, uuid: &str) -> Result<InstanceInfo, VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let power_state = match lock.try_lock() {
+            Ok(_g) => self.observe(&inst, uuid).await?,
+            // An operation is running on this guest: answer from what was seen last.
+            Err(_) => {
+                if !inst.exists() {
+                    return Err(VirtError::NotFound(uuid.to_string()));
+                }
+                self.last_seen.lock().get(uuid).copied().unwrap_or(PowerState::NoState)
+            }
+        };
+        Ok(InstanceInfo { uuid: uuid.to_string(), power_state, rescued: inst.is_rescued() })
+    }
+
+    async fn spawn(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if inst.dir.running_pid().is_some() {
+            return Ok(());
+        }
+        let created = !inst.exists();
+        let r = async {
+            self.prepare_disks(&inst, spec).await?;
+            self.start(&inst, spec).await
+        }
+        .await;
+        if r.is_err() && created {
+            let _ = inst.dir.kill_running().await;
+            let _ = tokio::fs::remove_dir_all(inst.root()).await;
+        }
+        r
+    }
+
+    async fn destroy(&self, uuid: &str) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        if inst.exists() {
+            self.hard_stop(&inst).await?;
+            match tokio::fs::remove_dir_all(inst.root()).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed(format!("removing {}: {e}", inst.root().display()))),
+            }
+            tracing::info!(uuid, "guest destroyed");
+        }
+        self.last_seen.lock().remove(uuid);
+        Ok(())
+    }
+
+    async fn power_off(&self, uuid: &str, timeout: Duration) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        if !inst.exists() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        let within = if timeout.is_zero() { Duration::from_secs(self.cfg.power_off_timeout_secs) } else { timeout };
+        self.graceful_stop(&inst, within).await?;
+        // A stopped guest starts from its disk, not from a saved memory state.
+        self.remove_state(&inst).await;
+        self.last_seen.lock().insert(uuid.to_string(), PowerState::Shutdown);
+        Ok(())
+    }
+
+    async fn power_on(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if inst.dir.running_pid().is_some() {
+            return Ok(());
+        }
+        self.prepare_disks(&inst, spec).await?;
+        if inst.dir.is_suspended() {
+            return self.resume_locked(&inst, spec).await;
+        }
+        self.start(&inst, spec).await
+    }
+
+    async fn reboot(&self, spec: &GuestSpec, hard: bool) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if !inst.exists() {
+            return Err(VirtError::NotFound(spec.uuid.clone()));
+        }
+        if hard {
+            self.hard_stop(&inst).await?;
+            self.remove_state(&inst).await;
+        } else {
+            let state = self.observe(&inst, &spec.uuid).await?;
+            if state != PowerState::Running {
+                return Err(VirtError::InvalidState { uuid: spec.uuid.clone(), state, op: "reboot".into() });
+            }
+            self.graceful_stop(&inst, Duration::from_secs(self.cfg.soft_reboot_timeout_secs)).await?;
+        }
+        self.prepare_disks(&inst, spec).await?;
+        self.start(&inst, spec).await
+    }
+
+    async fn pause(&self, uuid: &str) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let mut p = self.running(&inst, uuid, "pause").await?;
+        let s = p.status().await.map_err(failed)?;
+        if s.status != RunState::Running {
+            return Err(VirtError::InvalidState { uuid: uuid.into(), state: PowerState::Paused, op: "pause".into() });
+        }
+        p.qmp().map_err(failed)?.stop().await.map_err(failed)?;
+        self.last_seen.lock().insert(uuid.to_string(), PowerState::Paused);
+        Ok(())
+    }
+
+    async fn unpause(&self, uuid: &str) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let mut p = self.running(&inst, uuid, "unpause").await?;
+        let s = p.status().await.map_err(failed)?;
+        if s.status != RunState::Paused {
+            return Err(VirtError::InvalidState {
+                uuid: uuid.into(),
+                state: PowerState::Running,
+                op: "unpause".into(),
+            });
+        }
+        p.qmp().map_err(failed)?.cont().await.map_err(failed)?;
+        self.last_seen.lock().insert(uuid.to_string(), PowerState::Running);
+        Ok(())
+    }
+
+    async fn suspend(&self, uuid: &str) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let p = self.running(&inst, uuid, "suspend").await?;
+        p.suspend(Duration::from_secs(self.cfg.suspend_timeout_secs)).await.map_err(failed)?;
+        self.last_seen.lock().insert(uuid.to_string(), PowerState::Suspended);
+        Ok(())
+    }
+
+    async fn resume(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if !inst.dir.is_suspended() {
+            let state = self.observe(&inst, &spec.uuid).await?;
+            return Err(VirtError::InvalidState { uuid: spec.uuid.clone(), state, op: "resume".into() });
+        }
+        self.resume_locked(&inst, spec).await
+    }
+
+    async fn rescue(&self, spec: &GuestSpec, rescue_image: Option<&ImageSpec>) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if !inst.exists() {
+            return Err(VirtError::NotFound(spec.uuid.clone()));
+        }
+        let image = rescue_image
+            .or(spec.image.as_ref())
+            .ok_or_else(|| failed("rescue needs an image: the server has none and none was given"))?;
+        self.graceful_stop(&inst, Duration::from_secs(self.cfg.power_off_timeout_secs)).await?;
+        self.remove_state(&inst).await;
+        let _ = tokio::fs::remove_file(inst.rescue_disk()).await;
+        self.create_overlay(image, &inst.rescue_disk(), 0).await?;
+        // Direct kernel boot files come from the rescue image when it has them.
+        let mut rescue_spec = spec.clone();
+        rescue_spec.image = Some(image.clone());
+        self.prepare_disks(&inst, spec).await?;
+        self.start(&inst, &rescue_spec).await
+    }
+
+    async fn unrescue(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if !inst.is_rescued() {
+            let state = self.observe(&inst, &spec.uuid).await?;
+            return Err(VirtError::InvalidState { uuid: spec.uuid.clone(), state, op: "unrescue".into() });
+        }
+        self.hard_stop(&inst).await?;
+        let _ = tokio::fs::remove_file(inst.rescue_disk()).await;
+        self.start(&inst, spec).await
+    }
+
+    async fn snapshot(&self, uuid: &str, image_id: &str) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let started = std::time::Instant::now();
+        self.snapshot_locked(&inst, uuid, image_id).await?;
+        tracing::info!(uuid, image_id, ms = started.elapsed().as_millis() as u64, "snapshot uploaded");
+        Ok(())
+    }
+
+    async fn rebuild(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        self.hard_stop(&inst).await?;
+        for f in [inst.disk(), inst.ephemeral(), inst.swap(), inst.rescue_disk(), inst.dir.memory_state()] {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        // console.log stays: the guest's history is still its history.
+        self.prepare_disks(&inst, spec).await?;
+        self.start(&inst, spec).await
+    }
+
+    async fn trigger_crash_dump(&self, uuid: &str) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let mut p = self.running(&inst, uuid, "trigger_crash_dump").await?;
+        p.qmp().map_err(failed)?.execute("inject-nmi", None).await.map_err(failed).map(drop)
+    }
+
+    async fn console_output(&self, uuid: &str) -> Result<String, VirtError> {
+        let inst = self.inst(uuid)?;
+        if !inst.exists() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        // The last MiB is plenty for `console log show` and bounds the reply.
+        let raw = tokio::fs::read(inst.dir.paths().console).await.unwrap_or_default();
+        let start = raw.len().saturating_sub(1024 * 1024);
+        Ok(String::from_utf8_lossy(&raw[start..]).into_owned())
+    }
+
+    async fn vnc_console(&self, uuid: &str) -> Result<VncConsole, VirtError> {
+        let inst = self.inst(uuid)?;
+        if inst.dir.running_pid().is_none() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        Ok(VncConsole {
+            host: "127.0.0.1".into(),
+            port: 0,
+            path: Some(inst.dir.paths().vnc.to_string_lossy().into_owned()),
+        })
+    }
+
+    async fn migrate_disk_and_power_off(&self, _uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
+        Err(unsupported("cold migration and resize"))
+    }
+
+    async fn finish_migration(&self, _spec: &GuestSpec, _power_on: bool) -> Result<(), VirtError> {
+        Err(unsupported("cold migration and resize"))
+    }
+
+    async fn confirm_migration(&self, _uuid: &str) -> Result<(), VirtError> {
+        Err(unsupported("cold migration and resize"))
+    }
+
+    async fn finish_revert_migration(&self, _spec: &GuestSpec, _power_on: bool) -> Result<(), VirtError> {
+        Err(unsupported("cold migration and resize"))
+    }
+
+    async fn pre_live_migration(&self, _spec: &GuestSpec) -> Result<(), VirtError> {
+        Err(unsupported("live migration"))
+    }
+
+    async fn live_migration(&self, _uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
+        Err(unsupported("live migration"))
+    }
+
+    async fn post_live_migration_at_destination(&self, _spec: &GuestSpec) -> Result<(), VirtError> {
+        Err(unsupported("live migration"))
+    }
+}
+
+impl QemuDriver {
+    async fn resume_locked(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
+        let boot = self.boot_files(spec).await?;
+        let q = inst.qemu_spec(spec, self.accel, &boot)?;
+        let within = Duration::from_secs(self.cfg.suspend_timeout_secs);
+        let p =
+            QemuProcess::resume(&self.binary(), &inst.dir, &q, &self.spawn_options(), within).await.map_err(failed)?;
+        tracing::info!(uuid = %spec.uuid, pid = p.pid(), "guest resumed");
+        self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
+        Ok(())
+    }
+}
+
+fn unsupported(op: &str) -> VirtError {
+    VirtError::Unsupported { driver: "qemu".into(), op: op.into() }
+}
