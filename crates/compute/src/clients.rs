@@ -466,10 +466,17 @@ impl NetworkApi for RestNetwork {
         }
         let ctx = RequestContext::internal_admin();
         let mut out = Vec::new();
-        // Neutron filters take repeated keys; chunks keep the URL short.
-        for chunk in ports.chunks(50) {
-            let q: Vec<String> = chunk.iter().map(|p| format!("port_id={p}")).collect();
-            let r = self.call(&ctx, Method::GET, &format!("/network/v2.0/floatingips?{}", q.join("&")), None).await?;
+        // A page of servers asks once: by port for a few, else every floating IP
+        // (there are far fewer of those than ports), filtered here.
+        let wanted: std::collections::HashSet<&str> = ports.iter().map(String::as_str).collect();
+        let paths: Vec<String> = if ports.len() <= 40 {
+            let q: Vec<String> = ports.iter().map(|p| format!("port_id={p}")).collect();
+            vec![format!("/network/v2.0/floatingips?{}", q.join("&"))]
+        } else {
+            vec!["/network/v2.0/floatingips?fields=port_id&fields=fixed_ip_address&fields=floating_ip_address".into()]
+        };
+        for path in paths {
+            let r = self.call(&ctx, Method::GET, &path, None).await?;
             if !r.status.is_success() {
                 return Err(ClientError(format!("network service answered {} listing floating IPs", r.status)));
             }
@@ -477,6 +484,9 @@ impl NetworkApi for RestNetwork {
                 if let (Some(port), Some(fixed), Some(fip)) =
                     (f["port_id"].as_str(), f["fixed_ip_address"].as_str(), f["floating_ip_address"].as_str())
                 {
+                    if !wanted.contains(port) {
+                        continue;
+                    }
                     out.push(FloatingAddress { port_id: port.into(), fixed_ip: fixed.into(), floating_ip: fip.into() });
                 }
             }

@@ -189,7 +189,8 @@ impl NetworkAgent {
                 _ = poll.tick() => {
                     let state = self.last.borrow().clone();
                     let ns = self.cfg.host_ns();
-                    if l2::has_unplugged_taps(&ns, &self.cfg, &state).await.unwrap_or(false) {
+                    let wired = self.reported.lock().await.clone();
+                    if l2::taps_changed(&ns, &self.cfg, &state, &wired).await.unwrap_or(false) {
                         self.cycle(bus.as_ref(), source.as_ref()).await;
                     }
                 }
@@ -230,6 +231,7 @@ impl NetworkAgent {
         match self.converge(&state).await {
             Ok(report) => {
                 let mut reported = self.reported.lock().await;
+                let plugged_now = report.plugged.clone();
                 for port in report.plugged {
                     if reported.contains(&port) {
                         continue;
@@ -243,6 +245,23 @@ impl NetworkAgent {
                             reported.insert(port);
                         }
                         Err(e) => tracing::warn!("cannot report port {port} ACTIVE: {e}"),
+                    }
+                }
+                // Ports that were wired and no longer are (the tap went away with its guest)
+                // are DOWN again while still bound here; deleted or moved ports are forgotten.
+                let plugged: BTreeSet<&String> = plugged_now.iter().collect();
+                let gone: Vec<String> = reported.iter().filter(|p| !plugged.contains(p)).cloned().collect();
+                for port in gone {
+                    reported.remove(&port);
+                    let bound_here = state.port(&port).is_some_and(|p| p.binding_host_id == self.cfg.host);
+                    if bound_here {
+                        let msg = Message::new(
+                            "update_port_status",
+                            json!({ "port_id": port, "status": "DOWN", "host": self.cfg.host }),
+                        );
+                        if let Err(e) = bus.cast(SERVER_TOPIC, msg).await {
+                            tracing::warn!("cannot report port {port} DOWN: {e}");
+                        }
                     }
                 }
             }

@@ -271,12 +271,16 @@ pub async fn plugged_ports(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> 
         .collect())
 }
 
-/// Whether a port bound to this host has its device but is not (correctly) plugged yet:
-/// the hypervisor made a tap since the last convergence. One netlink dump, cheap enough to
-/// poll (Neutron's Linux bridge agent polls its taps the same way).
-pub async fn has_unplugged_taps(ns: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Result<bool> {
+/// Whether the taps changed under the agent: a port bound to this host has its device but
+/// is not (correctly) plugged yet (the hypervisor made a tap), or a port in `wired` lost its
+/// device (the guest went away). One netlink dump, cheap enough to poll (Neutron's Linux
+/// bridge agent polls its taps the same way).
+pub async fn taps_changed(ns: &Ns, cfg: &AgentConfig, state: &DesiredState, wired: &BTreeSet<String>) -> Result<bool> {
     let nl = crate::nl::Netlink::connect(ns).await?;
     let present = nl.links().await?;
+    if wired.iter().any(|id| !present.contains_key(&names::tap(id))) {
+        return Ok(true);
+    }
     Ok(state.ports.iter().filter(|p| p.binding_host_id == cfg.host && p.admin_state_up).any(|p| {
         let Some(tap) = present.get(&names::tap(&p.id)) else { return false };
         // No bridge means the network failed to realise: polling would not fix that.

@@ -49,7 +49,9 @@ pub struct AgentConfig {
     /// Host name ports are bound to (`binding:host_id`). Default: empty, which `stratus up`
     /// replaces with the local compute agent's host (so bindings match).
     pub host: String,
-    /// Namespace holding bridges and taps; `None` (default) = the agent's own (root) namespace.
+    /// Namespace holding bridges and taps; `None` (default) = in `stratus up`, `[compute]
+    /// host_netns` (where QEMU makes the taps), and when that is unset too, the agent's own
+    /// (root) namespace.
     pub host_netns: Option<String>,
     /// Prefix of the DHCP/router namespace names. Default: empty (`qdhcp-…`, `qrouter-…`).
     pub netns_prefix: String,

@@ -1,7 +1,6 @@
--- One row per (project, resource) that quota checks upsert before counting: on
--- PostgreSQL the row lock serializes concurrent creates of the same resource in the same
--- project until commit, so the count each of them sees includes the others' rows and a
--- quota cannot be overshot (SQLite's single writer serializes them anyway).
+-- One row per (project, resource) that quota checks upsert before counting. Write
+-- transactions are SERIALIZABLE on PostgreSQL, which already stops racing creates from
+-- overshooting a quota; the row lock keeps that true under READ COMMITTED too.
 CREATE TABLE network_quota_locks (
     project_id TEXT NOT NULL,
     resource TEXT NOT NULL,

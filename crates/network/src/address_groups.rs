@@ -205,4 +205,45 @@ mod tests {
         assert_eq!(n, vec!["10.0.0.1/32", "10.1.0.0/16", "2001:db8::1/128"]);
         assert!(normalize(&json!(["nope"])).is_err());
     }
+
+    /// Agents get a rule naming an address group as one rule per CIDR of its ethertype.
+    #[tokio::test]
+    async fn agents_see_address_groups_as_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = stratus_db::Db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+        db.migrate("network", crate::MIGRATIONS).await.unwrap();
+        let net = std::sync::Arc::new(crate::Net {
+            db: db.clone(),
+            policy: stratus_auth::Policy::load("network", crate::policy::DEFAULTS, None).unwrap(),
+            cfg: Default::default(),
+            base: "http://test/network".into(),
+            bus: std::sync::Arc::new(stratus_bus::InProcBus::new()),
+            generation: Default::default(),
+            schedule_lock: Default::default(),
+            internal: Default::default(),
+        });
+        let ag = json!({"id": "ag", "project_id": "p", "addresses": ["10.0.0.0/24", "192.0.2.1/32", "2001:db8::/64"]});
+        let sg = json!({"id": "sg", "project_id": "p", "name": "web", "stateful": true});
+        let rule = json!({"id": "r", "project_id": "p", "security_group_id": "sg", "direction": "ingress",
+            "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+            "remote_ip_prefix": null, "remote_group_id": null, "remote_address_group_id": "ag"});
+        let mut tx = db.begin().await.unwrap();
+        store::insert(&mut *tx, KIND, &ag, &Links::default()).await.unwrap();
+        store::insert(&mut *tx, store::kind::SECURITY_GROUP, &sg, &Links::default()).await.unwrap();
+        store::insert(
+            &mut *tx,
+            store::kind::SECURITY_GROUP_RULE,
+            &rule,
+            &Links { parent: Some("sg".into()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let state = crate::agent_rpc::desired_state(&net).await.unwrap();
+        let g = state.security_groups.iter().find(|g| g.id == "sg").unwrap();
+        let mut prefixes: Vec<String> = g.rules.iter().filter_map(|r| r.remote_ip_prefix.clone()).collect();
+        prefixes.sort();
+        assert_eq!(prefixes, ["10.0.0.0/24", "192.0.2.1/32"], "IPv4 rule, IPv4 members only");
+        assert!(g.rules.iter().all(|r| r.port_range_min == Some(22)));
+    }
 }

@@ -85,7 +85,7 @@ fn change_kind(method: &Method, path: &str) -> Option<&'static str> {
     let rest = path.split("/v2.0/").nth(1)?;
     match rest.split('/').next()? {
         "ports" | "networks" | "subnets" | "routers" | "floatingips" => Some("desired_state_changed"),
-        "security-groups" | "security-group-rules" => Some("security_groups_changed"),
+        "security-groups" | "security-group-rules" | "address-groups" => Some("security_groups_changed"),
         _ => None,
     }
 }
@@ -412,21 +412,43 @@ pub(crate) async fn desired_state(net: &S) -> NetResult<DesiredState> {
         });
     }
     let mut rules: BTreeMap<String, Vec<m::SecurityGroupRule>> = BTreeMap::new();
+    // Address groups: id → CIDRs; a rule naming one stands for one rule per CIDR of
+    // its ethertype (an empty group admits nothing).
+    let groups: BTreeMap<String, Vec<String>> = store::all(reader, crate::address_groups::KIND)
+        .await?
+        .iter()
+        .map(|g| {
+            let addrs = g["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string);
+            (store::s(g, "id").to_string(), addrs.collect())
+        })
+        .collect();
     for r in store::all(reader, kind::SECURITY_GROUP_RULE).await? {
         let direction = match store::s(&r, "direction") {
             "egress" => m::Direction::Egress,
             _ => m::Direction::Ingress,
         };
-        rules.entry(store::s(&r, "security_group_id").to_string()).or_default().push(m::SecurityGroupRule {
-            id: store::s(&r, "id").to_string(),
+        let ethertype = r["ethertype"].as_str().unwrap_or("IPv4").to_string();
+        let rule = |id: String, prefix: Option<String>| m::SecurityGroupRule {
+            id,
             direction,
-            ethertype: r["ethertype"].as_str().unwrap_or("IPv4").to_string(),
+            ethertype: ethertype.clone(),
             protocol: opt_string(&r["protocol"]),
             port_range_min: r["port_range_min"].as_u64().map(|v| v as u16),
             port_range_max: r["port_range_max"].as_u64().map(|v| v as u16),
-            remote_ip_prefix: opt_string(&r["remote_ip_prefix"]),
+            remote_ip_prefix: prefix,
             remote_group_id: opt_string(&r["remote_group_id"]),
-        });
+        };
+        let id = store::s(&r, "id").to_string();
+        let entry = rules.entry(store::s(&r, "security_group_id").to_string()).or_default();
+        match r["remote_address_group_id"].as_str() {
+            Some(ag) => {
+                let v6 = ethertype == "IPv6";
+                for (n, cidr) in groups.get(ag).into_iter().flatten().filter(|c| c.contains(':') == v6).enumerate() {
+                    entry.push(rule(format!("{id}-ag{n}"), Some(cidr.clone())));
+                }
+            }
+            None => entry.push(rule(id, opt_string(&r["remote_ip_prefix"]))),
+        }
     }
     for g in store::all(reader, kind::SECURITY_GROUP).await? {
         let id = store::s(&g, "id").to_string();
@@ -447,6 +469,7 @@ mod tests {
     #[test]
     fn writes_to_realised_resources_notify() {
         assert_eq!(change_kind(&Method::POST, "/v2.0/ports"), Some("desired_state_changed"));
+        assert_eq!(change_kind(&Method::PUT, "/v2.0/address-groups/a/add_addresses"), Some("security_groups_changed"));
         assert_eq!(change_kind(&Method::PUT, "/v2.0/routers/r/add_router_interface"), Some("desired_state_changed"));
         assert_eq!(change_kind(&Method::DELETE, "/v2.0/security-group-rules/x"), Some("security_groups_changed"));
         assert_eq!(change_kind(&Method::GET, "/v2.0/ports"), None);

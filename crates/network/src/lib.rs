@@ -4,7 +4,7 @@
 //! after it; `store` keeps resource rows, `ipam` hands out addresses, `listing` applies
 //! Neutron's filter/sort/page/fields rules to every collection.
 
-mod address_groups;
+pub(crate) mod address_groups;
 pub mod agent_rpc;
 pub mod agents;
 mod auto_allocate;

@@ -575,6 +575,7 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
             let (obj, id, st, ctx) = (obj.clone(), id.to_string(), st2.clone(), ctx2.clone());
             Box::pin(async move {
                 let mut p = store::get(&mut **tx, kind::PORT, &id).await?.ok_or_else(|| not_found("Port", &id))?;
+                let old_host = store::s(&p, "binding:host_id").to_string();
                 let network_id = store::s(&p, "network_id").to_string();
                 let old_mac = store::s(&p, "mac_address").to_string();
                 crate::apply_simple(
@@ -657,6 +658,10 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
                 }
                 if obj.contains_key("binding:host_id") {
                     set_binding(&mut p);
+                    // Rebound or unbound: DOWN until the new host's agent wires it (Neutron).
+                    if store::s(&p, "binding:host_id") != old_host {
+                        p["status"] = json!("DOWN");
+                    }
                 }
                 dns_assignment(&mut p, &st.cfg.dns_domain);
                 store::touch(&mut p);

@@ -1,10 +1,10 @@
 //! Quotas: per-project limits (`/quotas/{project}`, `/quotas/{project}/details`),
-//! enforced inside the creating transaction. Before counting, the check upserts the
-//! (project, resource) row of `network_quota_locks`: on PostgreSQL that row lock holds
-//! concurrent creates of the same resource in the same project back until the first
-//! commits, so each counts the others' rows and none can overshoot (Neutron's
-//! reservations, without a separate reservation lifecycle); SQLite's single writer
-//! serializes them anyway.
+//! enforced inside the creating transaction, so concurrent creates cannot overshoot:
+//! SQLite has a single writer, and on PostgreSQL `stratus_db` runs write transactions
+//! SERIALIZABLE, so of two racing count-then-insert transactions one aborts and is
+//! retried (the concurrency tests pass on both). The check also upserts the (project,
+//! resource) row of `network_quota_locks` before counting, which keeps the guarantee
+//! (the racers queue on that row) should write transactions ever run READ COMMITTED.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

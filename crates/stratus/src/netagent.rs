@@ -46,6 +46,11 @@ pub fn resolve(config: &Config, platform: &Platform, secret: &str) -> AgentConfi
             config.compute.agent.host.clone()
         };
     }
+    // One place for the hypervisor's namespace: QEMU makes its taps in `[compute]
+    // host_netns`, so the agent plugs them there unless told otherwise.
+    if cfg.host_netns.is_none() {
+        cfg.host_netns = config.compute.host_netns.clone();
+    }
     if cfg.state_dir.as_os_str().is_empty() {
         cfg.state_dir = config.data_dir.join("network-agent");
     }

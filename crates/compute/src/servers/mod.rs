@@ -230,6 +230,12 @@ async fn list_impl(
         .get("ip")
         .map(|n| regex::Regex::new(n).map_err(|e| ComputeError::BadRequest(format!("Invalid ip filter: {e}"))))
         .transpose()?;
+    // `ip` matches IPv4 addresses, `ip6` (2.5+) IPv6 ones, as in Nova.
+    let ip6_re = q
+        .get("ip6")
+        .filter(|_| v.at_least(2, 5))
+        .map(|n| regex::Regex::new(n).map_err(|e| ComputeError::BadRequest(format!("Invalid ip6 filter: {e}"))))
+        .transpose()?;
     if let Some(m) = &page.marker {
         let row = Query::new("SELECT * FROM compute_instances WHERE uuid = ")
             .bind(m)
@@ -242,7 +248,7 @@ async fn list_impl(
         page.push_after_marker(&mut sql, "uuid", &vals);
     }
     page.push_order_by(&mut sql, "uuid");
-    let in_memory = name_re.is_some() || ip_re.is_some();
+    let in_memory = name_re.is_some() || ip_re.is_some() || ip6_re.is_some();
     if !in_memory {
         page.push_limit_plus_one(&mut sql);
     }
@@ -256,7 +262,12 @@ async fn list_impl(
             }
         }
         if let Some(re) = &ip_re {
-            if !i.ports.iter().flat_map(|p| p.fixed_ips.iter()).any(|ip| re.is_match(ip)) {
+            if !i.ports.iter().flat_map(|p| p.fixed_ips.iter()).any(|ip| !ip.contains(':') && re.is_match(ip)) {
+                continue;
+            }
+        }
+        if let Some(re) = &ip6_re {
+            if !i.ports.iter().flat_map(|p| p.fixed_ips.iter()).any(|ip| ip.contains(':') && re.is_match(ip)) {
                 continue;
             }
         }

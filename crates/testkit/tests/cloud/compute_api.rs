@@ -201,6 +201,80 @@ async fn nic_auto_gets_a_network_once_per_project() {
     let addr = fip["floating_ip_address"].as_str().unwrap();
     os(&cloud, &carol, &["server", "add", "floating", "ip", "auto-1", addr]).await;
     assert!(has_addr(&addresses(&cloud, &carol, "auto-1").await, "auto_allocated_network", addr));
+    // A boot that fails after making a port gives it back: the second NIC names a port
+    // another device holds.
+    let auto_net =
+        os(&cloud, &carol, &["network", "show", "auto_allocated_network"]).await["id"].as_str().unwrap().to_string();
+    let busy = os(
+        &cloud,
+        &carol,
+        &[
+            "port",
+            "create",
+            "--network",
+            "auto_allocated_network",
+            "--device",
+            "0b5e2a1c-0000-4000-8000-000000000001",
+            "busy",
+        ],
+    )
+    .await;
+    let compute_ports = || async {
+        let l = os(
+            &cloud,
+            &carol,
+            &["port", "list", "--network", "auto_allocated_network", "--device-owner", "compute:nova"],
+        )
+        .await;
+        l.as_array().unwrap().len()
+    };
+    assert_eq!(compute_ports().await, 2, "auto-1 and auto-2");
+    let nic1 = format!("net-id={auto_net}");
+    let nic2 = format!("port-id={}", busy["id"].as_str().unwrap());
+    let failed = cloud
+        .openstack_as(
+            &carol,
+            &[
+                "server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", &nic1, "--nic", &nic2, "--wait",
+                "doomed",
+            ],
+        )
+        .await;
+    assert!(failed.is_err(), "the boot fails: {failed:?}");
+    let doomed = wait_status(&cloud, &carol, "doomed", "ERROR").await;
+    assert!(doomed["fault"]["message"].to_string().contains("Network allocation failed"), "{doomed}");
+    let seen_by_admin = os(&cloud, &cloud.admin(), &["server", "show", doomed["id"].as_str().unwrap()]).await;
+    assert!(seen_by_admin["fault"]["details"].to_string().contains("in use"), "{seen_by_admin}");
+    assert_eq!(compute_ports().await, 2, "the port the failed boot made is gone");
+    let busy_now = os(&cloud, &carol, &["port", "show", "busy"]).await;
+    assert_eq!(busy_now["device_id"], "0b5e2a1c-0000-4000-8000-000000000001", "the user's port is untouched");
+    os(&cloud, &carol, &["server", "delete", "--wait", "doomed"]).await;
+    // Named security groups go on the ports compute makes.
+    let web = os(&cloud, &carol, &["security", "group", "create", "web"]).await;
+    let web_id = web["id"].as_str().unwrap().to_string();
+    os(
+        &cloud,
+        &carol,
+        &[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "tiny",
+            "--nic",
+            "auto",
+            "--security-group",
+            "web",
+            "--wait",
+            "auto-3",
+        ],
+    )
+    .await;
+    let ports = os(&cloud, &carol, &["port", "list", "--server", "auto-3", "--long"]).await;
+    assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+    assert!(ports[0]["Security Groups"].to_string().contains(&web_id), "{ports}");
+
     // With two networks to choose from, `auto` is ambiguous: refused at the API.
     os(&cloud, &carol, &["network", "create", "second"]).await;
     let e = cloud

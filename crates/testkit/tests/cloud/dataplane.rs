@@ -124,7 +124,7 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
         ])
         .await
         .expect("subnet create");
-    // A group without ingress rules for the first server; the second is in `default`.
+    // A group without ingress rules (vm1's port moves into it later); both start in `default`.
     cloud.openstack(&["security", "group", "create", "locked"]).await.expect("sg create");
     let nic = format!("net-id={net_id}");
     let boot = |name: &'static str, extra: &'static [&'static str]| {
@@ -139,7 +139,7 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
             v["id"].as_str().unwrap().to_string()
         }
     };
-    let vm1 = boot("vm1", &["--key-name", "k1", "--security-group", "locked"]).await;
+    let vm1 = boot("vm1", &["--key-name", "k1"]).await;
     let vm2 = boot("vm2", &[]).await;
     let (p1, ip1) = server_port(&cloud, "vm1").await;
     let (p2, ip2) = server_port(&cloud, "vm2").await;
@@ -223,8 +223,7 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
     assert!(agents.as_array().unwrap().iter().all(|a| a["Alive"] == true || a["Alive"] == ":-)"), "{agents}");
 
     // Security groups: vm1's group has no ingress rule, so vm2 cannot ping it...
-    // (Compute does not apply `server create --security-group` to the ports it makes yet,
-    // so the port is moved into the group through the port API, which agents follow too.)
+    // vm1's port moves into `locked` through the port API (a port update agents follow).
     assert!(g2.ping(&ip1), "both in `default`: the group's remote-group rule admits ICMP");
     cloud
         .openstack(&["port", "set", "--no-security-group", "--security-group", "locked", &p1.id])
@@ -244,6 +243,43 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
         .expect("rule create");
     let sg_effect = g2.ping_until(&ip1, Duration::from_secs(5)).expect("ICMP allowed after the rule");
     assert!(sg_effect < Duration::from_secs(1), "rule took {sg_effect:?}");
+
+    // A routed network: the router's namespace serves metadata too, reached through the
+    // guest's default gateway once the DHCP-pushed route is gone.
+    let router = cloud.openstack(&["router", "create", "dp-r"]).await.expect("router create");
+    cloud.openstack(&["router", "add", "subnet", "dp-r", "dp-sub"]).await.expect("router add subnet");
+    let qrouter = format!("{}h-qrouter-{}", lab.prefix, router["id"].as_str().unwrap());
+    let t_router = Instant::now();
+    while !common::link_exists(&qrouter, "lo")
+        || !must(&["ip", "-n", &qrouter, "-4", "-o", "addr"]).contains("169.254.169.254")
+    {
+        assert!(t_router.elapsed() < Duration::from_secs(10), "router namespace {qrouter} with the metadata address");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    must(&["ip", "-n", &g1.ns, "route", "del", "169.254.169.254/32"]);
+    let mut routed = (0, String::new());
+    for _ in 0..50 {
+        routed = curl(&g1, "http://169.254.169.254/openstack/latest/meta_data.json");
+        if routed.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(routed.0, 200, "metadata through the router: {routed:?}");
+    let md: Value = serde_json::from_str(&routed.1).unwrap();
+    assert_eq!(md["uuid"], vm1.as_str());
+
+    // The guest goes away (its tap with it): the port is DOWN again.
+    must(&["ip", "-n", &host, "link", "del", "dev", &stratus_network_agent::exec::names::tap(&p2.id)]);
+    let t_down = Instant::now();
+    loop {
+        let v = cloud.openstack(&["port", "show", &p2.id, "-c", "status"]).await.unwrap();
+        if v["status"] == "DOWN" {
+            break;
+        }
+        assert!(t_down.elapsed() < Duration::from_secs(15), "port not DOWN after its tap vanished: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     eprintln!(
         "dataplane: cloud start→ready {:?}; taps made→both ports ACTIVE {active_after:?}; DHCP lease {:?}/{:?}; SG rule CLI return→first reply {sg_effect:?}",

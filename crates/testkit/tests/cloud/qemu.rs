@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stratus_testkit::TestCloud;
 
+/// The tests of this module run one at a time: each boots up to two TCG guests, and
+/// more at once would only make every boot slower on a 2-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Kills every process mentioning `dir` on drop (stray QEMUs of a failed test).
 struct Reaper(PathBuf);
 
@@ -91,7 +95,7 @@ async fn act(cloud: &TestCloud, args: &[&str], server: &str, want: &str) -> Valu
     full.extend_from_slice(args);
     full.push(server);
     cloud.openstack(&full).await.unwrap_or_else(|e| panic!("server {args:?}: {e}"));
-    wait_status(cloud, server, want, Duration::from_secs(90)).await
+    wait_status(cloud, server, want, Duration::from_secs(180)).await
 }
 
 fn inst_dir(cloud: &TestCloud, id: &str) -> PathBuf {
@@ -121,7 +125,8 @@ async fn wait_gone(pid: i32) {
 /// Waits until the guest printed `marker` on its serial console `times` times
 /// (through `openstack console log show`).
 async fn wait_console(cloud: &TestCloud, server: &str, marker: &str, times: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Generous: TCG boots on a shared 2-core machine take 5 s idle, a minute under load.
+    let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let (code, out, err) = cloud.openstack_raw(&cloud.admin(), &["console", "log", "show", server]).await;
         assert_eq!(code, Some(0), "console log show: {err}");
@@ -141,6 +146,7 @@ async fn qmp_status(dir: &Path) -> String {
 
 #[tokio::test]
 async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
     let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
@@ -255,6 +261,7 @@ async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
 
 #[tokio::test]
 async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
     let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
@@ -289,5 +296,279 @@ async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() 
     assert!(pid_of(&dir).is_some());
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
     assert!(!dir.exists());
+    cloud.shutdown().await;
+}
+
+/// A second qemu agent in the same process (host `qemu-b`, its own instance directory).
+async fn second_agent(cloud: &TestCloud) -> stratus_compute_agent::AgentHandle {
+    use stratus_compute_agent::virt::qemu::{images::InternalImageSource, QemuDriver, QemuDriverConfig};
+    let platform = &cloud.handle().platform;
+    let cfg = QemuDriverConfig {
+        instances_path: Some(cloud.data_dir.join("host-b")),
+        power_off_timeout_secs: 30,
+        ..Default::default()
+    };
+    let source = std::sync::Arc::new(InternalImageSource::new(platform.internal.clone()));
+    let driver = QemuDriver::new(cfg, &cloud.data_dir, None, source).await.expect("qemu driver");
+    let acfg =
+        stratus_compute_agent::AgentConfig { host: "qemu-b".into(), sync_interval_secs: 2, ..Default::default() };
+    stratus_compute_agent::Agent::start(acfg, platform.bus.clone(), std::sync::Arc::new(driver))
+        .await
+        .expect("second agent")
+}
+
+fn dir_on(cloud: &TestCloud, host: &str, id: &str) -> PathBuf {
+    if host == "qemu-b" {
+        cloud.data_dir.join("host-b").join(id)
+    } else {
+        inst_dir(cloud, id)
+    }
+}
+
+fn virtual_size(disk: &Path) -> u64 {
+    let out = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(disk).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("qemu-img info {}", disk.display()));
+    v["virtual-size"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn qemu_resize_moves_the_disk_between_two_agents_with_confirm_and_revert() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
+    upload_image(&cloud).await;
+    let agent_b = second_agent(&cloud).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloud.openstack(&["hypervisor", "list"]).await.unwrap().as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "two hypervisors");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (name, ram, disk) in [("t.b", "160", "2"), ("t.c", "192", "3")] {
+        cloud
+            .openstack(&["flavor", "create", "--vcpus", "1", "--ram", ram, "--disk", disk, name])
+            .await
+            .expect("flavor create");
+    }
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "cirros", "--nic", "none", "--wait", "vm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let host1 = vm["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    wait_console(&cloud, "vm1", "stratus-guest: up", 1).await;
+
+    // Resize + confirm: the disk moves to the other host, grown to the new flavor.
+    let s = act(&cloud, &["resize", "--flavor", "t.b"], "vm1", "VERIFY_RESIZE").await;
+    let host2 = s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    assert_ne!(host1, host2, "{s}");
+    let dest = dir_on(&cloud, &host2, &id);
+    assert!(pid_of(&dest).is_some(), "running on the destination");
+    assert_eq!(virtual_size(&dest.join("disk")), 2 << 30);
+    let source_copy = dir_on(&cloud, &host1, &format!("{id}_resize"));
+    assert!(source_copy.join("disk").exists(), "the source keeps its copy until confirm");
+    // A new console log on the destination (the source's stays with its copy).
+    wait_console(&cloud, "vm1", "stratus-guest: up", 1).await;
+    act(&cloud, &["resize", "confirm"], "vm1", "ACTIVE").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source_copy.exists() {
+        assert!(Instant::now() < deadline, "confirm removes the source copy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!dir_on(&cloud, &host1, &id).exists());
+
+    // Resize + revert: back on the host it came from, with its disk and flavor.
+    let s = act(&cloud, &["resize", "--flavor", "t.c"], "vm1", "VERIFY_RESIZE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], host1.as_str(), "{s}");
+    assert_eq!(virtual_size(&dir_on(&cloud, &host1, &id).join("disk")), 3 << 30);
+    let s = act(&cloud, &["resize", "revert"], "vm1", "ACTIVE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], host2.as_str(), "{s}");
+    assert_eq!(s["flavor"]["original_name"], "t.b", "{s}");
+    let back = dir_on(&cloud, &host2, &id);
+    assert!(pid_of(&back).is_some(), "running again where it was");
+    assert_eq!(virtual_size(&back.join("disk")), 2 << 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir_on(&cloud, &host1, &id).exists() {
+        assert!(Instant::now() < deadline, "revert removes the destination's copy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
+    assert!(!back.exists());
+    agent_b.stop();
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn qemu_config_drive_and_direct_kernel_boot() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
+    upload_image(&cloud).await;
+    let ud = data.path().join("user-data");
+    std::fs::write(&ud, "#!/bin/sh\necho user-data-ran-on-$(hostname)\n").unwrap();
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "cirros",
+            "--nic",
+            "none",
+            "--config-drive",
+            "true",
+            "--user-data",
+            ud.to_str().unwrap(),
+            "--wait",
+            "cd-vm",
+        ])
+        .await
+        .expect("server create --config-drive");
+    let id = vm["id"].as_str().unwrap().to_string();
+    assert!(inst_dir(&cloud, &id).join("disk.config").exists());
+    let log = wait_console(&cloud, "cd-vm", "stratus-guest: up", 1).await;
+    assert!(log.contains(&format!("uuid={id}")), "the guest read its uuid from the config drive:\n{log}");
+    assert!(log.contains("user-data-ran-on-cd-vm"), "user data ran:\n{log}");
+    cloud.openstack(&["server", "delete", "--wait", "cd-vm"]).await.expect("delete");
+
+    // AKI/ARI images: kernel_id/ramdisk_id boot the kernel directly (no boot loader).
+    let dir = image_dir();
+    let mut ids = Vec::new();
+    for (name, fmt, file) in [("kern", "aki", "vmlinuz"), ("ramdisk", "ari", "initrd.img")] {
+        let f = dir.join(file);
+        let v = cloud
+            .openstack(&[
+                "image",
+                "create",
+                "--disk-format",
+                fmt,
+                "--container-format",
+                fmt,
+                "--file",
+                f.to_str().unwrap(),
+                name,
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("image create {name}: {e}"));
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let disk = dir.join("disk.qcow2");
+    let (kp, rp) = (format!("kernel_id={}", ids[0]), format!("ramdisk_id={}", ids[1]));
+    cloud
+        .openstack(&[
+            "image",
+            "create",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--file",
+            disk.to_str().unwrap(),
+            "--property",
+            &kp,
+            "--property",
+            &rp,
+            "direct",
+        ])
+        .await
+        .expect("image create with kernel_id/ramdisk_id");
+    cloud
+        .openstack(&[
+            "server", "create", "--flavor", "m1.nano", "--image", "direct", "--nic", "none", "--wait", "dk-vm",
+        ])
+        .await
+        .expect("server create from an AKI/ARI image");
+    let log = wait_console(&cloud, "dk-vm", "stratus-guest: up", 1).await;
+    assert!(!log.contains("SYSLINUX"), "no boot loader ran:\n{log}");
+    assert!(log.contains("Command line: root=/dev/vda console=tty0 console=ttyS0"), "{log}");
+    cloud.openstack(&["server", "delete", "--wait", "dk-vm"]).await.expect("delete");
+    cloud.shutdown().await;
+}
+
+/// The network lab of the network agent's tests (namespaces removed on drop); the
+/// dataplane module includes it too, privately.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../network-agent/tests/common/mod.rs"]
+mod lab;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = lab::Lab::new("qnet");
+    let host = lab.netns("host");
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let agent = lab.agent_cfg("h", &host);
+    let host2 = host.clone();
+    let cloud = TestCloud::start_in(data.path().to_path_buf(), move |c| {
+        c.compute.virt_driver = "qemu".into();
+        // QEMU creates its taps in the lab's host namespace, where the network agent plugs them.
+        c.compute.host_netns = Some(host2);
+        c.network_agent = stratus_network_agent::AgentConfig {
+            enabled: "true".into(),
+            host: String::new(),
+            heartbeat_interval_secs: 1,
+            device_poll_interval_ms: 100,
+            ..agent
+        };
+    })
+    .await;
+    upload_image(&cloud).await;
+    let key = lab.tmp.path().join("id_k1");
+    lab::must(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "k1@test", "-f", key.to_str().unwrap()]);
+    let pubkey = key.with_extension("pub");
+    cloud.openstack(&["keypair", "create", "--public-key", pubkey.to_str().unwrap(), "k1"]).await.expect("keypair");
+    let net = cloud.openstack(&["network", "create", "qnet"]).await.expect("network create");
+    let nic = format!("net-id={}", net["id"].as_str().unwrap());
+    cloud
+        .openstack(&["subnet", "create", "--network", "qnet", "--subnet-range", "10.78.0.0/24", "qsub"])
+        .await
+        .expect("subnet create");
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "cirros",
+            "--nic",
+            &nic,
+            "--key-name",
+            "k1",
+            "--wait",
+            "net-vm",
+        ])
+        .await
+        .expect("server create on a network");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let ports = cloud.openstack(&["port", "list", "--server", "net-vm"]).await.unwrap();
+    let port_id = ports[0]["ID"].as_str().unwrap().to_string();
+    let port = cloud.openstack(&["port", "show", &port_id]).await.unwrap();
+    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
+    let tap = format!("tap{}", port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>());
+    let argv = std::fs::read_to_string(inst_dir(&cloud, &id).join("qemu.argv")).unwrap();
+    assert!(argv.contains(&format!("ifname={tap},script=no,downscript=no")), "{argv}");
+    assert!(argv.contains(port["mac_address"].as_str().unwrap()), "{argv}");
+    let links = lab::must(&["ip", "-n", &host, "-br", "link", "show", &tap]);
+    assert!(links.contains(&tap), "QEMU's tap is in the host namespace: {links}");
+
+    let log = wait_console(&cloud, "net-vm", "stratus-guest: metadata done", 1).await;
+    assert!(log.contains(&format!("DHCP bound eth0 ip={ip}")), "the guest leased its port's address:\n{log}");
+    assert!(log.contains("stratus-guest: metadata instance-id=i-"), "metadata answered (EC2 instance id):\n{log}");
+    assert!(log.contains("stratus-guest: hostname=net-vm"), "this server's metadata:\n{log}");
+    assert!(log.contains("stratus-guest: ssh key installed"), "the key came from metadata:\n{log}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloud.openstack(&["port", "show", &port_id]).await.unwrap()["status"] != "ACTIVE" {
+        assert!(Instant::now() < deadline, "port ACTIVE once plugged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cloud.openstack(&["server", "delete", "--wait", "net-vm"]).await.expect("delete");
+    let gone = std::process::Command::new("ip").args(["-n", &host, "link", "show", &tap]).output().unwrap();
+    assert!(!gone.status.success(), "the tap went away with QEMU");
     cloud.shutdown().await;
 }

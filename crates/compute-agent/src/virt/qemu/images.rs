@@ -377,3 +377,87 @@ mod tests {
         assert!(expected_digest(&ImageMeta::default()).is_none());
     }
 }
+
+#[cfg(test)]
+mod cache_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Serves images from files, counting downloads.
+    struct Files {
+        images: HashMap<String, (PathBuf, ImageMeta)>,
+        downloads: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ImageSource for Files {
+        async fn metadata(&self, id: &str) -> Result<ImageMeta, VirtError> {
+            self.images.get(id).map(|(_, m)| m.clone()).ok_or_else(|| VirtError::NotFound(id.into()))
+        }
+        async fn download(&self, id: &str) -> Result<ByteStream, VirtError> {
+            self.downloads.fetch_add(1, Ordering::SeqCst);
+            let data = std::fs::read(&self.images[id].0).unwrap();
+            Ok(futures::stream::iter(vec![Ok(Bytes::from(data))]).boxed())
+        }
+        async fn upload(&self, _id: &str, _path: &Path) -> Result<(), VirtError> {
+            Ok(())
+        }
+    }
+
+    fn md5_hex(path: &Path) -> String {
+        let mut h = Hasher::Md5(Md5::new());
+        h.update(&std::fs::read(path).unwrap());
+        h.hex()
+    }
+
+    fn meta(id: &str, path: &Path, fmt: &str, checksum: Option<String>) -> ImageMeta {
+        ImageMeta {
+            id: id.into(),
+            status: "active".into(),
+            disk_format: Some(fmt.into()),
+            size: Some(std::fs::metadata(path).unwrap().len()),
+            checksum,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn bases_are_fetched_once_verified_and_inspected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = QemuImg::default();
+        let good = tmp.path().join("good.qcow2");
+        img.create(&good, DiskFormat::Qcow2, 1 << 20).await.expect("qemu-img (scripts/install-host-packages.sh)");
+        let tricky = tmp.path().join("tricky.qcow2");
+        img.create_overlay(&good, DiskFormat::Qcow2, &tricky, None).await.unwrap();
+        let mut images = HashMap::new();
+        let ok = md5_hex(&good);
+        images.insert("good".to_string(), (good.clone(), meta("good", &good, "qcow2", Some(ok))));
+        images.insert("corrupt".to_string(), (good.clone(), meta("corrupt", &good, "qcow2", Some("00".repeat(16)))));
+        let tricky_sum = md5_hex(&tricky);
+        images.insert("tricky".to_string(), (tricky.clone(), meta("tricky", &tricky, "qcow2", Some(tricky_sum))));
+        let src = Arc::new(Files { images, downloads: AtomicUsize::new(0) });
+        let cache = ImageCache::new(tmp.path().join("_base"), src.clone(), img.clone(), false);
+
+        let b = cache.fetch("good", ImageUse::Disk).await.unwrap();
+        assert_eq!((b.format.as_str(), b.virtual_size), ("qcow2", 1 << 20));
+        assert!(b.path.ends_with("_base/good"));
+        cache.fetch("good", ImageUse::Disk).await.unwrap();
+        assert_eq!(src.downloads.load(Ordering::SeqCst), 1, "a cached base is not downloaded again");
+
+        let e = cache.fetch("corrupt", ImageUse::Disk).await.unwrap_err().to_string();
+        assert!(e.contains("md5 mismatch"), "{e}");
+        assert!(!tmp.path().join("_base/corrupt").exists() && !tmp.path().join("_base/corrupt.part").exists());
+
+        let e = cache.fetch("tricky", ImageUse::Disk).await.unwrap_err().to_string();
+        assert!(e.contains("backing file"), "{e}");
+        assert!(!tmp.path().join("_base/tricky").exists());
+
+        assert!(cache.fetch("../etc", ImageUse::Disk).await.is_err(), "ids never become paths outside the cache");
+
+        let raw_cache = ImageCache::new(tmp.path().join("_raw"), src.clone(), img, true);
+        let b = raw_cache.fetch("good", ImageUse::Disk).await.unwrap();
+        assert_eq!(b.format, "raw", "image_cache_format = raw converts qcow2 bases");
+        assert_eq!(std::fs::metadata(&b.path).unwrap().len(), 1 << 20);
+    }
+}

@@ -34,9 +34,12 @@ pub struct BootFiles {
     pub cmdline: Option<String>,
 }
 
-/// The tap name QEMU creates for a port: what the network agent looks for.
+/// The tap name QEMU creates for a port: what the network agent looks for
+/// (`stratus_network_agent::exec::names::tap`: `tap` + the first 11 alphanumerics of the
+/// port id, lower case; Neutron's own names keep the hyphen).
 pub fn tap_name(port_id: &str) -> String {
-    let short: String = port_id.chars().take(11).collect();
+    let short: String =
+        port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>().to_ascii_lowercase();
     format!("tap{short}")
 }
 
@@ -65,6 +68,10 @@ impl Instance {
     /// The swap disk.
     pub fn swap(&self) -> PathBuf {
         self.root().join("disk.swap")
+    }
+    /// The config drive (ISO9660 `config-2`), when the server asked for one.
+    pub fn config_drive(&self) -> PathBuf {
+        self.root().join("disk.config")
     }
     /// The rescue overlay; its presence means "rescued".
     pub fn rescue_disk(&self) -> PathBuf {
@@ -112,6 +119,16 @@ impl Instance {
         if self.swap().exists() {
             q.disks.push(disk(self.swap()));
         }
+        if self.config_drive().exists() {
+            // A CD-ROM like Nova's default (`config_drive_format = iso9660`); virtio has no CD-ROM.
+            q.disks.push(DiskSpec {
+                format: DiskFormat::Raw,
+                bus: DiskBus::Ide,
+                cdrom: true,
+                read_only: true,
+                ..DiskSpec::qcow2(self.config_drive())
+            });
+        }
         if let Some(kernel) = &boot.kernel {
             q.kernel = Some(KernelBoot {
                 kernel: kernel.clone(),
@@ -136,6 +153,76 @@ impl Instance {
         q.validate().map_err(|e| VirtError::Failed(format!("cannot boot {}: {e}", spec.uuid)))?;
         Ok(q)
     }
+}
+
+/// The metadata a config drive carries, from what the controller sent.
+pub fn metadata_facts(spec: &GuestSpec) -> crate::metadata::InstanceFacts {
+    use base64::Engine;
+    let user_data =
+        spec.user_data.as_deref().and_then(|u| base64::engine::general_purpose::STANDARD.decode(u.trim()).ok());
+    crate::metadata::InstanceFacts {
+        uuid: spec.uuid.clone(),
+        name: spec.name.clone(),
+        hostname: spec.hostname.clone(),
+        project_id: spec.project_id.clone(),
+        availability_zone: "nova".into(),
+        flavor_name: spec.flavor.name.clone(),
+        image_id: spec.image.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
+        key: spec.key_data.clone().map(|k| ("key".to_string(), k)),
+        user_data,
+        meta: spec.metadata.clone(),
+        nics: spec
+            .ports
+            .iter()
+            .map(|p| crate::metadata::NicFacts {
+                port_id: p.id.clone(),
+                network_id: p.network_id.clone(),
+                mac: p.mac_address.clone(),
+                mtu: p.mtu,
+                ips: Vec::new(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Writes `files` into an ISO9660 image labelled `config-2` at `out` (genisoimage, or
+/// mkisofs/xorrisofs, as scripts/install-host-packages.sh installs).
+pub async fn write_config_drive(
+    out: &Path,
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<(), VirtError> {
+    let fail = |e: String| VirtError::Failed(format!("config drive: {e}"));
+    let tree = out.with_extension("tree");
+    let _ = tokio::fs::remove_dir_all(&tree).await;
+    for (rel, content) in files {
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(fail(format!("bad path {rel:?}")));
+        }
+        let p = tree.join(rel);
+        if let Some(parent) = p.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| fail(e.to_string()))?;
+        }
+        tokio::fs::write(&p, content).await.map_err(|e| fail(e.to_string()))?;
+    }
+    let tool = ["genisoimage", "mkisofs", "xorrisofs"]
+        .into_iter()
+        .find(|t| stratus_qemu::binary::which(t).is_some())
+        .ok_or_else(|| fail("genisoimage is not installed (scripts/install-host-packages.sh)".into()))?;
+    let part = out.with_extension("part");
+    let st = tokio::process::Command::new(tool)
+        .args(["-quiet", "-o"])
+        .arg(&part)
+        .args(["-V", "config-2", "-r", "-J"])
+        .arg(&tree)
+        .output()
+        .await
+        .map_err(|e| fail(format!("{tool}: {e}")))?;
+    let _ = tokio::fs::remove_dir_all(&tree).await;
+    if !st.status.success() {
+        return Err(fail(format!("{tool} failed: {}", String::from_utf8_lossy(&st.stderr))));
+    }
+    tokio::fs::rename(&part, out).await.map_err(|e| fail(e.to_string()))
 }
 
 /// The raw disk format for blank disks and overlays.
@@ -174,6 +261,7 @@ mod tests {
         assert_eq!(q.disks[0].bus, DiskBus::Scsi);
         assert_eq!(q.nics[0].backend, NicBackend::TapName("tap0123456789a".into()));
         assert_eq!(q.nics[0].mtu, Some(1450));
+        assert_eq!(tap_name("68a56d59-2a9f-4c1e-8d0b-000000000000"), "tap68a56d592a9");
         std::fs::write(inst.rescue_disk(), b"").unwrap();
         let q = inst.qemu_spec(&spec, ResolvedAccel::Tcg, &BootFiles::default()).unwrap();
         assert_eq!(q.disks[0].path, inst.rescue_disk());

@@ -12,6 +12,12 @@
 //! an agent that is going away would lock the next one out. Operations on one guest
 //! are serialized by a per-guest lock; status queries that find the guest busy answer
 //! from the last state seen instead of waiting.
+//!
+//! Cold migration and resize follow Nova's layout: the source keeps its copy as
+//! `<uuid>_resize` until the resize is confirmed (or brings it back on revert) and hands
+//! the destination a flattened copy in `<uuid>_incoming`. Disks move by a local copy, so
+//! both agents must run in one process (two hosts on one machine); live migration is not
+//! implemented yet.
 
 pub mod images;
 pub mod instance;
@@ -245,6 +251,10 @@ impl QemuDriver {
                 .await
                 .map_err(failed)?;
         }
+        if spec.config_drive && !inst.config_drive().exists() {
+            let files = instance::metadata_facts(spec).tree().config_drive_files();
+            instance::write_config_drive(&inst.config_drive(), &files).await?;
+        }
         Ok(())
     }
 
@@ -391,6 +401,7 @@ impl VirtDriver for QemuDriver {
             .await
             .map_err(|e| failed(format!("creating {}: {e}", self.cache.dir().display())))?;
         self.cache.clean_partials().await;
+        LOCAL_HOSTS.lock().insert(host.to_string(), self.instances.clone());
         for info in self.list_instances().await? {
             let pid = self.inst(&info.uuid)?.dir.running_pid();
             tracing::info!(host, uuid = %info.uuid, ?pid, state = ?info.power_state, "found guest at start-up");
@@ -630,7 +641,14 @@ impl VirtDriver for QemuDriver {
         let lock = self.lock_for(&spec.uuid);
         let _g = lock.lock().await;
         self.hard_stop(&inst).await?;
-        for f in [inst.disk(), inst.ephemeral(), inst.swap(), inst.rescue_disk(), inst.dir.memory_state()] {
+        for f in [
+            inst.disk(),
+            inst.ephemeral(),
+            inst.swap(),
+            inst.rescue_disk(),
+            inst.config_drive(),
+            inst.dir.memory_state(),
+        ] {
             let _ = tokio::fs::remove_file(f).await;
         }
         // console.log stays: the guest's history is still its history.
@@ -669,20 +687,106 @@ impl VirtDriver for QemuDriver {
         })
     }
 
-    async fn migrate_disk_and_power_off(&self, _uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
-        Err(unsupported("cold migration and resize"))
+    async fn migrate_disk_and_power_off(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let resize_dir = self.instances.join(format!("{uuid}_resize"));
+        if !inst.exists() {
+            // Replayed after a crash: the disks already went.
+            return if resize_dir.exists() { Ok(()) } else { Err(VirtError::NotFound(uuid.to_string())) };
+        }
+        let dest = local_host(&target.host).ok_or_else(|| {
+            failed(format!(
+                "host {} is not served by this process: the qemu driver moves disks only between agents of one process for now",
+                target.host
+            ))
+        })?;
+        self.graceful_stop(&inst, Duration::from_secs(self.cfg.power_off_timeout_secs)).await?;
+        self.remove_state(&inst).await;
+        // The copy is flattened (no backing file): the destination may have another base cache.
+        let incoming = dest.join(format!("{uuid}_incoming"));
+        let _ = tokio::fs::remove_dir_all(&incoming).await;
+        tokio::fs::create_dir_all(&incoming)
+            .await
+            .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
+        for name in ["disk", "disk.eph0", "disk.swap", "disk.config"] {
+            let src = inst.root().join(name);
+            if src.exists() {
+                let part = incoming.join(format!("{name}.part"));
+                if name == "disk.config" {
+                    tokio::fs::copy(&src, &part).await.map_err(|e| failed(format!("copying {name}: {e}")))?;
+                } else {
+                    self.img.convert(&src, OVERLAY_FORMAT, &part, DiskFormat::Qcow2, false).await.map_err(failed)?;
+                }
+                tokio::fs::rename(&part, incoming.join(name))
+                    .await
+                    .map_err(|e| failed(format!("moving {name}: {e}")))?;
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(&resize_dir).await;
+        tokio::fs::rename(inst.root(), &resize_dir)
+            .await
+            .map_err(|e| failed(format!("keeping the source copy: {e}")))?;
+        tracing::info!(uuid, target = %target.host, "disks handed to the destination; source copy kept until confirm");
+        Ok(())
     }
 
-    async fn finish_migration(&self, _spec: &GuestSpec, _power_on: bool) -> Result<(), VirtError> {
-        Err(unsupported("cold migration and resize"))
+    async fn finish_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        let incoming = self.instances.join(format!("{}_incoming", spec.uuid));
+        if incoming.exists() {
+            let _ = inst.dir.kill_running().await;
+            let _ = tokio::fs::remove_dir_all(inst.root()).await;
+            tokio::fs::rename(&incoming, inst.root()).await.map_err(|e| failed(format!("taking the disks: {e}")))?;
+        } else if !inst.disk().exists() {
+            return Err(failed(format!("no migrated disks for {} on this host", spec.uuid)));
+        }
+        let want = spec.flavor.root_gb * GIB;
+        let info = self.img.info(&inst.disk(), Some(OVERLAY_FORMAT)).await.map_err(failed)?;
+        if want > info.virtual_size {
+            self.img.resize(&inst.disk(), OVERLAY_FORMAT, want, false).await.map_err(failed)?;
+        }
+        self.prepare_disks(&inst, spec).await?;
+        if power_on && inst.dir.running_pid().is_none() {
+            self.start(&inst, spec).await?;
+        } else {
+            self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Shutdown);
+        }
+        Ok(())
     }
 
-    async fn confirm_migration(&self, _uuid: &str) -> Result<(), VirtError> {
-        Err(unsupported("cold migration and resize"))
+    async fn confirm_migration(&self, uuid: &str) -> Result<(), VirtError> {
+        self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        match tokio::fs::remove_dir_all(self.instances.join(format!("{uuid}_resize"))).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(failed(format!("removing the source copy: {e}"))),
+        }
     }
 
-    async fn finish_revert_migration(&self, _spec: &GuestSpec, _power_on: bool) -> Result<(), VirtError> {
-        Err(unsupported("cold migration and resize"))
+    async fn finish_revert_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        let resize_dir = self.instances.join(format!("{}_resize", spec.uuid));
+        if resize_dir.exists() {
+            let _ = inst.dir.kill_running().await;
+            let _ = tokio::fs::remove_dir_all(inst.root()).await;
+            tokio::fs::rename(&resize_dir, inst.root())
+                .await
+                .map_err(|e| failed(format!("restoring the source copy: {e}")))?;
+        } else if !inst.exists() {
+            return Err(VirtError::NotFound(spec.uuid.clone()));
+        }
+        if power_on && inst.dir.running_pid().is_none() {
+            self.start(&inst, spec).await?;
+        }
+        Ok(())
     }
 
     async fn pre_live_migration(&self, _spec: &GuestSpec) -> Result<(), VirtError> {
@@ -709,6 +813,14 @@ impl QemuDriver {
         self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
         Ok(())
     }
+}
+
+/// Instance directories of the qemu agents in this process, by host name: how a cold
+/// migration between two agents of one process finds the destination's directory.
+static LOCAL_HOSTS: std::sync::LazyLock<Mutex<HashMap<String, PathBuf>>> = std::sync::LazyLock::new(Default::default);
+
+fn local_host(host: &str) -> Option<PathBuf> {
+    LOCAL_HOSTS.lock().get(host).cloned()
 }
 
 fn unsupported(op: &str) -> VirtError {
