@@ -484,10 +484,18 @@ async fn host_metadata(db: &Db) -> Result<BTreeMap<String, BTreeMap<String, BTre
 /// What aggregates add to a scheduling request: the placement `member_of` for a
 /// requested zone that an aggregate defines, and `AggregateInstanceExtraSpecsFilter`.
 pub(crate) async fn scheduling(db: &Db, inst: &Instance, default_az: &str) -> Result<(Vec<String>, Vec<Filter>)> {
-    let all = load_all(db).await?;
+    // Nothing is read unless the request needs it (boots without a zone or aggregate
+    // extra specs cost no query here).
     let mut member_of = Vec::new();
     if let Some(z) = inst.requested_az.as_deref().filter(|z| *z != default_az) {
-        member_of = all.iter().filter(|a| a.az() == Some(z)).map(|a| a.uuid.clone()).collect();
+        let mut q = Query::new(
+            "SELECT a.uuid FROM compute_aggregates a JOIN compute_aggregate_metadata m ON m.aggregate_id = a.id \
+             WHERE m.meta_key = ",
+        );
+        q.bind(AZ_KEY).push_bind(" AND m.meta_value = ", z);
+        for r in q.fetch_all(db.reader()).await? {
+            member_of.push(r.try_get("uuid")?);
+        }
     }
     // Flavor extra specs scoped `aggregate_instance_extra_specs:` (or unscoped) must
     // match the host's aggregate metadata.

@@ -96,6 +96,11 @@ pub trait NetworkApi: Send + Sync + 'static {
     ) -> Result<Vec<PortSpec>, ClientError>;
     /// Deletes ports we created and unbinds the others (idempotent).
     async fn deallocate(&self, uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError>;
+    /// Re-binds the server's ports to `host` after a move (empty: unbound, as a shelved
+    /// offloaded server's ports are).
+    async fn bind_host(&self, _ports: &[PortSpec], _host: &str) -> Result<(), ClientError> {
+        Ok(())
+    }
     /// Floating IPs associated with any of `ports` (for the server's `addresses`).
     async fn floating_ips(&self, _ports: &[String]) -> Result<Vec<FloatingAddress>, ClientError> {
         Ok(vec![])
@@ -416,6 +421,25 @@ impl NetworkApi for RestNetwork {
             }
         }
         Ok(ports)
+    }
+
+    async fn bind_host(&self, ports: &[PortSpec], host: &str) -> Result<(), ClientError> {
+        let admin = RequestContext::internal_admin();
+        for p in ports {
+            let bind = json!({"port": {"binding:host_id": host}});
+            let r = self
+                .0
+                .call(&admin, Method::PUT, &format!("/network/v2.0/ports/{}", p.id), Some(&bind), &[])
+                .await
+                .map_err(|e| ClientError(e.message))?;
+            if !r.status.is_success() && r.status != StatusCode::NOT_FOUND {
+                return Err(ClientError(format!(
+                    "network service refused to bind port {} to {host}: {}",
+                    p.id, r.status
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn deallocate(&self, _uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError> {

@@ -802,6 +802,9 @@ impl Conductor {
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         self.backends.network.deallocate(uuid, &inst.ports).await.map_err(|e| ComputeError::Unavailable(e.0))?;
         self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        // A server deleted mid-move (or waiting for a resize confirmation) also gives
+        // back the source share its migration record holds.
+        self.end_moves_of_deleted(uuid).await?;
         let now = stratus_core::time::now();
         Update::new()
             .set("deleted", true)

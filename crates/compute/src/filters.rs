@@ -6,8 +6,9 @@
 use stratus_db::Db;
 
 use crate::error::Result;
+use crate::placement::PlacementApi;
 use crate::scheduler::{Filter, HostState};
-use crate::server_groups::Weigher;
+use crate::server_groups::{GroupGuard, Weigher};
 use crate::servers::store::Instance;
 use crate::ComputeConfig;
 
@@ -19,6 +20,8 @@ pub(crate) struct Extra {
     pub filters: Vec<Filter>,
     /// Soft (anti-)affinity.
     weigher: Option<Weigher>,
+    /// Held until the claim is made (dropped with this value).
+    _group: Option<GroupGuard>,
 }
 
 impl Extra {
@@ -32,9 +35,14 @@ impl Extra {
 }
 
 /// The extra filters and weigher for `inst`.
-pub(crate) async fn for_instance(db: &Db, inst: &Instance, cfg: &ComputeConfig) -> Result<Extra> {
+pub(crate) async fn for_instance(
+    db: &Db,
+    placement: &dyn PlacementApi,
+    inst: &Instance,
+    cfg: &ComputeConfig,
+) -> Result<Extra> {
     let (member_of, mut filters) = crate::aggregates::scheduling(db, inst, &cfg.default_availability_zone).await?;
-    let (group_filters, weigher) = crate::server_groups::scheduling(db, inst).await?;
-    filters.extend(group_filters);
-    Ok(Extra { member_of, filters, weigher })
+    let g = crate::server_groups::scheduling(db, placement, inst).await?;
+    filters.extend(g.filters);
+    Ok(Extra { member_of, filters, weigher: g.weigher, _group: g.guard })
 }

@@ -356,13 +356,15 @@ async fn os_migrations(
     Ok(Json(body))
 }
 
+/// A migration of server `id` by its integer id (the API's) or its uuid (which
+/// openstackclient sends when given one).
 async fn server_migration(st: &AppState, id: &str, mid: &str) -> Result<Migration> {
-    let n: i64 = mid.parse().map_err(|_| ComputeError::NotFound(format!("Migration {mid} could not be found.")))?;
-    let r = Query::new("SELECT * FROM compute_migrations WHERE id = ")
-        .bind(n)
-        .push_bind(" AND instance_uuid = ", id)
-        .fetch_optional(st.platform.db.reader())
-        .await?;
+    let mut q = Query::new("SELECT * FROM compute_migrations WHERE ");
+    match mid.parse::<i64>() {
+        Ok(n) => q.push_bind("id = ", n),
+        Err(_) => q.push_bind("uuid = ", mid),
+    };
+    let r = q.push_bind(" AND instance_uuid = ", id).fetch_optional(st.platform.db.reader()).await?;
     let m = r
         .map(|r| Migration::from_row(&r))
         .transpose()?
@@ -480,5 +482,8 @@ async fn server_abort(
         ))
         .into());
     }
+    // The guest never left its source: the move is undone now; a preparation step
+    // still running on the destination finds the server no longer migrating.
+    st.conductor.clone().spawn_abort(m.instance_uuid.clone(), m.uuid.clone());
     Ok(StatusCode::ACCEPTED)
 }

@@ -267,8 +267,9 @@ impl Scheduler {
 
         // Aggregates (zone → placement member_of, aggregate extra specs) and server
         // groups add their filters and weigher to the core set.
-        let extra =
-            crate::filters::for_instance(&self.platform.db, inst, &self.cfg).await.map_err(|e| NoValidHost {
+        let extra = crate::filters::for_instance(&self.platform.db, self.placement.as_ref(), inst, &self.cfg)
+            .await
+            .map_err(|e| NoValidHost {
                 reason: "The scheduler could not read aggregates or server groups.".into(),
                 details: e.to_string(),
             })?;

@@ -22,6 +22,7 @@ use stratus_db::sqlx::Row;
 use stratus_db::{Db, Query};
 
 use crate::error::{ComputeError, Result};
+use crate::placement::PlacementApi;
 use crate::scheduler::{Filter, HostState};
 use crate::servers::store::Instance;
 use crate::AppState;
@@ -313,6 +314,15 @@ pub async fn check_hint(
     Ok(Some(g.uuid))
 }
 
+/// The groups a server is in (the server view's `server_groups`, 2.71+).
+pub async fn of_instance(db: &Db, uuid: &str) -> Result<Vec<String>> {
+    let rows = Query::new("SELECT group_uuid FROM compute_server_group_members WHERE instance_uuid = ")
+        .bind(uuid)
+        .fetch_all(db.reader())
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("group_uuid")?)).collect()
+}
+
 /// Records new members of a group.
 pub async fn add_members(db: &Db, group: &str, uuids: &[String]) -> Result<()> {
     let (g, us) = (group.to_string(), uuids.to_vec());
@@ -333,26 +343,61 @@ pub async fn add_members(db: &Db, group: &str, uuids: &[String]) -> Result<()> {
 /// A soft weigher: higher is better.
 pub(crate) type Weigher = Box<dyn Fn(&HostState) -> f64 + Send + Sync>;
 
-/// The group filter or weigher for an instance that is in a group.
-pub(crate) async fn scheduling(db: &Db, inst: &Instance) -> Result<(Vec<Filter>, Option<Weigher>)> {
+/// Per-group locks: a hard-policy group schedules one member at a time, from filter to
+/// claim, so two concurrent boots cannot both pass the (anti-)affinity filter.
+static GROUP_LOCKS: std::sync::LazyLock<parking_lot::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Held while a member of a hard-policy group is being placed.
+pub(crate) type GroupGuard = tokio::sync::OwnedMutexGuard<()>;
+
+/// What a group adds to scheduling one of its members.
+pub(crate) struct GroupScheduling {
+    /// Hard filters.
+    pub filters: Vec<Filter>,
+    /// Soft weigher.
+    pub weigher: Option<Weigher>,
+    /// Serializes the group's placements (hard policies).
+    pub guard: Option<GroupGuard>,
+}
+
+/// The group filter or weigher for an instance that is in a group. Where the other
+/// members are is read from their placement allocations, which the claim of each
+/// member writes before the group lock is released.
+pub(crate) async fn scheduling(db: &Db, placement: &dyn PlacementApi, inst: &Instance) -> Result<GroupScheduling> {
+    let none = || GroupScheduling { filters: vec![], weigher: None, guard: None };
     let r = Query::new("SELECT group_uuid FROM compute_server_group_members WHERE instance_uuid = ")
         .bind(&inst.uuid)
         .fetch_optional(db.reader())
         .await?;
-    let Some(r) = r else { return Ok((vec![], None)) };
+    let Some(r) = r else { return Ok(none()) };
     let gid: String = r.try_get("group_uuid")?;
-    let Some(g) = load(db, &gid).await? else { return Ok((vec![], None)) };
-    let others: Vec<String> = g.members.iter().filter(|m| **m != inst.uuid).cloned().collect();
+    let hard = {
+        let Some(g) = load(db, &gid).await? else { return Ok(none()) };
+        g.policy == "affinity" || g.policy == "anti-affinity"
+    };
+    let guard = if hard {
+        let lock = GROUP_LOCKS.lock().entry(gid.clone()).or_default().clone();
+        Some(lock.lock_owned().await)
+    } else {
+        None
+    };
+    // Read after the lock: members placed meanwhile are seen.
+    let Some(g) = load(db, &gid).await? else { return Ok(none()) };
+    let mut node_host: BTreeMap<String, String> = BTreeMap::new();
+    for r in Query::new("SELECT id, host FROM compute_nodes").fetch_all(db.reader()).await? {
+        node_host.insert(r.try_get("id")?, r.try_get("host")?);
+    }
     let mut per_host: BTreeMap<String, i64> = BTreeMap::new();
-    if !others.is_empty() {
-        let mut q = Query::new("SELECT host FROM compute_instances WHERE host IS NOT NULL AND deleted = ");
-        q.bind(false).push(" AND ").push_in("uuid", others);
-        for r in q.fetch_all(db.reader()).await? {
-            *per_host.entry(r.try_get("host")?).or_default() += 1;
+    for m in g.members.iter().filter(|m| **m != inst.uuid) {
+        let allocs = placement.allocations(m).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        let hosts: std::collections::BTreeSet<&String> = allocs.keys().filter_map(|rp| node_host.get(rp)).collect();
+        for h in hosts {
+            *per_host.entry(h.clone()).or_default() += 1;
         }
     }
     let max = g.max_per_host();
-    Ok(match g.policy.as_str() {
+    let (filters, weigher): (Vec<Filter>, Option<Weigher>) = match g.policy.as_str() {
         "affinity" => (
             vec![(
                 "ServerGroupAffinityFilter",
@@ -374,5 +419,6 @@ pub(crate) async fn scheduling(db: &Db, inst: &Instance) -> Result<(Vec<Filter>,
             vec![],
             Some(Box::new(move |h: &HostState| -(per_host.get(&h.host).copied().unwrap_or(0) as f64)) as Weigher),
         ),
-    })
+    };
+    Ok(GroupScheduling { filters, weigher, guard })
 }

@@ -108,6 +108,24 @@ async fn resize_holds_the_source_under_the_migration_until_confirm_or_revert() {
     assert_eq!(c.placement.consumers(), vec![id.clone()]);
     assert_eq!(ram_used(&c).await[&dst], 512);
     assert_eq!((d_src.guest_count(), d_dst.guest_count()), (0, 1), "confirm drops the source copy");
+
+    // Deleting a server that waits for a resize confirmation frees both shares.
+    action(&c, &id, "alice", json!({"os-start": null})).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    action(&c, &id, "alice", json!({"resize": {"flavorRef": "2"}})).await;
+    c.wait_status(&id, "alice", "VERIFY_RESIZE").await;
+    assert_eq!(c.placement.consumers().len(), 2);
+    let (st, _) = c.call(Method::DELETE, &format!("/servers/{id}"), "alice", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    c.wait_gone(&id, "alice").await;
+    for _ in 0..200 {
+        if c.placement.consumers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.placement.consumers().is_empty(), "no leak: {:?}", c.placement.consumers());
+    assert_eq!(migration_of(&c, &id).await["status"], "error");
 }
 
 #[tokio::test]
@@ -523,4 +541,154 @@ async fn server_groups_api_shapes_quotas_and_affinity() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (_, l) = c.get("/os-server-groups", "alice").await;
     assert_eq!(l["server_groups"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_boots_into_an_anti_affinity_group_never_share_a_host() {
+    let c = Cloud::start(3, FakeDriverConfig::default()).await;
+    let (_, b) =
+        c.post("/os-server-groups", "alice", json!({"server_group": {"name": "g", "policy": "anti-affinity"}})).await;
+    let gid = b["server_group"]["id"].as_str().unwrap().to_string();
+    // Five at once (one request, min 1 / max 5) on three hosts: three land, two fail.
+    let (st, b) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "m", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none", "min_count": 1, "max_count": 5},
+                   "os:scheduler_hints": {"group": gid}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let mut ids = vec![];
+    for _ in 0..300 {
+        let (_, l) = c.get("/servers/detail", "alice").await;
+        let all = l["servers"].as_array().unwrap().clone();
+        if all.len() == 5 && all.iter().all(|s| s["status"] == "ACTIVE" || s["status"] == "ERROR") {
+            ids = all;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ids.len(), 5, "all settled");
+    let active: Vec<&Value> = ids.iter().filter(|s| s["status"] == "ACTIVE").collect();
+    assert_eq!(active.len(), 3);
+    let mut hosts: Vec<String> = Vec::new();
+    for s in active {
+        hosts.push(host(&c.get(&format!("/servers/{}", s["id"].as_str().unwrap()), "admin").await.1["server"]));
+    }
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "one member per host: {hosts:?}");
+    assert_eq!(c.placement.consumers().len(), 3);
+}
+
+#[tokio::test]
+async fn moves_aggregates_and_groups_on_postgres() {
+    let c = Cloud::start_postgres(2, FakeDriverConfig::default(), harness::test_config()).await;
+    let (_, g) =
+        c.post("/os-server-groups", "alice", json!({"server_group": {"name": "g", "policy": "anti-affinity"}})).await;
+    let gid = g["server_group"]["id"].as_str().unwrap().to_string();
+    let (st, b) = c
+        .post("/servers", "alice", json!({"server": {"name": "p", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none"}, "os:scheduler_hints": {"group": gid}}))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    action(&c, &id, "alice", json!({"resize": {"flavorRef": "1"}})).await;
+    c.wait_status(&id, "alice", "VERIFY_RESIZE").await;
+    action(&c, &id, "alice", json!({"confirmResize": null})).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (st, _) = action(&c, &id, "admin", json!({"os-migrateLive": {"host": null, "block_migration": "auto"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    action(&c, &id, "alice", json!({"shelve": null})).await;
+    c.wait_status(&id, "alice", "SHELVED_OFFLOADED").await;
+    action(&c, &id, "alice", json!({"unshelve": null})).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(c.placement.consumers(), vec![id.clone()]);
+    let (_, m) = c.get("/os-migrations", "admin").await;
+    let st: Vec<&str> = m["migrations"].as_array().unwrap().iter().filter_map(|m| m["status"].as_str()).collect();
+    assert_eq!(st, vec!["completed", "confirmed"]);
+    let (_, a) =
+        c.post("/os-aggregates", "admin", json!({"aggregate": {"name": "a", "availability_zone": "zz"}})).await;
+    let aid = a["aggregate"]["id"].as_i64().unwrap();
+    let (st, b) =
+        c.post(&format!("/os-aggregates/{aid}/action"), "admin", json!({"add_host": {"host": "node2"}})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (_, l) = c.get("/os-aggregates", "admin").await;
+    assert_eq!(l["aggregates"][0]["hosts"], json!(["node2"]));
+    let (_, g) = c.get(&format!("/os-server-groups/{gid}"), "alice").await;
+    assert_eq!(g["server_group"]["members"], json!([id]));
+    let (_, s) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert_eq!(s["server"]["server_groups"], json!([gid]), "2.71+ shows the server's group");
+}
+
+#[tokio::test]
+async fn a_preparing_live_migration_can_be_aborted_from_2_65() {
+    let c = Cloud::start(2, FakeDriverConfig { op_delay_ms: 300, ..Default::default() }).await;
+    let id = c.boot("alice", "ab", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let src = host(&c.get(&format!("/servers/{id}"), "admin").await.1["server"]);
+    let (st, _) = action(&c, &id, "admin", json!({"os-migrateLive": {"host": null, "block_migration": "auto"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (st, l) = c.get(&format!("/servers/{id}/migrations"), "admin").await;
+    assert_eq!(st, StatusCode::OK);
+    let m = &l["migrations"][0];
+    assert_eq!(m["status"], "preparing", "{l}");
+    let mid = m["id"].as_i64().unwrap();
+    let (st, shown) = c.get(&format!("/servers/{id}/migrations/{mid}"), "admin").await;
+    assert_eq!((st, shown["migration"]["server_uuid"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    let (st, _) = c
+        .call(
+            Method::POST,
+            &format!("/servers/{id}/migrations/{mid}/action"),
+            "admin",
+            Some(json!({"force_complete": null})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "only a running migration can be forced");
+    let path = format!("/servers/{id}/migrations/{mid}");
+    let (st, _) = c.call_v(Method::DELETE, &path, "admin", None, "2.64").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "before 2.65 only running migrations abort");
+    let (st, _) = c.call(Method::DELETE, &path, "admin", None).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(host(&c.get(&format!("/servers/{id}"), "admin").await.1["server"]), src, "stayed on its host");
+    assert_eq!(migration_of(&c, &id).await["status"], "cancelled");
+    assert_eq!(c.placement.consumers(), vec![id.clone()], "the destination claim is given back");
+}
+
+#[tokio::test]
+async fn a_crash_mid_evacuation_and_mid_cold_migration_resumes() {
+    let slow = FakeDriverConfig { op_delay_ms: 150, ..Default::default() };
+    let mut c = Cloud::start(3, slow).await;
+    let e = c.boot("alice", "e", "42").await;
+    let m = c.boot("alice", "m", "42").await;
+    for id in [&e, &m] {
+        c.wait_status(id, "alice", "ACTIVE").await;
+    }
+    let dead = host(&c.get(&format!("/servers/{e}"), "admin").await.1["server"]);
+    let (_, svcs) = c.get(&format!("/os-services?host={dead}&binary=nova-compute"), "admin").await;
+    let sid = svcs["services"][0]["id"].as_str().unwrap().to_string();
+    c.call(Method::PUT, &format!("/os-services/{sid}"), "admin", Some(json!({"forced_down": true}))).await;
+    let (st, _) = action(&c, &e, "admin", json!({"evacuate": {}})).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = action(&c, &m, "admin", json!({"migrate": null})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    for (id, t) in [(&e, "rebuilding"), (&m, "resize_migrating")] {
+        let (_, s) = c.get(&format!("/servers/{id}"), "admin").await;
+        assert_eq!(s["server"]["OS-EXT-STS:task_state"], t, "caught mid-operation");
+    }
+    crash_everything(&mut c).await;
+    c.wait_status(&e, "alice", "SHUTOFF").await;
+    c.wait_status(&m, "alice", "VERIFY_RESIZE").await;
+    assert_ne!(host(&c.get(&format!("/servers/{e}"), "admin").await.1["server"]), dead);
+    assert_eq!(migration_of(&c, &e).await["status"], "done");
+    let mm = migration_of(&c, &m).await;
+    let mut want = vec![e.clone(), m.clone(), mm["uuid"].as_str().unwrap().to_string()];
+    want.sort();
+    assert_eq!(c.placement.consumers(), want);
+    assert!(c.placement.overcommitted().is_empty());
 }

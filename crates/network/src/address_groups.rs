@@ -221,6 +221,7 @@ mod tests {
             generation: Default::default(),
             schedule_lock: Default::default(),
             internal: Default::default(),
+            ip_locks: Default::default(),
         });
         let ag = json!({"id": "ag", "project_id": "p", "addresses": ["10.0.0.0/24", "192.0.2.1/32", "2001:db8::/64"]});
         let sg = json!({"id": "sg", "project_id": "p", "name": "web", "stateful": true});

@@ -319,7 +319,10 @@ async fn show(
     let base = st.platform.service_url("/compute");
     let mut b = [view::detail(&i, &base, v, is_admin_view(&st, &ctx))];
     interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
-    let [b] = b;
+    let [mut b] = b;
+    if v.at_least(2, 71) {
+        b["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+    }
     Ok(Json(json!({"server": b})))
 }
 

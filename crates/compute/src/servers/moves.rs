@@ -507,6 +507,30 @@ impl Conductor {
         });
     }
 
+    /// Releases the allocation of a deleted server's unfinished migration and ends it
+    /// (`error`, as Nova leaves such records).
+    pub(crate) async fn end_moves_of_deleted(&self, uuid: &str) -> Result<()> {
+        if let Some(m) = migrations::active_for(&self.platform.db, uuid).await? {
+            self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+            migrations::finish(&self.platform.db, &m.uuid, "error").await?;
+        }
+        Ok(())
+    }
+
+    /// Undoes a live migration aborted before it ran (status already `cancelled`).
+    pub(crate) fn spawn_abort(self: Arc<Self>, uuid: String, migration: String) {
+        tokio::spawn(async move {
+            let r = async {
+                let Some(m) = migrations::by_uuid(&self.platform.db, &migration).await? else { return Ok(()) };
+                let rid = m.request_id.clone().unwrap_or_default();
+                self.rollback_move(&uuid, &m, &rid, conductor_event(&m), "aborted by request", "cancelled").await
+            };
+            if let Err(e) = r.await {
+                tracing::error!(instance = %uuid, error = %e, "could not undo an aborted live migration");
+            }
+        });
+    }
+
     /// Sends one step to `host`; an unreachable host is that step's failure.
     pub(crate) async fn send_step(&self, inst: &Instance, host: &str, op: GuestOp, rid: &str) {
         let name = op.name();
@@ -544,6 +568,17 @@ impl Conductor {
                 self.rollback_move(uuid, &m, rid, event(op), why, "error").await
             }
             _ => self.fail_move(uuid, &m, rid, op, why, "error").await,
+        }
+    }
+
+    /// Ports follow the guest: they are bound to the host it now runs on. A failure is
+    /// logged, not fatal (the guest runs; the port's binding can be fixed by an admin).
+    pub(crate) async fn rebind_ports(&self, inst: &Instance, host: &str) {
+        if inst.ports.is_empty() {
+            return;
+        }
+        if let Err(e) = self.backends.network.bind_host(&inst.ports, host).await {
+            tracing::warn!(instance = %inst.uuid, host, error = %e, "could not re-bind ports");
         }
     }
 
@@ -643,6 +678,7 @@ impl Conductor {
         match m.migration_type.as_str() {
             kind::LIVE => self.send_step(&inst, &host, GuestOp::PreLiveMigration, rid).await,
             kind::EVACUATION => {
+                self.rebind_ports(&inst, &host).await;
                 let power_on = inst.vm_state != vm::STOPPED;
                 self.send_step(&inst, &host, GuestOp::EvacuateRebuild { power_on }, rid).await
             }
@@ -746,6 +782,7 @@ impl Conductor {
                 migrations::advance(db, &m.uuid, &["migrating"], "post-migrating", &[]).await?;
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
                 let inst = store::must_load(db, uuid).await?;
+                self.rebind_ports(&inst, &dest).await;
                 self.send_step(&inst, &dest, GuestOp::FinishMigration { power_on: old_active }, rid).await;
                 Ok(())
             }
@@ -756,18 +793,12 @@ impl Conductor {
                 if let Some(err) = error {
                     return self.fail_move(uuid, &m, rid, op, err, "error").await;
                 }
-                let ok = Update::new()
+                let u = Update::new()
                     .set("vm_state", vm::RESIZED)
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
-                    .expect_task(Some(task::RESIZE_FINISH))
-                    .apply(db, uuid)
-                    .await?;
-                if ok {
-                    migrations::advance(db, &m.uuid, &["post-migrating", "migrating"], "finished", &[]).await?;
-                    events::finish_event(db, uuid, rid, ev, None, true).await?;
-                }
-                Ok(())
+                    .expect_task(Some(task::RESIZE_FINISH));
+                self.end_move(uuid, u, &m.uuid, "finished", rid, ev).await.map(|_| ())
             }
             "confirm_migration" => {
                 if let Some(err) = error {
@@ -802,6 +833,7 @@ impl Conductor {
                     .await?;
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
                 let inst = store::must_load(db, uuid).await?;
+                self.rebind_ports(&inst, &source).await;
                 self.send_step(&inst, &source, GuestOp::FinishRevertMigration { power_on: old_active }, rid).await;
                 Ok(())
             }
@@ -814,18 +846,12 @@ impl Conductor {
                     self.set_error(uuid, fault(500, "Reverting the resize failed", err)).await?;
                     return events::finish_event(db, uuid, rid, ev, Some(err), true).await;
                 }
-                let ok = Update::new()
+                let u = Update::new()
                     .set("vm_state", if old_active { vm::ACTIVE } else { vm::STOPPED })
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
-                    .expect_task(Some(task::RESIZE_REVERTING))
-                    .apply(db, uuid)
-                    .await?;
-                if ok {
-                    migrations::finish(db, &m.uuid, "reverted").await?;
-                    events::finish_event(db, uuid, rid, ev, None, true).await?;
-                }
-                Ok(())
+                    .expect_task(Some(task::RESIZE_REVERTING));
+                self.end_move(uuid, u, &m.uuid, "reverted", rid, ev).await.map(|_| ())
             }
             "pre_live_migration" => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) {
@@ -865,6 +891,7 @@ impl Conductor {
                 if ok {
                     events::finish_event(db, uuid, rid, ev, None, false).await?;
                     let inst = store::must_load(db, uuid).await?;
+                    self.rebind_ports(&inst, &dest).await;
                     self.send_step(&inst, &dest, GuestOp::PostLiveMigration, rid).await;
                 }
                 Ok(())
@@ -877,17 +904,11 @@ impl Conductor {
                     return self.fail_move(uuid, &m, rid, op, err, "error").await;
                 }
                 self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
-                let ok = Update::new()
+                let u = Update::new()
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
-                    .expect_task(Some(task::MIGRATING))
-                    .apply(db, uuid)
-                    .await?;
-                if ok {
-                    migrations::finish(db, &m.uuid, "completed").await?;
-                    events::finish_event(db, uuid, rid, ev, None, true).await?;
-                }
-                Ok(())
+                    .expect_task(Some(task::MIGRATING));
+                self.end_move(uuid, u, &m.uuid, "completed", rid, ev).await.map(|_| ())
             }
             "evacuate_rebuild" => {
                 if inst.task_state.as_deref() != Some(task::REBUILDING) {
@@ -898,22 +919,43 @@ impl Conductor {
                 }
                 self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
                 let to = if power == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
-                let ok = Update::new()
+                let u = Update::new()
                     .set("vm_state", to)
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .set("fault_json", Option::<String>::None)
-                    .expect_task(Some(task::REBUILDING))
-                    .apply(db, uuid)
-                    .await?;
-                if ok {
-                    migrations::finish(db, &m.uuid, "done").await?;
-                    events::finish_event(db, uuid, rid, ev, None, true).await?;
-                }
-                Ok(())
+                    .expect_task(Some(task::REBUILDING));
+                self.end_move(uuid, u, &m.uuid, "done", rid, ev).await.map(|_| ())
             }
             _ => Ok(()),
         }
+    }
+
+    /// The last step of a move: the server's state, the migration's final status and
+    /// the finished event, in one transaction (so nobody sees one without the other).
+    async fn end_move(&self, uuid: &str, u: Update, mig: &str, to: &str, rid: &str, ev: &str) -> Result<bool> {
+        let (u2, uuid2, mig2, to2, rid2, ev2) =
+            (u, uuid.to_string(), mig.to_string(), to.to_string(), rid.to_string(), ev.to_string());
+        self.platform
+            .db
+            .transaction(|tx| {
+                let (u, uuid, mig, to, rid, ev) =
+                    (u2.clone(), uuid2.clone(), mig2.clone(), to2.clone(), rid2.clone(), ev2.clone());
+                Box::pin(async move {
+                    if !u.apply_tx(tx, &uuid).await? {
+                        return Ok(false);
+                    }
+                    let mut q = Query::new("UPDATE compute_migrations SET status = ");
+                    q.bind(&to).push_bind(", updated_at = ", stratus_core::time::now());
+                    q.push_bind(" WHERE uuid = ", &mig)
+                        .push(" AND NOT ")
+                        .push_in("status", migrations::TERMINAL.to_vec());
+                    q.execute(&mut **tx).await?;
+                    events::finish_event_tx(tx, &uuid, &rid, &ev, None, true).await?;
+                    Ok::<_, ComputeError>(true)
+                })
+            })
+            .await
     }
 
     /// Sends the source host the confirmation (or, when it is unreachable, finishes
@@ -943,9 +985,11 @@ impl Conductor {
         self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let to = if PowerState::from_code(inst.power_state) == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
-        Update::new().set("vm_state", to).expect_vm(&[vm::RESIZED]).expect_task(None).apply(db, uuid).await?;
-        migrations::finish(db, &m.uuid, "confirmed").await?;
-        events::finish_event(db, uuid, rid, event("confirm_migration"), None, true).await
+        let u = Update::new().set("vm_state", to).expect_vm(&[vm::RESIZED]).expect_task(None);
+        if !self.end_move(uuid, u, &m.uuid, "confirmed", rid, event("confirm_migration")).await? {
+            migrations::finish(db, &m.uuid, "confirmed").await?;
+        }
+        Ok(())
     }
 
     /// Confirmations a crash interrupted (status `confirming`) are finished.

@@ -214,6 +214,9 @@ impl Conductor {
             .apply(db, uuid)
             .await?;
         if ok {
+            if let Some(inst) = store::load(db, uuid).await? {
+                self.rebind_ports(&inst, "").await;
+            }
             events::finish_event(db, uuid, rid, "compute_shelve_offload_instance", None, true).await?;
         }
         Ok(())
@@ -257,6 +260,7 @@ impl Conductor {
                         im.id = img;
                     }
                 }
+                self.rebind_ports(&inst, &host).await;
                 self.send_step(&inst, &host, GuestOp::Unshelve, rid).await;
                 Ok(())
             }

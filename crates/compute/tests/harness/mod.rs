@@ -82,6 +82,35 @@ impl Cloud {
     async fn start_full(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig, real: bool) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        Self::start_db(dir, db, hosts, fake, cfg, real).await
+    }
+
+    /// Like [`Cloud::start_with`] on PostgreSQL (`STRATUS_TEST_POSTGRES_URL`), in a fresh
+    /// schema.
+    pub async fn start_postgres(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig) -> Cloud {
+        let base = std::env::var("STRATUS_TEST_POSTGRES_URL").expect(
+            "STRATUS_TEST_POSTGRES_URL is not set: run the suite through scripts/test.sh, which starts PostgreSQL",
+        );
+        let db = Db::connect(&base).await.expect("PostgreSQL must be reachable");
+        let schema = format!("compute_t{}_{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        stratus_db::sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+            .execute(db.reader())
+            .await
+            .unwrap();
+        db.close().await;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let db = Db::connect(&format!("{base}{sep}options=-c%20search_path%3D{schema}")).await.unwrap();
+        Self::start_db(tempfile::tempdir().unwrap(), db, hosts, fake, cfg, false).await
+    }
+
+    async fn start_db(
+        dir: tempfile::TempDir,
+        db: Db,
+        hosts: usize,
+        fake: FakeDriverConfig,
+        cfg: ComputeConfig,
+        real: bool,
+    ) -> Cloud {
         let platform = Platform {
             db,
             bus: Arc::new(InProcBus::new()),
