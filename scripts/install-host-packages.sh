@@ -23,10 +23,11 @@ BPO_PKGS=(qemu-system-x86 qemu-utils)
 # Packages from plain bookworm. isc-dhcp-client (dhclient) is the real DHCP client the
 # network-agent tests run inside their own namespaces, with their own script (it never touches
 # the host's configuration); arping sends floating IPs' gratuitous ARP; conntrack flushes flows
-# a removed security group rule no longer allows.
+# a removed security group rule no longer allows; curl fetches metadata from test "guests";
+# procps gives sysctl.
 PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client socat cpio
     syslinux syslinux-common mtools dosfstools fdisk genisoimage
-    isc-dhcp-client iputils-arping conntrack)
+    isc-dhcp-client iputils-arping conntrack curl procps)
 
 log() { printf 'install-host-packages: %s\n' "$*" >&2; }
 
