@@ -207,6 +207,8 @@ impl InstanceFacts {
         let mut md: Vec<(&str, String)> = vec![
             ("ami-id", self.image_id.clone()),
             ("ami-launch-index", self.launch_index.to_string()),
+            // Nova has always served this literal placeholder (there is no S3 manifest for
+            // images it boots); EC2 tools list the key, so it is kept with Nova's exact value.
             ("ami-manifest-path", "FIXME".into()),
             ("block-device-mapping/ami", "vda".into()),
             ("block-device-mapping/root", "/dev/vda".into()),

@@ -194,6 +194,27 @@ impl TestCloud {
         self.openstack_as(&self.admin(), args).await
     }
 
+    /// Uploads, as admin through the CLI, the public 1 MiB raw image `tiny` that fake-driver
+    /// servers boot from, and returns `image create`'s output.
+    pub async fn create_tiny_image(&self) -> Value {
+        let img = self.data_dir.join("tiny.img");
+        std::fs::write(&img, vec![0u8; 1 << 20]).expect("write tiny.img");
+        let path = img.to_str().expect("utf-8 data dir");
+        let args = [
+            "image",
+            "create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--public",
+            "--file",
+            path,
+            "tiny",
+        ];
+        self.openstack(&args).await.expect("image create")
+    }
+
     /// Like [`TestCloud::openstack`] with other credentials.
     pub async fn openstack_as(&self, creds: &Creds, args: &[&str]) -> Result<Value, CliError> {
         // Commands that print nothing reject `-f`; those are retried without it. `delete`

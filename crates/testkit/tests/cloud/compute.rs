@@ -152,23 +152,7 @@ async fn servers_boot_from_an_image_onto_a_network_and_live_their_lifecycle() {
     let cloud = TestCloud::start().await;
     let alice = member(&cloud, "proj-a", "alice").await;
     let bob = member(&cloud, "proj-b", "bob").await;
-    let img = cloud.data_dir.join("tiny.img");
-    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    let image = cloud
-        .openstack(&[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "--public",
-            "--file",
-            img.to_str().unwrap(),
-            "tiny",
-        ])
-        .await
-        .expect("image create");
+    let image = cloud.create_tiny_image().await;
     assert_eq!(image["status"], "active");
     let net = cloud.openstack_as(&alice, &["network", "create", "net-a"]).await.expect("network create");
     let net_id = net["id"].as_str().unwrap().to_string();

@@ -26,25 +26,7 @@ async fn member(cloud: &TestCloud, project: &str, user: &str) -> Creds {
 /// A public image and the cloud's default external network with a subnet.
 async fn image_and_external(cloud: &TestCloud) {
     let admin = cloud.admin();
-    let img = cloud.data_dir.join("tiny.img");
-    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    os(
-        cloud,
-        &admin,
-        &[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "--public",
-            "--file",
-            img.to_str().unwrap(),
-            "tiny",
-        ],
-    )
-    .await;
+    cloud.create_tiny_image().await;
     os(cloud, &admin, &["network", "create", "--external", "--default", "ext"]).await;
     os(
         cloud,

@@ -26,23 +26,7 @@ async fn cloud_with_hosts(hosts: &[&str]) -> (TestCloud, Vec<stratus_compute_age
     assert_eq!(hvs.as_array().unwrap().len(), hosts.len(), "{hvs}");
     let rps = cloud.openstack(&["resource", "provider", "list"]).await.expect("resource provider list");
     assert_eq!(rps.as_array().unwrap().len(), hosts.len(), "one provider per host: {rps}");
-    let img = cloud.data_dir.join("tiny.img");
-    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    cloud
-        .openstack(&[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "--public",
-            "--file",
-            img.to_str().unwrap(),
-            "tiny",
-        ])
-        .await
-        .expect("image create");
+    cloud.create_tiny_image().await;
     (cloud, agents)
 }
 
@@ -406,23 +390,7 @@ async fn a_live_migration_in_progress_is_listed_shown_and_aborted_through_the_cl
     let _fast = cloud.start_fake_agent("cmp-fast", fake()).await;
     // Every step of the slow host takes 10 minutes: the migration stays `preparing`.
     let (slow, _) = cloud.start_fake_agent("cmp-slow", FakeDriverConfig { op_delay_ms: 600_000, ..fake() }).await;
-    let img = cloud.data_dir.join("tiny.img");
-    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    cloud
-        .openstack(&[
-            "image",
-            "create",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "--public",
-            "--file",
-            img.to_str().unwrap(),
-            "tiny",
-        ])
-        .await
-        .expect("image create");
+    cloud.create_tiny_image().await;
     cloud
         .openstack(&[
             "server",
