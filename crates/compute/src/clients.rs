@@ -469,24 +469,21 @@ impl NetworkApi for RestNetwork {
         // A page of servers asks once: by port for a few, else every floating IP
         // (there are far fewer of those than ports), filtered here.
         let wanted: std::collections::HashSet<&str> = ports.iter().map(String::as_str).collect();
-        let paths: Vec<String> = if ports.len() <= 40 {
+        let path = if ports.len() <= 40 {
             let q: Vec<String> = ports.iter().map(|p| format!("port_id={p}")).collect();
-            vec![format!("/network/v2.0/floatingips?{}", q.join("&"))]
+            format!("/network/v2.0/floatingips?{}", q.join("&"))
         } else {
-            vec!["/network/v2.0/floatingips?fields=port_id&fields=fixed_ip_address&fields=floating_ip_address".into()]
+            "/network/v2.0/floatingips?fields=port_id&fields=fixed_ip_address&fields=floating_ip_address".into()
         };
-        for path in paths {
-            let r = self.call(&ctx, Method::GET, &path, None).await?;
-            if !r.status.is_success() {
-                return Err(ClientError(format!("network service answered {} listing floating IPs", r.status)));
-            }
-            for f in r.body["floatingips"].as_array().into_iter().flatten() {
-                if let (Some(port), Some(fixed), Some(fip)) =
-                    (f["port_id"].as_str(), f["fixed_ip_address"].as_str(), f["floating_ip_address"].as_str())
-                {
-                    if !wanted.contains(port) {
-                        continue;
-                    }
+        let r = self.call(&ctx, Method::GET, &path, None).await?;
+        if !r.status.is_success() {
+            return Err(ClientError(format!("network service answered {} listing floating IPs", r.status)));
+        }
+        for f in r.body["floatingips"].as_array().into_iter().flatten() {
+            if let (Some(port), Some(fixed), Some(fip)) =
+                (f["port_id"].as_str(), f["fixed_ip_address"].as_str(), f["floating_ip_address"].as_str())
+            {
+                if wanted.contains(port) {
                     out.push(FloatingAddress { port_id: port.into(), fixed_ip: fixed.into(), floating_ip: fip.into() });
                 }
             }
