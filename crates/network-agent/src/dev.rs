@@ -35,12 +35,16 @@ pub async fn ensure_veth(host: &Ns, host_dev: &str, inner: &Ns, inner_dev: &str,
     Ok(())
 }
 
-/// IPv4 addresses (`a.b.c.d/len`) of a device.
+/// IPv4 and global IPv6 addresses (`a.b.c.d/len`, `fd00::1/64`) of a device. IPv6
+/// link-local addresses are the kernel's (derived from the MAC), never ours to manage.
 pub async fn addrs(ns: &Ns, dev: &str) -> Result<BTreeSet<String>> {
-    let v = ns.ip_json(&["-4", "addr", "show", "dev", dev]).await?;
+    let v = ns.ip_json(&["addr", "show", "dev", dev]).await?;
     let mut out = BTreeSet::new();
     for l in v.as_array().into_iter().flatten() {
         for a in l["addr_info"].as_array().into_iter().flatten() {
+            if a["family"] == "inet6" && a["scope"] != "global" {
+                continue;
+            }
             if let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64()) {
                 out.insert(format!("{ip}/{len}"));
             }
@@ -49,7 +53,7 @@ pub async fn addrs(ns: &Ns, dev: &str) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
-/// Makes the device's IPv4 addresses exactly `want`; returns the ones it added.
+/// Makes the device's addresses (as [`addrs`] sees them) exactly `want`; returns the ones it added.
 pub async fn converge_addrs(ns: &Ns, dev: &str, want: &BTreeSet<String>) -> Result<Vec<String>> {
     let have = addrs(ns, dev).await?;
     for a in have.difference(want) {
@@ -57,18 +61,25 @@ pub async fn converge_addrs(ns: &Ns, dev: &str, want: &BTreeSet<String>) -> Resu
     }
     let mut added = Vec::new();
     for a in want.difference(&have) {
-        ns.ip(&["addr", "add", a, "dev", dev]).await?;
+        if a.contains(':') {
+            // No duplicate address detection: the address is the port's, which the network
+            // service allocated uniquely, and a tentative address cannot be bound by dnsmasq
+            // nor answer neighbour solicitations for a second or more.
+            ns.ip(&["-6", "addr", "add", a, "dev", dev, "nodad"]).await?;
+        } else {
+            ns.ip(&["addr", "add", a, "dev", dev]).await?;
+        }
         added.push(a.clone());
     }
     Ok(added)
 }
 
-/// The port's IPv4 addresses with their subnets' prefix lengths (`10.0.0.2/24`).
+/// The port's addresses with their subnets' prefix lengths (`10.0.0.2/24`, `fd00::2/64`).
 pub fn port_cidrs(state: &DesiredState, port: &Port) -> BTreeSet<String> {
     port.fixed_ips
         .iter()
         .filter_map(|f| {
-            let ip: std::net::Ipv4Addr = f.ip_address.parse().ok()?;
+            let ip: std::net::IpAddr = f.ip_address.parse().ok()?;
             let len = state.subnet(&f.subnet_id)?.cidr.split_once('/')?.1.parse::<u8>().ok()?;
             Some(format!("{ip}/{len}"))
         })

@@ -11,17 +11,29 @@
 //! the unprivileged user dnsmasq drops to (it re-reads them on SIGHUP).
 //!
 //! DNS is off (`--port=0`): guests get the subnet's `dns_nameservers` only.
+//!
+//! IPv6, by the subnet's modes, as Neutron's dnsmasq driver maps them: `dhcpv6-stateful`
+//! (and a subnet with neither mode set) gets a static DHCPv6 range and `[addr]` host lines,
+//! so a MAC gets exactly its port's address; `dhcpv6-stateless` gets a static range with no
+//! addresses (options only: DNS servers, domain); `slaac` gets nothing. The DHCP port
+//! carries its IPv6 addresses (no DAD, no autoconfiguration from RAs). Router
+//! advertisements normally come from the router ([`crate::l3`]). Stratus addition: when a
+//! network has IPv6 subnets with `ipv6_ra_mode` set and none of its IPv6 subnets is on a
+//! router, this dnsmasq advertises them itself (`--enable-ra`; `ra-only` for SLAAC,
+//! `ra-stateless` for stateless, the static range for stateful) with router lifetime 0, so
+//! guests get addresses but no default route through the DHCP namespace. Neutron leaves
+//! such isolated subnets without RAs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::dev::{converge_addrs, ensure_veth, network_and_mask, port_cidrs};
 use crate::exec::{check_mac, delete_netns, ensure_netns, list_netns, names, Ns};
-use crate::model::{DesiredState, Network, Port};
+use crate::model::{DesiredState, Network, Port, Subnet};
 use crate::AgentConfig;
 
 /// The namespace name of a network's DHCP server.
@@ -43,8 +55,8 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
     let mut errors = Vec::new();
     for net in &state.networks {
         let Some(port) = local_dhcp_port(state, cfg, net) else { continue };
-        let v4_dhcp = state.subnets.iter().any(|s| s.network_id == net.id && s.enable_dhcp && s.ip_version == 4);
-        if !v4_dhcp {
+        let any_dhcp = state.subnets.iter().any(|s| s.network_id == net.id && s.enable_dhcp);
+        if !any_dhcp {
             continue;
         }
         let name = netns_name(cfg, &net.id);
@@ -80,8 +92,19 @@ async fn converge_one(
     name: &str,
 ) -> Result<()> {
     let ns = ensure_netns(name).await?;
+    // The DHCP port's IPv6 addresses are static: RAs (ours from the router, or a guest's)
+    // must not add or age addresses here.
+    let v6 = state.subnets.iter().any(|s| s.network_id == net.id && s.ip_version == 6);
+    if v6 {
+        for conf in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv6.conf.{conf}.accept_ra"), "0").await?;
+        }
+    }
     let dev = names::dhcp_dev(&port.id);
     ensure_veth(host, &names::tap(&port.id), &ns, &dev, &port.mac_address, net.mtu).await?;
+    if v6 {
+        ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0").await?;
+    }
     converge_addrs(&ns, &dev, &port_cidrs(state, port)).await?;
 
     let dir = state_dir(cfg, &net.id);
@@ -90,6 +113,12 @@ async fn converge_one(
     let hosts = hosts_file(state, net);
     let opts = opts_file(state, net, port)?;
     let args = dnsmasq_args(state, net, &dev, &dir)?;
+    if !args.iter().any(|a| a.starts_with("--dhcp-range=")) {
+        // Only SLAAC subnets behind a router: nothing for dnsmasq to serve.
+        stop_dnsmasq(&dir).await;
+        let _ = tokio::fs::remove_file(dir.join("cmdline")).await;
+        return Ok(());
+    }
     let changed_hosts = write_if_changed(&dir.join("host"), &hosts).await?;
     let changed_opts = write_if_changed(&dir.join("opts"), &opts).await?;
     let changed_args = write_if_changed(&dir.join("cmdline"), &args.join("\n")).await?;
@@ -120,14 +149,16 @@ pub fn hosts_file(state: &DesiredState, net: &Network) -> String {
             continue;
         }
         for f in &p.fixed_ips {
-            let dhcp = state.subnet(&f.subnet_id).is_some_and(|s| s.enable_dhcp && s.ip_version == 4);
-            if dhcp && f.ip_address.parse::<std::net::Ipv4Addr>().is_ok() {
+            let Some(s) = state.subnet(&f.subnet_id).filter(|s| s.enable_dhcp) else { continue };
+            let mac = p.mac_address.to_ascii_lowercase();
+            if s.ip_version == 4 && f.ip_address.parse::<std::net::Ipv4Addr>().is_ok() {
                 let hostname = format!("host-{}", f.ip_address.replace('.', "-"));
-                out.push_str(&format!(
-                    "{},{hostname}.openstacklocal,{}\n",
-                    p.mac_address.to_ascii_lowercase(),
-                    f.ip_address
-                ));
+                out.push_str(&format!("{mac},{hostname}.openstacklocal,{}\n", f.ip_address));
+            } else if v6_mode(s) == Some(V6Mode::Stateful) {
+                if let Ok(ip) = f.ip_address.parse::<std::net::Ipv6Addr>() {
+                    let hostname = format!("host-{}", ip.to_string().replace(':', "-"));
+                    out.push_str(&format!("{mac},{hostname}.openstacklocal,[{ip}]\n"));
+                }
             }
         }
     }
@@ -162,7 +193,60 @@ pub fn opts_file(state: &DesiredState, net: &Network, dhcp_port: &Port) -> Resul
         }
         out.push_str(&format!("{tag},option:mtu,{}\n", net.mtu));
     }
+    for s in state.subnets.iter().filter(|s| s.network_id == net.id && s.enable_dhcp && s.ip_version == 6) {
+        if matches!(v6_mode(s), Some(V6Mode::Stateful | V6Mode::Stateless)) {
+            let tag = format!("tag:subnet-{}", s.id);
+            let dns: Vec<String> = s
+                .dns_nameservers
+                .iter()
+                .filter_map(|d| d.parse::<std::net::Ipv6Addr>().ok())
+                .map(|d| format!("[{d}]"))
+                .collect();
+            if !dns.is_empty() {
+                out.push_str(&format!("{tag},option6:dns-server,{}\n", dns.join(",")));
+            }
+            out.push_str(&format!("{tag},option6:domain-search,openstacklocal\n"));
+        }
+    }
     Ok(out)
+}
+
+/// What dnsmasq does for an IPv6 subnet (Neutron's mapping of the subnet modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V6Mode {
+    /// Addresses by DHCPv6 (`dhcpv6-stateful`, or no mode at all: Neutron's default).
+    Stateful,
+    /// Options by DHCPv6, addresses by SLAAC.
+    Stateless,
+    /// Addresses by SLAAC, no DHCPv6.
+    Slaac,
+}
+
+/// The mode of an IPv6 subnet; `None` for IPv4 or DHCP off.
+pub fn v6_mode(s: &Subnet) -> Option<V6Mode> {
+    if s.ip_version != 6 || !s.enable_dhcp {
+        return None;
+    }
+    let mode = s.ipv6_address_mode.as_deref().or(s.ipv6_ra_mode.as_deref());
+    Some(match mode {
+        Some("slaac") => V6Mode::Slaac,
+        Some("dhcpv6-stateless") => V6Mode::Stateless,
+        _ => V6Mode::Stateful,
+    })
+}
+
+/// Whether a router interface port has an address on the subnet.
+pub fn on_router(state: &DesiredState, subnet_id: &str) -> bool {
+    state.ports.iter().any(|p| {
+        p.device_owner.starts_with("network:router_interface") && p.fixed_ips.iter().any(|f| f.subnet_id == subnet_id)
+    })
+}
+
+/// Whether this network's DHCP server sends the router advertisements (see the module doc).
+fn dhcp_sends_ra(state: &DesiredState, net: &Network) -> bool {
+    let v6: Vec<&Subnet> =
+        state.subnets.iter().filter(|s| s.network_id == net.id && s.ip_version == 6 && s.enable_dhcp).collect();
+    v6.iter().any(|s| s.ipv6_ra_mode.is_some()) && !v6.iter().any(|s| on_router(state, &s.id))
 }
 
 fn dnsmasq_args(state: &DesiredState, net: &Network, dev: &str, dir: &Path) -> Result<Vec<String>> {
@@ -190,11 +274,42 @@ fn dnsmasq_args(state: &DesiredState, net: &Network, dev: &str, dir: &Path) -> R
         a.push(format!("--dhcp-range=set:subnet-{},{addr},static,{mask},86400s", s.id));
         n += 1 << (32 - mask.to_bits().count_ones()).min(16);
     }
+    let ra = dhcp_sends_ra(state, net);
+    for s in state.subnets.iter().filter(|s| s.network_id == net.id) {
+        let Some(mode) = v6_mode(s) else { continue };
+        let (prefix, len) = v6_prefix(&s.cidr)?;
+        let kind = match (mode, ra && s.ipv6_ra_mode.is_some()) {
+            (V6Mode::Stateful, _) | (V6Mode::Stateless, false) => "static",
+            (V6Mode::Stateless, true) => "ra-stateless",
+            (V6Mode::Slaac, true) => "ra-only",
+            (V6Mode::Slaac, false) => continue,
+        };
+        a.push(format!("--dhcp-range=set:subnet-{},{prefix},{kind},{len},86400s", s.id));
+        n += 1 << 16;
+    }
+    if ra {
+        // Router lifetime 0: the DHCP namespace is no router.
+        a.push("--enable-ra".into());
+        a.push(format!("--ra-param={dev},{RA_INTERVAL_SECS},0"));
+    }
     a.push(format!("--dhcp-lease-max={n}"));
     Ok(a)
 }
 
-async fn write_if_changed(path: &Path, content: &str) -> Result<bool> {
+/// Seconds between unsolicited router advertisements (Neutron's radvd uses 30–100).
+pub const RA_INTERVAL_SECS: u32 = 30;
+
+/// `fd00:1::/64` → (network address, prefix length).
+pub fn v6_prefix(cidr: &str) -> Result<(std::net::Ipv6Addr, u8)> {
+    let (ip, len) = cidr.split_once('/').context("cidr without /")?;
+    let ip: std::net::Ipv6Addr = ip.parse()?;
+    let len: u8 = len.parse()?;
+    anyhow::ensure!(len <= 128, "bad prefix length in {cidr}");
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    Ok(((u128::from(ip) & mask).into(), len))
+}
+
+pub(crate) async fn write_if_changed(path: &Path, content: &str) -> Result<bool> {
     if tokio::fs::read_to_string(path).await.ok().as_deref() == Some(content) {
         return Ok(false);
     }
@@ -221,7 +336,7 @@ pub async fn running_pid(dir: &Path) -> Option<Pid> {
     (cmdline.contains("dnsmasq") && cmdline.contains(&marker)).then(|| Pid::from_raw(pid))
 }
 
-async fn stop_dnsmasq(dir: &Path) {
+pub(crate) async fn stop_dnsmasq(dir: &Path) {
     if let Some(pid) = running_pid(dir).await {
         let _ = kill(pid, Signal::SIGTERM);
         for _ in 0..50 {
@@ -231,5 +346,136 @@ async fn stop_dnsmasq(dir: &Path) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FixedIp, NetworkType, Subnet};
+
+    fn subnet(id: &str, cidr: &str, v: u8, mode: Option<&str>) -> Subnet {
+        Subnet {
+            id: id.into(),
+            network_id: "n1".into(),
+            ip_version: v,
+            cidr: cidr.into(),
+            gateway_ip: None,
+            enable_dhcp: true,
+            dns_nameservers: if v == 6 { vec!["fd00:53::1".into()] } else { vec![] },
+            host_routes: vec![],
+            ipv6_ra_mode: mode.map(Into::into),
+            ipv6_address_mode: mode.map(Into::into),
+        }
+    }
+
+    fn port(id: &str, mac: &str, owner: &str, ips: &[(&str, &str)]) -> Port {
+        Port {
+            id: id.into(),
+            network_id: "n1".into(),
+            mac_address: mac.into(),
+            fixed_ips: ips.iter().map(|(s, i)| FixedIp { subnet_id: (*s).into(), ip_address: (*i).into() }).collect(),
+            device_owner: owner.into(),
+            device_id: String::new(),
+            binding_host_id: "h".into(),
+            security_groups: vec![],
+            allowed_address_pairs: vec![],
+            port_security_enabled: true,
+            admin_state_up: true,
+        }
+    }
+
+    fn state(with_router: bool) -> DesiredState {
+        let mut s = DesiredState {
+            networks: vec![Network {
+                id: "n1".into(),
+                project_id: String::new(),
+                network_type: NetworkType::Local,
+                segmentation_id: None,
+                physical_network: None,
+                mtu: 1500,
+                router_external: false,
+                admin_state_up: true,
+            }],
+            subnets: vec![
+                subnet("s4", "10.0.0.0/24", 4, None),
+                subnet("sl", "fd00:1::/64", 6, Some("slaac")),
+                subnet("sf", "fd00:2::/64", 6, Some("dhcpv6-stateful")),
+                subnet("st", "fd00:3::/64", 6, Some("dhcpv6-stateless")),
+            ],
+            ..Default::default()
+        };
+        s.ports.push(port(
+            "vm",
+            "FA:16:3E:00:00:05",
+            "compute:nova",
+            &[
+                ("s4", "10.0.0.5"),
+                ("sl", "fd00:1::f816:3eff:fe00:5"),
+                ("sf", "fd00:2::5"),
+                ("st", "fd00:3::f816:3eff:fe00:5"),
+            ],
+        ));
+        if with_router {
+            s.ports.push(port("rp", "fa:16:3e:00:00:01", "network:router_interface", &[("sl", "fd00:1::1")]));
+        }
+        s
+    }
+
+    #[test]
+    fn hosts_give_stateful_ipv6_addresses_only() {
+        let s = state(false);
+        let hosts = hosts_file(&s, &s.networks[0]);
+        assert_eq!(
+            hosts,
+            "fa:16:3e:00:00:05,host-10-0-0-5.openstacklocal,10.0.0.5\n\
+             fa:16:3e:00:00:05,host-fd00-2--5.openstacklocal,[fd00:2::5]\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_options_are_tagged_per_subnet() {
+        let s = state(false);
+        let opts = opts_file(&s, &s.networks[0], &port("d", "fa:16:3e:00:00:02", "network:dhcp", &[])).unwrap();
+        assert!(opts.contains("tag:subnet-sf,option6:dns-server,[fd00:53::1]\n"), "{opts}");
+        assert!(opts.contains("tag:subnet-st,option6:domain-search,openstacklocal\n"), "{opts}");
+        assert!(!opts.contains("tag:subnet-sl"), "SLAAC gets no DHCPv6 options: {opts}");
+    }
+
+    #[test]
+    fn ranges_follow_neutrons_mapping_and_isolated_subnets_get_ras() {
+        let dir = Path::new("/tmp/x");
+        let s = state(false);
+        let a = dnsmasq_args(&s, &s.networks[0], "ns-x", dir).unwrap();
+        assert!(a.contains(&"--dhcp-range=set:subnet-s4,10.0.0.0,static,255.255.255.0,86400s".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-range=set:subnet-sl,fd00:1::,ra-only,64,86400s".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-range=set:subnet-sf,fd00:2::,static,64,86400s".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-range=set:subnet-st,fd00:3::,ra-stateless,64,86400s".to_owned()), "{a:?}");
+        assert!(a.contains(&"--enable-ra".to_owned()));
+        assert!(a.contains(&"--ra-param=ns-x,30,0".to_owned()), "no default route via DHCP: {a:?}");
+
+        // Behind a router: Neutron's ranges, RAs come from the router.
+        let s = state(true);
+        let a = dnsmasq_args(&s, &s.networks[0], "ns-x", dir).unwrap();
+        assert!(!a.iter().any(|x| x.contains("subnet-sl")), "{a:?}");
+        assert!(a.contains(&"--dhcp-range=set:subnet-st,fd00:3::,static,64,86400s".to_owned()), "{a:?}");
+        assert!(!a.iter().any(|x| x.starts_with("--enable-ra") || x.starts_with("--ra-param")), "{a:?}");
+    }
+
+    #[test]
+    fn ipv4_only_networks_keep_their_command_line() {
+        let mut s = state(false);
+        s.subnets.retain(|x| x.ip_version == 4);
+        let a = dnsmasq_args(&s, &s.networks[0], "ns-x", Path::new("/d")).unwrap();
+        let ranges: Vec<&String> = a.iter().filter(|x| x.starts_with("--dhcp-range")).collect();
+        assert_eq!(ranges.len(), 1);
+        assert_eq!(a.last().unwrap(), "--dhcp-lease-max=256");
+        assert!(!a.iter().any(|x| x.starts_with("--enable-ra") || x.starts_with("--ra-param")));
+    }
+
+    #[test]
+    fn v6_prefix_masks_the_host_part() {
+        assert_eq!(v6_prefix("fd00:1::5/64").unwrap(), ("fd00:1::".parse().unwrap(), 64));
+        assert!(v6_prefix("fd00::/129").is_err());
     }
 }

@@ -22,6 +22,16 @@
 //!   deny ingress). Egress DHCP and metadata (169.254.169.254:80) are always allowed.
 //!   Remote groups are named sets `rg_<group>` of member addresses.
 //!
+//! IPv6 (`net.bridge.bridge-nf-call-ip6tables=1` too): a filtered port may send from its
+//! fixed IPv6 addresses, its allowed address pairs, its MAC's link-local address, and `::`
+//! to link-local multicast only (duplicate address detection, MLD); router advertisements
+//! and DHCPv6 server replies from it are dropped (anti-rogue-RA, as Neutron). Neighbour
+//! discovery, router solicitations/advertisements and MLD (conntrack leaves them
+//! untracked) are accepted in `forward` before any group is consulted, so a group without
+//! ICMPv6 rules still lets the network work; DHCPv6 to and from the port is always allowed.
+//! Rules with `ethertype: IPv6` match IPv6 only (`icmp` there means ICMPv6, as in Neutron),
+//! remote groups have an IPv6 set `rg6_<group>` beside the IPv4 one.
+//!
 //! Established flows survive a rule removal (conntrack), as with Neutron's iptables driver
 //! before it deletes conntrack entries; new flows see the new rules at once (the test
 //! measures well under a second).
@@ -40,6 +50,9 @@ use crate::AgentConfig;
 /// whose policy changed, so a removed rule also stops flows that were already established.
 pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> Result<()> {
     host.sysctl("net.bridge.bridge-nf-call-iptables", "1").await?;
+    if has_v6(state) {
+        host.sysctl("net.bridge.bridge-nf-call-ip6tables", "1").await?;
+    }
     let (ruleset, policies) = render(cfg, state, plugged)?;
     host.nft_apply(&ruleset, &cfg.state_dir).await?;
 
@@ -55,9 +68,10 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState, plugge
         }
         let zone = now.zone.to_string();
         for ip in &now.ips {
+            let family = if ip.contains(':') { "ipv6" } else { "ipv4" };
             for dir in ["--orig-src", "--orig-dst"] {
                 // Exit status 1 with "0 flow entries" just means there was nothing to delete.
-                if let Err(e) = host.exec("conntrack", &["-D", "-w", &zone, dir, ip]).await {
+                if let Err(e) = host.exec("conntrack", &["-D", "-f", family, "-w", &zone, dir, ip]).await {
                     let msg = format!("{e:#}");
                     if !msg.contains("0 flow entries") {
                         tracing::warn!(%port, "conntrack flush: {msg}");
@@ -87,6 +101,40 @@ pub async fn teardown(host: &Ns, cfg: &AgentConfig) -> Result<()> {
 fn addr_ok(s: &str) -> bool {
     let (ip, len) = s.split_once('/').unwrap_or((s, "32"));
     ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+}
+
+fn addr6_ok(s: &str) -> bool {
+    let (ip, len) = s.split_once('/').unwrap_or((s, "128"));
+    ip.parse::<std::net::Ipv6Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+}
+
+/// Whether any subnet is IPv6 (only then are IPv6 sysctls touched, so IPv4-only hosts
+/// see exactly what they saw before).
+fn has_v6(state: &DesiredState) -> bool {
+    state.subnets.iter().any(|s| s.ip_version == 6)
+}
+
+/// ICMPv6 the network needs whatever the groups say: neighbour and router discovery, MLD.
+const ICMPV6_ALWAYS: &str = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report";
+
+/// Whether the port has IPv6 addresses (fixed or allowed pairs).
+fn has_v6_addresses(p: &Port) -> bool {
+    p.ipv6s().next().is_some() || p.allowed_address_pairs.iter().any(|a| addr6_ok(&a.ip_address))
+}
+
+/// The IPv6 sources a port may use: fixed addresses, allowed pairs, the MAC's link-local.
+fn port_v6_sources(p: &Port) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = p.ipv6s().map(|i| i.to_string()).collect();
+    out.extend(p.link_local().map(|l| l.to_string()));
+    for pair in &p.allowed_address_pairs {
+        if addr6_ok(&pair.ip_address) {
+            out.insert(pair.ip_address.clone());
+        }
+        if let Some(ll) = pair.mac_address.as_deref().and_then(|m| crate::model::eui64("fe80::".parse().ok()?, m)) {
+            out.insert(ll.to_string());
+        }
+    }
+    out
 }
 
 /// The whole ruleset text for `nft -f`.
@@ -141,13 +189,21 @@ fn render(
         .collect();
     for g in &groups {
         let mut members = BTreeSet::new();
+        let mut members6 = BTreeSet::new();
         for p in state.ports.iter().filter(|p| p.security_groups.iter().any(|x| x == g)) {
             members.extend(p.ipv4s().map(|i| i.to_string()));
             members.extend(p.allowed_address_pairs.iter().map(|a| a.ip_address.clone()).filter(|a| addr_ok(a)));
+            members6.extend(p.ipv6s().map(|i| i.to_string()));
+            members6.extend(p.allowed_address_pairs.iter().map(|a| a.ip_address.clone()).filter(|a| addr6_ok(a)));
         }
         write!(sg, "  set {} {{\n    type ipv4_addr; flags interval;\n", set_name(g))?;
         if !members.is_empty() {
             writeln!(sg, "    elements = {{ {} }}", members.into_iter().collect::<Vec<_>>().join(", "))?;
+        }
+        sg.push_str("  }\n");
+        write!(sg, "  set {} {{\n    type ipv6_addr; flags interval;\n", set6_name(g))?;
+        if !members6.is_empty() {
+            writeln!(sg, "    elements = {{ {} }}", members6.into_iter().collect::<Vec<_>>().join(", "))?;
         }
         sg.push_str("  }\n");
     }
@@ -157,6 +213,8 @@ fn render(
     }
     sg.push_str("  }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
     sg.push_str("    ct state established,related accept\n    ct state invalid drop\n");
+    // Spoofed or rogue ND/RA never gets here (the bridge table dropped it).
+    writeln!(sg, "    icmpv6 type {{ {ICMPV6_ALWAYS} }} accept")?;
     let mut chains = String::new();
     for (i, p) in filtered.iter().enumerate() {
         let n = i + 1;
@@ -178,10 +236,18 @@ fn render(
         } else {
             ips.iter().cloned().collect::<Vec<_>>().join(", ")
         };
+        let v6_set = port_v6_sources(p).into_iter().collect::<Vec<_>>().join(", ");
+        // IPv6 from a port without IPv6 addresses is dropped outright (as before IPv6
+        // existed here): its link-local traffic would otherwise skip the groups.
+        let v6_rules = if has_v6_addresses(p) {
+            format!("    icmpv6 type nd-router-advert drop\n    udp sport 547 drop\n    ip6 saddr :: ip6 daddr ff02::/16 accept\n    ip6 saddr != {{ {v6_set} }} drop\n")
+        } else {
+            "    ether type ip6 drop\n".to_owned()
+        };
         // Layer 2 anti-spoofing.
         write!(
             l2,
-            "  chain from_{n} {{\n    meta mark set {mark:#x}\n    ether saddr != {{ {macs} }} drop\n    arp saddr ether != {{ {macs} }} drop\n    arp saddr ip != {{ {ip_set}, 0.0.0.0 }} drop\n    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept\n    ip saddr != {{ {ip_set} }} drop\n    udp sport 67 drop\n    ether type ip6 drop\n  }}\n",
+            "  chain from_{n} {{\n    meta mark set {mark:#x}\n    ether saddr != {{ {macs} }} drop\n    arp saddr ether != {{ {macs} }} drop\n    arp saddr ip != {{ {ip_set}, 0.0.0.0 }} drop\n    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept\n    ip saddr != {{ {ip_set} }} drop\n    udp sport 67 drop\n{v6_rules}  }}\n",
             mark = (z << 16) | n as u32
         )?;
         // Dispatch.
@@ -192,17 +258,20 @@ fn render(
             .iter()
             .filter_map(|g| state.security_groups.iter().find(|s| &s.id == g))
             .flat_map(|s| &s.rules)
-            .filter(|r| r.ethertype.eq_ignore_ascii_case("ipv4"))
+            .filter(|r| r.ethertype.eq_ignore_ascii_case("ipv4") || r.ethertype.eq_ignore_ascii_case("ipv6"))
             .collect();
         let chain_start = chains.len();
-        write!(chains, "  chain egress_{n} {{\n    udp sport 68 udp dport 67 return\n    ip daddr 169.254.169.254 tcp dport 80 return\n")?;
+        write!(chains, "  chain egress_{n} {{\n    udp sport 68 udp dport 67 return\n    ip daddr 169.254.169.254 tcp dport 80 return\n    udp sport 546 udp dport 547 return\n")?;
         for r in rules.iter().filter(|r| r.direction == Direction::Egress) {
             if let Some(m) = rule_match(r, "daddr")? {
                 writeln!(chains, "    {m} return")?;
             }
         }
         chains.push_str("    drop\n  }\n");
-        write!(chains, "  chain ingress_{n} {{\n    udp sport 67 udp dport 68 accept\n")?;
+        write!(
+            chains,
+            "  chain ingress_{n} {{\n    udp sport 67 udp dport 68 accept\n    udp sport 547 udp dport 546 accept\n"
+        )?;
         for r in rules.iter().filter(|r| r.direction == Direction::Ingress) {
             if let Some(m) = rule_match(r, "saddr")? {
                 writeln!(chains, "    {m} accept")?;
@@ -212,12 +281,16 @@ fn render(
         // Fingerprint: this port's chains (renumbered away) and its remote groups' members.
         let mut text = chains[chain_start..].replace(&format!("_{n} {{"), " {");
         for g in rules.iter().filter_map(|r| r.remote_group_id.as_deref()) {
-            let at = sg.find(&format!("set {} {{", set_name(g))).unwrap_or(0);
-            text.push_str(sg[at..].split("  }").next().unwrap_or_default());
+            for name in [set_name(g), set6_name(g)] {
+                let at = sg.find(&format!("set {name} {{")).unwrap_or(0);
+                text.push_str(sg[at..].split("  }").next().unwrap_or_default());
+            }
         }
         text.push_str(&ip_set);
+        text.push_str(&v6_set);
         text.push_str(&macs);
-        policies.insert(p.id.clone(), PortPolicy { zone: z, ips: p.ipv4s().map(|i| i.to_string()).collect(), text });
+        let ips = p.ipv4s().map(|i| i.to_string()).chain(p.ipv6s().map(|i| i.to_string())).collect();
+        policies.insert(p.id.clone(), PortPolicy { zone: z, ips, text });
     }
     for (i, p) in filtered.iter().enumerate() {
         let z = zones[p.network_id.as_str()];
@@ -226,6 +299,11 @@ fn render(
         if !dst.is_empty() {
             let dst = dst.into_iter().collect::<Vec<_>>().join(", ");
             writeln!(sg, "    meta mark & 0xffff0000 == {:#x} ip daddr {{ {dst} }} jump ingress_{}", z << 16, i + 1)?;
+        }
+        // IPv6 only where the port has some (its link-local receives DHCPv6 replies).
+        if has_v6_addresses(p) {
+            let dst6 = port_v6_sources(p).into_iter().collect::<Vec<_>>().join(", ");
+            writeln!(sg, "    meta mark & 0xffff0000 == {:#x} ip6 daddr {{ {dst6} }} jump ingress_{}", z << 16, i + 1)?;
         }
     }
     sg.push_str("  }\n");
@@ -257,12 +335,21 @@ fn set_name(group: &str) -> String {
     format!("rg_{}", short(group, 24))
 }
 
+fn set6_name(group: &str) -> String {
+    format!("rg6_{}", short(group, 24))
+}
+
 /// The match part of one rule (`None` when it cannot be expressed and is skipped).
 fn rule_match(r: &SecurityGroupRule, peer: &str) -> Result<Option<String>> {
-    let mut m = vec!["meta nfproto ipv4".to_owned()];
+    let v6 = r.ethertype.eq_ignore_ascii_case("ipv6");
+    let (fam, ip) = if v6 { ("ipv6", "ip6") } else { ("ipv4", "ip") };
+    let mut m = vec![format!("meta nfproto {fam}")];
     let proto = r.protocol.as_deref().map(str::to_ascii_lowercase);
     let proto = match proto.as_deref() {
         None | Some("") | Some("any") => None,
+        // Neutron treats `icmp` in an IPv6 rule as ICMPv6.
+        Some("icmp" | "1") if v6 => Some("ipv6-icmp".to_owned()),
+        Some("58" | "icmpv6" | "ipv6-icmp") => Some("ipv6-icmp".to_owned()),
         Some("1") => Some("icmp".to_owned()),
         Some("6") => Some("tcp".to_owned()),
         Some("17") => Some("udp".to_owned()),
@@ -278,11 +365,12 @@ fn rule_match(r: &SecurityGroupRule, peer: &str) -> Result<Option<String>> {
                 (Some(a), None) => m.push(format!("{p} dport {a}")),
                 _ => {}
             },
-            "icmp" => {
+            "icmp" | "ipv6-icmp" => {
+                let kw = if p == "icmp" { "icmp" } else { "icmpv6" };
                 if let Some(t) = r.port_range_min {
-                    m.push(format!("icmp type {t}"));
+                    m.push(format!("{kw} type {t}"));
                     if let Some(c) = r.port_range_max {
-                        m.push(format!("icmp code {c}"));
+                        m.push(format!("{kw} code {c}"));
                     }
                 }
             }
@@ -290,15 +378,123 @@ fn rule_match(r: &SecurityGroupRule, peer: &str) -> Result<Option<String>> {
         }
     }
     if let Some(prefix) = &r.remote_ip_prefix {
-        if !addr_ok(prefix) {
+        if !(if v6 { addr6_ok(prefix) } else { addr_ok(prefix) }) {
             return Ok(None);
         }
-        if prefix != "0.0.0.0/0" {
-            m.push(format!("ip {peer} {prefix}"));
+        if prefix != "0.0.0.0/0" && prefix != "::/0" {
+            m.push(format!("{ip} {peer} {prefix}"));
         }
     }
     if let Some(g) = &r.remote_group_id {
-        m.push(format!("ip {peer} @{}", set_name(g)));
+        let set = if v6 { set6_name(g) } else { set_name(g) };
+        m.push(format!("{ip} {peer} @{set}"));
     }
     Ok(Some(m.join(" ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FixedIp, Network, NetworkType, SecurityGroup, Subnet};
+
+    fn port(id: &str, mac: &str, ips: &[&str]) -> Port {
+        Port {
+            id: id.into(),
+            network_id: "n1".into(),
+            mac_address: mac.into(),
+            fixed_ips: ips.iter().map(|i| FixedIp { subnet_id: "s".into(), ip_address: (*i).into() }).collect(),
+            device_owner: "compute:nova".into(),
+            device_id: String::new(),
+            binding_host_id: "h".into(),
+            security_groups: vec!["g".into()],
+            allowed_address_pairs: vec![],
+            port_security_enabled: true,
+            admin_state_up: true,
+        }
+    }
+
+    fn rule(direction: Direction, ethertype: &str, protocol: Option<&str>, group: Option<&str>) -> SecurityGroupRule {
+        SecurityGroupRule {
+            id: String::new(),
+            direction,
+            ethertype: ethertype.into(),
+            protocol: protocol.map(Into::into),
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id: group.map(Into::into),
+        }
+    }
+
+    fn state() -> DesiredState {
+        DesiredState {
+            networks: vec![Network {
+                id: "n1".into(),
+                project_id: String::new(),
+                network_type: NetworkType::Local,
+                segmentation_id: None,
+                physical_network: None,
+                mtu: 1500,
+                router_external: false,
+                admin_state_up: true,
+            }],
+            subnets: vec![Subnet {
+                id: "s".into(),
+                network_id: "n1".into(),
+                ip_version: 6,
+                cidr: "fd00:1::/64".into(),
+                gateway_ip: None,
+                enable_dhcp: true,
+                dns_nameservers: vec![],
+                host_routes: vec![],
+                ipv6_ra_mode: Some("slaac".into()),
+                ipv6_address_mode: Some("slaac".into()),
+            }],
+            ports: vec![
+                port("aaaaaaaaaaaa1", "fa:16:3e:00:00:05", &["10.0.0.5", "fd00:1::f816:3eff:fe00:5"]),
+                port("bbbbbbbbbbbb2", "fa:16:3e:00:00:06", &["10.0.0.6"]),
+            ],
+            security_groups: vec![SecurityGroup {
+                id: "g".into(),
+                project_id: String::new(),
+                stateful: true,
+                rules: vec![
+                    rule(Direction::Egress, "IPv6", None, None),
+                    rule(Direction::Ingress, "IPv6", Some("icmp"), None),
+                    rule(Direction::Ingress, "IPv6", Some("tcp"), Some("g")),
+                ],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn cfg() -> AgentConfig {
+        AgentConfig { host: "h".into(), ..AgentConfig::default() }
+    }
+
+    #[test]
+    fn ipv6_anti_spoofing_allows_own_addresses_and_link_local_and_blocks_rogue_ras() {
+        let rs = ruleset(&cfg(), &state(), &["aaaaaaaaaaaa1".into(), "bbbbbbbbbbbb2".into()]).unwrap();
+        let from1 = rs.split("chain from_1 {").nth(1).unwrap().split("\n  }").next().unwrap();
+        assert!(from1.contains("icmpv6 type nd-router-advert drop"), "{from1}");
+        assert!(from1.contains("udp sport 547 drop"), "{from1}");
+        assert!(from1.contains("ip6 saddr != { fd00:1::f816:3eff:fe00:5, fe80::f816:3eff:fe00:5 } drop"), "{from1}");
+        assert!(from1.contains("ip6 saddr :: ip6 daddr ff02::/16 accept"), "{from1}");
+        // A port without IPv6 addresses sends no IPv6 at all, as before.
+        let from2 = rs.split("chain from_2 {").nth(1).unwrap().split("\n  }").next().unwrap();
+        assert!(from2.contains("ether type ip6 drop"), "{from2}");
+    }
+
+    #[test]
+    fn ipv6_rules_neighbour_discovery_and_dhcpv6() {
+        let rs = ruleset(&cfg(), &state(), &["aaaaaaaaaaaa1".into()]).unwrap();
+        assert!(rs.contains(&format!("    icmpv6 type {{ {ICMPV6_ALWAYS} }} accept\n")), "{rs}");
+        assert!(rs.contains("meta nfproto ipv6 return"), "egress IPv6 any: {rs}");
+        assert!(rs.contains("meta nfproto ipv6 meta l4proto ipv6-icmp accept"), "icmp means ICMPv6: {rs}");
+        assert!(rs.contains("meta nfproto ipv6 meta l4proto tcp ip6 saddr @rg6_g accept"), "{rs}");
+        assert!(rs.contains("elements = { fd00:1::f816:3eff:fe00:5 }"), "{rs}");
+        assert!(rs.contains("udp sport 546 udp dport 547 return"), "{rs}");
+        assert!(rs.contains("udp sport 547 udp dport 546 accept"), "{rs}");
+        assert!(rs.contains("ip6 daddr { fd00:1::f816:3eff:fe00:5, fe80::f816:3eff:fe00:5 } jump ingress_1"), "{rs}");
+    }
 }

@@ -9,6 +9,15 @@
 //!   subnets are SNATed to the gateway address when `enable_snat`.
 //! - A floating IP address newly added sends a gratuitous ARP (`arping -U`) so upstream
 //!   neighbours learn the router's MAC at once.
+//! - IPv6: `qr-` devices carry the subnets' gateway addresses, the namespace forwards IPv6
+//!   (`net.ipv6.conf.all.forwarding=1`, set inside it only) and there is no NAT for IPv6 (as
+//!   in Neutron). Router advertisements for interface subnets with `ipv6_ra_mode` set come
+//!   from a dnsmasq in the namespace that does nothing but RAs (Neutron runs radvd here;
+//!   dnsmasq is already a dependency and does the same job): `ra-only` (A flag) for
+//!   `slaac`, `ra-stateless` (A and O flags) for `dhcpv6-stateless`, a static range (M flag,
+//!   no A flag) for `dhcpv6-stateful`, and `--dhcp-ignore=tag:!known` with no hosts so it
+//!   never answers DHCPv6 itself (the network's DHCP namespace does). Guests take the
+//!   router's link-local address as their default route.
 
 use std::collections::BTreeSet;
 
@@ -48,6 +57,7 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
         if ns.starts_with(&prefix) && !wanted.contains(&ns) {
             tracing::info!(netns = %ns, "removing deleted router");
             delete_netns(&ns).await?;
+            let _ = tokio::fs::remove_dir_all(ra_dir(cfg, &ns[prefix.len()..])).await;
         }
     }
     anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
@@ -57,6 +67,10 @@ pub async fn converge(host: &Ns, cfg: &AgentConfig, state: &DesiredState) -> Res
 async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Router, name: &str) -> Result<()> {
     let ns = ensure_netns(name).await?;
     ns.sysctl("net.ipv4.ip_forward", "1").await?;
+    let v6 = r.interface_port_ids.iter().filter_map(|id| state.port(id)).any(|p| p.ipv6s().next().is_some());
+    if v6 {
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1").await?;
+    }
     let mut want_devs = BTreeSet::new();
     let mut snat_sources = Vec::new();
     for pid in &r.interface_port_ids {
@@ -66,7 +80,8 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
         ensure_veth(host, &names::tap(&port.id), &ns, &dev, &port.mac_address, mtu).await?;
         converge_addrs(&ns, &dev, &port_cidrs(state, port)).await?;
         for f in &port.fixed_ips {
-            if let Some(s) = state.subnet(&f.subnet_id) {
+            // Neutron does not NAT IPv6.
+            if let Some(s) = state.subnet(&f.subnet_id).filter(|s| s.ip_version == 4) {
                 snat_sources.push(s.cidr.clone());
             }
         }
@@ -110,8 +125,13 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
                 }
             }
         }
-        // Default route via the external subnet's gateway.
-        if let Some(gw) = port.fixed_ips.iter().find_map(|f| state.subnet(&f.subnet_id)?.gateway_ip.clone()) {
+        // Default route via the external subnet's (IPv4) gateway.
+        let v4_gw = port
+            .fixed_ips
+            .iter()
+            .filter_map(|f| state.subnet(&f.subnet_id).filter(|s| s.ip_version == 4))
+            .find_map(|s| s.gateway_ip.clone());
+        if let Some(gw) = v4_gw {
             ns.ip(&["route", "replace", "default", "via", &gw, "dev", &dev]).await?;
         }
         want_devs.insert(dev);
@@ -135,6 +155,7 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
             ns.ip(&["link", "del", "dev", &link.name]).await?;
         }
     }
+    converge_ra(cfg, state, r, &ns).await?;
     // Gratuitous ARP in the background: it must not hold up the convergence.
     for fip in new_fips {
         let dev = names::router_gw(r.gateway_port_id.as_deref().unwrap_or_default());
@@ -146,4 +167,139 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
         });
     }
     Ok(())
+}
+
+fn ra_dir(cfg: &AgentConfig, router_id: &str) -> std::path::PathBuf {
+    cfg.state_dir.join("ra").join(router_id)
+}
+
+/// The RA-only dnsmasq command line of a router (no `--dhcp-range` = nothing to advertise).
+pub fn ra_args(state: &DesiredState, r: &Router, dir: &std::path::Path) -> Result<Vec<String>> {
+    let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let mut a = vec![
+        "--no-hosts".to_owned(),
+        "--no-resolv".into(),
+        "--conf-file=/dev/null".into(),
+        "--port=0".into(),
+        format!("--pid-file={}", d("pid")),
+        format!("--log-facility={}", d("log")),
+        "--bind-interfaces".into(),
+        "--except-interface=lo".into(),
+        "--enable-ra".into(),
+        // No host is known: DHCPv6 belongs to the DHCP namespace; this one only advertises.
+        "--dhcp-ignore=tag:!known".into(),
+    ];
+    let mut ranges = Vec::new();
+    for pid in &r.interface_port_ids {
+        let Some(port) = state.port(pid) else { continue };
+        let dev = names::router_if(&port.id);
+        let mut any = false;
+        for f in &port.fixed_ips {
+            let Some(s) = state.subnet(&f.subnet_id).filter(|s| s.ip_version == 6) else { continue };
+            let kind = match s.ipv6_ra_mode.as_deref() {
+                Some("slaac") => "ra-only",
+                Some("dhcpv6-stateless") => "ra-stateless",
+                Some("dhcpv6-stateful") => "static",
+                _ => continue,
+            };
+            let (prefix, len) = crate::dhcp::v6_prefix(&s.cidr)?;
+            ranges.push(format!("--dhcp-range=set:subnet-{},{prefix},{kind},{len},86400s", s.id));
+            any = true;
+        }
+        if any {
+            a.push(format!("--interface={dev}"));
+            a.push(format!("--ra-param={dev},{},1800", crate::dhcp::RA_INTERVAL_SECS));
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(vec![]);
+    }
+    a.extend(ranges);
+    Ok(a)
+}
+
+/// Starts, restarts (command line changed) or stops the router's RA dnsmasq.
+async fn converge_ra(cfg: &AgentConfig, state: &DesiredState, r: &Router, ns: &Ns) -> Result<()> {
+    let dir = ra_dir(cfg, &r.id);
+    let args = ra_args(state, r, &dir)?;
+    if args.is_empty() {
+        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            crate::dhcp::stop_dnsmasq(&dir).await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        return Ok(());
+    }
+    tokio::fs::create_dir_all(&dir).await?;
+    let changed = crate::dhcp::write_if_changed(&dir.join("cmdline"), &args.join("\n")).await?;
+    let running = crate::dhcp::running_pid(&dir).await;
+    if running.is_none() || changed {
+        crate::dhcp::stop_dnsmasq(&dir).await;
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        ns.exec("dnsmasq", &argv).await.context("router advertisement daemon (dnsmasq)")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FixedIp, Port, Subnet};
+
+    #[test]
+    fn router_advertises_only_subnets_with_an_ra_mode() {
+        let sub = |id: &str, cidr: &str, mode: Option<&str>| Subnet {
+            id: id.into(),
+            network_id: "n".into(),
+            ip_version: if cidr.contains(':') { 6 } else { 4 },
+            cidr: cidr.into(),
+            gateway_ip: None,
+            enable_dhcp: true,
+            dns_nameservers: vec![],
+            host_routes: vec![],
+            ipv6_ra_mode: mode.map(Into::into),
+            ipv6_address_mode: mode.map(Into::into),
+        };
+        let port = |id: &str, sid: &str, ip: &str| Port {
+            id: id.into(),
+            network_id: "n".into(),
+            mac_address: "fa:16:3e:00:00:01".into(),
+            fixed_ips: vec![FixedIp { subnet_id: sid.into(), ip_address: ip.into() }],
+            device_owner: "network:router_interface".into(),
+            device_id: "r".into(),
+            binding_host_id: "h".into(),
+            security_groups: vec![],
+            allowed_address_pairs: vec![],
+            port_security_enabled: false,
+            admin_state_up: true,
+        };
+        let state = DesiredState {
+            subnets: vec![
+                sub("s4", "10.0.0.0/24", None),
+                sub("sl", "fd00:1::/64", Some("slaac")),
+                sub("sf", "fd00:2::/64", Some("dhcpv6-stateful")),
+                sub("sn", "fd00:4::/64", None),
+            ],
+            ports: vec![
+                port("p4aaaaaaaaaaa", "s4", "10.0.0.1"),
+                port("plaaaaaaaaaaa", "sl", "fd00:1::1"),
+                port("pfaaaaaaaaaaa", "sf", "fd00:2::1"),
+                port("pnaaaaaaaaaaa", "sn", "fd00:4::1"),
+            ],
+            ..Default::default()
+        };
+        let mut r = Router {
+            id: "r".into(),
+            interface_port_ids: vec!["p4aaaaaaaaaaa".into(), "plaaaaaaaaaaa".into(), "pfaaaaaaaaaaa".into()],
+            ..Default::default()
+        };
+        let a = ra_args(&state, &r, std::path::Path::new("/d")).unwrap();
+        assert!(a.contains(&"--interface=qr-plaaaaaaaaa".to_owned()), "{a:?}");
+        assert!(!a.contains(&"--interface=qr-p4aaaaaaaaa".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-range=set:subnet-sl,fd00:1::,ra-only,64,86400s".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-range=set:subnet-sf,fd00:2::,static,64,86400s".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-ignore=tag:!known".to_owned()), "never answers DHCPv6: {a:?}");
+        assert!(a.contains(&"--ra-param=qr-plaaaaaaaaa,30,1800".to_owned()), "{a:?}");
+        r.interface_port_ids = vec!["p4aaaaaaaaaaa".into(), "pnaaaaaaaaaaa".into()];
+        assert!(ra_args(&state, &r, std::path::Path::new("/d")).unwrap().is_empty(), "nothing to advertise");
+    }
 }

@@ -44,7 +44,7 @@
 //! setting `binding:host_id`). The `hosts` table gives each agent's VXLAN endpoint
 //! (Neutron's agent `configurations.tunneling_ip`), which l2population needs.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +146,7 @@ pub struct Subnet {
     pub id: String,
     /// Network it belongs to.
     pub network_id: String,
-    /// 4 or 6. Only IPv4 is realised so far.
+    /// 4 or 6.
     #[serde(default = "four")]
     pub ip_version: u8,
     /// CIDR.
@@ -163,6 +163,27 @@ pub struct Subnet {
     /// Extra routes advertised by DHCP (option 121).
     #[serde(default)]
     pub host_routes: Vec<Route>,
+    /// IPv6: who sends router advertisements and with which flags (`slaac`,
+    /// `dhcpv6-stateful`, `dhcpv6-stateless`); `None` = nobody of ours.
+    #[serde(default)]
+    pub ipv6_ra_mode: Option<String>,
+    /// IPv6: how guests get addresses (same values); `None` = not by us.
+    #[serde(default)]
+    pub ipv6_address_mode: Option<String>,
+}
+
+impl Subnet {
+    /// The prefix length of the CIDR.
+    pub fn prefix_len(&self) -> Option<u8> {
+        self.cidr.split_once('/')?.1.parse().ok()
+    }
+
+    /// IPv6 subnet whose addresses come from the MAC (SLAAC or DHCPv6-stateless), as
+    /// Neutron's `is_auto_address_subnet`.
+    pub fn is_auto_address(&self) -> bool {
+        let auto = |m: &Option<String>| matches!(m.as_deref(), Some("slaac") | Some("dhcpv6-stateless"));
+        self.ip_version == 6 && (auto(&self.ipv6_address_mode) || auto(&self.ipv6_ra_mode))
+    }
 }
 
 fn four() -> u8 {
@@ -232,6 +253,16 @@ impl Port {
     /// IPv4 fixed addresses.
     pub fn ipv4s(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.fixed_ips.iter().filter_map(|f| f.ip_address.parse().ok())
+    }
+
+    /// IPv6 fixed addresses.
+    pub fn ipv6s(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.fixed_ips.iter().filter_map(|f| f.ip_address.parse().ok())
+    }
+
+    /// The IPv6 link-local address the kernel derives from the MAC (`fe80::` + EUI-64).
+    pub fn link_local(&self) -> Option<Ipv6Addr> {
+        eui64("fe80::".parse().ok()?, &self.mac_address)
     }
 }
 
@@ -354,6 +385,19 @@ impl DesiredState {
     }
 }
 
+/// `prefix` (its upper 64 bits) + the modified EUI-64 interface id of `mac` (RFC 4291
+/// appendix A: `ff:fe` in the middle, universal/local bit flipped), as Neutron computes
+/// SLAAC addresses.
+pub fn eui64(prefix: Ipv6Addr, mac: &str) -> Option<Ipv6Addr> {
+    let b: Vec<u8> = mac.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    if b.len() != 6 {
+        return None;
+    }
+    let iid = u64::from_be_bytes([b[0] ^ 0x02, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]]);
+    let net = u128::from(prefix) & !(u64::MAX as u128);
+    Some(Ipv6Addr::from(net | iid as u128))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +418,16 @@ mod tests {
         assert_eq!(s.ports[0].binding_host_id, "compute1");
         assert_eq!(s.security_groups[0].rules[0].direction, Direction::Ingress);
         assert_eq!(s.tunnel_ip("compute1"), Some(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+
+    #[test]
+    fn eui64_matches_the_kernel() {
+        let a = eui64("fd00:1::".parse().unwrap(), "fa:16:3e:00:00:05").unwrap();
+        assert_eq!(a.to_string(), "fd00:1::f816:3eff:fe00:5");
+        assert_eq!(
+            eui64("fe80::".parse().unwrap(), "fa:16:3e:12:34:56").unwrap().to_string(),
+            "fe80::f816:3eff:fe12:3456"
+        );
+        assert!(eui64("fe80::".parse().unwrap(), "fa:16:3e:12:34").is_none());
     }
 }

@@ -159,12 +159,14 @@ pub(crate) async fn desired_state_for(net: &S, host: &str) -> NetResult<DesiredS
     desired_state(net).await
 }
 
+/// IPv4 and IPv6 subnets alike: the DHCP namespace serves DHCPv6 (and, for isolated
+/// subnets, router advertisements) too.
 fn is_dhcp_subnet(s: &Value) -> bool {
-    s["enable_dhcp"].as_bool().unwrap_or(false) && s["ip_version"].as_i64() == Some(4)
+    s["enable_dhcp"].as_bool().unwrap_or(false)
 }
 
 /// DHCP and router scheduling, as Neutron's DHCP agent (which asks for its port) and L3
-/// scheduler do: a network with DHCP-enabled IPv4 subnets gets one `network:dhcp` port
+/// scheduler do: a network with DHCP-enabled subnets gets one `network:dhcp` port
 /// with an address on each of them, bound to the first agent host that asks; a router's
 /// unbound ports go to the host its other ports are on, else to the asking host. A DHCP
 /// port whose network no longer has DHCP subnets is removed. Returns whether it changed
@@ -318,16 +320,20 @@ pub(crate) async fn desired_state(net: &S) -> NetResult<DesiredState> {
             admin_state_up: n["admin_state_up"].as_bool().unwrap_or(true),
         });
     }
-    let mut v4 = BTreeSet::new();
+    let mut known = BTreeSet::new();
     for s in store::all(reader, kind::SUBNET).await? {
-        if s["ip_version"].as_i64() != Some(4) {
-            continue;
-        }
-        v4.insert(store::s(&s, "id").to_string());
+        let ip_version = match s["ip_version"].as_i64() {
+            Some(6) => 6,
+            Some(4) => 4,
+            _ => continue,
+        };
+        known.insert(store::s(&s, "id").to_string());
         state.subnets.push(m::Subnet {
             id: store::s(&s, "id").to_string(),
             network_id: store::s(&s, "network_id").to_string(),
-            ip_version: 4,
+            ip_version,
+            ipv6_ra_mode: s["ipv6_ra_mode"].as_str().map(str::to_string),
+            ipv6_address_mode: s["ipv6_address_mode"].as_str().map(str::to_string),
             cidr: store::s(&s, "cidr").to_string(),
             gateway_ip: s["gateway_ip"].as_str().map(str::to_string),
             enable_dhcp: s["enable_dhcp"].as_bool().unwrap_or(true),
@@ -350,7 +356,7 @@ pub(crate) async fn desired_state(net: &S) -> NetResult<DesiredState> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|f| f["subnet_id"].as_str().is_some_and(|s| v4.contains(s)))
+                .filter(|f| f["subnet_id"].as_str().is_some_and(|s| known.contains(s)))
                 .filter_map(|f| {
                     Some(m::FixedIp {
                         subnet_id: f["subnet_id"].as_str()?.to_string(),

@@ -130,8 +130,10 @@ fn validate_dns_name(s: &str) -> NetResult<()> {
     }
 }
 
-fn is_auto_address(subnet: &Value) -> bool {
-    matches!(subnet["ipv6_address_mode"].as_str(), Some("slaac") | Some("dhcpv6-stateless"))
+/// Neutron's `is_auto_address_subnet`: either mode says the address comes from the MAC.
+pub(crate) fn is_auto_address(subnet: &Value) -> bool {
+    let auto = |k: &str| matches!(subnet[k].as_str(), Some("slaac") | Some("dhcpv6-stateless"));
+    auto("ipv6_address_mode") || auto("ipv6_ra_mode")
 }
 
 /// A requested fixed IP entry, validated against the network's subnets.

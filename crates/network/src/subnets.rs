@@ -287,6 +287,9 @@ async fn create(
             return Err(invalid(format!("ipv6_ra_mode set to '{a}' with ipv6_address_mode set to '{b}' is not valid. If both attributes are set, they must be the same value")));
         }
     }
+    if (ipv6_ra.is_some() || ipv6_addr.is_some()) && opt_bool(&obj, "enable_dhcp")? == Some(false) {
+        return Err(invalid("ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False"));
+    }
     let obj2 = obj.clone();
     let st2 = st.clone();
     let created = st
@@ -324,7 +327,8 @@ async fn create(
                 if cidr.version == 4 && cidr.prefix > 32 || cidr.version == 6 && cidr.prefix > 128 || cidr.size() < 2 && cidr.version == 4 {
                     return Err(invalid(format!("Invalid CIDR {cidr}")));
                 }
-                if cidr.version == 6 && ipv6_addr.as_deref().is_some_and(|m| m != "dhcpv6-stateful") && cidr.prefix != 64 {
+                let auto = |m: &Option<String>| matches!(m.as_deref(), Some("slaac") | Some("dhcpv6-stateless"));
+                if cidr.version == 6 && (auto(&ipv6_addr) || auto(&ipv6_ra)) && cidr.prefix != 64 {
                     return Err(invalid(format!(
                         "Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
                     )));
@@ -379,11 +383,36 @@ async fn create(
                 let body = Value::Object(body);
                 store::insert(&mut **tx, kind::SUBNET, &body, &Links { parent: Some(network_id.clone()), ..Default::default() }).await?;
                 ipam::init_subnet(tx, store::s(&body, "id"), &pools).await?;
+                if cidr.version == 6 && crate::ports::is_auto_address(&body) {
+                    auto_address_ports(tx, &body, &network_id).await?;
+                }
                 Ok::<_, NetError>(body)
             })
         })
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"subnet": created}))))
+}
+
+/// Neutron's `_add_auto_addrs_on_network_ports`: a new SLAAC/DHCPv6-stateless subnet gives
+/// every port already on the network (router interfaces excepted: they take the gateway)
+/// its EUI-64 address, as the guests will configure it from the router's advertisements.
+async fn auto_address_ports(tx: &mut stratus_db::Tx, subnet: &Value, network_id: &str) -> NetResult<()> {
+    let si = info(subnet)?;
+    for mut p in store::children(&mut **tx, kind::PORT, network_id).await? {
+        let owner = store::s(&p, "device_owner");
+        if owner.starts_with("network:router_interface") || owner == "network:ha_router_replicated_interface" {
+            continue;
+        }
+        let Some(ip) = crate::ip::eui64(&si.cidr, store::s(&p, "mac_address")) else { continue };
+        let port_id = store::s(&p, "id").to_string();
+        ipam::allocate_specific(tx, &si, ip, &port_id).await?;
+        let mut ips = p["fixed_ips"].as_array().cloned().unwrap_or_default();
+        ips.push(json!({"subnet_id": si.id, "ip_address": fmt_ip(6, ip)}));
+        p["fixed_ips"] = Value::Array(ips);
+        store::touch(&mut p);
+        store::update(&mut **tx, kind::PORT, &p, &crate::ports::links(&p)).await?;
+    }
+    Ok(())
 }
 
 async fn update(
@@ -422,6 +451,10 @@ async fn update(
                 let mut body =
                     store::get(&mut **tx, kind::SUBNET, &id).await?.ok_or_else(|| not_found("Subnet", &id))?;
                 let cidr = Cidr::parse(store::s(&body, "cidr"), false).map_err(invalid)?;
+                let v6_modes = !body["ipv6_ra_mode"].is_null() || !body["ipv6_address_mode"].is_null();
+                if v6_modes && obj.get("enable_dhcp") == Some(&json!(false)) {
+                    return Err(invalid("Cannot disable enable_dhcp with ipv6 attributes set"));
+                }
                 crate::apply_simple(&mut body, &obj, &["name", "description", "enable_dhcp", "dns_publish_fixed_ip"])?;
                 let mut gateway = body["gateway_ip"].as_str().and_then(parse_ip).map(|g| g.1);
                 if let Some(g) = parse_gateway(&obj, &cidr)? {

@@ -312,6 +312,8 @@ impl World {
             enable_dhcp: dhcp,
             dns_nameservers: vec!["192.0.2.53".into()],
             host_routes: vec![],
+            ipv6_ra_mode: None,
+            ipv6_address_mode: None,
         });
         id
     }
