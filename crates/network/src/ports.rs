@@ -136,6 +136,10 @@ pub(crate) fn is_auto_address(subnet: &Value) -> bool {
     auto("ipv6_address_mode") || auto("ipv6_ra_mode")
 }
 
+fn is_router_owner(owner: &str) -> bool {
+    owner.starts_with("network:router_interface") || owner == "network:ha_router_replicated_interface"
+}
+
 /// A requested fixed IP entry, validated against the network's subnets.
 #[derive(Debug, Clone)]
 struct IpRequest {
@@ -143,7 +147,9 @@ struct IpRequest {
     ip: Option<u128>,
 }
 
-fn resolve_requests(network_id: &str, subnets: &[Value], v: &Value) -> NetResult<Vec<IpRequest>> {
+/// `router_port`: router interfaces may take an explicit address (the gateway) on a
+/// SLAAC/DHCPv6-stateless subnet, as in Neutron (`ROUTER_INTERFACE_OWNERS` are exempt).
+fn resolve_requests(network_id: &str, subnets: &[Value], v: &Value, router_port: bool) -> NetResult<Vec<IpRequest>> {
     let arr = v.as_array().ok_or_else(|| invalid(format!("Invalid data format for fixed IP: '{v}'")))?;
     let mut out = Vec::new();
     for e in arr {
@@ -184,7 +190,7 @@ fn resolve_requests(network_id: &str, subnets: &[Value], v: &Value) -> NetResult
                     format!("IP address {} is not a valid IP for the specified subnet.", fmt_ip(v, a)),
                 ));
             }
-            if is_auto_address(&subnet) {
+            if is_auto_address(&subnet) && !router_port {
                 return Err(invalid(format!(
                     "IPv6 address {} cannot be directly assigned to a port on subnet {} as the subnet is configured for automatic addresses",
                     fmt_ip(v, a),
@@ -488,7 +494,7 @@ pub(crate) async fn create_port(
                 let subnets = store::children(&mut **tx, kind::SUBNET, &network_id).await?;
                 let requested = match &fixed_req {
                     None | Some(Value::Null) => None,
-                    Some(v) => Some(resolve_requests(&network_id, &subnets, v)?),
+                    Some(v) => Some(resolve_requests(&network_id, &subnets, v, is_router_owner(&device_owner))?),
                 };
                 let ips = allocate_ips(tx, &id, &network_id, &mac, &device_owner, &subnets, requested).await?;
                 body["fixed_ips"] = json!(ips);
@@ -608,7 +614,8 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
                 if let Some(v) = obj.get("fixed_ips") {
                     let subnets = store::children(&mut **tx, kind::SUBNET, &network_id).await?;
                     let old = p["fixed_ips"].as_array().cloned().unwrap_or_default();
-                    let reqs = if v.is_null() { vec![] } else { resolve_requests(&network_id, &subnets, v)? };
+                    let router_port = is_router_owner(store::s(&p, "device_owner"));
+                    let reqs = if v.is_null() { vec![] } else { resolve_requests(&network_id, &subnets, v, router_port)? };
                     // Keep addresses the request repeats; release the rest; allocate the new ones.
                     let mut keep = Vec::new();
                     let mut new_reqs = Vec::new();

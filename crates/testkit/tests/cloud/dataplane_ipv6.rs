@@ -1,0 +1,402 @@
+//! IPv6 in the data plane (issue 9, "IPv6 RA/DHCPv6 for IPv6 subnets"), with real packets:
+//! subnets built with the `openstack` CLI, the in-process network agent realising them in a
+//! host namespace the test made, and namespace "guests" whose kernels do SLAAC (`accept_ra=2`)
+//! and whose DHCPv6 client is ISC `dhclient -6` (with a script that only records the lease).
+//! Everything lives in namespaces of the lab, which removes them (and the processes inside)
+//! even when the test fails.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::dataplane::common::{self, must, Guest, Lab};
+use serde_json::Value;
+use stratus_network_agent::model::{eui64, Port};
+use stratus_testkit::TestCloud;
+
+async fn cloud_with_agent(lab: &Lab, host_ns: &str) -> TestCloud {
+    let agent = lab.agent_cfg("h", host_ns);
+    TestCloud::start_with(|c| {
+        c.network_agent = stratus_network_agent::AgentConfig {
+            enabled: "true".into(),
+            host: String::new(),
+            heartbeat_interval_secs: 1,
+            device_poll_interval_ms: 100,
+            ..agent
+        };
+    })
+    .await
+}
+
+fn sh(args: &[&str]) -> (bool, String) {
+    match Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output() {
+        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned()),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Polls `f` every 50 ms until it is true; panics with `what` after `limit`.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+/// Turns IPv6 on in a guest (the lab turns it off everywhere) the way a cloud image runs:
+/// router advertisements accepted, DAD on.
+fn enable_v6(g: &Guest) {
+    must(&["ip", "netns", "exec", &g.ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0"]);
+    must(&["ip", "netns", "exec", &g.ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_ra=2"]);
+    must(&["ip", "netns", "exec", &g.ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=0"]);
+}
+
+/// The guest's non-tentative IPv6 addresses on eth0.
+fn v6_addrs(g: &Guest) -> Vec<String> {
+    let out = sh(&["ip", "-j", "-n", &g.ns, "-6", "addr", "show", "dev", "eth0"]).1;
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["tentative"] != true)
+        .filter_map(|a| a["local"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The next hop of the guest's IPv6 default route.
+fn v6_default_via(g: &Guest) -> Option<String> {
+    let out = sh(&["ip", "-j", "-n", &g.ns, "-6", "route", "show", "default"]).1;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v[0]["gateway"].as_str().map(str::to_owned)
+}
+
+fn ping6(ns: &str, ip: &str) -> bool {
+    sh(&["ip", "netns", "exec", ns, "ping", "-6", "-n", "-q", "-c", "1", "-W", "1", ip]).0
+}
+
+fn ping6_until(ns: &str, ip: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if sh(&["ip", "netns", "exec", ns, "ping", "-6", "-n", "-q", "-c", "1", "-W", "0.2", ip]).0 {
+            return Some(t0.elapsed());
+        }
+    }
+    None
+}
+
+/// `dhclient -6` (stateful) in the guest; returns its `new_*` variables once BOUND6.
+fn dhcp6(g: &Guest) -> (BTreeMap<String, String>, Duration) {
+    let d = g.dir.display().to_string();
+    let script = g.dir.join("script6");
+    std::fs::write(&script, format!("#!/bin/sh\n/usr/bin/env > '{d}/'\"$reason\".tmp && /bin/mv '{d}/'\"$reason\".tmp '{d}/'\"$reason\".env\nexit 0\n")).unwrap();
+    must(&["chmod", "0755", script.to_str().unwrap()]);
+    let bound = g.dir.join("BOUND6.env");
+    let t0 = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &g.ns, "dhclient", "-6", "-d", "-1", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(g.dir.join("leases6"))
+        .arg("-pf")
+        .arg(g.dir.join("pid6"))
+        .arg("eth0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(g.dir.join("dhclient6.log")).unwrap())
+        .spawn()
+        .expect("dhclient (scripts/install-host-packages.sh)");
+    while !bound.exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = t0.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&bound).unwrap_or_else(|_| {
+        panic!(
+            "no DHCPv6 lease in {} in 20 s; dhclient log: {}",
+            g.ns,
+            std::fs::read_to_string(g.dir.join("dhclient6.log")).unwrap_or_default()
+        )
+    });
+    let vars = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("new_"))
+        .map(|(k, v)| (k.trim_start_matches("new_").to_owned(), v.to_owned()))
+        .collect();
+    (vars, elapsed)
+}
+
+/// A port bound to the agent's host, as the agent model needs it for a lab guest.
+async fn bound_port(cloud: &TestCloud, net: &str, host: &str, name: &str) -> (Port, String) {
+    let p = cloud.openstack(&["port", "create", "--network", net, "--host", host, name]).await.expect("port create");
+    let ip = p["fixed_ips"][0]["ip_address"].as_str().expect("an address").to_string();
+    let port = Port {
+        id: p["id"].as_str().unwrap().into(),
+        network_id: p["network_id"].as_str().unwrap().into(),
+        mac_address: p["mac_address"].as_str().unwrap().into(),
+        fixed_ips: vec![],
+        device_owner: String::new(),
+        device_id: String::new(),
+        binding_host_id: host.into(),
+        security_groups: vec![],
+        allowed_address_pairs: vec![],
+        port_security_enabled: true,
+        admin_state_up: true,
+    };
+    (port, ip)
+}
+
+fn link_local(mac: &str) -> String {
+    eui64("fe80::".parse().unwrap(), mac).unwrap().to_string()
+}
+
+fn lab_namespaces(lab: &Lab, kind: &str) -> Vec<String> {
+    let prefix = format!("{}h-{kind}-", lab.prefix);
+    sh(&["ip", "netns", "list"])
+        .1
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
+    let lab = Lab::new("cd6");
+    let host = lab.netns("host");
+    let cloud = cloud_with_agent(&lab, &host).await;
+    let t_start = Instant::now();
+
+    // Two IPv6 networks, as a user makes them with the CLI.
+    cloud.openstack(&["network", "create", "v6-a"]).await.expect("network create");
+    cloud.openstack(&["network", "create", "v6-b"]).await.expect("network create");
+    let slaac = cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "v6-a",
+            "--ip-version",
+            "6",
+            "--ipv6-ra-mode",
+            "slaac",
+            "--ipv6-address-mode",
+            "slaac",
+            "--subnet-range",
+            "fd00:1::/64",
+            "v6-slaac",
+        ])
+        .await
+        .expect("SLAAC subnet create");
+    assert_eq!((slaac["ipv6_ra_mode"].as_str(), slaac["ipv6_address_mode"].as_str()), (Some("slaac"), Some("slaac")));
+    assert_eq!(slaac["gateway_ip"], "fd00:1::1");
+    cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "v6-b",
+            "--ip-version",
+            "6",
+            "--ipv6-ra-mode",
+            "dhcpv6-stateful",
+            "--ipv6-address-mode",
+            "dhcpv6-stateful",
+            "--subnet-range",
+            "fd00:2::/64",
+            "v6-stateful",
+        ])
+        .await
+        .expect("DHCPv6-stateful subnet create");
+    // Neutron's validation of mode combinations.
+    let bad = cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "v6-a",
+            "--ip-version",
+            "6",
+            "--ipv6-ra-mode",
+            "slaac",
+            "--ipv6-address-mode",
+            "dhcpv6-stateful",
+            "--subnet-range",
+            "fd00:9::/64",
+            "bad",
+        ])
+        .await
+        .expect_err("mismatched modes");
+    assert!(format!("{bad:?}").contains("they must be the same value"), "{bad:?}");
+
+    let agents = cloud.openstack(&["network", "agent", "list"]).await.expect("agent list");
+    let agent_host = agents[0]["Host"].as_str().expect("agent host").to_string();
+
+    // A SLAAC guest on an isolated subnet: the DHCP namespace advertises the prefix (no
+    // default route: it is no router), and the kernel's EUI-64 address is the port's.
+    let (p1, ip1) = bound_port(&cloud, "v6-a", &agent_host, "p1").await;
+    let want1 = eui64("fd00:1::".parse().unwrap(), &p1.mac_address).unwrap().to_string();
+    assert_eq!(ip1, want1, "the port's SLAAC address is EUI-64 of its MAC");
+    let g1 = lab.guest("g1", &host, &p1);
+    let dhcp_ns =
+        wait_for("DHCP namespace of v6-a", Duration::from_secs(15), || !lab_namespaces(&lab, "qdhcp").is_empty());
+    let _ = dhcp_ns;
+    enable_v6(&g1);
+    let ra_isolated = wait_for("SLAAC address from the DHCP namespace's RA", Duration::from_secs(20), || {
+        v6_addrs(&g1).contains(&ip1)
+    });
+    assert_eq!(v6_default_via(&g1), None, "an isolated subnet's RA has router lifetime 0");
+
+    // A router on both subnets: RAs now come from it, with its link-local as default route.
+    cloud.openstack(&["router", "create", "r6"]).await.expect("router create");
+    cloud.openstack(&["router", "add", "subnet", "r6", "v6-slaac"]).await.expect("router add subnet");
+    cloud.openstack(&["router", "add", "subnet", "r6", "v6-stateful"]).await.expect("router add subnet");
+    let qr_a = cloud
+        .openstack(&["port", "list", "--network", "v6-a", "--device-owner", "network:router_interface"])
+        .await
+        .unwrap();
+    let qr_b = cloud
+        .openstack(&["port", "list", "--network", "v6-b", "--device-owner", "network:router_interface"])
+        .await
+        .unwrap();
+    let gw_a = link_local(qr_a[0]["MAC Address"].as_str().expect("router port on v6-a"));
+    let gw_b = link_local(qr_b[0]["MAC Address"].as_str().expect("router port on v6-b"));
+    let route_after = wait_for("default route via the router", Duration::from_secs(20), || {
+        v6_default_via(&g1).as_deref() == Some(&gw_a)
+    });
+    let qrouter = lab_namespaces(&lab, "qrouter").pop().expect("router namespace");
+    assert_eq!(must(&["ip", "netns", "exec", &qrouter, "sysctl", "-n", "net.ipv6.conf.all.forwarding"]).trim(), "1");
+    assert!(!common::nft_ruleset(&qrouter).contains("ip6"), "no IPv6 NAT in the router");
+
+    // A DHCPv6-stateful guest gets exactly its port's address.
+    let (p2, ip2) = bound_port(&cloud, "v6-b", &agent_host, "p2").await;
+    let in_b = ip2.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.segments()[..4] == [0xfd00, 2, 0, 0]);
+    assert!(in_b, "{ip2} is not in fd00:2::/64");
+    let g2 = lab.guest("g2", &host, &p2);
+    enable_v6(&g2);
+    let ll2 = link_local(&p2.mac_address);
+    wait_for("g2 link-local", Duration::from_secs(10), || v6_addrs(&g2).contains(&ll2));
+    let (lease, lease_took) = dhcp6(&g2);
+    assert_eq!(lease.get("ip6_address").map(String::as_str), Some(ip2.as_str()), "{lease:?}");
+    must(&["ip", "-n", &g2.ns, "-6", "addr", "add", &format!("{ip2}/128"), "dev", "eth0", "nodad"]);
+    wait_for("g2 default route via the router", Duration::from_secs(20), || {
+        v6_default_via(&g2).as_deref() == Some(&gw_b)
+    });
+    let no_slaac = v6_addrs(&g2);
+    assert!(
+        !no_slaac.iter().any(|a| a.starts_with("fd00:2:") && a.contains("ff:fe")),
+        "stateful RAs carry no autonomous prefix: {no_slaac:?}"
+    );
+
+    // Routed between the subnets (both in `default`: its IPv6 remote-group rule admits them).
+    let first = ping6_until(&g1.ns, &ip2, Duration::from_secs(10)).expect("g1 → g2 over the router");
+    assert!(ping6(&g2.ns, &ip1), "g2 → g1");
+
+    // Anti-spoofing: a second guest on v6-a, and g1 using an address that is not its own.
+    let (p3, ip3) = bound_port(&cloud, "v6-a", &agent_host, "p3").await;
+    let g3 = lab.guest("g3", &host, &p3);
+    enable_v6(&g3);
+    wait_for("g3 SLAAC address", Duration::from_secs(20), || v6_addrs(&g3).contains(&ip3));
+    assert!(ping6_until(&g1.ns, &ip3, Duration::from_secs(5)).is_some(), "g1 → g3 on the same network");
+    must(&["ip", "-n", &g1.ns, "-6", "addr", "add", "fd00:1::bad/64", "dev", "eth0", "nodad"]);
+    let spoofed =
+        sh(&["ip", "netns", "exec", &g1.ns, "ping", "-6", "-n", "-q", "-c", "1", "-W", "1", "-I", "fd00:1::bad", &ip3]);
+    assert!(!spoofed.0, "a spoofed IPv6 source got through");
+    must(&["ip", "-n", &g1.ns, "-6", "addr", "del", "fd00:1::bad/64", "dev", "eth0"]);
+
+    // Rogue router advertisements from a guest reach nobody (dnsmasq advertises prefixes of
+    // its interface's addresses; RAs come from the link-local, which anti-spoofing allows).
+    let rogue_log = g1.dir.join("rogue.log");
+    must(&["ip", "-n", &g1.ns, "-6", "addr", "add", "fd00:99::1/64", "dev", "eth0", "nodad"]);
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &g1.ns,
+        "dnsmasq",
+        "--no-hosts",
+        "--no-resolv",
+        "--conf-file=/dev/null",
+        "--port=0",
+        &format!("--pid-file={}", g1.dir.join("rogue.pid").display()),
+        &format!("--log-facility={}", rogue_log.display()),
+        "--log-dhcp",
+        "--bind-interfaces",
+        "--interface=eth0",
+        "--enable-ra",
+        "--dhcp-range=fd00:99::,ra-only,64",
+        "--ra-param=eth0,3,1800",
+    ]);
+    must(&["ip", "-n", &g3.ns, "link", "set", "eth0", "down"]);
+    must(&["ip", "-n", &g3.ns, "link", "set", "eth0", "up"]);
+    wait_for("g3 SLAAC address again", Duration::from_secs(20), || v6_addrs(&g3).contains(&ip3));
+    wait_for("the rogue RA daemon advertising", Duration::from_secs(10), || {
+        std::fs::read_to_string(&rogue_log).unwrap_or_default().matches("RTR-ADVERT").count() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let g3_addrs = v6_addrs(&g3);
+    assert!(!g3_addrs.iter().any(|a| a.starts_with("fd00:99:")), "rogue prefix accepted: {g3_addrs:?}");
+    assert_eq!(v6_default_via(&g3).as_deref(), Some(gw_a.as_str()), "rogue default router accepted");
+
+    // Security groups: without an ICMPv6 rule echo is blocked, neighbour discovery is not.
+    cloud.openstack(&["security", "group", "create", "locked6"]).await.expect("sg create");
+    cloud
+        .openstack(&["port", "set", "--no-security-group", "--security-group", "locked6", &p2.id])
+        .await
+        .expect("port set");
+    let t_block = Instant::now();
+    while ping6(&g1.ns, &ip2) {
+        assert!(t_block.elapsed() < Duration::from_secs(5), "moving the port into `locked6` did not block ICMPv6");
+    }
+    must(&["ip", "-n", &g2.ns, "-6", "neigh", "flush", "dev", "eth0"]);
+    must(&["ip", "-n", &qrouter, "-6", "neigh", "flush", "all"]);
+    assert!(ping6(&g2.ns, "fd00:2::1"), "g2 reaches its gateway (ND in both directions) in `locked6`");
+    let neigh = must(&["ip", "-n", &qrouter, "-6", "neigh", "show", &ip2]);
+    assert!(neigh.contains(&p2.mac_address.to_ascii_lowercase()), "router resolved g2: {neigh}");
+    assert!(!ping6(&g1.ns, &ip2), "still blocked");
+    cloud
+        .openstack(&[
+            "security",
+            "group",
+            "rule",
+            "create",
+            "--ethertype",
+            "IPv6",
+            "--protocol",
+            "ipv6-icmp",
+            "--ingress",
+            "locked6",
+        ])
+        .await
+        .expect("rule create");
+    let sg_effect = ping6_until(&g1.ns, &ip2, Duration::from_secs(5)).expect("ICMPv6 allowed after the rule");
+
+    // Teardown: router and networks go, and with them every namespace and daemon.
+    for s in ["v6-slaac", "v6-stateful"] {
+        cloud.openstack(&["router", "remove", "subnet", "r6", s]).await.expect("router remove subnet");
+    }
+    cloud.openstack(&["router", "delete", "r6"]).await.expect("router delete");
+    for p in ["p1", "p2", "p3"] {
+        cloud.openstack(&["port", "delete", p]).await.expect("port delete");
+    }
+    for n in ["v6-a", "v6-b"] {
+        cloud.openstack(&["network", "delete", n]).await.expect("network delete");
+    }
+    wait_for("router and DHCP namespaces removed", Duration::from_secs(15), || {
+        lab_namespaces(&lab, "qrouter").is_empty() && lab_namespaces(&lab, "qdhcp").is_empty()
+    });
+    let ra_dir = lab.tmp.path().join("h").join("ra");
+    let left: Vec<_> = std::fs::read_dir(&ra_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "RA state left: {left:?}");
+
+    eprintln!(
+        "dataplane_ipv6: cloud start→teardown {:?}; isolated RA → SLAAC address {ra_isolated:?}; router add subnet CLI returned → default route via router {route_after:?}; DHCPv6 lease {lease_took:?}; first routed ping6 {first:?}; SG rule CLI return → first reply {sg_effect:?}",
+        t_start.elapsed()
+    );
+    cloud.shutdown().await;
+}
