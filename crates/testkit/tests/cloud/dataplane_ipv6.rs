@@ -400,3 +400,90 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     );
     cloud.shutdown().await;
 }
+
+/// The API side, as Neutron behaves (no agent needed): mode validation, SLAAC addresses for
+/// ports already on the network, router interfaces taking the gateway of a SLAAC subnet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_subnet_modes_follow_neutron() {
+    let cloud = TestCloud::start().await;
+    let token = cloud.admin_token().await;
+    let post = |path: &str, body: Value| {
+        let req = cloud.http().post(cloud.at(path)).header("X-Auth-Token", &token).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (_, net) = post("/network/v2.0/networks", serde_json::json!({"network": {"name": "n6"}})).await;
+    let net_id = net["network"]["id"].as_str().unwrap().to_string();
+    let subnet = |extra: Value| {
+        let mut s = serde_json::json!({"network_id": net_id, "ip_version": 6, "cidr": "fd00:7::/64"});
+        s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::json!({ "subnet": s })
+    };
+    let (code, err) = post(
+        "/network/v2.0/subnets",
+        subnet(serde_json::json!({"enable_dhcp": false, "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"})),
+    )
+    .await;
+    assert_eq!(code, 400, "{err}");
+    assert_eq!(
+        err["NeutronError"]["message"],
+        "Invalid input for operation: ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False."
+    );
+    let (code, err) = post(
+        "/network/v2.0/subnets",
+        subnet(serde_json::json!({"cidr": "fd00:7::/80", "ipv6_ra_mode": "dhcpv6-stateless"})),
+    )
+    .await;
+    assert_eq!(code, 400, "an RA mode alone makes the subnet auto-addressed (/64 only): {err}");
+    assert!(err["NeutronError"]["message"].as_str().unwrap().contains("EUI-64"), "{err}");
+
+    // A port made before the SLAAC subnet gets its EUI-64 address when the subnet appears.
+    let (_, v4) = post(
+        "/network/v2.0/subnets",
+        serde_json::json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.7.0.0/24"}}),
+    )
+    .await;
+    assert!(v4["subnet"]["id"].is_string(), "{v4}");
+    let port = cloud.openstack(&["port", "create", "--network", "n6", "early"]).await.expect("port create");
+    let mac = port["mac_address"].as_str().unwrap().to_string();
+    let (code, s6) = post(
+        "/network/v2.0/subnets",
+        subnet(serde_json::json!({"ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{s6}");
+    let shown = cloud.openstack(&["port", "show", "early"]).await.unwrap();
+    let ips: Vec<&str> =
+        shown["fixed_ips"].as_array().unwrap().iter().filter_map(|f| f["ip_address"].as_str()).collect();
+    let want = eui64("fd00:7::".parse().unwrap(), &mac).unwrap().to_string();
+    assert!(ips.contains(&want.as_str()), "{ips:?} lacks {want}");
+    // A fixed address on a SLAAC subnet is refused for a guest port, taken by a router.
+    let (code, err) = post(
+        "/network/v2.0/ports",
+        serde_json::json!({"port": {"network_id": net_id, "fixed_ips": [{"ip_address": "fd00:7::99"}]}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{err}");
+    assert!(err["NeutronError"]["message"].as_str().unwrap().contains("automatic addresses"), "{err}");
+    let (code, err) = {
+        let r = cloud
+            .http()
+            .put(cloud.at(&format!("/network/v2.0/subnets/{}", s6["subnet"]["id"].as_str().unwrap())))
+            .header("X-Auth-Token", &token)
+            .json(&serde_json::json!({"subnet": {"enable_dhcp": false}}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(code, 400, "{err}");
+    assert!(err["NeutronError"]["message"].as_str().unwrap().contains("Cannot disable enable_dhcp"), "{err}");
+    cloud.openstack(&["router", "create", "r7"]).await.expect("router create");
+    let sid = s6["subnet"]["id"].as_str().unwrap();
+    cloud.openstack(&["router", "add", "subnet", "r7", sid]).await.expect("router interface on a SLAAC subnet");
+    let rp = cloud.openstack(&["port", "list", "--device-owner", "network:router_interface", "--long"]).await.unwrap();
+    assert!(rp.to_string().contains("fd00:7::1"), "{rp}");
+    cloud.shutdown().await;
+}
