@@ -87,16 +87,25 @@ fn ping6_until(ns: &str, ip: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
-/// `dhclient -6` (stateful) in the guest; returns its `new_*` variables once BOUND6.
-fn dhcp6(g: &Guest) -> (BTreeMap<String, String>, Duration) {
+/// `dhclient -6` in the guest (`-S`: stateless, information only); returns its `new_*`
+/// variables once it got an answer (BOUND6, or the information-only event).
+fn dhcp6(g: &Guest, stateless: bool) -> (BTreeMap<String, String>, Duration) {
     let d = g.dir.display().to_string();
     let script = g.dir.join("script6");
     std::fs::write(&script, format!("#!/bin/sh\n/usr/bin/env > '{d}/'\"$reason\".tmp && /bin/mv '{d}/'\"$reason\".tmp '{d}/'\"$reason\".env\nexit 0\n")).unwrap();
     must(&["chmod", "0755", script.to_str().unwrap()]);
-    let bound = g.dir.join("BOUND6.env");
+    // The script runs with PREINIT6 first, then with the event that carries the answer.
+    let answered = || {
+        std::fs::read_dir(&g.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "env") && !p.ends_with("PREINIT6.env"))
+    };
     let t0 = Instant::now();
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &g.ns, "dhclient", "-6", "-d", "-1", "-sf"])
+        .args(["netns", "exec", &g.ns, "dhclient", "-6", if stateless { "-S" } else { "-N" }, "-d", "-1", "-sf"])
         .arg(&script)
         .arg("-lf")
         .arg(g.dir.join("leases6"))
@@ -108,13 +117,13 @@ fn dhcp6(g: &Guest) -> (BTreeMap<String, String>, Duration) {
         .stderr(std::fs::File::create(g.dir.join("dhclient6.log")).unwrap())
         .spawn()
         .expect("dhclient (scripts/install-host-packages.sh)");
-    while !bound.exists() && t0.elapsed() < Duration::from_secs(20) {
+    while answered().is_none() && t0.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let elapsed = t0.elapsed();
     let _ = child.kill();
     let _ = child.wait();
-    let text = std::fs::read_to_string(&bound).unwrap_or_else(|_| {
+    let text = answered().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_else(|| {
         panic!(
             "no DHCPv6 lease in {} in 20 s; dhclient log: {}",
             g.ns,
@@ -171,6 +180,7 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     let host = lab.netns("host");
     let cloud = cloud_with_agent(&lab, &host).await;
     let t_start = Instant::now();
+    let mark = |what: &str| eprintln!("dataplane_ipv6: {what} at {:?}", t_start.elapsed());
 
     // Two IPv6 networks, as a user makes them with the CLI.
     cloud.openstack(&["network", "create", "v6-a"]).await.expect("network create");
@@ -252,6 +262,7 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     });
     assert_eq!(v6_default_via(&g1), None, "an isolated subnet's RA has router lifetime 0");
 
+    mark("isolated SLAAC checked");
     // A router on both subnets: RAs now come from it, with its link-local as default route.
     cloud.openstack(&["router", "create", "r6"]).await.expect("router create");
     cloud.openstack(&["router", "add", "subnet", "r6", "v6-slaac"]).await.expect("router add subnet");
@@ -281,7 +292,7 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     enable_v6(&g2);
     let ll2 = link_local(&p2.mac_address);
     wait_for("g2 link-local", Duration::from_secs(10), || v6_addrs(&g2).contains(&ll2));
-    let (lease, lease_took) = dhcp6(&g2);
+    let (lease, lease_took) = dhcp6(&g2, false);
     assert_eq!(lease.get("ip6_address").map(String::as_str), Some(ip2.as_str()), "{lease:?}");
     must(&["ip", "-n", &g2.ns, "-6", "addr", "add", &format!("{ip2}/128"), "dev", "eth0", "nodad"]);
     wait_for("g2 default route via the router", Duration::from_secs(20), || {
@@ -293,6 +304,43 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
         "stateful RAs carry no autonomous prefix: {no_slaac:?}"
     );
 
+    mark("stateful checked");
+    // DHCPv6-stateless: the address by SLAAC from the router's RA (A and O flags), the DNS
+    // servers by DHCPv6 information-request from the DHCP namespace.
+    cloud.openstack(&["network", "create", "v6-c"]).await.expect("network create");
+    cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "v6-c",
+            "--ip-version",
+            "6",
+            "--ipv6-ra-mode",
+            "dhcpv6-stateless",
+            "--ipv6-address-mode",
+            "dhcpv6-stateless",
+            "--subnet-range",
+            "fd00:3::/64",
+            "--dns-nameserver",
+            "fd00:3::53",
+            "v6-stateless",
+        ])
+        .await
+        .expect("DHCPv6-stateless subnet create");
+    cloud.openstack(&["router", "add", "subnet", "r6", "v6-stateless"]).await.expect("router add subnet");
+    let (p4, ip4) = bound_port(&cloud, "v6-c", &agent_host, "p4").await;
+    assert_eq!(ip4, eui64("fd00:3::".parse().unwrap(), &p4.mac_address).unwrap().to_string());
+    let g4 = lab.guest("g4", &host, &p4);
+    enable_v6(&g4);
+    let stateless_slaac =
+        wait_for("g4 SLAAC address on the stateless subnet", Duration::from_secs(20), || v6_addrs(&g4).contains(&ip4));
+    let (info, info_took) = dhcp6(&g4, true);
+    assert_eq!(info.get("dhcp6_name_servers").map(String::as_str), Some("fd00:3::53"), "{info:?}");
+    assert!(info.get("ip6_address").is_none(), "no address from stateless DHCPv6: {info:?}");
+    assert!(ping6_until(&g4.ns, &ip1, Duration::from_secs(10)).is_some(), "g4 → g1 over the router");
+
+    mark("stateless checked");
     // Routed between the subnets (both in `default`: its IPv6 remote-group rule admits them).
     let first = ping6_until(&g1.ns, &ip2, Duration::from_secs(10)).expect("g1 → g2 over the router");
     assert!(ping6(&g2.ns, &ip1), "g2 → g1");
@@ -343,6 +391,7 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     assert!(!g3_addrs.iter().any(|a| a.starts_with("fd00:99:")), "rogue prefix accepted: {g3_addrs:?}");
     assert_eq!(v6_default_via(&g3).as_deref(), Some(gw_a.as_str()), "rogue default router accepted");
 
+    mark("anti-spoofing checked");
     // Security groups: without an ICMPv6 rule echo is blocked, neighbour discovery is not.
     cloud.openstack(&["security", "group", "create", "locked6"]).await.expect("sg create");
     cloud
@@ -376,15 +425,16 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
         .expect("rule create");
     let sg_effect = ping6_until(&g1.ns, &ip2, Duration::from_secs(5)).expect("ICMPv6 allowed after the rule");
 
+    mark("security groups checked");
     // Teardown: router and networks go, and with them every namespace and daemon.
-    for s in ["v6-slaac", "v6-stateful"] {
+    for s in ["v6-slaac", "v6-stateful", "v6-stateless"] {
         cloud.openstack(&["router", "remove", "subnet", "r6", s]).await.expect("router remove subnet");
     }
     cloud.openstack(&["router", "delete", "r6"]).await.expect("router delete");
-    for p in ["p1", "p2", "p3"] {
+    for p in ["p1", "p2", "p3", "p4"] {
         cloud.openstack(&["port", "delete", p]).await.expect("port delete");
     }
-    for n in ["v6-a", "v6-b"] {
+    for n in ["v6-a", "v6-b", "v6-c"] {
         cloud.openstack(&["network", "delete", n]).await.expect("network delete");
     }
     wait_for("router and DHCP namespaces removed", Duration::from_secs(15), || {
@@ -395,7 +445,7 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     assert!(left.is_empty(), "RA state left: {left:?}");
 
     eprintln!(
-        "dataplane_ipv6: cloud start→teardown {:?}; isolated RA → SLAAC address {ra_isolated:?}; router add subnet CLI returned → default route via router {route_after:?}; DHCPv6 lease {lease_took:?}; first routed ping6 {first:?}; SG rule CLI return → first reply {sg_effect:?}",
+        "dataplane_ipv6: cloud start→teardown {:?}; isolated RA → SLAAC address {ra_isolated:?}; router add subnet CLI returned → default route via router {route_after:?}; DHCPv6 lease {lease_took:?}; stateless: SLAAC {stateless_slaac:?}, DHCPv6 information {info_took:?}; first routed ping6 {first:?}; SG rule CLI return → first reply {sg_effect:?}",
         t_start.elapsed()
     );
     cloud.shutdown().await;
