@@ -17,7 +17,8 @@
 //!   `slaac`, `ra-stateless` (A and O flags) for `dhcpv6-stateless`, a static range (M flag,
 //!   no A flag) for `dhcpv6-stateful`, and `--dhcp-ignore=tag:!known` with no hosts so it
 //!   never answers DHCPv6 itself (the network's DHCP namespace does). Guests take the
-//!   router's link-local address as their default route.
+//!   router's link-local address as their default route; the subnet's IPv6 DNS servers go
+//!   into the advertisement (RDNSS).
 
 use std::collections::BTreeSet;
 
@@ -204,6 +205,16 @@ pub fn ra_args(state: &DesiredState, r: &Router, dir: &std::path::Path) -> Resul
             };
             let (prefix, len) = crate::dhcp::v6_prefix(&s.cidr)?;
             ranges.push(format!("--dhcp-range=set:subnet-{},{prefix},{kind},{len},86400s", s.id));
+            // RDNSS in the advertisement, as Neutron's radvd sends the subnet's DNS servers.
+            let dns: Vec<String> = s
+                .dns_nameservers
+                .iter()
+                .filter_map(|d| d.parse::<std::net::Ipv6Addr>().ok())
+                .map(|d| format!("[{d}]"))
+                .collect();
+            if !dns.is_empty() {
+                ranges.push(format!("--dhcp-option=tag:subnet-{},option6:dns-server,{}", s.id, dns.join(",")));
+            }
             any = true;
         }
         if any {
@@ -254,7 +265,7 @@ mod tests {
             cidr: cidr.into(),
             gateway_ip: None,
             enable_dhcp: true,
-            dns_nameservers: vec![],
+            dns_nameservers: vec!["fd00:53::1".into()],
             host_routes: vec![],
             ipv6_ra_mode: mode.map(Into::into),
             ipv6_address_mode: mode.map(Into::into),
@@ -299,6 +310,7 @@ mod tests {
         assert!(a.contains(&"--dhcp-range=set:subnet-sf,fd00:2::,static,64,86400s".to_owned()), "{a:?}");
         assert!(a.contains(&"--dhcp-ignore=tag:!known".to_owned()), "never answers DHCPv6: {a:?}");
         assert!(a.contains(&"--ra-param=qr-plaaaaaaaaa,30,1800".to_owned()), "{a:?}");
+        assert!(a.contains(&"--dhcp-option=tag:subnet-sl,option6:dns-server,[fd00:53::1]".to_owned()), "RDNSS: {a:?}");
         r.interface_port_ids = vec!["p4aaaaaaaaaaa".into(), "pnaaaaaaaaaaa".into()];
         assert!(ra_args(&state, &r, std::path::Path::new("/d")).unwrap().is_empty(), "nothing to advertise");
     }

@@ -159,6 +159,54 @@ async fn bound_port(cloud: &TestCloud, net: &str, host: &str, name: &str) -> (Po
     (port, ip)
 }
 
+/// Prints the first router advertisement the namespace receives as JSON (flags, router
+/// lifetime, prefixes with their A flag, RDNSS), so the test sees what guests are told.
+const RA_SNIFFER: &str = r#"
+import socket, struct, json, sys, time, ipaddress
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    s.settimeout(max(0.1, end - time.time()))
+    try:
+        data, addr = s.recvfrom(2048)
+    except socket.timeout:
+        break
+    if data[0] != 134:
+        continue
+    out = {"src": addr[0].split("%")[0], "M": bool(data[5] & 0x80), "O": bool(data[5] & 0x40),
+           "lifetime": struct.unpack("!H", data[6:8])[0], "prefixes": [], "rdnss": []}
+    i = 16
+    while i + 2 <= len(data) and data[i + 1]:
+        t, l = data[i], data[i + 1] * 8
+        o = data[i:i + l]
+        if t == 3:
+            out["prefixes"].append({"prefix": str(ipaddress.IPv6Address(o[16:32])) + "/" + str(o[2]), "A": bool(o[3] & 0x40)})
+        if t == 25:
+            out["rdnss"] += [str(ipaddress.IPv6Address(o[k:k + 16])) for k in range(8, l, 16)]
+        i += l
+    print(json.dumps(out), flush=True)
+    sys.exit(0)
+sys.exit(1)
+"#;
+
+/// Starts listening for a router advertisement in the guest (before its interface asks).
+fn sniff_ra(g: &Guest) -> std::process::Child {
+    let c = Command::new("ip")
+        .args(["netns", "exec", &g.ns, "python3", "-c", RA_SNIFFER, "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    std::thread::sleep(Duration::from_millis(300));
+    c
+}
+
+fn ra_seen(c: std::process::Child) -> Value {
+    let out = c.wait_with_output().expect("sniffer");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no router advertisement seen"))
+}
+
 fn link_local(mac: &str) -> String {
     eui64("fe80::".parse().unwrap(), mac).unwrap().to_string()
 }
@@ -256,11 +304,14 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     let dhcp_ns =
         wait_for("DHCP namespace of v6-a", Duration::from_secs(15), || !lab_namespaces(&lab, "qdhcp").is_empty());
     let _ = dhcp_ns;
+    let sniff = sniff_ra(&g1);
     enable_v6(&g1);
     let ra_isolated = wait_for("SLAAC address from the DHCP namespace's RA", Duration::from_secs(20), || {
         v6_addrs(&g1).contains(&ip1)
     });
     assert_eq!(v6_default_via(&g1), None, "an isolated subnet's RA has router lifetime 0");
+    let ra = ra_seen(sniff);
+    assert_eq!((ra["lifetime"].as_u64(), &ra["prefixes"][0]["A"]), (Some(0), &Value::Bool(true)), "{ra}");
 
     mark("isolated SLAAC checked");
     // A router on both subnets: RAs now come from it, with its link-local as default route.
@@ -289,9 +340,13 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     let in_b = ip2.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.segments()[..4] == [0xfd00, 2, 0, 0]);
     assert!(in_b, "{ip2} is not in fd00:2::/64");
     let g2 = lab.guest("g2", &host, &p2);
+    let sniff = sniff_ra(&g2);
     enable_v6(&g2);
     let ll2 = link_local(&p2.mac_address);
     wait_for("g2 link-local", Duration::from_secs(10), || v6_addrs(&g2).contains(&ll2));
+    let ra = ra_seen(sniff);
+    assert_eq!(ra["src"], gw_b.as_str(), "{ra}");
+    assert_eq!((&ra["M"], &ra["prefixes"][0]["A"]), (&Value::Bool(true), &Value::Bool(false)), "stateful: {ra}");
     let (lease, lease_took) = dhcp6(&g2, false);
     assert_eq!(lease.get("ip6_address").map(String::as_str), Some(ip2.as_str()), "{lease:?}");
     must(&["ip", "-n", &g2.ns, "-6", "addr", "add", &format!("{ip2}/128"), "dev", "eth0", "nodad"]);
@@ -332,9 +387,17 @@ async fn slaac_dhcpv6_routing_and_security_groups_over_ipv6() {
     let (p4, ip4) = bound_port(&cloud, "v6-c", &agent_host, "p4").await;
     assert_eq!(ip4, eui64("fd00:3::".parse().unwrap(), &p4.mac_address).unwrap().to_string());
     let g4 = lab.guest("g4", &host, &p4);
+    let sniff = sniff_ra(&g4);
     enable_v6(&g4);
     let stateless_slaac =
         wait_for("g4 SLAAC address on the stateless subnet", Duration::from_secs(20), || v6_addrs(&g4).contains(&ip4));
+    let ra = ra_seen(sniff);
+    assert_eq!(
+        (&ra["M"], &ra["O"], &ra["prefixes"][0]["A"]),
+        (&Value::Bool(false), &Value::Bool(true), &Value::Bool(true)),
+        "stateless: {ra}"
+    );
+    assert_eq!(ra["rdnss"], serde_json::json!(["fd00:3::53"]), "RDNSS: {ra}");
     let (info, info_took) = dhcp6(&g4, true);
     assert_eq!(info.get("dhcp6_name_servers").map(String::as_str), Some("fd00:3::53"), "{info:?}");
     assert!(info.get("ip6_address").is_none(), "no address from stateless DHCPv6: {info:?}");
