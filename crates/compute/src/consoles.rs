@@ -360,7 +360,7 @@ async fn websockify(
     let token = q.get("token").filter(|t| !t.is_empty()).ok_or(ConsoleError::NoToken)?;
     let tokens = &st.conductor.consoles;
     let grant = tokens.redeem(token)?;
-    let inst = store::load(&st.platform.db, &grant.instance).await.map_err(crate::error::ComputeError::from)?;
+    let inst = store::load(&st.platform.db, &grant.instance).await?;
     let inst = match inst {
         Some(i) if !i.deleted => i,
         _ => return Err(ConsoleError::Stale(format!("server {} was deleted", grant.instance)).into()),

@@ -181,18 +181,18 @@ async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() 
     }
 
     // One connection per token; unknown tokens are refused before any upgrade.
-    let (status, body) = open(&ws_url).await.err().expect("a used token is refused");
+    let (status, body) = open(&ws_url).await.expect_err("a used token is refused");
     assert_eq!(status, 401);
     assert!(body.contains("already used"), "{body}");
     let unknown = format!("{}?token=0123456789abcdef0123456789abcdef", ws_url.split('?').next().unwrap());
-    let (status, body) = open(&unknown).await.err().expect("an unknown token is refused");
+    let (status, body) = open(&unknown).await.expect_err("an unknown token is refused");
     assert_eq!(status, 401);
     assert!(body.contains("unknown"), "{body}");
 
     // A server's tokens die with it.
     let fresh = websocket_url(&console_url(&cloud, "vm1").await);
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("server delete");
-    let (status, body) = open(&fresh).await.err().expect("a deleted server's token is refused");
+    let (status, body) = open(&fresh).await.expect_err("a deleted server's token is refused");
     assert_eq!(status, 401, "{body}");
 
     eprintln!(
@@ -264,9 +264,9 @@ async fn console_requests_this_cloud_cannot_serve_are_refused_clearly() {
 
     // The proxy without a valid token, or without a websocket.
     let ws = format!("ws://{}/compute/novnc/websockify", cloud.handle().addr);
-    let (s, b) = open(&ws).await.err().expect("no token");
+    let (s, b) = open(&ws).await.expect_err("no token");
     assert_eq!(s, 401, "{b}");
-    let (s, b) = open(&format!("{ws}?token=nope")).await.err().expect("unknown token");
+    let (s, b) = open(&format!("{ws}?token=nope")).await.expect_err("unknown token");
     assert_eq!(s, 401, "{b}");
     let r = cloud.http().get(cloud.at("/compute/novnc/websockify?token=x")).send().await.unwrap();
     assert_eq!(r.status(), 400, "plain GET on the websocket endpoint");
