@@ -100,17 +100,19 @@ async fn vnc_clients(dir: &std::path::Path) -> usize {
     q.query_vnc().await.expect("query-vnc").clients.len()
 }
 
-#[tokio::test]
-async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+/// A qemu-driver cloud with one ACTIVE guest `vm1` (the caller holds the locks).
+async fn cloud_with_a_guest(
+    data: &std::path::Path,
+    vnc_listen: Option<&str>,
+) -> (TestCloud, String, std::path::PathBuf) {
     assert_novnc_installed();
-    let data = tempfile::tempdir().unwrap();
-    let _reaper = Reaper(data.path().to_path_buf());
     let images = image_dir();
-    let cloud = TestCloud::start_in(data.path().to_path_buf(), |c| {
+    let listen = vnc_listen.map(str::to_string);
+    let cloud = TestCloud::start_in(data.to_path_buf(), |c| {
         c.compute.virt_driver = "qemu".into();
         c.compute.agent.sync_interval_secs = 2;
         c.compute.qemu.power_off_timeout_secs = 30;
+        c.compute.qemu.vnc_listen = listen;
     })
     .await;
     stratus::test_image::upload(&cloud.handle().platform, &images).await.expect("test image upload");
@@ -121,6 +123,27 @@ async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() 
     assert_eq!(vm["status"], "ACTIVE", "{vm}");
     let id = vm["id"].as_str().unwrap().to_string();
     let dir = cloud.data_dir.join("instances").join(&id);
+    (cloud, id, dir)
+}
+
+/// Opens the console and reads QEMU's RFB banner; returns the socket and the latency.
+async fn banner(ws_url: &str) -> (Ws, Duration) {
+    let t = Instant::now();
+    let mut ws = open(ws_url).await.expect("the console websocket opens");
+    let mut buf = vec![];
+    let banner = read_exact(&mut ws, &mut buf, 12).await;
+    let latency = t.elapsed();
+    assert_eq!(banner, b"RFB 003.008\n");
+    assert!(buf.is_empty());
+    (ws, latency)
+}
+
+#[tokio::test]
+async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, id, dir) = cloud_with_a_guest(data.path(), None).await;
 
     // The CLI's URL, and what the API call alone costs.
     let t = Instant::now();
@@ -155,12 +178,8 @@ async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() 
 
     // The websocket the page opens: RFB banner first, then a whole handshake through the relay.
     let ws_url = websocket_url(&url);
-    let t = Instant::now();
-    let mut ws = open(&ws_url).await.expect("the console websocket opens");
+    let (mut ws, banner_latency) = banner(&ws_url).await;
     let mut buf = vec![];
-    let banner = read_exact(&mut ws, &mut buf, 12).await;
-    let banner_latency = t.elapsed();
-    assert_eq!(banner, b"RFB 003.008\n");
     ws.send(Message::Binary(b"RFB 003.008\n".to_vec().into())).await.unwrap();
     let n = read_exact(&mut ws, &mut buf, 1).await[0] as usize;
     let types = read_exact(&mut ws, &mut buf, n).await;
@@ -290,5 +309,35 @@ async fn console_requests_this_cloud_cannot_serve_are_refused_clearly() {
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     assert!(body.contains("novnc") && body.contains("install-host-packages"), "{body}");
+    cloud.shutdown().await;
+}
+
+/// With `[compute.qemu] vnc_listen` (a proxy on another machine) the endpoint is TCP:
+/// QEMU gets a TCP listener on the first console request and the proxy dials it.
+#[tokio::test]
+async fn qemu_console_over_tcp_when_vnc_listen_is_set() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, _id, dir) = cloud_with_a_guest(data.path(), Some("127.0.0.1")).await;
+    let url = console_url(&cloud, "vm1").await;
+    let (ws, latency) = banner(&websocket_url(&url)).await;
+    let mut q = stratus_qemu::QmpClient::connect(&dir.join("qmp.sock")).await.expect("QMP connect");
+    let vnc = q.execute("query-vnc-servers", None).await.unwrap();
+    let listeners = vnc[0]["server"].as_array().unwrap().clone();
+    assert!(listeners.iter().any(|l| l["family"] == "ipv4" && l["host"] == "127.0.0.1"), "{vnc}");
+    assert!(listeners.iter().any(|l| l["family"] == "unix"), "the unix socket stays: {vnc}");
+    let clients = vnc[0]["clients"].as_array().unwrap().clone();
+    assert_eq!(clients.len(), 1, "{vnc}");
+    assert_eq!(clients[0]["family"], "ipv4", "the proxy came over TCP: {vnc}");
+    drop(ws);
+    // A second console reuses the listener QEMU already has.
+    let (ws, _) = banner(&websocket_url(&console_url(&cloud, "vm1").await)).await;
+    let again = q.execute("query-vnc-servers", None).await.unwrap();
+    assert_eq!(again[0]["server"].as_array().unwrap().len(), 2, "{again}");
+    drop(ws);
+    drop(q);
+    eprintln!("console numbers (tcp): websocket connect -> RFB banner {latency:?}");
+    cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("server delete");
     cloud.shutdown().await;
 }
