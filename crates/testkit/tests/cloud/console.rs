@@ -331,8 +331,11 @@ async fn qemu_console_over_tcp_when_vnc_listen_is_set() {
     assert_eq!(clients.len(), 1, "{vnc}");
     assert_eq!(clients[0]["family"], "ipv4", "the proxy came over TCP: {vnc}");
     drop(ws);
+    // QEMU's monitor serves one client at a time: let the agent have it back.
+    drop(q);
     // A second console reuses the listener QEMU already has.
     let (ws, _) = banner(&websocket_url(&console_url(&cloud, "vm1").await)).await;
+    let mut q = stratus_qemu::QmpClient::connect(&dir.join("qmp.sock")).await.expect("QMP connect");
     let again = q.execute("query-vnc-servers", None).await.unwrap();
     assert_eq!(again[0]["server"].as_array().unwrap().len(), 2, "{again}");
     drop(ws);
