@@ -208,11 +208,22 @@ async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() 
     assert_eq!(status, 401);
     assert!(body.contains("unknown"), "{body}");
 
-    // A server's tokens die with it.
+    // A server's tokens die with it, and an open console ends when its QEMU does.
     let fresh = websocket_url(&console_url(&cloud, "vm1").await);
+    let (mut live, _) = banner(&websocket_url(&console_url(&cloud, "vm1").await)).await;
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("server delete");
     let (status, body) = open(&fresh).await.expect_err("a deleted server's token is refused");
     assert_eq!(status, 401, "{body}");
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match live.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the proxy closes the websocket when the guest's VNC server goes away");
 
     eprintln!(
         "console numbers: `console url show` CLI {cli_time:?}, POST remote-consoles {api_time:?}, \
