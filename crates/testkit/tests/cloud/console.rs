@@ -208,6 +208,15 @@ async fn qemu_console_url_opens_novnc_and_its_websocket_reaches_the_guest_vnc() 
     assert_eq!(status, 401);
     assert!(body.contains("unknown"), "{body}");
 
+    // Older clients (below 2.6) use the `os-getVNCConsole` action; its URL works the same.
+    let old = cloud
+        .openstack(&["--os-compute-api-version", "2.5", "console", "url", "show", "vm1"])
+        .await
+        .expect("console url show at 2.5");
+    let old_url = old["url"].as_str().expect("url").to_string();
+    assert_ne!(old_url, url);
+    drop(banner(&websocket_url(&old_url)).await);
+
     // A server's tokens die with it, and an open console ends when its QEMU does.
     let fresh = websocket_url(&console_url(&cloud, "vm1").await);
     let (mut live, _) = banner(&websocket_url(&console_url(&cloud, "vm1").await)).await;
