@@ -118,7 +118,7 @@ pub enum ConsoleError {
     /// 409: the server cannot show a console now.
     #[error("Instance {0} is not ready for a console (vm_state {1})")]
     NotReady(String, String),
-    /// 500.
+    /// Reading the server failed (mapped as compute maps it).
     #[error(transparent)]
     Db(#[from] crate::error::ComputeError),
 }
@@ -377,7 +377,7 @@ async fn websockify(
     let vnc = connect(&grant.endpoint).await.map_err(|e| ConsoleError::Unreachable(inst.uuid.clone(), e))?;
     let guard = SessionGuard::new(&tokens.sessions);
     let uuid = inst.uuid.clone();
-    tracing::info!(instance = %uuid, "console connection opened");
+    tracing::info!(instance = %uuid, open = tokens.active_sessions(), "console connection opened");
     Ok(ws
         .protocols(["binary"])
         .on_upgrade(move |socket| async move {
