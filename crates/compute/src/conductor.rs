@@ -21,6 +21,8 @@ use stratus_compute_agent::rpc::{
     CONDUCTOR_TOPIC,
 };
 use stratus_compute_agent::virt::{HostResources, InstanceInfo, PowerState, VncConsole};
+
+use crate::consoles::ConsoleTokens;
 use stratus_core::Platform;
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
@@ -40,7 +42,8 @@ pub struct Conductor {
     pub(crate) cfg: ComputeConfig,
     pub(crate) backends: Backends,
     pub(crate) scheduler: Scheduler,
-    consoles: Mutex<HashMap<String, (String, VncConsole)>>,
+    /// One-time VNC console tokens (see [`crate::consoles`]).
+    pub(crate) consoles: ConsoleTokens,
     /// Builds with a pass running in this process (a second trigger waits for none).
     building: Mutex<std::collections::HashSet<String>>,
     /// Bounds concurrent build passes: a burst of boots queues here instead of piling
@@ -99,12 +102,13 @@ impl Conductor {
     pub fn new(platform: Platform, cfg: ComputeConfig, backends: Backends) -> Self {
         let scheduler = Scheduler::new(platform.clone(), cfg.clone(), backends.placement.clone());
         let cfg_slots = cfg.max_concurrent_builds.max(1);
+        let consoles = ConsoleTokens::new(Duration::from_secs(cfg.vnc.token_ttl_secs.max(1)));
         Conductor {
             platform,
             cfg,
             backends,
             scheduler,
-            consoles: Mutex::default(),
+            consoles,
             building: Mutex::default(),
             build_slots: tokio::sync::Semaphore::new(cfg_slots),
             heartbeats: Mutex::default(),
@@ -805,6 +809,8 @@ impl Conductor {
         // A server deleted mid-move (or waiting for a resize confirmation) also gives
         // back the source share its migration record holds.
         self.end_moves_of_deleted(uuid).await?;
+        // Nova deletes a server's console tokens with it.
+        self.consoles.revoke_instance(uuid);
         let now = stratus_core::time::now();
         Update::new()
             .set("deleted", true)
@@ -836,7 +842,7 @@ impl Conductor {
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
-    /// A one-time token for the VNC console proxy.
+    /// A one-time token for the VNC console proxy, bound to the server and its host.
     pub async fn vnc_console_token(&self, inst: &Instance) -> Result<String> {
         let host = inst
             .host
@@ -851,14 +857,7 @@ impl Conductor {
             .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
         let c: VncConsole =
             serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        self.consoles.lock().insert(token.clone(), (inst.uuid.clone(), c));
-        Ok(token)
-    }
-
-    /// Consumes a console token (for the console proxy).
-    pub fn take_console(&self, token: &str) -> Option<(String, VncConsole)> {
-        self.consoles.lock().remove(token)
+        Ok(self.consoles.issue(&inst.uuid, &host, c))
     }
 
     // --- crash recovery -------------------------------------------------------------------

@@ -13,6 +13,7 @@
 mod aggregates;
 pub mod clients;
 pub mod conductor;
+pub mod consoles;
 mod error;
 mod filters;
 mod flavors;
@@ -81,6 +82,8 @@ pub struct ComputeConfig {
     pub agent: stratus_compute_agent::AgentConfig,
     /// Settings of the fake driver.
     pub fake: stratus_compute_agent::virt::fake::FakeDriverConfig,
+    /// VNC consoles: the noVNC client and the websocket proxy (`[compute.vnc]`).
+    pub vnc: consoles::VncConfig,
     /// Seconds without a heartbeat after which a service is `down` (default 60).
     pub service_down_time_secs: u64,
     /// Build attempts on different hosts before a server goes to ERROR (default 3).
@@ -125,6 +128,7 @@ impl Default for ComputeConfig {
             qemu: Default::default(),
             agent: Default::default(),
             fake: Default::default(),
+            vnc: Default::default(),
             service_down_time_secs: 60,
             max_attempts: 3,
             host_subset_size: 1,
@@ -241,7 +245,9 @@ impl ComputeService {
             .merge(usage::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
-        let routes = versions::routes().with_state(base).merge(api);
+        // Consoles authenticate with their own one-time tokens (browsers carry no Keystone token).
+        let routes =
+            versions::routes().with_state(base).merge(consoles::routes().with_state(self.inner.clone())).merge(api);
         service_stack(routes, FaultFormat::Nova, Some(MICROVERSIONS))
     }
 }

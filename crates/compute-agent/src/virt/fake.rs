@@ -274,8 +274,10 @@ impl VirtDriver for FakeDriver {
     }
 
     async fn vnc_console(&self, uuid: &str) -> Result<VncConsole, VirtError> {
+        // A fake guest has no framebuffer: say so instead of handing out an endpoint
+        // nothing listens on (the API answers 409 "console not available").
         self.get_info(uuid).await?;
-        Ok(VncConsole { host: "127.0.0.1".into(), port: 5900, path: None })
+        Err(VirtError::Unsupported { driver: "fake".into(), op: "graphical (VNC) consoles".into() })
     }
 
     async fn migrate_disk_and_power_off(&self, uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {

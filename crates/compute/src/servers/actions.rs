@@ -296,6 +296,9 @@ pub async fn action(
         "removeSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, false).await,
         "restore" | "forceDelete" => super::deferred::action(&st, &ctx, &id, &name, &rid).await,
         "changePassword" => super::deferred::change_password(&st, &ctx, &id, &args).await,
+        "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" | "os-getSerialConsole" => {
+            legacy_console(&st, &ctx, v, &id, &name, &args).await
+        }
         other => Err(ComputeError::BadRequest(format!("There is no such action: {other}")).into()),
     }
 }
@@ -315,26 +318,90 @@ async fn record_sync(st: &AppState, ctx: &RequestContext, inst: &Instance, actio
     events::finish_event(&st.platform.db, &inst.uuid, rid, &format!("api_{action}"), None, true).await
 }
 
-/// `POST /servers/{id}/remote-consoles`.
+/// `POST /servers/{id}/remote-consoles` (microversion 2.6+).
 pub async fn remote_console(
     State(st): State<AppState>,
     ctx: Ctx,
+    v: ApiVersion,
     Path(id): Path<String>,
     OsJson(b): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    let rc = b.get("remote_console").filter(|r| r.is_object()).ok_or_else(|| {
+        ComputeError::BadRequest("Invalid input for field/attribute remote_console: it is a required object".into())
+    })?;
+    let field = |k: &str| {
+        rc[k].as_str().map(str::to_string).ok_or_else(|| {
+            ComputeError::BadRequest(format!("Invalid input for field/attribute {k}: it is a required string"))
+        })
+    };
+    let (protocol, kind) = (field("protocol")?, field("type")?);
+    let (mut protocols, mut kinds) =
+        (vec!["vnc", "spice", "rdp", "serial"], vec!["novnc", "xvpvnc", "rdp-html5", "spice-html5", "serial"]);
+    if v.at_least(2, 8) {
+        protocols.push("mks");
+        kinds.push("webmks");
+    }
+    for (name, value, allowed) in [("protocol", &protocol, &protocols), ("type", &kind, &kinds)] {
+        if !allowed.contains(&value.as_str()) {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid input for field/attribute {name}. Value: {value}. '{value}' is not one of {allowed:?}"
+            ))
+            .into());
+        }
+    }
     let inst = authorized(&st, &ctx, &id, "os_compute_api:os-remote-consoles").await?;
-    let rc = &b["remote_console"];
-    let (protocol, kind) = (rc["protocol"].as_str().unwrap_or(""), rc["type"].as_str().unwrap_or(""));
-    if protocol != "vnc" || kind != "novnc" {
-        return Err(ComputeError::BadRequest(format!(
-            "Unsupported console {protocol}/{kind}: this cloud offers vnc/novnc"
+    let url = novnc_url(&st, &inst, &protocol, &kind).await?;
+    Ok(Json(json!({"remote_console": {"protocol": protocol, "type": kind, "url": url}})))
+}
+
+/// The legacy console actions (`os-getVNCConsole` & co., microversions 2.1–2.5; older
+/// SDKs use them when the cloud does not advertise 2.6).
+async fn legacy_console(
+    st: &AppState,
+    ctx: &RequestContext,
+    v: ApiVersion,
+    id: &str,
+    name: &str,
+    args: &Value,
+) -> Result<Response, ApiError> {
+    if v.at_least(2, 6) {
+        return Err(ComputeError::NotFound(format!(
+            "There is no such action: {name} (removed in microversion 2.6; use POST /servers/{{id}}/remote-consoles)"
         ))
         .into());
     }
-    if inst.vm_state != state::vm::ACTIVE && inst.vm_state != state::vm::RESCUED {
-        return Err(ComputeError::Conflict(format!("Instance {} is not ready for a console", inst.uuid)).into());
+    let kind = args["type"].as_str().ok_or_else(|| {
+        ComputeError::BadRequest(format!("Invalid input for field/attribute {name}: 'type' is a required property"))
+    })?;
+    let protocol = match name {
+        "os-getVNCConsole" => "vnc",
+        "os-getSPICEConsole" => "spice",
+        "os-getRDPConsole" => "rdp",
+        _ => "serial",
+    };
+    let inst = authorized(st, ctx, id, "os_compute_api:os-remote-consoles").await?;
+    let url = novnc_url(st, &inst, protocol, kind).await?;
+    Ok(Json(json!({"console": {"type": kind, "url": url}})).into_response())
+}
+
+/// A noVNC console URL for `inst`, or Nova's answer for console types this cloud lacks
+/// (400 "Unavailable console type": no SPICE, RDP, serial or MKS proxy runs here).
+async fn novnc_url(st: &AppState, inst: &Instance, protocol: &str, kind: &str) -> Result<String> {
+    match (protocol, kind) {
+        ("vnc", "novnc") => {}
+        ("vnc", other) => return Err(ComputeError::BadRequest(format!("Invalid console type {other}"))),
+        (_, other) => {
+            return Err(ComputeError::BadRequest(format!(
+                "Unavailable console type {other}. This cloud offers protocol vnc, type novnc"
+            )))
+        }
     }
-    let token = st.conductor.vnc_console_token(&inst).await?;
-    let url = format!("{}/compute/vnc_auto.html?path=%3Ftoken%3D{token}", st.platform.public_url);
-    Ok(Json(json!({"remote_console": {"protocol": "vnc", "type": "novnc", "url": url}})))
+    if !crate::consoles::console_ready(&inst.vm_state) {
+        return Err(ComputeError::Conflict(format!(
+            "Instance {} is not ready for a console (vm_state {})",
+            inst.uuid, inst.vm_state
+        )));
+    }
+    let token = st.conductor.vnc_console_token(inst).await?;
+    Ok(crate::consoles::console_url(&st.platform.public_url, &st.cfg.vnc, &token))
 }

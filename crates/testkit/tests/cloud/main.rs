@@ -4,6 +4,7 @@
 mod compute;
 mod compute_api;
 mod compute_ops;
+mod console;
 mod dataplane;
 mod dataplane_guests;
 mod dataplane_ipv6;

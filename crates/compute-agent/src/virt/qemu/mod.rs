@@ -67,6 +67,17 @@ pub struct QemuDriverConfig {
     pub suspend_timeout_secs: u64,
     /// Run QEMU with `-sandbox` (seccomp) when it supports it (default true).
     pub sandbox: bool,
+    /// Address a guest's VNC server also listens on over TCP, for a console proxy on
+    /// another machine (Nova's `[vnc] server_listen`). Default none: only the unix socket
+    /// in the instance directory, which the proxy of `stratus up` on this host uses.
+    /// When set, the first console request of a running QEMU adds a listener on this
+    /// address with a port the kernel picks (QMP `display-update`), and the console
+    /// endpoint becomes that TCP port. With `[compute] host_netns` it listens in that
+    /// namespace.
+    pub vnc_listen: Option<String>,
+    /// Address the console proxy dials to reach those TCP listeners (Nova's `[vnc]
+    /// server_proxyclient_address`). Default: `vnc_listen` itself.
+    pub vnc_proxyclient_address: Option<String>,
 }
 
 impl Default for QemuDriverConfig {
@@ -81,6 +92,8 @@ impl Default for QemuDriverConfig {
             soft_reboot_timeout_secs: 60,
             suspend_timeout_secs: 120,
             sandbox: true,
+            vnc_listen: None,
+            vnc_proxyclient_address: None,
         }
     }
 }
@@ -98,6 +111,19 @@ fn failed(e: impl std::fmt::Display) -> VirtError {
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The TCP port of the guest's VNC server, if it listens on one (`query-vnc-servers`).
+async fn vnc_tcp_port(q: &mut stratus_qemu::QmpClient) -> Result<Option<u16>, VirtError> {
+    let servers = q.execute("query-vnc-servers", None).await.map_err(failed)?;
+    Ok(tcp_port_of(&servers))
+}
+
+fn tcp_port_of(servers: &serde_json::Value) -> Option<u16> {
+    servers.as_array()?.iter().flat_map(|s| s["server"].as_array().cloned().unwrap_or_default()).find_map(|l| {
+        let inet = matches!(l["family"].as_str(), Some("ipv4" | "ipv6"));
+        (inet && l["websocket"] != true).then(|| l["service"].as_str()?.parse().ok()).flatten()
+    })
+}
 
 /// The driver.
 pub struct QemuDriver {
@@ -680,11 +706,30 @@ impl VirtDriver for QemuDriver {
         if inst.dir.running_pid().is_none() {
             return Err(VirtError::NotFound(uuid.to_string()));
         }
-        Ok(VncConsole {
-            host: "127.0.0.1".into(),
-            port: 0,
-            path: Some(inst.dir.paths().vnc.to_string_lossy().into_owned()),
-        })
+        let unix = inst.dir.paths().vnc.to_string_lossy().into_owned();
+        let Some(listen) = self.cfg.vnc_listen.clone() else {
+            return Ok(VncConsole { host: "127.0.0.1".into(), port: 0, path: Some(unix) });
+        };
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        let mut p = self.running(&inst, uuid, "vnc_console").await?;
+        let q = p.qmp().map_err(failed)?;
+        let port = match vnc_tcp_port(q).await? {
+            Some(port) => port,
+            None => {
+                // Keep the unix socket (adopting agents and local tools use it) and add TCP.
+                let addresses = serde_json::json!([
+                    {"type": "unix", "path": unix},
+                    {"type": "inet", "host": listen, "port": "0"},
+                ]);
+                q.execute("display-update", Some(serde_json::json!({"type": "vnc", "addresses": addresses})))
+                    .await
+                    .map_err(failed)?;
+                vnc_tcp_port(q).await?.ok_or_else(|| failed("QEMU added no TCP VNC listener"))?
+            }
+        };
+        let host = self.cfg.vnc_proxyclient_address.clone().unwrap_or(listen);
+        Ok(VncConsole { host, port, path: None })
     }
 
     async fn migrate_disk_and_power_off(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError> {
@@ -825,4 +870,23 @@ fn local_host(host: &str) -> Option<PathBuf> {
 
 fn unsupported(op: &str) -> VirtError {
     VirtError::Unsupported { driver: "qemu".into(), op: op.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_tcp_vnc_port_comes_from_the_inet_listener() {
+        // QEMU 10's answer after `display-update` added a TCP listener to the unix one.
+        let servers = json!([{"auth": "none", "clients": [], "id": "default", "server": [
+            {"auth": "none", "family": "ipv4", "service": "43147", "host": "127.0.0.1", "websocket": false},
+            {"auth": "none", "family": "unix", "service": "/i/vnc.sock", "host": "", "websocket": false},
+        ]}]);
+        assert_eq!(super::tcp_port_of(&servers), Some(43147));
+        let unix_only = json!([{"id": "default", "server": [
+            {"auth": "none", "family": "unix", "service": "/i/vnc.sock", "host": "", "websocket": false},
+        ]}]);
+        assert_eq!(super::tcp_port_of(&unix_only), None);
+    }
 }
