@@ -10,8 +10,10 @@ pub mod agents;
 mod auto_allocate;
 mod dhcp_opts;
 pub mod error;
+mod host_state;
 pub mod ip;
 pub mod ipam;
+mod liveness;
 pub mod listing;
 mod misc;
 mod networks;
@@ -179,6 +181,7 @@ impl NetworkService {
             ip_locks: Default::default(),
         });
         agent_rpc::spawn(net.clone(), platform.bus.clone()).await?;
+        liveness::spawn(net.clone());
         Ok(Arc::new(NetworkService { platform, auth, net }))
     }
 
