@@ -6,6 +6,7 @@ mod compute_api;
 mod compute_ops;
 mod dataplane;
 mod dataplane_guests;
+mod dataplane_hosts;
 mod foundation;
 mod identity;
 mod image;
