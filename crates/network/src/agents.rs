@@ -148,11 +148,8 @@ async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Js
 /// The agents of `agent_type` on the hosts `ports` (of one network or router) are bound to:
 /// where the scheduler (and [`crate::liveness`] after a failover) put them.
 async fn hosting(st: &S, agent_type: &str, ports: Vec<Value>) -> NetResult<Vec<Value>> {
-    let hosts: std::collections::BTreeSet<String> = ports
-        .iter()
-        .map(|p| crate::store::s(p, "binding:host_id").to_string())
-        .filter(|h| !h.is_empty())
-        .collect();
+    let hosts: std::collections::BTreeSet<String> =
+        ports.iter().map(|p| crate::store::s(p, "binding:host_id").to_string()).filter(|h| !h.is_empty()).collect();
     Ok(all(st)
         .await?
         .into_iter()

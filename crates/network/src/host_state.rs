@@ -190,7 +190,12 @@ mod tests {
                     fixed_ip_address: None,
                 },
             ],
-            security_groups: vec![sg("sg-a", Some("sg-member")), sg("sg-b", None), sg("sg-member", None), sg("sg-c", None)],
+            security_groups: vec![
+                sg("sg-a", Some("sg-member")),
+                sg("sg-b", None),
+                sg("sg-member", None),
+                sg("sg-c", None),
+            ],
         }
     }
 

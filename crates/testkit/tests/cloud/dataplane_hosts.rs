@@ -162,7 +162,17 @@ async fn two_hosts_vxlan_per_host_state_and_dhcp_failover() {
         guests.push((port, ip, g));
     }
     cloud.openstack(&["network", "create", "hx-a-only"]).await.unwrap();
-    cloud.openstack(&["subnet", "create", "--network", "hx-a-only", "--subnet-range", "10.80.0.0/24", "--no-dhcp", "hx-a-sub"])
+    cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "hx-a-only",
+            "--subnet-range",
+            "10.80.0.0/24",
+            "--no-dhcp",
+            "hx-a-sub",
+        ])
         .await
         .unwrap();
     // No security group: a port in `default` would reach B anyway, as a member of the remote
@@ -171,7 +181,8 @@ async fn two_hosts_vxlan_per_host_state_and_dhcp_failover() {
         .openstack(&["port", "create", "--network", "hx-a-only", "--host", "hosta", "--no-security-group", "pa2"])
         .await
         .unwrap();
-    let member = cloud.openstack(&["port", "create", "--network", "hx-a-only", "--host", "hosta", "pa3"]).await.unwrap();
+    let member =
+        cloud.openstack(&["port", "create", "--network", "hx-a-only", "--host", "hosta", "pa3"]).await.unwrap();
     let only_a_net = only_a["network_id"].as_str().unwrap().to_string();
     for (p, ..) in &guests {
         let id = p.id.as_str();
@@ -322,7 +333,7 @@ async fn qemu_agent(cloud: &TestCloud, host: &str, netns: &str) -> stratus_compu
 }
 
 /// TCP throughput in MB/s from guest `from` to `to` (busybox httpd on `to` serving 16 MiB
-/// from RAM, busybox wget on `from` fetching it 4 times; the guest's /proc/uptime times it).
+/// from RAM, busybox wget on `from` fetching it 8 times; the guest's /proc/uptime times it).
 fn throughput(qdhcp: &str, key: &Path, from: &str, to: &str) -> f64 {
     let (code, out) = ssh(
         qdhcp,
@@ -338,14 +349,14 @@ fn throughput(qdhcp: &str, key: &Path, from: &str, to: &str) -> f64 {
         "root",
         from,
         &format!(
-            "s=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do wget -q -O /dev/null http://{to}:8080/f || exit 9; done; \
+            "s=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4 5 6 7 8; do wget -q -O /dev/null http://{to}:8080/f || exit 9; done; \
              e=$(cut -d' ' -f1 /proc/uptime); echo \"T $s $e\""
         ),
     );
     assert_eq!(code, Some(0), "wget {from}→{to}: {out}");
     let line = out.lines().find(|l| l.starts_with("T ")).unwrap_or_else(|| panic!("no timing: {out}"));
     let t: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
-    64.0 * 1.048_576 / (t[1] - t[0]).max(0.01)
+    128.0 * 1.048_576 / (t[1] - t[0]).max(0.01)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,8 +414,11 @@ async fn two_hosts_real_guests_over_vxlan() {
     })
     .await;
     cloud.openstack(&["security", "group", "create", "hq-sg"]).await.expect("sg create");
-    for rule in [&["--protocol", "icmp"][..], &["--protocol", "tcp", "--dst-port", "22"], &["--protocol", "tcp", "--dst-port", "8080"]]
-    {
+    for rule in [
+        &["--protocol", "icmp"][..],
+        &["--protocol", "tcp", "--dst-port", "22"],
+        &["--protocol", "tcp", "--dst-port", "8080"],
+    ] {
         let mut args = vec!["security", "group", "rule", "create", "--ingress"];
         args.extend_from_slice(rule);
         args.push("hq-sg");
@@ -422,8 +436,22 @@ async fn two_hosts_real_guests_over_vxlan() {
         let az = format!("nova:{host}");
         let v = cloud
             .openstack(&[
-                "server", "create", "--image", "cirros", "--flavor", "m1.nano", "--nic", &nic, "--key-name", "k1",
-                "--security-group", "hq-sg", "--availability-zone", &az, "--wait", name,
+                "server",
+                "create",
+                "--image",
+                "cirros",
+                "--flavor",
+                "m1.nano",
+                "--nic",
+                &nic,
+                "--key-name",
+                "k1",
+                "--security-group",
+                "hq-sg",
+                "--availability-zone",
+                &az,
+                "--wait",
+                name,
             ])
             .await
             .unwrap_or_else(|e| panic!("server create {name}: {e}"));
@@ -445,8 +473,9 @@ async fn two_hosts_real_guests_over_vxlan() {
         let tap = stratus_network_agent::exec::names::tap(port);
         assert!(common::link_exists(ns, &tap), "{name}'s tap in {host}'s namespace");
         // vmb's DHCP exchange and metadata fetch cross VXLAN to host A's DHCP namespace.
-        let log = wait_console(&cloud, name, &format!("stratus-guest: DHCP bound eth0 ip={ip} "), Duration::from_secs(90))
-            .await;
+        let log =
+            wait_console(&cloud, name, &format!("stratus-guest: DHCP bound eth0 ip={ip} "), Duration::from_secs(90))
+                .await;
         assert!(!log.contains("metadata service unreachable"), "{name} reached metadata:\n{log}");
         let log = wait_console(&cloud, name, "stratus-guest: metadata done", Duration::from_secs(60)).await;
         assert!(log.contains(&format!("stratus-guest: hostname={name}")), "{name}'s own metadata:\n{log}");
