@@ -33,6 +33,9 @@ pub(crate) fn spawn(net: S) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if net.db.reader().is_closed() {
+                return; // the cloud shut down
+            }
             if started.elapsed() < Duration::from_secs(down) {
                 continue;
             }

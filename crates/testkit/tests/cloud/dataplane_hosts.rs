@@ -4,9 +4,10 @@
 //! joined by an "underlay" veth whose addresses are the agents' VXLAN `tunnel_ip`s. Tenant
 //! networks are VXLAN; the FDB comes from port bindings (l2population, no multicast group).
 //!
-//! - [`two_hosts_vxlan_per_host_state_and_dhcp_failover`]: namespace "guests" (veths with the
+//! - [`two_hosts_vxlan_per_host_state_and_agent_failover`]: namespace "guests" (veths with the
 //!   ports' MACs), no QEMU: a lease and pings across VXLAN, per-host desired state, and the
-//!   DHCP server moving to the live host when host B dies (agent stopped, underlay cut).
+//!   DHCP server and the router moving to the live host when host B dies (agent stopped,
+//!   underlay cut), as `openstack network agent list [--network|--router]` shows.
 //! - [`two_hosts_real_guests_over_vxlan`]: one real TCG guest per host (a second qemu compute
 //!   agent runs in host B's namespace), `server create --availability-zone nova:<host>`; the
 //!   guest on B gets its lease and metadata across VXLAN from host A's DHCP namespace, the
@@ -107,7 +108,7 @@ fn vxlan_fdb(ns: &str, vni: u64) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_vxlan_per_host_state_and_dhcp_failover() {
+async fn two_hosts_vxlan_per_host_state_and_agent_failover() {
     let lab = Lab::new("hx");
     let (ns_a, ns_b) = (lab.netns("a"), lab.netns("b"));
     underlay(&ns_a, &ns_b);
@@ -138,6 +139,17 @@ async fn two_hosts_vxlan_per_host_state_and_dhcp_failover() {
     let nid = net_id.as_str();
     let (dhcp_id, dhcp_host) = wait_for(Duration::from_secs(15), "DHCP scheduled", move || dhcp_port(c, nid)).await;
     assert_eq!(dhcp_host, "hostb", "the only agent got the network's DHCP server");
+    // And the router (its interface port is bound where the L3 agent is).
+    let router = cloud.openstack(&["router", "create", "hx-r"]).await.expect("router create");
+    let router_id = router["id"].as_str().unwrap().to_string();
+    cloud.openstack(&["router", "add", "subnet", "hx-r", "hx-sub"]).await.expect("router add subnet");
+    let rid = router_id.as_str();
+    let router_host = move || async move {
+        let ports = c.openstack(&["port", "list", "--router", rid]).await.ok()?;
+        let id = ports.as_array()?.first()?["ID"].as_str()?.to_string();
+        Some(port_show(c, &id).await["binding_host_id"].as_str()?.to_string()).filter(|h| !h.is_empty())
+    };
+    assert_eq!(wait_for(Duration::from_secs(15), "router scheduled", router_host).await, "hostb");
 
     let stop_a = spawn_network_agent(&cloud, agent_cfg(&lab, "hosta", &ns_a, TUNNEL_A));
     // One guest port per host (admins bind ports as Nova does), plus a network only host A uses.
@@ -214,6 +226,8 @@ async fn two_hosts_vxlan_per_host_state_and_dhcp_failover() {
     // Per-host desired state: B never hears of A's other network, its port or A-only VTEPs.
     let sb = state_of(&cloud, "hostb").await;
     let sa = state_of(&cloud, "hosta").await;
+    assert!(sa.routers.is_empty(), "the router is host B's: {:?}", sa.routers);
+    assert_eq!(sb.routers.len(), 1, "{:?}", sb.routers);
     let only_a_id = only_a["id"].as_str().unwrap();
     assert!(sa.networks.iter().any(|n| n.id == only_a_net) && sa.port(only_a_id).is_some(), "A gets its own");
     assert!(sb.networks.iter().all(|n| n.id != only_a_net), "B got A's network: {:?}", sb.networks);
@@ -251,6 +265,24 @@ async fn two_hosts_vxlan_per_host_state_and_dhcp_failover() {
     let hosting = cloud.openstack(&["network", "agent", "list", "--network", &net_id]).await.unwrap();
     assert_eq!(hosting[0]["Host"], "hosta", "the DHCP agent list follows: {hosting}");
     assert_eq!(port_show(&cloud, &dhcp_id).await["device_id"], format!("dhcp-hosta-{net_id}"));
+    // The router follows to host A's L3 agent.
+    let t_router = Instant::now();
+    loop {
+        if router_host().await.as_deref() == Some("hosta") {
+            break;
+        }
+        assert!(t_router.elapsed() < Duration::from_secs(20), "router not rescheduled to host A");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let l3 = cloud.openstack(&["network", "agent", "list", "--router", &router_id]).await.unwrap();
+    assert_eq!(l3.as_array().unwrap().len(), 1, "{l3}");
+    assert_eq!(l3[0]["Host"], "hosta", "the router's L3 agent list follows: {l3}");
+    let qrouter_a = format!("{}hosta-qrouter-{router_id}", lab.prefix);
+    let q = qrouter_a.as_str();
+    wait_for(Duration::from_secs(15), "host A's router namespace", move || async move {
+        common::link_exists(q, "lo").then_some(())
+    })
+    .await;
     let qdhcp_a = format!("{}hosta-qdhcp-{net_id}", lab.prefix);
     let q = qdhcp_a.as_str();
     wait_for(Duration::from_secs(15), "host A's DHCP namespace", move || async move {
