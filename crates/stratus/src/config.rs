@@ -149,6 +149,7 @@ impl Config {
             merge(&mut value, file_value);
         }
         apply_env(&mut value, &|k| std::env::var(k).ok())?;
+        apply_env_unset(&mut value, &unset_keys(&Config::default())?, &|k| std::env::var(k).ok())?;
         let cfg: Config = value.try_into().context("invalid configuration")?;
         cfg.validate()?;
         Ok(cfg)
@@ -186,6 +187,11 @@ impl Config {
     /// secrets masked.
     pub fn show(&self) -> anyhow::Result<String> {
         let mut v = toml::Value::try_from(self)?;
+        // TOML has no null, so unset keys vanish on serialization; put them back as a
+        // marker so that they are listed with their variable like every other key.
+        for path in unset_keys(self)? {
+            set_path(&mut v, &path, toml::Value::String(UNSET.into()));
+        }
         mask_secrets(&mut v);
         let mut out = String::from("# Effective Stratus configuration (secrets masked).\n");
         out.push_str("# Every key can be overridden by the environment variable named beside it.\n\n");
@@ -201,7 +207,11 @@ impl Config {
                 out.push_str(&format!("\n[{sec}]\n"));
                 section = sec;
             }
-            out.push_str(&format!("{key} = {val}    # {}\n", env_name(&path)));
+            if val.as_str() == Some(UNSET) {
+                out.push_str(&format!("# {key} is unset    # {}\n", env_name(&path)));
+            } else {
+                out.push_str(&format!("{key} = {val}    # {}\n", env_name(&path)));
+            }
         }
         Ok(out)
     }
@@ -275,6 +285,71 @@ fn apply_env(v: &mut toml::Value, get: &dyn Fn(&str) -> Option<String>) -> anyho
     Ok(())
 }
 
+/// Marks an unset key inside `show` (a string no real value can contain).
+const UNSET: &str = "\u{0}unset";
+
+/// Dotted paths of the keys whose value is unset (`None`) in `cfg`. TOML drops them, so
+/// they are found through JSON, where they survive as `null`.
+fn unset_keys(cfg: &Config) -> anyhow::Result<Vec<String>> {
+    fn walk_json(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match child {
+                    serde_json::Value::Null => out.push(p),
+                    serde_json::Value::Object(_) => walk_json(child, &p, out),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk_json(&serde_json::to_value(cfg).context("serializing configuration")?, "", &mut out);
+    Ok(out)
+}
+
+/// Environment overrides for keys that are unset by default. Their type is not visible
+/// in the serialized defaults (they are `null`), so the raw value is tried as a number or
+/// flag first and as a string otherwise, keeping the first the configuration accepts;
+/// an empty variable leaves the key unset.
+fn apply_env_unset(v: &mut toml::Value, unset: &[String], get: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    for path in unset {
+        let name = env_name(path);
+        let Some(raw) = get(&name).filter(|r| !r.is_empty()) else { continue };
+        let t = raw.trim();
+        let mut candidates = Vec::new();
+        if let Ok(i) = t.parse::<i64>() {
+            candidates.push(toml::Value::Integer(i));
+        }
+        if let Ok(f) = t.parse::<f64>() {
+            candidates.push(toml::Value::Float(f));
+        }
+        if let Ok(b) = t.parse::<bool>() {
+            candidates.push(toml::Value::Boolean(b));
+        }
+        candidates.push(toml::Value::String(raw.clone()));
+        let mut last_err = None;
+        let mut accepted = false;
+        for c in candidates {
+            let mut trial = v.clone();
+            set_path(&mut trial, path, c);
+            match trial.clone().try_into::<Config>() {
+                Ok(_) => {
+                    *v = trial;
+                    accepted = true;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if !accepted {
+            let e = last_err.map(|e| e.to_string()).unwrap_or_default();
+            bail!("{name}={raw:?} is not a valid value: {e}");
+        }
+    }
+    Ok(())
+}
+
 fn set_path(v: &mut toml::Value, path: &str, new: toml::Value) {
     let mut cur = v;
     let parts: Vec<&str> = path.split('.').collect();
@@ -301,7 +376,7 @@ fn mask_secrets(v: &mut toml::Value) {
         for (k, child) in t.iter_mut() {
             match child {
                 toml::Value::Table(_) => mask_secrets(child),
-                toml::Value::String(s) if is_secret(k) && !s.is_empty() => *s = "****".into(),
+                toml::Value::String(s) if is_secret(k) && !s.is_empty() && s != UNSET => *s = "****".into(),
                 toml::Value::String(s) if k == "url" && s.contains('@') => {
                     // postgres://user:password@host/db
                     if let Some((scheme_user, rest)) = s.split_once('@') {
@@ -340,6 +415,34 @@ mod tests {
         let mut v = toml::Value::try_from(Config::default()).unwrap();
         let bad = |k: &str| (k == "STRATUS_SERVER_MAX_BODY_BYTES").then(|| "lots".to_string());
         assert!(apply_env(&mut v, &bad).unwrap_err().to_string().contains("must be an integer"));
+    }
+
+    #[test]
+    fn keys_unset_by_default_have_variables_too() {
+        let unset = unset_keys(&Config::default()).unwrap();
+        assert!(unset.iter().any(|k| k == "compute.host_netns"), "{unset:?}");
+        let mut v = toml::Value::try_from(Config::default()).unwrap();
+        let env = |k: &str| match k {
+            "STRATUS_COMPUTE_HOST_NETNS" => Some("lab1".to_string()),
+            "STRATUS_COMPUTE_POLICY_FILE" => Some(String::new()),
+            "STRATUS_COMPUTE_FAKE_VCPUS" => Some("12".to_string()),
+            _ => None,
+        };
+        apply_env_unset(&mut v, &unset, &env).unwrap();
+        let c: Config = v.try_into().unwrap();
+        assert_eq!(c.compute.host_netns.as_deref(), Some("lab1"));
+        assert_eq!(c.compute.fake.vcpus, Some(12));
+        let mut v = toml::Value::try_from(Config::default()).unwrap();
+        let bad = |k: &str| (k == "STRATUS_COMPUTE_FAKE_VCPUS").then(|| "many".to_string());
+        let e = apply_env_unset(&mut v, &unset, &bad).unwrap_err().to_string();
+        assert!(e.contains("STRATUS_COMPUTE_FAKE_VCPUS"), "{e}");
+        assert_eq!(c.compute.policy_file, None, "an empty variable leaves the key unset");
+
+        let s = Config::default().show().unwrap();
+        assert!(s.contains("# host_netns is unset    # STRATUS_COMPUTE_HOST_NETNS"), "{s}");
+        assert!(!s.contains('\u{0}'));
+        let s = c.show().unwrap();
+        assert!(s.contains("host_netns = \"lab1\"    # STRATUS_COMPUTE_HOST_NETNS"), "{s}");
     }
 
     #[test]
