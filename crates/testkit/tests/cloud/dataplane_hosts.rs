@@ -298,6 +298,22 @@ async fn two_hosts_vxlan_per_host_state_and_agent_failover() {
     assert_eq!(lease.get("ip_address"), ip_a);
     let server = lease.get("dhcp_server_identifier").to_string();
     assert!(ga.ping_until(&server, Duration::from_secs(5)).is_some(), "the guest reaches DHCP {server} on host A");
+
+    // Host B comes back: its agent drops the DHCP server and router it no longer hosts (a
+    // second dnsmasq with the same address and MAC on the segment would fight host A's),
+    // and B's guest is reachable across VXLAN again.
+    must(&["ip", "-n", &ns_b, "link", "set", "und0", "up"]);
+    let stop_b = spawn_network_agent(&cloud, agent_cfg(&lab, "hostb", &ns_b, TUNNEL_B));
+    let (qdhcp_b, qrouter_b) =
+        (format!("{}hostb-qdhcp-{net_id}", lab.prefix), format!("{}hostb-qrouter-{router_id}", lab.prefix));
+    let (qd, qr) = (qdhcp_b.as_str(), qrouter_b.as_str());
+    wait_for(Duration::from_secs(20), "host B dropped its old DHCP and router namespaces", move || async move {
+        (!common::link_exists(qd, "lo") && !common::link_exists(qr, "lo")).then_some(())
+    })
+    .await;
+    assert!(ga.ping_until(&ip_b, Duration::from_secs(10)).is_some(), "guest A pings guest B again");
+    let agents = cloud.openstack(&["network", "agent", "list", "--host", "hostb"]).await.unwrap();
+    assert!(agents.as_array().unwrap().iter().all(alive), "host B's agents alive again: {agents}");
     eprintln!(
         "dataplane_hosts (namespaces): total {:?}; ping across VXLAN after {ping:?}; lease across VXLAN {:?}; \
          agent death→DHCP moved {moved_after:?}; re-lease from host A {:?}",
@@ -306,6 +322,7 @@ async fn two_hosts_vxlan_per_host_state_and_agent_failover() {
         relet.elapsed()
     );
     stop_a.send_replace(true);
+    stop_b.send_replace(true);
     cloud.shutdown().await;
 }
 
