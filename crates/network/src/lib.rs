@@ -69,7 +69,8 @@ pub struct NetworkConfig {
     pub dns_domain: String,
     /// Availability zone networks and routers are reported in. Default `"nova"`.
     pub availability_zone: String,
-    /// Seconds without a heartbeat after which an agent is reported dead. Default 75.
+    /// Seconds without a heartbeat after which an agent is reported dead and its DHCP
+    /// servers and routers move to a live agent (see `liveness.rs`). Default 75.
     pub agent_down_time: i64,
     /// Default per-project quotas (`-1` = unlimited). Defaults: Neutron's (network 100,
     /// subnet 100, port 500, router 10, floatingip 50, security_group 10,
