@@ -166,8 +166,8 @@ impl NetworkAgent {
     }
 
     /// Fetches, converges, reports; re-converges every `resync_interval_secs` or when told on
-    /// the fanout exchange; heartbeats. Returns when `shutdown` turns true (state is left in
-    /// place, so a restarted agent adopts it).
+    /// the fanout exchange; heartbeats. Returns when `shutdown` turns true or its sender is
+    /// gone (state is left in place, so a restarted agent adopts it).
     pub async fn run(
         self: Arc<Self>,
         bus: Arc<dyn Bus>,
@@ -181,8 +181,9 @@ impl NetworkAgent {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { return Ok(()); }
+                // A dropped sender is a shutdown too (else `changed` would return at once, forever).
+                res = shutdown.changed() => {
+                    if res.is_err() || *shutdown.borrow() { return Ok(()); }
                 }
                 _ = heartbeat.tick() => self.heartbeat(bus.as_ref()).await,
                 _ = resync.tick() => self.cycle(bus.as_ref(), source.as_ref()).await,

@@ -2,11 +2,11 @@
 //! DHCP/L3 scheduling in one place).
 //!
 //! Consumes topic `network-server` (see `stratus_network_agent::agent` for the agent side):
-//! - `get_desired_state {"host"}` (call): the whole cloud's [`DesiredState`]. The agent
-//!   filters by `binding:host_id`; sending everything keeps l2population (remote VTEPs and
-//!   MACs) and remote security group members right without per-host queries. Before
-//!   answering, the networks and routers nobody hosts yet are scheduled to the asking host
-//!   (see [`schedule`]).
+//! - `get_desired_state {"host"}` (call): the [`DesiredState`] of that host: what its ports
+//!   need, with l2population peers and remote security group members (see
+//!   [`crate::host_state`]). Before answering, the networks and routers nobody hosts yet
+//!   are scheduled to the asking host (see [`schedule`]); [`crate::liveness`] moves them
+//!   away from hosts whose agent died.
 //! - `update_port_status {"port_id","status","host"}` (cast): ACTIVE/DOWN, accepted only
 //!   from the host the port is bound to (a stale agent cannot flip a port it no longer owns).
 //! - `report_state {"host","binary","agent_types","configurations"}` (cast): one heartbeat
@@ -143,8 +143,7 @@ async fn report_state(net: &S, args: &Value) -> NetResult<()> {
     Ok(())
 }
 
-/// Schedules what has no host yet onto `host` (all-in-one: the only agent), then builds
-/// the state document.
+/// Schedules what has no host yet onto `host`, then builds the host's state document.
 pub(crate) async fn desired_state_for(net: &S, host: &str) -> NetResult<DesiredState> {
     if !host.is_empty() {
         let changed = {
@@ -156,7 +155,7 @@ pub(crate) async fn desired_state_for(net: &S, host: &str) -> NetResult<DesiredS
             notify_agents(net, "desired_state_changed").await;
         }
     }
-    desired_state(net).await
+    Ok(crate::host_state::for_host(desired_state(net).await?, host))
 }
 
 /// IPv4 and IPv6 subnets alike: the DHCP namespace serves DHCPv6 (and, for isolated

@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Router<S> {
     Router::new()
         .route("/v2.0/agents", get(list))
         .route("/v2.0/agents/{id}", get(show).put(update).delete(remove))
+        .route("/v2.0/networks/{id}/dhcp-agents", get(network_dhcp_agents))
+        .route("/v2.0/routers/{id}/l3-agents", get(router_l3_agents))
         .route("/internal/agents", post(report_route))
         .route("/internal/ports/{id}/status", post(port_status_route))
 }
@@ -141,6 +143,42 @@ async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Js
     enforce(&st.policy, "get_agent", &ctx, &json!({}))?;
     let items = all(&st).await?.into_iter().map(|(_, v)| v).collect();
     Ok(Json(crate::listing::respond("agents", items, &q, &format!("{}/v2.0/agents", st.base))?))
+}
+
+/// The agents of `agent_type` on the hosts `ports` (of one network or router) are bound to:
+/// where the scheduler (and [`crate::liveness`] after a failover) put them.
+async fn hosting(st: &S, agent_type: &str, ports: Vec<Value>) -> NetResult<Vec<Value>> {
+    let hosts: std::collections::BTreeSet<String> =
+        ports.iter().map(|p| crate::store::s(p, "binding:host_id").to_string()).filter(|h| !h.is_empty()).collect();
+    Ok(all(st)
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| a["agent_type"] == agent_type && hosts.contains(crate::store::s(a, "host")))
+        .collect())
+}
+
+/// `GET /v2.0/networks/{id}/dhcp-agents` (`openstack network agent list --network`).
+async fn network_dhcp_agents(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<Json<Value>> {
+    enforce(&st.policy, "get_dhcp-agents", &ctx, &json!({}))?;
+    let reader = st.db.reader();
+    crate::store::get(reader, crate::store::kind::NETWORK, &id).await?.ok_or_else(|| not_found("Network", &id))?;
+    let ports = crate::store::all(reader, crate::store::kind::PORT).await?;
+    let ports = ports.into_iter().filter(|p| p["network_id"] == id.as_str() && p["device_owner"] == "network:dhcp");
+    Ok(Json(json!({"agents": hosting(&st, "DHCP agent", ports.collect()).await?})))
+}
+
+/// `GET /v2.0/routers/{id}/l3-agents` (`openstack network agent list --router`).
+async fn router_l3_agents(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<Json<Value>> {
+    enforce(&st.policy, "get_l3-agents", &ctx, &json!({}))?;
+    let reader = st.db.reader();
+    crate::store::get(reader, crate::store::kind::ROUTER, &id).await?.ok_or_else(|| not_found("Router", &id))?;
+    let ports = crate::store::all(reader, crate::store::kind::PORT).await?;
+    let ports = ports.into_iter().filter(|p| {
+        p["device_id"] == id.as_str()
+            && matches!(p["device_owner"].as_str(), Some("network:router_interface" | "network:router_gateway"))
+    });
+    Ok(Json(json!({"agents": hosting(&st, "L3 agent", ports.collect()).await?})))
 }
 
 async fn find(st: &S, id: &str) -> NetResult<Value> {

@@ -10,9 +10,11 @@ pub mod agents;
 mod auto_allocate;
 mod dhcp_opts;
 pub mod error;
+mod host_state;
 pub mod ip;
 pub mod ipam;
 pub mod listing;
+mod liveness;
 mod misc;
 mod networks;
 pub mod policy;
@@ -67,7 +69,8 @@ pub struct NetworkConfig {
     pub dns_domain: String,
     /// Availability zone networks and routers are reported in. Default `"nova"`.
     pub availability_zone: String,
-    /// Seconds without a heartbeat after which an agent is reported dead. Default 75.
+    /// Seconds without a heartbeat after which an agent is reported dead and its DHCP
+    /// servers and routers move to a live agent (see `liveness.rs`). Default 75.
     pub agent_down_time: i64,
     /// Default per-project quotas (`-1` = unlimited). Defaults: Neutron's (network 100,
     /// subnet 100, port 500, router 10, floatingip 50, security_group 10,
@@ -179,6 +182,7 @@ impl NetworkService {
             ip_locks: Default::default(),
         });
         agent_rpc::spawn(net.clone(), platform.bus.clone()).await?;
+        liveness::spawn(net.clone());
         Ok(Arc::new(NetworkService { platform, auth, net }))
     }
 

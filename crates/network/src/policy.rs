@@ -93,6 +93,8 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     d("get_agent", "rule:admin_only"),
     d("update_agent", "rule:admin_only"),
     d("delete_agent", "rule:admin_only"),
+    d("get_dhcp-agents", "rule:admin_only"),
+    d("get_l3-agents", "rule:admin_only"),
     d("get_quota", "rule:context_is_admin or project_id:%(project_id)s"),
     d("update_quota", "rule:admin_only"),
     d("delete_quota", "rule:admin_only"),

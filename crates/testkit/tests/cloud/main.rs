@@ -7,6 +7,7 @@ mod compute_ops;
 mod console;
 mod dataplane;
 mod dataplane_guests;
+mod dataplane_hosts;
 mod dataplane_ipv6;
 mod foundation;
 mod identity;
