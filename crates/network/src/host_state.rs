@@ -129,6 +129,8 @@ mod tests {
             enable_dhcp: true,
             dns_nameservers: vec![],
             host_routes: vec![],
+            ipv6_ra_mode: None,
+            ipv6_address_mode: None,
         }
     }
 
