@@ -13,3 +13,4 @@ mod network;
 mod network_extra;
 mod placement;
 mod qemu;
+mod qemu_moves;
