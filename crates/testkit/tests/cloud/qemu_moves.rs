@@ -24,6 +24,12 @@ const HOSTS: [&str; 2] = ["lm-a", "lm-b"];
 
 /// A cloud without its own agent, and the qemu agents of `lm-a` and `lm-b`.
 async fn two_host_cloud(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
+    two_host_cloud_capped(data, 0).await
+}
+
+/// [`two_host_cloud`] with the memory copy capped at `mib` MiB/s (0: no cap), so that a
+/// migration of a 128 MiB guest lasts seconds and can be steered or broken half-way.
+async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHandle>) {
     let cloud = TestCloud::start_in(data.to_path_buf(), |c| {
         c.compute.local_agent = false;
         c.compute.virt_driver = "qemu".into();
@@ -31,7 +37,7 @@ async fn two_host_cloud(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
     .await;
     let mut agents = Vec::new();
     for h in HOSTS {
-        agents.push(start_agent(&cloud, h).await);
+        agents.push(start_agent_capped(&cloud, h, mib).await);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while cloud.openstack(&["hypervisor", "list"]).await.unwrap().as_array().unwrap().len() < 2 {
@@ -43,10 +49,15 @@ async fn two_host_cloud(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
 
 /// The agent of `host` (also after a restart: it adopts what runs in its directory).
 async fn start_agent(cloud: &TestCloud, host: &str) -> AgentHandle {
+    start_agent_capped(cloud, host, 0).await
+}
+
+async fn start_agent_capped(cloud: &TestCloud, host: &str, mib: u64) -> AgentHandle {
     let platform = &cloud.handle().platform;
     let cfg = QemuDriverConfig {
         instances_path: Some(host_dir(cloud, host)),
         power_off_timeout_secs: 30,
+        live_migration_bandwidth_mib: mib,
         ..Default::default()
     };
     let source = Arc::new(InternalImageSource::new(platform.internal.clone()));
@@ -298,7 +309,8 @@ async fn qemu_live_migration_whose_destination_dies_leaves_the_guest_on_its_sour
     let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
-    let (cloud, agents) = two_host_cloud(data.path()).await;
+    // ~100 MiB of RAM at 16 MiB/s: the copy runs for seconds.
+    let (cloud, agents) = two_host_cloud_capped(data.path(), 16).await;
     heartbeat_image(&cloud).await;
     let vm = cloud
         .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
@@ -310,12 +322,14 @@ async fn qemu_live_migration_whose_destination_dies_leaves_the_guest_on_its_sour
     wait_heartbeat(&cloud, "lm1", 2.0).await;
     let src_pid = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the source");
 
-    // The destination QEMU is killed as soon as it waits for the guest.
+    // The destination QEMU is killed while the memory is being copied (its disks are
+    // ready within ~50 ms of its start, the memory takes seconds).
     let dest = host_dir(&cloud, b).join(&id);
     let killer = tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if dest.join("incoming.json").exists() {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 if let Some(pid) = pid_of(&dest) {
                     let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
                     return true;
@@ -336,6 +350,11 @@ async fn qemu_live_migration_whose_destination_dies_leaves_the_guest_on_its_sour
     assert_eq!(pid_of(&host_dir(&cloud, &a).join(&id)), Some(src_pid), "the same QEMU runs the guest");
     let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
     assert_eq!(migs[0]["Status"], "error", "{migs}");
+    let events = cloud.openstack(&["server", "event", "list", "lm1"]).await.unwrap();
+    let req = events[0]["Request ID"].as_str().unwrap().to_string();
+    let ev = cloud.openstack(&["server", "event", "show", "lm1", &req]).await.unwrap();
+    assert_eq!(ev["action"], "live-migration", "{ev}");
+    assert!(ev.to_string().contains("Error"), "the failed step is in the action's events: {ev}");
     wait_until("the destination directory is removed", Duration::from_secs(30), || {
         !host_dir(&cloud, b).join(&id).exists()
     })
@@ -399,6 +418,90 @@ async fn qemu_evacuate_rebuilds_on_the_other_host_and_the_returning_host_drops_i
 
     cloud.openstack(&["server", "delete", "--wait", "ev1"]).await.expect("delete");
     for h in agents.into_iter().flatten() {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+/// The running live migration of `server` (its `Id`), once it has been copying for a
+/// moment (so the source's driver is the one that gets the request).
+async fn running_migration(cloud: &TestCloud, server: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let migs = cloud.openstack(&["server", "migration", "list", "--server", server]).await.expect("migration list");
+        if let Some(m) = migs.as_array().unwrap().iter().find(|m| m["Status"] == "running") {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            return m["Id"].to_string();
+        }
+        assert!(Instant::now() < deadline, "no running migration: {migs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn qemu_live_migration_abort_and_force_complete_steer_the_running_copy() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud_capped(data.path(), 8).await;
+    heartbeat_image(&cloud).await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    let b = other(&a);
+    wait_heartbeat(&cloud, "lm1", 2.0).await;
+    let src_pid = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the source");
+
+    // Abort (2.24): the copy stops, the guest stays, the migration is cancelled.
+    cloud.openstack(&["server", "migrate", "--live-migration", "--host", b, "lm1"]).await.expect("live migrate");
+    let mid = running_migration(&cloud, "lm1").await;
+    let (code, _, err) = cloud
+        .openstack_raw(
+            &cloud.admin(),
+            &["--os-compute-api-version", "2.24", "server", "migration", "abort", "lm1", &mid],
+        )
+        .await;
+    assert_eq!(code, Some(0), "server migration abort: {err}");
+    let s = wait_status(&cloud, "lm1", "ACTIVE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), a, "{s}");
+    assert_eq!(pid_of(&host_dir(&cloud, &a).join(&id)), Some(src_pid), "the same QEMU runs the guest");
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
+    assert_eq!(migs[0]["Status"], "cancelled", "{migs}");
+    wait_until("the destination directory is removed", Duration::from_secs(30), || {
+        !host_dir(&cloud, b).join(&id).exists()
+    })
+    .await;
+    let last = heartbeats(&console(&cloud, "lm1").await).into_iter().fold(0.0, f64::max);
+    wait_heartbeat(&cloud, "lm1", last + 1.0).await;
+
+    // Force complete (2.22): at 8 MiB/s the copy would take ~13 s; forced, the guest
+    // pauses once and the rest goes in one piece.
+    let started = Instant::now();
+    cloud.openstack(&["server", "migrate", "--live-migration", "--host", b, "lm1"]).await.expect("live migrate");
+    let mid = running_migration(&cloud, "lm1").await;
+    let (code, _, err) = cloud
+        .openstack_raw(
+            &cloud.admin(),
+            &["--os-compute-api-version", "2.22", "server", "migration", "force", "complete", "lm1", &mid],
+        )
+        .await;
+    assert_eq!(code, Some(0), "server migration force complete: {err}");
+    let s = wait_status(&cloud, "lm1", "ACTIVE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), b, "{s}");
+    assert!(!alive(src_pid), "the source QEMU ended");
+    let stats = stratus_compute_agent::virt::qemu::last_live_migration(&id).expect("migration measured");
+    eprintln!("FORCE-COMPLETE: {stats:?} (api {} ms); load {}", started.elapsed().as_millis(), load());
+    assert!(stats.forced, "{stats:?}");
+    let log = wait_heartbeat(&cloud, "lm1", last + 2.0).await;
+    assert!(!log.contains("stratus-guest: init started"), "no new boot on the destination:\n{log}");
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
+    assert_eq!(migs[0]["Status"], "completed", "{migs}");
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    for h in agents {
         h.stop();
     }
     cloud.shutdown().await;

@@ -160,6 +160,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// `downtime-limit` (ms) QEMU aims for.
     pub downtime_ms: u64,
+    /// `max-bandwidth` in MiB/s (0: QEMU's default).
+    pub bandwidth_mib: u64,
 }
 
 type QResult<T> = Result<T, QmpError>;
@@ -227,6 +229,9 @@ pub async fn finish_incoming(q: &mut QmpClient) -> Result<RunState, String> {
 pub async fn migrate_out(q: &mut QmpClient, ep: &Endpoints, ctl: &Control, s: &Settings) -> Result<Stats, String> {
     let started = Instant::now();
     let was_running = q.query_status().await.map_err(err)?.running;
+    // What a failed migration restores (a later suspend migrates to a file with them).
+    let params = q.execute("query-migrate-parameters", None).await.map_err(err)?;
+    let saved = json!({"downtime-limit": params["downtime-limit"], "max-bandwidth": params["max-bandwidth"]});
     let mut m = Outgoing { nodes: Vec::new(), jobs: Vec::new(), disks: Vec::new(), migrating: false };
     match m.run(q, ep, ctl, s, started).await {
         Ok(stats) => Ok(stats),
@@ -240,6 +245,9 @@ pub async fn migrate_out(q: &mut QmpClient, ep: &Endpoints, ctl: &Control, s: &S
                 }
             }
             m.undo(q, was_running).await;
+            if let Err(e) = q.migrate_set_parameters(saved).await {
+                tracing::warn!(error = %e, "could not restore the migration parameters");
+            }
             Err(e)
         }
     }
@@ -350,7 +358,11 @@ impl Outgoing {
 
         // 2. Memory and device state, stopping before the switchover for the disks.
         q.migrate_set_capabilities(&[("pause-before-switchover", true)]).await.map_err(err)?;
-        q.migrate_set_parameters(json!({"downtime-limit": s.downtime_ms})).await.map_err(err)?;
+        let mut params = json!({"downtime-limit": s.downtime_ms});
+        if s.bandwidth_mib > 0 {
+            params["max-bandwidth"] = json!(s.bandwidth_mib << 20);
+        }
+        q.migrate_set_parameters(params).await.map_err(err)?;
         q.migrate(&ep.migrate_uri()).await.map_err(|e| format!("starting the migration: {e}"))?;
         self.migrating = true;
         let mut forced = false;

@@ -83,6 +83,9 @@ pub struct QemuDriverConfig {
     /// Longest pause (ms) QEMU aims for at the switchover (default 500, Nova's
     /// `live_migration_downtime`); force-complete lifts it.
     pub live_migration_downtime_ms: u64,
+    /// Cap of the memory copy in MiB/s (default 0: QEMU's own default), Nova's
+    /// `live_migration_bandwidth`.
+    pub live_migration_bandwidth_mib: u64,
 }
 
 impl Default for QemuDriverConfig {
@@ -102,6 +105,7 @@ impl Default for QemuDriverConfig {
             live_migration_port_max: 49215,
             live_migration_timeout_secs: 600,
             live_migration_downtime_ms: 500,
+            live_migration_bandwidth_mib: 0,
         }
     }
 }
@@ -858,6 +862,7 @@ impl VirtDriver for QemuDriver {
         let settings = live::Settings {
             timeout: Duration::from_secs(self.cfg.live_migration_timeout_secs),
             downtime_ms: self.cfg.live_migration_downtime_ms,
+            bandwidth_mib: self.cfg.live_migration_bandwidth_mib,
         };
         let ctl = Arc::new(live::Control::default());
         self.outgoing.lock().insert(uuid.to_string(), ctl.clone());
