@@ -30,6 +30,10 @@ async fn two_host_cloud(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
 /// [`two_host_cloud`] with the memory copy capped at `mib` MiB/s (0: no cap), so that a
 /// migration of a 128 MiB guest lasts seconds and can be steered or broken half-way.
 async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHandle>) {
+    two_host_cloud_with(data, |c| c.live_migration_bandwidth_mib = mib).await
+}
+
+async fn two_host_cloud_with(data: &Path, tweak: impl Fn(&mut QemuDriverConfig)) -> (TestCloud, Vec<AgentHandle>) {
     let cloud = TestCloud::start_in(data.to_path_buf(), |c| {
         c.compute.local_agent = false;
         c.compute.virt_driver = "qemu".into();
@@ -37,7 +41,7 @@ async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHa
     .await;
     let mut agents = Vec::new();
     for h in HOSTS {
-        agents.push(start_agent_capped(&cloud, h, mib).await);
+        agents.push(start_agent_with(&cloud, h, &tweak).await);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while cloud.openstack(&["hypervisor", "list"]).await.unwrap().as_array().unwrap().len() < 2 {
@@ -49,17 +53,17 @@ async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHa
 
 /// The agent of `host` (also after a restart: it adopts what runs in its directory).
 async fn start_agent(cloud: &TestCloud, host: &str) -> AgentHandle {
-    start_agent_capped(cloud, host, 0).await
+    start_agent_with(cloud, host, |_| {}).await
 }
 
-async fn start_agent_capped(cloud: &TestCloud, host: &str, mib: u64) -> AgentHandle {
+async fn start_agent_with(cloud: &TestCloud, host: &str, tweak: impl Fn(&mut QemuDriverConfig)) -> AgentHandle {
     let platform = &cloud.handle().platform;
-    let cfg = QemuDriverConfig {
+    let mut cfg = QemuDriverConfig {
         instances_path: Some(host_dir(cloud, host)),
         power_off_timeout_secs: 30,
-        live_migration_bandwidth_mib: mib,
         ..Default::default()
     };
+    tweak(&mut cfg);
     let source = Arc::new(InternalImageSource::new(platform.internal.clone()));
     let driver = QemuDriver::new(cfg, &cloud.data_dir, None, source).await.expect("qemu driver");
     let acfg = stratus_compute_agent::AgentConfig {
@@ -298,6 +302,50 @@ async fn qemu_live_migration_keeps_the_guest_running_across_two_agents() {
 
     cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
     assert!(!host_dir(&cloud, &a).join(&id).exists());
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+/// Between machines the stream and the disks go over TCP (here on loopback: the agents
+/// are told not to use their unix sockets), to the port both sides derive from the uuid.
+#[tokio::test]
+async fn qemu_live_migration_over_tcp() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
+        c.live_migration_local_sockets = false;
+        c.live_migration_listen_address = "127.0.0.1".into();
+    })
+    .await;
+    heartbeat_image(&cloud).await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    wait_heartbeat(&cloud, "lm1", 2.0).await;
+    let port = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215);
+    let b = other(&a);
+    let dest = host_dir(&cloud, b).join(&id);
+    let watcher = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(m) = std::fs::read_to_string(dest.join("incoming.json")) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        String::new()
+    });
+    live_migrate(&cloud, &id, &a).await;
+    let marker = watcher.await.unwrap();
+    assert!(marker.contains(&format!("tcp:127.0.0.1:{port}")), "the destination listened on TCP: {marker}");
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
     for h in agents {
         h.stop();
     }

@@ -86,6 +86,9 @@ pub struct QemuDriverConfig {
     /// Cap of the memory copy in MiB/s (default 0: QEMU's own default), Nova's
     /// `live_migration_bandwidth`.
     pub live_migration_bandwidth_mib: u64,
+    /// Live migrations between agents of this process go over unix sockets (default
+    /// true); false sends them over TCP like between machines.
+    pub live_migration_local_sockets: bool,
 }
 
 impl Default for QemuDriverConfig {
@@ -106,6 +109,7 @@ impl Default for QemuDriverConfig {
             live_migration_timeout_secs: 600,
             live_migration_downtime_ms: 500,
             live_migration_bandwidth_mib: 0,
+            live_migration_local_sockets: true,
         }
     }
 }
@@ -852,7 +856,7 @@ impl VirtDriver for QemuDriver {
             return Ok(());
         }
         let mut p = self.running(&inst, uuid, "live-migrate").await?;
-        let ep = match local_host(&t.host) {
+        let ep = match local_host(&t.host).filter(|_| self.cfg.live_migration_local_sockets) {
             Some(dir) => live::Endpoints::unix(&dir.join(uuid)),
             None => live::Endpoints::Tcp {
                 host: t.host_ip.clone(),
@@ -943,7 +947,7 @@ impl QemuDriver {
         let mut p =
             QemuProcess::spawn_incoming(&self.binary(), &inst.dir, &q, &self.spawn_options()).await.map_err(failed)?;
         // A source in this process connects over unix sockets, others over TCP.
-        let ep = if local_host(source).is_some() {
+        let ep = if self.cfg.live_migration_local_sockets && local_host(source).is_some() {
             live::Endpoints::unix(inst.root())
         } else {
             live::Endpoints::Tcp {
