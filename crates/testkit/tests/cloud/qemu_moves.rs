@@ -265,6 +265,18 @@ async fn live_migrate(cloud: &TestCloud, id: &str, from: &str) {
         stats.disks,
         load()
     );
+    // Where the API's time goes: the steps of the action, from its events.
+    let events = cloud.openstack(&["server", "event", "list", "lm1"]).await.unwrap();
+    let req = events[0]["Request ID"].as_str().unwrap().to_string();
+    let ev = cloud.openstack(&["server", "event", "show", "lm1", &req]).await.unwrap();
+    for e in ev["events"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  step {:45} {} -> {}",
+            e["event"].as_str().unwrap_or_default(),
+            e["start_time"].as_str().unwrap_or_default(),
+            e["finish_time"].as_str().unwrap_or_default()
+        );
+    }
     assert!(stats.downtime_ms < 5_000, "{stats:?}");
     assert!(!stats.disks.is_empty(), "the root disk was copied: {stats:?}");
 }
@@ -321,8 +333,26 @@ async fn qemu_live_migration_over_tcp() {
     })
     .await;
     heartbeat_image(&cloud).await;
+    // An ephemeral disk travels too; the read-only config drive is made again there.
+    cloud
+        .openstack(&["flavor", "create", "--vcpus", "1", "--ram", "128", "--disk", "1", "--ephemeral", "1", "lm.eph"])
+        .await
+        .expect("flavor create");
     let vm = cloud
-        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "lm.eph",
+            "--image",
+            "hb",
+            "--nic",
+            "none",
+            "--config-drive",
+            "true",
+            "--wait",
+            "lm1",
+        ])
         .await
         .expect("server create --wait");
     let id = vm["id"].as_str().unwrap().to_string();
@@ -344,6 +374,9 @@ async fn qemu_live_migration_over_tcp() {
     live_migrate(&cloud, &id, &a).await;
     let marker = watcher.await.unwrap();
     assert!(marker.contains(&format!("tcp:127.0.0.1:{port}")), "the destination listened on TCP: {marker}");
+    let stats = stratus_compute_agent::virt::qemu::last_live_migration(&id).unwrap();
+    assert_eq!(stats.disks, ["drive-disk0", "drive-disk1"], "root and ephemeral disks copied: {stats:?}");
+    assert!(host_dir(&cloud, b).join(&id).join("disk.config").exists(), "config drive on the destination");
 
     cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
     for h in agents {
