@@ -942,6 +942,14 @@ impl QemuDriver {
     async fn prepare_incoming(&self, inst: &Instance, spec: &GuestSpec, source: &str) -> Result<(), VirtError> {
         let _ = tokio::fs::remove_dir_all(inst.root()).await;
         self.prepare_disks(inst, spec).await?;
+        // The serial log goes on where it was when the source is in this process (QEMU
+        // appends to it); what the guest prints while its memory moves stays behind.
+        if let Some(src) = local_host(source).filter(|_| self.cfg.live_migration_local_sockets) {
+            let from = Instance::new(&src, &spec.uuid).dir.paths().console;
+            if let Err(e) = tokio::fs::copy(&from, inst.dir.paths().console).await {
+                tracing::warn!(uuid = %spec.uuid, error = %e, "could not carry the console log over");
+            }
+        }
         let boot = self.boot_files(spec).await?;
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
         let mut p =
