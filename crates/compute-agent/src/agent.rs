@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::rpc::{
     agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, GuestSpec,
-    Inventory, CONDUCTOR_TOPIC,
+    Inventory, MigrationAction, CONDUCTOR_TOPIC,
 };
 use crate::virt::{InstanceInfo, PowerState, VirtDriver, VirtError};
 
@@ -226,6 +226,13 @@ impl Agent {
                 self.driver.vnc_console(&uuid).await.map(|c| json!(c)).map_err(|e| e.to_string())
             }
             AgentRequest::Reconcile => self.reconcile().await.map(|_| Value::Null).map_err(|e| e.to_string()),
+            // Not behind the guest's lock: the migration it steers holds it.
+            AgentRequest::LiveMigrationControl { uuid, action } => match action {
+                MigrationAction::Abort => self.driver.live_migration_abort(&uuid).await,
+                MigrationAction::ForceComplete => self.driver.live_migration_force_complete(&uuid).await,
+            }
+            .map(|_| Value::Null)
+            .map_err(|e| e.to_string()),
         };
         d.reply(reply);
     }
@@ -259,7 +266,7 @@ impl Agent {
             GuestOp::ConfirmMigration => d.confirm_migration(&spec.uuid).await,
             GuestOp::RevertMigrationDest => d.destroy(&spec.uuid).await,
             GuestOp::FinishRevertMigration { power_on } => d.finish_revert_migration(&spec, *power_on).await,
-            GuestOp::PreLiveMigration => d.pre_live_migration(&spec).await,
+            GuestOp::PreLiveMigration { source } => d.pre_live_migration(&spec, source).await,
             GuestOp::LiveMigration { target } => d.live_migration(&spec.uuid, target).await,
             GuestOp::PostLiveMigration => d.post_live_migration_at_destination(&spec).await,
             GuestOp::EvacuateRebuild { power_on } => evacuate_rebuild(d.as_ref(), &spec, *power_on).await,

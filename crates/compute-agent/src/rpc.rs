@@ -188,7 +188,11 @@ pub enum GuestOp {
         power_on: bool,
     },
     /// Live migration, destination side: prepare to receive the guest.
-    PreLiveMigration,
+    PreLiveMigration {
+        /// The host the guest comes from.
+        #[serde(default)]
+        source: String,
+    },
     /// Live migration, source side: move the running guest to `target`.
     LiveMigration {
         /// Destination.
@@ -236,7 +240,7 @@ impl GuestOp {
             GuestOp::ConfirmMigration => "confirm_migration",
             GuestOp::RevertMigrationDest => "revert_migration_dest",
             GuestOp::FinishRevertMigration { .. } => "finish_revert_migration",
-            GuestOp::PreLiveMigration => "pre_live_migration",
+            GuestOp::PreLiveMigration { .. } => "pre_live_migration",
             GuestOp::LiveMigration { .. } => "live_migration",
             GuestOp::PostLiveMigration => "post_live_migration",
             GuestOp::EvacuateRebuild { .. } => "evacuate_rebuild",
@@ -283,6 +287,24 @@ pub enum AgentRequest {
     },
     /// Run a reconciliation pass now (cast; tests and recovery use it).
     Reconcile,
+    /// Abort or force-complete the live migration of `uuid` that this (source) host runs
+    /// (call; answers at once, the migration step reports the outcome).
+    LiveMigrationControl {
+        /// Server uuid.
+        uuid: String,
+        /// What to do.
+        action: MigrationAction,
+    },
+}
+
+/// What [`AgentRequest::LiveMigrationControl`] asks of a running live migration.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationAction {
+    /// Stop it; the guest stays on the source.
+    Abort,
+    /// Converge now, at the cost of a longer pause.
+    ForceComplete,
 }
 
 /// A resource provider inventory record, in placement's terms.

@@ -176,7 +176,7 @@ impl Conductor {
                 .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
                 .await
                 .map(|_| Value::Null),
-            ConductorRequest::HostInstances { host } => self.host_instances(&host).await.map(|v| json!(v)),
+            ConductorRequest::HostInstances { host } => self.expected_guests(&host).await.map(|v| json!(v)),
             ConductorRequest::SyncPowerStates { host, observed } => {
                 self.sync_power_states(&host, &observed).await.map(|_| Value::Null)
             }
@@ -324,6 +324,32 @@ impl Conductor {
         let last: Option<String> = r.try_get("last_seen_up")?;
         let forced: bool = stratus_db::flag(&r, "forced_down");
         Ok(!forced && last.is_some_and(|l| l >= crate::scheduler::chrono_horizon(self.cfg.service_down_time_secs)))
+    }
+
+    /// The guests `host` may keep: its servers, and those live-migrating to it (their
+    /// guest waits there before the server's host changes; reconciliation must not
+    /// take it for an orphan).
+    async fn expected_guests(&self, host: &str) -> Result<Vec<ExpectedGuest>> {
+        let mut out = self.host_instances(host).await?;
+        let rows = Query::new("SELECT instance_uuid FROM compute_migrations WHERE migration_type = ")
+            .bind(crate::migrations::kind::LIVE)
+            .push_bind(" AND dest_compute = ", host)
+            .push(" AND NOT ")
+            .push_in("status", crate::migrations::TERMINAL.to_vec())
+            .fetch_all(self.platform.db.reader())
+            .await?;
+        for r in rows {
+            let uuid: String = r.try_get("instance_uuid")?;
+            if !out.iter().any(|e| e.uuid == uuid) {
+                out.push(ExpectedGuest {
+                    uuid,
+                    vm_state: vm::ACTIVE.into(),
+                    task_state: Some(task::MIGRATING.into()),
+                    power_state: 0,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn host_instances(&self, host: &str) -> Result<Vec<ExpectedGuest>> {

@@ -20,6 +20,8 @@ use stratus_db::sqlx::any::AnyRow;
 use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};
 
+use stratus_compute_agent::rpc::{agent_topic, to_message, AgentRequest, MigrationAction};
+
 use crate::error::{ComputeError, Result};
 use crate::flavors::Flavor;
 use crate::AppState;
@@ -445,7 +447,37 @@ async fn server_action(
         ))
         .into());
     }
+    // Drivers without a memory-copy phase (fake) complete it anyway.
+    match control_live_migration(&st, &m, MigrationAction::ForceComplete).await {
+        Ok(()) | Err(Control::Unsupported) => {}
+        Err(Control::Failed(e)) => tracing::warn!(migration = %m.uuid, error = %e, "force complete not applied"),
+    }
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Why a running live migration could not be steered.
+enum Control {
+    /// The source's driver copies memory in one step that cannot be steered.
+    Unsupported,
+    /// The source host did not take the request (unreachable, or the migration ended).
+    Failed(String),
+}
+
+/// Sends `action` to the source host of the running live migration `m`.
+async fn control_live_migration(
+    st: &AppState,
+    m: &Migration,
+    action: MigrationAction,
+) -> std::result::Result<(), Control> {
+    let source = m.source_compute.clone().unwrap_or_default();
+    let msg = to_message(&AgentRequest::LiveMigrationControl { uuid: m.instance_uuid.clone(), action });
+    match st.platform.bus.call(&agent_topic(&source), msg, std::time::Duration::from_secs(10)).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let e = e.to_string();
+            Err(if e.contains("does not support") { Control::Unsupported } else { Control::Failed(e) })
+        }
+    }
 }
 
 /// `DELETE /servers/{id}/migrations/{mid}` (2.24+): aborts a live migration. From 2.65
@@ -466,12 +498,19 @@ async fn server_abort(
     }
     let abortable: &[&str] = if v.at_least(2, 65) { &["queued", "preparing"] } else { &[] };
     if m.status == "running" {
-        // The guest's memory is already moving; the drivers here copy it in one step
-        // that cannot be interrupted.
-        return Err(ComputeError::BadRequest(format!(
-            "Migration {mid} of instance {id} is running and this cloud's drivers cannot interrupt it"
-        ))
-        .into());
+        // The source host cancels the copy; its migration step then fails as
+        // cancelled and the move is rolled back (the guest stays where it was).
+        return match control_live_migration(&st, &m, MigrationAction::Abort).await {
+            Ok(()) => Ok(StatusCode::ACCEPTED),
+            Err(Control::Unsupported) => Err(ComputeError::BadRequest(format!(
+                "Migration {mid} of instance {id} is running and this cloud's drivers cannot interrupt it"
+            ))
+            .into()),
+            Err(Control::Failed(e)) => {
+                Err(ComputeError::BadRequest(format!("Migration {mid} of instance {id} could not be aborted: {e}"))
+                    .into())
+            }
+        };
     }
     if !abortable.contains(&m.status.as_str())
         || !advance(&st.platform.db, &m.uuid, abortable, "cancelled", &[]).await?

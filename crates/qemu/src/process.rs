@@ -251,6 +251,17 @@ impl QemuProcess {
         Self::spawn_inner(binary, dir, spec, opts, false).await
     }
 
+    /// Start QEMU for `spec` waiting for an incoming migration (`-incoming defer`):
+    /// the destination side of a live migration, which then runs `migrate-incoming`.
+    pub async fn spawn_incoming(
+        binary: &QemuBinary,
+        dir: &InstanceDir,
+        spec: &GuestSpec,
+        opts: &SpawnOptions,
+    ) -> Result<Self> {
+        Self::spawn_inner(binary, dir, spec, opts, true).await
+    }
+
     async fn spawn_inner(
         binary: &QemuBinary,
         dir: &InstanceDir,

@@ -138,6 +138,9 @@ pub enum MigrationStatus {
     Active,
     /// Device state phase.
     Device,
+    /// Stopped before the switchover (capability `pause-before-switchover`), waiting
+    /// for `migrate-continue`.
+    PreSwitchover,
     /// Done.
     Completed,
     /// Failed; see `error-desc`.
@@ -162,6 +165,11 @@ pub struct MigrationInfo {
     /// Milliseconds spent so far (or in total).
     #[serde(rename = "total-time")]
     pub total_time: Option<u64>,
+    /// Milliseconds the guest was stopped for the switchover (once completed).
+    pub downtime: Option<u64>,
+    /// RAM transfer counters (`transferred`, `total`, `remaining`, `mbps`, ...).
+    #[serde(default)]
+    pub ram: Option<Value>,
 }
 
 /// Reply of `query-vnc`.
@@ -373,6 +381,22 @@ impl QmpClient {
     /// `query-migrate`.
     pub async fn query_migrate(&mut self) -> Result<MigrationInfo> {
         self.execute_as("query-migrate", None).await
+    }
+
+    /// `migrate_cancel`: stop an outgoing migration; the source guest keeps running.
+    pub async fn migrate_cancel(&mut self) -> Result<()> {
+        self.execute("migrate_cancel", None).await.map(drop)
+    }
+
+    /// `migrate-set-capabilities` with `(name, state)` pairs.
+    pub async fn migrate_set_capabilities(&mut self, caps: &[(&str, bool)]) -> Result<()> {
+        let caps: Vec<Value> = caps.iter().map(|(c, on)| json!({ "capability": c, "state": on })).collect();
+        self.execute("migrate-set-capabilities", Some(json!({ "capabilities": caps }))).await.map(drop)
+    }
+
+    /// `migrate-set-parameters` with a parameter object (e.g. `{"downtime-limit": 500}`).
+    pub async fn migrate_set_parameters(&mut self, params: Value) -> Result<()> {
+        self.execute("migrate-set-parameters", Some(params)).await.map(drop)
     }
 
     /// `migrate-incoming` (QEMU must run with `-incoming defer`).

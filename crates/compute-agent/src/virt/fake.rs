@@ -301,7 +301,7 @@ impl VirtDriver for FakeDriver {
         self.finish_migration(spec, power_on).await
     }
 
-    async fn pre_live_migration(&self, _spec: &GuestSpec) -> Result<(), VirtError> {
+    async fn pre_live_migration(&self, _spec: &GuestSpec, _source: &str) -> Result<(), VirtError> {
         self.step("pre_live_migration").await
     }
 

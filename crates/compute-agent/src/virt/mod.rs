@@ -106,6 +106,10 @@ pub struct MigrationTarget {
     pub block_migration: bool,
 }
 
+/// The error text of a live migration aborted on request: the conductor records such a
+/// migration as `cancelled`, not `error`.
+pub const LIVE_MIGRATION_CANCELLED: &str = "live migration cancelled by request";
+
 /// Why a driver operation failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
 pub enum VirtError {
@@ -202,10 +206,20 @@ pub trait VirtDriver: Send + Sync + 'static {
     async fn confirm_migration(&self, uuid: &str) -> Result<(), VirtError>;
     /// Resize reverted: bring the source copy back.
     async fn finish_revert_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError>;
-    /// Live migration, destination side: prepare to receive.
-    async fn pre_live_migration(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Live migration, destination side: prepare to receive the guest from host `source`.
+    async fn pre_live_migration(&self, spec: &GuestSpec, source: &str) -> Result<(), VirtError>;
     /// Live migration, source side: move the running guest to `target`.
     async fn live_migration(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError>;
     /// Live migration, destination side: the guest arrived.
     async fn post_live_migration_at_destination(&self, spec: &GuestSpec) -> Result<(), VirtError>;
+    /// Live migration, source side, while [`VirtDriver::live_migration`] runs: stop it
+    /// (the guest stays here and that call fails with [`LIVE_MIGRATION_CANCELLED`]).
+    async fn live_migration_abort(&self, _uuid: &str) -> Result<(), VirtError> {
+        Err(VirtError::Unsupported { driver: self.name().into(), op: "live migration abort".into() })
+    }
+    /// Live migration, source side: make a running migration converge now, at the
+    /// cost of a longer pause.
+    async fn live_migration_force_complete(&self, _uuid: &str) -> Result<(), VirtError> {
+        Err(VirtError::Unsupported { driver: self.name().into(), op: "live migration force complete".into() })
+    }
 }

@@ -676,7 +676,10 @@ impl Conductor {
         let inst = store::must_load(db, uuid).await?;
         let target = MigrationTarget { host: host.clone(), host_ip: ip, block_migration: m.block_migration };
         match m.migration_type.as_str() {
-            kind::LIVE => self.send_step(&inst, &host, GuestOp::PreLiveMigration, rid).await,
+            kind::LIVE => {
+                let source = m.source_compute.clone().unwrap_or_default();
+                self.send_step(&inst, &host, GuestOp::PreLiveMigration { source }, rid).await
+            }
             kind::EVACUATION => {
                 self.rebind_ports(&inst, &host).await;
                 let power_on = inst.vm_state != vm::STOPPED;
@@ -722,7 +725,26 @@ impl Conductor {
         }
         u.apply(db, uuid).await?;
         tracing::warn!(instance = %uuid, migration = %m.uuid, why, "move rolled back");
+        if m.migration_type == kind::LIVE {
+            self.clean_live_destination(uuid, m).await;
+        }
         events::finish_event(db, uuid, rid, ev, Some(why), true).await
+    }
+
+    /// A live migration that did not happen may have left a waiting guest on the
+    /// destination: that host removes it now (Nova's `rollback_live_migration_at_destination`).
+    /// Best effort: an unreachable destination's reconciliation removes it later.
+    async fn clean_live_destination(&self, uuid: &str, m: &Migration) {
+        let Some(dest) = m.dest_compute.clone().filter(|d| Some(d) != m.source_compute.as_ref()) else { return };
+        let Ok(Some(inst)) = store::load(&self.platform.db, uuid).await else { return };
+        if inst.host.as_deref() == Some(dest.as_str()) {
+            return;
+        }
+        let rid = m.request_id.clone().unwrap_or_default();
+        let msg = AgentRequest::RunOp { request_id: rid, spec: inst.guest_spec(), op: GuestOp::RevertMigrationDest };
+        if let Err(e) = self.platform.bus.cast(&agent_topic(&dest), to_message(&msg)).await {
+            tracing::warn!(instance = %uuid, host = %dest, error = %e, "could not clean the live migration's destination");
+        }
     }
 
     /// A step failed after the guest left its source: ERROR with a fault; the server
@@ -878,7 +900,12 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.rollback_move(uuid, &m, rid, ev, err, "error").await;
+                    let status = if err.contains(stratus_compute_agent::virt::LIVE_MIGRATION_CANCELLED) {
+                        "cancelled"
+                    } else {
+                        "error"
+                    };
+                    return self.rollback_move(uuid, &m, rid, ev, err, status).await;
                 }
                 let az = self.host_az(&dest).await?;
                 let ok = Update::new()

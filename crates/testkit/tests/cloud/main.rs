@@ -16,3 +16,4 @@ mod network;
 mod network_extra;
 mod placement;
 mod qemu;
+mod qemu_moves;

@@ -16,11 +16,13 @@
 //! Cold migration and resize follow Nova's layout: the source keeps its copy as
 //! `<uuid>_resize` until the resize is confirmed (or brings it back on revert) and hands
 //! the destination a flattened copy in `<uuid>_incoming`. Disks move by a local copy, so
-//! both agents must run in one process (two hosts on one machine); live migration is not
-//! implemented yet.
+//! both agents must run in one process (two hosts on one machine). Live migration
+//! ([`live`]) moves a running guest with its disks over QMP, NBD and the migration
+//! stream, between agents of one process or of different machines.
 
 pub mod images;
 pub mod instance;
+pub mod live;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +80,26 @@ pub struct QemuDriverConfig {
     /// Address the console proxy dials to reach those TCP listeners (Nova's `[vnc]
     /// server_proxyclient_address`). Default: `vnc_listen` itself.
     pub vnc_proxyclient_address: Option<String>,
+    /// Address an incoming live migration listens on when the source is another
+    /// machine (default `0.0.0.0`; agents of one process use unix sockets).
+    pub live_migration_listen_address: String,
+    /// Lowest TCP port of incoming live migrations (default 49152; two per migration:
+    /// the stream and the NBD disk exports).
+    pub live_migration_port_min: u16,
+    /// Highest TCP port of incoming live migrations (default 49215).
+    pub live_migration_port_max: u16,
+    /// Seconds a live migration may take, disks included, before it is cancelled and
+    /// the guest stays on the source (default 600).
+    pub live_migration_timeout_secs: u64,
+    /// Longest pause (ms) QEMU aims for at the switchover (default 500, Nova's
+    /// `live_migration_downtime`); force-complete lifts it.
+    pub live_migration_downtime_ms: u64,
+    /// Cap of the memory copy in MiB/s (default 0: QEMU's own default), Nova's
+    /// `live_migration_bandwidth`.
+    pub live_migration_bandwidth_mib: u64,
+    /// Live migrations between agents of this process go over unix sockets (default
+    /// true); false sends them over TCP like between machines.
+    pub live_migration_local_sockets: bool,
 }
 
 impl Default for QemuDriverConfig {
@@ -94,6 +116,13 @@ impl Default for QemuDriverConfig {
             sandbox: true,
             vnc_listen: None,
             vnc_proxyclient_address: None,
+            live_migration_listen_address: "0.0.0.0".into(),
+            live_migration_port_min: 49152,
+            live_migration_port_max: 49215,
+            live_migration_timeout_secs: 600,
+            live_migration_downtime_ms: 500,
+            live_migration_bandwidth_mib: 0,
+            live_migration_local_sockets: true,
         }
     }
 }
@@ -136,6 +165,8 @@ pub struct QemuDriver {
     netns: Option<String>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     last_seen: Mutex<HashMap<String, PowerState>>,
+    /// Outgoing live migrations in flight (abort, force-complete).
+    outgoing: Mutex<HashMap<String, Arc<live::Control>>>,
 }
 
 impl QemuDriver {
@@ -179,6 +210,7 @@ impl QemuDriver {
             netns,
             locks: Mutex::default(),
             last_seen: Mutex::default(),
+            outgoing: Mutex::default(),
         })
     }
 
@@ -834,20 +866,159 @@ impl VirtDriver for QemuDriver {
         Ok(())
     }
 
-    async fn pre_live_migration(&self, _spec: &GuestSpec) -> Result<(), VirtError> {
-        Err(unsupported("live migration"))
+    async fn pre_live_migration(&self, spec: &GuestSpec, source: &str) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        if inst.dir.running_pid().is_some() {
+            // Replayed after a restart: the incoming QEMU already waits.
+            if inst.root().join(live::INCOMING_MARKER).exists() {
+                return Ok(());
+            }
+            return Err(failed(format!("server {} already runs on this host", spec.uuid)));
+        }
+        let started = std::time::Instant::now();
+        let r = self.prepare_incoming(&inst, spec, source).await;
+        match &r {
+            Ok(()) => {
+                tracing::info!(uuid = %spec.uuid, ms = started.elapsed().as_millis() as u64, "waiting for the live migration")
+            }
+            Err(_) => {
+                let _ = inst.dir.kill_running().await;
+                let _ = tokio::fs::remove_dir_all(inst.root()).await;
+            }
+        }
+        r
     }
 
-    async fn live_migration(&self, _uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
-        Err(unsupported("live migration"))
+    async fn live_migration(&self, uuid: &str, t: &MigrationTarget) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        if !inst.exists() {
+            // Replayed after the guest left: the destination has it.
+            tracing::warn!(uuid, target = %t.host, "no guest here to migrate; assuming it already left");
+            return Ok(());
+        }
+        let mut p = self.running(&inst, uuid, "live-migrate").await?;
+        let ep = match local_host(&t.host).filter(|_| self.cfg.live_migration_local_sockets) {
+            Some(dir) => live::Endpoints::unix(&dir.join(uuid)),
+            None => live::Endpoints::Tcp {
+                host: t.host_ip.clone(),
+                port: live::port_for(uuid, self.cfg.live_migration_port_min, self.cfg.live_migration_port_max),
+            },
+        };
+        let settings = live::Settings {
+            timeout: Duration::from_secs(self.cfg.live_migration_timeout_secs),
+            downtime_ms: self.cfg.live_migration_downtime_ms,
+            bandwidth_mib: self.cfg.live_migration_bandwidth_mib,
+        };
+        let ctl = Arc::new(live::Control::default());
+        self.outgoing.lock().insert(uuid.to_string(), ctl.clone());
+        tracing::info!(uuid, target = %t.host, uri = %ep.migrate_uri(), "live migration starts");
+        let r = async {
+            let q = p.qmp().map_err(failed)?;
+            live::migrate_out(q, &ep, &ctl, &settings).await.map_err(VirtError::Failed)
+        }
+        .await;
+        self.outgoing.lock().remove(uuid);
+        let stats = r?;
+        tracing::info!(
+            uuid,
+            target = %t.host,
+            wall_ms = stats.wall_ms,
+            mirror_ms = stats.mirror_ms,
+            total_ms = stats.total_ms,
+            downtime_ms = stats.downtime_ms,
+            ram_bytes = stats.ram_transferred,
+            disks = ?stats.disks,
+            forced = stats.forced,
+            "live migration completed"
+        );
+        LAST_LIVE_MIGRATIONS.lock().insert(uuid.to_string(), stats);
+        // The guest runs on the destination: this copy goes.
+        if let Ok(q) = p.qmp() {
+            let _ = q.quit().await;
+        }
+        if !p.wait_exit(Duration::from_secs(10)).await {
+            let _ = p.kill().await;
+        }
+        let _ = inst.dir.kill_running().await;
+        if let Err(e) = tokio::fs::remove_dir_all(inst.root()).await {
+            tracing::warn!(uuid, error = %e, "could not remove the source directory after the migration");
+        }
+        self.last_seen.lock().remove(uuid);
+        Ok(())
     }
 
-    async fn post_live_migration_at_destination(&self, _spec: &GuestSpec) -> Result<(), VirtError> {
-        Err(unsupported("live migration"))
+    async fn post_live_migration_at_destination(&self, spec: &GuestSpec) -> Result<(), VirtError> {
+        let inst = self.inst(&spec.uuid)?;
+        let lock = self.lock_for(&spec.uuid);
+        let _g = lock.lock().await;
+        let mut p = self.running(&inst, &spec.uuid, "post-live-migration").await?;
+        let state = live::finish_incoming(p.qmp().map_err(failed)?).await.map_err(VirtError::Failed)?;
+        for f in [live::INCOMING_MARKER, live::MIGRATE_SOCK, live::NBD_SOCK] {
+            let _ = tokio::fs::remove_file(inst.root().join(f)).await;
+        }
+        let power = if state == RunState::Running { PowerState::Running } else { PowerState::Paused };
+        self.last_seen.lock().insert(spec.uuid.clone(), power);
+        tracing::info!(uuid = %spec.uuid, pid = p.pid(), ?state, "live-migrated guest adopted");
+        Ok(())
+    }
+
+    async fn live_migration_abort(&self, uuid: &str) -> Result<(), VirtError> {
+        let ctl = self.outgoing.lock().get(uuid).cloned();
+        let ctl = ctl.ok_or_else(|| failed(format!("no live migration of {uuid} runs on this host")))?;
+        ctl.abort();
+        Ok(())
+    }
+
+    async fn live_migration_force_complete(&self, uuid: &str) -> Result<(), VirtError> {
+        let ctl = self.outgoing.lock().get(uuid).cloned();
+        let ctl = ctl.ok_or_else(|| failed(format!("no live migration of {uuid} runs on this host")))?;
+        ctl.force_complete();
+        Ok(())
     }
 }
 
 impl QemuDriver {
+    /// Destination of a live migration: the same devices as the source (disks on this
+    /// host's copy of the base image), QEMU waiting for the stream, disks exported.
+    async fn prepare_incoming(&self, inst: &Instance, spec: &GuestSpec, source: &str) -> Result<(), VirtError> {
+        let _ = tokio::fs::remove_dir_all(inst.root()).await;
+        self.prepare_disks(inst, spec).await?;
+        // The serial log goes on where it was when the source is in this process (QEMU
+        // appends to it); what the guest prints while its memory moves stays behind.
+        if let Some(src) = local_host(source).filter(|_| self.cfg.live_migration_local_sockets) {
+            let from = Instance::new(&src, &spec.uuid).dir.paths().console;
+            if let Err(e) = tokio::fs::copy(&from, inst.dir.paths().console).await {
+                tracing::warn!(uuid = %spec.uuid, error = %e, "could not carry the console log over");
+            }
+        }
+        let boot = self.boot_files(spec).await?;
+        let q = inst.qemu_spec(spec, self.accel, &boot)?;
+        let mut p =
+            QemuProcess::spawn_incoming(&self.binary(), &inst.dir, &q, &self.spawn_options()).await.map_err(failed)?;
+        // A source in this process connects over unix sockets, others over TCP.
+        let ep = if self.cfg.live_migration_local_sockets && local_host(source).is_some() {
+            live::Endpoints::unix(inst.root())
+        } else {
+            live::Endpoints::Tcp {
+                host: self.cfg.live_migration_listen_address.clone(),
+                port: live::port_for(&spec.uuid, self.cfg.live_migration_port_min, self.cfg.live_migration_port_max),
+            }
+        };
+        let disks = live::prepare_incoming(p.qmp().map_err(failed)?, &ep)
+            .await
+            .map_err(|e| failed(format!("preparing the incoming migration: {e}")))?;
+        let marker = serde_json::json!({"uri": ep.migrate_uri(), "disks": disks});
+        tokio::fs::write(inst.root().join(live::INCOMING_MARKER), marker.to_string())
+            .await
+            .map_err(|e| failed(format!("writing {}: {e}", live::INCOMING_MARKER)))?;
+        self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Paused);
+        Ok(())
+    }
+
     async fn resume_locked(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
         let boot = self.boot_files(spec).await?;
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
@@ -868,8 +1039,14 @@ fn local_host(host: &str) -> Option<PathBuf> {
     LOCAL_HOSTS.lock().get(host).cloned()
 }
 
-fn unsupported(op: &str) -> VirtError {
-    VirtError::Unsupported { driver: "qemu".into(), op: op.into() }
+/// The measurements of the last live migration of each server that left this process
+/// (also logged): for operators and for the tests' numbers.
+static LAST_LIVE_MIGRATIONS: std::sync::LazyLock<Mutex<HashMap<String, live::Stats>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// What the last live migration of `uuid` from an agent of this process measured.
+pub fn last_live_migration(uuid: &str) -> Option<live::Stats> {
+    LAST_LIVE_MIGRATIONS.lock().get(uuid).cloned()
 }
 
 #[cfg(test)]

@@ -1,0 +1,601 @@
+//! Moving real guests between two qemu agents of one process (hosts `lm-a` and `lm-b`,
+//! each with its own instance directory), through the real `openstack` CLI: live
+//! migration (the same guest keeps running: its uptime heartbeat continues on the
+//! destination without a new boot), a live migration whose destination dies half-way
+//! (the guest stays where it was), and evacuation from a dead host (the host destroys
+//! its stale guest when its agent returns).
+//!
+//! Like the other qemu tests these never skip, take the module lock of `qemu.rs` so that
+//! at most two TCG guests run at once, and kill every process mentioning their data
+//! directory when they end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stratus_compute_agent::virt::qemu::{images::InternalImageSource, QemuDriver, QemuDriverConfig};
+use stratus_compute_agent::AgentHandle;
+use stratus_testkit::TestCloud;
+
+use crate::qemu::{image_dir, Reaper, ONE_AT_A_TIME};
+
+const HOSTS: [&str; 2] = ["lm-a", "lm-b"];
+
+/// A cloud without its own agent, and the qemu agents of `lm-a` and `lm-b`.
+async fn two_host_cloud(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
+    two_host_cloud_capped(data, 0).await
+}
+
+/// [`two_host_cloud`] with the memory copy capped at `mib` MiB/s (0: no cap), so that a
+/// migration of a 128 MiB guest lasts seconds and can be steered or broken half-way.
+async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHandle>) {
+    two_host_cloud_with(data, |c| c.live_migration_bandwidth_mib = mib).await
+}
+
+async fn two_host_cloud_with(data: &Path, tweak: impl Fn(&mut QemuDriverConfig)) -> (TestCloud, Vec<AgentHandle>) {
+    let cloud = TestCloud::start_in(data.to_path_buf(), |c| {
+        c.compute.local_agent = false;
+        c.compute.virt_driver = "qemu".into();
+    })
+    .await;
+    let mut agents = Vec::new();
+    for h in HOSTS {
+        agents.push(start_agent_with(&cloud, h, &tweak).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloud.openstack(&["hypervisor", "list"]).await.unwrap().as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "two hypervisors");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (cloud, agents)
+}
+
+/// The agent of `host` (also after a restart: it adopts what runs in its directory).
+async fn start_agent(cloud: &TestCloud, host: &str) -> AgentHandle {
+    start_agent_with(cloud, host, |_| {}).await
+}
+
+async fn start_agent_with(cloud: &TestCloud, host: &str, tweak: impl Fn(&mut QemuDriverConfig)) -> AgentHandle {
+    let platform = &cloud.handle().platform;
+    let mut cfg = QemuDriverConfig {
+        instances_path: Some(host_dir(cloud, host)),
+        power_off_timeout_secs: 30,
+        ..Default::default()
+    };
+    tweak(&mut cfg);
+    let source = Arc::new(InternalImageSource::new(platform.internal.clone()));
+    let driver = QemuDriver::new(cfg, &cloud.data_dir, None, source).await.expect("qemu driver");
+    let acfg = stratus_compute_agent::AgentConfig {
+        host: host.into(),
+        heartbeat_interval_secs: 1,
+        sync_interval_secs: 2,
+        ..Default::default()
+    };
+    stratus_compute_agent::Agent::start(acfg, platform.bus.clone(), Arc::new(driver)).await.expect("qemu agent")
+}
+
+fn host_dir(cloud: &TestCloud, host: &str) -> PathBuf {
+    cloud.data_dir.join(host)
+}
+
+fn other(host: &str) -> &'static str {
+    if host == HOSTS[0] {
+        HOSTS[1]
+    } else {
+        HOSTS[0]
+    }
+}
+
+/// A direct-kernel-boot image whose guest prints its uptime every second on the serial
+/// console (`stratus.heartbeat=1`, see tools/build-test-image.sh).
+async fn heartbeat_image(cloud: &TestCloud) {
+    let dir = image_dir();
+    let mut ids = Vec::new();
+    for (name, fmt, file) in [("hb-kernel", "aki", "vmlinuz"), ("hb-ramdisk", "ari", "initrd.img")] {
+        let f = dir.join(file);
+        let v = cloud
+            .openstack(&[
+                "image",
+                "create",
+                "--disk-format",
+                fmt,
+                "--container-format",
+                fmt,
+                "--file",
+                f.to_str().unwrap(),
+                name,
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("image create {name}: {e}"));
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let disk = dir.join("disk.qcow2");
+    let (kp, rp) = (format!("kernel_id={}", ids[0]), format!("ramdisk_id={}", ids[1]));
+    cloud
+        .openstack(&[
+            "image",
+            "create",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "--file",
+            disk.to_str().unwrap(),
+            "--property",
+            &kp,
+            "--property",
+            &rp,
+            "--property",
+            "os_command_line=root=/dev/vda console=ttyS0,115200n8 stratus.heartbeat=1",
+            "hb",
+        ])
+        .await
+        .expect("image create hb");
+}
+
+async fn show(cloud: &TestCloud, server: &str) -> Value {
+    cloud.openstack(&["server", "show", server]).await.unwrap_or_else(|e| panic!("server show {server}: {e}"))
+}
+
+async fn wait_status(cloud: &TestCloud, server: &str, want: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = show(cloud, server).await;
+        if s["status"] == want && s["OS-EXT-STS:task_state"].is_null() {
+            return s;
+        }
+        assert!(s["status"] != "ERROR" || want == "ERROR", "{server} went to ERROR: {s}");
+        assert!(Instant::now() < deadline, "{server} not {want} within {within:?}: {s}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn host_of(s: &Value) -> String {
+    s["OS-EXT-SRV-ATTR:host"].as_str().unwrap_or_default().to_string()
+}
+
+fn pid_of(dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("qemu.pid")).ok()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned)))
+        .is_some_and(|st| st != "Z" && st != "X")
+}
+
+async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn console(cloud: &TestCloud, server: &str) -> String {
+    let (code, out, err) = cloud.openstack_raw(&cloud.admin(), &["console", "log", "show", server]).await;
+    assert_eq!(code, Some(0), "console log show: {err}");
+    out
+}
+
+/// The uptimes of the guest's heartbeat lines.
+fn heartbeats(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split("stratus-guest: heartbeat uptime=").nth(1))
+        .filter_map(|u| u.trim().parse().ok())
+        .collect()
+}
+
+/// Waits until the console shows a heartbeat above `above`; returns the console.
+async fn wait_heartbeat(cloud: &TestCloud, server: &str, above: f64) -> String {
+    // TCG boots on a shared 2-core machine take 5 s idle, a minute under load.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let log = console(cloud, server).await;
+        if heartbeats(&log).iter().any(|u| *u > above) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat above {above} on the console of {server}:\n{log}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the agents of this test talk over unix sockets (then the console log moves too).
+fn from_unix(cloud: &TestCloud) -> bool {
+    !cloud.data_dir.join("tcp").exists()
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One live migration of `server` (now on `from`) to the other host, checked end to end.
+async fn live_migrate(cloud: &TestCloud, id: &str, from: &str) {
+    let to = other(from);
+    let src = host_dir(cloud, from).join(id);
+    let src_pid = pid_of(&src).expect("QEMU runs on the source");
+    let before = heartbeats(&console(cloud, "lm1").await).into_iter().fold(0.0, f64::max);
+    assert!(before > 0.0, "the guest printed heartbeats before the move");
+    // Data the guest's disk holds (written through QEMU, as the guest would) travels too.
+    let pattern = format!("{}", 0x30 + (before as u64 % 0x40));
+    let offset = 4 << 20;
+    let mut q = stratus_qemu::QmpClient::connect(&src.join("qmp.sock")).await.expect("QMP of the source");
+    let cmd = format!("qemu-io drive-disk0 \"write -P {pattern} {offset} 65536\"");
+    q.execute("human-monitor-command", Some(serde_json::json!({"command-line": cmd}))).await.expect("write");
+    drop(q);
+    let started = Instant::now();
+    cloud
+        .openstack(&["server", "migrate", "--live-migration", "--host", to, "--wait", "lm1"])
+        .await
+        .expect("server migrate --live-migration --wait");
+    let s = wait_status(cloud, "lm1", "ACTIVE", Duration::from_secs(120)).await;
+    let api_ms = started.elapsed().as_millis();
+    assert_eq!(host_of(&s), to, "{s}");
+    assert_eq!(s["OS-EXT-STS:power_state"], 1, "{s}");
+    let dest = host_dir(cloud, to).join(id);
+    let dest_pid = pid_of(&dest).expect("QEMU runs on the destination");
+    assert_ne!(dest_pid, src_pid);
+    wait_until("the source QEMU ends", Duration::from_secs(30), || !alive(src_pid)).await;
+    assert!(!src.exists(), "the source directory is removed");
+    assert!(!dest.join("incoming.json").exists(), "the destination adopted the guest");
+    let read = std::process::Command::new("qemu-io")
+        .args(["-r", "-U", "-f", "qcow2", "-c", &format!("read -P {pattern} {offset} 65536")])
+        .arg(dest.join("disk"))
+        .output()
+        .expect("qemu-io");
+    let out = String::from_utf8_lossy(&read.stdout);
+    assert!(read.status.success() && !out.contains("verification failed"), "the disk's data moved: {out}");
+    // The same guest: its uptime goes on from where it was, and it never booted here.
+    let log = wait_heartbeat(cloud, "lm1", before + 1.0).await;
+    let own = std::fs::read_to_string(dest.join("console.log")).unwrap_or_default();
+    let here: Vec<f64> = heartbeats(&own).into_iter().filter(|u| *u > before).collect();
+    assert!(!here.is_empty(), "the destination's QEMU prints the heartbeat:\n{own}");
+    // The boot banner is there only when the log came along (it was printed on the first host).
+    let boots = log.matches("stratus-guest: init started").count();
+    assert_eq!(boots, usize::from(from_unix(cloud)), "no new boot on the destination:\n{log}");
+    if from_unix(cloud) {
+        assert!(heartbeats(&own).contains(&before), "the console log was carried over:\n{own}");
+    }
+    let stats = stratus_compute_agent::virt::qemu::last_live_migration(id).expect("migration measured");
+    eprintln!(
+        "LIVE-MIGRATION {from}->{to}: api {api_ms} ms (CLI --wait to ACTIVE), driver wall {} ms, disks ready after {} ms, \
+         RAM total {} ms, downtime {} ms, RAM sent {} B, disks {:?}; load {}",
+        stats.wall_ms,
+        stats.mirror_ms,
+        stats.total_ms,
+        stats.downtime_ms,
+        stats.ram_transferred,
+        stats.disks,
+        load()
+    );
+    // Where the API's time goes: the steps of the action, from its events.
+    let events = cloud.openstack(&["server", "event", "list", "lm1"]).await.unwrap();
+    let req = events[0]["Request ID"].as_str().unwrap().to_string();
+    let ev = cloud.openstack(&["server", "event", "show", "lm1", &req]).await.unwrap();
+    for e in ev["events"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  step {:45} {} -> {}",
+            e["event"].as_str().unwrap_or_default(),
+            e["start_time"].as_str().unwrap_or_default(),
+            e["finish_time"].as_str().unwrap_or_default()
+        );
+    }
+    assert!(stats.downtime_ms < 5_000, "{stats:?}");
+    assert!(!stats.disks.is_empty(), "the root disk was copied: {stats:?}");
+}
+
+#[tokio::test]
+async fn qemu_live_migration_keeps_the_guest_running_across_two_agents() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud(data.path()).await;
+    heartbeat_image(&cloud).await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    wait_heartbeat(&cloud, "lm1", 3.0).await;
+
+    live_migrate(&cloud, &id, &a).await;
+    // And back: the first destination is now the source.
+    live_migrate(&cloud, &id, other(&a)).await;
+
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
+    let done: Vec<&Value> = migs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["Type"] == "live-migration" && m["Status"] == "completed")
+        .collect();
+    assert_eq!(done.len(), 2, "{migs}");
+    let events = cloud.openstack(&["server", "event", "list", "lm1"]).await.unwrap();
+    let lives = events.as_array().unwrap().iter().filter(|e| e["Action"] == "live-migration").count();
+    assert_eq!(lives, 2, "{events}");
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    assert!(!host_dir(&cloud, &a).join(&id).exists());
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+/// Between machines the stream and the disks go over TCP (here on loopback: the agents
+/// are told not to use their unix sockets), to the port both sides derive from the uuid.
+#[tokio::test]
+async fn qemu_live_migration_over_tcp() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
+        c.live_migration_local_sockets = false;
+        c.live_migration_listen_address = "127.0.0.1".into();
+    })
+    .await;
+    std::fs::write(cloud.data_dir.join("tcp"), "").unwrap();
+    heartbeat_image(&cloud).await;
+    // An ephemeral disk travels too; the read-only config drive is made again there.
+    cloud
+        .openstack(&["flavor", "create", "--vcpus", "1", "--ram", "128", "--disk", "1", "--ephemeral", "1", "lm.eph"])
+        .await
+        .expect("flavor create");
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "lm.eph",
+            "--image",
+            "hb",
+            "--nic",
+            "none",
+            "--config-drive",
+            "true",
+            "--wait",
+            "lm1",
+        ])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    wait_heartbeat(&cloud, "lm1", 2.0).await;
+    let port = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215);
+    let b = other(&a);
+    let dest = host_dir(&cloud, b).join(&id);
+    let watcher = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(m) = std::fs::read_to_string(dest.join("incoming.json")) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        String::new()
+    });
+    live_migrate(&cloud, &id, &a).await;
+    let marker = watcher.await.unwrap();
+    assert!(marker.contains(&format!("tcp:127.0.0.1:{port}")), "the destination listened on TCP: {marker}");
+    let stats = stratus_compute_agent::virt::qemu::last_live_migration(&id).unwrap();
+    assert_eq!(stats.disks, ["drive-disk0", "drive-disk1"], "root and ephemeral disks copied: {stats:?}");
+    assert!(host_dir(&cloud, b).join(&id).join("disk.config").exists(), "config drive on the destination");
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn qemu_live_migration_whose_destination_dies_leaves_the_guest_on_its_source() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    // ~100 MiB of RAM at 16 MiB/s: the copy runs for seconds.
+    let (cloud, agents) = two_host_cloud_capped(data.path(), 16).await;
+    heartbeat_image(&cloud).await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    let b = other(&a);
+    wait_heartbeat(&cloud, "lm1", 2.0).await;
+    let src_pid = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the source");
+
+    // The destination QEMU is killed while the memory is being copied (its disks are
+    // ready within ~50 ms of its start, the memory takes seconds).
+    let dest = host_dir(&cloud, b).join(&id);
+    let killer = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if dest.join("incoming.json").exists() {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                if let Some(pid) = pid_of(&dest) {
+                    let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    });
+    // `--wait` ends when the server is ACTIVE again, wherever it is.
+    let (code, _, err) = cloud
+        .openstack_raw(&cloud.admin(), &["server", "migrate", "--live-migration", "--host", b, "--wait", "lm1"])
+        .await;
+    assert_eq!(code, Some(0), "server migrate: {err}");
+    assert!(killer.await.unwrap(), "the destination QEMU was started and killed");
+    let s = wait_status(&cloud, "lm1", "ACTIVE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), a, "the server stays on its source: {s}");
+    assert_eq!(pid_of(&host_dir(&cloud, &a).join(&id)), Some(src_pid), "the same QEMU runs the guest");
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
+    assert_eq!(migs[0]["Status"], "error", "{migs}");
+    let events = cloud.openstack(&["server", "event", "list", "lm1"]).await.unwrap();
+    let req = events[0]["Request ID"].as_str().unwrap().to_string();
+    let ev = cloud.openstack(&["server", "event", "show", "lm1", &req]).await.unwrap();
+    assert_eq!(ev["action"], "live-migration", "{ev}");
+    assert!(ev.to_string().contains("Error"), "the failed step is in the action's events: {ev}");
+    wait_until("the destination directory is removed", Duration::from_secs(30), || {
+        !host_dir(&cloud, b).join(&id).exists()
+    })
+    .await;
+    // The guest still runs (its heartbeat goes on) and can still move.
+    let last = heartbeats(&console(&cloud, "lm1").await).into_iter().fold(0.0, f64::max);
+    wait_heartbeat(&cloud, "lm1", last + 1.0).await;
+    live_migrate(&cloud, &id, &a).await;
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn qemu_evacuate_rebuilds_on_the_other_host_and_the_returning_host_drops_its_stale_guest() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud(data.path()).await;
+    heartbeat_image(&cloud).await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "ev1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "ev1").await);
+    let b = other(&a);
+    wait_heartbeat(&cloud, "ev1", 1.0).await;
+    let stale = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the first host");
+
+    // Host A's agent dies (its guest keeps running, as QEMU does not belong to the agent).
+    let mut agents: Vec<Option<AgentHandle>> = agents.into_iter().map(Some).collect();
+    let ia = HOSTS.iter().position(|h| *h == a).unwrap();
+    agents[ia].take().unwrap().stop();
+    cloud.openstack(&["compute", "service", "set", "--down", &a, "nova-compute"]).await.expect("service set --down");
+    // Before 2.95 an evacuated server comes back running.
+    let (code, _, err) =
+        cloud.openstack_raw(&cloud.admin(), &["--os-compute-api-version", "2.94", "server", "evacuate", "ev1"]).await;
+    assert_eq!(code, Some(0), "server evacuate: {err}");
+    let s = wait_status(&cloud, "ev1", "ACTIVE", Duration::from_secs(180)).await;
+    assert_eq!(host_of(&s), b, "{s}");
+    let fresh = pid_of(&host_dir(&cloud, b).join(&id)).expect("QEMU on the new host");
+    let log = wait_heartbeat(&cloud, "ev1", 0.0).await;
+    assert!(log.contains("stratus-guest: init started"), "rebuilt: a new boot on the new host:\n{log}");
+    assert!(alive(stale), "the dead host's guest still runs until its agent returns");
+    let evac = cloud.openstack(&["server", "migration", "list", "--type", "evacuation"]).await.unwrap();
+    assert_eq!(evac[0]["Status"], "done", "{evac}");
+
+    // A's agent returns: its stale copy is destroyed, never run a second time.
+    agents[ia] = Some(start_agent(&cloud, &a).await);
+    cloud.openstack(&["compute", "service", "set", "--up", &a, "nova-compute"]).await.expect("service set --up");
+    wait_until("the stale guest is destroyed", Duration::from_secs(60), || !alive(stale)).await;
+    wait_until("the stale directory is removed", Duration::from_secs(30), || !host_dir(&cloud, &a).join(&id).exists())
+        .await;
+    assert_eq!(pid_of(&host_dir(&cloud, b).join(&id)), Some(fresh), "the evacuated guest is untouched");
+    let s = show(&cloud, "ev1").await;
+    assert_eq!((s["status"].as_str(), host_of(&s).as_str()), (Some("ACTIVE"), b), "{s}");
+
+    cloud.openstack(&["server", "delete", "--wait", "ev1"]).await.expect("delete");
+    for h in agents.into_iter().flatten() {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+/// The running live migration of `server` (its `Id`), once it has been copying for a
+/// moment (so the source's driver is the one that gets the request).
+async fn running_migration(cloud: &TestCloud, server: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let migs = cloud.openstack(&["server", "migration", "list", "--server", server]).await.expect("migration list");
+        if let Some(m) = migs.as_array().unwrap().iter().find(|m| m["Status"] == "running") {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            return m["Id"].to_string();
+        }
+        assert!(Instant::now() < deadline, "no running migration: {migs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn qemu_live_migration_abort_and_force_complete_steer_the_running_copy() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud_capped(data.path(), 8).await;
+    heartbeat_image(&cloud).await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    let b = other(&a);
+    wait_heartbeat(&cloud, "lm1", 2.0).await;
+    let src_pid = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the source");
+
+    // Abort (2.24): the copy stops, the guest stays, the migration is cancelled.
+    cloud.openstack(&["server", "migrate", "--live-migration", "--host", b, "lm1"]).await.expect("live migrate");
+    let mid = running_migration(&cloud, "lm1").await;
+    let (code, _, err) = cloud
+        .openstack_raw(
+            &cloud.admin(),
+            &["--os-compute-api-version", "2.24", "server", "migration", "abort", "lm1", &mid],
+        )
+        .await;
+    assert_eq!(code, Some(0), "server migration abort: {err}");
+    let s = wait_status(&cloud, "lm1", "ACTIVE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), a, "{s}");
+    assert_eq!(pid_of(&host_dir(&cloud, &a).join(&id)), Some(src_pid), "the same QEMU runs the guest");
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
+    assert_eq!(migs[0]["Status"], "cancelled", "{migs}");
+    wait_until("the destination directory is removed", Duration::from_secs(30), || {
+        !host_dir(&cloud, b).join(&id).exists()
+    })
+    .await;
+    let last = heartbeats(&console(&cloud, "lm1").await).into_iter().fold(0.0, f64::max);
+    wait_heartbeat(&cloud, "lm1", last + 1.0).await;
+
+    // Force complete (2.22): at 8 MiB/s the copy would take ~13 s; forced, the guest
+    // pauses once and the rest goes in one piece.
+    let started = Instant::now();
+    cloud.openstack(&["server", "migrate", "--live-migration", "--host", b, "lm1"]).await.expect("live migrate");
+    let mid = running_migration(&cloud, "lm1").await;
+    let (code, _, err) = cloud
+        .openstack_raw(
+            &cloud.admin(),
+            &["--os-compute-api-version", "2.22", "server", "migration", "force", "complete", "lm1", &mid],
+        )
+        .await;
+    assert_eq!(code, Some(0), "server migration force complete: {err}");
+    let s = wait_status(&cloud, "lm1", "ACTIVE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), b, "{s}");
+    assert!(!alive(src_pid), "the source QEMU ended");
+    let stats = stratus_compute_agent::virt::qemu::last_live_migration(&id).expect("migration measured");
+    eprintln!("FORCE-COMPLETE: {stats:?} (api {} ms); load {}", started.elapsed().as_millis(), load());
+    assert!(stats.forced, "{stats:?}");
+    let log = wait_heartbeat(&cloud, "lm1", last + 2.0).await;
+    assert_eq!(log.matches("stratus-guest: init started").count(), 1, "no new boot on the destination:\n{log}");
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "lm1"]).await.expect("migration list");
+    assert_eq!(migs[0]["Status"], "completed", "{migs}");
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
