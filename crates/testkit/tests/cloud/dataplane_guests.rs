@@ -335,3 +335,406 @@ async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
     );
     cloud.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 9, tests 2–4 with real guests, and the same-host guest throughput benchmark. They
+// share one setup: a cloud whose `qemu` driver and network agent live in a host namespace
+// of the test, the test image, and the admin's keypair `k1`.
+
+/// A cloud with real QEMU guests; fields drop in order (cloud, QEMUs, data dir, namespaces).
+struct GuestCloud {
+    cloud: TestCloud,
+    _reaper: Reaper,
+    _data: tempfile::TempDir,
+    lab: Lab,
+    /// The host namespace (taps, bridges, nft tables).
+    host: String,
+    /// Private key of the admin's keypair `k1`.
+    key: PathBuf,
+}
+
+impl std::ops::Deref for GuestCloud {
+    type Target = TestCloud;
+    fn deref(&self) -> &TestCloud {
+        &self.cloud
+    }
+}
+
+/// A booted guest, logged into over ssh from its network's DHCP namespace.
+#[derive(Clone, Debug)]
+struct Vm {
+    name: String,
+    id: String,
+    port: String,
+    ip: String,
+    mac: String,
+    qdhcp: String,
+    key: PathBuf,
+    creds: stratus_testkit::Creds,
+}
+
+impl Vm {
+    /// Waits until ssh into the guest works (its group must admit tcp 22 from the DHCP port).
+    async fn wait_ssh(&self) {
+        let t = Instant::now();
+        loop {
+            let (code, out) = self.sh("true");
+            if code == Some(0) {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "no ssh into {} ({}): {out}", self.name, self.ip);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Runs `cmd` as root in the guest (root's authorized key is the keypair's too).
+    fn sh(&self, cmd: &str) -> (Option<i32>, String) {
+        ssh(&self.qdhcp, &self.key, "root", &self.ip, cmd)
+    }
+
+    /// Runs `cmd` and panics unless it exits 0.
+    fn must(&self, cmd: &str) -> String {
+        let (code, out) = self.sh(cmd);
+        assert_eq!(code, Some(0), "{} ({}): `{cmd}` failed: {out}", self.name, self.ip);
+        out
+    }
+
+    /// Whether one of `tries` pings (1 s each) from the guest to `ip` is answered.
+    fn pings(&self, ip: &str, tries: u32) -> bool {
+        let (code, out) = self.sh(&format!(
+            "i=0; while [ $i -lt {tries} ]; do ping -c 1 -W 1 {ip} >/dev/null && exit 0; i=$((i+1)); done; exit 1"
+        ));
+        assert!(matches!(code, Some(0) | Some(1)), "{}: ssh failed: {out}", self.name);
+        code == Some(0)
+    }
+
+    /// Whether a TCP connection from the guest to `ip:22` gets dropbear's banner.
+    fn ssh_banner(&self, ip: &str) -> bool {
+        let (code, out) = self.sh(&format!("timeout 4 nc -w 3 {ip} 22 </dev/null | head -c 64; true"));
+        assert_eq!(code, Some(0), "{}: ssh failed: {out}", self.name);
+        out.contains("SSH-2.0-")
+    }
+}
+
+impl GuestCloud {
+    /// Starts the cloud; `agent` adjusts the network agent's configuration (physical
+    /// interface mappings) after the lab and the host namespace exist.
+    async fn start(test: &str, agent: impl FnOnce(&Lab, &str, &mut stratus_network_agent::AgentConfig)) -> GuestCloud {
+        let img_dir = image_dir();
+        require_ssh();
+        let lab = Lab::new(test);
+        let host = lab.netns("host");
+        let data = tempfile::tempdir().unwrap();
+        let reaper = Reaper(data.path().to_path_buf());
+        let mut agent_cfg = lab.agent_cfg("h", &host);
+        agent(&lab, &host, &mut agent_cfg);
+        let host_for_compute = host.clone();
+        let cloud = TestCloud::start_in(data.path().to_path_buf(), |c| {
+            c.compute.virt_driver = "qemu".into();
+            c.compute.host_netns = Some(host_for_compute);
+            c.compute.agent.sync_interval_secs = 2;
+            c.compute.qemu.power_off_timeout_secs = 30;
+            c.network_agent = stratus_network_agent::AgentConfig {
+                enabled: "true".into(),
+                host: String::new(),
+                heartbeat_interval_secs: 1,
+                device_poll_interval_ms: 100,
+                ..agent_cfg
+            };
+        })
+        .await;
+        stratus::test_image::upload(&cloud.handle().platform, &img_dir).await.expect("test image upload");
+        let key = lab.tmp.path().join("k1.pem");
+        cloud
+            .openstack(&["keypair", "create", "--private-key", key.to_str().unwrap(), "k1"])
+            .await
+            .expect("keypair create");
+        must(&["chmod", "0600", key.to_str().unwrap()]);
+        GuestCloud { cloud, _reaper: reaper, _data: data, lab, host, key }
+    }
+
+    async fn finish(self) {
+        let GuestCloud { cloud, .. } = self;
+        cloud.shutdown().await;
+    }
+
+    /// `openstack` as `creds`, panicking with the CLI's message on failure.
+    async fn cli(&self, creds: &stratus_testkit::Creds, args: &[&str]) -> Value {
+        self.cloud.openstack_as(creds, args).await.unwrap_or_else(|e| panic!("openstack {args:?}: {e}"))
+    }
+
+    /// A network with one IPv4 subnet; returns the network id.
+    async fn network(&self, creds: &stratus_testkit::Creds, name: &str, cidr: &str) -> String {
+        let net = self.cli(creds, &["network", "create", name]).await;
+        self.cli(creds, &["subnet", "create", "--network", name, "--subnet-range", cidr, &format!("{name}-sub")]).await;
+        net["id"].as_str().unwrap().to_string()
+    }
+
+    /// A security group admitting ingress ICMP and ssh (tcp 22) from anywhere.
+    async fn open_group(&self, creds: &stratus_testkit::Creds, name: &str) {
+        self.cli(creds, &["security", "group", "create", name]).await;
+        self.cli(creds, &["security", "group", "rule", "create", "--ingress", "--protocol", "icmp", name]).await;
+        self.cli(
+            creds,
+            &["security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "22", name],
+        )
+        .await;
+    }
+
+    /// Boots the servers of `specs` (name, network id, security group, extra `--nic`
+    /// options) at once as `creds` with keypair `key_name`, waits for ACTIVE, their ports
+    /// ACTIVE, DHCP, metadata and dropbear on each console.
+    async fn boot(
+        &self,
+        creds: &stratus_testkit::Creds,
+        key_name: &str,
+        key: &Path,
+        specs: &[(&str, &str, &str, &str)],
+    ) -> Vec<Vm> {
+        let t0 = Instant::now();
+        // Created without `--wait`, so the guests boot side by side.
+        let mut servers = Vec::new();
+        for (name, net, sg, nic_extra) in specs {
+            let nic = format!("net-id={net}{nic_extra}");
+            let args = [
+                "server",
+                "create",
+                "--image",
+                "cirros",
+                "--flavor",
+                "m1.nano",
+                "--nic",
+                &nic,
+                "--key-name",
+                key_name,
+                "--security-group",
+                sg,
+                name,
+            ];
+            servers.push(self.cli(creds, &args).await);
+        }
+        for (v, (name, ..)) in servers.iter_mut().zip(specs) {
+            let t = Instant::now();
+            *v = loop {
+                let s = self.cli(creds, &["server", "show", v["id"].as_str().unwrap()]).await;
+                if s["status"] == "ACTIVE" {
+                    break s;
+                }
+                assert!(s["status"] != "ERROR" && t.elapsed() < Duration::from_secs(120), "{name} not ACTIVE: {s}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+        }
+        let mut vms = Vec::new();
+        for ((name, net, _, _), v) in specs.iter().zip(servers) {
+            let ports = self.cli(creds, &["port", "list", "--server", name]).await;
+            assert_eq!(ports.as_array().map(Vec::len), Some(1), "one port on {name}: {ports}");
+            let port = ports[0]["ID"].as_str().unwrap().to_string();
+            let t = Instant::now();
+            let p = loop {
+                let p = self.cli(creds, &["port", "show", &port]).await;
+                if p["status"] == "ACTIVE" {
+                    break p;
+                }
+                assert!(t.elapsed() < Duration::from_secs(60), "port {port} of {name} not ACTIVE: {p}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            let ip = p["fixed_ips"][0]["ip_address"].as_str().expect("a fixed IP").to_string();
+            vms.push(Vm {
+                name: name.to_string(),
+                id: v["id"].as_str().unwrap().to_string(),
+                port,
+                ip,
+                mac: p["mac_address"].as_str().unwrap().to_string(),
+                qdhcp: format!("{}h-qdhcp-{net}", self.lab.prefix),
+                key: key.to_path_buf(),
+                creds: creds.clone(),
+            });
+        }
+        for vm in &vms {
+            let console = |marker: String| self.console(vm, marker, Duration::from_secs(90));
+            console(format!("stratus-guest: DHCP bound eth0 ip={} ", vm.ip)).await;
+            let log = console("stratus-guest: metadata done".into()).await;
+            assert!(
+                log.contains(&format!("stratus-guest: hostname={}", vm.name)),
+                "{} read its metadata:\n{log}",
+                vm.name
+            );
+            assert!(log.contains("stratus-guest: ssh key installed"), "{} installed its key:\n{log}", vm.name);
+            console("stratus-guest: dropbear started on :22".into()).await;
+        }
+        eprintln!(
+            "booted {:?} in {:?} (create → dropbear started in each)",
+            vms.iter().map(|v| format!("{} {}", v.name, v.ip)).collect::<Vec<_>>(),
+            t0.elapsed()
+        );
+        vms
+    }
+
+    /// Waits for `marker` on the console of `vm` (as its owner); returns the console log.
+    async fn console(&self, vm: &Vm, marker: String, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, out, err) = self.cloud.openstack_raw(&vm.creds, &["console", "log", "show", &vm.id]).await;
+            assert_eq!(code, Some(0), "console log show {}: {err}", vm.name);
+            if out.contains(&marker) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{marker:?} not on the console of {} within {within:?}:\n{out}",
+                vm.name
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Pings `ip` from namespace `ns` every ~0.2 s until it answers; how long that took.
+fn ping_until_from(ns: &str, ip: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "0.2", ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(t0.elapsed());
+        }
+    }
+    None
+}
+
+/// Issue 9 test 2: security groups and anti-spoofing between two real guests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataplane_guests_security_groups_and_anti_spoofing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let t_start = Instant::now();
+    let gc = GuestCloud::start("gsg", |_, _, _| {}).await;
+    let admin = gc.admin();
+    let net = gc.network(&admin, "sg-net", "10.79.0.0/24").await;
+    gc.open_group(&admin, "sg-open").await;
+    // No ingress rule at all (a new group only has the two egress rules).
+    let closed = gc.cli(&admin, &["security", "group", "create", "sg-closed"]).await;
+    let closed_id = closed["id"].as_str().unwrap().to_string();
+    let vms = gc.boot(&admin, "k1", &gc.key, &[("vm1", &net, "sg-open", ""), ("vm2", &net, "sg-closed", "")]).await;
+    let (vm1, vm2) = (&vms[0], &vms[1]);
+    vm1.wait_ssh().await;
+    let t_booted = t_start.elapsed();
+
+    // vm2's group admits nothing: neither ping nor tcp 22 from vm1 (nor from the DHCP namespace).
+    assert!(!vm1.pings(&vm2.ip, 2), "vm1 pings vm2 whose group has no ICMP rule");
+    assert!(!vm1.ssh_banner(&vm2.ip), "vm1 reaches vm2's tcp 22 without an ssh rule");
+    assert!(ping_until_from(&vm2.qdhcp, &vm2.ip, Duration::from_secs(1)).is_none(), "DHCP namespace pings vm2");
+
+    // Rules through the CLI: the ping is answered within a second of the CLI returning.
+    let icmp =
+        gc.cli(&admin, &["security", "group", "rule", "create", "--ingress", "--protocol", "icmp", "sg-closed"]).await;
+    let icmp_effect =
+        ping_until_from(&vm2.qdhcp, &vm2.ip, Duration::from_secs(5)).expect("ICMP rule added: vm2 answers ping");
+    let ssh_rule = gc
+        .cli(
+            &admin,
+            &["security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "22", "sg-closed"],
+        )
+        .await;
+    let t_rule = Instant::now();
+    let mut ssh_effect = None;
+    while t_rule.elapsed() < Duration::from_secs(5) {
+        // When the attempt whose SYN got through started (socat then waits for the banner).
+        let at = t_rule.elapsed();
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &vm2.qdhcp, "socat", "-T0.3", "-u"])
+            .arg(format!("TCP:{}:22,connect-timeout=0.2", vm2.ip))
+            .arg("-")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("SSH-2.0-"));
+        if ok {
+            ssh_effect = Some(at);
+            break;
+        }
+    }
+    let ssh_effect = ssh_effect.expect("tcp 22 rule added: vm2's dropbear reachable within 5 s");
+    eprintln!("rule create (CLI returned) → effect: ICMP {icmp_effect:?}, tcp 22 {ssh_effect:?}");
+    assert!(icmp_effect < Duration::from_secs(1) && ssh_effect < Duration::from_secs(1), "rules took more than 1 s");
+    assert!(vm1.pings(&vm2.ip, 3), "vm1 cannot ping vm2 after the ICMP rule");
+    assert!(vm1.ssh_banner(&vm2.ip), "vm1 cannot reach vm2's ssh after the tcp 22 rule");
+    // ssh into vm2 works now too; from there, vm1's group admits both.
+    vm2.wait_ssh().await;
+    assert!(vm2.pings(&vm1.ip, 3), "vm2 cannot ping vm1 (sg-open admits ICMP)");
+    assert!(vm2.ssh_banner(&vm1.ip), "vm2 cannot reach vm1's ssh (sg-open admits tcp 22)");
+
+    // Anti-spoofing. vm1 takes a second address of the subnet that is not its port's: what
+    // it sends from there (ARP included) is dropped at its tap, while its own address still works.
+    let spoof_ip = "10.79.0.200";
+    vm1.must(&format!("ip addr add {spoof_ip}/24 dev eth0"));
+    assert!(vm1.pings(&vm2.ip, 1), "vm1's own address must keep working");
+    let (code, out) = vm1.sh(&format!("ping -c 2 -W 2 -I {spoof_ip} {}", vm2.ip));
+    assert_ne!(code, Some(0), "a ping from a spoofed source address got through: {out}");
+    // A forged MAC: frames from it never reach the bridge (which would learn it otherwise).
+    let spoof_mac = "fa:16:3e:de:ad:01";
+    let bridge = stratus_network_agent::exec::names::bridge(&net);
+    let forged = format!(
+        "ip link set dev eth0 address {spoof_mac} && ping -c 2 -W 1 {ip2} >/dev/null; r=$?; ip link set dev eth0 address {mac}; echo rc=$r",
+        ip2 = vm2.ip,
+        mac = vm1.mac
+    );
+    let out = vm1.must(&forged);
+    assert!(out.contains("rc=1"), "ping with a forged MAC: {out}");
+    let fdb = must(&["bridge", "-n", &gc.host, "fdb", "show", "br", &bridge]);
+    assert!(!fdb.contains(spoof_mac), "the bridge learned the forged MAC {spoof_mac}: {fdb}");
+    assert!(vm1.pings(&vm2.ip, 3), "vm1 back on its own MAC");
+
+    // Allowed address pairs: the extra address becomes vm1's too, then a MAC with it.
+    let t_pair = Instant::now();
+    gc.cli(&admin, &["port", "set", "--allowed-address", &format!("ip-address={spoof_ip}"), &vm1.port]).await;
+    let shown = gc.cli(&admin, &["port", "show", &vm1.port, "-c", "allowed_address_pairs"]).await;
+    assert!(shown.to_string().contains(spoof_ip), "pair listed: {shown}");
+    let (code, out) = vm1.sh(&format!(
+        "i=0; until ping -c 1 -W 1 -I {spoof_ip} {ip2} >/dev/null; do i=$((i+1)); [ $i -ge 10 ] && exit 7; done; echo ok after $i",
+        ip2 = vm2.ip
+    ));
+    assert_eq!(code, Some(0), "the allowed address pair did not let {spoof_ip} through: {out}");
+    eprintln!("allowed address pair: port set → spoofed source answered {:?} ({})", t_pair.elapsed(), out.trim());
+    let pair = format!("ip-address={spoof_ip},mac-address={spoof_mac}");
+    gc.cli(&admin, &["port", "set", "--allowed-address", &pair, &vm1.port]).await;
+    // The reply goes to the MAC vm2 has cached for vm1, so only the bridge's learning shows
+    // that the forged frames got through now.
+    let t = Instant::now();
+    loop {
+        vm1.must(&forged);
+        let fdb = must(&["bridge", "-n", &gc.host, "fdb", "show", "br", &bridge]);
+        if fdb.contains(spoof_mac) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "with the pair's MAC allowed, its frames reach the bridge: {fdb}"
+        );
+    }
+    assert!(vm1.pings(&vm2.ip, 3), "vm1 back on its own MAC");
+    vm1.must(&format!("ip addr del {spoof_ip}/24 dev eth0"));
+
+    // Rules removed: blocked again (new flows; the agent also drops the established ones).
+    for rule in [&icmp, &ssh_rule] {
+        gc.cli(&admin, &["security", "group", "rule", "delete", rule["id"].as_str().unwrap()]).await;
+    }
+    let t_del = Instant::now();
+    while ping_until_from(&vm2.qdhcp, &vm2.ip, Duration::from_millis(300)).is_some() {
+        assert!(t_del.elapsed() < Duration::from_secs(5), "ICMP still admitted 5 s after the rule delete");
+    }
+    let del_effect = t_del.elapsed();
+    assert!(!vm1.pings(&vm2.ip, 2), "vm1 still pings vm2 after the ICMP rule is gone");
+    assert!(!vm1.ssh_banner(&vm2.ip), "vm1 still reaches vm2's tcp 22 after the rule is gone");
+    let left = gc.cli(&admin, &["security", "group", "rule", "list", &closed_id]).await;
+    assert!(left.as_array().unwrap().iter().all(|r| r["Direction"] == "egress"), "only egress rules left: {left}");
+
+    gc.cli(&admin, &["server", "delete", "--wait", "vm1", "vm2"]).await;
+    eprintln!(
+        "dataplane_guests_security_groups_and_anti_spoofing: total {:?} (boot of both {t_booted:?}); rule delete → ping refused {del_effect:?}",
+        t_start.elapsed()
+    );
+    gc.finish().await;
+}
