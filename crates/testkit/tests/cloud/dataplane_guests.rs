@@ -738,3 +738,134 @@ async fn dataplane_guests_security_groups_and_anti_spoofing() {
     );
     gc.finish().await;
 }
+
+/// Whether a TCP connection from namespace `ns` to `ip:22` gets dropbear's banner within ~1 s.
+fn banner_from(ns: &str, ip: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "socat", "-T0.5", "-u"])
+        .arg(format!("TCP:{ip}:22,connect-timeout=0.5"))
+        .arg("-")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("SSH-2.0-"))
+}
+
+/// Issue 9 test 3: a router between a tenant network and an external flat provider network
+/// (a veth of the host namespace leading to an "external host" namespace): SNAT, then a
+/// floating IP associated and removed, all seen from the external host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataplane_guests_router_snat_and_floating_ip() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let t_start = Instant::now();
+    let mut ext_ns = String::new();
+    let gc = GuestCloud::start("gl3", |lab, host, cfg| {
+        // The provider interface `ext0` of the host, wired to the external host's eth0.
+        ext_ns = lab.netns("ext");
+        must(&["ip", "-n", host, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", &ext_ns]);
+        must(&["ip", "-n", &ext_ns, "addr", "add", "203.0.113.1/24", "dev", "eth0"]);
+        must(&["ip", "-n", &ext_ns, "link", "set", "eth0", "up"]);
+        cfg.physical_interface_mappings.insert("extnet".into(), "ext0".into());
+    })
+    .await;
+    // The external host answers every TCP connection on :8080 with the address it came from.
+    let _listener = Command::new("ip")
+        .args(["netns", "exec", &ext_ns, "socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo peer=$SOCAT_PEERADDR"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("socat listener");
+    let admin = gc.admin();
+    gc.cli(
+        &admin,
+        &[
+            "network",
+            "create",
+            "--external",
+            "--provider-network-type",
+            "flat",
+            "--provider-physical-network",
+            "extnet",
+            "ext-net",
+        ],
+    )
+    .await;
+    gc.cli(
+        &admin,
+        &[
+            "subnet",
+            "create",
+            "--network",
+            "ext-net",
+            "--subnet-range",
+            "203.0.113.0/24",
+            "--gateway",
+            "203.0.113.1",
+            "--no-dhcp",
+            "--allocation-pool",
+            "start=203.0.113.10,end=203.0.113.99",
+            "ext-sub",
+        ],
+    )
+    .await;
+    let net = gc.network(&admin, "l3-net", "10.81.0.0/24").await;
+    gc.cli(&admin, &["router", "create", "l3-r"]).await;
+    gc.cli(&admin, &["router", "set", "--external-gateway", "ext-net", "l3-r"]).await;
+    gc.cli(&admin, &["router", "add", "subnet", "l3-r", "l3-net-sub"]).await;
+    let router = gc.cli(&admin, &["router", "show", "l3-r"]).await;
+    let gw_ip = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("router gateway address: {router}"))
+        .to_string();
+    gc.open_group(&admin, "l3-open").await;
+    let vms = gc.boot(&admin, "k1", &gc.key, &[("vm1", &net, "l3-open", "")]).await;
+    let vm = &vms[0];
+    vm.wait_ssh().await;
+    let out = vm.must("ip route");
+    assert!(out.contains("default via 10.81.0.1"), "the guest's default route is the router (DHCP): {out}");
+
+    // SNAT: the external host has no route to 10.81.0.0/24, and sees the router's address.
+    let t = Instant::now();
+    let peer = loop {
+        let (code, out) = vm.sh("timeout 5 nc -w 3 203.0.113.1 8080 </dev/null");
+        if code == Some(0) && out.contains("peer=") {
+            break out;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "guest cannot reach the external host through SNAT: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(peer.trim(), format!("peer={gw_ip}"), "the external host sees the router's gateway address");
+    assert!(vm.pings("203.0.113.1", 3), "the guest pings the external host");
+    assert!(ping_until_from(&ext_ns, &vm.ip, Duration::from_secs(1)).is_none(), "fixed IP reachable from outside");
+
+    // Floating IP: the external host reaches the guest by it (ping and ssh), and the
+    // guest's own connections leave with it.
+    let fip = gc.cli(&admin, &["floating", "ip", "create", "ext-net"]).await;
+    let fip = fip["floating_ip_address"].as_str().unwrap().to_string();
+    assert!(ping_until_from(&ext_ns, &fip, Duration::from_secs(1)).is_none(), "unassociated floating IP answers");
+    gc.cli(&admin, &["server", "add", "floating", "ip", "vm1", &fip]).await;
+    let fip_effect = ping_until_from(&ext_ns, &fip, Duration::from_secs(10)).expect("floating IP not reachable");
+    let (code, out) = ssh(&ext_ns, &gc.key, "cirros", &fip, "hostname");
+    assert_eq!((code, out.trim()), (Some(0), "vm1"), "ssh to the floating IP from the external host");
+    let out = vm.must("timeout 5 nc -w 3 203.0.113.1 8080 </dev/null");
+    assert_eq!(out.trim(), format!("peer={fip}"), "with a floating IP the guest's connections leave with it");
+    let shown = gc.cli(&admin, &["floating", "ip", "show", &fip]).await;
+    assert_eq!(shown["fixed_ip_address"], vm.ip.as_str(), "{shown}");
+
+    // Removed: unreachable again, while SNAT keeps working.
+    gc.cli(&admin, &["server", "remove", "floating", "ip", "vm1", &fip]).await;
+    let t_rm = Instant::now();
+    while ping_until_from(&ext_ns, &fip, Duration::from_millis(300)).is_some() {
+        assert!(t_rm.elapsed() < Duration::from_secs(10), "floating IP still answers 10 s after its removal");
+    }
+    let rm_effect = t_rm.elapsed();
+    assert!(!banner_from(&ext_ns, &fip), "ssh to the removed floating IP still connects");
+    let out = vm.must("timeout 5 nc -w 3 203.0.113.1 8080 </dev/null");
+    assert_eq!(out.trim(), format!("peer={gw_ip}"), "back to the router's SNAT address");
+
+    gc.cli(&admin, &["server", "delete", "--wait", "vm1"]).await;
+    eprintln!(
+        "dataplane_guests_router_snat_and_floating_ip: total {:?}; server add floating ip (CLI returned) → ping from outside {fip_effect:?}; remove → no answer {rm_effect:?}",
+        t_start.elapsed()
+    );
+    gc.finish().await;
+}
