@@ -848,6 +848,10 @@ async fn dataplane_guests_router_snat_and_floating_ip() {
     assert_eq!((code, out.trim()), (Some(0), "vm1"), "ssh to the floating IP from the external host");
     let out = vm.must("timeout 5 nc -w 3 203.0.113.1 8080 </dev/null");
     assert_eq!(out.trim(), format!("peer={fip}"), "with a floating IP the guest's connections leave with it");
+    // Hairpin: from inside, the guest reaches a floating IP (its own here) as Neutron's
+    // router allows it (DNATed internal traffic is SNATed back through the router).
+    assert!(vm.pings(&fip, 3), "the guest cannot ping its own floating IP");
+    assert!(vm.ssh_banner(&fip), "the guest cannot reach tcp 22 at its own floating IP");
     let shown = gc.cli(&admin, &["floating", "ip", "show", &fip]).await;
     assert_eq!(shown["fixed_ip_address"], vm.ip.as_str(), "{shown}");
 
@@ -865,6 +869,68 @@ async fn dataplane_guests_router_snat_and_floating_ip() {
     gc.cli(&admin, &["server", "delete", "--wait", "vm1"]).await;
     eprintln!(
         "dataplane_guests_router_snat_and_floating_ip: total {:?}; server add floating ip (CLI returned) → ping from outside {fip_effect:?}; remove → no answer {rm_effect:?}",
+        t_start.elapsed()
+    );
+    gc.finish().await;
+}
+
+/// Issue 9 test 4: two projects (the second one made through the CLI as admin) with
+/// networks of the same CIDR and one guest each: neither reaches the other, at layer 3 or
+/// by ARP, while each keeps its own DHCP server and metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataplane_guests_same_cidr_projects_are_isolated() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let t_start = Instant::now();
+    let gc = GuestCloud::start("giso", |_, _, _| {}).await;
+    let admin = gc.admin();
+    gc.cli(&admin, &["project", "create", "iso-p2"]).await;
+    gc.cli(&admin, &["user", "create", "--project", "iso-p2", "--password", "iso-secret", "iso-u2"]).await;
+    gc.cli(&admin, &["role", "add", "--project", "iso-p2", "--user", "iso-u2", "member"]).await;
+    let u2 = stratus_testkit::Creds::new("iso-u2", "iso-secret", "iso-p2");
+    let key2 = gc.lab.tmp.path().join("k2.pem");
+    gc.cli(&u2, &["keypair", "create", "--private-key", key2.to_str().unwrap(), "k2"]).await;
+    must(&["chmod", "0600", key2.to_str().unwrap()]);
+
+    let cidr = "10.82.0.0/24";
+    let net_a = gc.network(&admin, "iso-a", cidr).await;
+    let net_b = gc.network(&u2, "iso-b", cidr).await;
+    // Distinct names: the admin sees every project's groups, so a shared name would be ambiguous.
+    gc.open_group(&admin, "iso-open-a").await;
+    gc.open_group(&u2, "iso-open-b").await;
+    let a = gc.boot(&admin, "k1", &gc.key, &[("vm-a", &net_a, "iso-open-a", "")]).await.remove(0);
+    let b = gc.boot(&u2, "k2", &key2, &[("vm-b", &net_b, "iso-open-b", ",v4-fixed-ip=10.82.0.50")]).await.remove(0);
+    assert_eq!(b.ip, "10.82.0.50");
+    a.wait_ssh().await;
+    b.wait_ssh().await;
+    let t_booted = t_start.elapsed();
+    assert!(!gc.cli(&u2, &["server", "list"]).await.to_string().contains("vm-a"), "project 2 sees project 1's server");
+
+    // Each reaches its own DHCP server (the same address, 10.82.0.2, in both networks)
+    // and its own metadata.
+    for (vm, other) in [(&a, &b), (&b, &a)] {
+        assert!(vm.pings("10.82.0.2", 3), "{} cannot ping its DHCP server", vm.name);
+        let md = vm.must("timeout 10 wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json");
+        assert!(md.contains(&vm.id) && !md.contains(&other.id), "{} got someone else's metadata: {md}", vm.name);
+        let addr = vm.must("ip -4 addr show dev eth0");
+        assert!(addr.contains(&format!("inet {}/24", vm.ip)), "{}: {addr}", vm.name);
+    }
+    // Neither reaches the other, nor even gets an ARP answer.
+    assert!(!a.pings(&b.ip, 2), "vm-a (project 1) pings vm-b (project 2)");
+    assert!(!b.pings(&a.ip, 2), "vm-b (project 2) pings vm-a (project 1)");
+    for (vm, other) in [(&a, &b), (&b, &a)] {
+        let (code, out) = vm.sh(&format!("arping -c 2 -w 3 -I eth0 {}", other.ip));
+        assert_ne!(code, Some(0), "{} got an ARP answer from {}: {out}", vm.name, other.ip);
+        assert!(!vm.ssh_banner(&other.ip), "{} reaches {}'s ssh", vm.name, other.name);
+    }
+    // And from each DHCP namespace, only its own guest.
+    assert!(ping_until_from(&a.qdhcp, &b.ip, Duration::from_secs(1)).is_none(), "net A's namespace reaches vm-b");
+    assert!(ping_until_from(&b.qdhcp, &a.ip, Duration::from_secs(1)).is_none(), "net B's namespace reaches vm-a");
+    assert_ne!(a.qdhcp, b.qdhcp);
+
+    gc.cli(&admin, &["server", "delete", "--wait", "vm-a"]).await;
+    gc.cli(&u2, &["server", "delete", "--wait", "vm-b"]).await;
+    eprintln!(
+        "dataplane_guests_same_cidr_projects_are_isolated: total {:?} (boot of both {t_booted:?})",
         t_start.elapsed()
     );
     gc.finish().await;
