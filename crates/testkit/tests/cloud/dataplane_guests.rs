@@ -767,8 +767,9 @@ async fn dataplane_guests_router_snat_and_floating_ip() {
         cfg.physical_interface_mappings.insert("extnet".into(), "ext0".into());
     })
     .await;
-    // The external host answers every TCP connection on :8080 with the address it came from.
-    let _listener = Command::new("ip")
+    // The external host answers every TCP connection on :8080 with the address it came from
+    // (killed with the namespace if the test fails).
+    let mut listener = Command::new("ip")
         .args(["netns", "exec", &ext_ns, "socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo peer=$SOCAT_PEERADDR"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -867,6 +868,8 @@ async fn dataplane_guests_router_snat_and_floating_ip() {
     assert_eq!(out.trim(), format!("peer={gw_ip}"), "back to the router's SNAT address");
 
     gc.cli(&admin, &["server", "delete", "--wait", "vm1"]).await;
+    let _ = listener.kill();
+    let _ = listener.wait();
     eprintln!(
         "dataplane_guests_router_snat_and_floating_ip: total {:?}; server add floating ip (CLI returned) → ping from outside {fip_effect:?}; remove → no answer {rm_effect:?}",
         t_start.elapsed()
