@@ -938,3 +938,160 @@ async fn dataplane_guests_same_cidr_projects_are_isolated() {
     );
     gc.finish().await;
 }
+
+/// One TCP stream of `mb` MiB from `from` to `to:5001`, both guests: busybox `dd` from
+/// /dev/zero piped into `nc` (what the test image has), timed by the sender's
+/// /proc/uptime; the receiver counts the bytes. MB/s (10^6 bytes).
+fn guest_to_guest(from: &Vm, to: &Vm, mb: u64) -> f64 {
+    let bytes = mb << 20;
+    let rx = {
+        let to = to.clone();
+        // The listener's stdin must never end: busybox nc half-closes on stdin EOF, and the
+        // sender's nc quits as soon as its socket reads EOF. A FIFO held open read-write
+        // blocks forever.
+        std::thread::spawn(move || {
+            to.sh("rm -f /tmp/nc.in; mkfifo /tmp/nc.in; exec 3<>/tmp/nc.in; nc -l -p 5001 <&3 | wc -c")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = from.must(&format!(
+        "read a _ </proc/uptime; dd if=/dev/zero bs=64k count={} 2>/dev/null | nc {} 5001; read b _ </proc/uptime; echo \"$a $b\"",
+        mb * 16,
+        to.ip
+    ));
+    let (code, got) = rx.join().unwrap();
+    assert_eq!((code, got.trim()), (Some(0), bytes.to_string().as_str()), "receiver got every byte");
+    let t: Vec<f64> = out.split_whitespace().rev().take(2).filter_map(|x| x.parse().ok()).collect();
+    assert_eq!(t.len(), 2, "uptimes: {out}");
+    bytes as f64 / (t[0] - t[1]) / 1e6
+}
+
+/// One TCP stream of `mb` MiB from guest `from` to a native `socat` sink at `ip` in `ns`.
+fn guest_to_ns(from: &Vm, ns: &str, ip: &str, mb: u64) -> f64 {
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", ns, "socat", "-u", "TCP-LISTEN:5002,reuseaddr", "OPEN:/dev/null"])
+        .spawn()
+        .expect("socat");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = from.must(&format!(
+        "read a _ </proc/uptime; dd if=/dev/zero bs=64k count={} 2>/dev/null | nc {ip} 5002; read b _ </proc/uptime; echo \"$a $b\"",
+        mb * 16
+    ));
+    let _ = sink.wait();
+    let t: Vec<f64> = out.split_whitespace().rev().take(2).filter_map(|x| x.parse().ok()).collect();
+    ((mb << 20) as f64) / (t[0] - t[1]) / 1e6
+}
+
+/// One TCP stream of 200 MB between two namespaces (socat, native on both ends).
+fn ns_to_ns(from: &str, to: &str, ip: &str) -> f64 {
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", to, "socat", "-u", "TCP-LISTEN:5001,reuseaddr", "OPEN:/dev/null"])
+        .spawn()
+        .expect("socat");
+    std::thread::sleep(Duration::from_millis(200));
+    let bytes = 200_000_000u64;
+    let t = Instant::now();
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        from,
+        "socat",
+        "-u",
+        &format!("OPEN:/dev/zero,readbytes={bytes}"),
+        &format!("TCP:{ip}:5001"),
+    ]);
+    let secs = t.elapsed().as_secs_f64();
+    let _ = server.wait();
+    bytes as f64 / secs / 1e6
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The same-host throughput benchmark (bench/guest-throughput.sh): TCP between two TCG
+/// guests on one network, with security groups and with port security off, a guest into a
+/// native sink, and two namespaces on a plain bridge without filtering as the physical
+/// reference. Ignored in the test suite (it measures, and boots guests for a while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/guest-throughput.sh"]
+async fn dataplane_guests_throughput_bench() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mb: u64 = std::env::var("STRATUS_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let runs: usize = std::env::var("STRATUS_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let load_start = loadavg();
+    let gc = GuestCloud::start("gtp", |_, _, _| {}).await;
+    let admin = gc.admin();
+    let net = gc.network(&admin, "tp-net", "10.83.0.0/24").await;
+    gc.open_group(&admin, "tp-open").await;
+    gc.cli(
+        &admin,
+        &["security", "group", "rule", "create", "--ingress", "--protocol", "tcp", "--dst-port", "5001", "tp-open"],
+    )
+    .await;
+    let vms = gc.boot(&admin, "k1", &gc.key, &[("tp1", &net, "tp-open", ""), ("tp2", &net, "tp-open", "")]).await;
+    let (a, b) = (&vms[0], &vms[1]);
+    a.wait_ssh().await;
+    b.wait_ssh().await;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
+
+    let filtered: Vec<f64> = (0..runs).map(|_| guest_to_guest(a, b, mb)).collect();
+    let to_ns: Vec<f64> = (0..runs).map(|_| guest_to_ns(a, &a.qdhcp, "10.83.0.2", mb)).collect();
+    for vm in [a, b] {
+        gc.cli(&admin, &["port", "set", "--no-security-group", "--disable-port-security", &vm.port]).await;
+    }
+    let ruleset = || must(&["ip", "netns", "exec", &gc.host, "nft", "list", "table", "inet", "stratus_sg"]);
+    let t = Instant::now();
+    while ruleset().contains("egress_") {
+        assert!(t.elapsed() < Duration::from_secs(10), "port security off, yet the ports are still filtered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unfiltered: Vec<f64> = (0..runs).map(|_| guest_to_guest(a, b, mb)).collect();
+    gc.cli(&admin, &["server", "delete", "--wait", "tp1", "tp2"]).await;
+
+    // The physical reference: two namespaces on a bare bridge, no filtering, no br_netfilter.
+    let bare = gc.lab.netns("bare");
+    must(&["ip", "-n", &bare, "link", "add", "br0", "type", "bridge"]);
+    must(&["ip", "-n", &bare, "link", "set", "br0", "up"]);
+    let mut refs = Vec::new();
+    for (i, name) in ["r1", "r2"].iter().enumerate() {
+        let ns = gc.lab.netns(name);
+        let p = format!("p{i}");
+        must(&["ip", "-n", &bare, "link", "add", &p, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        must(&["ip", "-n", &bare, "link", "set", &p, "master", "br0", "up"]);
+        must(&["ip", "-n", &ns, "addr", "add", &format!("10.84.0.{}/24", i + 5), "dev", "eth0"]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        refs.push(ns);
+    }
+    let reference: Vec<f64> = (0..runs).map(|_| ns_to_ns(&refs[0], &refs[1], "10.84.0.6")).collect();
+    println!("guest throughput, TCP, one stream, same host, MB/s (median of {runs}; all runs):");
+    println!(
+        "  guest -> guest, security groups:      {:>8.1}  ({}) [{mb} MiB, busybox dd | nc]",
+        median(filtered.clone()),
+        fmt(&filtered)
+    );
+    println!("  guest -> guest, port security off:    {:>8.1}  ({})", median(unfiltered.clone()), fmt(&unfiltered));
+    println!("  guest -> DHCP namespace (socat sink): {:>8.1}  ({})", median(to_ns.clone()), fmt(&to_ns));
+    println!(
+        "  namespace -> namespace, bare bridge:  {:>8.1}  ({}) [200 MB, socat]",
+        median(reference.clone()),
+        fmt(&reference)
+    );
+    println!(
+        "  load average: {load_start} at start, {} at end; {} CPUs; TCG guests, 1 vCPU each",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    assert!(filtered.iter().chain(&unfiltered).all(|x| *x > 0.0));
+    gc.finish().await;
+}
