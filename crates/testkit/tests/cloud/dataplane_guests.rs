@@ -878,8 +878,9 @@ async fn dataplane_guests_router_snat_and_floating_ip() {
 }
 
 /// Issue 9 test 4: two projects (the second one made through the CLI as admin) with
-/// networks of the same CIDR and one guest each: neither reaches the other, at layer 3 or
-/// by ARP, while each keeps its own DHCP server and metadata.
+/// networks of the same CIDR, one guest in project 1 and two in project 2, one of which has
+/// the very address of project 1's guest: no guest reaches the other project's, at layer 3
+/// or by ARP, while each keeps its own DHCP server and metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dataplane_guests_same_cidr_projects_are_isolated() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -901,39 +902,61 @@ async fn dataplane_guests_same_cidr_projects_are_isolated() {
     gc.open_group(&admin, "iso-open-a").await;
     gc.open_group(&u2, "iso-open-b").await;
     let a = gc.boot(&admin, "k1", &gc.key, &[("vm-a", &net_a, "iso-open-a", "")]).await.remove(0);
-    let b = gc.boot(&u2, "k2", &key2, &[("vm-b", &net_b, "iso-open-b", ",v4-fixed-ip=10.82.0.50")]).await.remove(0);
-    assert_eq!(b.ip, "10.82.0.50");
-    a.wait_ssh().await;
-    b.wait_ssh().await;
+    // Project 2: vm-b on an address project 1 does not use, vm-c on vm-a's very address.
+    let p2 = gc
+        .boot(
+            &u2,
+            "k2",
+            &key2,
+            &[
+                ("vm-b", &net_b, "iso-open-b", ",v4-fixed-ip=10.82.0.50"),
+                ("vm-c", &net_b, "iso-open-b", &format!(",v4-fixed-ip={}", a.ip)),
+            ],
+        )
+        .await;
+    let (b, c) = (&p2[0], &p2[1]);
+    assert_eq!((b.ip.as_str(), c.ip.as_str()), ("10.82.0.50", a.ip.as_str()));
+    for vm in [&a, b, c] {
+        vm.wait_ssh().await;
+    }
     let t_booted = t_start.elapsed();
     assert!(!gc.cli(&u2, &["server", "list"]).await.to_string().contains("vm-a"), "project 2 sees project 1's server");
 
     // Each reaches its own DHCP server (the same address, 10.82.0.2, in both networks)
-    // and its own metadata.
-    for (vm, other) in [(&a, &b), (&b, &a)] {
+    // and its own metadata, vm-a and vm-c although they share their address.
+    for vm in [&a, b, c] {
         assert!(vm.pings("10.82.0.2", 3), "{} cannot ping its DHCP server", vm.name);
         let md = vm.must("timeout 10 wget -q -O - http://169.254.169.254/openstack/latest/meta_data.json");
-        assert!(md.contains(&vm.id) && !md.contains(&other.id), "{} got someone else's metadata: {md}", vm.name);
-        let addr = vm.must("ip -4 addr show dev eth0");
-        assert!(addr.contains(&format!("inet {}/24", vm.ip)), "{}: {addr}", vm.name);
+        let others: Vec<&Vm> = [&a, b, c].into_iter().filter(|o| o.id != vm.id).collect();
+        assert!(
+            md.contains(&vm.id) && others.iter().all(|o| !md.contains(&o.id)),
+            "{} got someone else's metadata: {md}",
+            vm.name
+        );
+        let addr = vm.must("ip -4 addr show dev eth0; hostname");
+        assert!(addr.contains(&format!("inet {}/24", vm.ip)) && addr.contains(&vm.name), "{}: {addr}", vm.name);
     }
-    // Neither reaches the other, nor even gets an ARP answer.
+    // vm-a and vm-b do not reach each other, not even by ARP.
     assert!(!a.pings(&b.ip, 2), "vm-a (project 1) pings vm-b (project 2)");
-    assert!(!b.pings(&a.ip, 2), "vm-b (project 2) pings vm-a (project 1)");
-    for (vm, other) in [(&a, &b), (&b, &a)] {
-        let (code, out) = vm.sh(&format!("arping -c 2 -w 3 -I eth0 {}", other.ip));
-        assert_ne!(code, Some(0), "{} got an ARP answer from {}: {out}", vm.name, other.ip);
-        assert!(!vm.ssh_banner(&other.ip), "{} reaches {}'s ssh", vm.name, other.name);
-    }
-    // And from each DHCP namespace, only its own guest.
-    assert!(ping_until_from(&a.qdhcp, &b.ip, Duration::from_secs(1)).is_none(), "net A's namespace reaches vm-b");
-    assert!(ping_until_from(&b.qdhcp, &a.ip, Duration::from_secs(1)).is_none(), "net B's namespace reaches vm-a");
+    let (code, out) = a.sh(&format!("arping -c 2 -w 3 -I eth0 {}", b.ip));
+    assert_ne!(code, Some(0), "vm-a got an ARP answer from vm-b's {}: {out}", b.ip);
+    assert!(!a.ssh_banner(&b.ip), "vm-a reaches vm-b's ssh");
+    // vm-b's 10.82.0.3 is vm-c, never vm-a: the ARP answer comes from vm-c's MAC.
+    assert!(b.pings(&c.ip, 3), "vm-b cannot ping vm-c in its own network");
+    let neigh = b.must(&format!("ip neigh show {}", c.ip));
+    assert!(neigh.contains(&c.mac) && !neigh.contains(&a.mac), "vm-b's neighbour {}: {neigh}", c.ip);
+    // From each DHCP namespace, the shared address is that network's guest.
     assert_ne!(a.qdhcp, b.qdhcp);
+    for (vm, ns) in [(&a, &a.qdhcp), (c, &b.qdhcp)] {
+        let (code, out) = ssh(ns, &vm.key, "root", &vm.ip, "hostname");
+        assert_eq!((code, out.trim()), (Some(0), vm.name.as_str()), "ssh {} from {ns}", vm.ip);
+    }
+    assert!(ping_until_from(&a.qdhcp, &b.ip, Duration::from_secs(1)).is_none(), "net A's namespace reaches vm-b");
 
     gc.cli(&admin, &["server", "delete", "--wait", "vm-a"]).await;
-    gc.cli(&u2, &["server", "delete", "--wait", "vm-b"]).await;
+    gc.cli(&u2, &["server", "delete", "--wait", "vm-b", "vm-c"]).await;
     eprintln!(
-        "dataplane_guests_same_cidr_projects_are_isolated: total {:?} (boot of both {t_booted:?})",
+        "dataplane_guests_same_cidr_projects_are_isolated: total {:?} (boot of all three {t_booted:?})",
         t_start.elapsed()
     );
     gc.finish().await;
