@@ -6,6 +6,12 @@
 //! private key, pings guest 2 from inside guest 1, and watches a security group rule
 //! removal cut that ping.
 //!
+//! Tests 2–4 share [`GuestCloud`]: security groups and anti-spoofing between two guests
+//! (spoofed IP and MAC, allowed address pairs), a router to an external flat network with
+//! SNAT and a floating IP seen from an "external host" namespace (hairpin included), and two
+//! projects with the same CIDR (one address used in both). The ignored
+//! `dataplane_guests_throughput_bench` is `bench/guest-throughput.sh`.
+//!
 //! Guards remove, even on panic: every QEMU mentioning the data directory, and every
 //! namespace of the test (killing what runs inside). Needs root, QEMU, the test image
 //! (STRATUS_TEST_IMAGE_DIR) and the host tools (`scripts/install-host-packages.sh`).
