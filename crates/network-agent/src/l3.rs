@@ -6,7 +6,9 @@
 //!   external subnet's gateway. Forwarding is enabled inside the namespace only.
 //! - NAT in one nftables table `ip stratus_nat`, replaced atomically: floating IPs are 1:1
 //!   DNAT (prerouting and output) + SNAT (postrouting, before the router's SNAT); tenant
-//!   subnets are SNATed to the gateway address when `enable_snat`.
+//!   subnets are SNATed to the gateway address when `enable_snat`. DNATed traffic that came
+//!   from inside (a guest reaching a floating IP: hairpin) is SNATed as well, to the sender's
+//!   floating IP or the gateway address, so its answer comes back through the router.
 //! - A floating IP address newly added sends a gratuitous ARP (`arping -U`) so upstream
 //!   neighbours learn the router's MAC at once.
 //! - IPv6: `qr-` devices carry the subnets' gateway addresses, the namespace forwards IPv6
@@ -93,6 +95,7 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
     let mut pre = String::new();
     let mut post = String::new();
     let mut new_fips = Vec::new();
+    let mut hairpin = String::new();
     if let Some(gw_id) = &r.gateway_port_id {
         let port = state.port(gw_id).with_context(|| format!("gateway port {gw_id} missing"))?;
         let mtu = state.network(&port.network_id).map_or(1500, |n| n.mtu);
@@ -106,12 +109,19 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
                 f.router_id.as_deref() == Some(r.id.as_str()) && f.fixed_ip_address.is_some() && f.port_id.is_some()
             })
             .collect();
+        // Hairpin (a guest reaching a floating IP from inside): the DNATed packet leaves
+        // through an interface again, and the answer would go straight back to the guest,
+        // bypassing the NAT; so, as Neutron's L3 agent does, DNATed traffic that did not come
+        // in from outside is SNATed too: to the sender's own floating IP, else to the
+        // gateway address.
+        let internal_dnat = format!("iifname != \"{dev}\" oifname != \"{dev}\" ct status dnat");
         for f in &fips {
             let fip: std::net::Ipv4Addr = f.floating_ip_address.parse()?;
             let fixed: std::net::Ipv4Addr = f.fixed_ip_address.as_deref().unwrap_or_default().parse()?;
             want.insert(format!("{fip}/32"));
             pre.push_str(&format!("    ip daddr {fip} dnat to {fixed}\n"));
             post.push_str(&format!("    ip saddr {fixed} oifname \"{dev}\" snat to {fip}\n"));
+            hairpin.push_str(&format!("    {internal_dnat} ip saddr {fixed} snat to {fip}\n"));
         }
         for a in converge_addrs(&ns, &dev, &want).await? {
             if a.ends_with("/32") {
@@ -124,8 +134,10 @@ async fn converge_one(host: &Ns, cfg: &AgentConfig, state: &DesiredState, r: &Ro
                 for src in &snat_sources {
                     post.push_str(&format!("    ip saddr {src} oifname \"{dev}\" snat to {gw_ip}\n"));
                 }
+                hairpin.push_str(&format!("    {internal_dnat} snat to {gw_ip}\n"));
             }
         }
+        post.push_str(&hairpin);
         // Default route via the external subnet's (IPv4) gateway.
         let v4_gw = port
             .fixed_ips

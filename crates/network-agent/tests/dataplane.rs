@@ -207,6 +207,8 @@ async fn router_snat_and_floating_ip() {
     agent.converge(&w.s).await.unwrap();
     let reach = ping_until_from(&outside, "203.0.113.20", Duration::from_secs(3)).expect("floating IP not reachable");
     println!("floating IP associate: reachable {:?} after converge start", t.elapsed().max(reach));
+    // Hairpin: the guest reaches its own floating IP from inside.
+    assert!(a.ping_until("203.0.113.20", Duration::from_secs(3)).is_some(), "no hairpin to the floating IP");
     // Disassociate: unreachable again.
     let f = &mut w.s.floating_ips[0];
     f.port_id = None;
