@@ -52,7 +52,18 @@ async fn main() {
     let n_servers: usize = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     println!("load average at start: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 
-    let cfg = stratus_compute::ComputeConfig { max_instances_per_host: 100_000, ..harness::test_config() };
+    let mut cfg = stratus_compute::ComputeConfig { max_instances_per_host: 100_000, ..harness::test_config() };
+    // Experiments: `STRATUS_BENCH_MAX_BUILDS=256` etc. (default: the service's defaults).
+    if let Some(n) = std::env::var("STRATUS_BENCH_MAX_BUILDS").ok().and_then(|v| v.parse().ok()) {
+        cfg.max_concurrent_builds = n;
+    }
+    if let Some(n) = std::env::var("STRATUS_BENCH_PLACEMENT_RESULTS").ok().and_then(|v| v.parse().ok()) {
+        cfg.max_placement_results = n;
+    }
+    println!(
+        "max_concurrent_builds {}, max_placement_results {}",
+        cfg.max_concurrent_builds, cfg.max_placement_results
+    );
     // --- 1. latency ---------------------------------------------------------------
     let mut c = Cloud::start_with(0, FakeDriverConfig::default(), cfg.clone()).await;
     let big =
