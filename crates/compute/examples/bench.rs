@@ -183,11 +183,13 @@ async fn main() {
                 c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/usages"), &pv).await;
             let (_, i) =
                 c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/inventories"), &pv).await;
-            let inv = &i["inventories"]["MEMORY_MB"];
-            let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap())
-                * inv["allocation_ratio"].as_f64().unwrap();
-            if u["usages"]["MEMORY_MB"].as_f64().unwrap_or(0.0) > cap {
-                over.push(id.to_string());
+            // Every class of every provider: usage within (total - reserved) × ratio.
+            for (rc, inv) in i["inventories"].as_object().unwrap() {
+                let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap())
+                    * inv["allocation_ratio"].as_f64().unwrap();
+                if u["usages"][rc].as_f64().unwrap_or(0.0) > cap {
+                    over.push(format!("{id}/{rc}"));
+                }
             }
         }
         let (_, u) = c.raw(axum::http::Method::GET, "/placement/usages?project_id=pA", &pv).await;

@@ -97,16 +97,29 @@ pub trait PlacementApi: Send + Sync + 'static {
 
 const PLACEMENT_VERSION: &str = "placement 1.39";
 
-/// Placement through its REST API, in-process.
+/// Placement through its REST API, in-process; candidates and new claims go through
+/// placement's typed in-process API when this process runs placement
+/// ([`stratus_placement::direct`]: the same answers without the JSON round trip).
 pub struct RestPlacement {
     client: InternalClient,
     ctx: RequestContext,
+    /// Use the typed API when offered.
+    direct: bool,
 }
 
 impl RestPlacement {
     /// Calls placement through `client` as the cloud itself.
     pub fn new(client: InternalClient) -> Self {
-        RestPlacement { client, ctx: RequestContext::internal_admin() }
+        RestPlacement { client, ctx: RequestContext::internal_admin(), direct: true }
+    }
+
+    /// Like [`RestPlacement::new`], always over REST (tests of the REST contract).
+    pub fn rest_only(client: InternalClient) -> Self {
+        RestPlacement { client, ctx: RequestContext::internal_admin(), direct: false }
+    }
+
+    fn direct(&self) -> Option<Arc<stratus_placement::direct::Direct>> {
+        self.direct.then(|| self.client.typed::<stratus_placement::direct::Direct>()).flatten()
     }
 
     async fn call(
@@ -229,6 +242,17 @@ impl PlacementApi for RestPlacement {
     }
 
     async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>, PlacementError> {
+        if let Some(d) = self.direct() {
+            let res: Vec<(String, i64)> = q.resources.iter().map(|(k, n)| (k.clone(), *n)).collect();
+            let found = d
+                .candidates(&res, &q.required, &q.member_of, q.limit)
+                .await
+                .map_err(|e| PlacementError(format!("allocation candidates failed: {e}")))?;
+            return Ok(found
+                .into_iter()
+                .map(|c| Candidate { provider: c.root, allocations: c.allocations, summary: c.summary })
+                .collect());
+        }
         let res: Vec<String> = q.resources.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}:{n}")).collect();
         let mut path = format!("/allocation_candidates?resources={}&limit={}", res.join(","), q.limit.max(1));
         if !q.required.is_empty() {
@@ -284,6 +308,12 @@ impl PlacementApi for RestPlacement {
         project: &str,
         user: &str,
     ) -> Result<bool, PlacementError> {
+        if let Some(d) = self.direct() {
+            return d
+                .claim_new(consumer, alloc, project, user, "INSTANCE")
+                .await
+                .map_err(|e| PlacementError(format!("claiming resources failed: {e}")));
+        }
         let body = json!({
             "allocations": alloc_body(alloc),
             "project_id": project,
