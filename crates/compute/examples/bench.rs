@@ -197,7 +197,14 @@ async fn main() {
     } else {
         (c.placement.overcommitted(), c.placement.consumers().len())
     };
-    println!("placement: {}", if real { "the real service (REST, in-process)" } else { "in-memory contract" });
+    println!(
+        "placement: {}",
+        if real {
+            "the real service, in-process (typed candidates and claims, REST otherwise)"
+        } else {
+            "in-memory contract"
+        }
+    );
     println!(
         "{total} concurrent boots on {nodes} nodes (capacity {capacity}): all accepted in {accepted:.2} s, settled in {settled:.2} s"
     );

@@ -523,7 +523,7 @@ impl Conductor {
             }
             match self.scheduler.select_and_claim(&inst).await {
                 Ok((host, node)) => {
-                    let az = match self.scheduler.cached_az(&host) {
+                    let az = match self.scheduler.cached_az(&node) {
                         Some(az) => az,
                         None => self.host_az(&host).await?,
                     };

@@ -232,11 +232,10 @@ impl Scheduler {
         }
     }
 
-    /// The availability zone of `host` as last read (None: not known here).
-    pub fn cached_az(&self, host: &str) -> Option<String> {
+    /// The availability zone of compute node `node` as last read (None: not known here).
+    pub fn cached_az(&self, node: &str) -> Option<String> {
         let cache = self.hosts.lock();
-        let c = cache.as_ref()?;
-        let n = c.nodes.values().find(|n| n.host == host)?;
+        let n = cache.as_ref()?.nodes.get(node)?;
         Some(n.az.clone().unwrap_or_else(|| self.cfg.default_availability_zone.clone()))
     }
 
