@@ -52,7 +52,18 @@ async fn main() {
     let n_servers: usize = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     println!("load average at start: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 
-    let cfg = stratus_compute::ComputeConfig { max_instances_per_host: 100_000, ..harness::test_config() };
+    let mut cfg = stratus_compute::ComputeConfig { max_instances_per_host: 100_000, ..harness::test_config() };
+    // Experiments: `STRATUS_BENCH_MAX_BUILDS=256` etc. (default: the service's defaults).
+    if let Some(n) = std::env::var("STRATUS_BENCH_MAX_BUILDS").ok().and_then(|v| v.parse().ok()) {
+        cfg.max_concurrent_builds = n;
+    }
+    if let Some(n) = std::env::var("STRATUS_BENCH_PLACEMENT_RESULTS").ok().and_then(|v| v.parse().ok()) {
+        cfg.max_placement_results = n;
+    }
+    println!(
+        "max_concurrent_builds {}, max_placement_results {}",
+        cfg.max_concurrent_builds, cfg.max_placement_results
+    );
     // --- 1. latency ---------------------------------------------------------------
     let mut c = Cloud::start_with(0, FakeDriverConfig::default(), cfg.clone()).await;
     let big =
@@ -172,11 +183,13 @@ async fn main() {
                 c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/usages"), &pv).await;
             let (_, i) =
                 c.raw(axum::http::Method::GET, &format!("/placement/resource_providers/{id}/inventories"), &pv).await;
-            let inv = &i["inventories"]["MEMORY_MB"];
-            let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap())
-                * inv["allocation_ratio"].as_f64().unwrap();
-            if u["usages"]["MEMORY_MB"].as_f64().unwrap_or(0.0) > cap {
-                over.push(id.to_string());
+            // Every class of every provider: usage within (total - reserved) × ratio.
+            for (rc, inv) in i["inventories"].as_object().unwrap() {
+                let cap = (inv["total"].as_f64().unwrap() - inv["reserved"].as_f64().unwrap())
+                    * inv["allocation_ratio"].as_f64().unwrap();
+                if u["usages"][rc].as_f64().unwrap_or(0.0) > cap {
+                    over.push(format!("{id}/{rc}"));
+                }
             }
         }
         let (_, u) = c.raw(axum::http::Method::GET, "/placement/usages?project_id=pA", &pv).await;
@@ -184,7 +197,14 @@ async fn main() {
     } else {
         (c.placement.overcommitted(), c.placement.consumers().len())
     };
-    println!("placement: {}", if real { "the real service (REST, in-process)" } else { "in-memory contract" });
+    println!(
+        "placement: {}",
+        if real {
+            "the real service, in-process (typed candidates and claims, REST otherwise)"
+        } else {
+            "in-memory contract"
+        }
+    );
     println!(
         "{total} concurrent boots on {nodes} nodes (capacity {capacity}): all accepted in {accepted:.2} s, settled in {settled:.2} s"
     );

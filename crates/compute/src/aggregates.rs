@@ -188,7 +188,9 @@ async fn sync_zones(db: &Db, hosts: &BTreeSet<String>) -> Result<()> {
         q.bind(zone).push_bind(" WHERE host = ", h);
         qs.push(q);
     }
-    exec(db, qs).await
+    exec(db, qs).await?;
+    crate::scheduler::services_changed();
+    Ok(())
 }
 
 /// Mirrors membership into placement on the host's resource provider.
@@ -253,13 +255,7 @@ async fn create(
                 if taken.is_some() {
                     return Err(ComputeError::Conflict(format!("Aggregate {name} already exists.")));
                 }
-                let id: i64 =
-                    Query::new("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) AS n FROM compute_aggregates")
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .map(|r| r.try_get("n"))
-                        .transpose()?
-                        .unwrap_or(1);
+                let id = crate::sequences::next_id(tx, "compute_aggregates").await?;
                 let mut q = Query::new("INSERT INTO compute_aggregates (id, uuid, name, created_at) VALUES (");
                 q.bind(id).push(", ").bind(&uuid).push(", ").bind(&name).push(", ").bind(&now).push(")");
                 q.execute(&mut **tx).await?;

@@ -56,6 +56,13 @@ pub struct Conductor {
 /// Most hosts stamped by one heartbeat statement.
 const HEARTBEAT_CHUNK: usize = 500;
 
+/// A server the API has just created, handed to its first build pass as written.
+struct NewBuild {
+    inst: Instance,
+    /// Its `create` action.
+    action_id: String,
+}
+
 /// Removes a uuid from [`Conductor::building`] when a build pass ends, however it ends.
 struct BuildPass<'a>(&'a Conductor, String);
 
@@ -260,6 +267,7 @@ impl Conductor {
                 })
             })
             .await?;
+        crate::scheduler::services_changed();
         let p = &self.backends.placement;
         p.ensure_provider(&node_id, &hv_hostname).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         p.set_inventories(&node_id, inv).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
@@ -451,8 +459,20 @@ impl Conductor {
 
     /// Runs the build saga of `uuid` in the background.
     pub fn spawn_build(self: Arc<Self>, uuid: String, request_id: String) {
+        self.spawn_build_pass(uuid, request_id, None);
+    }
+
+    /// Runs the build saga of a server the API has just created, starting from the row
+    /// it wrote (`inst`, with the id of its `create` action): nothing is read back and
+    /// nothing can be claimed yet, so the first pass skips the load and the release.
+    pub fn spawn_new_build(self: Arc<Self>, inst: Instance, request_id: String, action_id: String) {
+        let uuid = inst.uuid.clone();
+        self.spawn_build_pass(uuid, request_id, Some(NewBuild { inst, action_id }));
+    }
+
+    fn spawn_build_pass(self: Arc<Self>, uuid: String, request_id: String, new: Option<NewBuild>) {
         tokio::spawn(async move {
-            if let Err(e) = self.build(&uuid, &request_id).await {
+            if let Err(e) = self.build_pass(&uuid, &request_id, new).await {
                 tracing::error!(instance = %uuid, error = %e, "build step failed");
                 // A build that ends in ERROR holds nothing: no claim, no host.
                 let _ = self.backends.placement.release(&uuid).await;
@@ -497,6 +517,10 @@ impl Conductor {
 
     /// One pass of the build saga, from wherever the row says it is.
     pub async fn build(&self, uuid: &str, rid: &str) -> Result<()> {
+        self.build_pass(uuid, rid, None).await
+    }
+
+    async fn build_pass(&self, uuid: &str, rid: &str, new: Option<NewBuild>) -> Result<()> {
         if !self.building.lock().insert(uuid.to_string()) {
             return Ok(());
         }
@@ -504,22 +528,35 @@ impl Conductor {
         let _slot =
             self.build_slots.acquire().await.map_err(|_| ComputeError::Unavailable("conductor is stopping".into()))?;
         let db = &self.platform.db;
-        let Some(inst) = store::load(db, uuid).await? else {
-            // Deleted before we started: make sure nothing stays claimed.
-            let _ = self.backends.placement.release(uuid).await;
-            return Ok(());
+        let (mut inst, action_id) = match new {
+            // Just created: the row is what the API wrote. Were it deleted meanwhile,
+            // the conditional update below finds no row and the claim is given back.
+            Some(n) => (n.inst, Some(n.action_id)),
+            None => {
+                let Some(inst) = store::load(db, uuid).await? else {
+                    // Deleted before we started: make sure nothing stays claimed.
+                    let _ = self.backends.placement.release(uuid).await;
+                    return Ok(());
+                };
+                (inst, None)
+            }
         };
         if inst.vm_state != vm::BUILDING || inst.task_state.as_deref() == Some(task::DELETING) {
             return Ok(());
         }
-        let mut inst = inst;
         let mut spawn_event_started = false;
         if inst.host.is_none() {
-            // A claim made before a crash, whose host was never recorded, is dropped first.
-            self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+            // A claim made before a crash, whose host was never recorded, is dropped
+            // first (a server created a moment ago has none).
+            if action_id.is_none() {
+                self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+            }
             match self.scheduler.select_and_claim(&inst).await {
                 Ok((host, node)) => {
-                    let az = self.host_az(&host).await?;
+                    let az = match self.scheduler.cached_az(&node) {
+                        Some(az) => az,
+                        None => self.host_az(&host).await?,
+                    };
                     let req: RequestedNetworks =
                         serde_json::from_value(inst.requested_networks.clone()).unwrap_or(RequestedNetworks::Auto);
                     // Without ports to make, the build goes straight to spawning; host,
@@ -527,37 +564,38 @@ impl Conductor {
                     let next = if req == RequestedNetworks::None { task::SPAWNING } else { task::NETWORKING };
                     let u = Update::new()
                         .set("host", host.clone())
-                        .set("node", node)
-                        .set("availability_zone", az)
+                        .set("node", node.clone())
+                        .set("availability_zone", az.clone())
                         .set("task_state", next)
                         .expect_task(Some(task::SCHEDULING))
                         .expect_host(None);
-                    let (u2, uuid2, rid2, host2) = (u.clone(), uuid.to_string(), rid.to_string(), host.clone());
+                    let (u2, uuid2, rid2, host2, aid2) =
+                        (u.clone(), uuid.to_string(), rid.to_string(), host.clone(), action_id.clone());
                     let ok = db
                         .transaction(|tx| {
-                            let (u, uuid, rid, host) = (u2.clone(), uuid2.clone(), rid2.clone(), host2.clone());
+                            let (u, uuid, rid, host, aid) =
+                                (u2.clone(), uuid2.clone(), rid2.clone(), host2.clone(), aid2.clone());
                             Box::pin(async move {
                                 if !u.apply_tx(tx, &uuid).await? {
                                     return Ok(false);
                                 }
-                                events::finish_event_tx(
-                                    tx,
-                                    &uuid,
-                                    &rid,
-                                    "conductor_schedule_and_build_instances",
-                                    None,
-                                    false,
-                                )
-                                .await?;
-                                if next == task::SPAWNING {
-                                    events::start_event_tx(
-                                        tx,
-                                        &uuid,
-                                        &rid,
-                                        "compute_build_and_run_instance",
-                                        Some(&host),
-                                    )
-                                    .await?;
+                                const SCHEDULE: &str = "conductor_schedule_and_build_instances";
+                                const SPAWN: &str = "compute_build_and_run_instance";
+                                match &aid {
+                                    // A new build's events do not exist yet: written
+                                    // straight to its action, no lookups.
+                                    Some(aid) => {
+                                        events::insert_event_tx(tx, aid, SCHEDULE, None, Some(None)).await?;
+                                        if next == task::SPAWNING {
+                                            events::insert_event_tx(tx, aid, SPAWN, Some(&host), None).await?;
+                                        }
+                                    }
+                                    None => {
+                                        events::finish_event_tx(tx, &uuid, &rid, SCHEDULE, None, false).await?;
+                                        if next == task::SPAWNING {
+                                            events::start_event_tx(tx, &uuid, &rid, SPAWN, Some(&host)).await?;
+                                        }
+                                    }
                                 }
                                 Ok::<_, ComputeError>(true)
                             })
@@ -569,6 +607,11 @@ impl Conductor {
                         return Ok(());
                     }
                     spawn_event_started = next == task::SPAWNING;
+                    // The row now says what we just wrote; no need to read it back.
+                    inst.host = Some(host);
+                    inst.node = Some(node);
+                    inst.availability_zone = Some(az);
+                    inst.task_state = Some(next.to_string());
                 }
                 Err(nvh) => {
                     tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
@@ -586,7 +629,6 @@ impl Conductor {
                     return Ok(());
                 }
             }
-            inst = store::must_load(db, uuid).await?;
         }
         let host = inst.host.clone().unwrap_or_default();
         if inst.task_state.as_deref() == Some(task::NETWORKING) {
@@ -742,14 +784,9 @@ impl Conductor {
             return self.move_result(host, uuid, rid, op, error, power).await;
         }
         match op {
-            "spawn" => {
-                let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
-                if inst.host.as_deref() != Some(host) || inst.task_state.as_deref() != Some(task::SPAWNING) {
-                    return Ok(());
-                }
-                if let Some(err) = error {
-                    return self.clone_reschedule(&inst, rid, err).await;
-                }
+            // The common case, one transaction and no read: the update only applies to
+            // a server still spawning on this host.
+            "spawn" if error.is_none() => {
                 let u = Update::new()
                     .set("vm_state", vm::ACTIVE)
                     .set("task_state", Option::<String>::None)
@@ -763,13 +800,20 @@ impl Conductor {
                     let (u, uuid, rid, ev) = (u.clone(), uuid2.clone(), rid2.clone(), ev2.clone());
                     Box::pin(async move {
                         if u.apply_tx(tx, &uuid).await? {
-                            events::finish_event_tx(tx, &uuid, &rid, &ev, None, true).await?;
+                            events::finish_open_event_tx(tx, &uuid, &rid, &ev, true).await?;
                         }
                         Ok::<_, ComputeError>(())
                     })
                 })
                 .await?;
                 Ok(())
+            }
+            "spawn" => {
+                let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
+                if inst.host.as_deref() != Some(host) || inst.task_state.as_deref() != Some(task::SPAWNING) {
+                    return Ok(());
+                }
+                self.clone_reschedule(&inst, rid, error.unwrap_or("spawn failed")).await
             }
             "destroy" => {
                 if let Some(err) = error {

@@ -123,15 +123,18 @@ async fn services_list(
     Ok(Json(json!({"services": list})))
 }
 
+/// Writes a service change (and tells the scheduler, whose host cache holds services).
 async fn exec(st: &AppState, q: Query) -> Result<u64> {
-    Ok(st
+    let n = st
         .platform
         .db
         .transaction(|tx| {
             let q = q.clone();
             Box::pin(async move { q.execute(&mut **tx).await })
         })
-        .await?)
+        .await?;
+    crate::scheduler::services_changed();
+    Ok(n)
 }
 
 async fn service_update(

@@ -25,6 +25,7 @@ pub mod migrations;
 pub mod placement;
 pub mod policy;
 pub mod scheduler;
+mod sequences;
 mod server_groups;
 mod servers;
 pub mod state;
@@ -58,6 +59,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "moves_aggregates_groups",
         sql: include_str!("../migrations/0003_moves_aggregates_groups.sql"),
     },
+    Migration { version: 4, name: "id_sequences", sql: include_str!("../migrations/0004_id_sequences.sql") },
 ];
 
 /// `[compute]` configuration.

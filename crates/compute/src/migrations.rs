@@ -106,12 +106,7 @@ impl Migration {
 
 /// Inserts `m` (its integer `id` is assigned here, inside the caller's transaction).
 pub async fn insert(tx: &mut Tx, m: &Migration) -> Result<i64> {
-    let id: i64 = Query::new("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) AS n FROM compute_migrations")
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get("n"))
-        .transpose()?
-        .unwrap_or(1);
+    let id = crate::sequences::next_id(tx, "compute_migrations").await?;
     let mut q = Query::new(
         "INSERT INTO compute_migrations (id, uuid, instance_uuid, migration_type, status, source_compute, source_node, \
          dest_compute, dest_node, dest_host, old_flavor_id, new_flavor_id, old_flavor_json, new_flavor_json, old_vm_state, \

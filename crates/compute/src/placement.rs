@@ -97,16 +97,29 @@ pub trait PlacementApi: Send + Sync + 'static {
 
 const PLACEMENT_VERSION: &str = "placement 1.39";
 
-/// Placement through its REST API, in-process.
+/// Placement through its REST API, in-process; candidates and new claims go through
+/// placement's typed in-process API when this process runs placement
+/// ([`stratus_placement::direct`]: the same answers without the JSON round trip).
 pub struct RestPlacement {
     client: InternalClient,
     ctx: RequestContext,
+    /// Use the typed API when offered.
+    direct: bool,
 }
 
 impl RestPlacement {
     /// Calls placement through `client` as the cloud itself.
     pub fn new(client: InternalClient) -> Self {
-        RestPlacement { client, ctx: RequestContext::internal_admin() }
+        RestPlacement { client, ctx: RequestContext::internal_admin(), direct: true }
+    }
+
+    /// Like [`RestPlacement::new`], always over REST (tests of the REST contract).
+    pub fn rest_only(client: InternalClient) -> Self {
+        RestPlacement { client, ctx: RequestContext::internal_admin(), direct: false }
+    }
+
+    fn direct(&self) -> Option<Arc<stratus_placement::direct::Direct>> {
+        self.direct.then(|| self.client.typed::<stratus_placement::direct::Direct>()).flatten()
     }
 
     async fn call(
@@ -127,6 +140,43 @@ impl RestPlacement {
             .await
             .map_err(|e| PlacementError(e.message))?;
         Ok((r.status, r.body))
+    }
+}
+
+/// `GET /allocation_candidates` as the scheduler reads it, decoded straight from the
+/// bytes: building a `serde_json::Value` tree of up to `max_placement_results`
+/// candidates, then copying it into [`Candidate`]s, was most of a boot's JSON cost.
+mod wire {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Body {
+        pub allocation_requests: Vec<Request>,
+        pub provider_summaries: HashMap<String, Summary>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Request {
+        pub allocations: BTreeMap<String, Resources>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Resources {
+        pub resources: BTreeMap<String, i64>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Summary {
+        pub resources: BTreeMap<String, Usage>,
+        pub root_provider_uuid: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Usage {
+        pub capacity: i64,
+        pub used: i64,
     }
 }
 
@@ -192,6 +242,17 @@ impl PlacementApi for RestPlacement {
     }
 
     async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>, PlacementError> {
+        if let Some(d) = self.direct() {
+            let res: Vec<(String, i64)> = q.resources.iter().map(|(k, n)| (k.clone(), *n)).collect();
+            let found = d
+                .candidates(&res, &q.required, &q.member_of, q.limit)
+                .await
+                .map_err(|e| PlacementError(format!("allocation candidates failed: {e}")))?;
+            return Ok(found
+                .into_iter()
+                .map(|c| Candidate { provider: c.root, allocations: c.allocations, summary: c.summary })
+                .collect());
+        }
         let res: Vec<String> = q.resources.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}:{n}")).collect();
         let mut path = format!("/allocation_candidates?resources={}&limit={}", res.join(","), q.limit.max(1));
         if !q.required.is_empty() {
@@ -200,24 +261,41 @@ impl PlacementApi for RestPlacement {
         if !q.member_of.is_empty() {
             path.push_str(&format!("&member_of=in:{}", q.member_of.join(",")));
         }
-        let (s, b) = self.call(Method::GET, &path, None).await?;
-        if !s.is_success() {
-            return Err(err("allocation candidates", s, &b));
+        let req = axum::http::Request::builder()
+            .method(Method::GET)
+            .uri(format!("/placement{path}"))
+            .header("OpenStack-API-Version", PLACEMENT_VERSION)
+            .body(axum::body::Body::empty())
+            .map_err(|e| PlacementError(e.to_string()))?;
+        let resp = self.client.call_streaming(&self.ctx, req).await.map_err(|e| PlacementError(e.message))?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 256 * 1024 * 1024)
+            .await
+            .map_err(|e| PlacementError(format!("allocation candidates: {e}")))?;
+        if !status.is_success() {
+            return Err(err("allocation candidates", status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
         }
-        let summaries = &b["provider_summaries"];
-        let mut out = Vec::new();
-        for ar in b["allocation_requests"].as_array().into_iter().flatten() {
-            let allocations = parse_allocations(&ar["allocations"]);
+        let b: wire::Body = serde_json::from_slice(&bytes)
+            .map_err(|e| PlacementError(format!("allocation candidates: unexpected answer: {e}")))?;
+        let mut summaries = b.provider_summaries;
+        let mut taken: HashMap<String, BTreeMap<String, (i64, i64)>> = HashMap::new();
+        let mut out = Vec::with_capacity(b.allocation_requests.len());
+        for ar in b.allocation_requests {
+            let allocations: Allocations = ar.allocations.into_iter().map(|(rp, r)| (rp, r.resources)).collect();
             // The compute node is the root of the tree; with one provider per node it is
             // the only one.
-            let Some(first) = allocations.keys().next().cloned() else { continue };
-            let root = summaries[&first]["root_provider_uuid"].as_str().unwrap_or(&first).to_string();
-            let mut summary = BTreeMap::new();
-            if let Some(m) = summaries[&root]["resources"].as_object() {
-                for (rc, v) in m {
-                    summary.insert(rc.clone(), (v["capacity"].as_i64().unwrap_or(0), v["used"].as_i64().unwrap_or(0)));
+            let Some(first) = allocations.keys().next() else { continue };
+            let root = summaries.get(first).and_then(|s| s.root_provider_uuid.clone()).unwrap_or_else(|| first.clone());
+            // Usually one candidate per root: its summary is moved, not copied.
+            let summary = match summaries.remove(&root) {
+                Some(s) => {
+                    let m: BTreeMap<String, (i64, i64)> =
+                        s.resources.into_iter().map(|(rc, u)| (rc, (u.capacity, u.used))).collect();
+                    taken.insert(root.clone(), m.clone());
+                    m
                 }
-            }
+                None => taken.get(&root).cloned().unwrap_or_default(),
+            };
             out.push(Candidate { provider: root, allocations, summary });
         }
         Ok(out)
@@ -230,6 +308,12 @@ impl PlacementApi for RestPlacement {
         project: &str,
         user: &str,
     ) -> Result<bool, PlacementError> {
+        if let Some(d) = self.direct() {
+            return d
+                .claim_new(consumer, alloc, project, user, "INSTANCE")
+                .await
+                .map_err(|e| PlacementError(format!("claiming resources failed: {e}")));
+        }
         let body = json!({
             "allocations": alloc_body(alloc),
             "project_id": project,

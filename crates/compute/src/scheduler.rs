@@ -63,7 +63,7 @@ pub struct Scheduler {
     platform: Platform,
     cfg: ComputeConfig,
     placement: Arc<dyn PlacementApi>,
-    hosts: tokio::sync::Mutex<Option<HostCache>>,
+    hosts: Mutex<Option<HostCache>>,
     /// Resources of claims this scheduler is making right now, per node: concurrent
     /// boots weigh hosts with each other's pending claims counted, so a burst spreads
     /// over hosts instead of all racing for the one with the most free RAM.
@@ -89,12 +89,31 @@ struct HostCache {
     read_at: std::time::Instant,
     /// `MAX(updated_at)` and `COUNT(*)` of services when read.
     stamp: (Option<String>, i64),
+    /// When the stamp was last compared with the database's.
+    stamp_checked_at: std::time::Instant,
+    /// [`SERVICES_CHANGED`] when read.
+    generation: u64,
     nodes: Arc<HashMap<String, NodeRow>>,
     /// Instances per host when read, plus the ones this scheduler placed since.
     counts: HashMap<String, i64>,
 }
 
 const HOST_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often the services stamp is compared with the database: a change made through
+/// this process is seen at once (see [`services_changed`]); one made by another
+/// controller sharing the database, within this delay. Checking it on every boot was
+/// one query per boot.
+const STAMP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Bumped by every change of a compute service or node made in this process.
+static SERVICES_CHANGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Says that services or nodes changed (enabled, disabled, forced down, deleted,
+/// registered, moved between zones): the next boot re-reads them.
+pub fn services_changed() {
+    SERVICES_CHANGED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// Removes a pending claim from [`Scheduler::inflight`] however the claim ends.
 struct Inflight<'a> {
@@ -140,20 +159,37 @@ impl Scheduler {
         Scheduler { platform, cfg, placement, hosts: Default::default(), inflight: Default::default() }
     }
 
-    /// Nodes and instance counts, from the cache when it is still valid.
-    async fn host_cache(&self) -> Result<(Arc<HashMap<String, NodeRow>>, HashMap<String, i64>), stratus_db::DbError> {
-        let db = self.platform.db.reader();
-        let r =
-            Query::new("SELECT MAX(updated_at) AS m, COUNT(*) AS n FROM compute_services").fetch_optional(db).await?;
-        let stamp = r
-            .map(|r| (r.try_get::<Option<String>, _>("m").unwrap_or(None), r.try_get::<i64, _>("n").unwrap_or(0)))
-            .unwrap_or_default();
-        let mut cache = self.hosts.lock().await;
-        if let Some(c) = cache.as_ref() {
-            if c.stamp == stamp && c.read_at.elapsed() < HOST_CACHE_TTL {
-                return Ok((c.nodes.clone(), c.counts.clone()));
+    /// Reads the services stamp.
+    async fn read_stamp(&self) -> Result<(Option<String>, i64), stratus_db::DbError> {
+        let r = Query::new("SELECT MAX(updated_at) AS m, COUNT(*) AS n FROM compute_services")
+            .fetch_optional(self.platform.db.reader())
+            .await?;
+        Ok(r.map(|r| (r.try_get::<Option<String>, _>("m").unwrap_or(None), r.try_get::<i64, _>("n").unwrap_or(0)))
+            .unwrap_or_default())
+    }
+
+    /// Makes sure the cache holds nodes and counts that are still valid.
+    async fn refresh_hosts(&self) -> Result<(), stratus_db::DbError> {
+        let generation = SERVICES_CHANGED.load(std::sync::atomic::Ordering::SeqCst);
+        let stamp_to_check = {
+            let mut cache = self.hosts.lock();
+            match cache.as_mut() {
+                Some(c) if c.generation == generation && c.read_at.elapsed() < HOST_CACHE_TTL => {
+                    if c.stamp_checked_at.elapsed() < STAMP_CHECK_EVERY {
+                        return Ok(());
+                    }
+                    // One caller checks; the others go on with the cache meanwhile.
+                    c.stamp_checked_at = std::time::Instant::now();
+                    Some(c.stamp.clone())
+                }
+                _ => None,
             }
+        };
+        let stamp = self.read_stamp().await?;
+        if stamp_to_check.as_ref() == Some(&stamp) {
+            return Ok(());
         }
+        let db = self.platform.db.reader();
         let rows = Query::new(
             "SELECT n.id, n.host, n.hypervisor_type, s.disabled, s.forced_down, s.last_seen_up, s.availability_zone \
              FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id",
@@ -183,47 +219,56 @@ impl Scheduler {
         {
             counts.insert(r.try_get("host").unwrap_or_default(), r.try_get("n").unwrap_or(0));
         }
-        let c = HostCache { read_at: std::time::Instant::now(), stamp, nodes: Arc::new(nodes), counts };
-        let out = (c.nodes.clone(), c.counts.clone());
-        *cache = Some(c);
-        Ok(out)
+        let now = std::time::Instant::now();
+        *self.hosts.lock() =
+            Some(HostCache { read_at: now, stamp, stamp_checked_at: now, generation, nodes: Arc::new(nodes), counts });
+        Ok(())
     }
 
     /// Counts a server this scheduler just placed on `host` until the next cache read.
-    async fn placed_on(&self, host: &str) {
-        if let Some(c) = self.hosts.lock().await.as_mut() {
+    fn placed_on(&self, host: &str) {
+        if let Some(c) = self.hosts.lock().as_mut() {
             *c.counts.entry(host.to_string()).or_default() += 1;
         }
     }
 
+    /// The availability zone of compute node `node` as last read (None: not known here).
+    pub fn cached_az(&self, node: &str) -> Option<String> {
+        let cache = self.hosts.lock();
+        let n = cache.as_ref()?.nodes.get(node)?;
+        Some(n.az.clone().unwrap_or_else(|| self.cfg.default_availability_zone.clone()))
+    }
+
     async fn host_states(&self, cands: Vec<Candidate>) -> Result<Vec<HostState>, NoValidHost> {
-        let (nodes, counts) = self.host_cache().await.map_err(|e| NoValidHost {
+        self.refresh_hosts().await.map_err(|e| NoValidHost {
             reason: "The scheduler could not read host records.".into(),
             details: e.to_string(),
         })?;
         let horizon = chrono_horizon(self.cfg.service_down_time_secs);
-        let inflight = self.inflight.lock().clone();
+        let inflight = self.inflight.lock();
+        let cache = self.hosts.lock();
+        let Some(c) = cache.as_ref() else { return Ok(vec![]) };
         Ok(cands
             .into_iter()
-            .filter_map(|mut c| {
-                let n = nodes.get(&c.provider)?;
+            .filter_map(|mut cand| {
+                let n = c.nodes.get(&cand.provider)?;
                 // Claims other boots are making on this node count as used.
-                if let Some(pending) = inflight.get(&c.provider) {
+                if let Some(pending) = inflight.get(&cand.provider) {
                     for (rc, amt) in pending {
-                        if let Some((_, used)) = c.summary.get_mut(rc) {
+                        if let Some((_, used)) = cand.summary.get_mut(rc) {
                             *used += amt;
                         }
                     }
                 }
                 Some(HostState {
-                    node: c.provider.clone(),
+                    node: cand.provider.clone(),
                     host: n.host.clone(),
                     az: n.az.clone().unwrap_or_else(|| self.cfg.default_availability_zone.clone()),
                     disabled: n.disabled,
                     up: !n.forced_down && n.last_seen_up.as_ref().is_some_and(|l| *l >= horizon),
                     hypervisor_type: n.hypervisor_type.clone(),
-                    num_instances: counts.get(&n.host).copied().unwrap_or(0),
-                    candidate: c,
+                    num_instances: c.counts.get(&n.host).copied().unwrap_or(0),
+                    candidate: cand,
                 })
             })
             .collect())
@@ -363,7 +408,7 @@ impl Scheduler {
                 match self.placement.claim(&inst.uuid, &h.candidate.allocations, &inst.project_id, &inst.user_id).await
                 {
                     Ok(true) => {
-                        self.placed_on(&h.host).await;
+                        self.placed_on(&h.host);
                         return Ok((h.host.clone(), h.node.clone()));
                     }
                     Ok(false) => continue,
@@ -381,28 +426,28 @@ impl Scheduler {
         })
     }
 
-    fn weigh(&self, hosts: &mut [HostState]) {
+    fn weigh(&self, hosts: &mut Vec<HostState>) {
         let metrics: [(&str, f64); 3] = [
             ("MEMORY_MB", self.cfg.ram_weight_multiplier),
             ("VCPU", self.cfg.cpu_weight_multiplier),
             ("DISK_GB", self.cfg.disk_weight_multiplier),
         ];
-        let mut score: BTreeMap<String, f64> = BTreeMap::new();
+        let mut score = vec![0.0f64; hosts.len()];
         for (rc, mult) in metrics {
             if mult == 0.0 {
                 continue;
             }
             let vals: Vec<f64> = hosts.iter().map(|h| h.free(rc)).collect();
             let (min, max) = vals.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-            for (h, v) in hosts.iter().zip(vals) {
-                let norm = if max > min { (v - min) / (max - min) } else { 0.0 };
-                *score.entry(h.node.clone()).or_default() += mult * norm;
+            for (s, v) in score.iter_mut().zip(vals) {
+                *s += if max > min { mult * (v - min) / (max - min) } else { 0.0 };
             }
         }
-        hosts.sort_by(|a, b| {
-            let (sa, sb) = (score.get(&a.node).copied().unwrap_or(0.0), score.get(&b.node).copied().unwrap_or(0.0));
-            sb.partial_cmp(&sa).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.host.cmp(&b.host))
+        let mut ranked: Vec<(f64, HostState)> = score.into_iter().zip(hosts.drain(..)).collect();
+        ranked.sort_by(|(sa, a), (sb, b)| {
+            sb.partial_cmp(sa).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.host.cmp(&b.host))
         });
+        hosts.extend(ranked.into_iter().map(|(_, h)| h));
     }
 }
 

@@ -283,13 +283,23 @@ pub async fn count(db: &Db, project: &str) -> Result<i64> {
 }
 
 /// The `group` hint of a server create: the group must exist and be visible, and
-/// `adding` more members must fit `server_group_members`. Returns the group uuid.
+/// The group a boot asked for, with its project's `server_group_members` limit.
+#[derive(Debug, Clone)]
+pub struct GroupHint {
+    /// Group uuid.
+    pub uuid: String,
+    /// Most live members (-1: unlimited).
+    pub limit: i64,
+}
+
+/// `adding` more members must fit `server_group_members` (an early answer; the
+/// binding check is [`add_members_tx`], in the transaction that creates the servers).
 pub async fn check_hint(
     st: &AppState,
     ctx: &RequestContext,
     hints: &Value,
     adding: i64,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<GroupHint>, ApiError> {
     let id = match &hints["group"] {
         Value::Null => return Ok(None),
         Value::String(s) => s.clone(),
@@ -311,7 +321,7 @@ pub async fn check_hint(
         }
         .into());
     }
-    Ok(Some(g.uuid))
+    Ok(Some(GroupHint { uuid: g.uuid, limit }))
 }
 
 /// The groups a server is in (the server view's `server_groups`, 2.71+).
@@ -323,21 +333,39 @@ pub async fn of_instance(db: &Db, uuid: &str) -> Result<Vec<String>> {
     rows.iter().map(|r| Ok(r.try_get("group_uuid")?)).collect()
 }
 
-/// Records new members of a group.
-pub async fn add_members(db: &Db, group: &str, uuids: &[String]) -> Result<()> {
-    let (g, us) = (group.to_string(), uuids.to_vec());
-    db.transaction(|tx| {
-        let (g, us) = (g.clone(), us.clone());
-        Box::pin(async move {
-            for u in us {
-                let mut q = Query::new("INSERT INTO compute_server_group_members (group_uuid, instance_uuid) VALUES (");
-                q.bind(&g).push(", ").bind(&u).push(") ON CONFLICT DO NOTHING");
-                q.execute(&mut **tx).await?;
-            }
-            Ok::<_, ComputeError>(())
-        })
-    })
-    .await
+/// Records new members of a group inside the transaction that creates them, after
+/// counting the live members in that same transaction: concurrent boots into one group
+/// cannot together exceed `server_group_members` (on SQLite the single writer orders
+/// them; on PostgreSQL SERIALIZABLE makes the later one retry and see the others).
+pub async fn add_members_tx(tx: &mut stratus_db::Tx, g: &GroupHint, uuids: &[String]) -> Result<()> {
+    if g.limit >= 0 {
+        let used: i64 = Query::new(
+            "SELECT COUNT(*) AS n FROM compute_server_group_members m \
+             JOIN compute_instances i ON i.uuid = m.instance_uuid WHERE i.deleted = ",
+        )
+        .bind(false)
+        .push_bind(" AND m.group_uuid = ", &g.uuid)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get("n"))
+        .transpose()?
+        .unwrap_or(0);
+        let adding = uuids.len() as i64;
+        if used + adding > g.limit {
+            return Err(ComputeError::QuotaExceeded {
+                resource: "server_group_members".into(),
+                requested: adding,
+                used,
+                allowed: g.limit,
+            });
+        }
+    }
+    for u in uuids {
+        let mut q = Query::new("INSERT INTO compute_server_group_members (group_uuid, instance_uuid) VALUES (");
+        q.bind(&g.uuid).push(", ").bind(u).push(") ON CONFLICT DO NOTHING");
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// A soft weigher: higher is better.
@@ -366,6 +394,11 @@ pub(crate) struct GroupScheduling {
 /// member writes before the group lock is released.
 pub(crate) async fn scheduling(db: &Db, placement: &dyn PlacementApi, inst: &Instance) -> Result<GroupScheduling> {
     let none = || GroupScheduling { filters: vec![], weigher: None, guard: None };
+    // Servers join groups only through the `group` hint at boot, which the row keeps:
+    // without it there is nothing to read (one query less per boot).
+    if inst.scheduler_hints.get("group").is_none_or(Value::is_null) {
+        return Ok(none());
+    }
     let r = Query::new("SELECT group_uuid FROM compute_server_group_members WHERE instance_uuid = ")
         .bind(&inst.uuid)
         .fetch_optional(db.reader())

@@ -405,6 +405,18 @@ async fn reconciliation_destroys_orphans_and_syncs_power_state() {
 #[tokio::test]
 async fn boots_claim_in_the_real_placement_service() {
     let c = Cloud::start_with_placement(2, FakeDriverConfig::default(), harness::test_config()).await;
+    boots_claim_in(c).await;
+}
+
+/// The same with candidates and claims over placement's REST API (what a placement in
+/// another process gets) instead of its typed in-process API.
+#[tokio::test]
+async fn boots_claim_in_the_real_placement_service_over_rest() {
+    let c = Cloud::start_with_placement_rest(2, FakeDriverConfig::default(), harness::test_config()).await;
+    boots_claim_in(c).await;
+}
+
+async fn boots_claim_in(c: Cloud) {
     let pv = [("OpenStack-API-Version", "placement 1.39")];
     let (s, rps) = c.raw(Method::GET, "/placement/resource_providers", &pv).await;
     assert_eq!(s, StatusCode::OK, "{rps}");

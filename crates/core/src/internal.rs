@@ -6,6 +6,8 @@
 //! [`RequestContext`] in the request's extensions, which only server-side code can set, so
 //! the auth layer trusts it without a token.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
@@ -25,6 +27,8 @@ pub struct InternalCaller(pub RequestContext);
 #[derive(Clone, Default)]
 pub struct InternalClient {
     router: Arc<OnceLock<Router>>,
+    /// Typed in-process APIs services offer beside their REST API, by type.
+    typed: Arc<std::sync::RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
 }
 
 /// A response of an internal call.
@@ -40,6 +44,21 @@ impl InternalClient {
     /// Installs the router; later calls are dispatched into it.
     pub fn install(&self, router: Router) {
         let _ = self.router.set(router);
+    }
+
+    /// Offers a typed in-process API (a service's hot paths without JSON), found by
+    /// callers in this process with [`InternalClient::typed`]; replaces an earlier one
+    /// of the same type. Callers keep the REST API as the contract and fall back to it.
+    pub fn provide<T: Any + Send + Sync>(&self, api: Arc<T>) {
+        if let Ok(mut m) = self.typed.write() {
+            m.insert(TypeId::of::<T>(), api);
+        }
+    }
+
+    /// The typed API of type `T`, when a service in this process offers one.
+    pub fn typed<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let m = self.typed.read().ok()?;
+        m.get(&TypeId::of::<T>()).cloned().and_then(|a| a.downcast::<T>().ok())
     }
 
     /// Dispatches `req` as `ctx` and returns the response with its body still streaming:

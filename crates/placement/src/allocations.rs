@@ -407,6 +407,15 @@ pub async fn claim(st: &AppState, writes: Vec<ConsumerWrite>) -> Result<()> {
     Ok(())
 }
 
+/// Claims for a consumer `w` creates: group-committed with the others when it can be.
+pub(crate) async fn claim_new_consumer(st: &Arc<AppState>, w: ConsumerWrite) -> Result<()> {
+    if batch::batchable(&w) {
+        batch::submit(st, w).await
+    } else {
+        claim(st, vec![w]).await
+    }
+}
+
 /// `PUT /allocations/{consumer}`.
 async fn put_one(
     State(st): State<Arc<AppState>>,
@@ -418,11 +427,7 @@ async fn put_one(
     authorize(&st, &ctx, "placement:allocations:update")?;
     let consumer = parse_uuid(&consumer, "consumer uuid")?;
     let w = parse_consumer(&consumer, &body, v)?;
-    if batch::batchable(&w) {
-        batch::submit(&st, w).await?;
-    } else {
-        claim(&st, vec![w]).await?;
-    }
+    claim_new_consumer(&st, w).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 mod common;
+pub mod direct;
 pub mod error;
 pub mod index;
 pub mod policy;
@@ -97,6 +98,9 @@ impl PlacementService {
         });
         store::reload_all(&state).await?;
         tracing::info!(providers = state.index.read().len(), "placement read model loaded");
+        // Compute's scheduler in this process asks for candidates and claims through the
+        // typed API instead of JSON (same answers; see `direct`).
+        platform.internal.provide(Arc::new(direct::Direct::new(state.clone())));
         if config.index_resync_seconds > 0 {
             let weak = Arc::downgrade(&state);
             let every = std::time::Duration::from_secs(config.index_resync_seconds);

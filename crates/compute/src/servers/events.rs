@@ -25,9 +25,22 @@ pub async fn start_action(
     user_id: &str,
     project_id: &str,
 ) -> Result<()> {
+    start_action_id(tx, uuid, action, request_id, user_id, project_id).await.map(|_| ())
+}
+
+/// [`start_action`], returning the new action's id.
+pub async fn start_action_id(
+    tx: &mut Tx,
+    uuid: &str,
+    action: &str,
+    request_id: &str,
+    user_id: &str,
+    project_id: &str,
+) -> Result<String> {
     let now = stratus_core::time::now();
+    let id = uuid::Uuid::new_v4().to_string();
     let mut q = Query::new("INSERT INTO compute_instance_actions (id, instance_uuid, action, request_id, user_id, project_id, start_time, updated_at) VALUES (");
-    q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(uuid).push(", ").bind(action).push(", ");
+    q.bind(&id).push(", ").bind(uuid).push(", ").bind(action).push(", ");
     q.bind(request_id)
         .push(", ")
         .bind(user_id)
@@ -39,6 +52,72 @@ pub async fn start_action(
         .bind(&now)
         .push(")");
     q.execute(&mut **tx).await?;
+    Ok(id)
+}
+
+/// Inserts an event of a known action (one that cannot exist yet): started, or with
+/// `finished` = `Some(error)` already finished. The build saga's hot path, which
+/// knows the action it created and skips [`start_event_tx`]'s lookups.
+pub async fn insert_event_tx(
+    tx: &mut Tx,
+    action_id: &str,
+    event: &str,
+    host: Option<&str>,
+    finished: Option<Option<&str>>,
+) -> Result<()> {
+    let now = stratus_core::time::now();
+    let mut q = Query::new(
+        "INSERT INTO compute_instance_action_events (id, action_id, event, start_time, finish_time, result, details, host) VALUES (",
+    );
+    q.bind(uuid::Uuid::new_v4().to_string()).push(", ").bind(action_id).push(", ").bind(event).push(", ").bind(&now);
+    match finished {
+        Some(err) => {
+            let result = if err.is_some() { "Error" } else { "Success" };
+            q.push(", ").bind(&now).push(", ").bind(result).push(", ").bind(err.map(str::to_string));
+        }
+        None => {
+            q.push(", NULL, NULL, NULL");
+        }
+    }
+    q.push(", ").bind(host.map(str::to_string)).push(")");
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Finishes the open `event` of the action `request_id` successfully (and the action,
+/// when `finish_action`), addressing the action by (instance, request id) inside each
+/// statement instead of looking it up first; falls back to [`finish_event_tx`] when the
+/// event was never started.
+pub async fn finish_open_event_tx(
+    tx: &mut Tx,
+    uuid: &str,
+    request_id: &str,
+    event: &str,
+    finish_action: bool,
+) -> Result<()> {
+    let now = stratus_core::time::now();
+    let n = Query::new("UPDATE compute_instance_action_events SET finish_time = ")
+        .bind(&now)
+        .push_bind(", result = ", "Success")
+        .push(" WHERE action_id IN (SELECT id FROM compute_instance_actions WHERE instance_uuid = ")
+        .bind(uuid)
+        .push_bind(" AND request_id = ", request_id)
+        .push_bind(") AND event = ", event)
+        .push(" AND finish_time IS NULL")
+        .execute(&mut **tx)
+        .await?;
+    if n == 0 {
+        return finish_event_tx(tx, uuid, request_id, event, None, finish_action).await;
+    }
+    if finish_action {
+        Query::new("UPDATE compute_instance_actions SET finish_time = ")
+            .bind(&now)
+            .push_bind(", updated_at = ", &now)
+            .push_bind(" WHERE instance_uuid = ", uuid)
+            .push_bind(" AND request_id = ", request_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

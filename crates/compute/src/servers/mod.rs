@@ -667,15 +667,21 @@ async fn create(
         });
     }
     let to_insert = insts.clone();
-    let (ctx_user, rid2) = (ctx.user_id.clone(), request_id.clone());
-    let created: Vec<Instance> = st
+    let (ctx_user, rid2, group2) = (ctx.user_id.clone(), request_id.clone(), group.clone());
+    let created: Vec<(Instance, String)> = st
         .platform
         .db
         .transaction(|tx| {
             let insts = to_insert.clone();
-            let (project, user, rid) = (project.clone(), ctx_user.clone(), rid2.clone());
+            let (project, user, rid, group) = (project.clone(), ctx_user.clone(), rid2.clone(), group2.clone());
             Box::pin(async move {
-                let used = used_counts(tx, &project).await?;
+                // Unlimited quotas need no count (Nova skips it too): with thousands of
+                // servers in a project the count is the costliest part of a create.
+                let used = if limits.0 < 0 && limits.1 < 0 && limits.2 < 0 {
+                    (0, 0, 0)
+                } else {
+                    used_counts(tx, &project).await?
+                };
                 let one = &insts[0].flavor;
                 let fits = |n: i64| {
                     (limits.0 < 0 || used.0 + n <= limits.0)
@@ -704,22 +710,24 @@ async fn create(
                 let mut out = Vec::new();
                 for i in insts.into_iter().take(n as usize) {
                     store::insert(tx, &i).await?;
-                    events::start_action(tx, &i.uuid, "create", &rid, &user, &project).await?;
-                    out.push(i);
+                    let aid = events::start_action_id(tx, &i.uuid, "create", &rid, &user, &project).await?;
+                    out.push((i, aid));
+                }
+                // Members before the builds start (the scheduler reads them), counted
+                // against the group's quota in this transaction.
+                if let Some(g) = &group {
+                    let ids: Vec<String> = out.iter().map(|(i, _)| i.uuid.clone()).collect();
+                    crate::server_groups::add_members_tx(tx, g, &ids).await?;
                 }
                 Ok(out)
             })
         })
         .await?;
-    if let Some(g) = &group {
-        // Members before the builds start: the scheduler reads them.
-        let ids: Vec<String> = created.iter().map(|i| i.uuid.clone()).collect();
-        crate::server_groups::add_members(&st.platform.db, g, &ids).await?;
+    let first = created[0].0.clone();
+    for (i, aid) in created {
+        st.conductor.clone().spawn_new_build(i, request_id.clone(), aid);
     }
-    for i in &created {
-        st.conductor.clone().spawn_build(i.uuid.clone(), request_id.clone());
-    }
-    let first = &created[0];
+    let first = &first;
     if s["return_reservation_id"].as_bool() == Some(true) {
         return Ok((StatusCode::ACCEPTED, Json(json!({"reservation_id": reservation_id}))));
     }

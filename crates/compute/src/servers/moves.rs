@@ -123,6 +123,9 @@ struct MoveRequest {
     new_flavor: Option<Flavor>,
     host: Option<String>,
     block_migration: bool,
+    /// What a resize adds to the project's usage, checked inside the transaction that
+    /// records the move.
+    quota: Option<ResizeQuota>,
 }
 
 /// Records the move: migration row, task_state and instance action in one transaction;
@@ -172,15 +175,25 @@ async fn begin_move(
         u = u.set("task_state", t);
     }
     let u = u.expect_task(None).expect_vm(req.t.from);
-    let (m2, uuid, rid2, user, project, action) =
-        (m.clone(), inst.uuid.clone(), rid.to_string(), ctx.user_id.clone(), inst.project_id.clone(), req.t.action);
+    let (m2, uuid, rid2, user, project, action, quota) = (
+        m.clone(),
+        inst.uuid.clone(),
+        rid.to_string(),
+        ctx.user_id.clone(),
+        inst.project_id.clone(),
+        req.t.action,
+        req.quota.clone(),
+    );
     let ok = st
         .platform
         .db
         .transaction(|tx| {
-            let (m, u, uuid, rid, user, project) =
-                (m2.clone(), u.clone(), uuid.clone(), rid2.clone(), user.clone(), project.clone());
+            let (m, u, uuid, rid, user, project, quota) =
+                (m2.clone(), u.clone(), uuid.clone(), rid2.clone(), user.clone(), project.clone(), quota.clone());
             Box::pin(async move {
+                if let Some(q) = &quota {
+                    check_resize_quota_tx(tx, &project, q).await?;
+                }
                 if !u.apply_tx(tx, &uuid).await? {
                     return Ok(false);
                 }
@@ -214,28 +227,78 @@ async fn check_host(st: &AppState, host: &str, source: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// Cores and RAM a resize adds must fit the project's quota.
-async fn check_resize_quota(st: &AppState, inst: &Instance, new: &Flavor) -> Result<()> {
-    let (dc, dr) = (new.vcpus - inst.flavor.vcpus, new.ram - inst.flavor.ram);
-    if dc <= 0 && dr <= 0 {
-        return Ok(());
+/// Cores and RAM a resize adds, and the project's limits for them.
+#[derive(Debug, Clone)]
+struct ResizeQuota {
+    /// (resource, amount added, limit), only for resources that grow under a limit.
+    adds: Vec<(&'static str, i64, i64)>,
+}
+
+/// What a resize to `new` adds, if anything is limited. The limits are read here; the
+/// usage is counted in [`check_resize_quota_tx`], inside the transaction that records
+/// the resize, so two concurrent resizes cannot both take the last cores.
+async fn resize_quota(st: &AppState, inst: &Instance, new: &Flavor) -> Result<Option<ResizeQuota>> {
+    let mut adds = Vec::new();
+    for (res, delta) in [("cores", new.vcpus - inst.flavor.vcpus), ("ram", new.ram - inst.flavor.ram)] {
+        if delta <= 0 {
+            continue;
+        }
+        let limit = super::quota_limit(st, &inst.project_id, res).await?;
+        if limit >= 0 {
+            adds.push((res, delta, limit));
+        }
     }
+    Ok((!adds.is_empty()).then_some(ResizeQuota { adds }))
+}
+
+/// The project's cores and RAM as a resize must count them: every live server's current
+/// flavor, plus what each move in flight adds before its row shows the new flavor (a
+/// resize switches the row's flavor when it reaches the destination).
+async fn project_cores_ram_tx(tx: &mut stratus_db::Tx, project: &str) -> Result<(i64, i64)> {
     let row = Query::new(
         "SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS c, CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS r \
          FROM compute_instances WHERE deleted = ",
     )
     .bind(false)
-    .push_bind(" AND project_id = ", &inst.project_id)
-    .fetch_optional(st.platform.db.reader())
+    .push_bind(" AND project_id = ", project)
+    .fetch_optional(&mut **tx)
     .await?;
-    let (c, r): (i64, i64) = match row {
-        Some(r) => (r.try_get("c")?, r.try_get("r")?),
+    let (mut c, mut r): (i64, i64) = match row {
+        Some(row) => (row.try_get("c")?, row.try_get("r")?),
         None => (0, 0),
     };
-    for (res, delta, used) in [("cores", dc, c), ("ram", dr, r)] {
-        let limit = super::quota_limit(st, &inst.project_id, res).await?;
-        if delta > 0 && limit >= 0 && used + delta > limit {
-            return Err(ComputeError::QuotaExceeded { resource: res.into(), requested: delta, used, allowed: limit });
+    let mut q = Query::new(
+        "SELECT m.old_flavor_json, m.new_flavor_json FROM compute_migrations m \
+         JOIN compute_instances i ON i.uuid = m.instance_uuid WHERE i.deleted = ",
+    );
+    q.bind(false)
+        .push_bind(" AND i.project_id = ", project)
+        .push(" AND (i.flavor_id IS NULL OR m.new_flavor_id IS NULL OR i.flavor_id <> m.new_flavor_id) AND NOT ")
+        .push_in("m.status", migrations::TERMINAL.to_vec());
+    for row in q.fetch_all(&mut **tx).await? {
+        let flavor = |col: &str| -> Result<Flavor> {
+            let s: Option<String> = row.try_get(col)?;
+            Ok(Flavor::from_json(&s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)))
+        };
+        let (old, new) = (flavor("old_flavor_json")?, flavor("new_flavor_json")?);
+        c += (new.vcpus - old.vcpus).max(0);
+        r += (new.ram - old.ram).max(0);
+    }
+    Ok((c, r))
+}
+
+/// Refuses the resize (403, nothing written) when what it adds no longer fits.
+async fn check_resize_quota_tx(tx: &mut stratus_db::Tx, project: &str, q: &ResizeQuota) -> Result<()> {
+    let (c, r) = project_cores_ram_tx(tx, project).await?;
+    for (res, delta, limit) in &q.adds {
+        let used = if *res == "cores" { c } else { r };
+        if used + delta > *limit {
+            return Err(ComputeError::QuotaExceeded {
+                resource: (*res).into(),
+                requested: *delta,
+                used,
+                allowed: *limit,
+            });
         }
     }
     Ok(())
@@ -279,9 +342,15 @@ pub async fn resize(
     if new.disk < inst.flavor.disk {
         return Err(ComputeError::BadRequest("Resizing to a smaller disk flavor is not allowed.".into()).into());
     }
-    check_resize_quota(st, &inst, &new).await?;
-    let req =
-        MoveRequest { t: state::RESIZE, kind: kind::RESIZE, new_flavor: Some(new), host: None, block_migration: false };
+    let quota = resize_quota(st, &inst, &new).await?;
+    let req = MoveRequest {
+        t: state::RESIZE,
+        kind: kind::RESIZE,
+        new_flavor: Some(new),
+        host: None,
+        block_migration: false,
+        quota,
+    };
     begin_move(st, ctx, &inst, req, rid, Update::new()).await?;
     accepted()
 }
@@ -312,7 +381,14 @@ pub async fn migrate(
         state::MIGRATE.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
         check_host(st, h, inst.host.as_deref()).await?;
     }
-    let req = MoveRequest { t: state::MIGRATE, kind: kind::MIGRATION, new_flavor: None, host, block_migration: false };
+    let req = MoveRequest {
+        t: state::MIGRATE,
+        kind: kind::MIGRATION,
+        new_flavor: None,
+        host,
+        block_migration: false,
+        quota: None,
+    };
     begin_move(st, ctx, &inst, req, rid, Update::new()).await?;
     accepted()
 }
@@ -362,7 +438,14 @@ pub async fn live_migrate(
     if let Some(h) = &host {
         check_host(st, h, inst.host.as_deref()).await?;
     }
-    let req = MoveRequest { t: state::LIVE_MIGRATE, kind: kind::LIVE, new_flavor: None, host, block_migration: block };
+    let req = MoveRequest {
+        t: state::LIVE_MIGRATE,
+        kind: kind::LIVE,
+        new_flavor: None,
+        host,
+        block_migration: block,
+        quota: None,
+    };
     begin_move(st, ctx, &inst, req, rid, Update::new()).await?;
     accepted()
 }
@@ -401,8 +484,14 @@ pub async fn evacuate(
     // stopped; before, they come back as they were (an ERROR one comes back running).
     let end = if v.at_least(2, 95) || inst.vm_state == vm::STOPPED { vm::STOPPED } else { vm::ACTIVE };
     let extra = Update::new().set("admin_pass", pass.clone()).set("vm_state", end);
-    let req =
-        MoveRequest { t: state::EVACUATE, kind: kind::EVACUATION, new_flavor: None, host, block_migration: false };
+    let req = MoveRequest {
+        t: state::EVACUATE,
+        kind: kind::EVACUATION,
+        new_flavor: None,
+        host,
+        block_migration: false,
+        quota: None,
+    };
     begin_move(st, ctx, &inst, req, rid, extra).await?;
     if v.at_least(2, 14) {
         Ok(StatusCode::OK.into_response())
@@ -615,7 +704,14 @@ impl Conductor {
             Err(nvh) => {
                 tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
                 let why = format!("{nvh} {}", nvh.details);
-                return self.rollback_move(uuid, &m, rid, cev, &why, "error").await;
+                self.rollback_move(uuid, &m, rid, cev, &why, "error").await?;
+                // Resize, cold and live migration leave a server that is still fine on
+                // its source as it was (Nova's conductor does the same). An evacuated
+                // server's host is down, so Nova puts it in ERROR, with the fault.
+                if m.migration_type == kind::EVACUATION {
+                    self.set_error(uuid, fault(500, &nvh.to_string(), &nvh.details)).await?;
+                }
+                return Ok(());
             }
         };
         let az = self.host_az(&host).await?;

@@ -59,6 +59,8 @@ pub struct Cloud {
     pub agents: Vec<(String, FakeDriver, Option<AgentHandle>)>,
     /// The real placement service, when the cloud runs with it.
     pub real_placement: Option<Router>,
+    /// Reach the real placement over REST only (not its typed in-process API).
+    pub rest_only: bool,
 }
 
 pub fn test_config() -> ComputeConfig {
@@ -79,10 +81,17 @@ impl Cloud {
         Self::start_full(hosts, fake, cfg, true).await
     }
 
+    /// Like [`Cloud::start_with_placement`], with every placement call over its REST API.
+    pub async fn start_with_placement_rest(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig) -> Cloud {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        Self::start_db(dir, db, hosts, fake, cfg, true, true).await
+    }
+
     async fn start_full(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig, real: bool) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-        Self::start_db(dir, db, hosts, fake, cfg, real).await
+        Self::start_db(dir, db, hosts, fake, cfg, real, false).await
     }
 
     /// Like [`Cloud::start_with`] on PostgreSQL (`STRATUS_TEST_POSTGRES_URL`), in a fresh
@@ -100,7 +109,7 @@ impl Cloud {
         db.close().await;
         let sep = if base.contains('?') { '&' } else { '?' };
         let db = Db::connect(&format!("{base}{sep}options=-c%20search_path%3D{schema}")).await.unwrap();
-        Self::start_db(tempfile::tempdir().unwrap(), db, hosts, fake, cfg, false).await
+        Self::start_db(tempfile::tempdir().unwrap(), db, hosts, fake, cfg, false, false).await
     }
 
     async fn start_db(
@@ -110,6 +119,7 @@ impl Cloud {
         fake: FakeDriverConfig,
         cfg: ComputeConfig,
         real: bool,
+        rest_only: bool,
     ) -> Cloud {
         let platform = Platform {
             db,
@@ -131,8 +141,10 @@ impl Cloud {
         } else {
             None
         };
-        let (service, router) = Self::service(&platform, &placement, &images, &cfg, real_placement.clone()).await;
-        let mut c = Cloud { dir, platform, placement, images, cfg, service, router, agents: vec![], real_placement };
+        let (service, router) =
+            Self::service(&platform, &placement, &images, &cfg, real_placement.clone(), rest_only).await;
+        let mut c =
+            Cloud { dir, platform, placement, images, cfg, service, router, agents: vec![], real_placement, rest_only };
         for n in 0..hosts {
             let d = FakeDriver::new(FakeDriverConfig {
                 vcpus: Some(8),
@@ -151,10 +163,13 @@ impl Cloud {
         images: &MemoryImages,
         cfg: &ComputeConfig,
         real_placement: Option<Router>,
+        rest_only: bool,
     ) -> (ComputeService, Router) {
+        use stratus_compute::placement::RestPlacement;
         let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
         let pl: Arc<dyn stratus_compute::placement::PlacementApi> = match &real_placement {
-            Some(_) => Arc::new(stratus_compute::placement::RestPlacement::new(platform.internal.clone())),
+            Some(_) if rest_only => Arc::new(RestPlacement::rest_only(platform.internal.clone())),
+            Some(_) => Arc::new(RestPlacement::new(platform.internal.clone())),
             None => Arc::new(placement.clone()),
         };
         let backends = Backends { placement: pl, images: Arc::new(images.clone()), network: Arc::new(NoNetwork) };
@@ -198,8 +213,15 @@ impl Cloud {
     pub async fn restart_controller(&mut self) {
         self.service.stop();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let (service, router) =
-            Self::service(&self.platform, &self.placement, &self.images, &self.cfg, self.real_placement.clone()).await;
+        let (service, router) = Self::service(
+            &self.platform,
+            &self.placement,
+            &self.images,
+            &self.cfg,
+            self.real_placement.clone(),
+            self.rest_only,
+        )
+        .await;
         self.service = service;
         self.router = router;
     }
