@@ -279,6 +279,9 @@ pub async fn resize(
     if new.disk < inst.flavor.disk {
         return Err(ComputeError::BadRequest("Resizing to a smaller disk flavor is not allowed.".into()).into());
     }
+    if let Some(image) = &inst.image {
+        super::check_flavor_fits_image(&new, image)?;
+    }
     check_resize_quota(st, &inst, &new).await?;
     let req =
         MoveRequest { t: state::RESIZE, kind: kind::RESIZE, new_flavor: Some(new), host: None, block_migration: false };
