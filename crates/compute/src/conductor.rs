@@ -130,7 +130,7 @@ impl Conductor {
         let interrupted = self.interrupted().await?;
         let me = self.clone();
         let recover = tokio::spawn(async move { me.recover(interrupted).await });
-        Ok(vec![serve, recover])
+        Ok(vec![serve, recover, self.clone().spawn_shelved_image_sweeper()])
     }
 
     async fn handle(self: Arc<Self>, d: Delivery) {
@@ -905,12 +905,6 @@ impl Conductor {
     pub async fn recover(self: &Arc<Self>, interrupted: Vec<(String, Option<String>, Option<String>)>) {
         // Resize confirmations run without a task_state; their migration records say so.
         self.clone().recover_confirmations();
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.sweep_shelved_images().await {
-                tracing::warn!(error = %e, "shelved snapshot sweep failed");
-            }
-        });
         if interrupted.is_empty() {
             return;
         }

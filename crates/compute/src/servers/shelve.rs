@@ -13,7 +13,8 @@
 //! (unshelved, offloaded or not) and when a shelved server is deleted. Its id stays on
 //! the row (`shelved_image_id`) until the image service confirmed the delete, so the
 //! row itself is the to-do list: [`Conductor::sweep_shelved_images`] runs at start-up
-//! and finishes any cleanup a crash or an unreachable image service left open.
+//! and every ten minutes and finishes any cleanup a crash or an unreachable image
+//! service left open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -428,9 +429,28 @@ impl Conductor {
         Ok(())
     }
 
+    /// Sweeps at start-up (once the image service answers) and then every ten minutes,
+    /// every ten seconds while a delete keeps failing.
+    pub(crate) fn spawn_shelved_image_sweeper(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            loop {
+                let pause = match self.sweep_shelved_images().await {
+                    Ok(0) => 600,
+                    Ok(_) => 10,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shelved snapshot sweep failed");
+                        10
+                    }
+                };
+                tokio::time::sleep(Duration::from_secs(pause)).await;
+            }
+        })
+    }
+
     /// Finishes every shelved-snapshot cleanup a crash (or an image service that could
-    /// not be reached) left open.
-    pub(crate) async fn sweep_shelved_images(&self) -> Result<()> {
+    /// not be reached) left open; returns how many are still open.
+    pub(crate) async fn sweep_shelved_images(&self) -> Result<usize> {
         let rows = Query::new("SELECT uuid FROM compute_instances WHERE shelved_image_id IS NOT NULL")
             .push(" AND task_state IS NULL AND (deleted = ")
             .bind(true)
@@ -439,13 +459,15 @@ impl Conductor {
             .push("))")
             .fetch_all(self.platform.db.reader())
             .await?;
+        let mut open = 0;
         for r in rows {
             let uuid: String = r.try_get("uuid")?;
             if let Err(e) = self.delete_shelved_image(&uuid).await {
                 tracing::warn!(instance = %uuid, error = %e, "shelved snapshot not deleted yet");
+                open += 1;
             }
         }
-        Ok(())
+        Ok(open)
     }
 
     /// Offloads servers shelved longer than `shelved_offload_time` seconds (Nova's
