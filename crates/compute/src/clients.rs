@@ -25,6 +25,9 @@ pub trait ImageApi: Send + Sync + 'static {
     async fn get(&self, ctx: &RequestContext, id: &str) -> Result<Option<ImageSpec>, ClientError>;
     /// Creates a queued image record for a snapshot; returns its id.
     async fn create_snapshot(&self, ctx: &RequestContext, name: &str, props: &Value) -> Result<String, ClientError>;
+    /// Deletes image `id` with the service's own authority (the shelved snapshot of a
+    /// server, when it is no longer needed); an image already gone is not an error.
+    async fn delete(&self, id: &str) -> Result<(), ClientError>;
 }
 
 /// What a server asked for on `networks`.
@@ -232,6 +235,22 @@ impl ImageApi for RestImages {
             return Err(ClientError(format!("image service refused the snapshot image: {} {}", r.status, r.body)));
         }
         Ok(r.body["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        if id.is_empty() || id.contains('/') || id.contains('?') {
+            return Ok(());
+        }
+        let ctx = RequestContext::internal_admin();
+        let r = self
+            .0
+            .call(&ctx, Method::DELETE, &format!("/image/v2/images/{id}"), None, &[])
+            .await
+            .map_err(|e| ClientError(e.message))?;
+        match r.status {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(ClientError(format!("image service answered {s} deleting image {id}: {}", r.body))),
+        }
     }
 }
 
@@ -604,6 +623,10 @@ impl ImageApi for MemoryImages {
         let id = uuid::Uuid::new_v4().to_string();
         self.add(&id, name);
         Ok(id)
+    }
+    async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.0.lock().remove(id);
+        Ok(())
     }
 }
 

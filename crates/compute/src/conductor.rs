@@ -141,7 +141,7 @@ impl Conductor {
         let interrupted = self.interrupted().await?;
         let me = self.clone();
         let recover = tokio::spawn(async move { me.recover(interrupted).await });
-        Ok(vec![serve, recover])
+        Ok(vec![serve, recover, self.clone().spawn_shelved_image_sweeper()])
     }
 
     async fn handle(self: Arc<Self>, d: Delivery) {
@@ -715,6 +715,18 @@ impl Conductor {
         let _ = self.backends.network.deallocate(&inst.uuid, &inst.ports).await;
         self.backends.placement.release(&inst.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         events::finish_event(db, &inst.uuid, rid, "compute_build_and_run_instance", Some(why), false).await?;
+        if let Some(reason) = why.strip_prefix(stratus_compute_agent::virt::BUILD_ABORTED) {
+            // No other host would do better: ERROR now, as Nova's BuildAbortException.
+            Update::new()
+                .set("host", Option::<String>::None)
+                .set("node", Option::<String>::None)
+                .set("ports_json", "[]")
+                .expect_task(Some(task::SPAWNING))
+                .apply(db, &inst.uuid)
+                .await?;
+            let msg = format!("Build of instance {} aborted: {reason}", inst.uuid);
+            return self.fail(&inst.uuid, rid, "spawn", 500, &msg, reason).await;
+        }
         if (retry.len() as u32) < self.cfg.max_attempts.max(1) {
             tracing::warn!(instance = %inst.uuid, host, why, "build failed; rescheduling");
             let ok = Update::new()
@@ -882,15 +894,22 @@ impl Conductor {
         // Nova deletes a server's console tokens with it.
         self.consoles.revoke_instance(uuid);
         let now = stratus_core::time::now();
-        Update::new()
+        let mut u = Update::new()
             .set("deleted", true)
             .set("vm_state", vm::DELETED)
             .set("task_state", Option::<String>::None)
             .set("power_state", 0i64)
             .set("terminated_at", now.clone())
-            .set("deleted_at", now)
-            .apply(db, uuid)
-            .await?;
+            .set("deleted_at", now);
+        if inst.vm_state == vm::ERROR {
+            // A failed shelve's snapshot may be the only copy of the disk: it is left to
+            // its owner (Nova deletes it only for shelved servers).
+            u = u.set("shelved_image_id", Option::<String>::None);
+        }
+        u.apply(db, uuid).await?;
+        if let Err(e) = self.delete_shelved_image(uuid).await {
+            tracing::warn!(instance = %uuid, error = %e, "shelved snapshot not deleted yet");
+        }
         events::finish_event(db, uuid, rid, "compute_terminate_instance", None, true).await
     }
 

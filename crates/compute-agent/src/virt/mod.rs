@@ -139,6 +139,11 @@ pub enum VirtError {
     Failed(String),
 }
 
+/// Starts the message of a failure no other host can fix (Nova's `BuildAbortException`,
+/// e.g. a flavor disk smaller than the image): the conductor ends the build at once
+/// instead of rescheduling it.
+pub const BUILD_ABORTED: &str = "Build aborted: ";
+
 /// A hypervisor. Every method is idempotent where the name allows (destroying a guest
 /// that is gone succeeds; spawning one that exists with the same uuid succeeds), because
 /// after a crash the agent replays the operation it was running.

@@ -272,6 +272,7 @@ pub async fn action(
                 .await
                 .map_err(|e| ComputeError::Unavailable(e.0))?
                 .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
+            super::check_flavor_fits_image(&inst.flavor, &image)?;
             let mut u = Update::new().set("image_ref", image_ref.clone()).set("image_json", json!(image).to_string());
             if let Some(n) = args["name"].as_str() {
                 u = u.set("name", n);

@@ -351,6 +351,39 @@ pub fn sanitize_hostname(name: &str) -> String {
     }
 }
 
+const GIB: u64 = 1 << 30;
+
+/// Nova's flavor/image checks for a local root disk (`_validate_flavor_image_nostatus`),
+/// run at create, rebuild and resize: the image's `min_ram`, its size and its
+/// `min_disk` against the flavor. A 0 GB root disk means "the image's size" and is not
+/// checked (the driver still refuses to make a disk smaller than the image's virtual size).
+pub(crate) fn check_flavor_fits_image(
+    flavor: &flavors::Flavor,
+    image: &stratus_compute_agent::rpc::ImageSpec,
+) -> Result<()> {
+    if image.min_ram > flavor.ram.max(0) as u64 {
+        return Err(ComputeError::BadRequest("Flavor's memory is too small for requested image.".into()));
+    }
+    let dest = flavor.disk.max(0) as u64 * GIB;
+    if dest == 0 {
+        return Ok(());
+    }
+    let size = image.size.unwrap_or(0);
+    if size > dest {
+        return Err(ComputeError::BadRequest(format!(
+            "Flavor's disk is too small for requested image. Flavor disk is {dest} bytes, image is {size} bytes."
+        )));
+    }
+    let min_disk = image.min_disk.saturating_mul(GIB);
+    if min_disk > dest {
+        return Err(ComputeError::BadRequest(format!(
+            "Flavor's disk is smaller than the minimum size specified in image metadata. Flavor disk is {dest} bytes, \
+             minimum size is {min_disk} bytes."
+        )));
+    }
+    Ok(())
+}
+
 fn str_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>> {
     match &v[key] {
         Value::Null => Ok(None),
@@ -483,12 +516,7 @@ async fn create(
         .await
         .map_err(|e| ComputeError::Unavailable(e.0))?
         .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
-    if image.min_ram > flavor.ram as u64 {
-        return Err(ComputeError::BadRequest("Flavor's memory is too small for requested image.".into()).into());
-    }
-    if flavor.disk > 0 && image.min_disk > flavor.disk as u64 {
-        return Err(ComputeError::BadRequest("Flavor's disk is too small for requested image.".into()).into());
-    }
+    check_flavor_fits_image(&flavor, &image)?;
     let key_name = str_field(s, "key_name")?.map(str::to_string);
     let key_data = match &key_name {
         Some(k) => Some(
@@ -1000,4 +1028,56 @@ async fn meta_delete(
 /// The deferred-delete reclaim loop (None when deferred delete is off).
 pub fn spawn_reclaimer(st: AppState) -> Option<tokio::task::JoinHandle<()>> {
     deferred::spawn_reclaimer(st)
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use stratus_compute_agent::rpc::ImageSpec;
+
+    use super::*;
+
+    fn flavor(ram: i64, disk: i64) -> flavors::Flavor {
+        flavors::Flavor {
+            id: "f".into(),
+            name: "f".into(),
+            vcpus: 1,
+            ram,
+            disk,
+            ephemeral: 0,
+            swap: 0,
+            rxtx_factor: 1.0,
+            is_public: true,
+            disabled: false,
+            description: None,
+            extra_specs: BTreeMap::new(),
+        }
+    }
+
+    fn msg(r: Result<()>) -> String {
+        match r {
+            Err(ComputeError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flavor_must_fit_the_image_like_nova() {
+        let image = ImageSpec { min_ram: 256, min_disk: 2, size: Some(3 * GIB), ..Default::default() };
+        assert_eq!(
+            msg(check_flavor_fits_image(&flavor(128, 10), &image)),
+            "Flavor's memory is too small for requested image."
+        );
+        assert_eq!(
+            msg(check_flavor_fits_image(&flavor(256, 1), &image)),
+            "Flavor's disk is too small for requested image. Flavor disk is 1073741824 bytes, image is 3221225472 bytes."
+        );
+        let small = ImageSpec { size: Some(1), ..image.clone() };
+        assert_eq!(
+            msg(check_flavor_fits_image(&flavor(256, 1), &small)),
+            "Flavor's disk is smaller than the minimum size specified in image metadata. Flavor disk is 1073741824 \
+             bytes, minimum size is 2147483648 bytes."
+        );
+        assert!(check_flavor_fits_image(&flavor(256, 3), &image).is_ok());
+        assert!(check_flavor_fits_image(&flavor(256, 0), &image).is_ok(), "a 0 GB root disk is the image's size");
+    }
 }

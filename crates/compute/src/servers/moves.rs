@@ -342,6 +342,9 @@ pub async fn resize(
     if new.disk < inst.flavor.disk {
         return Err(ComputeError::BadRequest("Resizing to a smaller disk flavor is not allowed.".into()).into());
     }
+    if let Some(image) = &inst.image {
+        super::check_flavor_fits_image(&new, image)?;
+    }
     let quota = resize_quota(st, &inst, &new).await?;
     let req = MoveRequest {
         t: state::RESIZE,

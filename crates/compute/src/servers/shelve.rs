@@ -8,6 +8,13 @@
 //! from the shelved image. Every step is recorded on the row before the next one runs,
 //! and [`Conductor::recover_shelve`] re-sends the step a crash interrupted (the driver
 //! steps are idempotent).
+//!
+//! The shelved snapshot image is deleted, as Nova does, once the server is back
+//! (unshelved, offloaded or not) and when a shelved server is deleted. Its id stays on
+//! the row (`shelved_image_id`) until the image service confirmed the delete, so the
+//! row itself is the to-do list: [`Conductor::sweep_shelved_images`] runs at start-up
+//! and every ten minutes and finishes any cleanup a crash or an unreachable image
+//! service left open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +81,8 @@ pub async fn shelve(st: &AppState, ctx: &RequestContext, id: &str, rid: &str) ->
     state::SHELVE.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
     let host =
         inst.host.clone().ok_or_else(|| ComputeError::Conflict(format!("Instance {id} is not on a compute host")))?;
+    // A previous unshelve's snapshot not deleted yet: its id is about to be overwritten.
+    st.conductor.delete_shelved_image(&inst.uuid).await?;
     let props = json!({
         "image_type": "snapshot",
         "instance_uuid": inst.uuid,
@@ -345,17 +354,20 @@ impl Conductor {
                 self.finish_offload(uuid, rid, power).await
             }
             _ => {
+                // shelved_image_id stays until the snapshot is really gone (see the module doc).
                 let ok = Update::new()
                     .set("vm_state", vm::ACTIVE)
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
-                    .set("shelved_image_id", Option::<String>::None)
                     .set("shelved_at", Option::<String>::None)
                     .expect_task(Some(task::UNSHELVING))
                     .apply(db, uuid)
                     .await?;
                 if ok {
                     events::finish_event(db, uuid, rid, ev, None, true).await?;
+                    if let Err(e) = self.delete_shelved_image(uuid).await {
+                        tracing::warn!(instance = %uuid, error = %e, "shelved snapshot not deleted yet");
+                    }
                 }
                 Ok(())
             }
@@ -377,6 +389,85 @@ impl Conductor {
             }
             _ => self.unshelve(&inst.uuid, rid).await,
         }
+    }
+
+    /// Deletes the shelved snapshot of `uuid` once the server no longer needs it: it is
+    /// back from shelving (no task, not shelved) or deleted. An ERROR server keeps it (it
+    /// may hold the only copy of the disk). Idempotent: the id is cleared only after the
+    /// image service confirmed the delete (or said the image is gone).
+    pub(crate) async fn delete_shelved_image(&self, uuid: &str) -> Result<()> {
+        let db = &self.platform.db;
+        let Some(r) =
+            Query::new("SELECT shelved_image_id, vm_state, task_state, deleted FROM compute_instances WHERE uuid = ")
+                .bind(uuid)
+                .fetch_optional(db.reader())
+                .await?
+        else {
+            return Ok(());
+        };
+        let image: Option<String> = r.try_get("shelved_image_id")?;
+        let vm_state: String = r.try_get("vm_state")?;
+        let task: Option<String> = r.try_get("task_state")?;
+        let deleted = stratus_db::flag(&r, "deleted");
+        let Some(image) = image else { return Ok(()) };
+        let done_with_it = deleted
+            || (task.is_none() && ![vm::SHELVED, vm::SHELVED_OFFLOADED, vm::ERROR].contains(&vm_state.as_str()));
+        if !done_with_it {
+            return Ok(());
+        }
+        self.backends.images.delete(&image).await.map_err(|e| ComputeError::Unavailable(e.0))?;
+        tracing::info!(instance = %uuid, image = %image, "shelved snapshot image deleted");
+        let q = Query::new("UPDATE compute_instances SET shelved_image_id = NULL WHERE uuid = ")
+            .bind(uuid)
+            .push_bind(" AND shelved_image_id = ", image)
+            .clone();
+        db.transaction(|tx| {
+            let q = q.clone();
+            Box::pin(async move { q.execute(&mut **tx).await })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Sweeps at start-up (once the image service answers) and then every ten minutes,
+    /// every ten seconds while a delete keeps failing.
+    pub(crate) fn spawn_shelved_image_sweeper(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            loop {
+                let pause = match self.sweep_shelved_images().await {
+                    Ok(0) => 600,
+                    Ok(_) => 10,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shelved snapshot sweep failed");
+                        10
+                    }
+                };
+                tokio::time::sleep(Duration::from_secs(pause)).await;
+            }
+        })
+    }
+
+    /// Finishes every shelved-snapshot cleanup a crash (or an image service that could
+    /// not be reached) left open; returns how many are still open.
+    pub(crate) async fn sweep_shelved_images(&self) -> Result<usize> {
+        let rows = Query::new("SELECT uuid FROM compute_instances WHERE shelved_image_id IS NOT NULL")
+            .push(" AND task_state IS NULL AND (deleted = ")
+            .bind(true)
+            .push(" OR NOT (")
+            .push_in("vm_state", vec![vm::SHELVED, vm::SHELVED_OFFLOADED, vm::ERROR])
+            .push("))")
+            .fetch_all(self.platform.db.reader())
+            .await?;
+        let mut open = 0;
+        for r in rows {
+            let uuid: String = r.try_get("uuid")?;
+            if let Err(e) = self.delete_shelved_image(&uuid).await {
+                tracing::warn!(instance = %uuid, error = %e, "shelved snapshot not deleted yet");
+                open += 1;
+            }
+        }
+        Ok(open)
     }
 
     /// Offloads servers shelved longer than `shelved_offload_time` seconds (Nova's

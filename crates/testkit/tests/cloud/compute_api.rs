@@ -336,3 +336,79 @@ async fn tags_passwords_soft_delete_restore_and_usage() {
     assert!(!theirs.to_string().contains("vm-d"), "{theirs}");
     cloud.shutdown().await;
 }
+
+/// The CLI command fails with HTTP 400 and `want` in its message.
+async fn refused(cloud: &TestCloud, args: &[&str], want: &str) {
+    let (code, out, err) = cloud.openstack_raw(&cloud.admin(), args).await;
+    assert_ne!(code, Some(0), "{args:?} was accepted: {out}");
+    assert!(err.contains(want) && err.contains("400"), "{args:?}: want {want:?} (400) in {err}");
+}
+
+/// Nova's flavor/image checks (`min_ram`, `min_disk`) at create, rebuild and resize,
+/// with Nova's 400 messages.
+#[tokio::test]
+async fn flavors_smaller_than_the_image_needs_are_refused_at_create_rebuild_and_resize() {
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin();
+    cloud.create_tiny_image().await;
+    let file = cloud.data_dir.join("tiny.img");
+    let file = file.to_str().unwrap();
+    #[rustfmt::skip]
+    let needy = [
+        "image", "create", "--disk-format", "raw", "--container-format", "bare", "--public",
+        "--min-disk", "2", "--min-ram", "256", "--file", file, "needy",
+    ];
+    os(&cloud, &admin, &needy).await;
+    for (name, ram, disk) in [("r512d1", "512", "1"), ("r512d2", "512", "2"), ("r128d3", "128", "3")] {
+        os(&cloud, &admin, &["flavor", "create", "--vcpus", "1", "--ram", ram, "--disk", disk, name]).await;
+    }
+    refused(
+        &cloud,
+        &["server", "create", "--flavor", "m1.nano", "--image", "needy", "--nic", "none", "x"],
+        "Flavor's memory is too small for requested image.",
+    )
+    .await;
+    refused(
+        &cloud,
+        &["server", "create", "--flavor", "r512d1", "--image", "needy", "--nic", "none", "x"],
+        "Flavor's disk is smaller than the minimum size specified in image metadata. \
+         Flavor disk is 1073741824 bytes, minimum size is 2147483648 bytes.",
+    )
+    .await;
+    let none = cloud.openstack(&["server", "list", "--name", "^x$"]).await.unwrap();
+    assert_eq!(none.as_array().unwrap().len(), 0, "refused boots leave no server: {none}");
+
+    // A flavor that fits boots.
+    let vm = os(
+        &cloud,
+        &admin,
+        &["server", "create", "--flavor", "r512d2", "--image", "needy", "--nic", "none", "--wait", "fits"],
+    )
+    .await;
+    assert_eq!(vm["status"], "ACTIVE", "{vm}");
+    // Resize to more disk but less RAM than the server's image needs.
+    refused(
+        &cloud,
+        &["server", "resize", "--flavor", "r128d3", "fits"],
+        "Flavor's memory is too small for requested image.",
+    )
+    .await;
+    // Rebuild of a small server with the needy image.
+    os(
+        &cloud,
+        &admin,
+        &["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", "none", "--wait", "small"],
+    )
+    .await;
+    refused(
+        &cloud,
+        &["server", "rebuild", "--image", "needy", "small"],
+        "Flavor's memory is too small for requested image.",
+    )
+    .await;
+    let s = os(&cloud, &admin, &["server", "show", "small"]).await;
+    assert_eq!((s["status"].as_str(), s["OS-EXT-STS:task_state"].as_str()), (Some("ACTIVE"), None), "{s}");
+    let s = os(&cloud, &admin, &["server", "show", "fits"]).await;
+    assert_eq!(s["status"], "ACTIVE", "refused resize leaves the server alone: {s}");
+    cloud.shutdown().await;
+}

@@ -177,6 +177,7 @@ async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
     eprintln!("boot: ACTIVE + console marker after {:?}", t.elapsed());
     assert!(log.contains("Linux version"), "kernel messages on the console");
     assert_eq!(qmp_status(&dir).await, "running");
+    assert_isolated(pid, &dir, &image_id);
 
     // stop / start: ACPI power-off ends QEMU; start runs a new one.
     act(&cloud, &["stop"], "vm1", "SHUTOFF").await;
@@ -260,6 +261,32 @@ async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
     cloud.shutdown().await;
 }
 
+/// What confines a guest's QEMU: the seccomp sandbox is active (`Seccomp: 2`, filter
+/// mode), and the only files it holds open are its own instance directory's, its base
+/// image (read-only) and shared system files, never another guest's.
+fn assert_isolated(pid: i32, dir: &Path, image_id: &str) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "QEMU runs under a seccomp filter:\n{status}");
+    let argv = std::fs::read_to_string(dir.join("qemu.argv")).unwrap();
+    assert!(argv.contains("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"), "{argv}");
+    let instances = dir.parent().unwrap();
+    let base = instances.join("_base").join(image_id);
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+        if !target.starts_with(instances) {
+            continue;
+        }
+        assert!(target.starts_with(dir) || target == base, "QEMU {pid} holds {} open", target.display());
+        if target == base {
+            let fdinfo = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
+                .unwrap_or_default();
+            let flags = fdinfo.lines().find_map(|l| l.strip_prefix("flags:")).unwrap_or("0").trim();
+            let flags = u32::from_str_radix(flags, 8).unwrap_or(u32::MAX);
+            assert_eq!(flags & 0o3, 0, "the base image is open read-only ({fdinfo})");
+        }
+    }
+}
+
 #[tokio::test]
 async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -296,6 +323,118 @@ async fn qemu_guest_is_adopted_after_a_restart_and_a_killed_qemu_goes_shutoff() 
     act(&cloud, &["start"], "vm1", "ACTIVE").await;
     assert!(pid_of(&dir).is_some());
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
+    assert!(!dir.exists());
+    cloud.shutdown().await;
+}
+
+/// The id of the one image called `name`, or `None`.
+async fn image_named(cloud: &TestCloud, name: &str) -> Option<String> {
+    let list = cloud.openstack(&["image", "list", "--name", name]).await.expect("image list");
+    let ids: Vec<String> =
+        list.as_array().unwrap().iter().filter_map(|i| i["ID"].as_str().map(str::to_string)).collect();
+    assert!(ids.len() <= 1, "one image {name}: {list}");
+    ids.into_iter().next()
+}
+
+async fn wait_image_gone(cloud: &TestCloud, id: &str) {
+    for _ in 0..100 {
+        let (code, _, _) = cloud.openstack_raw(&cloud.admin(), &["image", "show", id]).await;
+        if code != Some(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("image {id} still exists");
+}
+
+fn backing_file(disk: &Path) -> String {
+    let out = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(disk).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("qemu-img info {}", disk.display()));
+    v["backing-filename"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn qemu_shelve_offloads_the_guest_and_unshelve_boots_it_from_the_shelved_image() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = qemu_cloud_in(data.path().to_path_buf()).await;
+    let image_id = upload_image(&cloud).await;
+
+    // An image whose virtual size exceeds the flavor's root disk passes the API (its file
+    // is small) but the driver refuses to make a smaller disk: ERROR with Nova's fault.
+    let big = data.path().join("big.qcow2");
+    let ok = std::process::Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&big).arg("2G").status();
+    assert!(ok.unwrap().success());
+    #[rustfmt::skip]
+    let args = [
+        "image", "create", "--disk-format", "qcow2", "--container-format", "bare",
+        "--file", big.to_str().unwrap(), "big",
+    ];
+    cloud.openstack(&args).await.expect("image create big");
+    cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "big", "--nic", "none", "too-small"])
+        .await
+        .expect("server create accepted");
+    let s = wait_status(&cloud, "too-small", "ERROR", Duration::from_secs(60)).await;
+    let fault = s["fault"].to_string();
+    assert!(
+        fault.contains("aborted: Flavor's disk is too small for requested image. Flavor disk is 1073741824 bytes, image is 2147483648 bytes."),
+        "{s}"
+    );
+    let sid = s["id"].as_str().unwrap();
+    assert!(!inst_dir(&cloud, sid).exists(), "no disk was made");
+    cloud.openstack(&["server", "delete", "--wait", "too-small"]).await.expect("delete too-small");
+
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "cirros", "--nic", "none", "--wait", "vm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let dir = inst_dir(&cloud, &id);
+    let pid = pid_of(&dir).expect("QEMU runs");
+    wait_console(&cloud, "vm1", "stratus-guest: up", 1).await;
+
+    // Shelve, offloaded at once (shelved_offload_time 0): snapshot, QEMU and disk gone, no host.
+    let t = Instant::now();
+    cloud.openstack(&["server", "shelve", "vm1"]).await.expect("shelve");
+    let s = wait_status(&cloud, "vm1", "SHELVED_OFFLOADED", Duration::from_secs(180)).await;
+    eprintln!("shelve -> SHELVED_OFFLOADED in {:?}", t.elapsed());
+    assert!(s["OS-EXT-SRV-ATTR:host"].is_null() || s["OS-EXT-SRV-ATTR:host"] == "", "{s}");
+    wait_gone(pid).await;
+    assert!(!dir.exists(), "the offloaded guest's directory is gone");
+    let snap = image_named(&cloud, "vm1-shelved").await.expect("the shelved snapshot image");
+    let img = cloud.openstack(&["image", "show", &snap]).await.unwrap();
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["disk_format"], "qcow2", "{img}");
+    let props = &img["properties"];
+    assert_eq!(props["image_type"], "snapshot", "{img}");
+    assert_eq!(props["instance_uuid"], id.as_str(), "{img}");
+    assert_eq!(props["base_image_ref"], image_id.as_str(), "{img}");
+
+    // Unshelve: scheduled again, booted from the snapshot, which is then deleted.
+    let t = Instant::now();
+    let s = cloud.openstack(&["server", "unshelve", "--wait", "vm1"]).await;
+    s.expect("unshelve --wait");
+    let s = wait_status(&cloud, "vm1", "ACTIVE", Duration::from_secs(60)).await;
+    eprintln!("unshelve --wait -> ACTIVE in {:?}", t.elapsed());
+    assert!(s["image"].to_string().contains(&image_id), "the server still shows its own image: {s}");
+    let pid2 = pid_of(&dir).expect("QEMU runs again");
+    assert_ne!(pid, pid2);
+    assert!(backing_file(&dir.join("disk")).ends_with(&format!("_base/{snap}")), "booted from the shelved image");
+    let log = wait_console(&cloud, "vm1", "stratus-guest: up", 1).await;
+    assert!(log.contains("Linux version"), "the guest booted again:\n{log}");
+    wait_image_gone(&cloud, &snap).await;
+    assert!(cloud.data_dir.join("instances/_base").join(&snap).exists(), "the disk's base stays cached");
+
+    // Shelved again, then deleted while offloaded: the new snapshot goes with the server.
+    cloud.openstack(&["server", "shelve", "vm1"]).await.expect("shelve again");
+    wait_status(&cloud, "vm1", "SHELVED_OFFLOADED", Duration::from_secs(180)).await;
+    wait_gone(pid2).await;
+    let snap2 = image_named(&cloud, "vm1-shelved").await.expect("a second shelved snapshot");
+    assert_ne!(snap, snap2);
+    cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete shelved vm1");
+    wait_image_gone(&cloud, &snap2).await;
     assert!(!dir.exists());
     cloud.shutdown().await;
 }

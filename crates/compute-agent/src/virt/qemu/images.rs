@@ -237,6 +237,13 @@ impl ImageCache {
         &self.source
     }
 
+    /// Runs `f` holding the lock [`ImageCache::fetch`] takes for image `id`.
+    pub async fn with_lock<T>(&self, id: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self.locks.lock().entry(id.to_string()).or_default().clone();
+        let _g = lock.lock().await;
+        f()
+    }
+
     /// Removes partial downloads a crash left behind.
     pub async fn clean_partials(&self) {
         let Ok(mut rd) = tokio::fs::read_dir(&self.dir).await else { return };
@@ -259,6 +266,8 @@ impl ImageCache {
         if let Ok(raw) = tokio::fs::read(&info_path).await {
             if let Ok(b) = serde_json::from_slice::<BaseImage>(&raw) {
                 if path.exists() {
+                    // Its age (see `aging`) restarts with every use.
+                    super::aging::touch(&path, std::time::SystemTime::now());
                     return Ok(b);
                 }
             }

@@ -20,6 +20,7 @@
 //! ([`live`]) moves a running guest with its disks over QMP, NBD and the migration
 //! stream, between agents of one process or of different machines.
 
+pub mod aging;
 pub mod images;
 pub mod instance;
 pub mod live;
@@ -100,6 +101,15 @@ pub struct QemuDriverConfig {
     /// Live migrations between agents of this process go over unix sockets (default
     /// true); false sends them over TCP like between machines.
     pub live_migration_local_sockets: bool,
+    /// Remove base images no disk on this host uses any more (Nova's
+    /// `remove_unused_base_images`, default true).
+    pub remove_unused_base_images: bool,
+    /// Seconds a base must have been unused before it is removed (Nova's
+    /// `remove_unused_original_minimum_age_seconds`, default 86400).
+    pub remove_unused_original_minimum_age_seconds: u64,
+    /// Seconds between two passes over the base image cache (Nova's
+    /// `[image_cache] manager_interval`, default 2400; 0 disables the passes).
+    pub image_cache_manager_interval_secs: u64,
 }
 
 impl Default for QemuDriverConfig {
@@ -123,6 +133,9 @@ impl Default for QemuDriverConfig {
             live_migration_downtime_ms: 500,
             live_migration_bandwidth_mib: 0,
             live_migration_local_sockets: true,
+            remove_unused_base_images: true,
+            remove_unused_original_minimum_age_seconds: 86_400,
+            image_cache_manager_interval_secs: 2_400,
         }
     }
 }
@@ -161,8 +174,10 @@ pub struct QemuDriver {
     binary: QemuBinary,
     accel: ResolvedAccel,
     img: QemuImg,
-    cache: ImageCache,
+    cache: Arc<ImageCache>,
     netns: Option<String>,
+    /// The periodic base image cache pass (aborted with the driver).
+    aging: Mutex<Option<tokio::task::JoinHandle<()>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     last_seen: Mutex<HashMap<String, PowerState>>,
     /// Outgoing live migrations in flight (abort, force-complete).
@@ -191,7 +206,7 @@ impl QemuDriver {
         };
         let instances = cfg.instances_path.clone().unwrap_or_else(|| data_dir.join("instances"));
         let img = cfg.qemu_img.clone().map(QemuImg::with_binary).unwrap_or_default();
-        let cache = ImageCache::new(instances.join("_base"), source, img.clone(), force_raw);
+        let cache = Arc::new(ImageCache::new(instances.join("_base"), source, img.clone(), force_raw));
         tracing::info!(
             binary = %binary.path.display(),
             version = ?binary.version,
@@ -208,6 +223,7 @@ impl QemuDriver {
             img,
             cache,
             netns,
+            aging: Mutex::default(),
             locks: Mutex::default(),
             last_seen: Mutex::default(),
             outgoing: Mutex::default(),
@@ -321,9 +337,11 @@ impl QemuDriver {
         let base = self.cache.fetch(&image.id, ImageUse::Disk).await?;
         let want = root_gb * GIB;
         if root_gb > 0 && base.virtual_size > want {
+            // Nova's FlavorDiskSmallerThanImage, on the virtual size the API cannot know.
             return Err(failed(format!(
-                "flavor's disk is too small for the image: image {} needs {} bytes, flavor root disk is {root_gb} GiB",
-                image.id, base.virtual_size
+                "{}Flavor's disk is too small for requested image. Flavor disk is {want} bytes, image is {} bytes.",
+                super::BUILD_ABORTED,
+                base.virtual_size
             )));
         }
         let tmp = path.with_extension("creating");
@@ -460,6 +478,17 @@ impl VirtDriver for QemuDriver {
             .map_err(|e| failed(format!("creating {}: {e}", self.cache.dir().display())))?;
         self.cache.clean_partials().await;
         LOCAL_HOSTS.lock().insert(host.to_string(), self.instances.clone());
+        if self.cfg.remove_unused_base_images && self.cfg.image_cache_manager_interval_secs > 0 {
+            let mut aging = self.aging.lock();
+            if aging.is_none() {
+                *aging = Some(aging::spawn_periodic(
+                    self.cache.clone(),
+                    self.instances.clone(),
+                    Duration::from_secs(self.cfg.image_cache_manager_interval_secs),
+                    Duration::from_secs(self.cfg.remove_unused_original_minimum_age_seconds),
+                ));
+            }
+        }
         for info in self.list_instances().await? {
             let pid = self.inst(&info.uuid)?.dir.running_pid();
             tracing::info!(host, uuid = %info.uuid, ?pid, state = ?info.power_state, "found guest at start-up");
@@ -1028,6 +1057,14 @@ impl QemuDriver {
         tracing::info!(uuid = %spec.uuid, pid = p.pid(), "guest resumed");
         self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
         Ok(())
+    }
+}
+
+impl Drop for QemuDriver {
+    fn drop(&mut self) {
+        if let Some(h) = self.aging.lock().take() {
+            h.abort();
+        }
     }
 }
 
