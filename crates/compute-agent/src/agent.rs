@@ -14,7 +14,7 @@ use crate::rpc::{
     agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, GuestSpec,
     Inventory, MigrationAction, CONDUCTOR_TOPIC,
 };
-use crate::virt::{InstanceInfo, PowerState, VirtDriver, VirtError};
+use crate::virt::{DiskPeer, IncomingDisk, InstanceInfo, PowerState, VirtDriver, VirtError};
 
 /// Agent settings (the `[compute]` section's agent keys).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +61,31 @@ impl Default for AgentConfig {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The destination's agent as a cold migration's source sees it: calls over the bus.
+struct BusPeer {
+    bus: Arc<dyn Bus>,
+    host: String,
+}
+
+#[async_trait::async_trait]
+impl DiskPeer for BusPeer {
+    async fn prepare_incoming_disks(&self, uuid: &str, disks: &[IncomingDisk]) -> Result<u16, String> {
+        let req = AgentRequest::PrepareIncomingDisks { uuid: uuid.to_string(), disks: disks.to_vec() };
+        let v =
+            self.bus.call(&agent_topic(&self.host), to_message(&req), CALL_TIMEOUT).await.map_err(|e| e.to_string())?;
+        serde_json::from_value(v).map_err(|e| format!("host {} answered no port: {e}", self.host))
+    }
+
+    async fn end_incoming_disks(&self, uuid: &str, keep: bool) -> Result<(), String> {
+        let req = AgentRequest::EndIncomingDisks { uuid: uuid.to_string(), keep };
+        self.bus
+            .call(&agent_topic(&self.host), to_message(&req), CALL_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// The agent of one host.
 pub struct Agent {
@@ -233,6 +258,14 @@ impl Agent {
             }
             .map(|_| Value::Null)
             .map_err(|e| e.to_string()),
+            // Not behind the guest's lock either: the source's step holds it here when
+            // both hosts are agents of one process.
+            AgentRequest::PrepareIncomingDisks { uuid, disks } => {
+                self.driver.prepare_incoming_disks(&uuid, &disks).await.map(|p| json!(p)).map_err(|e| e.to_string())
+            }
+            AgentRequest::EndIncomingDisks { uuid, keep } => {
+                self.driver.end_incoming_disks(&uuid, keep).await.map(|_| Value::Null).map_err(|e| e.to_string())
+            }
         };
         d.reply(reply);
     }
@@ -261,7 +294,10 @@ impl Agent {
             GuestOp::Snapshot { image_id } => d.snapshot(&spec.uuid, image_id).await,
             GuestOp::Rebuild => d.rebuild(&spec).await,
             GuestOp::TriggerCrashDump => d.trigger_crash_dump(&spec.uuid).await,
-            GuestOp::MigrateDiskAndPowerOff { target } => d.migrate_disk_and_power_off(&spec.uuid, target).await,
+            GuestOp::MigrateDiskAndPowerOff { target } => {
+                let peer = BusPeer { bus: self.bus.clone(), host: target.host.clone() };
+                d.migrate_disk_and_power_off(&spec, target, &peer).await
+            }
             GuestOp::FinishMigration { power_on } => d.finish_migration(&spec, *power_on).await,
             GuestOp::ConfirmMigration => d.confirm_migration(&spec.uuid).await,
             GuestOp::RevertMigrationDest => d.destroy(&spec.uuid).await,

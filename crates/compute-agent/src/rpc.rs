@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stratus_bus::Message;
 
-use crate::virt::{HostResources, InstanceInfo, MigrationTarget, PowerState};
+use crate::virt::{HostResources, IncomingDisk, InstanceInfo, MigrationTarget, PowerState};
 
 /// Topic the conductor consumes.
 pub const CONDUCTOR_TOPIC: &str = "compute.conductor";
@@ -294,6 +294,21 @@ pub enum AgentRequest {
         uuid: String,
         /// What to do.
         action: MigrationAction,
+    },
+    /// Cold migration from another machine (call, from the source's agent): create
+    /// the empty disks and serve them over NBD; answers the port.
+    PrepareIncomingDisks {
+        /// Server uuid.
+        uuid: String,
+        /// The disks to create.
+        disks: Vec<IncomingDisk>,
+    },
+    /// The source's copy is over (call): stop serving, and drop the disks unless `keep`.
+    EndIncomingDisks {
+        /// Server uuid.
+        uuid: String,
+        /// The copy succeeded.
+        keep: bool,
     },
 }
 

@@ -227,6 +227,23 @@ impl QemuImg {
         self.run(&["convert", "-q", "-U", "-f", &sf, "-O", &df, &s, &d]).await.map(drop)
     }
 
+    /// Write the guest view of `src` into `target` (an existing image or an `nbd://`
+    /// export known to read as zeroes), which takes raw bytes: a flattened copy
+    /// across machines.
+    pub async fn copy_into(&self, src: &Path, src_format: DiskFormat, target: &str) -> Result<()> {
+        let sf = src_format.to_string();
+        let s = src.to_string_lossy();
+        self.run(&["convert", "-q", "-n", "--target-is-zero", "-f", &sf, "-O", "raw", &s, target]).await.map(drop)
+    }
+
+    /// `qemu-img compare`: fails unless `src` and `target` (raw bytes, e.g. an
+    /// `nbd://` export) show the guest the same contents.
+    pub async fn compare(&self, src: &Path, src_format: DiskFormat, target: &str) -> Result<()> {
+        let sf = src_format.to_string();
+        let s = src.to_string_lossy();
+        self.run(&["compare", "-q", "-f", &sf, "-F", "raw", &s, target]).await.map(drop)
+    }
+
     /// Grow (or with `shrink`, shrink) an image to `size` bytes.
     pub async fn resize(&self, path: &Path, format: DiskFormat, size: u64, shrink: bool) -> Result<()> {
         let f = format.to_string();

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{HostResources, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole};
+use super::{DiskPeer, HostResources, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole};
 use crate::rpc::{GuestSpec, ImageSpec};
 
 /// `[compute.fake]` settings.
@@ -280,8 +280,13 @@ impl VirtDriver for FakeDriver {
         Err(VirtError::Unsupported { driver: "fake".into(), op: "graphical (VNC) consoles".into() })
     }
 
-    async fn migrate_disk_and_power_off(&self, uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
-        self.power_off(uuid, Duration::from_secs(0)).await
+    async fn migrate_disk_and_power_off(
+        &self,
+        spec: &GuestSpec,
+        _t: &MigrationTarget,
+        _peer: &dyn DiskPeer,
+    ) -> Result<(), VirtError> {
+        self.power_off(&spec.uuid, Duration::from_secs(0)).await
     }
 
     async fn finish_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError> {

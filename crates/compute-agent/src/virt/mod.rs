@@ -106,6 +106,27 @@ pub struct MigrationTarget {
     pub block_migration: bool,
 }
 
+/// One disk a cold migration copies to another machine: the destination creates it
+/// empty with this virtual size and serves it over NBD under `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncomingDisk {
+    /// File name in the instance directory (`disk`, `disk.eph0`, `disk.swap`).
+    pub name: String,
+    /// Bytes the guest sees.
+    pub virtual_size: u64,
+}
+
+/// The other end of a cold migration between machines: the destination's agent, which
+/// the source reaches over the bus while it holds the guest stopped.
+#[async_trait]
+pub trait DiskPeer: Send + Sync {
+    /// Creates the destination's `<uuid>_incoming` disks and serves them writable over
+    /// NBD; answers the TCP port (exports are named like the disks).
+    async fn prepare_incoming_disks(&self, uuid: &str, disks: &[IncomingDisk]) -> Result<u16, String>;
+    /// Stops serving them; `keep = false` also removes them (the move failed).
+    async fn end_incoming_disks(&self, uuid: &str, keep: bool) -> Result<(), String>;
+}
+
 /// The error text of a live migration aborted on request: the conductor records such a
 /// migration as `cancelled`, not `error`.
 pub const LIVE_MIGRATION_CANCELLED: &str = "live migration cancelled by request";
@@ -203,10 +224,25 @@ pub trait VirtDriver: Send + Sync + 'static {
     /// VNC endpoint.
     async fn vnc_console(&self, uuid: &str) -> Result<VncConsole, VirtError>;
     /// Cold migration/resize, source side: stop the guest and hand its disks to `target`.
-    async fn migrate_disk_and_power_off(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError>;
+    /// `peer` reaches the destination's agent when the disks must cross machines.
+    async fn migrate_disk_and_power_off(
+        &self,
+        spec: &GuestSpec,
+        target: &MigrationTarget,
+        peer: &dyn DiskPeer,
+    ) -> Result<(), VirtError>;
     /// Cold migration/resize, destination side: create the guest from the migrated disks
     /// (resized to `spec.flavor`), powered on when `power_on`.
     async fn finish_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError>;
+    /// Cold migration from another machine, destination side: create empty disks in
+    /// `<uuid>_incoming` and serve them over NBD for the source to fill ([`DiskPeer`]).
+    async fn prepare_incoming_disks(&self, _uuid: &str, _disks: &[IncomingDisk]) -> Result<u16, VirtError> {
+        Err(VirtError::Unsupported { driver: self.name().into(), op: "incoming disk copies".into() })
+    }
+    /// Stop serving the incoming disks; remove them unless `keep`.
+    async fn end_incoming_disks(&self, _uuid: &str, _keep: bool) -> Result<(), VirtError> {
+        Err(VirtError::Unsupported { driver: self.name().into(), op: "incoming disk copies".into() })
+    }
     /// Resize confirmed: remove the source copy.
     async fn confirm_migration(&self, uuid: &str) -> Result<(), VirtError>;
     /// Resize reverted: bring the source copy back.

@@ -5,6 +5,9 @@
 //! (the guest stays where it was), and evacuation from a dead host (the host destroys
 //! its stale guest when its agent returns).
 //!
+//! Cold migration and resize between agents told to behave as separate machines move
+//! the disks over NBD (the destination serves empty disks, the source writes them).
+//!
 //! Like the other qemu tests these never skip, take the module lock of `qemu.rs` so that
 //! at most two TCG guests run at once, and kill every process mentioning their data
 //! directory when they end.
@@ -598,4 +601,148 @@ async fn qemu_live_migration_abort_and_force_complete_steer_the_running_copy() {
         h.stop();
     }
     cloud.shutdown().await;
+}
+
+/// Writes `pattern` at 4 MiB into `drive` of the running guest (through QEMU, as the guest would).
+async fn write_pattern(dir: &Path, drive: &str, pattern: u8) {
+    let mut q = stratus_qemu::QmpClient::connect(&dir.join("qmp.sock")).await.expect("QMP");
+    let cmd = format!("qemu-io {drive} \"write -P {pattern} {} 65536\"", 4 << 20);
+    q.execute("human-monitor-command", Some(serde_json::json!({"command-line": cmd}))).await.expect("write");
+}
+
+fn has_pattern(disk: &Path, pattern: u8) -> bool {
+    let read = std::process::Command::new("qemu-io")
+        .args(["-r", "-U", "-f", "qcow2", "-c", &format!("read -P {pattern} {} 65536", 4 << 20)])
+        .arg(disk)
+        .output()
+        .expect("qemu-io");
+    let out = String::from_utf8_lossy(&read.stdout);
+    read.status.success() && !out.contains("verification failed")
+}
+
+fn image_info(disk: &Path) -> Value {
+    let out = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(disk).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("qemu-img info {}", disk.display()))
+}
+
+/// NBD servers of this test still running.
+fn nbd_servers(data: &Path) -> usize {
+    let needle = data.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.starts_with("qemu-storage-daemon") && c.contains(&needle))
+        .count()
+}
+
+/// Cold migration (confirmed) and resize (reverted) between agents that may not copy
+/// locally: root and ephemeral disks go over NBD, with what the guest wrote on them.
+#[tokio::test]
+async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let t0 = Instant::now();
+    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
+        c.cold_migration_local_copy = false;
+        c.live_migration_listen_address = "127.0.0.1".into();
+    })
+    .await;
+    heartbeat_image(&cloud).await;
+    for (name, disk) in [("cm.a", "1"), ("cm.b", "2")] {
+        cloud
+            .openstack(&["flavor", "create", "--vcpus", "1", "--ram", "128", "--disk", disk, "--ephemeral", "1", name])
+            .await
+            .expect("flavor create");
+    }
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "cm.a",
+            "--image",
+            "hb",
+            "--nic",
+            "none",
+            "--config-drive",
+            "true",
+            "--wait",
+            "cm1",
+        ])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "cm1").await);
+    let b = other(&a).to_string();
+    wait_heartbeat(&cloud, "cm1", 1.0).await;
+    let src = host_dir(&cloud, &a).join(&id);
+    write_pattern(&src, "drive-disk0", 0x5a).await;
+    write_pattern(&src, "drive-disk1", 0x3c).await;
+    let overlay = image_info(&src.join("disk"))["actual-size"].as_u64().unwrap_or(0);
+
+    // Cold migration to the other host, confirmed.
+    let started = Instant::now();
+    cloud.openstack(&["server", "migrate", "--host", &b, "--wait", "cm1"]).await.expect("server migrate --host --wait");
+    let s = wait_status(&cloud, "cm1", "VERIFY_RESIZE", Duration::from_secs(120)).await;
+    let api_ms = started.elapsed().as_millis();
+    assert_eq!(host_of(&s), b, "{s}");
+    let dest = host_dir(&cloud, &b).join(&id);
+    assert!(pid_of(&dest).is_some(), "running on the destination");
+    assert!(has_pattern(&dest.join("disk"), 0x5a), "the root disk's data moved");
+    assert!(has_pattern(&dest.join("disk.eph0"), 0x3c), "the ephemeral disk's data moved");
+    assert!(image_info(&dest.join("disk"))["backing-filename"].is_null(), "a flattened copy");
+    assert!(dest.join("disk.config").exists(), "the config drive is made again");
+    assert!(!host_dir(&cloud, &b).join(format!("{id}_incoming")).exists());
+    assert!(!dest.join("nbd.pid").exists());
+    assert_eq!(nbd_servers(data.path()), 0, "the NBD server is gone");
+    let stats = stratus_compute_agent::virt::qemu::last_cold_copy(&id).expect("an NBD copy was made");
+    assert_eq!(stats.disks, ["disk", "disk.eph0"], "{stats:?}");
+    let copied: u64 =
+        ["disk", "disk.eph0"].iter().map(|d| image_info(&dest.join(d))["actual-size"].as_u64().unwrap_or(0)).sum();
+    eprintln!(
+        "COLD-MIGRATION {a}->{b} over NBD: api {api_ms} ms (CLI --wait to VERIFY_RESIZE), copy {} ms for {:?} \
+         ({} MiB virtual); source overlay {:.1} MiB allocated, destination copies {:.1} MiB allocated; load {}",
+        stats.wall_ms,
+        stats.disks,
+        stats.virtual_bytes >> 20,
+        overlay as f64 / 1048576.0,
+        copied as f64 / 1048576.0,
+        load()
+    );
+    let source_copy = host_dir(&cloud, &a).join(format!("{id}_resize"));
+    assert!(source_copy.join("disk").exists(), "the source keeps its copy until confirm");
+    cloud.openstack(&["server", "resize", "confirm", "cm1"]).await.expect("resize confirm");
+    wait_status(&cloud, "cm1", "ACTIVE", Duration::from_secs(60)).await;
+    wait_until("confirm removes the source copy", Duration::from_secs(30), || !source_copy.exists()).await;
+    assert!(!src.exists());
+
+    // Resize back to the first host, reverted: the guest runs on this host again with its disks.
+    let started = Instant::now();
+    cloud.openstack(&["server", "resize", "--flavor", "cm.b", "--wait", "cm1"]).await.expect("resize --wait");
+    let s = wait_status(&cloud, "cm1", "VERIFY_RESIZE", Duration::from_secs(120)).await;
+    let api_ms = started.elapsed().as_millis();
+    assert_eq!(host_of(&s), a, "{s}");
+    assert_eq!(image_info(&src.join("disk"))["virtual-size"], 2u64 << 30, "grown to the new flavor");
+    assert!(has_pattern(&src.join("disk"), 0x5a), "the data came along again");
+    let stats = stratus_compute_agent::virt::qemu::last_cold_copy(&id).unwrap();
+    eprintln!("COLD-RESIZE {b}->{a} over NBD: api {api_ms} ms, copy {} ms; load {}", stats.wall_ms, load());
+    cloud.openstack(&["server", "resize", "revert", "cm1"]).await.expect("resize revert");
+    let s = wait_status(&cloud, "cm1", "ACTIVE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), b, "{s}");
+    assert_eq!(s["flavor"]["original_name"], "cm.a", "{s}");
+    assert!(pid_of(&dest).is_some(), "running again where it was");
+    assert!(has_pattern(&dest.join("disk"), 0x5a));
+    wait_until("revert removes the destination's copy", Duration::from_secs(30), || !src.exists()).await;
+    assert_eq!(nbd_servers(data.path()), 0);
+
+    cloud.openstack(&["server", "delete", "--wait", "cm1"]).await.expect("delete");
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+    eprintln!("COLD-MIGRATION test took {} ms", t0.elapsed().as_millis());
 }

@@ -15,12 +15,13 @@
 //!
 //! Cold migration and resize follow Nova's layout: the source keeps its copy as
 //! `<uuid>_resize` until the resize is confirmed (or brings it back on revert) and hands
-//! the destination a flattened copy in `<uuid>_incoming`. Disks move by a local copy, so
-//! both agents must run in one process (two hosts on one machine). Live migration
+//! the destination a flattened copy in `<uuid>_incoming`. Between agents of one process
+//! that is a local copy; to another machine the disks go over NBD ([`cold`]). Live migration
 //! ([`live`]) moves a running guest with its disks over QMP, NBD and the migration
 //! stream, between agents of one process or of different machines.
 
 pub mod aging;
+pub mod cold;
 pub mod images;
 pub mod instance;
 pub mod live;
@@ -41,7 +42,9 @@ use stratus_qemu::{Accel, QemuBinary, QemuProcess, ResolvedAccel};
 
 use self::images::{ImageCache, ImageSource, ImageUse};
 use self::instance::{BootFiles, Instance, OVERLAY_FORMAT};
-use super::{HostResources, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole};
+use super::{
+    DiskPeer, HostResources, IncomingDisk, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole,
+};
 use crate::rpc::{GuestSpec, ImageSpec};
 
 /// `[compute.qemu]` settings.
@@ -101,6 +104,9 @@ pub struct QemuDriverConfig {
     /// Live migrations between agents of this process go over unix sockets (default
     /// true); false sends them over TCP like between machines.
     pub live_migration_local_sockets: bool,
+    /// Cold migrations and resizes between agents of this process copy the disks
+    /// locally (default true); false sends them over NBD like between machines.
+    pub cold_migration_local_copy: bool,
     /// Remove base images no disk on this host uses any more (Nova's
     /// `remove_unused_base_images`, default true).
     pub remove_unused_base_images: bool,
@@ -133,6 +139,7 @@ impl Default for QemuDriverConfig {
             live_migration_downtime_ms: 500,
             live_migration_bandwidth_mib: 0,
             live_migration_local_sockets: true,
+            cold_migration_local_copy: true,
             remove_unused_base_images: true,
             remove_unused_original_minimum_age_seconds: 86_400,
             image_cache_manager_interval_secs: 2_400,
@@ -793,7 +800,13 @@ impl VirtDriver for QemuDriver {
         Ok(VncConsole { host, port, path: None })
     }
 
-    async fn migrate_disk_and_power_off(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError> {
+    async fn migrate_disk_and_power_off(
+        &self,
+        spec: &GuestSpec,
+        target: &MigrationTarget,
+        peer: &dyn DiskPeer,
+    ) -> Result<(), VirtError> {
+        let uuid = spec.uuid.as_str();
         let inst = self.inst(uuid)?;
         let lock = self.lock_for(uuid);
         let _g = lock.lock().await;
@@ -802,39 +815,79 @@ impl VirtDriver for QemuDriver {
             // Replayed after a crash: the disks already went.
             return if resize_dir.exists() { Ok(()) } else { Err(VirtError::NotFound(uuid.to_string())) };
         }
-        let dest = local_host(&target.host).ok_or_else(|| {
-            failed(format!(
-                "host {} is not served by this process: the qemu driver moves disks only between agents of one process for now",
-                target.host
-            ))
-        })?;
+        let local = local_host(&target.host).filter(|_| self.cfg.cold_migration_local_copy);
+        let was_running = inst.dir.running_pid().is_some();
         self.graceful_stop(&inst, Duration::from_secs(self.cfg.power_off_timeout_secs)).await?;
         self.remove_state(&inst).await;
-        // The copy is flattened (no backing file): the destination may have another base cache.
-        let incoming = dest.join(format!("{uuid}_incoming"));
-        let _ = tokio::fs::remove_dir_all(&incoming).await;
-        tokio::fs::create_dir_all(&incoming)
-            .await
-            .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
-        for name in ["disk", "disk.eph0", "disk.swap", "disk.config"] {
-            let src = inst.root().join(name);
-            if src.exists() {
-                let part = incoming.join(format!("{name}.part"));
-                if name == "disk.config" {
-                    tokio::fs::copy(&src, &part).await.map_err(|e| failed(format!("copying {name}: {e}")))?;
-                } else {
-                    self.img.convert(&src, OVERLAY_FORMAT, &part, DiskFormat::Qcow2, false).await.map_err(failed)?;
+        let copied = match &local {
+            Some(dest) => self.copy_local(&inst, uuid, dest).await,
+            None => {
+                let r = self.copy_to_peer(&inst, uuid, target, peer).await;
+                if r.is_err() {
+                    if let Err(e) = peer.end_incoming_disks(uuid, false).await {
+                        tracing::warn!(uuid, target = %target.host, error = %e, "could not clean the destination");
+                    }
                 }
-                tokio::fs::rename(&part, incoming.join(name))
-                    .await
-                    .map_err(|e| failed(format!("moving {name}: {e}")))?;
+                r
             }
+        };
+        if let Err(e) = copied {
+            // The move is rolled back: the guest runs here again as it did.
+            if was_running {
+                if let Err(e) = self.start(&inst, spec).await {
+                    tracing::error!(uuid, error = %e, "could not restart the guest after a failed move");
+                }
+            }
+            return Err(e);
         }
         let _ = tokio::fs::remove_dir_all(&resize_dir).await;
         tokio::fs::rename(inst.root(), &resize_dir)
             .await
             .map_err(|e| failed(format!("keeping the source copy: {e}")))?;
         tracing::info!(uuid, target = %target.host, "disks handed to the destination; source copy kept until confirm");
+        Ok(())
+    }
+
+    async fn prepare_incoming_disks(&self, uuid: &str, disks: &[IncomingDisk]) -> Result<u16, VirtError> {
+        self.inst(uuid)?;
+        if let Some(d) = disks.iter().find(|d| !cold::DISKS.contains(&d.name.as_str())) {
+            return Err(failed(format!("{} is not a disk a migration carries", d.name)));
+        }
+        let incoming = self.instances.join(format!("{uuid}_incoming"));
+        // Replayed: a server left from the last try goes first.
+        cold::stop(&incoming).await;
+        let _ = tokio::fs::remove_dir_all(&incoming).await;
+        tokio::fs::create_dir_all(&incoming)
+            .await
+            .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
+        let (min, max) = (self.cfg.live_migration_port_min, self.cfg.live_migration_port_max);
+        // The NBD port of the server's live migration pair: the two never overlap.
+        let port = live::port_for(uuid, min, max).saturating_add(1).min(min.max(max));
+        let r = async {
+            for d in disks {
+                self.img.create(&incoming.join(&d.name), DiskFormat::Qcow2, d.virtual_size).await.map_err(failed)?;
+            }
+            cold::serve(&incoming, disks, &self.cfg.live_migration_listen_address, port).await.map_err(failed)
+        }
+        .await;
+        if let Err(e) = r {
+            cold::stop(&incoming).await;
+            let _ = tokio::fs::remove_dir_all(&incoming).await;
+            return Err(e);
+        }
+        tracing::info!(uuid, port, disks = disks.len(), "serving incoming disks over NBD");
+        Ok(port)
+    }
+
+    async fn end_incoming_disks(&self, uuid: &str, keep: bool) -> Result<(), VirtError> {
+        self.inst(uuid)?;
+        let incoming = self.instances.join(format!("{uuid}_incoming"));
+        cold::stop(&incoming).await;
+        if keep {
+            let _ = tokio::fs::remove_file(incoming.join(cold::NBD_LOG)).await;
+        } else {
+            let _ = tokio::fs::remove_dir_all(&incoming).await;
+        }
         Ok(())
     }
 
@@ -1011,6 +1064,76 @@ impl VirtDriver for QemuDriver {
 }
 
 impl QemuDriver {
+    /// Cold move between agents of this process: a flattened copy straight into the
+    /// destination's `<uuid>_incoming`.
+    async fn copy_local(&self, inst: &Instance, uuid: &str, dest: &Path) -> Result<(), VirtError> {
+        // The copy is flattened (no backing file): the destination may have another base cache.
+        let incoming = dest.join(format!("{uuid}_incoming"));
+        let _ = tokio::fs::remove_dir_all(&incoming).await;
+        tokio::fs::create_dir_all(&incoming)
+            .await
+            .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
+        for name in ["disk", "disk.eph0", "disk.swap", "disk.config"] {
+            let src = inst.root().join(name);
+            if src.exists() {
+                let part = incoming.join(format!("{name}.part"));
+                if name == "disk.config" {
+                    tokio::fs::copy(&src, &part).await.map_err(|e| failed(format!("copying {name}: {e}")))?;
+                } else {
+                    self.img.convert(&src, OVERLAY_FORMAT, &part, DiskFormat::Qcow2, false).await.map_err(failed)?;
+                }
+                tokio::fs::rename(&part, incoming.join(name))
+                    .await
+                    .map_err(|e| failed(format!("moving {name}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cold move to another machine: the destination serves empty disks over NBD, the
+    /// guest view of each disk goes into them and is compared.
+    async fn copy_to_peer(
+        &self,
+        inst: &Instance,
+        uuid: &str,
+        target: &MigrationTarget,
+        peer: &dyn DiskPeer,
+    ) -> Result<(), VirtError> {
+        let started = std::time::Instant::now();
+        let mut disks = Vec::new();
+        for name in cold::DISKS {
+            let path = inst.root().join(name);
+            if path.exists() {
+                let info = self.img.info(&path, Some(OVERLAY_FORMAT)).await.map_err(failed)?;
+                disks.push(IncomingDisk { name: name.to_string(), virtual_size: info.virtual_size });
+            }
+        }
+        let port = peer
+            .prepare_incoming_disks(uuid, &disks)
+            .await
+            .map_err(|e| failed(format!("host {} could not take the disks: {e}", target.host)))?;
+        for d in &disks {
+            let url = cold::nbd_url(&target.host_ip, port, &d.name);
+            let src = inst.root().join(&d.name);
+            self.img.copy_into(&src, OVERLAY_FORMAT, &url).await.map_err(failed)?;
+            self.img
+                .compare(&src, OVERLAY_FORMAT, &url)
+                .await
+                .map_err(|e| failed(format!("the copy of {} differs: {e}", d.name)))?;
+        }
+        peer.end_incoming_disks(uuid, true)
+            .await
+            .map_err(|e| failed(format!("host {} could not close the disks: {e}", target.host)))?;
+        let stats = cold::Stats {
+            wall_ms: started.elapsed().as_millis() as u64,
+            disks: disks.iter().map(|d| d.name.clone()).collect(),
+            virtual_bytes: disks.iter().map(|d| d.virtual_size).sum(),
+        };
+        tracing::info!(uuid, target = %target.host, ?stats, "disks copied over NBD");
+        LAST_COLD_COPIES.lock().insert(uuid.to_string(), stats);
+        Ok(())
+    }
+
     /// Destination of a live migration: the same devices as the source (disks on this
     /// host's copy of the base image), QEMU waiting for the stream, disks exported.
     async fn prepare_incoming(&self, inst: &Instance, spec: &GuestSpec, source: &str) -> Result<(), VirtError> {
@@ -1074,6 +1197,15 @@ static LOCAL_HOSTS: std::sync::LazyLock<Mutex<HashMap<String, PathBuf>>> = std::
 
 fn local_host(host: &str) -> Option<PathBuf> {
     LOCAL_HOSTS.lock().get(host).cloned()
+}
+
+/// The last copy of each server's disks to another machine by an agent of this process.
+static LAST_COLD_COPIES: std::sync::LazyLock<Mutex<HashMap<String, cold::Stats>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// What the last cold move of `uuid` over NBD from an agent of this process measured.
+pub fn last_cold_copy(uuid: &str) -> Option<cold::Stats> {
+    LAST_COLD_COPIES.lock().get(uuid).cloned()
 }
 
 /// The measurements of the last live migration of each server that left this process
