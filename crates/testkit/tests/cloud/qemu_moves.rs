@@ -638,8 +638,9 @@ fn nbd_servers(data: &Path) -> usize {
         .count()
 }
 
-/// Cold migration (confirmed) and resize (reverted) between agents that may not copy
-/// locally: root and ephemeral disks go over NBD, with what the guest wrote on them.
+/// Cold migration (failed and rolled back, then confirmed) and resize (reverted) between
+/// agents that may not copy locally: root and ephemeral disks go over NBD, with what the
+/// guest wrote on them.
 #[tokio::test]
 async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -680,6 +681,31 @@ async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
     let b = other(&a).to_string();
     wait_heartbeat(&cloud, "cm1", 1.0).await;
     let src = host_dir(&cloud, &a).join(&id);
+
+    // A destination that cannot serve the disks (its port is taken): the move is rolled
+    // back, the guest runs here again with its disks, nothing is left over there.
+    let port = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215) + 1;
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the NBD port");
+    let pid0 = pid_of(&src).expect("running");
+    cloud.openstack(&["server", "migrate", "--host", &b, "cm1"]).await.expect("server migrate --host");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let migs = cloud.openstack(&["server", "migration", "list", "--server", "cm1"]).await.expect("migration list");
+        if migs[0]["Status"] == "error" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration fails: {migs}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let s = wait_status(&cloud, "cm1", "ACTIVE", Duration::from_secs(60)).await;
+    assert_eq!(host_of(&s), a, "{s}");
+    let pid1 = pid_of(&src).expect("the guest runs on its source again");
+    assert_ne!(pid0, pid1, "restarted after the stop");
+    assert!(!host_dir(&cloud, &b).join(format!("{id}_incoming")).exists(), "the destination cleaned up");
+    assert!(!host_dir(&cloud, &b).join(&id).exists());
+    assert_eq!(nbd_servers(data.path()), 0);
+    drop(blocker);
+
     write_pattern(&src, "drive-disk0", 0x5a).await;
     write_pattern(&src, "drive-disk1", 0x3c).await;
     let overlay = image_info(&src.join("disk"))["actual-size"].as_u64().unwrap_or(0);
