@@ -36,6 +36,55 @@ impl Drop for Reaper {
     }
 }
 
+/// Uploads the test image's kernel and initrd as AKI/ARI images (`<name>-kernel`,
+/// `<name>-ramdisk`) and its disk as `name`, pointing at them through `kernel_id` /
+/// `ramdisk_id` so the guest boots its kernel directly; `properties` are extra
+/// `key=value` image properties.
+pub(crate) async fn create_direct_boot_image(cloud: &TestCloud, name: &str, properties: &[&str]) {
+    let dir = image_dir();
+    let mut ids = Vec::new();
+    for (part, fmt, file) in [("kernel", "aki", "vmlinuz"), ("ramdisk", "ari", "initrd.img")] {
+        let f = dir.join(file);
+        let part_name = format!("{name}-{part}");
+        let v = cloud
+            .openstack(&[
+                "image",
+                "create",
+                "--disk-format",
+                fmt,
+                "--container-format",
+                fmt,
+                "--file",
+                f.to_str().unwrap(),
+                &part_name,
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("image create {part_name}: {e}"));
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let disk = dir.join("disk.qcow2");
+    let (kp, rp) = (format!("kernel_id={}", ids[0]), format!("ramdisk_id={}", ids[1]));
+    let mut args = vec![
+        "image",
+        "create",
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        "--file",
+        disk.to_str().unwrap(),
+        "--property",
+        &kp,
+        "--property",
+        &rp,
+    ];
+    for p in properties {
+        args.extend(["--property", p]);
+    }
+    args.push(name);
+    cloud.openstack(&args).await.unwrap_or_else(|e| panic!("image create {name} with kernel_id/ramdisk_id: {e}"));
+}
+
 pub(crate) fn image_dir() -> PathBuf {
     let dir = std::env::var_os("STRATUS_TEST_IMAGE_DIR")
         .map(PathBuf::from)
@@ -575,46 +624,7 @@ async fn qemu_config_drive_and_direct_kernel_boot() {
     cloud.openstack(&["server", "delete", "--wait", "cd-vm"]).await.expect("delete");
 
     // AKI/ARI images: kernel_id/ramdisk_id boot the kernel directly (no boot loader).
-    let dir = image_dir();
-    let mut ids = Vec::new();
-    for (name, fmt, file) in [("kern", "aki", "vmlinuz"), ("ramdisk", "ari", "initrd.img")] {
-        let f = dir.join(file);
-        let v = cloud
-            .openstack(&[
-                "image",
-                "create",
-                "--disk-format",
-                fmt,
-                "--container-format",
-                fmt,
-                "--file",
-                f.to_str().unwrap(),
-                name,
-            ])
-            .await
-            .unwrap_or_else(|e| panic!("image create {name}: {e}"));
-        ids.push(v["id"].as_str().unwrap().to_string());
-    }
-    let disk = dir.join("disk.qcow2");
-    let (kp, rp) = (format!("kernel_id={}", ids[0]), format!("ramdisk_id={}", ids[1]));
-    cloud
-        .openstack(&[
-            "image",
-            "create",
-            "--disk-format",
-            "qcow2",
-            "--container-format",
-            "bare",
-            "--file",
-            disk.to_str().unwrap(),
-            "--property",
-            &kp,
-            "--property",
-            &rp,
-            "direct",
-        ])
-        .await
-        .expect("image create with kernel_id/ramdisk_id");
+    create_direct_boot_image(&cloud, "direct", &[]).await;
     cloud
         .openstack(&[
             "server", "create", "--flavor", "m1.nano", "--image", "direct", "--nic", "none", "--wait", "dk-vm",

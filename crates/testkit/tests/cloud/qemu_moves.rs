@@ -21,7 +21,7 @@ use stratus_compute_agent::virt::qemu::{images::InternalImageSource, QemuDriver,
 use stratus_compute_agent::AgentHandle;
 use stratus_testkit::TestCloud;
 
-use crate::qemu::{image_dir, Reaper, ONE_AT_A_TIME};
+use crate::qemu::{create_direct_boot_image, Reaper, ONE_AT_A_TIME};
 
 const HOSTS: [&str; 2] = ["lm-a", "lm-b"];
 
@@ -93,48 +93,12 @@ fn other(host: &str) -> &'static str {
 /// A direct-kernel-boot image whose guest prints its uptime every second on the serial
 /// console (`stratus.heartbeat=1`, see tools/build-test-image.sh).
 async fn heartbeat_image(cloud: &TestCloud) {
-    let dir = image_dir();
-    let mut ids = Vec::new();
-    for (name, fmt, file) in [("hb-kernel", "aki", "vmlinuz"), ("hb-ramdisk", "ari", "initrd.img")] {
-        let f = dir.join(file);
-        let v = cloud
-            .openstack(&[
-                "image",
-                "create",
-                "--disk-format",
-                fmt,
-                "--container-format",
-                fmt,
-                "--file",
-                f.to_str().unwrap(),
-                name,
-            ])
-            .await
-            .unwrap_or_else(|e| panic!("image create {name}: {e}"));
-        ids.push(v["id"].as_str().unwrap().to_string());
-    }
-    let disk = dir.join("disk.qcow2");
-    let (kp, rp) = (format!("kernel_id={}", ids[0]), format!("ramdisk_id={}", ids[1]));
-    cloud
-        .openstack(&[
-            "image",
-            "create",
-            "--disk-format",
-            "qcow2",
-            "--container-format",
-            "bare",
-            "--file",
-            disk.to_str().unwrap(),
-            "--property",
-            &kp,
-            "--property",
-            &rp,
-            "--property",
-            "os_command_line=root=/dev/vda console=ttyS0,115200n8 stratus.heartbeat=1",
-            "hb",
-        ])
-        .await
-        .expect("image create hb");
+    create_direct_boot_image(
+        cloud,
+        "hb",
+        &["os_command_line=root=/dev/vda console=ttyS0,115200n8 stratus.heartbeat=1"],
+    )
+    .await;
 }
 
 async fn show(cloud: &TestCloud, server: &str) -> Value {
