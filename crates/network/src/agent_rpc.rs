@@ -31,7 +31,7 @@ use stratus_bus::{Bus, Delivery, Message};
 use stratus_network_agent::model as m;
 use stratus_network_agent::DesiredState;
 
-use crate::error::{NetError, NetResult};
+use crate::error::NetResult;
 use crate::store::{self, kind};
 use crate::{ports, S};
 
@@ -235,33 +235,11 @@ async fn schedule(net: &S, host: &str) -> NetResult<bool> {
         }
     }
     // Routers.
-    let mut by_router: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for p in ports_all.iter().filter(|p| {
-        matches!(store::s(p, "device_owner"), "network:router_interface" | "network:router_gateway")
-            && !store::s(p, "device_id").is_empty()
-    }) {
-        by_router.entry(store::s(p, "device_id")).or_default().push(p);
-    }
-    for ps in by_router.values() {
+    for ps in ports::by_router(&ports_all).values() {
         let target =
             ps.iter().map(|p| store::s(p, "binding:host_id")).find(|h| !h.is_empty()).unwrap_or(host).to_string();
         for p in ps.iter().filter(|p| store::s(p, "binding:host_id").is_empty()) {
-            let id = store::s(p, "id").to_string();
-            let target = target.clone();
-            net.db
-                .transaction(|tx| {
-                    let (id, target) = (id.clone(), target.clone());
-                    Box::pin(async move {
-                        if let Some(mut p) = store::get(&mut **tx, kind::PORT, &id).await? {
-                            p["binding:host_id"] = json!(target);
-                            ports::set_binding(&mut p);
-                            store::touch(&mut p);
-                            store::update(&mut **tx, kind::PORT, &p, &ports::links(&p)).await?;
-                        }
-                        Ok::<_, NetError>(())
-                    })
-                })
-                .await?;
+            ports::bind_to_host(net, store::s(p, "id"), &target, false).await?;
             changed = true;
         }
     }

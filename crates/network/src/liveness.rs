@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use stratus_auth::RequestContext;
 
-use crate::error::{NetError, NetResult};
+use crate::error::NetResult;
 use crate::store::{self, kind};
 use crate::{ports, S};
 
@@ -102,13 +102,7 @@ pub(crate) async fn reschedule_dead(net: &S) -> NetResult<bool> {
         }
     }
 
-    let mut routers: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for p in ports_all.iter().filter(|p| {
-        matches!(store::s(p, "device_owner"), "network:router_interface" | "network:router_gateway")
-            && !store::s(p, "device_id").is_empty()
-    }) {
-        routers.entry(store::s(p, "device_id")).or_default().push(p);
-    }
+    let routers = ports::by_router(&ports_all);
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
     for ps in routers.values() {
         if let Some(h) = ps.iter().map(|p| host_of(p)).find(|h| !h.is_empty()) {
@@ -120,24 +114,7 @@ pub(crate) async fn reschedule_dead(net: &S) -> NetResult<bool> {
         let Some(target) = least_loaded(&live_l3, &load) else { break };
         tracing::warn!(%router, %from, to = %target, "L3 agent down: rescheduling the router");
         for p in ps {
-            let id = store::s(p, "id").to_string();
-            let target = target.clone();
-            net.db
-                .transaction(|tx| {
-                    let (id, target) = (id.clone(), target.clone());
-                    Box::pin(async move {
-                        if let Some(mut p) = store::get(&mut **tx, kind::PORT, &id).await? {
-                            p["binding:host_id"] = json!(target);
-                            // Down until the new host's agent wires it.
-                            p["status"] = json!("DOWN");
-                            ports::set_binding(&mut p);
-                            store::touch(&mut p);
-                            store::update(&mut **tx, kind::PORT, &p, &ports::links(&p)).await?;
-                        }
-                        Ok::<_, NetError>(())
-                    })
-                })
-                .await?;
+            ports::bind_to_host(net, store::s(p, "id"), &target, true).await?;
         }
         *load.entry(target).or_default() += 1;
         changed = true;

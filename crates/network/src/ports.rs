@@ -92,6 +92,41 @@ pub(crate) async fn find(st: &S, ctx: &RequestContext, id: &str) -> NetResult<Va
     store::visible(st.db.reader(), ctx, kind::PORT, Some(id)).await?.pop().ok_or_else(|| not_found("Port", id))
 }
 
+/// Binds a port to `host`, as the DHCP/L3 scheduling does; `down` marks it DOWN until
+/// that host's agent has wired it (a move away from a dead agent).
+pub(crate) async fn bind_to_host(st: &S, id: &str, host: &str, down: bool) -> NetResult<()> {
+    let (id, host) = (id.to_string(), host.to_string());
+    st.db
+        .transaction(|tx| {
+            let (id, host) = (id.clone(), host.clone());
+            Box::pin(async move {
+                if let Some(mut p) = store::get(&mut **tx, kind::PORT, &id).await? {
+                    p["binding:host_id"] = json!(host);
+                    if down {
+                        p["status"] = json!("DOWN");
+                    }
+                    set_binding(&mut p);
+                    store::touch(&mut p);
+                    store::update(&mut **tx, kind::PORT, &p, &links(&p)).await?;
+                }
+                Ok::<_, NetError>(())
+            })
+        })
+        .await
+}
+
+/// The router ports among `ports` (interfaces and gateways), grouped by router id.
+pub(crate) fn by_router(ports: &[Value]) -> std::collections::BTreeMap<&str, Vec<&Value>> {
+    let mut out: std::collections::BTreeMap<&str, Vec<&Value>> = std::collections::BTreeMap::new();
+    for p in ports.iter().filter(|p| {
+        matches!(store::s(p, "device_owner"), "network:router_interface" | "network:router_gateway")
+            && !store::s(p, "device_id").is_empty()
+    }) {
+        out.entry(store::s(p, "device_id")).or_default().push(p);
+    }
+    out
+}
+
 /// Derives `binding:vif_type`/`vif_details` from `binding:host_id`.
 pub(crate) fn set_binding(p: &mut Value) {
     let host = store::s(p, "binding:host_id").to_string();
