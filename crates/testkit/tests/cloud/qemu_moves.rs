@@ -101,6 +101,19 @@ async fn heartbeat_image(cloud: &TestCloud) {
     .await;
 }
 
+/// Boots `name` from the heartbeat image and waits until the guest's uptime passed
+/// `above` seconds; returns its id and host.
+async fn boot_heartbeat_guest(cloud: &TestCloud, name: &str, above: f64) -> (String, String) {
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", name])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let host = host_of(&show(cloud, name).await);
+    wait_heartbeat(cloud, name, above).await;
+    (id, host)
+}
+
 async fn show(cloud: &TestCloud, server: &str) -> Value {
     cloud.openstack(&["server", "show", server]).await.unwrap_or_else(|e| panic!("server show {server}: {e}"))
 }
@@ -266,13 +279,7 @@ async fn qemu_live_migration_keeps_the_guest_running_across_two_agents() {
     let _reaper = Reaper(data.path().to_path_buf());
     let (cloud, agents) = two_host_cloud(data.path()).await;
     heartbeat_image(&cloud).await;
-    let vm = cloud
-        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
-        .await
-        .expect("server create --wait");
-    let id = vm["id"].as_str().unwrap().to_string();
-    let a = host_of(&show(&cloud, "lm1").await);
-    wait_heartbeat(&cloud, "lm1", 3.0).await;
+    let (id, a) = boot_heartbeat_guest(&cloud, "lm1", 3.0).await;
 
     live_migrate(&cloud, &id, &a).await;
     // And back: the first destination is now the source.
@@ -372,14 +379,8 @@ async fn qemu_live_migration_whose_destination_dies_leaves_the_guest_on_its_sour
     // ~100 MiB of RAM at 16 MiB/s: the copy runs for seconds.
     let (cloud, agents) = two_host_cloud_capped(data.path(), 16).await;
     heartbeat_image(&cloud).await;
-    let vm = cloud
-        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
-        .await
-        .expect("server create --wait");
-    let id = vm["id"].as_str().unwrap().to_string();
-    let a = host_of(&show(&cloud, "lm1").await);
+    let (id, a) = boot_heartbeat_guest(&cloud, "lm1", 2.0).await;
     let b = other(&a);
-    wait_heartbeat(&cloud, "lm1", 2.0).await;
     let src_pid = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the source");
 
     // The destination QEMU is killed while the memory is being copied (its disks are
@@ -438,14 +439,8 @@ async fn qemu_evacuate_rebuilds_on_the_other_host_and_the_returning_host_drops_i
     let _reaper = Reaper(data.path().to_path_buf());
     let (cloud, agents) = two_host_cloud(data.path()).await;
     heartbeat_image(&cloud).await;
-    let vm = cloud
-        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "ev1"])
-        .await
-        .expect("server create --wait");
-    let id = vm["id"].as_str().unwrap().to_string();
-    let a = host_of(&show(&cloud, "ev1").await);
+    let (id, a) = boot_heartbeat_guest(&cloud, "ev1", 1.0).await;
     let b = other(&a);
-    wait_heartbeat(&cloud, "ev1", 1.0).await;
     let stale = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the first host");
 
     // Host A's agent dies (its guest keeps running, as QEMU does not belong to the agent).
@@ -505,14 +500,8 @@ async fn qemu_live_migration_abort_and_force_complete_steer_the_running_copy() {
     let _reaper = Reaper(data.path().to_path_buf());
     let (cloud, agents) = two_host_cloud_capped(data.path(), 8).await;
     heartbeat_image(&cloud).await;
-    let vm = cloud
-        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "hb", "--nic", "none", "--wait", "lm1"])
-        .await
-        .expect("server create --wait");
-    let id = vm["id"].as_str().unwrap().to_string();
-    let a = host_of(&show(&cloud, "lm1").await);
+    let (id, a) = boot_heartbeat_guest(&cloud, "lm1", 2.0).await;
     let b = other(&a);
-    wait_heartbeat(&cloud, "lm1", 2.0).await;
     let src_pid = pid_of(&host_dir(&cloud, &a).join(&id)).expect("QEMU on the source");
 
     // Abort (2.24): the copy stops, the guest stays, the migration is cancelled.
