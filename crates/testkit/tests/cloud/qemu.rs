@@ -742,7 +742,14 @@ async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
     let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
     let tap = format!("tap{}", port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>());
     let argv = std::fs::read_to_string(inst_dir(&cloud, &id).join("qemu.argv")).unwrap();
-    assert!(argv.contains(&format!("ifname={tap},script=no,downscript=no")), "{argv}");
+    // The agent made the tap and QEMU (unprivileged) got it as an open fd.
+    assert!(argv.contains("-netdev\ntap,id=net0,fd="), "{argv}");
+    let qemu_pid = pid_of(&inst_dir(&cloud, &id)).expect("QEMU runs");
+    let holds_tun = std::fs::read_dir(format!("/proc/{qemu_pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/net/tun")));
+    assert!(holds_tun, "QEMU holds its tap's /dev/net/tun fd");
     assert!(argv.contains(port["mac_address"].as_str().unwrap()), "{argv}");
     let links = lab::must(&["ip", "-n", &host, "-br", "link", "show", &tap]);
     assert!(links.contains(&tap), "QEMU's tap is in the host namespace: {links}");
