@@ -173,6 +173,24 @@ impl GuestUsers {
     }
 }
 
+/// The primary group guests need to open `/dev/kvm` (mode and gid given):
+/// none when everyone may, its group when that group may read and write it.
+/// A device only root may open cannot serve unprivileged guests: the error
+/// says what to change.
+pub fn kvm_group(mode: u32, gid: u32) -> std::result::Result<Option<u32>, String> {
+    if mode & 0o006 == 0o006 {
+        Ok(None)
+    } else if mode & 0o060 == 0o060 && gid != 0 {
+        Ok(Some(gid))
+    } else {
+        Err(format!(
+            "guests run as unprivileged users but /dev/kvm (mode {:o}, gid {gid}) is root's alone: give it to a \
+             group (Debian: 0660 root:kvm), or set [compute.qemu] run_as_guest_users = false",
+            mode & 0o777
+        ))
+    }
+}
+
 /// Whether this process may start QEMU as other users (it runs as root).
 pub fn can_switch_users() -> bool {
     nix::unistd::geteuid().is_root()
@@ -296,6 +314,15 @@ mod tests {
         hand_over(&a, ua).unwrap();
         let e = users.claim(&b).unwrap_err();
         assert!(e.to_string().contains("guest_uid_count"), "{e}");
+    }
+
+    #[test]
+    fn kvm_guests_share_the_group_that_may_open_dev_kvm() {
+        assert_eq!(kvm_group(0o20660, 993), Ok(Some(993)), "Debian's 0660 root:kvm");
+        assert_eq!(kvm_group(0o20666, 0), Ok(None), "open to all: no group needed");
+        let e = kvm_group(0o20600, 0).unwrap_err();
+        assert!(e.contains("mode 600") && e.contains("run_as_guest_users"), "{e}");
+        assert!(kvm_group(0o20660, 0).is_err(), "root's group is not handed to guests");
     }
 
     #[test]

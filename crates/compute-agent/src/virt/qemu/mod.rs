@@ -201,18 +201,7 @@ fn guest_users(
         ResolvedAccel::Kvm => {
             use std::os::unix::fs::MetadataExt;
             let kvm = std::fs::metadata("/dev/kvm")?;
-            if kvm.mode() & 0o006 == 0o006 {
-                None
-            } else if kvm.mode() & 0o060 == 0o060 && kvm.gid() != 0 {
-                Some(kvm.gid())
-            } else {
-                anyhow::bail!(
-                    "guests run as unprivileged users but /dev/kvm (mode {:o}, gid {}) is root's alone: \
-                     give it to a group (Debian: 0660 root:kvm), or set [compute.qemu] run_as_guest_users = false",
-                    kvm.mode() & 0o777,
-                    kvm.gid()
-                )
-            }
+            guest_user::kvm_group(kvm.mode(), kvm.gid()).map_err(anyhow::Error::msg)?
         }
     };
     let users = GuestUsers::new(&cfg.guest_uid_registry, cfg.guest_uid_min, cfg.guest_uid_count, shared_gid)?;
