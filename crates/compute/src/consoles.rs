@@ -627,41 +627,104 @@ mod tests {
         VncConsole { host: "127.0.0.1".into(), port: 0, path: Some("/x/vnc.sock".into()) }
     }
 
-    /// A migrated compute schema in a temp SQLite file, with servers `i1` and `i2` on `h1`.
-    async fn db() -> (tempfile::TempDir, Db) {
-        let d = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}", d.path().join("t.db").display())).await.unwrap();
-        db.migrate("compute", crate::MIGRATIONS).await.unwrap();
-        for uuid in ["i1", "i2"] {
-            let q = Query::new(
-                "INSERT INTO compute_instances (uuid, name, hostname, project_id, user_id, flavor_id, flavor_json, \
-                 image_ref, host, vm_state, reservation_id, created_at, updated_at) VALUES (",
-            )
-            .bind(uuid)
-            .push(", 'n', 'n', 'p', 'u', 'f', '{}', 'img', 'h1', 'active', 'r', '', '')")
-            .clone();
-            db.transaction(|tx| {
-                let q = q.clone();
-                Box::pin(async move { q.execute(&mut **tx).await })
-            })
-            .await
-            .unwrap();
+    /// A migrated compute schema with servers `i1` and `i2` on `h1`: a temp SQLite file, or
+    /// a fresh schema on `STRATUS_TEST_POSTGRES_URL`.
+    struct TestDb {
+        url: String,
+        _dir: Option<tempfile::TempDir>,
+        schema: Option<String>,
+    }
+
+    impl TestDb {
+        async fn sqlite() -> Self {
+            let d = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", d.path().join("t.db").display());
+            Self::seeded(TestDb { url, _dir: Some(d), schema: None }).await
         }
-        (d, db)
+
+        async fn postgres() -> Self {
+            let base = std::env::var("STRATUS_TEST_POSTGRES_URL")
+                .expect("STRATUS_TEST_POSTGRES_URL is not set: start PostgreSQL with scripts/test-postgres.sh");
+            let schema =
+                format!("consoles_t{}_{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let db = Db::connect(&base).await.expect("PostgreSQL must be reachable");
+            stratus_db::sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(db.reader()).await.unwrap();
+            db.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            Self::seeded(TestDb { url, _dir: None, schema: Some(schema) }).await
+        }
+
+        async fn seeded(self) -> Self {
+            let db = self.connect().await;
+            db.migrate("compute", crate::MIGRATIONS).await.unwrap();
+            for uuid in ["i1", "i2"] {
+                let q = Query::new(
+                    "INSERT INTO compute_instances (uuid, name, hostname, project_id, user_id, flavor_id, \
+                     flavor_json, image_ref, host, vm_state, reservation_id, created_at, updated_at) VALUES (",
+                )
+                .bind(uuid)
+                .push(", 'n', 'n', 'p', 'u', 'f', '{}', 'img', 'h1', 'active', 'r', '', '')")
+                .clone();
+                db.transaction(|tx| {
+                    let q = q.clone();
+                    Box::pin(async move { q.execute(&mut **tx).await })
+                })
+                .await
+                .unwrap();
+            }
+            db.close().await;
+            self
+        }
+
+        /// A new handle with pools of its own, as another process would have.
+        async fn connect(&self) -> Db {
+            Db::connect(&self.url).await.unwrap()
+        }
+
+        async fn cleanup(self) {
+            if let Some(schema) = &self.schema {
+                let db = Db::connect(&std::env::var("STRATUS_TEST_POSTGRES_URL").unwrap()).await.unwrap();
+                stratus_db::sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(db.reader()).await.unwrap();
+                db.close().await;
+            }
+        }
+    }
+
+    /// Runs `case` as two tests: on SQLite and on PostgreSQL.
+    macro_rules! on_both_backends {
+        ($case:ident, $sqlite:ident, $postgres:ident) => {
+            #[tokio::test]
+            async fn $sqlite() {
+                let t = TestDb::sqlite().await;
+                $case(&t).await;
+                t.cleanup().await;
+            }
+
+            #[tokio::test]
+            async fn $postgres() {
+                let t = TestDb::postgres().await;
+                $case(&t).await;
+                t.cleanup().await;
+            }
+        };
     }
 
     async fn rows(db: &Db) -> Vec<(String, String, Option<String>)> {
-        let rows = sqlx_rows(db, "SELECT token_hash, instance_uuid, used_at FROM compute_console_auth_tokens").await;
+        let rows = Query::new("SELECT token_hash, instance_uuid, used_at FROM compute_console_auth_tokens")
+            .fetch_all(db.reader())
+            .await
+            .unwrap();
         rows.iter().map(|r| (r.get("token_hash"), r.get("instance_uuid"), r.get("used_at"))).collect()
     }
 
-    async fn sqlx_rows(db: &Db, sql: &str) -> Vec<stratus_db::sqlx::any::AnyRow> {
-        Query::new(sql).fetch_all(db.reader()).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_token_is_good_once_and_only_until_it_expires() {
-        let (_d, db) = db().await;
+    on_both_backends!(
+        good_once_until_expiry,
+        a_token_is_good_once_and_only_until_it_expires,
+        a_token_is_good_once_and_only_until_it_expires_on_postgres
+    );
+    async fn good_once_until_expiry(tdb: &TestDb) {
+        let db = tdb.connect().await;
         let t = ConsoleTokens::new(db.clone(), Duration::from_secs(600));
         let now = chrono::Utc::now();
         let secs = chrono::Duration::seconds;
@@ -675,19 +738,25 @@ mod tests {
         assert!(matches!(t.redeem_at(&b, now).await, Err(ConsoleError::UnknownToken)), "expired tokens are forgotten");
         assert!(matches!(t.redeem_at("nope", now).await, Err(ConsoleError::UnknownToken)));
 
-        // A second service on the same database (another API process) redeems what
-        // this one issued, once.
+        // Another process on the same database redeems what this one issued, once.
         let c =
             t.issue_at("i2", "h1", VncConsole { host: "10.0.0.5".into(), port: 5901, path: None }, now).await.unwrap();
-        let other = ConsoleTokens::new(db.clone(), Duration::from_secs(1));
+        let db2 = tdb.connect().await;
+        let other = ConsoleTokens::new(db2.clone(), Duration::from_secs(1));
         let g = other.redeem_at(&c, now).await.expect("redeemed by another process");
         assert_eq!((g.instance.as_str(), g.endpoint.port, g.endpoint.path), ("i2", 5901, None));
         assert!(matches!(t.redeem_at(&c, now).await, Err(ConsoleError::UsedToken)));
+        db2.close().await;
+        db.close().await;
     }
 
-    #[tokio::test]
-    async fn the_table_holds_hashes_and_issuing_prunes_expired_tokens() {
-        let (_d, db) = db().await;
+    on_both_backends!(
+        hashes_and_pruning,
+        the_table_holds_hashes_and_issuing_prunes_expired_tokens,
+        the_table_holds_hashes_and_issuing_prunes_expired_tokens_on_postgres
+    );
+    async fn hashes_and_pruning(tdb: &TestDb) {
+        let db = tdb.connect().await;
         let t = ConsoleTokens::new(db.clone(), Duration::from_secs(10));
         let now = chrono::Utc::now();
         let old = t.issue_at("i1", "h1", ep(), now).await.unwrap();
@@ -707,11 +776,16 @@ mod tests {
         assert_eq!(t.revoke_instance("i1").await.unwrap(), 1);
         assert!(matches!(t.redeem_at(&a, later).await, Err(ConsoleError::UnknownToken)));
         assert!(t.redeem_at(&b, later).await.is_ok(), "another server's token survives");
+        db.close().await;
     }
 
-    #[tokio::test]
-    async fn moving_or_deleting_a_server_revokes_its_tokens_in_the_same_update() {
-        let (_d, db) = db().await;
+    on_both_backends!(
+        moves_and_deletes_revoke,
+        moving_or_deleting_a_server_revokes_its_tokens_in_the_same_update,
+        moving_or_deleting_a_server_revokes_its_tokens_in_the_same_update_on_postgres
+    );
+    async fn moves_and_deletes_revoke(tdb: &TestDb) {
+        let db = tdb.connect().await;
         let t = ConsoleTokens::new(db.clone(), Duration::from_secs(600));
         let a = t.issue("i1", "h1", ep()).await.unwrap();
         let b = t.issue("i2", "h1", ep()).await.unwrap();
@@ -733,16 +807,20 @@ mod tests {
         assert!(store::Update::new().set("deleted", true).apply(&db, "i2").await.unwrap());
         assert!(matches!(t.redeem(&b).await, Err(ConsoleError::UnknownToken)));
         assert!(rows(&db).await.is_empty());
+        db.close().await;
     }
 
-    #[tokio::test]
-    async fn two_redeems_racing_for_one_token_give_it_to_exactly_one() {
-        let (d, db) = db().await;
-        // The second one has pools of its own on the same file, as another process would.
-        let db2 = Db::connect(&format!("sqlite://{}", d.path().join("t.db").display())).await.unwrap();
+    on_both_backends!(
+        racing_redeems,
+        two_redeems_racing_for_one_token_give_it_to_exactly_one,
+        two_redeems_racing_for_one_token_give_it_to_exactly_one_on_postgres
+    );
+    async fn racing_redeems(tdb: &TestDb) {
+        // Two handles with pools of their own, as two processes would have.
+        let (db1, db2) = (tdb.connect().await, tdb.connect().await);
         let (t1, t2) = (
-            Arc::new(ConsoleTokens::new(db.clone(), Duration::from_secs(600))),
-            Arc::new(ConsoleTokens::new(db2, Duration::from_secs(600))),
+            ConsoleTokens::new(db1.clone(), Duration::from_secs(600)),
+            ConsoleTokens::new(db2.clone(), Duration::from_secs(600)),
         );
         for _ in 0..20 {
             let tok = t1.issue("i1", "h1", ep()).await.unwrap();
@@ -751,6 +829,37 @@ mod tests {
             let loser = if a.is_ok() { b } else { a };
             assert!(matches!(loser, Err(ConsoleError::UsedToken)), "{loser:?}");
         }
+        db1.close().await;
+        db2.close().await;
+    }
+
+    on_both_backends!(
+        issue_racing_a_move,
+        a_token_issued_while_its_server_moves_never_outlives_the_move,
+        a_token_issued_while_its_server_moves_never_outlives_the_move_on_postgres
+    );
+    async fn issue_racing_a_move(tdb: &TestDb) {
+        let (db1, db2) = (tdb.connect().await, tdb.connect().await);
+        let t = ConsoleTokens::new(db1.clone(), Duration::from_secs(600));
+        let (mut issued, mut refused) = (0, 0);
+        for round in 0..20 {
+            let (from, to) = if round % 2 == 0 { ("h1", "h2") } else { ("h2", "h1") };
+            let mv = store::Update::new().set("host", to);
+            let (tok, moved) = tokio::join!(t.issue("i1", from, ep()), mv.apply(&db2, "i1"));
+            assert!(moved.unwrap());
+            match tok {
+                Ok(_) => issued += 1,
+                Err(ComputeError::Conflict(_)) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+            // Whichever committed first, no token is left for the host the server left.
+            let stale = rows(&db1).await.len();
+            assert_eq!(stale, 0, "round {round}: a token for {from} survived the move to {to}");
+        }
+        assert_eq!(issued + refused, 20);
+        eprintln!("issued {issued} refused {refused}");
+        db1.close().await;
+        db2.close().await;
     }
 
     #[test]
