@@ -26,10 +26,11 @@ BPO_PKGS=(qemu-system-x86 qemu-utils)
 # a removed security group rule no longer allows; curl fetches metadata from test "guests";
 # procps gives sysctl; novnc is the web VNC client the compute console proxy serves from
 # /usr/share/novnc (Stratus is the websocket proxy; the package's websockify stays unused);
-# ovmf is the UEFI firmware guests of images with hw_firmware_type=uefi boot with.
+# ovmf is the UEFI firmware guests of images with hw_firmware_type=uefi boot with; dnsmasq-utils
+# gives dhcp_release, with which the network agent frees a deleted port's lease for the next port.
 PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client socat cpio
     syslinux syslinux-common mtools dosfstools fdisk genisoimage
-    isc-dhcp-client iputils-arping conntrack curl procps novnc ovmf)
+    isc-dhcp-client iputils-arping conntrack curl procps novnc ovmf dnsmasq-utils)
 
 log() { printf 'install-host-packages: %s\n' "$*" >&2; }
 

@@ -125,6 +125,10 @@ async fn converge_one(
 
     match running_pid(&dir).await {
         Some(pid) if !changed_args => {
+            if changed_hosts {
+                let leases = tokio::fs::read_to_string(dir.join("leases")).await.unwrap_or_default();
+                release_stale(&ns, &dev, &stale_leases(&leases, &hosts)).await;
+            }
             if changed_hosts || changed_opts {
                 tracing::debug!(network = %net.id, "SIGHUP dnsmasq");
                 kill(pid, Signal::SIGHUP)?;
@@ -139,6 +143,84 @@ async fn converge_one(
         }
     }
     Ok(())
+}
+
+/// A lease dnsmasq holds that the hosts file no longer backs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaleLease {
+    /// An IPv4 lease: address, MAC, client id (`*` when none).
+    V4 { ip: String, mac: String, client_id: String },
+    /// A DHCPv6 lease: address, IAID, client DUID, and this server's DUID.
+    V6 { ip: String, iaid: String, client_id: String, server_id: String },
+}
+
+/// Leases (dnsmasq's lease file) of addresses the hosts file no longer gives to that
+/// client: a deleted port's address goes to the next port at once (small pools hand out
+/// their lowest free address), and dnsmasq refuses a configured address that is still
+/// leased to another MAC, so the new guest would get no lease for a day. Neutron's
+/// dnsmasq driver releases such leases the same way (`dhcp_release`).
+pub fn stale_leases(leases: &str, hosts: &str) -> Vec<StaleLease> {
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    for line in hosts.lines() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(mac), Some(ip)) = (fields.first(), fields.last()) else { continue };
+        match ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')) {
+            Some(ip6) => v6.insert(ip6.to_string()),
+            None => v4.insert((mac.to_ascii_lowercase(), ip.to_string())),
+        };
+    }
+    let mut server_id = None;
+    let mut out = Vec::new();
+    for line in leases.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() == Some(&"duid") {
+            server_id = f.get(1).map(|d| d.to_string());
+            continue;
+        }
+        let [_, second, ip, _, client_id, ..] = f[..] else { continue };
+        if ip.contains(':') {
+            if !v6.contains(ip) {
+                if let Some(server_id) = &server_id {
+                    out.push(StaleLease::V6 {
+                        ip: ip.into(),
+                        iaid: second.into(),
+                        client_id: client_id.into(),
+                        server_id: server_id.clone(),
+                    });
+                }
+            }
+        } else if !v4.contains(&(second.to_ascii_lowercase(), ip.to_string())) {
+            out.push(StaleLease::V4 { ip: ip.into(), mac: second.into(), client_id: client_id.into() });
+        }
+    }
+    out
+}
+
+/// Releases `stale` leases from inside the DHCP namespace (`dhcp_release`,
+/// `dhcp_release6` of dnsmasq-utils); a failure is logged, not fatal: the lease then
+/// only expires.
+async fn release_stale(ns: &Ns, dev: &str, stale: &[StaleLease]) {
+    for lease in stale {
+        let r = match lease {
+            StaleLease::V4 { ip, mac, client_id } => {
+                let mut args = vec![dev, ip.as_str(), mac.as_str()];
+                if client_id != "*" {
+                    args.push(client_id);
+                }
+                ns.exec("dhcp_release", &args).await
+            }
+            StaleLease::V6 { ip, iaid, client_id, server_id } => {
+                let args =
+                    ["--iface", dev, "--ip", ip, "--iaid", iaid, "--client-id", client_id, "--server-id", server_id];
+                ns.exec("dhcp_release6", &args).await
+            }
+        };
+        match r {
+            Ok(_) => tracing::info!(?lease, "released a stale DHCP lease"),
+            Err(e) => tracing::warn!(?lease, "could not release a stale DHCP lease (install dnsmasq-utils): {e:#}"),
+        }
+    }
 }
 
 /// Neutron's hosts file: one line per port with an address on a DHCP-enabled subnet.
@@ -477,5 +559,37 @@ mod tests {
     fn v6_prefix_masks_the_host_part() {
         assert_eq!(v6_prefix("fd00:1::5/64").unwrap(), ("fd00:1::".parse().unwrap(), 64));
         assert!(v6_prefix("fd00::/129").is_err());
+    }
+
+    #[test]
+    fn leases_the_hosts_file_no_longer_backs_are_stale() {
+        let hosts = "fa:16:3e:00:00:02,host-10-0-0-3.openstacklocal,10.0.0.3\n\
+                     fa:16:3e:00:00:06,host-fd00--6.openstacklocal,[fd00::6]\n";
+        let leases = "1700000000 fa:16:3e:00:00:01 10.0.0.3 host-10-0-0-3 *\n\
+                      1700000000 FA:16:3E:00:00:02 10.0.0.3 host-10-0-0-3 01:fa:16:3e:00:00:02\n\
+                      1700000000 fa:16:3e:00:00:09 10.0.0.9 host-10-0-0-9 01:fa:16:3e:00:00:09\n\
+                      duid 00:01:00:01:aa:bb\n\
+                      1700000000 1234 fd00::6 host-fd00--6 00:03:00:01:fa:16:3e:00:00:06\n\
+                      1700000000 4321 fd00::7 host-fd00--7 00:03:00:01:fa:16:3e:00:00:07\n";
+        let stale = stale_leases(leases, hosts);
+        assert_eq!(
+            stale,
+            vec![
+                StaleLease::V4 { ip: "10.0.0.3".into(), mac: "fa:16:3e:00:00:01".into(), client_id: "*".into() },
+                StaleLease::V4 {
+                    ip: "10.0.0.9".into(),
+                    mac: "fa:16:3e:00:00:09".into(),
+                    client_id: "01:fa:16:3e:00:00:09".into()
+                },
+                StaleLease::V6 {
+                    ip: "fd00::7".into(),
+                    iaid: "4321".into(),
+                    client_id: "00:03:00:01:fa:16:3e:00:00:07".into(),
+                    server_id: "00:01:00:01:aa:bb".into()
+                },
+            ],
+            "the old MAC's lease of a reused address, a deleted port's, and a gone IPv6 address"
+        );
+        assert!(stale_leases("", hosts).is_empty());
     }
 }

@@ -78,6 +78,47 @@ fn curl(g: &Guest, url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// A deleted server's address goes to the next server at once (small pools hand out their
+/// lowest free address); the new MAC must get the lease although dnsmasq still had one for
+/// the old MAC (released by the agent with `dhcp_release`, as Neutron does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_servers_address_is_leased_to_the_next_server() {
+    let lab = Lab::new("dre");
+    let host = lab.netns("host");
+    let cloud = cloud_with_agent(&lab, &host).await;
+    cloud.create_tiny_image().await;
+    let net = cloud.openstack(&["network", "create", "re-net"]).await.expect("network create");
+    let nic = format!("net-id={}", net["id"].as_str().unwrap());
+    cloud
+        .openstack(&["subnet", "create", "--network", "re-net", "--subnet-range", "10.76.0.0/24", "re-sub"])
+        .await
+        .expect("subnet create");
+    let boot = |name: &'static str| {
+        let (cloud, nic) = (&cloud, nic.clone());
+        async move {
+            let args = ["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", &nic, "--wait", name];
+            cloud.openstack(&args).await.unwrap_or_else(|e| panic!("server create {name}: {e}"));
+        }
+    };
+    boot("vm1").await;
+    let (p1, ip1) = server_port(&cloud, "vm1").await;
+    let g1 = lab.guest("g1", &host, &p1);
+    wait_active(&cloud, &p1.id, Duration::from_secs(15)).await;
+    assert_eq!(g1.dhcp().get("ip_address"), ip1);
+    cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete vm1");
+    must(&["ip", "-n", &host, "link", "del", &stratus_network_agent::exec::names::tap(&p1.id)]);
+
+    boot("vm2").await;
+    let (p2, ip2) = server_port(&cloud, "vm2").await;
+    assert_eq!(ip2, ip1, "the freed address is reused (what this test is about)");
+    assert_ne!(p2.mac_address, p1.mac_address);
+    let g2 = lab.guest("g2", &host, &p2);
+    wait_active(&cloud, &p2.id, Duration::from_secs(15)).await;
+    let t = Instant::now();
+    assert_eq!(g2.dhcp().get("ip_address"), ip2, "the new MAC gets the reused address");
+    eprintln!("lease of the reused address after {:?}", t.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
     let lab = Lab::new("cdp");
