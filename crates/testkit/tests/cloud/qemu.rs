@@ -820,3 +820,218 @@ async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
     assert!(!gone.status.success(), "the tap went away with QEMU");
     cloud.shutdown().await;
 }
+
+/// Milliseconds since `t0` at which `path` first holds more than `min_len` bytes and,
+/// if `marker` is given, contains it; polled every 5 ms, at most `within`.
+async fn file_reaches(path: &Path, min_len: u64, marker: Option<&str>, t0: Instant, within: Duration) -> f64 {
+    loop {
+        let ok = match marker {
+            None => std::fs::metadata(path).is_ok_and(|m| m.len() > min_len),
+            Some(m) => std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b[..]).contains(m)),
+        };
+        if ok {
+            return t0.elapsed().as_secs_f64() * 1000.0;
+        }
+        assert!(t0.elapsed() < within, "{} never reached {marker:?}", path.display());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// When a process started, in ms after the moment `uptime_at_t0` (seconds of
+/// `/proc/uptime`) was read: `/proc/<pid>/stat` counts clock ticks (100 Hz) since boot.
+fn started_ms_after(pid: i32, uptime_at_t0: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ticks: f64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    (ticks / 100.0 - uptime_at_t0) * 1000.0
+}
+
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Boot benchmark of issue 8, to the guest's DHCP lease: N servers (STRATUS_BENCH_BOOTS,
+/// default 10) booted one after the other from `cirros` on m1.nano with a port on a
+/// Stratus network (network agent, dnsmasq, security groups in a lab namespace), each
+/// timed from `POST /servers` to ACTIVE and to the guest's `DHCP bound` console line, split
+/// into control plane (POST -> QEMU exec), QEMU + firmware (exec -> first console byte)
+/// and guest boot (-> lease). Reference, in the same run: a bare `qemu-system-x86_64`
+/// with the very same argv (a fresh overlay of the same base), its tap replaced by QEMU's
+/// user-mode network, whose built-in DHCP answers at once. Run by bench/boot-lease.sh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/boot-lease.sh"]
+async fn qemu_boot_to_dhcp_lease_bench() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let n: usize = std::env::var("STRATUS_BENCH_BOOTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let lab = lab::Lab::new("qbench");
+    let host = lab.netns("host");
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let agent = lab.agent_cfg("h", &host);
+    let host2 = host.clone();
+    let cloud = TestCloud::start_in(data.path().to_path_buf(), move |c| {
+        c.compute.virt_driver = "qemu".into();
+        c.compute.host_netns = Some(host2);
+        c.network_agent = stratus_network_agent::AgentConfig {
+            enabled: "true".into(),
+            host: String::new(),
+            heartbeat_interval_secs: 1,
+            device_poll_interval_ms: 100,
+            ..agent
+        };
+    })
+    .await;
+    let image_id = upload_image(&cloud).await;
+    let net = cloud.openstack(&["network", "create", "bnet"]).await.expect("network create");
+    let net_id = net["id"].as_str().unwrap().to_string();
+    cloud
+        .openstack(&["subnet", "create", "--network", "bnet", "--subnet-range", "10.79.0.0/24", "bsub"])
+        .await
+        .expect("subnet create");
+    // Guests answer nothing here; the default group is fine for DHCP (egress + replies).
+    let flavor = cloud.openstack(&["flavor", "show", "m1.nano"]).await.unwrap();
+    let flavor_id = flavor["id"].as_str().unwrap().to_string();
+    let token = cloud.admin_token().await;
+    let http = cloud.http();
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap();
+
+    let (mut api, mut active, mut exec, mut first, mut lease) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut argv_template = None;
+    for i in 0..n {
+        let body = serde_json::json!({"server": {"name": format!("b{i}"), "imageRef": image_id,
+            "flavorRef": flavor_id, "networks": [{"uuid": net_id}]}});
+        let up0 = uptime();
+        let t0 = Instant::now();
+        let r = http
+            .post(cloud.at("/compute/v2.1/servers"))
+            .header("X-Auth-Token", &token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let api_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+        let id = r.json::<Value>().await.unwrap()["server"]["id"].as_str().unwrap().to_string();
+        let active_ms = loop {
+            let s: Value = http
+                .get(cloud.at(&format!("/compute/v2.1/servers/{id}")))
+                .header("X-Auth-Token", &token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match s["server"]["status"].as_str() {
+                Some("ACTIVE") => break t0.elapsed().as_secs_f64() * 1000.0,
+                Some("ERROR") => panic!("boot failed: {s}"),
+                _ => {}
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "not ACTIVE");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let dir = inst_dir(&cloud, &id);
+        let console = dir.join("console.log");
+        let first_ms = file_reaches(&console, 0, None, t0, Duration::from_secs(120)).await;
+        let lease_ms = file_reaches(&console, 0, Some("DHCP bound eth0"), t0, Duration::from_secs(120)).await;
+        let exec_ms = started_ms_after(pid_of(&dir).expect("QEMU runs"), up0);
+        eprintln!(
+            "stratus run {}: API {api_ms:.1} ms, ACTIVE {active_ms:.0} ms, QEMU exec {exec_ms:.0} ms, \
+             first console byte {first_ms:.0} ms, DHCP lease {:.2} s",
+            i + 1,
+            lease_ms / 1000.0
+        );
+        (api.push(api_ms), active.push(active_ms), exec.push(exec_ms), first.push(first_ms), lease.push(lease_ms));
+        if argv_template.is_none() {
+            argv_template = Some((std::fs::read_to_string(dir.join("qemu.argv")).unwrap(), dir.clone()));
+        }
+        let r = http
+            .delete(cloud.at(&format!("/compute/v2.1/servers/{id}")))
+            .header("X-Auth-Token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while dir.exists() {
+            assert!(Instant::now() < deadline, "server {id} not deleted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The reference: the same argv on a fresh overlay, QEMU's own network and DHCP.
+    let (argv, old_dir) = argv_template.unwrap();
+    let base = cloud.data_dir.join("instances/_base").join(&image_id);
+    let (mut b_first, mut b_lease) = (vec![], vec![]);
+    for i in 0..n {
+        let bare = data.path().join(format!("bare{i}"));
+        std::fs::create_dir_all(&bare).unwrap();
+        lab::must(&[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            "-F",
+            "qcow2",
+            bare.join("disk").to_str().unwrap(),
+            "1G",
+        ]);
+        let args: Vec<String> = argv
+            .lines()
+            .map(|a| a.replace(old_dir.to_str().unwrap(), bare.to_str().unwrap()))
+            .map(|a| if a.starts_with("tap,id=net0,fd=") { "user,id=net0".to_string() } else { a })
+            .collect();
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new("qemu-system-x86_64")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let console = bare.join("console.log");
+        let first_ms = file_reaches(&console, 0, None, t0, Duration::from_secs(120)).await;
+        let lease_ms = file_reaches(&console, 0, Some("DHCP bound eth0"), t0, Duration::from_secs(120)).await;
+        eprintln!(
+            "bare qemu run {}: first console byte {first_ms:.0} ms, DHCP lease {:.2} s",
+            i + 1,
+            lease_ms / 1000.0
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        (b_first.push(first_ms), b_lease.push(lease_ms));
+        let _ = std::fs::remove_dir_all(&bare);
+    }
+
+    let (m_exec, m_first, m_lease) = (median(&mut exec), median(&mut first), median(&mut lease));
+    let (mb_first, mb_lease) = (median(&mut b_first), median(&mut b_lease));
+    eprintln!("load before: {}load after: {}", load_before, std::fs::read_to_string("/proc/loadavg").unwrap());
+    eprintln!("medians of {n}:");
+    eprintln!("  POST /servers API time      {:.1} ms", median(&mut api));
+    eprintln!("  POST /servers -> ACTIVE     {:.0} ms", median(&mut active));
+    eprintln!("  control plane (POST -> QEMU exec)          {m_exec:.0} ms");
+    eprintln!("  QEMU + firmware (exec -> first console byte) {:.0} ms (bare {mb_first:.0} ms)", m_first - m_exec);
+    eprintln!(
+        "  guest boot (first byte -> DHCP lease)      {:.2} s (bare {:.2} s)",
+        (m_lease - m_first) / 1000.0,
+        (mb_lease - mb_first) / 1000.0
+    );
+    eprintln!(
+        "  POST -> DHCP lease {:.2} s; bare QEMU start -> lease {:.2} s; Stratus adds {:+.2} s",
+        m_lease / 1000.0,
+        mb_lease / 1000.0,
+        (m_lease - mb_lease) / 1000.0
+    );
+    cloud.shutdown().await;
+}
