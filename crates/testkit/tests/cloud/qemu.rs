@@ -950,7 +950,11 @@ async fn qemu_boot_to_dhcp_lease_bench() {
             i + 1,
             lease_ms / 1000.0
         );
-        (api.push(api_ms), active.push(active_ms), exec.push(exec_ms), first.push(first_ms), lease.push(lease_ms));
+        api.push(api_ms);
+        active.push(active_ms);
+        exec.push(exec_ms);
+        first.push(first_ms);
+        lease.push(lease_ms);
         if argv_template.is_none() {
             argv_template = Some((std::fs::read_to_string(dir.join("qemu.argv")).unwrap(), dir.clone()));
         }
@@ -1010,7 +1014,8 @@ async fn qemu_boot_to_dhcp_lease_bench() {
         );
         let _ = child.kill();
         let _ = child.wait();
-        (b_first.push(first_ms), b_lease.push(lease_ms));
+        b_first.push(first_ms);
+        b_lease.push(lease_ms);
         let _ = std::fs::remove_dir_all(&bare);
     }
 
