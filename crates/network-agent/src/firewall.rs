@@ -137,6 +137,28 @@ fn port_v6_sources(p: &Port) -> BTreeSet<String> {
     out
 }
 
+/// The port's IPv6 addresses (and allowed prefixes) as 128-bit numbers and ranges, the
+/// form a raw payload match compares with.
+fn nd_target_set(sources: &BTreeSet<String>) -> String {
+    let mut out = Vec::new();
+    for s in sources {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, l.parse::<u32>().unwrap_or(128).min(128)),
+            None => (s.as_str(), 128),
+        };
+        let Ok(a) = addr.parse::<std::net::Ipv6Addr>() else { continue };
+        let a = u128::from(a);
+        let host_bits = if len == 0 { u128::MAX } else { (1u128 << (128 - len)).wrapping_sub(1) };
+        let (lo, hi) = (a & !host_bits, a | host_bits);
+        out.push(if lo == hi { format!("{lo:#034x}") } else { format!("{lo:#034x}-{hi:#034x}") });
+    }
+    if out.is_empty() {
+        // Never empty (nft refuses `{ }`): the unspecified address is nobody's target.
+        out.push(format!("{:#034x}", 0u128));
+    }
+    out.join(", ")
+}
+
 /// The whole ruleset text for `nft -f`.
 pub fn ruleset(cfg: &AgentConfig, state: &DesiredState, plugged: &[String]) -> Result<String> {
     Ok(render(cfg, state, plugged)?.0)
@@ -236,11 +258,18 @@ fn render(
         } else {
             ips.iter().cloned().collect::<Vec<_>>().join(", ")
         };
-        let v6_set = port_v6_sources(p).into_iter().collect::<Vec<_>>().join(", ");
+        let v6_sources = port_v6_sources(p);
+        let nd_targets = nd_target_set(&v6_sources);
+        let v6_set = v6_sources.into_iter().collect::<Vec<_>>().join(", ");
         // IPv6 from a port without IPv6 addresses is dropped outright (as before IPv6
         // existed here): its link-local traffic would otherwise skip the groups.
         let v6_rules = if has_v6_addresses(p) {
-            format!("    icmpv6 type nd-router-advert drop\n    udp sport 547 drop\n    ip6 saddr :: ip6 daddr ff02::/16 accept\n    ip6 saddr != {{ {v6_set} }} drop\n")
+            // A neighbour advertisement may only speak for the port's own addresses
+            // (Neutron's NA spoofing protection): else a guest could redirect its
+            // neighbours' traffic for another guest's address to itself. nft has no
+            // field for the target, so it is matched raw: 16 bytes after the ICMPv6
+            // header's type, code, checksum and flags.
+            format!("    icmpv6 type nd-router-advert drop\n    icmpv6 type nd-neighbor-advert @th,64,128 != {{ {nd_targets} }} drop\n    udp sport 547 drop\n    ip6 saddr :: ip6 daddr ff02::/16 accept\n    ip6 saddr != {{ {v6_set} }} drop\n")
         } else {
             "    ether type ip6 drop\n".to_owned()
         };
@@ -480,9 +509,23 @@ mod tests {
         assert!(from1.contains("udp sport 547 drop"), "{from1}");
         assert!(from1.contains("ip6 saddr != { fd00:1::f816:3eff:fe00:5, fe80::f816:3eff:fe00:5 } drop"), "{from1}");
         assert!(from1.contains("ip6 saddr :: ip6 daddr ff02::/16 accept"), "{from1}");
+        assert!(
+            from1.contains("icmpv6 type nd-neighbor-advert @th,64,128 != { 0xfd00000100000000f8163efffe000005, 0xfe80000000000000f8163efffe000005 } drop"),
+            "neighbour advertisements only for its own addresses: {from1}"
+        );
         // A port without IPv6 addresses sends no IPv6 at all, as before.
         let from2 = rs.split("chain from_2 {").nth(1).unwrap().split("\n  }").next().unwrap();
         assert!(from2.contains("ether type ip6 drop"), "{from2}");
+    }
+
+    #[test]
+    fn nd_targets_cover_allowed_prefixes_as_ranges() {
+        let set: BTreeSet<String> = ["fd00:9::/64".to_string(), "fe80::1".to_string()].into();
+        assert_eq!(
+            nd_target_set(&set),
+            "0xfd000009000000000000000000000000-0xfd00000900000000ffffffffffffffff, 0xfe800000000000000000000000000001"
+        );
+        assert_eq!(nd_target_set(&BTreeSet::new()), "0x00000000000000000000000000000000");
     }
 
     #[test]

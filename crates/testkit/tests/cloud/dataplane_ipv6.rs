@@ -600,3 +600,114 @@ async fn ipv6_subnet_modes_follow_neutron() {
     assert!(rp.to_string().contains("fd00:7::1"), "{rp}");
     cloud.shutdown().await;
 }
+
+/// Sends one unsolicited neighbour advertisement (override flag set) for `target` with
+/// `mac` as its link-layer address to all nodes on eth0; the kernel fills in the source
+/// (the guest's link-local address, which its port allows) and the checksum.
+const NA_SENDER: &str = r#"
+import socket, struct, sys
+target = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+mac = bytes.fromhex(sys.argv[2].replace(":", ""))
+ifi = socket.if_nametoindex("eth0")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifi)
+na = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + target + struct.pack("!BB", 2, 1) + mac
+s.sendto(na, ("ff02::1", 0, 0, ifi))
+"#;
+
+/// Prints the target of every neighbour advertisement the namespace receives for N seconds.
+const NA_SNIFFER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    s.settimeout(max(0.05, end - time.time()))
+    try:
+        data, addr = s.recvfrom(2048)
+    except socket.timeout:
+        break
+    if data[0] == 136:
+        print(socket.inet_ntop(socket.AF_INET6, data[8:24]), flush=True)
+"#;
+
+/// The MAC `observer` has for `ip` in its neighbour cache.
+fn neighbour_mac(observer: &str, ip: &str) -> Option<String> {
+    let out = sh(&["ip", "-j", "-n", observer, "-6", "neigh", "show", ip]).1;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v[0]["lladdr"].as_str().map(str::to_owned)
+}
+
+/// Neutron's NA spoofing protection: a guest may advertise its own IPv6 addresses, but a
+/// neighbour advertisement claiming another guest's address never leaves its port, so the
+/// neighbours keep sending that address's traffic to its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_claim_another_guests_ipv6_address_with_neighbour_advertisements() {
+    let lab = Lab::new("na6");
+    let host = lab.netns("host");
+    let cloud = cloud_with_agent(&lab, &host).await;
+    cloud.openstack(&["network", "create", "na-net"]).await.expect("network create");
+    cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "na-net",
+            "--ip-version",
+            "6",
+            "--ipv6-ra-mode",
+            "dhcpv6-stateful",
+            "--ipv6-address-mode",
+            "dhcpv6-stateful",
+            "--subnet-range",
+            "fd00:7::/64",
+            "na-sub",
+        ])
+        .await
+        .expect("subnet create");
+    let agents = cloud.openstack(&["network", "agent", "list"]).await.expect("agent list");
+    let agent_host = agents[0]["Host"].as_str().expect("agent host").to_string();
+    let mut guests = Vec::new();
+    for name in ["victim", "attacker", "observer"] {
+        let (port, ip) = bound_port(&cloud, "na-net", &agent_host, name).await;
+        let g = lab.guest(name, &host, &port);
+        enable_v6(&g);
+        must(&["ip", "-n", &g.ns, "-6", "addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"]);
+        guests.push((g, port, ip));
+    }
+    let [(victim, vport, vip), (attacker, aport, aip), (observer, _, _)] = &guests[..] else { unreachable!() };
+    wait_for("the three ports wired", Duration::from_secs(20), || {
+        guests.iter().all(|(g, _, _)| ping6(&g.ns, vip) || g.ns == victim.ns)
+    });
+    assert_eq!(neighbour_mac(&observer.ns, vip).as_deref(), Some(vport.mac_address.as_str()), "learnt by ping");
+
+    let send_na = |target: &str| {
+        must(&["ip", "netns", "exec", &attacker.ns, "python3", "-c", NA_SENDER, target, &aport.mac_address]);
+    };
+    let sniff = || {
+        Command::new("ip")
+            .args(["netns", "exec", &observer.ns, "python3", "-c", NA_SNIFFER, "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3")
+    };
+    // Its own address: the advertisement reaches the neighbours.
+    let s = sniff();
+    std::thread::sleep(Duration::from_millis(300));
+    send_na(aip);
+    let seen = String::from_utf8_lossy(&s.wait_with_output().unwrap().stdout).to_string();
+    assert!(seen.lines().any(|l| l == aip), "an NA for its own address arrives: {seen:?}");
+    // The victim's address: dropped at the attacker's port; the observer keeps the right MAC.
+    let s = sniff();
+    std::thread::sleep(Duration::from_millis(300));
+    send_na(vip);
+    let seen = String::from_utf8_lossy(&s.wait_with_output().unwrap().stdout).to_string();
+    assert!(!seen.lines().any(|l| l == vip), "a forged NA for {vip} must not arrive: {seen:?}");
+    assert_eq!(
+        neighbour_mac(&observer.ns, vip).as_deref(),
+        Some(vport.mac_address.as_str()),
+        "the observer still sends {vip}'s traffic to its owner"
+    );
+    assert!(ping6(&observer.ns, vip), "and reaches it");
+}
