@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0003_moves_aggregates_groups.sql"),
     },
     Migration { version: 4, name: "id_sequences", sql: include_str!("../migrations/0004_id_sequences.sql") },
+    Migration {
+        version: 5,
+        name: "live_migration_ports",
+        sql: include_str!("../migrations/0005_live_migration_ports.sql"),
+    },
 ];
 
 /// `[compute]` configuration.

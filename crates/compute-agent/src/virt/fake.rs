@@ -306,8 +306,12 @@ impl VirtDriver for FakeDriver {
         self.finish_migration(spec, power_on).await
     }
 
-    async fn pre_live_migration(&self, _spec: &GuestSpec, _source: &str) -> Result<(), VirtError> {
-        self.step("pre_live_migration").await
+    async fn pre_live_migration(
+        &self,
+        _spec: &GuestSpec,
+        _source: &str,
+    ) -> Result<Option<super::IncomingPorts>, VirtError> {
+        self.step("pre_live_migration").await.map(|_| None)
     }
 
     async fn live_migration(&self, uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
