@@ -39,6 +39,8 @@ pub struct Stats {
     pub disks: Vec<String>,
     /// Their virtual bytes.
     pub virtual_bytes: u64,
+    /// The port the destination served them on.
+    pub port: u16,
 }
 
 /// `nbd://` address of export `name`.

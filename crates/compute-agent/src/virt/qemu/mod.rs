@@ -1138,6 +1138,7 @@ impl QemuDriver {
             wall_ms: started.elapsed().as_millis() as u64,
             disks: disks.iter().map(|d| d.name.clone()).collect(),
             virtual_bytes: disks.iter().map(|d| d.virtual_size).sum(),
+            port,
         };
         tracing::info!(uuid, target = %target.host, ?stats, "disks copied over NBD");
         LAST_COLD_COPIES.lock().insert(uuid.to_string(), stats);
