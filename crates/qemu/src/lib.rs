@@ -9,6 +9,8 @@
 //! - [`cmdline`]: render a typed [`cmdline::GuestSpec`] into QEMU's argv.
 //! - [`qmp`]: a small typed QMP client over the monitor's unix socket.
 //! - [`process`]: spawn, adopt, stop, suspend and resume one QEMU per instance directory.
+//! - [`guest_user`]: the unprivileged uid each guest's QEMU runs as.
+//! - [`tap`]: tap devices created for QEMU and passed to it as fds.
 //! - [`console`]: read the serial console log (`console.log`) and wait for markers.
 //! - [`img`]: `qemu-img` wrappers (overlays, info, convert, resize).
 //!
@@ -19,9 +21,11 @@ pub mod accel;
 pub mod binary;
 pub mod cmdline;
 pub mod console;
+pub mod guest_user;
 pub mod img;
 pub mod process;
 pub mod qmp;
+pub mod tap;
 
 pub use accel::{Accel, ResolvedAccel};
 pub use binary::QemuBinary;

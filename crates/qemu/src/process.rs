@@ -16,7 +16,7 @@
 //! then `cont`. The state file is the durable marker of a suspended instance
 //! and is removed only once the guest runs again.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::binary::QemuBinary;
 use crate::cmdline::{render, GuestSpec, LaunchOptions, NicBackend, RunPaths, SpecError};
 use crate::console::ConsoleLog;
+use crate::guest_user::GuestUser;
 use crate::qmp::{QmpClient, QmpError, StatusInfo};
 
 /// Errors of the process lifecycle.
@@ -167,14 +168,17 @@ pub struct SpawnOptions {
     pub start_paused: bool,
     /// How long to wait for the QMP socket.
     pub ready_timeout: Duration,
-    /// Start QEMU inside this named network namespace (`ip netns exec`), so
-    /// that the taps it creates appear there and not in the host's namespace.
+    /// Start QEMU inside this named network namespace (as `ip netns exec`
+    /// would), with its taps made there and not in the host's namespace.
     pub netns: Option<String>,
+    /// Run QEMU as this unprivileged user, owner of the instance directory
+    /// (see [`crate::guest_user`]). `None`: as the caller.
+    pub user: Option<GuestUser>,
 }
 
 impl Default for SpawnOptions {
     fn default() -> Self {
-        SpawnOptions { start_paused: false, ready_timeout: Duration::from_secs(30), netns: None }
+        SpawnOptions { start_paused: false, ready_timeout: Duration::from_secs(30), netns: None, user: None }
     }
 }
 
@@ -228,21 +232,53 @@ async fn tail_file(path: &Path, max: usize) -> String {
     String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
-/// Let QEMU inherit tap fds named in the spec (they must stay open in the
-/// caller until spawn returns). Note: a process spawned concurrently by
-/// another thread inherits them too until QEMU has started.
-fn clear_cloexec(spec: &GuestSpec) -> Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    for nic in &spec.nics {
-        if let NicBackend::TapFd(fd) = nic.backend {
-            let fd: RawFd = fd;
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| ProcessError::Io {
-                context: format!("clearing FD_CLOEXEC on tap fd {fd}"),
-                source: e.into(),
-            })?;
+/// Opens the taps the spec names (in `netns`) and switches those NICs to the
+/// fds, which QEMU inherits. The returned fds must stay open until QEMU runs.
+fn open_taps(spec: &mut GuestSpec, netns: Option<&str>) -> Result<Vec<OwnedFd>> {
+    let ns = netns.map(crate::tap::netns_path);
+    let mut held = Vec::new();
+    for nic in &mut spec.nics {
+        if let NicBackend::TapName(name) = &nic.backend {
+            let fd = crate::tap::open_tap(name, ns.as_deref()).map_err(io(format!("opening tap {name}")))?;
+            nic.backend = NicBackend::TapFd(fd.as_raw_fd());
+            held.push(fd);
         }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// What the child does between fork and exec, in this order: enter the
+/// network namespace (needs root), let QEMU inherit its tap fds (cleared here,
+/// in the child, so nothing else spawned meanwhile inherits them), then drop
+/// to the guest's user for good (supplementary groups, gid, uid; with a
+/// non-root uid the kernel clears every capability).
+fn confine(cmd: &mut Command, netns: Option<RawFd>, taps: Vec<RawFd>, user: Option<GuestUser>) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    use std::os::fd::BorrowedFd;
+    let child = move || -> std::io::Result<()> {
+        if let Some(fd) = netns {
+            // SAFETY: the namespace file stays open in the parent until the spawn returns.
+            #[allow(unsafe_code)]
+            let ns = unsafe { BorrowedFd::borrow_raw(fd) };
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        }
+        for &fd in &taps {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        }
+        if let Some(u) = user {
+            setgroups(&[])?;
+            setgid(Gid::from_raw(u.gid))?;
+            setuid(Uid::from_raw(u.uid))?;
+        }
+        Ok(())
+    };
+    // SAFETY: between fork and exec the closure only makes system calls
+    // (setns, fcntl, setgroups, setgid, setuid); it allocates nothing and takes no locks.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(child);
+    }
 }
 
 impl QemuProcess {
@@ -270,7 +306,7 @@ impl QemuProcess {
         incoming_defer: bool,
     ) -> Result<Self> {
         let launch = LaunchOptions { incoming_defer, sandbox: binary.sandbox, start_paused: opts.start_paused };
-        let argv = render(spec, &dir.paths(), launch)?;
+        render(spec, &dir.paths(), launch)?;
         if let Some(pid) = dir.running_pid() {
             return Err(ProcessError::AlreadyRunning { pid, dir: dir.root().to_owned() });
         }
@@ -289,21 +325,40 @@ impl QemuProcess {
             .open(dir.qemu_log())
             .map_err(io("opening qemu.log"))?;
         let log2 = log.try_clone().map_err(io("duplicating qemu.log fd"))?;
+        let netns = match &opts.netns {
+            Some(ns) => {
+                Some(std::fs::File::open(crate::tap::netns_path(ns)).map_err(io(format!("opening netns {ns}")))?)
+            }
+            None => None,
+        };
+        let mut spec = spec.clone();
+        let taps = open_taps(&mut spec, opts.netns.as_deref())?;
+        let argv = render(&spec, &dir.paths(), launch)?;
         tokio::fs::write(dir.root().join("qemu.argv"), argv.join("\n") + "\n")
             .await
             .map_err(io("writing qemu.argv"))?;
-        clear_cloexec(spec)?;
+        if let Some(user) = opts.user {
+            let root = dir.root().to_owned();
+            tokio::task::spawn_blocking(move || crate::guest_user::hand_over(&root, user))
+                .await
+                .map_err(|e| io("handing the instance directory over")(std::io::Error::other(e)))?
+                .map_err(|e| io("handing the instance directory over")(std::io::Error::other(e)))?;
+        }
 
-        tracing::info!(instance = %spec.name, dir = %dir.root().display(), incoming_defer, "starting QEMU");
-        // `ip netns exec` setns()es and then execs QEMU, so the pid stays QEMU's.
-        let mut cmd = match &opts.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns.as_str()]).arg(&binary.path);
-                c
-            }
-            None => Command::new(&binary.path),
-        };
+        tracing::info!(
+            instance = %spec.name,
+            dir = %dir.root().display(),
+            incoming_defer,
+            uid = opts.user.map(|u| u.uid),
+            "starting QEMU"
+        );
+        let mut cmd = Command::new(&binary.path);
+        confine(
+            &mut cmd,
+            netns.as_ref().map(|f| f.as_raw_fd()),
+            taps.iter().map(|f| f.as_raw_fd()).collect(),
+            opts.user,
+        );
         let mut child = cmd
             .args(&argv)
             .stdin(Stdio::null())
@@ -313,6 +368,9 @@ impl QemuProcess {
             .kill_on_drop(false)
             .spawn()
             .map_err(io(format!("spawning {}", binary.path.display())))?;
+        // QEMU has its copies; the taps now live as long as QEMU does.
+        drop(taps);
+        drop(netns);
         let pid = child.id().map(|p| p as i32).unwrap_or_default();
 
         let deadline = Instant::now() + opts.ready_timeout;

@@ -293,6 +293,12 @@ async fn qemu_guest_lives_its_whole_lifecycle_through_the_cli() {
         .expect("boot from the snapshot");
     assert_eq!(vm2["status"], "ACTIVE", "{vm2}");
     wait_console(&cloud, "vm2", "stratus-guest: up", 1).await;
+    // Two guests at once: each QEMU is its own user and cannot open the other's files.
+    let dir2 = inst_dir(&cloud, vm2["id"].as_str().unwrap());
+    let base = cloud.data_dir.join("instances/_base").join(&image_id);
+    let uid1 = assert_private(pid_of(&dir).unwrap(), &dir, &dir2, &base);
+    let uid2 = assert_private(pid_of(&dir2).unwrap(), &dir2, &dir, &base);
+    assert_ne!(uid1, uid2, "two guests, two users");
     cloud.openstack(&["server", "delete", "--wait", "vm2"]).await.expect("delete vm2");
 
     // Rebuild: new disk from the image, same server, new QEMU.
@@ -334,6 +340,41 @@ fn assert_isolated(pid: i32, dir: &Path, image_id: &str) {
             assert_eq!(flags & 0o3, 0, "the base image is open read-only ({fdinfo})");
         }
     }
+}
+
+/// A guest's QEMU runs as a user of its own, without capabilities, owning its
+/// directory alone (0700): as that user, its own disk opens, the other guest's
+/// does not, and the shared base opens for reading only. Returns the uid.
+fn assert_private(pid: i32, dir: &Path, other: &Path, base: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {status}"));
+        line.split_whitespace().map(|v| v.parse().unwrap()).collect()
+    };
+    let (uids, gids) = (field("Uid:"), field("Gid:"));
+    let uid = uids[0];
+    assert!(uid != 0 && uids.iter().all(|u| *u == uid), "QEMU {pid} runs as one unprivileged uid: {uids:?}");
+    assert!(gids.iter().all(|g| *g != 0), "and no root group: {gids:?}");
+    assert!(status.lines().any(|l| l == "CapEff:\t0000000000000000"), "QEMU {pid} has no capabilities:\n{status}");
+    let meta = std::fs::metadata(dir).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700), "{} belongs to its guest alone", dir.display());
+    let as_guest = |script: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", &uid.to_string(), "--regid", &gids[0].to_string(), "--clear-groups", "--"])
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let reads = |path: &Path| as_guest(&format!("head -c 1 '{}' >/dev/null", path.display()));
+    assert!(reads(&dir.join("disk")).status.success(), "the guest's user reads its own disk");
+    let denied = reads(&other.join("disk"));
+    assert!(!denied.status.success(), "uid {uid} must not read {}", other.display());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("Permission denied"), "{denied:?}");
+    assert!(reads(base).status.success(), "the shared base is readable");
+    let writes = as_guest(&format!(": >> '{}'", base.display()));
+    assert!(!writes.status.success(), "the shared base is not writable by uid {uid}");
+    uid
 }
 
 #[tokio::test]
@@ -701,7 +742,14 @@ async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
     let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
     let tap = format!("tap{}", port_id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>());
     let argv = std::fs::read_to_string(inst_dir(&cloud, &id).join("qemu.argv")).unwrap();
-    assert!(argv.contains(&format!("ifname={tap},script=no,downscript=no")), "{argv}");
+    // The agent made the tap and QEMU (unprivileged) got it as an open fd.
+    assert!(argv.contains("-netdev\ntap,id=net0,fd="), "{argv}");
+    let qemu_pid = pid_of(&inst_dir(&cloud, &id)).expect("QEMU runs");
+    let holds_tun = std::fs::read_dir(format!("/proc/{qemu_pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/net/tun")));
+    assert!(holds_tun, "QEMU holds its tap's /dev/net/tun fd");
     assert!(argv.contains(port["mac_address"].as_str().unwrap()), "{argv}");
     let links = lab::must(&["ip", "-n", &host, "-br", "link", "show", &tap]);
     assert!(links.contains(&tap), "QEMU's tap is in the host namespace: {links}");

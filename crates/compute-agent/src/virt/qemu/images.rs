@@ -268,6 +268,7 @@ impl ImageCache {
                 if path.exists() {
                     // Its age (see `aging`) restarts with every use.
                     super::aging::touch(&path, std::time::SystemTime::now());
+                    share_read_only(&path)?;
                     return Ok(b);
                 }
             }
@@ -291,6 +292,7 @@ impl ImageCache {
             }
         };
         let base = BaseImage { path: path.clone(), ..base };
+        share_read_only(&path)?;
         let json = serde_json::to_vec(&base).unwrap_or_default();
         tokio::fs::write(&info_path, json)
             .await
@@ -361,6 +363,12 @@ impl ImageCache {
         tokio::fs::rename(part, &final_path).await.map_err(|e| failed(format!("renaming {}: {e}", part.display())))?;
         Ok(BaseImage { path: final_path, format: fmt.to_string(), virtual_size: info.virtual_size })
     }
+}
+
+/// Bases are shared by every guest of the image, which run as different users:
+/// readable by all, writable by none of them (see `stratus_qemu::guest_user`).
+fn share_read_only(path: &Path) -> Result<(), VirtError> {
+    stratus_qemu::guest_user::share_read_only(path).map_err(failed)
 }
 
 #[cfg(test)]

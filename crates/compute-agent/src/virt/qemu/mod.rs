@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use stratus_qemu::cmdline::DiskFormat;
+use stratus_qemu::guest_user::{self, GuestUsers};
 use stratus_qemu::img::QemuImg;
 use stratus_qemu::process::SpawnOptions;
 use stratus_qemu::qmp::RunState;
@@ -117,6 +118,20 @@ pub struct QemuDriverConfig {
     /// Seconds between two passes over the base image cache (Nova's
     /// `[image_cache] manager_interval`, default 2400; 0 disables the passes).
     pub image_cache_manager_interval_secs: u64,
+    /// Run each guest's QEMU as a user of its own that owns only that guest's
+    /// directory (default true; applies when the agent runs as root). False runs
+    /// QEMU as the agent's user, confined by seccomp alone.
+    pub run_as_guest_users: bool,
+    /// First uid of guest users (default 1879048192 = 0x70000000, a range Debian and
+    /// systemd leave unassigned). Each guest also gets this number as its gid unless it
+    /// uses KVM, then the group of `/dev/kvm`.
+    pub guest_uid_min: u32,
+    /// Number of guest uids (default 65536): the most guests one machine runs at once.
+    pub guest_uid_count: u32,
+    /// Where the uids handed out are recorded, one registry per machine so that
+    /// several agents on one machine never share a uid (default
+    /// `/var/lib/stratus/guest-uids`).
+    pub guest_uid_registry: PathBuf,
 }
 
 impl Default for QemuDriverConfig {
@@ -144,8 +159,54 @@ impl Default for QemuDriverConfig {
             remove_unused_base_images: true,
             remove_unused_original_minimum_age_seconds: 86_400,
             image_cache_manager_interval_secs: 2_400,
+            run_as_guest_users: true,
+            guest_uid_min: 0x7000_0000,
+            guest_uid_count: 65_536,
+            guest_uid_registry: PathBuf::from("/var/lib/stratus/guest-uids"),
         }
     }
+}
+
+/// The users guests run as, when wanted and possible (the agent runs as root).
+/// Guests must be able to search their way to their directory and the bases:
+/// the directories from the data dir down are made searchable (not listable);
+/// an ancestor above it that is not is refused with what to do.
+fn guest_users(
+    cfg: &QemuDriverConfig,
+    data_dir: &Path,
+    instances: &Path,
+    accel: ResolvedAccel,
+) -> anyhow::Result<Option<GuestUsers>> {
+    if !cfg.run_as_guest_users {
+        return Ok(None);
+    }
+    if !guest_user::can_switch_users() {
+        tracing::warn!("the agent is not root: guests' QEMU runs as the agent's user, confined by seccomp only");
+        return Ok(None);
+    }
+    std::fs::create_dir_all(instances)?;
+    let data_dir = std::path::absolute(data_dir)?;
+    for dir in instances.ancestors().filter(|d| *d == instances || d.starts_with(&data_dir)) {
+        guest_user::allow_search(dir)?;
+    }
+    if let Some(dir) = guest_user::unsearchable_ancestor(instances) {
+        anyhow::bail!(
+            "guests run as unprivileged users and cannot reach {}: {} is not searchable by others \
+             (chmod o+x it, or set [compute.qemu] run_as_guest_users = false)",
+            instances.display(),
+            dir.display()
+        );
+    }
+    let shared_gid = match accel {
+        ResolvedAccel::Tcg => None,
+        ResolvedAccel::Kvm => {
+            use std::os::unix::fs::MetadataExt;
+            let kvm = std::fs::metadata("/dev/kvm")?;
+            guest_user::kvm_group(kvm.mode(), kvm.gid()).map_err(anyhow::Error::msg)?
+        }
+    };
+    let users = GuestUsers::new(&cfg.guest_uid_registry, cfg.guest_uid_min, cfg.guest_uid_count, shared_gid)?;
+    Ok(Some(users))
 }
 
 /// Whether a QEMU binary is installed (the `auto` driver choice).
@@ -184,6 +245,8 @@ pub struct QemuDriver {
     img: QemuImg,
     cache: Arc<ImageCache>,
     netns: Option<String>,
+    /// The users guests run as (`None`: as the agent's user).
+    users: Option<GuestUsers>,
     /// The periodic base image cache pass (aborted with the driver).
     aging: Mutex<Option<tokio::task::JoinHandle<()>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -213,6 +276,9 @@ impl QemuDriver {
             other => anyhow::bail!("[compute.qemu] image_cache_format {other:?}: expected qcow2 or raw"),
         };
         let instances = cfg.instances_path.clone().unwrap_or_else(|| data_dir.join("instances"));
+        // Claims name directories: make them absolute.
+        let instances = std::path::absolute(&instances)?;
+        let users = guest_users(&cfg, data_dir, &instances, accel)?;
         let img = cfg.qemu_img.clone().map(QemuImg::with_binary).unwrap_or_default();
         let cache = Arc::new(ImageCache::new(instances.join("_base"), source, img.clone(), force_raw));
         tracing::info!(
@@ -221,6 +287,7 @@ impl QemuDriver {
             %accel,
             instances = %instances.display(),
             netns = ?netns,
+            guest_users = users.is_some(),
             "qemu virt driver ready"
         );
         Ok(QemuDriver {
@@ -231,6 +298,7 @@ impl QemuDriver {
             img,
             cache,
             netns,
+            users,
             aging: Mutex::default(),
             locks: Mutex::default(),
             last_seen: Mutex::default(),
@@ -258,8 +326,23 @@ impl QemuDriver {
         self.locks.lock().entry(uuid.to_string()).or_default().clone()
     }
 
-    fn spawn_options(&self) -> SpawnOptions {
-        SpawnOptions { netns: self.netns.clone(), ..Default::default() }
+    /// How to start the guest in `inst` (which exists): in the host namespace, as its user.
+    async fn spawn_options(&self, inst: &Instance) -> Result<SpawnOptions, VirtError> {
+        let user = match &self.users {
+            Some(users) => {
+                let (users, root) = (users.clone(), inst.root().to_owned());
+                Some(tokio::task::spawn_blocking(move || users.claim(&root)).await.map_err(failed)?.map_err(failed)?)
+            }
+            None => None,
+        };
+        Ok(SpawnOptions { netns: self.netns.clone(), user, ..Default::default() })
+    }
+
+    /// Forgets the uid of a guest whose directory is gone or going.
+    fn release_user(&self, inst: &Instance) {
+        if let Some(users) = &self.users {
+            users.release(inst.root());
+        }
     }
 
     fn binary(&self) -> QemuBinary {
@@ -362,7 +445,8 @@ impl QemuDriver {
     async fn start(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
         let boot = self.boot_files(spec).await?;
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
-        let p = QemuProcess::spawn(&self.binary(), &inst.dir, &q, &self.spawn_options()).await.map_err(failed)?;
+        let opts = self.spawn_options(inst).await?;
+        let p = QemuProcess::spawn(&self.binary(), &inst.dir, &q, &opts).await.map_err(failed)?;
         tracing::info!(uuid = %spec.uuid, pid = p.pid(), "guest started");
         self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
         Ok(())
@@ -485,6 +569,24 @@ impl VirtDriver for QemuDriver {
             .await
             .map_err(|e| failed(format!("creating {}: {e}", self.cache.dir().display())))?;
         self.cache.clean_partials().await;
+        if let Some(users) = &self.users {
+            guest_user::allow_search(self.cache.dir()).map_err(failed)?;
+            // Re-register the uid every guest directory already has (a lost registry
+            // must not hand it to a newcomer first).
+            let (users, instances) = (users.clone(), self.instances.clone());
+            tokio::task::spawn_blocking(move || {
+                for entry in std::fs::read_dir(&instances).into_iter().flatten().flatten() {
+                    let name = entry.file_name();
+                    if uuid::Uuid::parse_str(&name.to_string_lossy()).is_ok() {
+                        if let Err(e) = users.claim(&entry.path()) {
+                            tracing::warn!(dir = %entry.path().display(), error = %e, "could not register the guest's user");
+                        }
+                    }
+                }
+            })
+            .await
+            .map_err(failed)?;
+        }
         LOCAL_HOSTS.lock().insert(host.to_string(), self.instances.clone());
         if self.cfg.remove_unused_base_images && self.cfg.image_cache_manager_interval_secs > 0 {
             let mut aging = self.aging.lock();
@@ -578,6 +680,7 @@ impl VirtDriver for QemuDriver {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(failed(format!("removing {}: {e}", inst.root().display()))),
             }
+            self.release_user(&inst);
             tracing::info!(uuid, "guest destroyed");
         }
         self.last_seen.lock().remove(uuid);
@@ -845,6 +948,12 @@ impl VirtDriver for QemuDriver {
         tokio::fs::rename(inst.root(), &resize_dir)
             .await
             .map_err(|e| failed(format!("keeping the source copy: {e}")))?;
+        // The kept copy is no guest's any more: its uid may go to another guest.
+        if self.users.is_some() {
+            std::os::unix::fs::lchown(&resize_dir, Some(0), Some(0))
+                .map_err(|e| failed(format!("taking back {}: {e}", resize_dir.display())))?;
+            self.release_user(&inst);
+        }
         tracing::info!(uuid, target = %target.host, "disks handed to the destination; source copy kept until confirm");
         Ok(())
     }
@@ -1039,6 +1148,7 @@ impl VirtDriver for QemuDriver {
         if let Err(e) = tokio::fs::remove_dir_all(inst.root()).await {
             tracing::warn!(uuid, error = %e, "could not remove the source directory after the migration");
         }
+        self.release_user(&inst);
         self.last_seen.lock().remove(uuid);
         Ok(())
     }
@@ -1051,6 +1161,11 @@ impl VirtDriver for QemuDriver {
         let state = live::finish_incoming(p.qmp().map_err(failed)?).await.map_err(VirtError::Failed)?;
         for f in [live::INCOMING_MARKER, live::MIGRATE_SOCK, live::NBD_SOCK] {
             let _ = tokio::fs::remove_file(inst.root().join(f)).await;
+        }
+        if self.users.is_some() {
+            // Private again once the source is done with the sockets.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = tokio::fs::set_permissions(inst.root(), std::fs::Permissions::from_mode(0o700)).await;
         }
         let power = if state == RunState::Running { PowerState::Running } else { PowerState::Paused };
         self.last_seen.lock().insert(spec.uuid.clone(), power);
@@ -1166,8 +1281,8 @@ impl QemuDriver {
         }
         let boot = self.boot_files(spec).await?;
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
-        let mut p =
-            QemuProcess::spawn_incoming(&self.binary(), &inst.dir, &q, &self.spawn_options()).await.map_err(failed)?;
+        let opts = self.spawn_options(inst).await?;
+        let mut p = QemuProcess::spawn_incoming(&self.binary(), &inst.dir, &q, &opts).await.map_err(failed)?;
         // A source in this process connects over unix sockets, others over TCP, to free
         // ports of the range that this host chooses and answers.
         let listen = if self.cfg.live_migration_local_sockets && local_host(source).is_some() {
@@ -1182,6 +1297,18 @@ impl QemuDriver {
         let (ep, disks) = live::prepare_incoming(p.qmp().map_err(failed)?, &listen)
             .await
             .map_err(|e| failed(format!("preparing the incoming migration: {e}")))?;
+        if let (live::Endpoints::Unix { migrate, nbd }, Some(_)) = (&ep, &self.users) {
+            // The source QEMU runs as another user: it may search this directory
+            // (not list it; the disks stay 0600) and connect to the two sockets.
+            use std::os::unix::fs::PermissionsExt;
+            let open = |path: &Path, mode: u32| {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| failed(format!("opening {} to the source: {e}", path.display())))
+            };
+            open(inst.root(), 0o711)?;
+            open(migrate, 0o666)?;
+            open(nbd, 0o666)?;
+        }
         let ports = match &ep {
             live::Endpoints::Tcp { port, nbd_port, .. } => Some(IncomingPorts { port: *port, nbd_port: *nbd_port }),
             live::Endpoints::Unix { .. } => None,
@@ -1198,8 +1325,8 @@ impl QemuDriver {
         let boot = self.boot_files(spec).await?;
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
         let within = Duration::from_secs(self.cfg.suspend_timeout_secs);
-        let p =
-            QemuProcess::resume(&self.binary(), &inst.dir, &q, &self.spawn_options(), within).await.map_err(failed)?;
+        let opts = self.spawn_options(inst).await?;
+        let p = QemuProcess::resume(&self.binary(), &inst.dir, &q, &opts, within).await.map_err(failed)?;
         tracing::info!(uuid = %spec.uuid, pid = p.pid(), "guest resumed");
         self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
         Ok(())

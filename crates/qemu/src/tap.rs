@@ -1,0 +1,113 @@
+//! Tap devices created by the agent and handed to QEMU as open file descriptors.
+//!
+//! Why not let QEMU create them (`-netdev tap,ifname=`): that needs
+//! `CAP_NET_ADMIN` and `/dev/net/tun`, and a guest's QEMU runs as an
+//! unprivileged user with neither (see [`crate::guest_user`]). libvirt does
+//! the same: the privileged side opens `/dev/net/tun`, names the tap, and QEMU
+//! gets only the fd (`-netdev tap,fd=N`). The tap is not persistent: it
+//! disappears when the last fd (QEMU's) closes, as one QEMU made itself would.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// `TUNSETIFF` = `_IOW('T', 202, int)`.
+const TUNSETIFF: u64 = 0x4004_54ca;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+/// QEMU asks for virtio-net headers on taps it opens itself; so do we, or
+/// guests would lose checksum and segmentation offloads.
+const IFF_VNET_HDR: i16 = 0x4000;
+
+/// `struct ifreq` as `TUNSETIFF` reads it: the name, then the flags, in 40 bytes.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: i16,
+    _rest: [u8; 22],
+}
+
+/// Where `ip netns` keeps the namespace called `name`.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+/// Creates (or attaches to) the tap `name` and returns its fd, close-on-exec
+/// (the spawn clears that flag in the child only, so no other process started
+/// meanwhile inherits it). With `netns`, the tap is made in that namespace.
+pub fn open_tap(name: &str, netns: Option<&Path>) -> std::io::Result<OwnedFd> {
+    if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad tap name {name:?}")));
+    }
+    match netns {
+        None => open_here(name),
+        Some(ns) => {
+            let ns = File::open(ns).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", ns.display())))?;
+            let name = name.to_owned();
+            // The tap belongs to the namespace of whoever opens /dev/net/tun; a
+            // throwaway thread enters the namespace so the agent's threads stay put.
+            std::thread::spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                open_here(&name)
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("the tap thread panicked"))?
+        }
+    }
+}
+
+fn open_here(name: &str) -> std::io::Result<OwnedFd> {
+    let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+    let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _rest: [0; 22] };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads (and may write back) one `struct ifreq`; `req`
+    // has its layout and size and lives across the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { nix::libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("creating tap {name}: {e}")));
+    }
+    Ok(tun.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifreq_has_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<IfReq>(), 40);
+        assert_eq!(std::mem::offset_of!(IfReq, flags), 16);
+    }
+
+    #[test]
+    fn odd_names_never_reach_the_kernel() {
+        for bad in ["", "this-name-is-too-long", "tap/x", "tap x"] {
+            assert_eq!(open_tap(bad, None).unwrap_err().kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    /// A namespace of our own, deleted even when the test fails.
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    fn link_exists(ns: &str, dev: &str) -> bool {
+        std::process::Command::new("ip").args(["-n", ns, "link", "show", dev]).output().unwrap().status.success()
+    }
+
+    #[test]
+    fn the_tap_appears_in_the_namespace_and_goes_with_its_fd() {
+        let ns = Ns(format!("stratus-taptest-{}", std::process::id()));
+        assert!(std::process::Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+        let fd = open_tap("taptest0", Some(&netns_path(&ns.0))).unwrap();
+        assert!(link_exists(&ns.0, "taptest0"), "the tap is in the namespace");
+        assert!(!std::path::Path::new("/sys/class/net/taptest0").exists(), "and not in ours");
+        drop(fd);
+        assert!(!link_exists(&ns.0, "taptest0"), "closing the last fd removes it");
+    }
+}
