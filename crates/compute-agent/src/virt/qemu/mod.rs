@@ -89,8 +89,9 @@ pub struct QemuDriverConfig {
     /// Address an incoming live migration listens on when the source is another
     /// machine (default `0.0.0.0`; agents of one process use unix sockets).
     pub live_migration_listen_address: String,
-    /// Lowest TCP port of incoming live migrations (default 49152; two per migration:
-    /// the stream and the NBD disk exports).
+    /// Lowest TCP port of incoming moves (default 49152; two per live migration, the
+    /// stream and the NBD disk exports, one per cold move from another machine). The
+    /// destination takes the first free ones and tells the source.
     pub live_migration_port_min: u16,
     /// Highest TCP port of incoming live migrations (default 49215).
     pub live_migration_port_max: u16,
