@@ -579,6 +579,8 @@ impl Outgoing {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     #[test]
@@ -617,9 +619,17 @@ pub(crate) mod tests {
 
     /// `count` consecutive ports free on loopback, each held by a listener of ours (the
     /// test frees one by dropping it).
+    /// Ranges never overlap within the test process (its tests run in parallel and free
+    /// ports of their ranges on purpose).
     pub(crate) fn held_range(count: u16) -> (u16, Vec<Option<std::net::TcpListener>>) {
-        let start = 30_000 + (std::process::id() % 1000) as u16 * 20;
-        for base in (start..60_000).step_by(usize::from(count) + 7) {
+        static NEXT: Mutex<u16> = Mutex::new(0);
+        let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+        if *next == 0 {
+            *next = 30_000 + (std::process::id() % 1000) as u16 * 20;
+        }
+        while *next < 60_000 {
+            let base = *next;
+            *next += count;
             let held: Vec<_> =
                 (base..base + count).map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
             if held.len() == usize::from(count) {
@@ -673,6 +683,28 @@ pub(crate) mod tests {
         assert!(taken(min + 1) && taken(min + 3), "QEMU listens on both");
         assert!(!taken(min + 4), "and on nothing else");
         qemu.child.kill().await.unwrap();
+    }
+
+    /// Two migrations prepared at once on one host (what the uuid scheme let collide):
+    /// both get ports, all different.
+    #[tokio::test]
+    async fn two_destinations_preparing_at_once_get_different_ports() {
+        let (min, mut held) = held_range(4);
+        held.iter_mut().for_each(|h| *h = None);
+        let (mut one, mut two) = (incoming_qemu().await, incoming_qemu().await);
+        let (a, b) = tokio::join!(
+            listen_incoming(&mut one.q, "127.0.0.1", min, min + 3),
+            listen_incoming(&mut two.q, "127.0.0.1", min, min + 3)
+        );
+        let ports = |ep: Endpoints| match ep {
+            Endpoints::Tcp { port, nbd_port, .. } => [port, nbd_port],
+            Endpoints::Unix { .. } => unreachable!(),
+        };
+        let mut all: Vec<u16> = [ports(a.unwrap().0), ports(b.unwrap().0)].concat();
+        all.sort_unstable();
+        assert_eq!(all, [min, min + 1, min + 2, min + 3]);
+        one.child.kill().await.unwrap();
+        two.child.kill().await.unwrap();
     }
 
     #[tokio::test]
