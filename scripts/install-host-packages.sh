@@ -25,10 +25,11 @@ BPO_PKGS=(qemu-system-x86 qemu-utils)
 # the host's configuration); arping sends floating IPs' gratuitous ARP; conntrack flushes flows
 # a removed security group rule no longer allows; curl fetches metadata from test "guests";
 # procps gives sysctl; novnc is the web VNC client the compute console proxy serves from
-# /usr/share/novnc (Stratus is the websocket proxy; the package's websockify stays unused).
+# /usr/share/novnc (Stratus is the websocket proxy; the package's websockify stays unused);
+# ovmf is the UEFI firmware guests of images with hw_firmware_type=uefi boot with.
 PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client socat cpio
     syslinux syslinux-common mtools dosfstools fdisk genisoimage
-    isc-dhcp-client iputils-arping conntrack curl procps novnc)
+    isc-dhcp-client iputils-arping conntrack curl procps novnc ovmf)
 
 log() { printf 'install-host-packages: %s\n' "$*" >&2; }
 

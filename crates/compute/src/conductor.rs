@@ -109,7 +109,7 @@ impl Conductor {
     pub fn new(platform: Platform, cfg: ComputeConfig, backends: Backends) -> Self {
         let scheduler = Scheduler::new(platform.clone(), cfg.clone(), backends.placement.clone());
         let cfg_slots = cfg.max_concurrent_builds.max(1);
-        let consoles = ConsoleTokens::new(Duration::from_secs(cfg.vnc.token_ttl_secs.max(1)));
+        let consoles = ConsoleTokens::new(platform.db.clone(), Duration::from_secs(cfg.vnc.token_ttl_secs.max(1)));
         Conductor {
             platform,
             cfg,
@@ -139,6 +139,10 @@ impl Conductor {
         // The interrupted servers are listed now, before the API serves anything new, so
         // recovery never races a request made after this start.
         let interrupted = self.interrupted().await?;
+        // Tokens that expired while no token was issued (issuing purges too).
+        if let Err(e) = self.consoles.purge_expired().await {
+            tracing::warn!(error = %e, "expired console tokens not purged");
+        }
         let me = self.clone();
         let recover = tokio::spawn(async move { me.recover(interrupted).await });
         Ok(vec![serve, recover, self.clone().spawn_shelved_image_sweeper()])
@@ -905,8 +909,8 @@ impl Conductor {
         // A server deleted mid-move (or waiting for a resize confirmation) also gives
         // back the source share its migration record holds.
         self.end_moves_of_deleted(uuid).await?;
-        // Nova deletes a server's console tokens with it.
-        self.consoles.revoke_instance(uuid);
+        // The update marking the server deleted also deletes its console tokens
+        // (`store::Update` revokes them in the same transaction, as Nova does).
         let now = stratus_core::time::now();
         let mut u = Update::new()
             .set("deleted", true)
@@ -960,7 +964,7 @@ impl Conductor {
             .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
         let c: VncConsole =
             serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
-        Ok(self.consoles.issue(&inst.uuid, &host, c))
+        self.consoles.issue(&inst.uuid, &host, c).await
     }
 
     // --- crash recovery -------------------------------------------------------------------

@@ -2,11 +2,12 @@
 //!
 //! Owns three things, so the API handlers stay thin:
 //! - [`ConsoleTokens`]: the one-time tokens `POST /servers/{id}/remote-consoles` hands
-//!   out. A token is bound to its server and the host it ran on when issued, is consumed
-//!   by the first websocket that presents it, expires after `token_ttl_secs`
-//!   (Nova's `[consoleauth] token_ttl`, 600 s), and dies with its server (deletes revoke
-//!   every token of the server; a server found deleted or on another host when the token
-//!   is redeemed refuses it too).
+//!   out, stored (hashed) in the database like Nova's `console_auth_tokens`. A token is
+//!   bound to its server and the host it ran on when issued, is consumed by the first
+//!   websocket that presents it (to any API process on the database), expires after
+//!   `token_ttl_secs` (Nova's `[consoleauth] token_ttl`, 600 s), and dies when its server
+//!   is deleted or moves to another host (a server found deleted or elsewhere when the
+//!   token is redeemed refuses it too).
 //! - the noVNC web client: Debian's `novnc` package files (`/usr/share/novnc`), served
 //!   read-only under `/compute/novnc/`. Under `/compute` rather than a port of its own
 //!   (Nova's 6080) because Stratus is one listener; under `novnc/` so the page's relative
@@ -25,7 +26,6 @@
 //! These routes sit outside the token middleware: a browser has no Keystone token; the
 //! console token is the credential.
 
-use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,12 +39,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use stratus_compute_agent::virt::VncConsole;
-use stratus_core::{ApiError, QueryPairs};
+use stratus_core::{time, ApiError, QueryPairs};
+use stratus_db::sqlx::Row;
+use stratus_db::{Db, DbError, Query, Tx};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::error::ComputeError;
 use crate::servers::store;
 use crate::state::vm;
 use crate::AppState;
@@ -85,7 +87,7 @@ pub enum ConsoleError {
     /// 401: no token in the request.
     #[error("No console token: open the URL `openstack console url show` returns")]
     NoToken,
-    /// 401: never issued, or forgotten (deleted server, restarted cloud).
+    /// 401: never issued, or revoked (its server was deleted or moved to another host).
     #[error("The console token is unknown or was revoked; ask for a new console URL")]
     UnknownToken,
     /// 401: already consumed by an earlier connection.
@@ -146,7 +148,7 @@ impl From<ConsoleError> for ApiError {
 }
 
 /// What a token grants: the VNC endpoint of one server on one host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
     /// Server uuid.
     pub instance: String,
@@ -154,73 +156,232 @@ pub struct Grant {
     pub host: String,
     /// Where its VNC server listens.
     pub endpoint: VncConsole,
-    expires: Instant,
-    used: bool,
 }
 
-/// The one-time console tokens of this process (Nova's console auth tokens).
+/// The console type of the tokens this proxy issues (Nova's `console_type` column).
+const NOVNC: &str = "novnc";
+
+/// The SHA-256 of a token, in hex: what the table stores and looks tokens up by.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a redeem attempt ended inside its transaction.
+enum Redeemed {
+    Granted(Grant),
+    Refused(ConsoleError),
+}
+
+/// The one-time console tokens (Nova's console auth tokens), in the
+/// `compute_console_auth_tokens` table.
 ///
-/// In memory: the proxy that redeems a token is the process that issued it, and a
-/// restart forgetting them only means asking for a new URL.
+/// In the database, keyed by the token's SHA-256, so any API process sharing the database
+/// redeems what another issued, a restart keeps them, and the table never holds a usable
+/// token. Single use is one conditional UPDATE (`used_at IS NULL`): of two connections
+/// racing with one token, in one process or two, exactly one sees its row count be 1.
+/// Expired rows go when new tokens are issued (and at start-up), so the table is bounded
+/// by the issue rate. Tokens of a server are deleted in the same transaction that marks
+/// it deleted or records another host for it (see [`revoke_off_host`]).
 pub struct ConsoleTokens {
-    ttl: Duration,
-    grants: Mutex<HashMap<String, Grant>>,
+    db: Db,
+    ttl: chrono::Duration,
     sessions: Arc<AtomicUsize>,
 }
 
 impl ConsoleTokens {
-    /// Tokens valid for `ttl` after issue.
-    pub fn new(ttl: Duration) -> Self {
-        ConsoleTokens { ttl, grants: Mutex::default(), sessions: Arc::default() }
+    /// Tokens in `db`, valid for `ttl` after issue.
+    pub fn new(db: Db, ttl: Duration) -> Self {
+        // Capped so that `now + ttl` cannot overflow whatever the configuration says.
+        let ttl = chrono::Duration::from_std(ttl.min(Duration::from_secs(100 * 365 * 86_400)))
+            .unwrap_or_else(|_| chrono::Duration::days(365));
+        ConsoleTokens { db, ttl, sessions: Arc::default() }
     }
 
-    /// A new token for `instance` (on `host`) reaching `endpoint`.
-    pub fn issue(&self, instance: &str, host: &str, endpoint: VncConsole) -> String {
-        self.issue_at(instance, host, endpoint, Instant::now())
+    /// A new token for `instance` (on `host`) reaching `endpoint`. Refused (409) when the
+    /// server left `host` or was deleted while the agent was asked for its endpoint.
+    pub async fn issue(&self, instance: &str, host: &str, endpoint: VncConsole) -> Result<String, ComputeError> {
+        self.issue_at(instance, host, endpoint, chrono::Utc::now()).await
     }
 
-    fn issue_at(&self, instance: &str, host: &str, endpoint: VncConsole, now: Instant) -> String {
+    async fn issue_at(
+        &self,
+        instance: &str,
+        host: &str,
+        endpoint: VncConsole,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, ComputeError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let grant =
-            Grant { instance: instance.into(), host: host.into(), endpoint, expires: now + self.ttl, used: false };
-        let mut g = self.grants.lock();
-        // Expired grants go when new ones come, so the map is bounded by the issue rate.
-        g.retain(|_, v| v.expires > now);
-        g.insert(token.clone(), grant);
-        token
+        let hash = token_hash(&token);
+        let (created, expires) = (time::to_storage(now), time::to_storage(now + self.ttl));
+        let (instance, host) = (instance.to_string(), host.to_string());
+        let inserted = self
+            .db
+            .transaction(|tx| {
+                let (hash, created, expires, instance, host, ep) =
+                    (hash.clone(), created.clone(), expires.clone(), instance.clone(), host.clone(), endpoint.clone());
+                Box::pin(async move {
+                    Query::new("DELETE FROM compute_console_auth_tokens WHERE expires_at <= ")
+                        .bind(created.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                    // Inserted only while the server is still on `host`: a move that
+                    // committed meanwhile has already revoked its tokens, and this one
+                    // would outlive that revocation. (PostgreSQL runs this SERIALIZABLE,
+                    // SQLite serially, so a move committing concurrently conflicts.)
+                    let n = Query::new(
+                        "INSERT INTO compute_console_auth_tokens (token_hash, instance_uuid, host, console_type, \
+                         target_host, target_port, target_path, created_at, expires_at) SELECT ",
+                    )
+                    .bind(hash)
+                    .push(", uuid, host, ")
+                    .bind(NOVNC)
+                    .push(", ")
+                    .bind(ep.host)
+                    .push(", ")
+                    .bind(i64::from(ep.port))
+                    .push(", ")
+                    .bind(ep.path)
+                    .push(", ")
+                    .bind(created)
+                    .push(", ")
+                    .bind(expires)
+                    .push(" FROM compute_instances WHERE uuid = ")
+                    .bind(instance)
+                    .push(" AND host = ")
+                    .bind(host)
+                    .push(" AND deleted = ")
+                    .bind(false)
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok::<_, ComputeError>(n)
+                })
+            })
+            .await?;
+        if inserted != 1 {
+            return Err(ComputeError::Conflict(format!(
+                "Instance {instance} moved or was deleted while its console was requested; ask again"
+            )));
+        }
+        Ok(token)
     }
 
     /// Consumes a token. A used token stays known (refused as used) until it expires.
-    pub fn redeem(&self, token: &str) -> Result<Grant, ConsoleError> {
-        self.redeem_at(token, Instant::now())
+    pub async fn redeem(&self, token: &str) -> Result<Grant, ConsoleError> {
+        self.redeem_at(token, chrono::Utc::now()).await
     }
 
-    fn redeem_at(&self, token: &str, now: Instant) -> Result<Grant, ConsoleError> {
-        let mut g = self.grants.lock();
-        let grant = g.get_mut(token).ok_or(ConsoleError::UnknownToken)?;
-        if grant.expires <= now {
-            g.remove(token);
-            return Err(ConsoleError::ExpiredToken);
+    async fn redeem_at(&self, token: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Grant, ConsoleError> {
+        let hash = token_hash(token);
+        let now = time::to_storage(now);
+        let outcome = self
+            .db
+            .transaction(|tx| {
+                let (hash, now) = (hash.clone(), now.clone());
+                Box::pin(async move {
+                    // The row count decides who got the token.
+                    let won = Query::new("UPDATE compute_console_auth_tokens SET used_at = ")
+                        .bind(now.clone())
+                        .push(" WHERE token_hash = ")
+                        .bind(hash.clone())
+                        .push(" AND used_at IS NULL AND expires_at > ")
+                        .bind(now.clone())
+                        .execute(&mut **tx)
+                        .await?
+                        == 1;
+                    let row = Query::new(
+                        "SELECT instance_uuid, host, target_host, target_port, target_path, expires_at, used_at \
+                         FROM compute_console_auth_tokens WHERE token_hash = ",
+                    )
+                    .bind(hash.clone())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let Some(row) = row else { return Ok(Redeemed::Refused(ConsoleError::UnknownToken)) };
+                    if won {
+                        let port: i64 = row.try_get("target_port")?;
+                        return Ok(Redeemed::Granted(Grant {
+                            instance: row.try_get("instance_uuid")?,
+                            host: row.try_get("host")?,
+                            endpoint: VncConsole {
+                                host: row.try_get("target_host")?,
+                                port: u16::try_from(port).unwrap_or_default(),
+                                path: row.try_get("target_path")?,
+                            },
+                        }));
+                    }
+                    let expires: String = row.try_get("expires_at")?;
+                    if expires <= now {
+                        Query::new("DELETE FROM compute_console_auth_tokens WHERE token_hash = ")
+                            .bind(hash)
+                            .execute(&mut **tx)
+                            .await?;
+                        return Ok(Redeemed::Refused(ConsoleError::ExpiredToken));
+                    }
+                    Ok::<_, ComputeError>(Redeemed::Refused(ConsoleError::UsedToken))
+                })
+            })
+            .await?;
+        match outcome {
+            Redeemed::Granted(g) => Ok(g),
+            Redeemed::Refused(e) => Err(e),
         }
-        if grant.used {
-            return Err(ConsoleError::UsedToken);
-        }
-        grant.used = true;
-        Ok(grant.clone())
     }
 
-    /// Forgets every token of `instance` (it was deleted or moved); returns how many.
-    pub fn revoke_instance(&self, instance: &str) -> usize {
-        let mut g = self.grants.lock();
-        let before = g.len();
-        g.retain(|_, v| v.instance != instance);
-        before - g.len()
+    /// Deletes every token of `instance`; returns how many.
+    pub async fn revoke_instance(&self, instance: &str) -> Result<u64, ComputeError> {
+        let instance = instance.to_string();
+        self.db
+            .transaction(|tx| {
+                let instance = instance.clone();
+                Box::pin(async move { Ok::<_, ComputeError>(revoke_off_host(tx, &instance, None).await?) })
+            })
+            .await
     }
 
-    /// Console connections being relayed right now.
+    /// Deletes the expired tokens; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, ComputeError> {
+        let now = time::now();
+        self.db
+            .transaction(|tx| {
+                let now = now.clone();
+                Box::pin(async move {
+                    Ok::<_, ComputeError>(
+                        Query::new("DELETE FROM compute_console_auth_tokens WHERE expires_at <= ")
+                            .bind(now)
+                            .execute(&mut **tx)
+                            .await?,
+                    )
+                })
+            })
+            .await
+    }
+
+    /// Console connections this process is relaying right now.
     pub fn active_sessions(&self) -> usize {
         self.sessions.load(Ordering::SeqCst)
     }
+}
+
+/// Deletes the tokens of `instance` bound to a host other than `host` (all of them when
+/// `host` is None: the server was deleted or offloaded), in the caller's transaction.
+///
+/// [`store::Update`] calls it in the transaction that records a server's new host or its
+/// deletion, which is where every move (resize and cold migration, their revert, live
+/// migration, evacuation, shelve offload, unshelve) and every delete lands, so a token
+/// never outlives the placement it was issued for (Nova's
+/// `ConsoleAuthToken.clean_console_auths_for_instance`). Tokens for the host the server
+/// stays on (a rolled-back move) are kept.
+pub(crate) async fn revoke_off_host(tx: &mut Tx, instance: &str, host: Option<&str>) -> Result<u64, DbError> {
+    let mut q = Query::new("DELETE FROM compute_console_auth_tokens WHERE instance_uuid = ");
+    q.bind(instance);
+    if let Some(h) = host {
+        q.push(" AND host <> ").bind(h);
+    }
+    let n = q.execute(&mut **tx).await?;
+    if n > 0 {
+        tracing::info!(instance, ?host, revoked = n, "console tokens revoked");
+    }
+    Ok(n)
 }
 
 /// Counts a relayed connection for as long as it lives.
@@ -359,7 +520,7 @@ async fn websockify(
     check_origin(&headers, &st.platform.public_url, &st.cfg.vnc)?;
     let token = q.get("token").filter(|t| !t.is_empty()).ok_or(ConsoleError::NoToken)?;
     let tokens = &st.conductor.consoles;
-    let grant = tokens.redeem(token)?;
+    let grant = tokens.redeem(token).await?;
     let inst = store::load(&st.platform.db, &grant.instance).await?;
     let inst = match inst {
         Some(i) if !i.deleted => i,
@@ -466,34 +627,239 @@ mod tests {
         VncConsole { host: "127.0.0.1".into(), port: 0, path: Some("/x/vnc.sock".into()) }
     }
 
-    #[test]
-    fn a_token_is_good_once_and_only_until_it_expires() {
-        let t = ConsoleTokens::new(Duration::from_secs(600));
-        let now = Instant::now();
-        let a = t.issue_at("i1", "h1", ep(), now);
-        let g = t.redeem_at(&a, now + Duration::from_secs(599)).expect("valid within the TTL");
-        assert_eq!((g.instance.as_str(), g.host.as_str()), ("i1", "h1"));
-        assert!(matches!(t.redeem_at(&a, now + Duration::from_secs(1)), Err(ConsoleError::UsedToken)));
-
-        let b = t.issue_at("i1", "h1", ep(), now);
-        assert!(matches!(t.redeem_at(&b, now + Duration::from_secs(600)), Err(ConsoleError::ExpiredToken)));
-        assert!(matches!(t.redeem_at(&b, now), Err(ConsoleError::UnknownToken)), "expired tokens are forgotten");
-        assert!(matches!(t.redeem_at("nope", now), Err(ConsoleError::UnknownToken)));
+    /// A migrated compute schema with servers `i1` and `i2` on `h1`: a temp SQLite file, or
+    /// a fresh schema on `STRATUS_TEST_POSTGRES_URL`.
+    struct TestDb {
+        url: String,
+        _dir: Option<tempfile::TempDir>,
+        schema: Option<String>,
     }
 
-    #[test]
-    fn issuing_prunes_expired_tokens_and_deletes_revoke_only_their_server() {
-        let t = ConsoleTokens::new(Duration::from_secs(10));
-        let now = Instant::now();
-        let old = t.issue_at("i1", "h1", ep(), now);
-        let later = now + Duration::from_secs(11);
-        let a = t.issue_at("i1", "h1", ep(), later);
-        let b = t.issue_at("i2", "h1", ep(), later);
-        assert_eq!(t.grants.lock().len(), 2, "the expired token was pruned");
-        assert!(!t.grants.lock().contains_key(&old));
-        assert_eq!(t.revoke_instance("i1"), 1);
-        assert!(matches!(t.redeem_at(&a, later), Err(ConsoleError::UnknownToken)));
-        assert!(t.redeem_at(&b, later).is_ok(), "another server's token survives");
+    impl TestDb {
+        async fn sqlite() -> Self {
+            let d = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", d.path().join("t.db").display());
+            Self::seeded(TestDb { url, _dir: Some(d), schema: None }).await
+        }
+
+        async fn postgres() -> Self {
+            let base = std::env::var("STRATUS_TEST_POSTGRES_URL")
+                .expect("STRATUS_TEST_POSTGRES_URL is not set: start PostgreSQL with scripts/test-postgres.sh");
+            let schema =
+                format!("consoles_t{}_{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let db = Db::connect(&base).await.expect("PostgreSQL must be reachable");
+            stratus_db::sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(db.reader()).await.unwrap();
+            db.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            Self::seeded(TestDb { url, _dir: None, schema: Some(schema) }).await
+        }
+
+        async fn seeded(self) -> Self {
+            let db = self.connect().await;
+            db.migrate("compute", crate::MIGRATIONS).await.unwrap();
+            for uuid in ["i1", "i2"] {
+                let q = Query::new(
+                    "INSERT INTO compute_instances (uuid, name, hostname, project_id, user_id, flavor_id, \
+                     flavor_json, image_ref, host, vm_state, reservation_id, created_at, updated_at) VALUES (",
+                )
+                .bind(uuid)
+                .push(", 'n', 'n', 'p', 'u', 'f', '{}', 'img', 'h1', 'active', 'r', '', '')")
+                .clone();
+                db.transaction(|tx| {
+                    let q = q.clone();
+                    Box::pin(async move { q.execute(&mut **tx).await })
+                })
+                .await
+                .unwrap();
+            }
+            db.close().await;
+            self
+        }
+
+        /// A new handle with pools of its own, as another process would have.
+        async fn connect(&self) -> Db {
+            Db::connect(&self.url).await.unwrap()
+        }
+
+        async fn cleanup(self) {
+            if let Some(schema) = &self.schema {
+                let db = Db::connect(&std::env::var("STRATUS_TEST_POSTGRES_URL").unwrap()).await.unwrap();
+                stratus_db::sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(db.reader()).await.unwrap();
+                db.close().await;
+            }
+        }
+    }
+
+    /// Runs `case` as two tests: on SQLite and on PostgreSQL.
+    macro_rules! on_both_backends {
+        ($case:ident, $sqlite:ident, $postgres:ident) => {
+            #[tokio::test]
+            async fn $sqlite() {
+                let t = TestDb::sqlite().await;
+                $case(&t).await;
+                t.cleanup().await;
+            }
+
+            #[tokio::test]
+            async fn $postgres() {
+                let t = TestDb::postgres().await;
+                $case(&t).await;
+                t.cleanup().await;
+            }
+        };
+    }
+
+    async fn rows(db: &Db) -> Vec<(String, String, Option<String>)> {
+        let rows = Query::new("SELECT token_hash, instance_uuid, used_at FROM compute_console_auth_tokens")
+            .fetch_all(db.reader())
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get("token_hash"), r.get("instance_uuid"), r.get("used_at"))).collect()
+    }
+
+    on_both_backends!(
+        good_once_until_expiry,
+        a_token_is_good_once_and_only_until_it_expires,
+        a_token_is_good_once_and_only_until_it_expires_on_postgres
+    );
+    async fn good_once_until_expiry(tdb: &TestDb) {
+        let db = tdb.connect().await;
+        let t = ConsoleTokens::new(db.clone(), Duration::from_secs(600));
+        let now = chrono::Utc::now();
+        let secs = chrono::Duration::seconds;
+        let a = t.issue_at("i1", "h1", ep(), now).await.unwrap();
+        let g = t.redeem_at(&a, now + secs(599)).await.expect("valid within the TTL");
+        assert_eq!(g, Grant { instance: "i1".into(), host: "h1".into(), endpoint: ep() });
+        assert!(matches!(t.redeem_at(&a, now + secs(1)).await, Err(ConsoleError::UsedToken)));
+
+        let b = t.issue_at("i1", "h1", ep(), now).await.unwrap();
+        assert!(matches!(t.redeem_at(&b, now + secs(600)).await, Err(ConsoleError::ExpiredToken)));
+        assert!(matches!(t.redeem_at(&b, now).await, Err(ConsoleError::UnknownToken)), "expired tokens are forgotten");
+        assert!(matches!(t.redeem_at("nope", now).await, Err(ConsoleError::UnknownToken)));
+
+        // Another process on the same database redeems what this one issued, once.
+        let c =
+            t.issue_at("i2", "h1", VncConsole { host: "10.0.0.5".into(), port: 5901, path: None }, now).await.unwrap();
+        let db2 = tdb.connect().await;
+        let other = ConsoleTokens::new(db2.clone(), Duration::from_secs(1));
+        let g = other.redeem_at(&c, now).await.expect("redeemed by another process");
+        assert_eq!((g.instance.as_str(), g.endpoint.port, g.endpoint.path), ("i2", 5901, None));
+        assert!(matches!(t.redeem_at(&c, now).await, Err(ConsoleError::UsedToken)));
+        db2.close().await;
+        db.close().await;
+    }
+
+    on_both_backends!(
+        hashes_and_pruning,
+        the_table_holds_hashes_and_issuing_prunes_expired_tokens,
+        the_table_holds_hashes_and_issuing_prunes_expired_tokens_on_postgres
+    );
+    async fn hashes_and_pruning(tdb: &TestDb) {
+        let db = tdb.connect().await;
+        let t = ConsoleTokens::new(db.clone(), Duration::from_secs(10));
+        let now = chrono::Utc::now();
+        let old = t.issue_at("i1", "h1", ep(), now).await.unwrap();
+        let later = now + chrono::Duration::seconds(11);
+        let a = t.issue_at("i1", "h1", ep(), later).await.unwrap();
+        let b = t.issue_at("i2", "h1", ep(), later).await.unwrap();
+        let r = rows(&db).await;
+        assert_eq!(r.len(), 2, "the expired token was pruned: {r:?}");
+        let hashes: Vec<&str> = r.iter().map(|x| x.0.as_str()).collect();
+        assert!(hashes.contains(&token_hash(&a).as_str()) && hashes.contains(&token_hash(&b).as_str()));
+        assert!(!hashes.contains(&token_hash(&old).as_str()));
+        assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        for tok in [&a, &b] {
+            assert!(r.iter().all(|x| !x.0.contains(tok.as_str())), "the raw token is never stored");
+        }
+
+        assert_eq!(t.revoke_instance("i1").await.unwrap(), 1);
+        assert!(matches!(t.redeem_at(&a, later).await, Err(ConsoleError::UnknownToken)));
+        assert!(t.redeem_at(&b, later).await.is_ok(), "another server's token survives");
+        db.close().await;
+    }
+
+    on_both_backends!(
+        moves_and_deletes_revoke,
+        moving_or_deleting_a_server_revokes_its_tokens_in_the_same_update,
+        moving_or_deleting_a_server_revokes_its_tokens_in_the_same_update_on_postgres
+    );
+    async fn moves_and_deletes_revoke(tdb: &TestDb) {
+        let db = tdb.connect().await;
+        let t = ConsoleTokens::new(db.clone(), Duration::from_secs(600));
+        let a = t.issue("i1", "h1", ep()).await.unwrap();
+        let b = t.issue("i2", "h1", ep()).await.unwrap();
+        // A rolled-back move writes the host the server already has: tokens stay.
+        assert!(store::Update::new().set("host", "h1").apply(&db, "i1").await.unwrap());
+        assert_eq!(rows(&db).await.len(), 2);
+        // An update whose expectations fail changes nothing.
+        assert!(!store::Update::new().set("host", "h2").expect_task(Some("migrating")).apply(&db, "i1").await.unwrap());
+        assert_eq!(rows(&db).await.len(), 2);
+        assert!(store::Update::new().set("host", "h2").apply(&db, "i1").await.unwrap());
+        assert!(matches!(t.redeem(&a).await, Err(ConsoleError::UnknownToken)), "moved: revoked");
+        // A token is not issued for a host the server has left meanwhile.
+        let e = t.issue("i1", "h1", ep()).await.expect_err("the server is on h2 now");
+        assert!(matches!(e, ComputeError::Conflict(_)), "{e:?}");
+        let c = t.issue("i1", "h2", ep()).await.unwrap();
+        // Offloaded (no host) or deleted: every token goes.
+        assert!(store::Update::new().set("host", Option::<String>::None).apply(&db, "i1").await.unwrap());
+        assert!(matches!(t.redeem(&c).await, Err(ConsoleError::UnknownToken)));
+        assert!(store::Update::new().set("deleted", true).apply(&db, "i2").await.unwrap());
+        assert!(matches!(t.redeem(&b).await, Err(ConsoleError::UnknownToken)));
+        assert!(rows(&db).await.is_empty());
+        db.close().await;
+    }
+
+    on_both_backends!(
+        racing_redeems,
+        two_redeems_racing_for_one_token_give_it_to_exactly_one,
+        two_redeems_racing_for_one_token_give_it_to_exactly_one_on_postgres
+    );
+    async fn racing_redeems(tdb: &TestDb) {
+        // Two handles with pools of their own, as two processes would have.
+        let (db1, db2) = (tdb.connect().await, tdb.connect().await);
+        let (t1, t2) = (
+            ConsoleTokens::new(db1.clone(), Duration::from_secs(600)),
+            ConsoleTokens::new(db2.clone(), Duration::from_secs(600)),
+        );
+        for _ in 0..20 {
+            let tok = t1.issue("i1", "h1", ep()).await.unwrap();
+            let (a, b) = tokio::join!(t1.redeem(&tok), t2.redeem(&tok));
+            assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "{a:?} {b:?}");
+            let loser = if a.is_ok() { b } else { a };
+            assert!(matches!(loser, Err(ConsoleError::UsedToken)), "{loser:?}");
+        }
+        db1.close().await;
+        db2.close().await;
+    }
+
+    on_both_backends!(
+        issue_racing_a_move,
+        a_token_issued_while_its_server_moves_never_outlives_the_move,
+        a_token_issued_while_its_server_moves_never_outlives_the_move_on_postgres
+    );
+    async fn issue_racing_a_move(tdb: &TestDb) {
+        let (db1, db2) = (tdb.connect().await, tdb.connect().await);
+        let t = ConsoleTokens::new(db1.clone(), Duration::from_secs(600));
+        let (mut issued, mut refused) = (0, 0);
+        for round in 0..20 {
+            let (from, to) = if round % 2 == 0 { ("h1", "h2") } else { ("h2", "h1") };
+            let mv = store::Update::new().set("host", to);
+            let (tok, moved) = tokio::join!(t.issue("i1", from, ep()), mv.apply(&db2, "i1"));
+            assert!(moved.unwrap());
+            match tok {
+                Ok(_) => issued += 1,
+                Err(ComputeError::Conflict(_)) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+            // Whichever committed first, no token is left for the host the server left.
+            let stale = rows(&db1).await.len();
+            assert_eq!(stale, 0, "round {round}: a token for {from} survived the move to {to}");
+        }
+        assert_eq!(issued + refused, 20);
+        eprintln!("issued {issued} refused {refused}");
+        db1.close().await;
+        db2.close().await;
     }
 
     #[test]

@@ -62,8 +62,13 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "id_sequences", sql: include_str!("../migrations/0004_id_sequences.sql") },
     Migration {
         version: 5,
+        name: "console_auth_tokens",
+        sql: include_str!("../migrations/0005_console_auth_tokens.sql"),
+    },
+    Migration {
+        version: 6,
         name: "live_migration_ports",
-        sql: include_str!("../migrations/0005_live_migration_ports.sql"),
+        sql: include_str!("../migrations/0006_live_migration_ports.sql"),
     },
 ];
 

@@ -177,6 +177,23 @@ pub struct GuestSpec {
     pub kernel: Option<KernelBoot>,
     /// NICs; empty means no network at all.
     pub nics: Vec<NicSpec>,
+    /// UEFI firmware instead of SeaBIOS (image property `hw_firmware_type=uefi`).
+    pub uefi: Option<Uefi>,
+    /// The real-time clock keeps local time, as Windows expects (`os_type=windows`).
+    pub rtc_localtime: bool,
+    /// Hyper-V enlightenments for Windows guests (`os_type=windows`); KVM only,
+    /// TCG does not implement them.
+    pub hyperv: bool,
+}
+
+/// The two flash chips of OVMF: the firmware, shared and read-only, and the
+/// guest's own variable store (EFI boot entries), writable, in its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uefi {
+    /// `OVMF_CODE*.fd`.
+    pub code: PathBuf,
+    /// The instance's copy of `OVMF_VARS*.fd`.
+    pub vars: PathBuf,
 }
 
 impl GuestSpec {
@@ -193,6 +210,9 @@ impl GuestSpec {
             disks: Vec::new(),
             kernel: None,
             nics: Vec::new(),
+            uefi: None,
+            rtc_localtime: false,
+            hyperv: false,
         }
     }
 
@@ -219,6 +239,10 @@ impl GuestSpec {
             if let NicBackend::TapName(t) = &n.backend {
                 check_value("tap name", t)?;
             }
+        }
+        if let Some(u) = &self.uefi {
+            check_value("firmware path", &u.code.to_string_lossy())?;
+            check_value("firmware variables path", &u.vars.to_string_lossy())?;
         }
         if let Some(k) = &self.kernel {
             check_value("kernel path", &k.kernel.to_string_lossy())?;
@@ -291,9 +315,16 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
     push(&["-uuid", &spec.uuid.to_string()]);
     push(&["-machine", &spec.machine]);
     push(&["-accel", spec.accel.as_qemu_arg()]);
+    // Nova's Windows set: relaxed timing, paravirtual APIC and spinlocks, a
+    // reference clock; TCG has none of them.
+    let hv = if spec.hyperv && spec.accel == ResolvedAccel::Kvm {
+        ",hv-relaxed=on,hv-vapic=on,hv-spinlocks=0x1fff,hv-time=on"
+    } else {
+        ""
+    };
     match (&spec.cpu_model, spec.accel) {
-        (Some(cpu), _) => push(&["-cpu", cpu]),
-        (None, ResolvedAccel::Kvm) => push(&["-cpu", "host"]),
+        (Some(cpu), _) => push(&["-cpu", &format!("{cpu}{hv}")]),
+        (None, ResolvedAccel::Kvm) => push(&["-cpu", &format!("host{hv}")]),
         (None, ResolvedAccel::Tcg) => {}
     }
     push(&["-m", &spec.memory_mib.to_string()]);
@@ -312,6 +343,13 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
     push(&["-chardev", &format!("file,id=serial0,path={},append=on", p(&paths.console))]);
     push(&["-serial", "chardev:serial0"]);
     push(&["-device", "virtio-rng-pci,id=rng0"]);
+    if spec.rtc_localtime {
+        push(&["-rtc", "base=localtime"]);
+    }
+    if let Some(u) = &spec.uefi {
+        push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", p(&u.code))]);
+        push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", p(&u.vars))]);
+    }
 
     if spec.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
         push(&["-device", "virtio-scsi-pci,id=scsi0"]);
@@ -466,6 +504,23 @@ mod tests {
         s.machine = "q35".into();
         let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
         assert!(j.contains("ide-cd,drive=drive-disk2,id=disk2,bus=ide.1 "), "{j}");
+    }
+
+    #[test]
+    fn uefi_and_windows_guests() {
+        let mut s = spec();
+        s.uefi = Some(Uefi { code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(), vars: "/run/i1/nvram.fd".into() });
+        s.rtc_localtime = true;
+        s.hyperv = true;
+        let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
+        assert!(j.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=/run/i1/nvram.fd"), "{j}");
+        assert!(j.contains("-rtc base=localtime"), "{j}");
+        assert!(!j.contains("hv-"), "TCG has no Hyper-V enlightenments: {j}");
+        s.accel = ResolvedAccel::Kvm;
+        let j = joined(&render(&s, &paths(), LaunchOptions::default()).unwrap());
+        assert!(j.contains("-cpu host,hv-relaxed=on,hv-vapic=on,hv-spinlocks=0x1fff,hv-time=on"), "{j}");
+        s.uefi.as_mut().unwrap().vars = "/run/i1/nv,ram.fd".into();
+        assert!(render(&s, &paths(), LaunchOptions::default()).is_err(), "a comma would smuggle options");
     }
 
     #[test]

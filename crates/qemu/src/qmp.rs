@@ -223,15 +223,23 @@ impl QmpClient {
         let (r, writer) = stream.into_split();
         let mut reader = BufReader::new(r).lines();
         let deadline = Instant::now() + within;
-        let line = timeout_at(deadline, reader.next_line())
-            .await
-            .map_err(|_| QmpError::Timeout(within, "QMP greeting".into()))??
-            .ok_or(QmpError::Closed)?;
-        let greeting: Value = serde_json::from_str(&line)?;
-        let version = greeting
-            .pointer("/QMP/version/qemu")
-            .cloned()
-            .ok_or_else(|| QmpError::Protocol(format!("not a QMP greeting: {line}")))?;
+        let version = loop {
+            let line = timeout_at(deadline, reader.next_line())
+                .await
+                .map_err(|_| QmpError::Timeout(within, "QMP greeting".into()))??
+                .ok_or(QmpError::Closed)?;
+            let greeting: Value = serde_json::from_str(&line)?;
+            if let Some(v) = greeting.pointer("/QMP/version/qemu") {
+                break v.clone();
+            }
+            // An event emitted as the previous client hung up can still sit in the
+            // monitor's output buffer and reach the next client before its greeting
+            // (seen with VNC_DISCONNECTED): it belongs to nobody, skip it.
+            if greeting.get("event").is_none() {
+                return Err(QmpError::Protocol(format!("not a QMP greeting: {line}")));
+            }
+            tracing::debug!(%line, "QMP event before the greeting, skipped");
+        };
         let version: QemuVersion = serde_json::from_value(version)?;
         let mut client = QmpClient { reader, writer, next_id: 1, events: VecDeque::new(), version };
         client.execute_within("qmp_capabilities", None, deadline - Instant::now()).await?;
@@ -524,6 +532,35 @@ mod tests {
         match c.execute("bogus", None).await {
             Err(QmpError::Command { class, .. }) => assert_eq!(class, "CommandNotFound"),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_event_before_the_greeting_is_skipped_but_garbage_is_not() {
+        let d = tempfile::tempdir().unwrap();
+        for (first, ok) in [
+            (r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "VNC_DISCONNECTED", "data": {}}"#, true),
+            (r#"{"hello": "world"}"#, false),
+        ] {
+            let path = d.path().join(format!("qmp-{ok}.sock"));
+            let listener = UnixListener::bind(&path).unwrap();
+            let first = first.to_string();
+            tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                let (r, mut w) = s.into_split();
+                w.write_all(format!("{first}\r\n").as_bytes()).await.unwrap();
+                w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": []}}\r\n").await.unwrap();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    let cmd: Value = serde_json::from_str(&l).unwrap();
+                    w.write_all(format!("{}\r\n", ret(&cmd, json!({}))).as_bytes()).await.unwrap();
+                }
+            });
+            let c = QmpClient::connect(&path).await;
+            assert_eq!(c.is_ok(), ok, "{c:?}");
+            if let Ok(c) = c {
+                assert!(c.events().is_empty(), "the stale event is nobody's");
+            }
         }
     }
 

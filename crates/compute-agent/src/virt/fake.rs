@@ -46,6 +46,8 @@ struct State {
     failures: HashMap<String, u32>,
     /// Every `live_migration` target, by server.
     targets: HashMap<String, Vec<MigrationTarget>>,
+    /// The VNC endpoint every guest reports, once a test has set one.
+    vnc: Option<VncConsole>,
 }
 
 /// The ports a fake destination answers from `pre_live_migration` (as a real one
@@ -68,6 +70,13 @@ impl FakeDriver {
     /// Makes the next `times` calls of `op` (`spawn`, `power_off`, ...) fail.
     pub fn fail_next(&self, op: &str, times: u32) {
         self.state.lock().failures.insert(op.to_string(), times);
+    }
+
+    /// Makes every guest report `endpoint` as its VNC console (a server the test runs),
+    /// so the console proxy can be exercised without a real hypervisor. Until then, and
+    /// with None, guests have no console (the API answers 409).
+    pub fn set_vnc_endpoint(&self, endpoint: Option<VncConsole>) {
+        self.state.lock().vnc = endpoint;
     }
 
     /// Simulates a guest dying or being stopped behind the controller's back.
@@ -289,9 +298,14 @@ impl VirtDriver for FakeDriver {
 
     async fn vnc_console(&self, uuid: &str) -> Result<VncConsole, VirtError> {
         // A fake guest has no framebuffer: say so instead of handing out an endpoint
-        // nothing listens on (the API answers 409 "console not available").
+        // nothing listens on (the API answers 409 "console not available"), unless a
+        // test provides one with `set_vnc_endpoint`.
         self.get_info(uuid).await?;
-        Err(VirtError::Unsupported { driver: "fake".into(), op: "graphical (VNC) consoles".into() })
+        self.state
+            .lock()
+            .vnc
+            .clone()
+            .ok_or_else(|| VirtError::Unsupported { driver: "fake".into(), op: "graphical (VNC) consoles".into() })
     }
 
     async fn migrate_disk_and_power_off(

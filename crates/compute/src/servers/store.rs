@@ -315,21 +315,43 @@ impl Update {
         q
     }
 
+    /// What the update means for the server's console tokens: `Some(host)` when it
+    /// records a (possibly new) host, `Some(None)` when it deletes the server or leaves it
+    /// without a host; None when it does neither.
+    fn console_revocation(&self) -> Option<Option<String>> {
+        if self.sets.iter().any(|(c, v)| *c == "deleted" && *v == Arg::Bool(true)) {
+            return Some(None);
+        }
+        self.sets.iter().find(|(c, _)| *c == "host").map(|(_, v)| match v {
+            Arg::Text(h) => Some(h.clone()),
+            _ => None,
+        })
+    }
+
+    /// Runs the update in `tx` and, when it moved or deleted the server, revokes the
+    /// console tokens that no longer fit it. Every write of `host` or `deleted` goes
+    /// through here, so this is the one place tokens follow the server.
+    async fn run(q: &Query, revoke: Option<Option<String>>, tx: &mut Tx, uuid: &str) -> Result<bool> {
+        let matched = q.execute(&mut **tx).await? == 1;
+        if let (true, Some(host)) = (matched, revoke) {
+            crate::consoles::revoke_off_host(tx, uuid, host.as_deref()).await?;
+        }
+        Ok(matched)
+    }
+
     /// Applies the update in `tx`; true when the row matched the expectations.
     pub async fn apply_tx(&self, tx: &mut Tx, uuid: &str) -> Result<bool> {
-        Ok(self.query(uuid).execute(&mut **tx).await? == 1)
+        Self::run(&self.query(uuid), self.console_revocation(), tx, uuid).await
     }
 
     /// Applies the update in its own transaction.
     pub async fn apply(&self, db: &Db, uuid: &str) -> Result<bool> {
-        let q = self.query(uuid);
-        let n = db
-            .transaction(|tx| {
-                let q = q.clone();
-                Box::pin(async move { q.execute(&mut **tx).await })
-            })
-            .await?;
-        Ok(n == 1)
+        let (q, revoke, uuid) = (self.query(uuid), self.console_revocation(), uuid.to_string());
+        db.transaction(|tx| {
+            let (q, revoke, uuid) = (q.clone(), revoke.clone(), uuid.clone());
+            Box::pin(async move { Self::run(&q, revoke, tx, &uuid).await })
+        })
+        .await
     }
 }
 

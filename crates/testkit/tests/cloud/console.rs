@@ -364,3 +364,336 @@ async fn qemu_console_over_tcp_when_vnc_listen_is_set() {
     cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("server delete");
     cloud.shutdown().await;
 }
+
+// --- console tokens in the database (fake driver, a stand-in VNC server) ----------------
+
+/// A stand-in for a guest's VNC server: greets each connection with the RFB banner and
+/// holds it open until the peer closes. Stops when dropped.
+struct FakeVnc {
+    endpoint: stratus_compute_agent::virt::VncConsole,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeVnc {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn fake_vnc() -> FakeVnc {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(b"RFB 003.008\n").await.is_ok() {
+                    let mut buf = [0u8; 256];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    FakeVnc { endpoint: stratus_compute_agent::virt::VncConsole { host: "127.0.0.1".into(), port, path: None }, task }
+}
+
+/// A PostgreSQL URL (`STRATUS_TEST_POSTGRES_URL`) whose connections use a fresh schema,
+/// and the schema's name (dropped by the caller).
+async fn postgres_schema() -> (String, String) {
+    let base = std::env::var("STRATUS_TEST_POSTGRES_URL").expect(
+        "STRATUS_TEST_POSTGRES_URL is not set: start PostgreSQL with scripts/test-postgres.sh and export its URL",
+    );
+    let db = stratus_db::Db::connect(&base).await.expect("PostgreSQL must be reachable");
+    let schema = format!("console_t{}_{}", std::process::id(), rand::random::<u32>());
+    stratus_db::sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(db.reader()).await.unwrap();
+    db.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    (format!("{base}{sep}options=-c%20search_path%3D{schema}"), schema)
+}
+
+async fn drop_schema(schema: &str) {
+    let base = std::env::var("STRATUS_TEST_POSTGRES_URL").unwrap();
+    let db = stratus_db::Db::connect(&base).await.unwrap();
+    stratus_db::sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(db.reader()).await.unwrap();
+    db.close().await;
+}
+
+/// A fake-driver cloud (no local agent) on `data`, on `db_url` when given (else SQLite in
+/// `data`). `public_url`: the address the deployment publishes (a second API process
+/// behind the same load balancer keeps the catalog pointing there).
+async fn fake_cloud(data: &std::path::Path, db_url: Option<&str>, public_url: Option<&str>) -> TestCloud {
+    let (url, public) = (db_url.map(str::to_string), public_url.map(str::to_string));
+    TestCloud::start_in(data.to_path_buf(), move |c| {
+        c.compute.local_agent = false;
+        if let Some(u) = url {
+            c.database.url = u;
+        }
+        if let Some(p) = public {
+            c.server.public_url = p;
+        }
+    })
+    .await
+}
+
+fn fake_host() -> stratus_compute_agent::virt::fake::FakeDriverConfig {
+    stratus_compute_agent::virt::fake::FakeDriverConfig {
+        vcpus: Some(8),
+        memory_mb: Some(8192 + 512),
+        local_gb: Some(100),
+        ..Default::default()
+    }
+}
+
+/// Starts fake hosts `hosts` on `cloud` whose guests show `vnc`, and boots `vm1`; returns
+/// the agents and the server's id.
+async fn hosts_with_a_server(
+    cloud: &TestCloud,
+    hosts: &[&str],
+    vnc: &FakeVnc,
+) -> (Vec<stratus_compute_agent::AgentHandle>, String) {
+    let mut agents = vec![];
+    for h in hosts {
+        let (a, driver) = cloud.start_fake_agent(h, fake_host()).await;
+        driver.set_vnc_endpoint(Some(vnc.endpoint.clone()));
+        agents.push(a);
+    }
+    cloud.create_tiny_image().await;
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", "none", "--wait", "vm1"])
+        .await
+        .expect("server create --wait");
+    assert_eq!(vm["status"], "ACTIVE", "{vm}");
+    (agents, vm["id"].as_str().unwrap().to_string())
+}
+
+/// A console URL from `POST /servers/{id}/remote-consoles` (the CLI's call, without the
+/// CLI's start-up time).
+async fn api_console_url(cloud: &TestCloud, token: &str, id: &str) -> String {
+    let r = cloud
+        .http()
+        .post(cloud.at(&format!("/compute/v2.1/servers/{id}/remote-consoles")))
+        .header("x-auth-token", token)
+        .header("openstack-api-version", "compute 2.6")
+        .json(&json!({"remote_console": {"protocol": "vnc", "type": "novnc"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{b}");
+    b["remote_console"]["url"].as_str().unwrap().to_string()
+}
+
+/// The websocket URL of `console_url`, sent to the cloud listening at `addr` instead.
+fn websocket_on(console_url: &str, addr: std::net::SocketAddr) -> String {
+    let ws = websocket_url(console_url);
+    let path = ws.strip_prefix("ws://").and_then(|r| r.split_once('/')).map(|(_, p)| p).unwrap();
+    format!("ws://{addr}/{path}")
+}
+
+fn token_of(ws_url: &str) -> String {
+    ws_url.split_once("token=").expect("a token").1.to_string()
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every column of every console token row, as text.
+async fn token_rows(cloud: &TestCloud) -> Vec<Vec<String>> {
+    use stratus_db::sqlx::Row;
+    let rows = stratus_db::Query::new(
+        "SELECT token_hash, instance_uuid, host, console_type, target_host, \
+         CAST(target_port AS TEXT) AS target_port, COALESCE(target_path, '') AS target_path, created_at, \
+         expires_at, COALESCE(used_at, '') AS used_at FROM compute_console_auth_tokens",
+    )
+    .fetch_all(cloud.handle().platform.db.reader())
+    .await
+    .unwrap();
+    rows.iter().map(|r| (0..10).map(|i| r.get::<String, _>(i)).collect()).collect()
+}
+
+async fn assert_refused(ws_url: &str, why: &str) {
+    let (status, body) = open(ws_url).await.expect_err("the token is refused");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains(why), "expected {why:?}: {body}");
+}
+
+/// Two clouds on one database (two API processes of one deployment): a token issued by
+/// one opens the console through the other, once; of two handshakes racing with one
+/// token (one to each cloud) exactly one is upgraded; the table holds only hashes; and a
+/// token survives a restart of the clouds.
+async fn tokens_are_shared_by_clouds_on_one_database(db_url: Option<&str>) {
+    let vnc = fake_vnc().await;
+    let data = tempfile::tempdir().unwrap();
+    let a = fake_cloud(data.path(), db_url, None).await;
+    let (agents, id) = hosts_with_a_server(&a, &["cmp-a"], &vnc).await;
+    let b = fake_cloud(data.path(), db_url, Some(&a.url)).await;
+    let b_addr = b.handle().addr;
+
+    // Issued by A (through the CLI), used through B, then refused by A.
+    let url = console_url(&a, "vm1").await;
+    let token = token_of(&websocket_url(&url));
+    let rows = token_rows(&a).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], sha256_hex(&token), "rows are keyed by the token's SHA-256");
+    assert_eq!(rows[0][1..5], [id.clone(), "cmp-a".into(), "novnc".into(), "127.0.0.1".into()]);
+    assert!(rows.iter().flatten().all(|col| !col.contains(&token)), "the raw token is stored nowhere: {rows:?}");
+    let (ws, _) = banner(&websocket_on(&url, b_addr)).await;
+    drop(ws);
+    assert_refused(&websocket_url(&url), "already used").await;
+
+    // Racing handshakes, one to each cloud: one upgrade, one "already used".
+    let api_token = a.admin_token().await;
+    let t = Instant::now();
+    let rounds = 10;
+    for _ in 0..rounds {
+        let url = api_console_url(&a, &api_token, &id).await;
+        let (on_a, on_b) = (websocket_url(&url), websocket_on(&url, b_addr));
+        let (x, y) = tokio::join!(open(&on_a), open(&on_b));
+        assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "exactly one handshake wins");
+        let lost = if x.is_ok() { y } else { x };
+        let (status, body) = lost.err().unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("already used"), "{body}");
+    }
+    let race_time = t.elapsed() / rounds;
+
+    // A token issued before a restart opens the console after it.
+    let kept = api_console_url(&a, &api_token, &id).await;
+    b.shutdown().await;
+    for ag in agents {
+        ag.stop();
+    }
+    a.shutdown().await;
+    let c = fake_cloud(data.path(), db_url, None).await;
+    drop(banner(&websocket_on(&kept, c.handle().addr)).await);
+    assert_refused(&websocket_on(&kept, c.handle().addr), "already used").await;
+    eprintln!(
+        "console token numbers ({}): issue + racing handshake pair {race_time:?} per round",
+        db_url.map_or("sqlite", |_| "postgres")
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn console_tokens_are_shared_by_clouds_on_one_sqlite_database_and_used_once() {
+    tokens_are_shared_by_clouds_on_one_database(None).await;
+}
+
+#[tokio::test]
+async fn console_tokens_are_shared_by_clouds_on_one_postgres_database_and_used_once() {
+    let (url, schema) = postgres_schema().await;
+    tokens_are_shared_by_clouds_on_one_database(Some(&url)).await;
+    drop_schema(&schema).await;
+}
+
+async fn tokens_of(cloud: &TestCloud, id: &str) -> usize {
+    token_rows(cloud).await.iter().filter(|r| r[1] == id).count()
+}
+
+/// Polls the API (every 50 ms; the CLI's `--wait` polls every few seconds) until the
+/// server has `want` and no task.
+async fn wait_status(cloud: &TestCloud, token: &str, id: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = cloud
+            .http()
+            .get(cloud.at(&format!("/compute/v2.1/servers/{id}")))
+            .header("x-auth-token", token)
+            .send()
+            .await
+            .unwrap();
+        let s: Value = r.json().await.unwrap_or(Value::Null);
+        let s = s["server"].clone();
+        if s["status"] == want && s["OS-EXT-STS:task_state"].is_null() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} never reached {want}: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn host_of(s: &Value) -> String {
+    s["OS-EXT-SRV-ATTR:host"].as_str().unwrap_or_default().to_string()
+}
+
+/// Every way a server changes host revokes its console tokens when the move is
+/// recorded (the rows are gone before anyone presents them), while operations that
+/// keep it in place leave them valid.
+#[tokio::test]
+async fn console_tokens_are_revoked_when_the_server_moves() {
+    let vnc = fake_vnc().await;
+    let cloud = TestCloud::start_with(|c| c.compute.local_agent = false).await;
+    let (_agents, id) = hosts_with_a_server(&cloud, &["cmp-a", "cmp-b"], &vnc).await;
+    let token = cloud.admin_token().await;
+    let issue = || async { websocket_url(&api_console_url(&cloud, &token, &id).await) };
+
+    // Staying in place: a reboot keeps the token.
+    let kept = issue().await;
+    cloud.openstack(&["server", "reboot", "vm1"]).await.expect("reboot");
+    wait_status(&cloud, &token, &id, "ACTIVE").await;
+    assert_eq!(tokens_of(&cloud, &id).await, 1);
+    drop(banner(&kept).await);
+
+    // Live migration.
+    let t1 = issue().await;
+    let h0 = host_of(&wait_status(&cloud, &token, &id, "ACTIVE").await);
+    let other = |h: &str| if h == "cmp-a" { "cmp-b".to_string() } else { "cmp-a".to_string() };
+    cloud
+        .openstack(&["server", "migrate", "--live-migration", "--host", &other(&h0), "vm1"])
+        .await
+        .expect("live migration");
+    let s = wait_status(&cloud, &token, &id, "ACTIVE").await;
+    assert_eq!(host_of(&s), other(&h0));
+    assert_eq!(tokens_of(&cloud, &id).await, 0, "live migration revoked the token");
+    assert_refused(&t1, "unknown or was revoked").await;
+
+    // Cold migration: revoked when the server lands on the destination, before confirm.
+    let t2 = issue().await;
+    cloud.openstack(&["server", "migrate", "vm1"]).await.expect("migrate");
+    wait_status(&cloud, &token, &id, "VERIFY_RESIZE").await;
+    assert_eq!(tokens_of(&cloud, &id).await, 0, "cold migration revoked the token");
+    cloud.openstack(&["server", "migration", "confirm", "vm1"]).await.expect("migration confirm");
+    wait_status(&cloud, &token, &id, "ACTIVE").await;
+    assert_refused(&t2, "unknown or was revoked").await;
+
+    // Resize, reverted: the token of the original host dies with the move away.
+    let t3 = issue().await;
+    cloud.openstack(&["server", "resize", "--flavor", "m1.tiny", "vm1"]).await.expect("resize");
+    wait_status(&cloud, &token, &id, "VERIFY_RESIZE").await;
+    assert_eq!(tokens_of(&cloud, &id).await, 0, "resize revoked the token");
+    cloud.openstack(&["server", "resize", "revert", "vm1"]).await.expect("resize revert");
+    wait_status(&cloud, &token, &id, "ACTIVE").await;
+    assert_refused(&t3, "unknown or was revoked").await;
+
+    // Evacuation off a host forced down.
+    let t4 = issue().await;
+    let h = host_of(&wait_status(&cloud, &token, &id, "ACTIVE").await);
+    cloud.openstack(&["compute", "service", "set", "--down", &h, "nova-compute"]).await.expect("service set --down");
+    cloud.openstack(&["server", "evacuate", "vm1"]).await.expect("server evacuate");
+    let s = wait_status(&cloud, &token, &id, "SHUTOFF").await;
+    assert_eq!(host_of(&s), other(&h));
+    assert_eq!(tokens_of(&cloud, &id).await, 0, "evacuation revoked the token");
+    assert_refused(&t4, "unknown or was revoked").await;
+    cloud.openstack(&["compute", "service", "set", "--up", &h, "nova-compute"]).await.expect("service set --up");
+    cloud.openstack(&["server", "start", "vm1"]).await.expect("server start");
+    wait_status(&cloud, &token, &id, "ACTIVE").await;
+
+    // Shelve (offloaded at once) and unshelve.
+    let t5 = issue().await;
+    cloud.openstack(&["server", "shelve", "vm1"]).await.expect("shelve");
+    wait_status(&cloud, &token, &id, "SHELVED_OFFLOADED").await;
+    assert_eq!(tokens_of(&cloud, &id).await, 0, "shelve offload revoked the token");
+    cloud.openstack(&["server", "unshelve", "vm1"]).await.expect("unshelve");
+    wait_status(&cloud, &token, &id, "ACTIVE").await;
+    assert_refused(&t5, "unknown or was revoked").await;
+
+    // Deletion, as before.
+    let t6 = issue().await;
+    cloud.openstack(&["server", "delete", "--wait", "vm1"]).await.expect("delete");
+    assert_eq!(tokens_of(&cloud, &id).await, 0, "deletion revoked the token");
+    assert_refused(&t6, "unknown or was revoked").await;
+    cloud.shutdown().await;
+}

@@ -32,6 +32,8 @@ pub struct BootFiles {
     pub ramdisk: Option<PathBuf>,
     /// Kernel command line (`os_command_line` or a default).
     pub cmdline: Option<String>,
+    /// UEFI firmware (`hw_firmware_type=uefi`); the variables are the instance's `nvram.fd`.
+    pub uefi_code: Option<PathBuf>,
 }
 
 /// The tap name QEMU creates for a port: what the network agent looks for
@@ -73,6 +75,10 @@ impl Instance {
     pub fn config_drive(&self) -> PathBuf {
         self.root().join("disk.config")
     }
+    /// The UEFI variable store of a `hw_firmware_type=uefi` guest.
+    pub fn nvram(&self) -> PathBuf {
+        self.root().join("nvram.fd")
+    }
     /// The rescue overlay; its presence means "rescued".
     pub fn rescue_disk(&self) -> PathBuf {
         self.root().join("disk.rescue")
@@ -102,6 +108,15 @@ impl Instance {
         let image = spec.image.as_ref();
         if let Some(m) = prop(image, "hw_machine_type") {
             q.machine = m.to_string();
+        }
+        if let Some(code) = &boot.uefi_code {
+            q.uefi = Some(stratus_qemu::cmdline::Uefi { code: code.clone(), vars: self.nvram() });
+        }
+        // Nova's libvirt driver for `os_type=windows`: the clock in local time, Hyper-V
+        // enlightenments (which only KVM has; the renderer leaves them out under TCG).
+        if prop(image, "os_type") == Some("windows") {
+            q.rtc_localtime = true;
+            q.hyperv = true;
         }
         let bus = match prop(image, "hw_disk_bus") {
             Some("ide") => DiskBus::Ide,
@@ -268,5 +283,28 @@ mod tests {
         let mut small = spec.clone();
         small.flavor.memory_mb = 64;
         assert!(inst.qemu_spec(&small, ResolvedAccel::Tcg, &BootFiles::default()).is_err());
+    }
+
+    #[test]
+    fn windows_and_uefi_images_get_their_clock_and_firmware() {
+        let dir = tempfile::tempdir().unwrap();
+        let uuid = "8f1c6a52-8d0b-4f43-9a57-0d6f4c1d2e3f";
+        let inst = Instance::new(dir.path(), uuid);
+        let mut image = ImageSpec { id: "img".into(), ..Default::default() };
+        image.properties.insert("os_type".into(), "windows".into());
+        let spec = GuestSpec {
+            uuid: uuid.into(),
+            flavor: FlavorSpec { vcpus: 1, memory_mb: 256, ..Default::default() },
+            image: Some(image),
+            ..Default::default()
+        };
+        let boot = BootFiles { uefi_code: Some("/fw/OVMF_CODE_4M.fd".into()), ..Default::default() };
+        let q = inst.qemu_spec(&spec, ResolvedAccel::Kvm, &boot).unwrap();
+        assert!(q.rtc_localtime && q.hyperv);
+        let uefi = q.uefi.expect("UEFI firmware");
+        assert_eq!((uefi.code.as_path(), uefi.vars), (Path::new("/fw/OVMF_CODE_4M.fd"), inst.nvram()));
+        let linux = GuestSpec { image: Some(ImageSpec { id: "img".into(), ..Default::default() }), ..spec };
+        let q = inst.qemu_spec(&linux, ResolvedAccel::Kvm, &BootFiles::default()).unwrap();
+        assert!(!q.rtc_localtime && !q.hyperv && q.uefi.is_none(), "BIOS and UTC by default");
     }
 }

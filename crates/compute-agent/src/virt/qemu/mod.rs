@@ -133,6 +133,13 @@ pub struct QemuDriverConfig {
     /// several agents on one machine never share a uid (default
     /// `/var/lib/stratus/guest-uids`).
     pub guest_uid_registry: PathBuf,
+    /// UEFI firmware for images with `hw_firmware_type=uefi` (default Debian's `ovmf`:
+    /// `/usr/share/OVMF/OVMF_CODE_4M.fd`). UEFI guests need more than 128 MB of RAM
+    /// (measured: OVMF hangs with 128, boots with 160).
+    pub uefi_code: PathBuf,
+    /// The empty variable store each UEFI guest gets a copy of (`nvram.fd` in its
+    /// directory; default `/usr/share/OVMF/OVMF_VARS_4M.fd`).
+    pub uefi_vars_template: PathBuf,
 }
 
 impl Default for QemuDriverConfig {
@@ -164,6 +171,8 @@ impl Default for QemuDriverConfig {
             guest_uid_min: 0x7000_0000,
             guest_uid_count: 65_536,
             guest_uid_registry: PathBuf::from("/var/lib/stratus/guest-uids"),
+            uefi_code: PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+            uefi_vars_template: PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd"),
         }
     }
 }
@@ -384,6 +393,9 @@ impl QemuDriver {
         let get =
             |k: &str| image.properties.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
         let mut b = BootFiles { cmdline: get("os_command_line"), ..Default::default() };
+        if self.wants_uefi(spec)? {
+            b.uefi_code = Some(self.cfg.uefi_code.clone());
+        }
         if let Some(k) = get("kernel_id") {
             b.kernel = Some(self.cache.fetch(&k, ImageUse::Blob).await?.path);
             if let Some(r) = get("ramdisk_id") {
@@ -393,11 +405,46 @@ impl QemuDriver {
         Ok(b)
     }
 
+    /// Whether the image asks for UEFI (`hw_firmware_type`), and this host has it.
+    fn wants_uefi(&self, spec: &GuestSpec) -> Result<bool, VirtError> {
+        let firmware = spec.image.as_ref().and_then(|i| i.properties.get("hw_firmware_type")).and_then(|v| v.as_str());
+        match firmware {
+            None | Some("") | Some("bios") => Ok(false),
+            Some("uefi") => {
+                for f in [&self.cfg.uefi_code, &self.cfg.uefi_vars_template] {
+                    if !f.is_file() {
+                        // Another host may have the firmware: reschedule.
+                        return Err(failed(format!(
+                            "the image asks for UEFI (hw_firmware_type=uefi) but this host has no {} \
+                             (install the ovmf package, or set [compute.qemu] uefi_code/uefi_vars_template)",
+                            f.display()
+                        )));
+                    }
+                }
+                Ok(true)
+            }
+            Some(other) => Err(failed(format!(
+                "{}hw_firmware_type {other:?} is not supported: use bios or uefi",
+                super::BUILD_ABORTED
+            ))),
+        }
+    }
+
     /// Creates the disks the flavor and image call for that do not exist yet.
     async fn prepare_disks(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
         tokio::fs::create_dir_all(inst.root())
             .await
             .map_err(|e| failed(format!("creating {}: {e}", inst.root().display())))?;
+        if self.wants_uefi(spec)? && !inst.nvram().exists() {
+            // The guest's own EFI variables (boot entries): a copy of the empty store.
+            let tmp = inst.nvram().with_extension("creating");
+            tokio::fs::copy(&self.cfg.uefi_vars_template, &tmp)
+                .await
+                .map_err(|e| failed(format!("copying {}: {e}", self.cfg.uefi_vars_template.display())))?;
+            tokio::fs::rename(&tmp, inst.nvram())
+                .await
+                .map_err(|e| failed(format!("renaming {}: {e}", tmp.display())))?;
+        }
         if !inst.disk().exists() {
             let image = spec
                 .image
@@ -846,6 +893,7 @@ impl VirtDriver for QemuDriver {
             inst.swap(),
             inst.rescue_disk(),
             inst.config_drive(),
+            inst.nvram(),
             inst.dir.memory_state(),
         ] {
             let _ = tokio::fs::remove_file(f).await;
