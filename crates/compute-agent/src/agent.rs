@@ -279,6 +279,7 @@ impl Agent {
         let lock = self.lock_for(&spec.uuid);
         let _g = lock.lock().await;
         let d = &self.driver;
+        let mut listen = None;
         let result = match &op {
             GuestOp::Spawn => d.spawn(&spec).await,
             GuestOp::Destroy => d.destroy(&spec.uuid).await,
@@ -302,7 +303,7 @@ impl Agent {
             GuestOp::ConfirmMigration => d.confirm_migration(&spec.uuid).await,
             GuestOp::RevertMigrationDest => d.destroy(&spec.uuid).await,
             GuestOp::FinishRevertMigration { power_on } => d.finish_revert_migration(&spec, *power_on).await,
-            GuestOp::PreLiveMigration { source } => d.pre_live_migration(&spec, source).await,
+            GuestOp::PreLiveMigration { source } => d.pre_live_migration(&spec, source).await.map(|p| listen = p),
             GuestOp::LiveMigration { target } => d.live_migration(&spec.uuid, target).await,
             GuestOp::PostLiveMigration => d.post_live_migration_at_destination(&spec).await,
             GuestOp::EvacuateRebuild { power_on } => evacuate_rebuild(d.as_ref(), &spec, *power_on).await,
@@ -324,6 +325,7 @@ impl Agent {
             op: op.name().to_string(),
             error: result.err().map(|e| e.to_string()),
             power_state,
+            listen,
         };
         let mut delay = Duration::from_millis(20);
         for attempt in 0..30 {
@@ -361,6 +363,9 @@ impl Agent {
             .await?;
         let expected: Vec<ExpectedGuest> = serde_json::from_value(reply)?;
         let known: HashSet<&str> = expected.iter().map(|e| e.uuid.as_str()).collect();
+        // The list names the servers moving here too: their staged disks stay.
+        let claimed: HashSet<String> = known.iter().map(|u| u.to_string()).collect();
+        self.driver.sweep_incoming(&claimed).await;
         let observed = self.driver.list_instances().await?;
         let mut kept: Vec<InstanceInfo> = Vec::new();
         for g in observed {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stratus_bus::Message;
 
-use crate::virt::{HostResources, IncomingDisk, InstanceInfo, MigrationTarget, PowerState};
+use crate::virt::{HostResources, IncomingDisk, IncomingPorts, InstanceInfo, MigrationTarget, PowerState};
 
 /// Topic the conductor consumes.
 pub const CONDUCTOR_TOPIC: &str = "compute.conductor";
@@ -393,6 +393,10 @@ pub enum ConductorRequest {
         error: Option<String>,
         /// Power state after the operation.
         power_state: PowerState,
+        /// `pre_live_migration`: the ports the destination listens on (absent from
+        /// other operations and from agents that predate it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listen: Option<IncomingPorts>,
     },
     /// Guests the controller expects on this host (call; reply: `Vec<ExpectedGuest>`).
     HostInstances {
@@ -444,5 +448,21 @@ mod tests {
         assert_eq!(m.method, "list_instances");
         assert_eq!(from_message::<AgentRequest>(&m).unwrap(), AgentRequest::ListInstances);
         assert!(from_message::<AgentRequest>(&Message::new("nope", Value::Null)).is_err());
+    }
+
+    #[test]
+    fn migration_ports_are_optional_on_the_wire() {
+        // An agent or controller that predates the ports sends messages without them.
+        let old = serde_json::json!({"host": "b", "host_ip": "10.0.0.2", "block_migration": true});
+        let t: MigrationTarget = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(t.listen, None);
+        assert_eq!(serde_json::to_value(&t).unwrap(), old, "no new key when there are no ports");
+        let t = MigrationTarget { listen: Some(IncomingPorts { port: 49154, nbd_port: 49155 }), ..t };
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["listen"], serde_json::json!({"port": 49154, "nbd_port": 49155}));
+        let args = serde_json::json!({"host": "b", "uuid": "u", "request_id": "r", "op": "pre_live_migration",
+            "error": null, "power_state": "paused"});
+        let r: ConductorRequest = from_message(&Message::new("op_result", args)).unwrap();
+        assert!(matches!(r, ConductorRequest::OpResult { listen: None, .. }));
     }
 }

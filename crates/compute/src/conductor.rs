@@ -182,11 +182,22 @@ impl Conductor {
                 self.heartbeat(host);
                 Ok(Value::Null)
             }
-            ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state } => self
-                .clone()
-                .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
-                .await
-                .map(|_| Value::Null),
+            ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state, listen } => {
+                // Where the destination listens is recorded before its result moves the
+                // live migration on (the source's step reads it from the record).
+                let recorded = match listen.filter(|_| op == "pre_live_migration" && error.is_none()) {
+                    Some(p) => crate::migrations::record_dest_ports(&self.platform.db, &uuid, &host, p).await.map(drop),
+                    None => Ok(()),
+                };
+                match recorded {
+                    Ok(()) => self
+                        .clone()
+                        .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
+                        .await
+                        .map(|_| Value::Null),
+                    Err(e) => Err(e),
+                }
+            }
             ConductorRequest::HostInstances { host } => self.expected_guests(&host).await.map(|v| json!(v)),
             ConductorRequest::SyncPowerStates { host, observed } => {
                 self.sync_power_states(&host, &observed).await.map(|_| Value::Null)
@@ -343,20 +354,23 @@ impl Conductor {
     /// take it for an orphan).
     async fn expected_guests(&self, host: &str) -> Result<Vec<ExpectedGuest>> {
         let mut out = self.host_instances(host).await?;
-        let rows = Query::new("SELECT instance_uuid FROM compute_migrations WHERE migration_type = ")
-            .bind(crate::migrations::kind::LIVE)
-            .push_bind(" AND dest_compute = ", host)
+        // Guests moving here: a live migration's incoming QEMU, and a cold move's disks
+        // being copied into `<uuid>_incoming` (the agent keeps both).
+        let rows = Query::new("SELECT instance_uuid, migration_type FROM compute_migrations WHERE dest_compute = ")
+            .bind(host)
             .push(" AND NOT ")
             .push_in("status", crate::migrations::TERMINAL.to_vec())
             .fetch_all(self.platform.db.reader())
             .await?;
         for r in rows {
             let uuid: String = r.try_get("instance_uuid")?;
+            let kind: String = r.try_get("migration_type")?;
+            let task = if kind == crate::migrations::kind::LIVE { task::MIGRATING } else { task::RESIZE_MIGRATING };
             if !out.iter().any(|e| e.uuid == uuid) {
                 out.push(ExpectedGuest {
                     uuid,
                     vm_state: vm::ACTIVE.into(),
-                    task_state: Some(task::MIGRATING.into()),
+                    task_state: Some(task.into()),
                     power_state: 0,
                 });
             }

@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "console_auth_tokens",
         sql: include_str!("../migrations/0005_console_auth_tokens.sql"),
     },
+    Migration {
+        version: 6,
+        name: "live_migration_ports",
+        sql: include_str!("../migrations/0006_live_migration_ports.sql"),
+    },
 ];
 
 /// `[compute]` configuration.

@@ -21,6 +21,7 @@ use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};
 
 use stratus_compute_agent::rpc::{agent_topic, to_message, AgentRequest, MigrationAction};
+use stratus_compute_agent::virt::{IncomingPorts, MigrationTarget};
 
 use crate::error::{ComputeError, Result};
 use crate::flavors::Flavor;
@@ -61,6 +62,8 @@ pub struct Migration {
     /// Host the caller asked for.
     pub requested_host: Option<String>,
     pub block_migration: bool,
+    /// Where the destination of a live migration listens (its `pre_live_migration` answer).
+    pub dest_ports: Option<IncomingPorts>,
     pub request_id: Option<String>,
     pub project_id: String,
     pub user_id: String,
@@ -90,6 +93,7 @@ impl Migration {
             old_vm_state: r.try_get("old_vm_state")?,
             requested_host: r.try_get("requested_host")?,
             block_migration: stratus_db::flag(r, "block_migration"),
+            dest_ports: ports_of(r)?,
             request_id: r.try_get("request_id")?,
             project_id: r.try_get("project_id")?,
             user_id: r.try_get("user_id")?,
@@ -102,6 +106,45 @@ impl Migration {
     pub fn is_terminal(&self) -> bool {
         TERMINAL.contains(&self.status.as_str())
     }
+
+    /// The destination as the source's step needs it.
+    pub fn target(&self) -> MigrationTarget {
+        MigrationTarget {
+            host: self.dest_compute.clone().unwrap_or_default(),
+            host_ip: self.dest_host.clone().unwrap_or_default(),
+            block_migration: self.block_migration,
+            listen: self.dest_ports,
+        }
+    }
+}
+
+fn ports_of(r: &AnyRow) -> Result<Option<IncomingPorts>> {
+    let port: Option<i64> = r.try_get("dest_port")?;
+    let nbd: Option<i64> = r.try_get("dest_nbd_port")?;
+    Ok(match (port.and_then(|p| u16::try_from(p).ok()), nbd.and_then(|p| u16::try_from(p).ok())) {
+        (Some(port), Some(nbd_port)) => Some(IncomingPorts { port, nbd_port }),
+        _ => None,
+    })
+}
+
+/// Records where the destination `host` of the live migration of `instance` that is
+/// being prepared listens. False when no such migration is being prepared any more.
+pub async fn record_dest_ports(db: &Db, instance: &str, host: &str, p: IncomingPorts) -> Result<bool> {
+    let mut q = Query::new("UPDATE compute_migrations SET dest_port = ");
+    q.bind(i64::from(p.port))
+        .push_bind(", dest_nbd_port = ", i64::from(p.nbd_port))
+        .push_bind(", updated_at = ", stratus_core::time::now())
+        .push_bind(" WHERE instance_uuid = ", instance)
+        .push_bind(" AND migration_type = ", kind::LIVE)
+        .push_bind(" AND dest_compute = ", host)
+        .push_bind(" AND status = ", "preparing");
+    let n = db
+        .transaction(|tx| {
+            let q = q.clone();
+            Box::pin(async move { q.execute(&mut **tx).await })
+        })
+        .await?;
+    Ok(n > 0)
 }
 
 /// Inserts `m` (its integer `id` is assigned here, inside the caller's transaction).

@@ -303,6 +303,36 @@ async fn crash_everything(c: &mut Cloud) {
     c.restart_controller().await;
 }
 
+/// The destination answers where it listens; the source's step gets it, also when the
+/// step is sent again after a crash (the ports are on the migration's record).
+#[tokio::test]
+async fn the_source_is_sent_the_ports_the_destination_answered_also_after_a_crash() {
+    let slow = FakeDriverConfig { op_delay_ms: 300, ..Default::default() };
+    let mut c = Cloud::start(2, slow).await;
+    let id = c.boot("alice", "lp", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let src = host(&c.get(&format!("/servers/{id}"), "admin").await.1["server"]);
+    let si = c.agents.iter().position(|a| a.0 == src).unwrap();
+    action(&c, &id, "admin", json!({"os-migrateLive": {"host": null, "block_migration": "auto"}})).await;
+    // Prepared (the destination answered): the source's step is under way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while migration_of(&c, &id).await["status"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "{}", migration_of(&c, &id).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    crash_everything(&mut c).await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let dest = host(&c.get(&format!("/servers/{id}"), "admin").await.1["server"]);
+    assert_ne!(dest, src);
+    assert_eq!(migration_of(&c, &id).await["status"], "completed");
+    let targets = c.agents[si].1.live_migration_targets(&id);
+    assert!(targets.len() >= 2, "sent, and sent again after the crash: {targets:?}");
+    for t in &targets {
+        assert_eq!(t.host, dest);
+        assert_eq!(t.listen, Some(stratus_compute_agent::virt::fake::INCOMING_PORTS), "{t:?}");
+    }
+}
+
 #[tokio::test]
 async fn crashes_mid_move_end_in_stable_states_with_matching_allocations() {
     // Slow drivers keep every step in flight long enough to crash in the middle of it.

@@ -13,7 +13,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{DiskPeer, HostResources, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole};
+use super::{
+    DiskPeer, HostResources, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError,
+    VncConsole,
+};
 use crate::rpc::{GuestSpec, ImageSpec};
 
 /// `[compute.fake]` settings.
@@ -41,9 +44,15 @@ struct Guest {
 struct State {
     guests: HashMap<String, Guest>,
     failures: HashMap<String, u32>,
+    /// Every `live_migration` target, by server.
+    targets: HashMap<String, Vec<MigrationTarget>>,
     /// The VNC endpoint every guest reports, once a test has set one.
     vnc: Option<VncConsole>,
 }
+
+/// The ports a fake destination answers from `pre_live_migration` (as a real one
+/// listening over TCP would), so the controller's hand-over to the source can be checked.
+pub const INCOMING_PORTS: IncomingPorts = IncomingPorts { port: 49154, nbd_port: 49155 };
 
 /// The in-memory driver. Clones share the same guests.
 #[derive(Clone, Default)]
@@ -83,6 +92,11 @@ impl FakeDriver {
             .lock()
             .guests
             .insert(uuid.to_string(), Guest { power: PowerState::Running, rescued: false, console: vec![] });
+    }
+
+    /// The targets `live_migration` of `uuid` was called with on this host, in order.
+    pub fn live_migration_targets(&self, uuid: &str) -> Vec<MigrationTarget> {
+        self.state.lock().targets.get(uuid).cloned().unwrap_or_default()
     }
 
     /// Number of guests.
@@ -320,11 +334,12 @@ impl VirtDriver for FakeDriver {
         self.finish_migration(spec, power_on).await
     }
 
-    async fn pre_live_migration(&self, _spec: &GuestSpec, _source: &str) -> Result<(), VirtError> {
-        self.step("pre_live_migration").await
+    async fn pre_live_migration(&self, _spec: &GuestSpec, _source: &str) -> Result<Option<IncomingPorts>, VirtError> {
+        self.step("pre_live_migration").await.map(|_| Some(INCOMING_PORTS))
     }
 
-    async fn live_migration(&self, uuid: &str, _t: &MigrationTarget) -> Result<(), VirtError> {
+    async fn live_migration(&self, uuid: &str, t: &MigrationTarget) -> Result<(), VirtError> {
+        self.state.lock().targets.entry(uuid.to_string()).or_default().push(t.clone());
         self.step("live_migration").await?;
         self.state.lock().guests.remove(uuid);
         Ok(())

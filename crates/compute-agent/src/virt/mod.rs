@@ -96,7 +96,7 @@ pub struct VncConsole {
 }
 
 /// Migration target for cold and live migrations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MigrationTarget {
     /// Destination host name.
     pub host: String,
@@ -104,6 +104,21 @@ pub struct MigrationTarget {
     pub host_ip: String,
     /// Copy disks (no shared storage).
     pub block_migration: bool,
+    /// Where the destination of a live migration listens, as its `pre_live_migration`
+    /// answered. None from a controller or destination that predates the answer: the
+    /// destination then listens where both sides derive from the uuid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<IncomingPorts>,
+}
+
+/// The TCP ports the destination of a live migration chose in its configured range
+/// (free when it chose them), for the source to connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingPorts {
+    /// The migration stream.
+    pub port: u16,
+    /// The NBD server the disks are mirrored into.
+    pub nbd_port: u16,
 }
 
 /// One disk a cold migration copies to another machine: the destination creates it
@@ -239,6 +254,12 @@ pub trait VirtDriver: Send + Sync + 'static {
     async fn prepare_incoming_disks(&self, _uuid: &str, _disks: &[IncomingDisk]) -> Result<u16, VirtError> {
         Err(VirtError::Unsupported { driver: self.name().into(), op: "incoming disk copies".into() })
     }
+    /// Reconciliation: removes what moves to this host left behind (staged disks, their
+    /// NBD server) for servers not in `expected`, i.e. no move to this host runs for them
+    /// any more. Answers the servers whose leftovers went.
+    async fn sweep_incoming(&self, _expected: &std::collections::HashSet<String>) -> Vec<String> {
+        Vec::new()
+    }
     /// Stop serving the incoming disks; remove them unless `keep`.
     async fn end_incoming_disks(&self, _uuid: &str, _keep: bool) -> Result<(), VirtError> {
         Err(VirtError::Unsupported { driver: self.name().into(), op: "incoming disk copies".into() })
@@ -248,7 +269,9 @@ pub trait VirtDriver: Send + Sync + 'static {
     /// Resize reverted: bring the source copy back.
     async fn finish_revert_migration(&self, spec: &GuestSpec, power_on: bool) -> Result<(), VirtError>;
     /// Live migration, destination side: prepare to receive the guest from host `source`.
-    async fn pre_live_migration(&self, spec: &GuestSpec, source: &str) -> Result<(), VirtError>;
+    /// Answers the ports it listens on when the source must reach it over TCP (None:
+    /// no ports, e.g. unix sockets between agents of one process).
+    async fn pre_live_migration(&self, spec: &GuestSpec, source: &str) -> Result<Option<IncomingPorts>, VirtError>;
     /// Live migration, source side: move the running guest to `target`.
     async fn live_migration(&self, uuid: &str, target: &MigrationTarget) -> Result<(), VirtError>;
     /// Live migration, destination side: the guest arrived.

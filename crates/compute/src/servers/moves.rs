@@ -773,7 +773,8 @@ impl Conductor {
         }
         events::finish_event(db, uuid, rid, cev, None, false).await?;
         let inst = store::must_load(db, uuid).await?;
-        let target = MigrationTarget { host: host.clone(), host_ip: ip, block_migration: m.block_migration };
+        let target =
+            MigrationTarget { host: host.clone(), host_ip: ip, block_migration: m.block_migration, listen: None };
         match m.migration_type.as_str() {
             kind::LIVE => {
                 let source = m.source_compute.clone().unwrap_or_default();
@@ -988,8 +989,8 @@ impl Conductor {
                     return self.rollback_move(uuid, &m, rid, ev, "aborted by request", "cancelled").await;
                 }
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
-                let ip = m.dest_host.clone().unwrap_or_default();
-                let target = MigrationTarget { host: dest.clone(), host_ip: ip, block_migration: m.block_migration };
+                // The destination's answer (its ports) was recorded with its result.
+                let target = m.target();
                 self.send_step(&inst, &source, GuestOp::LiveMigration { target }, rid).await;
                 Ok(())
             }
@@ -1171,11 +1172,7 @@ impl Conductor {
         let Some(dest) = dest else {
             return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, "error").await;
         };
-        let target = MigrationTarget {
-            host: dest.clone(),
-            host_ip: m.dest_host.clone().unwrap_or_default(),
-            block_migration: m.block_migration,
-        };
+        let target = m.target();
         let on_dest = inst.host.as_deref() == Some(dest.as_str());
         match t.as_str() {
             task::RESIZE_MIGRATING => {

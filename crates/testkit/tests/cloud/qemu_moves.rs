@@ -7,6 +7,9 @@
 //!
 //! Cold migration and resize between agents told to behave as separate machines move
 //! the disks over NBD (the destination serves empty disks, the source writes them).
+//! Between such agents the destination listens on free ports of its range, also when
+//! the ones it would try first are taken, and answers them to the source. Staged disks
+//! a move left behind are swept by the destination's reconciliation.
 //!
 //! Like the other qemu tests these never skip, take the module lock of `qemu.rs` so that
 //! at most two TCG guests run at once, and kill every process mentioning their data
@@ -305,8 +308,34 @@ async fn qemu_live_migration_keeps_the_guest_running_across_two_agents() {
     cloud.shutdown().await;
 }
 
+/// Watches the destination directory `dest` for the incoming marker; answers it parsed
+/// (null when none appeared within two minutes).
+fn watch_marker(dest: PathBuf) -> tokio::task::JoinHandle<Value> {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(m) = std::fs::read_to_string(dest.join("incoming.json")) {
+                if let Ok(v) = serde_json::from_str(&m) {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Value::Null
+    })
+}
+
+/// The ports a TCP destination answered (its marker), checked against its URI and `range`.
+fn marker_ports(marker: &Value, range: std::ops::RangeInclusive<u16>) -> (u16, u16) {
+    let port = marker["ports"]["port"].as_u64().unwrap_or_else(|| panic!("ports answered: {marker}")) as u16;
+    let nbd = marker["ports"]["nbd_port"].as_u64().unwrap_or_else(|| panic!("ports answered: {marker}")) as u16;
+    assert_eq!(marker["uri"], format!("tcp:127.0.0.1:{port}"), "the stream listens there: {marker}");
+    assert!(range.contains(&port) && range.contains(&nbd) && port != nbd, "{port} {nbd} in {range:?}");
+    (port, nbd)
+}
+
 /// Between machines the stream and the disks go over TCP (here on loopback: the agents
-/// are told not to use their unix sockets), to the port both sides derive from the uuid.
+/// are told not to use their unix sockets), to free ports the destination chose and answered.
 #[tokio::test]
 async fn qemu_live_migration_over_tcp() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -344,25 +373,53 @@ async fn qemu_live_migration_over_tcp() {
     let id = vm["id"].as_str().unwrap().to_string();
     let a = host_of(&show(&cloud, "lm1").await);
     wait_heartbeat(&cloud, "lm1", 2.0).await;
-    let port = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215);
     let b = other(&a);
-    let dest = host_dir(&cloud, b).join(&id);
-    let watcher = tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(m) = std::fs::read_to_string(dest.join("incoming.json")) {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        String::new()
-    });
+    let watcher = watch_marker(host_dir(&cloud, b).join(&id));
     live_migrate(&cloud, &id, &a).await;
-    let marker = watcher.await.unwrap();
-    assert!(marker.contains(&format!("tcp:127.0.0.1:{port}")), "the destination listened on TCP: {marker}");
+    marker_ports(&watcher.await.unwrap(), 49152..=49215);
     let stats = stratus_compute_agent::virt::qemu::last_live_migration(&id).unwrap();
     assert_eq!(stats.disks, ["drive-disk0", "drive-disk1"], "root and ephemeral disks copied: {stats:?}");
     assert!(host_dir(&cloud, b).join(&id).join("disk.config").exists(), "config drive on the destination");
+
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
+/// Listeners on `ports` of loopback (the ones already taken are skipped).
+fn hold(ports: &[u16]) -> Vec<std::net::TcpListener> {
+    ports.iter().filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok()).collect()
+}
+
+/// The ports the uuid scheme gave this server, and the first ones of the range, are taken
+/// by someone else on the destination: it listens on others and the source finds them.
+#[tokio::test]
+async fn qemu_live_migration_over_tcp_takes_free_ports_when_the_first_ones_are_taken() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
+        c.live_migration_local_sockets = false;
+        c.live_migration_listen_address = "127.0.0.1".into();
+    })
+    .await;
+    std::fs::write(cloud.data_dir.join("tcp"), "").unwrap();
+    heartbeat_image(&cloud).await;
+    let (id, a) = boot_heartbeat_guest(&cloud, "lm1", 2.0).await;
+    let old = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215);
+    let taken = [old, old + 1, 49152, 49153, 49154];
+    let held = hold(&taken);
+    assert!(held.len() >= 3, "the test holds the ports");
+    for from in [a.clone(), other(&a).to_string()] {
+        let watcher = watch_marker(host_dir(&cloud, other(&from)).join(&id));
+        live_migrate(&cloud, &id, &from).await;
+        let (port, nbd) = marker_ports(&watcher.await.unwrap(), 49152..=49215);
+        assert!(!taken.contains(&port) && !taken.contains(&nbd), "{port} {nbd} are not among {taken:?}");
+        eprintln!("LIVE-MIGRATION {from}->{}: stream port {port}, NBD port {nbd} ({taken:?} taken)", other(&from));
+    }
+    drop(held);
 
     cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
     for h in agents {
@@ -600,9 +657,12 @@ async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
     let t0 = Instant::now();
+    // A range of three ports, all held by the test for now.
+    let (min, mut held) = held_range(3);
     let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
         c.cold_migration_local_copy = false;
         c.live_migration_listen_address = "127.0.0.1".into();
+        (c.live_migration_port_min, c.live_migration_port_max) = (min, min + 2);
     })
     .await;
     heartbeat_image(&cloud).await;
@@ -635,10 +695,8 @@ async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
     wait_heartbeat(&cloud, "cm1", 1.0).await;
     let src = host_dir(&cloud, &a).join(&id);
 
-    // A destination that cannot serve the disks (its port is taken): the move is rolled
-    // back, the guest runs here again with its disks, nothing is left over there.
-    let port = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215) + 1;
-    let blocker = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the NBD port");
+    // A destination that cannot serve the disks (every port of its range is taken): the
+    // move is rolled back, the guest runs here again with its disks, nothing is left over there.
     let pid0 = pid_of(&src).expect("running");
     cloud.openstack(&["server", "migrate", "--host", &b, "cm1"]).await.expect("server migrate --host");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -657,7 +715,10 @@ async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
     assert!(!host_dir(&cloud, &b).join(format!("{id}_incoming")).exists(), "the destination cleaned up");
     assert!(!host_dir(&cloud, &b).join(&id).exists());
     assert_eq!(nbd_servers(data.path()), 0);
-    drop(blocker);
+    let migs = cloud.openstack(&["server", "migration", "list", "--server", "cm1"]).await.expect("migration list");
+    assert_eq!(migs[0]["Status"], "error", "{migs}");
+    // Only the first port stays taken: the destination serves on the next one.
+    held.truncate(1);
 
     write_pattern(&src, "drive-disk0", 0x5a).await;
     write_pattern(&src, "drive-disk1", 0x3c).await;
@@ -680,6 +741,7 @@ async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
     assert_eq!(nbd_servers(data.path()), 0, "the NBD server is gone");
     let stats = stratus_compute_agent::virt::qemu::last_cold_copy(&id).expect("an NBD copy was made");
     assert_eq!(stats.disks, ["disk", "disk.eph0"], "{stats:?}");
+    assert_eq!(stats.port, min + 1, "the free port after the taken one: {stats:?}");
     let copied: u64 =
         ["disk", "disk.eph0"].iter().map(|d| image_info(&dest.join(d))["actual-size"].as_u64().unwrap_or(0)).sum();
     eprintln!(
@@ -723,5 +785,128 @@ async fn qemu_cold_migration_and_resize_copy_the_disks_over_nbd() {
         h.stop();
     }
     cloud.shutdown().await;
+    drop(held);
     eprintln!("COLD-MIGRATION test took {} ms", t0.elapsed().as_millis());
+}
+
+/// `count` consecutive ports free on loopback, each held by a listener of the test.
+fn held_range(count: u16) -> (u16, Vec<std::net::TcpListener>) {
+    for base in (41_000..48_000).step_by(usize::from(count) + 11) {
+        let held = hold(&(base..base + count).collect::<Vec<_>>());
+        if held.len() == usize::from(count) {
+            return (base, held);
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
+/// A fresh random server uuid.
+fn some_uuid() -> String {
+    let (a, b): (u32, u64) = (rand::random(), rand::random());
+    format!(
+        "{a:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        b >> 48,
+        (b >> 36) & 0xfff,
+        (b >> 24) & 0xfff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Sets the modification time of `path` `ago` in the past.
+fn age(path: &Path, ago: Duration) {
+    let f = std::fs::File::open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - ago).unwrap();
+}
+
+/// Staged disks in `<uuid>_incoming` that nothing touched for an hour.
+fn stale_incoming(host: &Path, uuid: &str) -> PathBuf {
+    let dir = host.join(format!("{uuid}_incoming"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("disk"), b"staged").unwrap();
+    age(&dir.join("disk"), Duration::from_secs(3600));
+    age(&dir, Duration::from_secs(3600));
+    dir
+}
+
+/// What two agents that died mid-copy leave on the destination: `<uuid>_incoming` and
+/// the NBD server serving it. The destination's reconciliation removes it once no move
+/// to that host runs for the server, and not before.
+#[tokio::test]
+async fn qemu_reconciliation_sweeps_incoming_disks_no_move_claims() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, mut agents) = two_host_cloud(data.path()).await;
+    // Both agents of a cold move died mid-copy; the destination's is down while we look.
+    agents.pop().unwrap().stop();
+    let b = host_dir(&cloud, HOSTS[1]);
+    let (orphan, moving) = (some_uuid(), some_uuid());
+    let left = stale_incoming(&b, &orphan);
+    let img = stratus_qemu::img::QemuImg::default();
+    img.create(&left.join("disk.eph0"), stratus_qemu::cmdline::DiskFormat::Qcow2, 1 << 20).await.unwrap();
+    // The move's NBD server, still serving (it outlives agents).
+    let disk = left.join("disk.eph0");
+    let status = std::process::Command::new("qemu-storage-daemon")
+        .arg("--blockdev")
+        .arg(format!("driver=qcow2,node-name=n0,file.driver=file,file.filename={}", disk.display()))
+        .arg("--nbd-server")
+        .arg("addr.type=inet,addr.host=127.0.0.1,addr.port=0")
+        .arg("--export")
+        .arg("type=nbd,id=e0,node-name=n0,name=disk.eph0,writable=on")
+        .arg("--pidfile")
+        .arg(left.join("nbd.pid"))
+        .arg("--daemonize")
+        .status()
+        .expect("qemu-storage-daemon");
+    assert!(status.success());
+    age(&disk, Duration::from_secs(3600));
+    age(&left.join("nbd.pid"), Duration::from_secs(3600));
+    age(&left, Duration::from_secs(3600));
+    assert_eq!(nbd_servers(data.path()), 1);
+    // A cold migration to this host that still runs (as its record says) keeps its disks.
+    let claimed = stale_incoming(&b, &moving);
+    let db = &cloud.handle().platform.db;
+    let mig = moving.clone();
+    db.transaction(|tx| {
+        let mut q = stratus_db::Query::new(
+            "INSERT INTO compute_migrations (id, uuid, instance_uuid, migration_type, status, source_compute, \
+             dest_compute, project_id, user_id, created_at, updated_at) VALUES (",
+        );
+        q.bind(987_654i64)
+            .push_bind(", ", some_uuid())
+            .push_bind(", ", mig.clone())
+            .push_bind(", ", "migration")
+            .push_bind(", ", "migrating")
+            .push_bind(", ", HOSTS[0])
+            .push_bind(", ", HOSTS[1])
+            .push(", 'p', 'u', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')");
+        Box::pin(async move { q.execute(&mut **tx).await })
+    })
+    .await
+    .expect("insert");
+
+    // The agent returns: its first reconciliation sweeps.
+    let started = Instant::now();
+    agents.push(start_agent(&cloud, HOSTS[1]).await);
+    wait_until("the orphaned staging directory is removed", Duration::from_secs(30), || !left.exists()).await;
+    eprintln!("agent start to sweep: {} ms", started.elapsed().as_millis());
+    wait_until("its NBD server is stopped", Duration::from_secs(10), || nbd_servers(data.path()) == 0).await;
+    assert!(claimed.join("disk").exists(), "the running move keeps its disks");
+
+    // The move ends (rolled back): the next pass takes its leftovers too.
+    db.transaction(|tx| {
+        let q = stratus_db::Query::new("UPDATE compute_migrations SET status = 'error' WHERE id = 987654");
+        Box::pin(async move { q.execute(&mut **tx).await })
+    })
+    .await
+    .expect("update");
+    let started = Instant::now();
+    agents[1].agent.reconcile().await.expect("reconciliation");
+    eprintln!("RECONCILE with a sweep: {} ms", started.elapsed().as_millis());
+    assert!(!claimed.exists(), "the ended move's staging directory is removed");
+
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
 }

@@ -13,10 +13,12 @@
 //! a paused guest arrives paused).
 //!
 //! Both ends listen on unix sockets in the destination's instance directory when both
-//! agents run in this process (two hosts on one machine), and on TCP ports derived from
-//! the server's uuid in `[compute.qemu] live_migration_port_min..=max` otherwise (the
-//! migration stream on an even offset, NBD on the port after it); the source connects
-//! to the destination's `host_ip` from its service record.
+//! agents run in this process (two hosts on one machine), and on free TCP ports of
+//! `[compute.qemu] live_migration_port_min..=max` otherwise: the destination tries the
+//! ports of the range in turn ([`listen_incoming`]), answers the two it got (NBD and
+//! the migration stream) from `pre_live_migration`, and the conductor hands them to the
+//! source with the destination's `host_ip` from its service record. Only a destination
+//! that predates that answer listens where [`port_for`] derives from the uuid.
 //!
 //! Everything before the switchover can be undone: the migration is cancelled, the
 //! mirror jobs are cancelled and their NBD nodes removed, and the source guest keeps
@@ -57,12 +59,14 @@ pub enum Endpoints {
         /// NBD server.
         nbd: PathBuf,
     },
-    /// Over the network: the migration stream on `port`, NBD on `port + 1`.
+    /// Over the network.
     Tcp {
         /// Listen address (destination) or address to reach (source).
         host: String,
-        /// Migration port.
+        /// Migration stream port.
         port: u16,
+        /// NBD server port.
+        nbd_port: u16,
     },
 }
 
@@ -76,8 +80,7 @@ impl Endpoints {
     pub fn migrate_uri(&self) -> String {
         match self {
             Endpoints::Unix { migrate, .. } => format!("unix:{}", migrate.display()),
-            Endpoints::Tcp { host, port } if host.contains(':') => format!("tcp:[{host}]:{port}"),
-            Endpoints::Tcp { host, port } => format!("tcp:{host}:{port}"),
+            Endpoints::Tcp { host, port, .. } => format!("tcp:{}:{port}", bracket(host)),
         }
     }
 
@@ -85,8 +88,8 @@ impl Endpoints {
     pub fn nbd_server_addr(&self) -> Value {
         match self {
             Endpoints::Unix { nbd, .. } => json!({"type": "unix", "data": {"path": nbd}}),
-            Endpoints::Tcp { host, port } => {
-                json!({"type": "inet", "data": {"host": host, "port": (port + 1).to_string()}})
+            Endpoints::Tcp { host, nbd_port, .. } => {
+                json!({"type": "inet", "data": {"host": host, "port": nbd_port.to_string()}})
             }
         }
     }
@@ -95,15 +98,61 @@ impl Endpoints {
     pub fn nbd_client_addr(&self) -> Value {
         match self {
             Endpoints::Unix { nbd, .. } => json!({"type": "unix", "path": nbd}),
-            Endpoints::Tcp { host, port } => json!({"type": "inet", "host": host, "port": (port + 1).to_string()}),
+            Endpoints::Tcp { host, nbd_port, .. } => {
+                json!({"type": "inet", "host": host, "port": nbd_port.to_string()})
+            }
         }
     }
 }
 
-/// The migration port of a server in `min..=max`: both hosts compute it from the
-/// server's uuid, so the source knows where the destination listens without a reply
-/// channel. Two ports per migration (stream, NBD); a collision with another migration
-/// fails the preparation (the port is taken) and the move is rolled back.
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Where the destination of a migration listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// Unix sockets in this instance directory.
+    Unix(PathBuf),
+    /// Free TCP ports of `min..=max` on `host`.
+    Tcp {
+        /// Listen address.
+        host: String,
+        /// Lowest port.
+        min: u16,
+        /// Highest port.
+        max: u16,
+    },
+}
+
+/// Most ports one listener tries: the configured range, bounded for absurd ones.
+pub const MAX_PORT_TRIES: usize = 256;
+
+/// The ports of `min..=max` (either order) in the order a listener tries them, at most
+/// [`MAX_PORT_TRIES`], `skip` left out.
+pub fn candidates(min: u16, max: u16, skip: Option<u16>) -> impl Iterator<Item = u16> {
+    let (min, max) = (min.min(max), min.max(max));
+    (min..=max).filter(move |p| Some(*p) != skip).take(MAX_PORT_TRIES)
+}
+
+/// Whether a listener failed because its port is taken (the only failure worth trying
+/// the next port for): QEMU says `Failed to find an available port: Address already in use`.
+pub fn port_taken(msg: &str) -> bool {
+    msg.contains("Address already in use")
+}
+
+/// The port QEMU's incoming migration listens on (`query-migrate`'s `socket-address`).
+fn incoming_port(info: &Value) -> Option<u16> {
+    info["socket-address"].as_array()?.iter().find_map(|a| a["port"].as_str()?.parse().ok())
+}
+
+/// The migration port a destination that predates [`Listen::Tcp`]'s free-port choice
+/// listens on (and, one above it, its NBD port): derived from the server's uuid in
+/// `min..=max`, so a source talking to such a destination finds it without an answer.
 pub fn port_for(uuid: &str, min: u16, max: u16) -> u16 {
     let (min, max) = (min.min(max), min.max(max));
     let ports = u32::from(max - min) + 1;
@@ -188,9 +237,66 @@ pub async fn writable_disks(q: &mut QmpClient) -> QResult<Vec<(String, String)>>
     Ok(out)
 }
 
-/// Destination: export every writable disk over NBD and wait for the migration stream.
-pub async fn prepare_incoming(q: &mut QmpClient, ep: &Endpoints) -> QResult<Vec<String>> {
-    q.execute("nbd-server-start", Some(json!({ "addr": ep.nbd_server_addr() }))).await?;
+/// Destination: export every writable disk over NBD and wait for the migration stream;
+/// answers where it listens and the disks exported.
+pub async fn prepare_incoming(q: &mut QmpClient, listen: &Listen) -> Result<(Endpoints, Vec<String>), String> {
+    match listen {
+        Listen::Unix(dir) => {
+            let ep = Endpoints::unix(dir);
+            q.execute("nbd-server-start", Some(json!({ "addr": ep.nbd_server_addr() }))).await.map_err(err)?;
+            let disks = export_disks(q).await.map_err(err)?;
+            q.migrate_incoming(&ep.migrate_uri()).await.map_err(err)?;
+            Ok((ep, disks))
+        }
+        Listen::Tcp { host, min, max } => listen_incoming(q, host, *min, *max).await,
+    }
+}
+
+/// Free ports in one QEMU. NBD first, port after port: a taken one fails
+/// `nbd-server-start` and the next is tried. The migration stream last: QEMU takes one
+/// `migrate-incoming` only (a failed one leaves the incoming state in `setup`), so that
+/// single command gets the whole range (`to=`) and QEMU binds the first free port of it,
+/// which `query-migrate` then reports.
+pub async fn listen_incoming(
+    q: &mut QmpClient,
+    host: &str,
+    min: u16,
+    max: u16,
+) -> Result<(Endpoints, Vec<String>), String> {
+    let (min, max) = (min.min(max), min.max(max));
+    let mut nbd_port = None;
+    let mut tried = 0;
+    for port in candidates(min, max, None) {
+        let addr = json!({"type": "inet", "data": {"host": host, "port": port.to_string()}});
+        tried += 1;
+        match q.execute("nbd-server-start", Some(json!({ "addr": addr }))).await {
+            Ok(_) => {
+                nbd_port = Some(port);
+                break;
+            }
+            Err(QmpError::Command { desc, .. }) if port_taken(&desc) => {
+                tracing::debug!(port, "NBD port taken; trying the next one");
+            }
+            Err(e) => return Err(format!("starting the NBD server on port {port}: {e}")),
+        }
+    }
+    let nbd_port = nbd_port.ok_or_else(|| format!("no free port for NBD in {min}..={max} ({tried} tried)"))?;
+    let disks = export_disks(q).await.map_err(err)?;
+    let uri = format!("tcp:{}:{min},to={max}", bracket(host));
+    q.migrate_incoming(&uri).await.map_err(|e| match &e {
+        QmpError::Command { desc, .. } if port_taken(desc) => {
+            format!("no free port for the migration stream in {min}..={max}: {e}")
+        }
+        _ => format!("listening for the migration stream: {e}"),
+    })?;
+    let info = q.execute("query-migrate", None).await.map_err(err)?;
+    let port = incoming_port(&info).ok_or_else(|| format!("QEMU reported no incoming migration port: {info}"))?;
+    tracing::debug!(port, nbd_port, "incoming migration listens");
+    Ok((Endpoints::Tcp { host: host.to_string(), port, nbd_port }, disks))
+}
+
+/// Exports every writable disk (named like its device) on the NBD server.
+async fn export_disks(q: &mut QmpClient) -> QResult<Vec<String>> {
     let disks = writable_disks(q).await?;
     for (dev, node) in &disks {
         q.execute(
@@ -205,7 +311,6 @@ pub async fn prepare_incoming(q: &mut QmpClient, ep: &Endpoints) -> QResult<Vec<
         )
         .await?;
     }
-    q.migrate_incoming(&ep.migrate_uri()).await?;
     Ok(disks.into_iter().map(|(d, _)| d).collect())
 }
 
@@ -473,7 +578,9 @@ impl Outgoing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     #[test]
@@ -482,11 +589,144 @@ mod tests {
         assert_eq!(u.migrate_uri(), "unix:/i/x/migrate.sock");
         assert_eq!(u.nbd_server_addr(), json!({"type": "unix", "data": {"path": "/i/x/nbd.sock"}}));
         assert_eq!(u.nbd_client_addr(), json!({"type": "unix", "path": "/i/x/nbd.sock"}));
-        let t = Endpoints::Tcp { host: "10.0.0.2".into(), port: 49160 };
+        let t = Endpoints::Tcp { host: "10.0.0.2".into(), port: 49160, nbd_port: 49157 };
         assert_eq!(t.migrate_uri(), "tcp:10.0.0.2:49160");
-        assert_eq!(t.nbd_server_addr()["data"]["port"], "49161");
-        assert_eq!(t.nbd_client_addr(), json!({"type": "inet", "host": "10.0.0.2", "port": "49161"}));
-        assert_eq!(Endpoints::Tcp { host: "::1".into(), port: 5 }.migrate_uri(), "tcp:[::1]:5");
+        assert_eq!(t.nbd_server_addr()["data"]["port"], "49157");
+        assert_eq!(t.nbd_client_addr(), json!({"type": "inet", "host": "10.0.0.2", "port": "49157"}));
+        assert_eq!(Endpoints::Tcp { host: "::1".into(), port: 5, nbd_port: 6 }.migrate_uri(), "tcp:[::1]:5");
+    }
+
+    #[test]
+    fn candidates_cover_the_range_once_and_are_bounded() {
+        assert_eq!(candidates(49152, 49155, None).collect::<Vec<_>>(), [49152, 49153, 49154, 49155]);
+        assert_eq!(candidates(49155, 49152, Some(49153)).collect::<Vec<_>>(), [49152, 49154, 49155]);
+        assert_eq!(candidates(7, 7, None).collect::<Vec<_>>(), [7]);
+        assert_eq!(candidates(1024, 65535, None).count(), MAX_PORT_TRIES);
+        assert_eq!(candidates(65535, 65535, None).collect::<Vec<_>>(), [65535], "no overflow at the top");
+    }
+
+    #[test]
+    fn only_a_taken_port_is_worth_another_try() {
+        assert!(port_taken("Failed to find an available port: Address already in use"));
+        assert!(port_taken(
+            "qemu-storage-daemon: --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port=49153: \
+             Failed to find an available port: Address already in use"
+        ));
+        assert!(!port_taken("Failed to bind socket: Cannot assign requested address"));
+        assert!(!port_taken("Failed to find an available port: Permission denied"));
+        assert!(!port_taken("address resolution failed for 10.0.0.300:49152: Name or service not known"));
+    }
+
+    /// `count` consecutive ports free on loopback, each held by a listener of ours (the
+    /// test frees one by dropping it).
+    /// Ranges never overlap within the test process (its tests run in parallel and free
+    /// ports of their ranges on purpose).
+    pub(crate) fn held_range(count: u16) -> (u16, Vec<Option<std::net::TcpListener>>) {
+        static NEXT: Mutex<u16> = Mutex::new(0);
+        let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+        if *next == 0 {
+            *next = 30_000 + (std::process::id() % 1000) as u16 * 20;
+        }
+        while *next < 60_000 {
+            let base = *next;
+            *next += count;
+            let held: Vec<_> =
+                (base..base + count).map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+            if held.len() == usize::from(count) {
+                return (base, held.into_iter().map(Some).collect());
+            }
+        }
+        panic!("no {count} consecutive free ports");
+    }
+
+    /// A QEMU with no guest (`-machine none`) waiting for an incoming migration.
+    struct Incoming {
+        child: tokio::process::Child,
+        _dir: tempfile::TempDir,
+        q: QmpClient,
+    }
+
+    async fn incoming_qemu() -> Incoming {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let child = tokio::process::Command::new("qemu-system-x86_64")
+            .args(["-machine", "none", "-display", "none", "-nodefaults", "-S", "-incoming", "defer", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("qemu-system-x86_64");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(q) = QmpClient::connect(&sock).await {
+                return Incoming { child, _dir: dir, q };
+            }
+            assert!(Instant::now() < deadline, "QMP of the test QEMU");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn taken(port: u16) -> bool {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+    }
+
+    #[tokio::test]
+    async fn the_destination_listens_on_the_first_free_ports_of_its_range() {
+        let (min, mut held) = held_range(6);
+        // Someone else holds min and min + 2; the rest is free.
+        for i in [1, 3, 4, 5] {
+            held[i] = None;
+        }
+        let mut qemu = incoming_qemu().await;
+        let (ep, disks) = listen_incoming(&mut qemu.q, "127.0.0.1", min, min + 5).await.expect("listening");
+        assert!(disks.is_empty());
+        assert_eq!(ep, Endpoints::Tcp { host: "127.0.0.1".into(), port: min + 3, nbd_port: min + 1 });
+        assert!(taken(min + 1) && taken(min + 3), "QEMU listens on both");
+        assert!(!taken(min + 4), "and on nothing else");
+        qemu.child.kill().await.unwrap();
+    }
+
+    /// Two migrations prepared at once on one host (what the uuid scheme let collide):
+    /// both get ports, all different.
+    #[tokio::test]
+    async fn two_destinations_preparing_at_once_get_different_ports() {
+        let (min, mut held) = held_range(4);
+        held.iter_mut().for_each(|h| *h = None);
+        let (mut one, mut two) = (incoming_qemu().await, incoming_qemu().await);
+        let (a, b) = tokio::join!(
+            listen_incoming(&mut one.q, "127.0.0.1", min, min + 3),
+            listen_incoming(&mut two.q, "127.0.0.1", min, min + 3)
+        );
+        let ports = |ep: Endpoints| match ep {
+            Endpoints::Tcp { port, nbd_port, .. } => [port, nbd_port],
+            Endpoints::Unix { .. } => unreachable!(),
+        };
+        let mut all: Vec<u16> = [ports(a.unwrap().0), ports(b.unwrap().0)].concat();
+        all.sort_unstable();
+        assert_eq!(all, [min, min + 1, min + 2, min + 3]);
+        one.child.kill().await.unwrap();
+        two.child.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_range_fails_the_preparation_with_the_reason() {
+        let (min, mut held) = held_range(3);
+        let mut qemu = incoming_qemu().await;
+        let e = listen_incoming(&mut qemu.q, "127.0.0.1", min, min + 2).await.unwrap_err();
+        assert!(e.contains("no free port for NBD"), "{e}");
+        // One port free: NBD takes it, the migration stream finds none (QEMU's single try).
+        held[1] = None;
+        let e = listen_incoming(&mut qemu.q, "127.0.0.1", min, min + 2).await.unwrap_err();
+        assert!(e.contains("no free port for the migration stream"), "{e}");
+        qemu.child.kill().await.unwrap();
+    }
+
+    #[test]
+    fn the_incoming_port_comes_from_query_migrate() {
+        // QEMU 10's answer after `migrate-incoming tcp:127.0.0.1:49390,to=49395` with 49390 taken.
+        let info = json!({"status": "setup", "socket-address": [
+            {"port": "49391", "ipv4": true, "host": "127.0.0.1", "type": "inet"}]});
+        assert_eq!(incoming_port(&info), Some(49391));
+        assert_eq!(incoming_port(&json!({"status": "setup"})), None);
     }
 
     #[test]

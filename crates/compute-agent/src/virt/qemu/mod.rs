@@ -44,7 +44,8 @@ use stratus_qemu::{Accel, QemuBinary, QemuProcess, ResolvedAccel};
 use self::images::{ImageCache, ImageSource, ImageUse};
 use self::instance::{BootFiles, Instance, OVERLAY_FORMAT};
 use super::{
-    DiskPeer, HostResources, IncomingDisk, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError, VncConsole,
+    DiskPeer, HostResources, IncomingDisk, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VirtDriver,
+    VirtError, VncConsole,
 };
 use crate::rpc::{GuestSpec, ImageSpec};
 
@@ -88,8 +89,9 @@ pub struct QemuDriverConfig {
     /// Address an incoming live migration listens on when the source is another
     /// machine (default `0.0.0.0`; agents of one process use unix sockets).
     pub live_migration_listen_address: String,
-    /// Lowest TCP port of incoming live migrations (default 49152; two per migration:
-    /// the stream and the NBD disk exports).
+    /// Lowest TCP port of incoming moves (default 49152; two per live migration, the
+    /// stream and the NBD disk exports, one per cold move from another machine). The
+    /// destination takes the first free ones and tells the source.
     pub live_migration_port_min: u16,
     /// Highest TCP port of incoming live migrations (default 49215).
     pub live_migration_port_max: u16,
@@ -1018,22 +1020,27 @@ impl VirtDriver for QemuDriver {
             .await
             .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
         let (min, max) = (self.cfg.live_migration_port_min, self.cfg.live_migration_port_max);
-        // The NBD port of the server's live migration pair: the two never overlap.
-        let port = live::port_for(uuid, min, max).saturating_add(1).min(min.max(max));
         let r = async {
             for d in disks {
                 self.img.create(&incoming.join(&d.name), DiskFormat::Qcow2, d.virtual_size).await.map_err(failed)?;
             }
-            cold::serve(&incoming, disks, &self.cfg.live_migration_listen_address, port).await.map_err(failed)
+            cold::serve_free(&incoming, disks, &self.cfg.live_migration_listen_address, min, max).await.map_err(failed)
         }
         .await;
-        if let Err(e) = r {
-            cold::stop(&incoming).await;
-            let _ = tokio::fs::remove_dir_all(&incoming).await;
-            return Err(e);
-        }
+        let port = match r {
+            Ok(port) => port,
+            Err(e) => {
+                cold::stop(&incoming).await;
+                let _ = tokio::fs::remove_dir_all(&incoming).await;
+                return Err(e);
+            }
+        };
         tracing::info!(uuid, port, disks = disks.len(), "serving incoming disks over NBD");
         Ok(port)
+    }
+
+    async fn sweep_incoming(&self, expected: &std::collections::HashSet<String>) -> Vec<String> {
+        cold::sweep_incoming(&self.instances, expected, cold::INCOMING_GRACE).await
     }
 
     async fn end_incoming_disks(&self, uuid: &str, keep: bool) -> Result<(), VirtError> {
@@ -1105,22 +1112,24 @@ impl VirtDriver for QemuDriver {
         Ok(())
     }
 
-    async fn pre_live_migration(&self, spec: &GuestSpec, source: &str) -> Result<(), VirtError> {
+    async fn pre_live_migration(&self, spec: &GuestSpec, source: &str) -> Result<Option<IncomingPorts>, VirtError> {
         let inst = self.inst(&spec.uuid)?;
         let lock = self.lock_for(&spec.uuid);
         let _g = lock.lock().await;
         if inst.dir.running_pid().is_some() {
-            // Replayed after a restart: the incoming QEMU already waits.
-            if inst.root().join(live::INCOMING_MARKER).exists() {
-                return Ok(());
+            // Replayed after a restart: the incoming QEMU already waits, where it said.
+            if let Ok(text) = tokio::fs::read_to_string(inst.root().join(live::INCOMING_MARKER)).await {
+                let marker: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                return Ok(serde_json::from_value(marker["ports"].clone()).unwrap_or(None));
             }
             return Err(failed(format!("server {} already runs on this host", spec.uuid)));
         }
         let started = std::time::Instant::now();
         let r = self.prepare_incoming(&inst, spec, source).await;
         match &r {
-            Ok(()) => {
-                tracing::info!(uuid = %spec.uuid, ms = started.elapsed().as_millis() as u64, "waiting for the live migration")
+            Ok(ports) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(uuid = %spec.uuid, ms, ?ports, "waiting for the live migration")
             }
             Err(_) => {
                 let _ = inst.dir.kill_running().await;
@@ -1140,12 +1149,14 @@ impl VirtDriver for QemuDriver {
             return Ok(());
         }
         let mut p = self.running(&inst, uuid, "live-migrate").await?;
-        let ep = match local_host(&t.host).filter(|_| self.cfg.live_migration_local_sockets) {
-            Some(dir) => live::Endpoints::unix(&dir.join(uuid)),
-            None => live::Endpoints::Tcp {
-                host: t.host_ip.clone(),
-                port: live::port_for(uuid, self.cfg.live_migration_port_min, self.cfg.live_migration_port_max),
-            },
+        let ep = match (local_host(&t.host).filter(|_| self.cfg.live_migration_local_sockets), t.listen) {
+            (Some(dir), _) => live::Endpoints::unix(&dir.join(uuid)),
+            (None, Some(p)) => live::Endpoints::Tcp { host: t.host_ip.clone(), port: p.port, nbd_port: p.nbd_port },
+            (None, None) => {
+                // A destination that predates answering its ports listens where the uuid says.
+                let port = live::port_for(uuid, self.cfg.live_migration_port_min, self.cfg.live_migration_port_max);
+                live::Endpoints::Tcp { host: t.host_ip.clone(), port, nbd_port: port.saturating_add(1) }
+            }
         };
         let settings = live::Settings {
             timeout: Duration::from_secs(self.cfg.live_migration_timeout_secs),
@@ -1291,6 +1302,7 @@ impl QemuDriver {
             wall_ms: started.elapsed().as_millis() as u64,
             disks: disks.iter().map(|d| d.name.clone()).collect(),
             virtual_bytes: disks.iter().map(|d| d.virtual_size).sum(),
+            port,
         };
         tracing::info!(uuid, target = %target.host, ?stats, "disks copied over NBD");
         LAST_COLD_COPIES.lock().insert(uuid.to_string(), stats);
@@ -1298,8 +1310,14 @@ impl QemuDriver {
     }
 
     /// Destination of a live migration: the same devices as the source (disks on this
-    /// host's copy of the base image), QEMU waiting for the stream, disks exported.
-    async fn prepare_incoming(&self, inst: &Instance, spec: &GuestSpec, source: &str) -> Result<(), VirtError> {
+    /// host's copy of the base image), QEMU waiting for the stream, disks exported;
+    /// answers the TCP ports it chose (None: unix sockets).
+    async fn prepare_incoming(
+        &self,
+        inst: &Instance,
+        spec: &GuestSpec,
+        source: &str,
+    ) -> Result<Option<IncomingPorts>, VirtError> {
         let _ = tokio::fs::remove_dir_all(inst.root()).await;
         self.prepare_disks(inst, spec).await?;
         // The serial log goes on where it was when the source is in this process (QEMU
@@ -1314,16 +1332,18 @@ impl QemuDriver {
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
         let opts = self.spawn_options(inst).await?;
         let mut p = QemuProcess::spawn_incoming(&self.binary(), &inst.dir, &q, &opts).await.map_err(failed)?;
-        // A source in this process connects over unix sockets, others over TCP.
-        let ep = if self.cfg.live_migration_local_sockets && local_host(source).is_some() {
-            live::Endpoints::unix(inst.root())
+        // A source in this process connects over unix sockets, others over TCP, to free
+        // ports of the range that this host chooses and answers.
+        let listen = if self.cfg.live_migration_local_sockets && local_host(source).is_some() {
+            live::Listen::Unix(inst.root().to_path_buf())
         } else {
-            live::Endpoints::Tcp {
+            live::Listen::Tcp {
                 host: self.cfg.live_migration_listen_address.clone(),
-                port: live::port_for(&spec.uuid, self.cfg.live_migration_port_min, self.cfg.live_migration_port_max),
+                min: self.cfg.live_migration_port_min,
+                max: self.cfg.live_migration_port_max,
             }
         };
-        let disks = live::prepare_incoming(p.qmp().map_err(failed)?, &ep)
+        let (ep, disks) = live::prepare_incoming(p.qmp().map_err(failed)?, &listen)
             .await
             .map_err(|e| failed(format!("preparing the incoming migration: {e}")))?;
         if let (live::Endpoints::Unix { migrate, nbd }, Some(_)) = (&ep, &self.users) {
@@ -1338,12 +1358,16 @@ impl QemuDriver {
             open(migrate, 0o666)?;
             open(nbd, 0o666)?;
         }
-        let marker = serde_json::json!({"uri": ep.migrate_uri(), "disks": disks});
+        let ports = match &ep {
+            live::Endpoints::Tcp { port, nbd_port, .. } => Some(IncomingPorts { port: *port, nbd_port: *nbd_port }),
+            live::Endpoints::Unix { .. } => None,
+        };
+        let marker = serde_json::json!({"uri": ep.migrate_uri(), "ports": ports, "disks": disks});
         tokio::fs::write(inst.root().join(live::INCOMING_MARKER), marker.to_string())
             .await
             .map_err(|e| failed(format!("writing {}: {e}", live::INCOMING_MARKER)))?;
         self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Paused);
-        Ok(())
+        Ok(ports)
     }
 
     async fn resume_locked(&self, inst: &Instance, spec: &GuestSpec) -> Result<(), VirtError> {
