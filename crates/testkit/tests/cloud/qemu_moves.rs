@@ -308,6 +308,67 @@ async fn qemu_live_migration_keeps_the_guest_running_across_two_agents() {
     cloud.shutdown().await;
 }
 
+/// A UEFI guest's variable store (`nvram.fd`, a writable pflash) moves with it like a disk,
+/// live and cold (over NBD): what the source held is what the destination runs with.
+#[tokio::test]
+async fn qemu_live_and_cold_migration_carry_a_uefi_guests_variable_store() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
+        c.cold_migration_local_copy = false;
+        c.live_migration_listen_address = "127.0.0.1".into();
+    })
+    .await;
+    create_direct_boot_image(
+        &cloud,
+        "hb-efi",
+        &["os_command_line=root=/dev/vda console=ttyS0,115200n8 stratus.heartbeat=1", "hw_firmware_type=uefi"],
+    )
+    .await;
+    // OVMF needs more than 128 MB.
+    cloud.openstack(&["flavor", "create", "--ram", "256", "--disk", "1", "m1.uefi"]).await.expect("flavor create");
+    let vm = cloud
+        .openstack(&["server", "create", "--flavor", "m1.uefi", "--image", "hb-efi", "--nic", "none", "--wait", "lm1"])
+        .await
+        .expect("server create --wait");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let a = host_of(&show(&cloud, "lm1").await);
+    wait_heartbeat(&cloud, "lm1", 3.0).await;
+    assert!(console(&cloud, "lm1").await.contains("EDK II"), "booted from OVMF");
+    // What OVMF wrote into its variable store while booting (pflash writes go through to
+    // the file) is what the destination must run with. A write from outside the guest would
+    // not do: the flash's contents travel in the device's memory, which the destination
+    // writes back to its file once it runs.
+    let src = host_dir(&cloud, &a).join(&id);
+    let before = std::fs::read(src.join("nvram.fd")).unwrap();
+    let template = std::fs::read("/usr/share/OVMF/OVMF_VARS_4M.fd").unwrap();
+    assert_ne!(before, template, "OVMF stored variables at boot (what this test carries)");
+
+    live_migrate(&cloud, &id, &a).await;
+    let dest = host_dir(&cloud, other(&a)).join(&id);
+    let after = std::fs::read(dest.join("nvram.fd")).expect("the destination has the variable store");
+    assert!(after == before, "the variable store arrived as the guest left it");
+
+    // Cold, back to the first host over NBD: the store is one of the disks copied and
+    // compared (`qemu-img compare` against the export, or the move fails).
+    cloud.openstack(&["server", "migrate", "--host", &a, "--wait", "lm1"]).await.expect("server migrate --host");
+    let s = wait_status(&cloud, "lm1", "VERIFY_RESIZE", Duration::from_secs(120)).await;
+    assert_eq!(host_of(&s), a, "{s}");
+    let stats = stratus_compute_agent::virt::qemu::last_cold_copy(&id).expect("an NBD copy was made");
+    assert_eq!(stats.disks, ["disk", "nvram.fd"], "{stats:?}");
+    let kept = host_dir(&cloud, other(&a)).join(format!("{id}_resize")).join("nvram.fd");
+    assert_eq!(std::fs::read(&kept).unwrap(), after, "the source's copy is what was sent");
+    cloud.openstack(&["server", "resize", "confirm", "lm1"]).await.expect("resize confirm");
+    wait_status(&cloud, "lm1", "ACTIVE", Duration::from_secs(60)).await;
+    assert!(pid_of(&host_dir(&cloud, &a).join(&id)).is_some(), "the guest runs on its first host again");
+    cloud.openstack(&["server", "delete", "--wait", "lm1"]).await.expect("delete");
+    for h in agents {
+        h.stop();
+    }
+    cloud.shutdown().await;
+}
+
 /// Watches the destination directory `dest` for the incoming marker; answers it parsed
 /// (null when none appeared within two minutes).
 fn watch_marker(dest: PathBuf) -> tokio::task::JoinHandle<Value> {

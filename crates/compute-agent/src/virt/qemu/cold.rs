@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use stratus_qemu::cmdline::DiskFormat;
 use tokio::process::Command;
 
 use crate::virt::IncomingDisk;
@@ -27,8 +28,19 @@ pub const NBD_PID: &str = "nbd.pid";
 pub const NBD_LOG: &str = "nbd.log";
 
 /// Disks a cold migration may carry (the config drive is regenerated on the
-/// destination). Names come over the bus: nothing else becomes a path.
-pub const DISKS: [&str; 3] = ["disk", "disk.eph0", "disk.swap"];
+/// destination), the UEFI variable store among them. Names come over the bus:
+/// nothing else becomes a path.
+pub const DISKS: [&str; 4] = ["disk", "disk.eph0", "disk.swap", "nvram.fd"];
+
+/// The format a carried disk has on both sides: the variable store is a raw flash
+/// image, the others are qcow2.
+pub fn format_of(name: &str) -> DiskFormat {
+    if name == "nvram.fd" {
+        DiskFormat::Raw
+    } else {
+        DiskFormat::Qcow2
+    }
+}
 
 /// What one copy to another machine took (also logged).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +76,8 @@ pub async fn serve(dir: &Path, disks: &[IncomingDisk], listen: &str, port: u16) 
     for (i, d) in disks.iter().enumerate() {
         let path = dir.join(&d.name);
         cmd.arg("--blockdev").arg(format!(
-            "driver=qcow2,node-name=n{i},file.driver=file,file.filename={}",
+            "driver={},node-name=n{i},file.driver=file,file.filename={}",
+            format_of(&d.name),
             opt(&path.to_string_lossy())
         ));
     }

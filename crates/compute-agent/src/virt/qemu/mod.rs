@@ -1022,7 +1022,10 @@ impl VirtDriver for QemuDriver {
         let (min, max) = (self.cfg.live_migration_port_min, self.cfg.live_migration_port_max);
         let r = async {
             for d in disks {
-                self.img.create(&incoming.join(&d.name), DiskFormat::Qcow2, d.virtual_size).await.map_err(failed)?;
+                self.img
+                    .create(&incoming.join(&d.name), cold::format_of(&d.name), d.virtual_size)
+                    .await
+                    .map_err(failed)?;
             }
             cold::serve_free(&incoming, disks, &self.cfg.live_migration_listen_address, min, max).await.map_err(failed)
         }
@@ -1247,11 +1250,11 @@ impl QemuDriver {
         tokio::fs::create_dir_all(&incoming)
             .await
             .map_err(|e| failed(format!("creating {}: {e}", incoming.display())))?;
-        for name in ["disk", "disk.eph0", "disk.swap", "disk.config"] {
+        for name in ["disk", "disk.eph0", "disk.swap", "disk.config", "nvram.fd"] {
             let src = inst.root().join(name);
             if src.exists() {
                 let part = incoming.join(format!("{name}.part"));
-                if name == "disk.config" {
+                if name == "disk.config" || name == "nvram.fd" {
                     tokio::fs::copy(&src, &part).await.map_err(|e| failed(format!("copying {name}: {e}")))?;
                 } else {
                     self.img.convert(&src, OVERLAY_FORMAT, &part, DiskFormat::Qcow2, false).await.map_err(failed)?;
@@ -1278,7 +1281,7 @@ impl QemuDriver {
         for name in cold::DISKS {
             let path = inst.root().join(name);
             if path.exists() {
-                let info = self.img.info(&path, Some(OVERLAY_FORMAT)).await.map_err(failed)?;
+                let info = self.img.info(&path, Some(cold::format_of(name))).await.map_err(failed)?;
                 disks.push(IncomingDisk { name: name.to_string(), virtual_size: info.virtual_size });
             }
         }
@@ -1289,9 +1292,9 @@ impl QemuDriver {
         for d in &disks {
             let url = cold::nbd_url(&target.host_ip, port, &d.name);
             let src = inst.root().join(&d.name);
-            self.img.copy_into(&src, OVERLAY_FORMAT, &url).await.map_err(failed)?;
+            self.img.copy_into(&src, cold::format_of(&d.name), &url).await.map_err(failed)?;
             self.img
-                .compare(&src, OVERLAY_FORMAT, &url)
+                .compare(&src, cold::format_of(&d.name), &url)
                 .await
                 .map_err(|e| failed(format!("the copy of {} differs: {e}", d.name)))?;
         }
