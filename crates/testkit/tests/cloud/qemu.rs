@@ -735,19 +735,14 @@ async fn qemu_uefi_image_boots_with_ovmf_and_a_variable_store_of_its_own() {
 #[path = "../../../network-agent/tests/common/mod.rs"]
 mod lab;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = lab::Lab::new("qnet");
-    let host = lab.netns("host");
-    let data = tempfile::tempdir().unwrap();
-    let _reaper = Reaper(data.path().to_path_buf());
-    let agent = lab.agent_cfg("h", &host);
-    let host2 = host.clone();
-    let cloud = TestCloud::start_in(data.path().to_path_buf(), move |c| {
+/// A qemu-driver cloud on `data` whose network agent lives in the lab's `host` namespace,
+/// where the agent makes the guests' taps and the network agent plugs them.
+async fn qemu_cloud_with_network(lab: &lab::Lab, host: &str, data: &Path) -> TestCloud {
+    let agent = lab.agent_cfg("h", host);
+    let host = host.to_string();
+    TestCloud::start_in(data.to_path_buf(), move |c| {
         c.compute.virt_driver = "qemu".into();
-        // QEMU creates its taps in the lab's host namespace, where the network agent plugs them.
-        c.compute.host_netns = Some(host2);
+        c.compute.host_netns = Some(host);
         c.network_agent = stratus_network_agent::AgentConfig {
             enabled: "true".into(),
             host: String::new(),
@@ -756,7 +751,17 @@ async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
             ..agent
         };
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_guest_on_a_cli_network_gets_its_lease_and_metadata_key() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = lab::Lab::new("qnet");
+    let host = lab.netns("host");
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = qemu_cloud_with_network(&lab, &host, data.path()).await;
     upload_image(&cloud).await;
     let key = lab.tmp.path().join("id_k1");
     lab::must(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "k1@test", "-f", key.to_str().unwrap()]);
@@ -876,20 +881,7 @@ async fn qemu_boot_to_dhcp_lease_bench() {
     let host = lab.netns("host");
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
-    let agent = lab.agent_cfg("h", &host);
-    let host2 = host.clone();
-    let cloud = TestCloud::start_in(data.path().to_path_buf(), move |c| {
-        c.compute.virt_driver = "qemu".into();
-        c.compute.host_netns = Some(host2);
-        c.network_agent = stratus_network_agent::AgentConfig {
-            enabled: "true".into(),
-            host: String::new(),
-            heartbeat_interval_secs: 1,
-            device_poll_interval_ms: 100,
-            ..agent
-        };
-    })
-    .await;
+    let cloud = qemu_cloud_with_network(&lab, &host, data.path()).await;
     let image_id = upload_image(&cloud).await;
     let net = cloud.openstack(&["network", "create", "bnet"]).await.expect("network create");
     let net_id = net["id"].as_str().unwrap().to_string();

@@ -33,6 +33,18 @@ async fn two_host_cloud(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
     two_host_cloud_capped(data, 0).await
 }
 
+/// [`two_host_cloud`] whose agents live-migrate over TCP on loopback, as between machines
+/// (marked for [`from_unix`]).
+async fn two_host_cloud_over_tcp(data: &Path) -> (TestCloud, Vec<AgentHandle>) {
+    let (cloud, agents) = two_host_cloud_with(data, |c| {
+        c.live_migration_local_sockets = false;
+        c.live_migration_listen_address = "127.0.0.1".into();
+    })
+    .await;
+    std::fs::write(cloud.data_dir.join("tcp"), "").unwrap();
+    (cloud, agents)
+}
+
 /// [`two_host_cloud`] with the memory copy capped at `mib` MiB/s (0: no cap), so that a
 /// migration of a 128 MiB guest lasts seconds and can be steered or broken half-way.
 async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHandle>) {
@@ -402,12 +414,7 @@ async fn qemu_live_migration_over_tcp() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
-    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
-        c.live_migration_local_sockets = false;
-        c.live_migration_listen_address = "127.0.0.1".into();
-    })
-    .await;
-    std::fs::write(cloud.data_dir.join("tcp"), "").unwrap();
+    let (cloud, agents) = two_host_cloud_over_tcp(data.path()).await;
     heartbeat_image(&cloud).await;
     // An ephemeral disk travels too; the read-only config drive is made again there.
     cloud
@@ -461,12 +468,7 @@ async fn qemu_live_migration_over_tcp_takes_free_ports_when_the_first_ones_are_t
     let _serial = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let _reaper = Reaper(data.path().to_path_buf());
-    let (cloud, agents) = two_host_cloud_with(data.path(), |c| {
-        c.live_migration_local_sockets = false;
-        c.live_migration_listen_address = "127.0.0.1".into();
-    })
-    .await;
-    std::fs::write(cloud.data_dir.join("tcp"), "").unwrap();
+    let (cloud, agents) = two_host_cloud_over_tcp(data.path()).await;
     heartbeat_image(&cloud).await;
     let (id, a) = boot_heartbeat_guest(&cloud, "lm1", 2.0).await;
     let old = stratus_compute_agent::virt::qemu::live::port_for(&id, 49152, 49215);
