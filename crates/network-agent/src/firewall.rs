@@ -290,7 +290,7 @@ fn render(
             .filter(|r| r.ethertype.eq_ignore_ascii_case("ipv4") || r.ethertype.eq_ignore_ascii_case("ipv6"))
             .collect();
         let chain_start = chains.len();
-        write!(chains, "  chain egress_{n} {{\n    udp sport 68 udp dport 67 return\n    ip daddr 169.254.169.254 tcp dport 80 return\n    udp sport 546 udp dport 547 return\n")?;
+        write!(chains, "  chain egress_{n} {{\n    udp sport 68 udp dport 67 return\n    ip daddr 169.254.169.254 tcp dport 80 return\n    ip6 daddr fe80::a9fe:a9fe tcp dport 80 return\n    udp sport 546 udp dport 547 return\n")?;
         for r in rules.iter().filter(|r| r.direction == Direction::Egress) {
             if let Some(m) = rule_match(r, "daddr")? {
                 writeln!(chains, "    {m} return")?;

@@ -6,6 +6,9 @@
 //! the route, option 121) or through their gateway. The listening socket is created on a
 //! short-lived thread that first joins the namespace (`setns`): a socket keeps the
 //! namespace it was made in, so the tokio task serving it never changes namespace.
+//! Over IPv6 (Neutron's `fe80::a9fe:a9fe`, for IPv6-only networks) the DHCP namespaces
+//! also carry that address on the DHCP port's interface and listen on `[::]:80`; a guest
+//! is then known by its port's IPv6 address or the link-local address of its MAC.
 //!
 //! A request is mapped to an instance by where it came from: the namespace tells the network
 //! (for a router, the networks of its interfaces) and the source address the port on it; the
@@ -16,7 +19,7 @@
 //! (in `stratus up`, the compute service's metadata API in-process).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
@@ -34,6 +37,10 @@ use crate::{dhcp, l3, AgentConfig};
 
 /// The metadata address.
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The metadata address over IPv6 (Neutron's, for IPv6-only networks): link-local, on
+/// the DHCP port's interface of each network's DHCP namespace.
+pub const METADATA_IP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xa9fe, 0xa9fe);
 
 /// A metadata API answer.
 #[derive(Debug, Clone)]
@@ -135,6 +142,11 @@ impl MetadataProxy {
         let mut errors = Vec::new();
         for (ns, scope) in wanted {
             let Ok(inode) = std::fs::metadata(format!("/run/netns/{ns}")).map(|m| m.ino()) else { continue };
+            // Interfaces come and go (a router gains one): their IPv6 metadata address too.
+            if let Err(e) = ensure_v6_address(&ns).await {
+                // IPv4 metadata must not depend on it (a host may run without IPv6).
+                tracing::warn!(netns = %ns, "no IPv6 metadata address: {e:#}");
+            }
             if listeners.get(&ns).is_some_and(|l| l.inode == inode && !l.task.is_finished()) {
                 continue;
             }
@@ -164,31 +176,42 @@ impl MetadataProxy {
         let path = format!("/run/netns/{ns}");
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let r = (|| -> Result<std::net::TcpListener> {
+            let r = (|| -> Result<(std::net::TcpListener, Option<std::net::TcpListener>)> {
                 let f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
                 nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
                 let l = std::net::TcpListener::bind(SocketAddr::from((METADATA_IP, 80))).context("bind :80")?;
                 l.set_nonblocking(true)?;
-                Ok(l)
+                let v6 = listen_v6().map_err(|e| tracing::warn!("no IPv6 metadata listener (IPv4 only): {e}")).ok();
+                Ok((l, v6))
             })();
             let _ = tx.send(r);
         });
-        let std_listener = rx.await.map_err(|_| anyhow!("listener thread died"))??;
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let (std_v4, std_v6) = rx.await.map_err(|_| anyhow!("listener thread died"))??;
         let ctx = Arc::new(Ctx { proxy: self.clone(), scope });
         let app = axum::Router::new().fallback(serve).with_state(ctx);
         let ns = ns.to_string();
-        Ok(tokio::spawn(async move {
+        let serve_on = |l: std::net::TcpListener, app: axum::Router, ns: String| async move {
+            let listener = tokio::net::TcpListener::from_std(l)?;
             let svc = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, svc).await {
                 tracing::warn!(netns = %ns, "metadata proxy stopped: {e}");
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let v4 = serve_on(std_v4, app.clone(), ns.clone());
+        let v6 = std_v6.map(|l| serve_on(l, app, ns));
+        Ok(tokio::spawn(async move {
+            match v6 {
+                Some(v6) => drop(tokio::join!(v4, v6)),
+                None => drop(v4.await),
             }
         }))
     }
 
     /// The instance behind a source address in a scope: the `compute:*` port with that
-    /// fixed IP on the scope's network(s).
-    fn instance_of(&self, scope: &Scope, src: Ipv4Addr) -> Option<String> {
+    /// fixed IP on the scope's network(s), or over IPv6 also with that link-local address
+    /// (the EUI-64 of its MAC, which anti-spoofing lets it use, as Neutron maps it).
+    fn instance_of(&self, scope: &Scope, src: IpAddr) -> Option<String> {
         let state = self.state.borrow().clone();
         let networks: BTreeSet<String> = match scope {
             Scope::Network(n) => [n.clone()].into(),
@@ -201,10 +224,46 @@ impl MetadataProxy {
             .ports
             .iter()
             .filter(|p| networks.contains(&p.network_id) && p.device_owner.starts_with("compute:"))
-            .find(|p| p.ipv4s().any(|a| a == src))
+            .find(|p| match src {
+                IpAddr::V4(v4) => p.ipv4s().any(|a| a == v4),
+                IpAddr::V6(v6) => p.ipv6s().any(|a| a == v6) || p.link_local() == Some(v6),
+            })
             .map(|p| p.device_id.clone())
             .filter(|d| !d.is_empty())
     }
+}
+
+/// The IPv6 listener: `[::]:80`, IPv6 only (the IPv4 one holds 169.254.169.254:80).
+fn listen_v6() -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 80, 0, 0)).into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Puts [`METADATA_IP6`] on the DHCP port's interface (`ns-`) of namespace `ns`, without
+/// duplicate detection (the same link-local address on every network is the point). Not
+/// on a router's interfaces: the router's advertisements would then come from it, and
+/// guests take their default route from that source; so on routed networks metadata
+/// over IPv6 needs the network's DHCP port (isolated metadata), as IPv4's option 121 does.
+async fn ensure_v6_address(ns: &str) -> Result<()> {
+    let n = crate::exec::Ns::named(ns);
+    let links = n.ip(&["-o", "link", "show"]).await?;
+    let addrs = n.ip(&["-6", "-o", "addr", "show"]).await.unwrap_or_default();
+    for dev in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|d| d.split('@').next().unwrap_or(d)) {
+        if !dev.starts_with("ns-") {
+            continue;
+        }
+        let have = addrs.lines().any(|l| l.contains(&format!(" {dev} ")) && l.contains(&format!("{METADATA_IP6}/64")));
+        if !have {
+            n.ip(&["-6", "addr", "add", &format!("{METADATA_IP6}/64"), "dev", dev, "nodad"]).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn serve(State(ctx): State<Arc<Ctx>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
@@ -212,11 +271,8 @@ async fn serve(State(ctx): State<Arc<Ctx>>, ConnectInfo(peer): ConnectInfo<Socke
         return (StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n").into_response();
     }
     let src = match peer.ip() {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(a) => a,
-            None => return (StatusCode::NOT_FOUND, "404 Not Found\n").into_response(),
-        },
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
+        v4 => v4,
     };
     let Some(instance) = ctx.proxy.instance_of(&ctx.scope, src) else {
         tracing::info!(%src, "metadata request from an address with no instance");

@@ -34,7 +34,7 @@ async fn cloud_with_agent(lab: &Lab, host_ns: &str) -> TestCloud {
 }
 
 /// Waits until the port's status is ACTIVE.
-async fn wait_active(cloud: &TestCloud, id: &str, limit: Duration) {
+pub(crate) async fn wait_active(cloud: &TestCloud, id: &str, limit: Duration) {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
         let v = cloud.openstack(&["port", "show", id, "-c", "status"]).await;
@@ -47,7 +47,7 @@ async fn wait_active(cloud: &TestCloud, id: &str, limit: Duration) {
 }
 
 /// The server's port as the agent model describes it (what a guest needs).
-async fn server_port(cloud: &TestCloud, server: &str) -> (Port, String) {
+pub(crate) async fn server_port(cloud: &TestCloud, server: &str) -> (Port, String) {
     let ports = cloud.openstack(&["port", "list", "--server", server, "--long"]).await.expect("port list");
     let id = ports[0]["ID"].as_str().expect("a port").to_string();
     let p = cloud.openstack(&["port", "show", &id]).await.expect("port show");

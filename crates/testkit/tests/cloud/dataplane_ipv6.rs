@@ -711,3 +711,90 @@ async fn a_guest_cannot_claim_another_guests_ipv6_address_with_neighbour_adverti
     );
     assert!(ping6(&observer.ns, vip), "and reaches it");
 }
+
+/// `curl` from a guest namespace: (HTTP status, body); 0 when nothing answered.
+fn curl6(ns: &str, url: &str) -> (u16, String) {
+    let out = sh(&["ip", "netns", "exec", ns, "curl", "-g", "-s", "-m", "3", "-w", "\n%{http_code}", url]).1;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Metadata over IPv6 on an IPv6-only network, at Neutron's `fe80::a9fe:a9fe`: a server's
+/// guest gets its own metadata from its link-local address; a port with no server gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_answers_over_ipv6_at_fe80_a9fe_a9fe() {
+    let lab = Lab::new("md6");
+    let host = lab.netns("host");
+    let cloud = cloud_with_agent(&lab, &host).await;
+    cloud.create_tiny_image().await;
+    cloud.openstack(&["network", "create", "md6-net"]).await.expect("network create");
+    cloud
+        .openstack(&[
+            "subnet",
+            "create",
+            "--network",
+            "md6-net",
+            "--ip-version",
+            "6",
+            "--ipv6-ra-mode",
+            "dhcpv6-stateful",
+            "--ipv6-address-mode",
+            "dhcpv6-stateful",
+            "--subnet-range",
+            "fd00:8::/64",
+            "md6-sub",
+        ])
+        .await
+        .expect("subnet create");
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "tiny",
+            "--nic",
+            "net-id=md6-net",
+            "--wait",
+            "vm6",
+        ])
+        .await
+        .expect("server create");
+    let (port, _) = crate::dataplane::server_port(&cloud, "vm6").await;
+    let g = lab.guest("g6", &host, &port);
+    enable_v6(&g);
+    crate::dataplane::wait_active(&cloud, &port.id, Duration::from_secs(20)).await;
+    let ll = link_local(&port.mac_address);
+    wait_for("the guest's link-local address", Duration::from_secs(10), || v6_addrs(&g).contains(&ll));
+
+    let url = "http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json";
+    let t = Instant::now();
+    let mut got = (0, String::new());
+    while t.elapsed() < Duration::from_secs(20) {
+        got = curl6(&g.ns, url);
+        if got.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(got.0, 200, "metadata over IPv6: {got:?}");
+    let md: Value = serde_json::from_str(&got.1).expect("meta_data.json");
+    assert_eq!(md["uuid"], vm["id"], "its own server's metadata");
+    eprintln!("IPv6 metadata answered {:?} after the port was ACTIVE", t.elapsed());
+
+    // A port that is no server's (same network, same path) gets nothing.
+    let agents = cloud.openstack(&["network", "agent", "list"]).await.expect("agent list");
+    let agent_host = agents[0]["Host"].as_str().expect("agent host").to_string();
+    let (stranger, _) = bound_port(&cloud, "md6-net", &agent_host, "stranger").await;
+    let s = lab.guest("s6", &host, &stranger);
+    enable_v6(&s);
+    let sll = link_local(&stranger.mac_address);
+    wait_for("the stranger's link-local address", Duration::from_secs(10), || v6_addrs(&s).contains(&sll));
+    let t = Instant::now();
+    let mut code = 0;
+    while t.elapsed() < Duration::from_secs(20) && code == 0 {
+        code = curl6(&s.ns, url).0;
+    }
+    assert_eq!(code, 404, "no instance behind that address");
+}
