@@ -278,12 +278,7 @@ pub fn opts_file(state: &DesiredState, net: &Network, dhcp_port: &Port) -> Resul
     for s in state.subnets.iter().filter(|s| s.network_id == net.id && s.enable_dhcp && s.ip_version == 6) {
         if matches!(v6_mode(s), Some(V6Mode::Stateful | V6Mode::Stateless)) {
             let tag = format!("tag:subnet-{}", s.id);
-            let dns: Vec<String> = s
-                .dns_nameservers
-                .iter()
-                .filter_map(|d| d.parse::<std::net::Ipv6Addr>().ok())
-                .map(|d| format!("[{d}]"))
-                .collect();
+            let dns = v6_dns_servers(s);
             if !dns.is_empty() {
                 out.push_str(&format!("{tag},option6:dns-server,{}\n", dns.join(",")));
             }
@@ -302,6 +297,11 @@ pub enum V6Mode {
     Stateless,
     /// Addresses by SLAAC, no DHCPv6.
     Slaac,
+}
+
+/// A subnet's IPv6 DNS servers in dnsmasq's bracketed form (DHCPv6 option and RDNSS).
+pub fn v6_dns_servers(s: &Subnet) -> Vec<String> {
+    s.dns_nameservers.iter().filter_map(|d| d.parse::<std::net::Ipv6Addr>().ok()).map(|d| format!("[{d}]")).collect()
 }
 
 /// The mode of an IPv6 subnet; `None` for IPv4 or DHCP off.

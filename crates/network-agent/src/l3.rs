@@ -218,12 +218,7 @@ pub fn ra_args(state: &DesiredState, r: &Router, dir: &std::path::Path) -> Resul
             let (prefix, len) = crate::dhcp::v6_prefix(&s.cidr)?;
             ranges.push(format!("--dhcp-range=set:subnet-{},{prefix},{kind},{len},86400s", s.id));
             // RDNSS in the advertisement, as Neutron's radvd sends the subnet's DNS servers.
-            let dns: Vec<String> = s
-                .dns_nameservers
-                .iter()
-                .filter_map(|d| d.parse::<std::net::Ipv6Addr>().ok())
-                .map(|d| format!("[{d}]"))
-                .collect();
+            let dns = crate::dhcp::v6_dns_servers(s);
             if !dns.is_empty() {
                 ranges.push(format!("--dhcp-option=tag:subnet-{},option6:dns-server,{}", s.id, dns.join(",")));
             }

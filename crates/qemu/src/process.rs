@@ -306,7 +306,7 @@ impl QemuProcess {
         incoming_defer: bool,
     ) -> Result<Self> {
         let launch = LaunchOptions { incoming_defer, sandbox: binary.sandbox, start_paused: opts.start_paused };
-        render(spec, &dir.paths(), launch)?;
+        spec.validate()?;
         if let Some(pid) = dir.running_pid() {
             return Err(ProcessError::AlreadyRunning { pid, dir: dir.root().to_owned() });
         }
