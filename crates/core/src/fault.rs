@@ -52,6 +52,8 @@ pub struct ApiError {
     /// Set when the error came from transient database contention, so
     /// [`stratus_db::Db::transaction`] retries instead of failing the request.
     pub retryable: bool,
+    /// Seconds for a `Retry-After` header (503 and 429 under load).
+    pub retry_after: Option<u32>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -65,7 +67,7 @@ impl std::error::Error for ApiError {}
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), code: None, detail: None, retryable: false }
+        ApiError { status, message: message.into(), code: None, detail: None, retryable: false, retry_after: None }
     }
     /// Sets the machine-readable code.
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
@@ -75,6 +77,11 @@ impl ApiError {
     /// Sets the detail.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+    /// Asks the client to retry after `secs` seconds (`Retry-After`).
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
         self
     }
     /// 400.
@@ -241,6 +248,9 @@ pub async fn render_faults(State(format): State<FaultFormat>, req: Request, next
     };
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(secs) = err.retry_after {
+        parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     Response::from_parts(parts, Body::from(bytes))
 }
 

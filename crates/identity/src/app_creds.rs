@@ -18,7 +18,6 @@ use stratus_db::Query;
 
 use crate::error::{IdentityError, Result};
 use crate::model::new_id;
-use crate::password;
 use crate::revocation::Event;
 use crate::state::{body_object, list_links, opt_bool, opt_str, req_name, Identity};
 
@@ -187,7 +186,7 @@ async fn create(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
         }
     };
-    let hash = password::hash(id.cost(), secret.clone()).await?;
+    let hash = id.hasher.hash(secret.clone()).await?;
     let ac_id = new_id();
     let mut q = Query::new("INSERT INTO identity_app_creds (id, user_id, name, description, secret_hash, project_id, expires_at, unrestricted, roles, created_at) VALUES (");
     q.bind(&ac_id)

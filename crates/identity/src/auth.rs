@@ -15,9 +15,9 @@ use stratus_db::sqlx::Row;
 use crate::error::{IdentityError, Result};
 use crate::fernet::{new_audit_id, Payload, Scope, METHODS};
 use crate::model::User;
-use crate::password;
 use crate::revocation::Event;
 use crate::state::{now_micros, text_to_micros, Identity, Validated};
+use crate::throttle::Attempt;
 
 /// `POST /v3/auth/tokens` (no token needed).
 pub fn public_routes() -> Router<Arc<Identity>> {
@@ -55,6 +55,7 @@ struct Authenticated {
 
 async fn issue(
     State(id): State<Arc<Identity>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     q: QueryPairs,
     stratus_core::OsJson(body): stratus_core::OsJson<Value>,
 ) -> Result<Response, ApiError> {
@@ -70,12 +71,13 @@ async fn issue(
     if methods.is_empty() {
         return Err(IdentityError::invalid("'methods' must name at least one method").into());
     }
+    let source = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip());
     let mut a: Option<Authenticated> = None;
     for m in &methods {
         let next = match m.as_str() {
-            "password" => password_method(&id, ident.get("password")).await?,
+            "password" => password_method(&id, source, ident.get("password")).await?,
             "token" => token_method(&id, ident.get("token")).await?,
-            "application_credential" => app_cred_method(&id, ident.get("application_credential")).await?,
+            "application_credential" => app_cred_method(&id, source, ident.get("application_credential")).await?,
             other => {
                 return Err(IdentityError::Unauthorized(format!(
                     "Attempted to authenticate with an unsupported method: {other}"
@@ -174,7 +176,30 @@ async fn resolve_user(id: &Identity, u: &Value) -> Result<Option<User>> {
     }
 }
 
-async fn password_method(id: &Identity, section: Option<&Value>) -> Result<Authenticated> {
+/// The account a failed attempt is charged to: the user's id when it resolved, else the
+/// name and domain as given (so guessing names is throttled too).
+fn account_key(user: Option<&User>, given: &Value) -> String {
+    match user {
+        Some(u) => u.id.clone(),
+        None => {
+            format!("{}@{}", given.get("name").unwrap_or(&Value::Null), given.get("domain").unwrap_or(&Value::Null))
+        }
+    }
+}
+
+/// Refuses the attempt with 429 when its source or account has failed too often.
+fn admit(id: &Identity, attempt: Attempt<'_>) -> Result<()> {
+    match id.throttle.check(attempt) {
+        Some(retry_after_secs) => Err(IdentityError::TooManyAttempts { retry_after_secs }),
+        None => Ok(()),
+    }
+}
+
+async fn password_method(
+    id: &Identity,
+    source: Option<std::net::IpAddr>,
+    section: Option<&Value>,
+) -> Result<Authenticated> {
     let u =
         section.and_then(|s| s.get("user")).ok_or_else(|| IdentityError::invalid("'user' is a required property"))?;
     let pw = u
@@ -182,8 +207,12 @@ async fn password_method(id: &Identity, section: Option<&Value>) -> Result<Authe
         .and_then(Value::as_str)
         .ok_or_else(|| IdentityError::invalid("'password' is a required property"))?;
     let user = resolve_user(id, u).await?;
+    let account = account_key(user.as_ref(), u);
+    let attempt = Attempt { source, account: &account };
+    admit(id, attempt)?;
     let Some(user) = user else {
-        password::verify(id.cost(), pw.to_string(), None).await;
+        id.hasher.verify(pw.to_string(), None).await?;
+        id.throttle.failed(attempt);
         return Err(IdentityError::auth_failed());
     };
     if id.cfg.lockout_failure_attempts > 0 && user.failed_auth_count >= id.cfg.lockout_failure_attempts as i64 {
@@ -193,8 +222,9 @@ async fn password_method(id: &Identity, section: Option<&Value>) -> Result<Authe
             return Err(IdentityError::Unauthorized(format!("The account is locked for user: {}.", user.id)));
         }
     }
-    let ok = password::verify(id.cost(), pw.to_string(), user.password_hash.clone()).await;
+    let ok = id.hasher.verify(pw.to_string(), user.password_hash.clone()).await?;
     if !ok {
+        id.throttle.failed(attempt);
         if id.cfg.lockout_failure_attempts > 0 {
             let mut q = stratus_db::Query::new(
                 "UPDATE identity_users SET failed_auth_count = failed_auth_count + 1, last_failed_auth = ",
@@ -245,7 +275,11 @@ async fn token_method(id: &Identity, section: Option<&Value>) -> Result<Authenti
     })
 }
 
-async fn app_cred_method(id: &Identity, section: Option<&Value>) -> Result<Authenticated> {
+async fn app_cred_method(
+    id: &Identity,
+    source: Option<std::net::IpAddr>,
+    section: Option<&Value>,
+) -> Result<Authenticated> {
     let s = section.ok_or_else(|| IdentityError::invalid("'application_credential' is a required property"))?;
     let secret = s
         .get("secret")
@@ -276,12 +310,20 @@ async fn app_cred_method(id: &Identity, section: Option<&Value>) -> Result<Authe
             None => None,
         }
     };
+    let account = match &row {
+        Some(r) => r.try_get::<String, _>("id")?,
+        None => format!("app-cred:{}", s.get("id").or_else(|| s.get("name")).unwrap_or(&Value::Null)),
+    };
+    let attempt = Attempt { source, account: &account };
+    admit(id, attempt)?;
     let Some(row) = row else {
-        password::verify(id.cost(), secret.to_string(), None).await;
+        id.hasher.verify(secret.to_string(), None).await?;
+        id.throttle.failed(attempt);
         return Err(IdentityError::auth_failed());
     };
     let hash: String = row.try_get("secret_hash")?;
-    if !password::verify(id.cost(), secret.to_string(), Some(hash)).await {
+    if !id.hasher.verify(secret.to_string(), Some(hash)).await? {
+        id.throttle.failed(attempt);
         return Err(IdentityError::auth_failed());
     }
     let expires: Option<String> = row.try_get("expires_at")?;

@@ -12,7 +12,6 @@ use stratus_db::Query;
 
 use crate::error::Result;
 use crate::model::new_id;
-use crate::password;
 use crate::state::Identity;
 
 /// The catalog Stratus registers: (type, name, description, path under the public URL).
@@ -110,9 +109,9 @@ pub async fn run(id: &Identity, admin_password: Option<String>) -> Result<Option
     let admin_user = match existing {
         Some(u) => {
             if let Some(pw) = &admin_password {
-                let ok = password::verify(id.cost(), pw.clone(), u.password_hash.clone()).await;
+                let ok = id.hasher.verify(pw.clone(), u.password_hash.clone()).await?;
                 if !ok {
-                    let hash = password::hash(id.cost(), pw.clone()).await?;
+                    let hash = id.hasher.hash(pw.clone()).await?;
                     let mut q = Query::new("UPDATE identity_users SET password_hash = ");
                     q.bind(hash).push_bind(", password_created_at = ", stratus_core::time::now());
                     q.push_bind(" WHERE id = ", &u.id);
@@ -125,7 +124,7 @@ pub async fn run(id: &Identity, admin_password: Option<String>) -> Result<Option
         }
         None => {
             let pw = admin_password.unwrap_or_else(generate_password);
-            let hash = password::hash(id.cost(), pw.clone()).await?;
+            let hash = id.hasher.hash(pw.clone()).await?;
             let uid = new_id();
             let mut q = Query::new("INSERT INTO identity_users (id, name, domain_id, enabled, password_hash, password_created_at, created_at) VALUES (");
             q.bind(&uid)

@@ -26,6 +26,19 @@ pub enum IdentityError {
     /// Malformed or invalid request (400).
     #[error("{0}")]
     Validation(String),
+    /// Every password-hashing slot stayed busy (503 with `Retry-After`).
+    #[error("The server is busy checking other passwords; retry in {retry_after_secs} s.")]
+    Busy {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u32,
+    },
+    /// Too many failed logins from this address or for this account (429 with
+    /// `Retry-After`), refused before any password is checked.
+    #[error("Too many failed authentication attempts; retry in {retry_after_secs} s.")]
+    TooManyAttempts {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u32,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -84,6 +97,13 @@ impl From<IdentityError> for ApiError {
             IdentityError::Unauthorized(m) => ApiError::unauthorized(m),
             IdentityError::Forbidden(m) => ApiError::forbidden(m),
             IdentityError::Validation(m) => ApiError::bad_request(m),
+            IdentityError::Busy { retry_after_secs } => {
+                ApiError::unavailable(e.to_string()).with_retry_after(retry_after_secs)
+            }
+            IdentityError::TooManyAttempts { retry_after_secs } => {
+                ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                    .with_retry_after(retry_after_secs)
+            }
             IdentityError::Db(d) => {
                 if d.is_unique_violation() {
                     ApiError::conflict("Conflict occurred attempting to store the resource - Duplicate entry.")

@@ -24,6 +24,7 @@ pub mod projects;
 pub mod revocation;
 pub mod roles;
 pub mod state;
+pub mod throttle;
 pub mod users;
 mod versions;
 
@@ -76,6 +77,24 @@ pub struct IdentityConfig {
     /// YAML/JSON file overriding identity policy rules; empty means the shipped
     /// defaults only. Default empty.
     pub policy_file: String,
+    /// Memory that password hashing may use at once, in MiB: at most
+    /// `budget / password_hash_memory_kib` hashes run concurrently, each in a work area
+    /// allocated once and reused. Default 64 (three hashes at the default cost).
+    pub password_hash_memory_budget_mib: u64,
+    /// How long a login waits for a hashing slot before it is refused with 503 and
+    /// `Retry-After`, in milliseconds. Default 2000.
+    pub password_hash_queue_ms: u64,
+    /// Failed logins one source address may make in a burst before it is refused with
+    /// 429 without any hashing; 0 turns the per-source limit off. Default 30.
+    pub failed_login_source_burst: u32,
+    /// Failed logins per minute a source address is forgiven. Default 60.
+    pub failed_login_source_per_minute: u32,
+    /// Failed logins one account name may collect in a burst (from any address) before
+    /// further attempts on it are refused with 429; 0 turns it off. This sits in front of
+    /// Keystone's lockout, which stays. Default 10.
+    pub failed_login_user_burst: u32,
+    /// Failed logins per minute an account name is forgiven. Default 20.
+    pub failed_login_user_per_minute: u32,
 }
 
 impl Default for IdentityConfig {
@@ -90,6 +109,12 @@ impl Default for IdentityConfig {
             max_active_keys: 3,
             refresh_secs: 10,
             policy_file: String::new(),
+            password_hash_memory_budget_mib: 64,
+            password_hash_queue_ms: 2000,
+            failed_login_source_burst: 30,
+            failed_login_source_per_minute: 60,
+            failed_login_user_burst: 10,
+            failed_login_user_per_minute: 20,
         }
     }
 }

@@ -24,8 +24,9 @@ use stratus_db::Query;
 use crate::error::{IdentityError, Result};
 use crate::fernet::{audit_text, KeyRepository, KeyRing, Payload, Scope};
 use crate::model::{Domain, Endpoint, Project, Role, Service, User};
-use crate::password::Cost;
+use crate::password::{Cost, Hasher};
 use crate::revocation::{Event, Revocations};
+use crate::throttle::{LoginThrottle, Rate};
 use crate::IdentityConfig;
 
 /// What a token resolves to beyond its payload (cached).
@@ -71,6 +72,10 @@ pub struct Identity {
     pub base: String,
     pub policy: Policy,
     pub key_repo: KeyRepository,
+    /// Bounded password hashing (admission + reused work areas).
+    pub hasher: Hasher,
+    /// Failed-login buckets per source and per account, checked before hashing.
+    pub throttle: LoginThrottle,
     keys: RwLock<Arc<KeyRing>>,
     pub revocations: Revocations,
     generation: AtomicU64,
@@ -105,7 +110,20 @@ impl Identity {
     /// Builds the core; keys must exist (see [`KeyRepository::setup`]).
     pub fn new(platform: Platform, cfg: IdentityConfig, policy: Policy, key_repo: KeyRepository) -> Result<Self> {
         let ring = key_repo.load().map_err(|e| IdentityError::Internal(format!("loading Fernet keys: {e:#}")))?;
+        let cost = Cost { memory_kib: cfg.password_hash_memory_kib, iterations: cfg.password_hash_iterations };
+        let hasher = Hasher::new(
+            cost,
+            cfg.password_hash_memory_budget_mib.saturating_mul(1024),
+            Duration::from_millis(cfg.password_hash_queue_ms),
+        );
+        let throttle = LoginThrottle::new(
+            Rate { burst: cfg.failed_login_source_burst, per_minute: cfg.failed_login_source_per_minute },
+            Rate { burst: cfg.failed_login_user_burst, per_minute: cfg.failed_login_user_per_minute },
+            65_536,
+        );
         Ok(Identity {
+            hasher,
+            throttle,
             base: platform.service_url("/identity"),
             platform,
             cfg,
@@ -120,11 +138,6 @@ impl Identity {
             responses: DashMap::new(),
             last_event_sync: RwLock::new(String::new()),
         })
-    }
-
-    /// Password hashing cost from configuration.
-    pub fn cost(&self) -> Cost {
-        Cost { memory_kib: self.cfg.password_hash_memory_kib, iterations: self.cfg.password_hash_iterations }
     }
 
     /// Voids every cached view (call after any identity write).

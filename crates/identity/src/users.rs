@@ -13,7 +13,6 @@ use stratus_db::Query;
 
 use crate::error::{IdentityError, Result};
 use crate::model::{new_id, User};
-use crate::password;
 use crate::revocation::Event;
 use crate::state::{body_object, list_links, opt_bool, opt_str, req_name, Identity};
 
@@ -94,7 +93,7 @@ async fn create(
         }
     }
     let hash = match opt_str(b, "password")? {
-        Some(pw) => Some(password::hash(id.cost(), pw).await?),
+        Some(pw) => Some(id.hasher.hash(pw).await?),
         None => None,
     };
     let uid = new_id();
@@ -165,7 +164,7 @@ async fn update(
     }
     let mut new_password = false;
     if let Some(pw) = opt_str(b, "password")? {
-        let h = password::hash(id.cost(), pw).await?;
+        let h = id.hasher.hash(pw).await?;
         set("password_hash", h.into());
         set("password_created_at", stratus_core::time::now().into());
         new_password = true;
@@ -210,10 +209,10 @@ async fn change_password(
         .ok_or_else(|| IdentityError::invalid("'original_password' is a required property"))?;
     let new = opt_str(b, "password")?.ok_or_else(|| IdentityError::invalid("'password' is a required property"))?;
     let u = must_user(&id, &user_id).await?;
-    if !password::verify(id.cost(), original, u.password_hash.clone()).await {
+    if !id.hasher.verify(original, u.password_hash.clone()).await.map_err(IdentityError::from)? {
         return Err(IdentityError::Unauthorized("The original password is incorrect.".into()).into());
     }
-    let h = password::hash(id.cost(), new).await?;
+    let h = id.hasher.hash(new).await?;
     let mut q = Query::new("UPDATE identity_users SET password_hash = ");
     q.bind(h).push_bind(", password_created_at = ", stratus_core::time::now()).push_bind(" WHERE id = ", &user_id);
     id.exec(vec![q]).await?;

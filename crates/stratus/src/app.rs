@@ -127,10 +127,13 @@ impl Cloud {
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let db = platform.db.clone();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                });
+            let serve = axum::serve(
+                listener,
+                axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            });
             let mut serve = std::pin::pin!(serve.into_future());
             // Once shutdown is requested, in-flight requests get `grace` to finish.
             tokio::select! {

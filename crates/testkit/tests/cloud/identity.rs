@@ -785,3 +785,59 @@ async fn token_method_and_domain_and_system_scopes() {
     assert_eq!(sr["roles"].as_array().unwrap().len(), 2);
     cloud.shutdown().await;
 }
+
+/// Failed logins are throttled per source and per account *before* any password hash
+/// runs (the hash is what made failed logins a memory and CPU weapon), with Keystone's
+/// error body and a `Retry-After` the client can honour; correct logins take no tokens.
+#[tokio::test]
+async fn failed_logins_are_throttled_per_source_and_per_account_before_hashing() {
+    let cloud = TestCloud::start_with(|c| {
+        fast(c);
+        c.identity.failed_login_source_burst = 4;
+        c.identity.failed_login_source_per_minute = 1;
+        c.identity.failed_login_user_burst = 2;
+        c.identity.failed_login_user_per_minute = 1;
+    })
+    .await;
+    let admin = cloud.admin_token().await;
+    let (s, _, _) = http(
+        &cloud,
+        reqwest::Method::POST,
+        "/identity/v3/users",
+        Some(&admin),
+        Some(json!({"user": {"name": "erin", "password": "pw"}})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    // Correct logins never count.
+    for _ in 0..6 {
+        assert_eq!(password_token(&cloud, "erin", "pw", Value::Null).await.0, 201);
+    }
+    // Two failures for erin use up her account's burst: the third attempt is refused
+    // unhashed, even with the right password.
+    assert_eq!(password_token(&cloud, "erin", "bad", Value::Null).await.0, 401);
+    assert_eq!(password_token(&cloud, "erin", "bad", Value::Null).await.0, 401);
+    let r = cloud
+        .http()
+        .post(cloud.at("/identity/v3/auth/tokens"))
+        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "erin", "domain": {"name": "Default"}, "password": "pw"}}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u32 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 429, "{body}");
+    assert_eq!(body["error"]["title"], "Too Many Requests", "{body}");
+    // Another account from the same address still works until the address's own burst
+    // (4 failures) is spent: two more unknown names, then everything from it waits.
+    assert_eq!(password_token(&cloud, "nobody-1", "x", Value::Null).await.0, 401);
+    assert_eq!(password_token(&cloud, "nobody-2", "x", Value::Null).await.0, 401);
+    assert_eq!(password_token(&cloud, "nobody-3", "x", Value::Null).await.0, 429);
+    assert_eq!(password_token(&cloud, "admin", "wrong", Value::Null).await.0, 429);
+    // Tokens already issued keep working: validation hashes nothing.
+    assert_eq!(get(&cloud, "/identity/v3/auth/projects", &admin).await.0, 200);
+    cloud.shutdown().await;
+}
