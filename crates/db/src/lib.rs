@@ -265,8 +265,14 @@ impl Retryable for DbError {
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// WAL size (pages) above which the checkpointer forces the log to start over (~64 MB).
-const WAL_RESTART_FRAMES: i64 = 16_384;
+/// WAL size (pages) above which the checkpointer forces the log to start over and
+/// truncates the file (~16 MiB with 4 KiB pages).
+const WAL_RESTART_FRAMES: i64 = 4_096;
+
+/// Size the WAL file is cut back to whenever the log starts over (SQLite's
+/// `journal_size_limit`): without it the file keeps its high-water size for ever — 70 MB
+/// beside a 2.9 MB database after half an hour of API fuzzing.
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 
 /// Checkpoints the SQLite WAL from a reader connection, off the writer's path.
 ///
@@ -280,8 +286,10 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 /// instead of "whatever 1,000 pages took to accumulate", which is unbounded on an idle
 /// cloud. A process crash loses nothing either way (the WAL is in the OS's page cache).
 async fn checkpointer(pool: AnyPool) {
+    let mut pause = CHECKPOINT_EVERY;
     loop {
-        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        tokio::time::sleep(pause).await;
+        pause = CHECKPOINT_EVERY;
         if pool.is_closed() {
             return;
         }
@@ -299,12 +307,18 @@ async fn checkpointer(pool: AnyPool) {
         };
         // The WAL restarts from its beginning only when no reader still uses it; under
         // a steady stream of overlapping reads that never happens by itself and the
-        // file grows without bound (measured: 545 MB during 10,000 boots). A RESTART
+        // file grows without bound (measured: 545 MB during 10,000 boots). A TRUNCATE
         // checkpoint waits for the current readers (milliseconds) while holding off new
-        // writers, so the next write starts the WAL over.
+        // writers, then starts the WAL over and gives the file's space back. Readers are
+        // single statements (no request holds a read transaction open), so the wait is
+        // short; while the log is big or a truncation failed, the next round comes
+        // sooner, so a fast writer cannot outrun the bound by much.
+        if frames > WAL_RESTART_FRAMES / 2 {
+            pause = CHECKPOINT_EVERY / 10;
+        }
         if frames > WAL_RESTART_FRAMES {
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
-                tracing::debug!(error = %e, frames, "WAL restart checkpoint failed; retrying later");
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await {
+                tracing::debug!(error = %e, frames, "WAL truncate checkpoint failed; retrying soon");
             }
         }
     }
@@ -317,6 +331,10 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
         "PRAGMA busy_timeout = 10000",
         "PRAGMA synchronous = NORMAL",
     ] {
+        conn.execute(pragma).await?;
+    }
+    let limit = format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}");
+    for pragma in [limit.as_str()] {
         conn.execute(pragma).await?;
     }
     Ok(())

@@ -5,7 +5,6 @@
 //! routers are mounted under their devstack-style prefixes; a trailing slash is trimmed
 //! before routing so `/compute/v2.1/` and `/compute/v2.1` are the same resource.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +116,7 @@ impl Cloud {
         stratus_compute::spawn_local_agent(&platform, &config.compute);
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
-        let (shutdown, mut rx) = watch::channel(false);
+        let (shutdown, rx) = watch::channel(false);
         // The local network agent (beside the compute agent, same host name).
         let agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);
         if crate::netagent::wanted(&agent_cfg)? {
@@ -126,18 +125,14 @@ impl Cloud {
         let mut rx2 = shutdown.subscribe();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let db = platform.db.clone();
+        let limits = config.server.limits();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            });
-            let mut serve = std::pin::pin!(serve.into_future());
+            let app = tower::util::BoxCloneSyncService::new(app);
+            let serve = crate::listener::serve(listener, app, limits, rx.clone());
+            let mut serve = std::pin::pin!(serve);
             // Once shutdown is requested, in-flight requests get `grace` to finish.
             tokio::select! {
-                r = &mut serve => r?,
+                () = &mut serve => {}
                 _ = async {
                     let _ = rx2.wait_for(|s| *s).await;
                     tokio::time::sleep(grace).await;

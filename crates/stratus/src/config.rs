@@ -61,6 +61,30 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Seconds a request's headers may take to arrive whole; also how long a keep-alive
+    /// connection may stay idle between requests. Default 30.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending any data before the request fails
+    /// (a slow upload that keeps moving is fine). Default 60.
+    pub body_idle_timeout_secs: u64,
+    /// Client connections served at once; one more is answered 503 with `Retry-After`
+    /// and closed. Lowered at start to fit the open-file limit. Default 10000.
+    pub max_connections: usize,
+    /// Requests in progress at once across every API; more get 503 with `Retry-After`.
+    /// Default 1024.
+    pub max_in_flight: usize,
+}
+
+impl ServerConfig {
+    /// The listener's limits.
+    pub fn limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            body_idle_timeout_secs: self.body_idle_timeout_secs,
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
+        }
+    }
 }
 
 /// `[database]`
@@ -105,11 +129,16 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let limits = crate::listener::Limits::default();
         ServerConfig {
             listen: DEFAULT_LISTEN.into(),
             public_url: String::new(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: limits.header_read_timeout_secs,
+            body_idle_timeout_secs: limits.body_idle_timeout_secs,
+            max_connections: limits.max_connections,
+            max_in_flight: limits.max_in_flight,
         }
     }
 }

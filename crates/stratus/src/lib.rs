@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod listener;
 pub mod logging;
 pub mod netagent;
 pub mod test_image;
