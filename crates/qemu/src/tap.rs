@@ -56,7 +56,26 @@ pub fn open_tap(name: &str, netns: Option<&Path>) -> std::io::Result<OwnedFd> {
     }
 }
 
+/// How long a tap still held by a QEMU that is exiting may stay busy. A hard
+/// reboot kills QEMU and opens the same tap name at once; the kernel frees a
+/// non-persistent tap when the dying process's last fd is released, which can
+/// trail the process's disappearance by a few milliseconds (`EBUSY` meanwhile).
+const TAP_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_here(name: &str) -> std::io::Result<OwnedFd> {
+    let deadline = std::time::Instant::now() + TAP_RELEASE_WAIT;
+    loop {
+        match try_open_here(name) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("creating tap {name}: {e}"))),
+            Ok(fd) => return Ok(fd),
+        }
+    }
+}
+
+fn try_open_here(name: &str) -> std::io::Result<OwnedFd> {
     let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
     let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _rest: [0; 22] };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -65,8 +84,7 @@ fn open_here(name: &str) -> std::io::Result<OwnedFd> {
     #[allow(unsafe_code)]
     let rc = unsafe { nix::libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
     if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(std::io::Error::new(e.kind(), format!("creating tap {name}: {e}")));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(tun.into())
 }
@@ -109,5 +127,24 @@ mod tests {
         assert!(!std::path::Path::new("/sys/class/net/taptest0").exists(), "and not in ours");
         drop(fd);
         assert!(!link_exists(&ns.0, "taptest0"), "closing the last fd removes it");
+    }
+
+    #[test]
+    fn a_tap_still_held_is_waited_for_and_then_opened() {
+        let ns = Ns(format!("stratus-tapbusy-{}", std::process::id()));
+        assert!(std::process::Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+        let path = netns_path(&ns.0);
+        let held = open_tap("tapbusy0", Some(&path)).unwrap();
+        // The old holder lets go a little later, as an exiting QEMU does.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let start = std::time::Instant::now();
+        let again = open_tap("tapbusy0", Some(&path)).expect("opened once the holder let go");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(250), "it waited for the release");
+        releaser.join().unwrap();
+        assert!(link_exists(&ns.0, "tapbusy0"));
+        drop(again);
     }
 }
