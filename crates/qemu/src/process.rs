@@ -331,8 +331,14 @@ impl QemuProcess {
             }
             None => None,
         };
-        let mut spec = spec.clone();
-        let taps = open_taps(&mut spec, opts.netns.as_deref())?;
+        // Opening a tap may wait for one an exiting QEMU still holds (see
+        // `tap::open_tap`): on the blocking pool, not on an async worker.
+        let (spec, taps) = {
+            let (mut spec, ns) = (spec.clone(), opts.netns.clone());
+            tokio::task::spawn_blocking(move || open_taps(&mut spec, ns.as_deref()).map(|taps| (spec, taps)))
+                .await
+                .map_err(|e| io("opening taps")(std::io::Error::other(e)))??
+        };
         let argv = render(&spec, &dir.paths(), launch)?;
         tokio::fs::write(dir.root().join("qemu.argv"), argv.join("\n") + "\n")
             .await

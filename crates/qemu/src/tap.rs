@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// `TUNSETIFF` = `_IOW('T', 202, int)`.
 const TUNSETIFF: u64 = 0x4004_54ca;
@@ -35,6 +36,7 @@ pub fn netns_path(name: &str) -> PathBuf {
 /// Creates (or attaches to) the tap `name` and returns its fd, close-on-exec
 /// (the spawn clears that flag in the child only, so no other process started
 /// meanwhile inherits it). With `netns`, the tap is made in that namespace.
+/// Blocking: waits up to [`TAP_RELEASE_WAIT`] for a tap an exiting process holds.
 pub fn open_tap(name: &str, netns: Option<&Path>) -> std::io::Result<OwnedFd> {
     if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad tap name {name:?}")));
@@ -60,14 +62,14 @@ pub fn open_tap(name: &str, netns: Option<&Path>) -> std::io::Result<OwnedFd> {
 /// reboot kills QEMU and opens the same tap name at once; the kernel frees a
 /// non-persistent tap when the dying process's last fd is released, which can
 /// trail the process's disappearance by a few milliseconds (`EBUSY` meanwhile).
-const TAP_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const TAP_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 fn open_here(name: &str) -> std::io::Result<OwnedFd> {
-    let deadline = std::time::Instant::now() + TAP_RELEASE_WAIT;
+    let deadline = Instant::now() + TAP_RELEASE_WAIT;
     loop {
         match try_open_here(name) {
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(std::io::Error::new(e.kind(), format!("creating tap {name}: {e}"))),
             Ok(fd) => return Ok(fd),
