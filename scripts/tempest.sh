@@ -34,7 +34,8 @@
 #
 # Environment: STRATUS_BIN (binary to run; default target/release/stratus, built when
 # missing), TEMPEST_PREFIX (names of namespaces and veths, default `stt`), TEMPEST_PORT (API
-# port, default a free one), TEMPEST_KEEP_DATA=1 (keep the cloud's data directory).
+# port, default a free one), TEMPEST_KEEP_DATA=1 (keep the cloud's data directory,
+# /tmp/<prefix>-data.*).
 #
 # Needs root (namespaces, veths, guests) and the host packages of
 # scripts/install-host-packages.sh. One run per machine at a time: 172.24.4.1/24 exists once.
@@ -117,7 +118,10 @@ STRATUS_BIN=$(realpath "$STRATUS_BIN")
 RESULTS=${TEMPEST_RESULTS_DIR:-$ROOT/build/tempest/$(date +%Y%m%d-%H%M%S)-$LABEL}
 mkdir -p "$RESULTS"
 RESULTS=$(realpath "$RESULTS")
-DATA="$RESULTS/data"
+# The cloud's data directory lives under /tmp: QEMU's QMP and VNC sockets sit in each
+# instance's directory, and a unix socket path must stay under 108 bytes.
+DATA=$(mktemp -d "/tmp/$PREFIX-data.XXXXXX")
+chmod 0755 "$DATA"
 WORK="$RESULTS/work"
 STRATUS_PID=""
 HTTP_PID=""
@@ -205,7 +209,7 @@ PORT=${TEMPEST_PORT:-$(free_port)}
 HTTP_PORT=$(free_port)
 PASSWORD="tempest-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 URL="http://127.0.0.1:$PORT"
-mkdir -p "$DATA" "$WORK"
+mkdir -p "$WORK"
 
 # The test image over HTTP, for web-download imports ([image] http_image).
 "$VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$ROOT/build/test-image" "$HTTP_PORT" \
