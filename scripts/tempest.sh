@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs Tempest, OpenStack's own acceptance suite, against a fresh all-in-one Stratus cloud.
 #
-#   scripts/tempest.sh [REGEX | --list FILE] [--exclude-list FILE] [--concurrency N]
+#   scripts/tempest.sh [REGEX | --list FILE | --ci] [--exclude-list FILE] [--concurrency N]
 #
 #   REGEX          tests to run, as for `tempest run --regex` (default: ^tempest\.api\.)
-#   --list FILE    run the tests named in FILE (one regex a line: `tempest run --include-list`)
+#   --list FILE    the tests named in FILE, one a line: a test id (tempest.api.…Class.test_x,
+#                  matched exactly, and it must pass: a listed test that is skipped or does
+#                  not run counts as failed) or a regex; `#` starts a comment
+#   --ci           what CI runs: the suites of tempest/ci/suites, each in full or its list
 #   --exclude-list FILE   leave these out (`tempest run --exclude-list`)
 #   --concurrency N       parallel Tempest workers (default 2)
 #
@@ -30,7 +33,8 @@
 #
 # Artifacts go to build/tempest/<time>-<label>/ (TEMPEST_RESULTS_DIR to choose): subunit.bin,
 # tempest.log, tempest.conf, stratus.toml, stratus.log, console.log, summary.txt,
-# failures.txt, passed.txt. build/tempest/latest points at the last run.
+# failures.txt, passed.txt. build/tempest/latest points at the last run. docs/conformance.md
+# explains the configuration and the CI lists.
 #
 # Environment: STRATUS_BIN (binary to run; default target/release/stratus, built when
 # missing), TEMPEST_PREFIX (names of namespaces and veths, default `stt`), TEMPEST_PORT (API
@@ -40,94 +44,27 @@
 # Needs root (namespaces, veths, guests) and the host packages of
 # scripts/install-host-packages.sh. One run per machine at a time: 172.24.4.1/24 exists once.
 # On the shared development machine run it under `flock /tmp/stratus-heavy.lock`.
-# Exit status: 0 when every selected test passed or skipped and nothing was left behind.
+# Exit status: 0 when every selected test passed or skipped (listed tests: passed) and
+# nothing was left behind.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+HELPER="$ROOT/tempest/stratus_tempest.py"
+TUNNEL_IP=198.18.0.1
 
 die() { printf 'tempest.sh: error: %s\n' "$*" >&2; exit 2; }
 say() { printf 'tempest.sh: %s\n' "$*" >&2; }
 
-# ------------------------------------------------------------------------------ arguments
-FILTER=()
-EXCLUDE=()
-CONCURRENCY=2
-LABEL=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --list)
-            [ -f "${2:-}" ] || die "--list needs a file (got '${2:-}')"
-            FILTER=(--include-list "$(realpath "$2")"); LABEL=$(basename "$2" .txt); shift 2 ;;
-        --exclude-list)
-            [ -f "${2:-}" ] || die "--exclude-list needs a file (got '${2:-}')"
-            EXCLUDE=(--exclude-list "$(realpath "$2")"); shift 2 ;;
-        --concurrency)
-            [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "--concurrency needs a positive number"
-            CONCURRENCY=$2; shift 2 ;;
-        -h|--help)
-            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        -*) die "unknown option $1 (see --help)" ;;
-        *)
-            [ ${#FILTER[@]} -eq 0 ] || die "give one REGEX or one --list FILE"
-            FILTER=(--regex "$1"); LABEL=$1; shift ;;
-    esac
-done
-[ ${#FILTER[@]} -gt 0 ] || { FILTER=(--regex '^tempest\.api\.'); LABEL=api; }
-LABEL=$(printf '%s' "$LABEL" | tr -c 'A-Za-z0-9._-' '_' | cut -c1-60)
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (it makes network namespaces, veths and QEMU guests)"
-PREFIX=${TEMPEST_PREFIX:-stt}
-[[ "$PREFIX" =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "TEMPEST_PREFIX must be 1-8 lowercase letters/digits"
-HOST_NS="$PREFIX-host"
-VETH_ROOT="${PREFIX}pub"
-VETH_CLOUD="${PREFIX}phy"
-TUNNEL_IP=198.18.0.1
-VENV="$ROOT/.venv"
-for t in ip nft dnsmasq qemu-system-x86_64 qemu-img curl; do
-    command -v "$t" >/dev/null || die "'$t' not found: run scripts/install-host-packages.sh first"
-done
-
-# Only one run per prefix at a time (a second would tear down the first one's namespaces).
-exec 9>"/tmp/stratus-tempest-$PREFIX.lock"
-flock -n 9 || die "another scripts/tempest.sh run with prefix '$PREFIX' is active"
-
-# ------------------------------------------------------------------------------ install
-scripts/setup-clients.sh
-stamp="$VENV/.stratus-tempest-stamp"
-want="$(cat tempest/requirements.txt scripts/requirements-clients.txt | sha256sum | cut -d' ' -f1)"
-if [[ ! -x $VENV/bin/tempest || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
-    say "installing Tempest (tempest/requirements.txt) into .venv"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r tempest/requirements.txt
-    "$VENV/bin/pip" check >/dev/null || die "pip check failed after installing Tempest"
-    echo "$want" >"$stamp"
-fi
-say "$("$VENV/bin/tempest" --version 2>&1)"
-
-if [ ! -f build/test-image/disk.qcow2 ] || [ ! -f build/test-image/b/disk.qcow2 ]; then
-    tools/build-test-image.sh build/test-image
-fi
-
-if [ -z "${STRATUS_BIN:-}" ]; then
-    cargo build --release --locked --bin stratus
-    STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stratus"
-fi
-[ -x "$STRATUS_BIN" ] || die "STRATUS_BIN=$STRATUS_BIN is not an executable"
-STRATUS_BIN=$(realpath "$STRATUS_BIN")
-
-# ------------------------------------------------------------------------------ teardown
-RESULTS=${TEMPEST_RESULTS_DIR:-$ROOT/build/tempest/$(date +%Y%m%d-%H%M%S)-$LABEL}
-mkdir -p "$RESULTS"
-RESULTS=$(realpath "$RESULTS")
-# The cloud's data directory lives under /tmp: QEMU's QMP and VNC sockets sit in each
-# instance's directory, and a unix socket path must stay under 108 bytes.
-DATA=$(mktemp -d "/tmp/$PREFIX-data.XXXXXX")
-chmod 0755 "$DATA"
-WORK="$RESULTS/work"
+# State the teardown needs (set as the run goes).
 STRATUS_PID=""
 HTTP_PID=""
 TEMPEST_PID=""
 URL=""
 PASSWORD=""
+DATA=""
+PREFIX=""
+VETH_ROOT=""
 
 # Kills what runs inside namespace $1, then deletes it.
 drop_netns() {
@@ -140,13 +77,14 @@ drop_netns() {
 
 our_netns() { ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-" || true; }
 
-# Processes started for this run that outlived `stratus up` (QEMU guests mention the data dir).
-leftover_pids() { pgrep -f -- "$DATA/" 2>/dev/null | grep -vx "$$" || true; }
+# Processes of this run that outlived `stratus up` (QEMU guests name the data directory).
+leftover_pids() { [ -z "$DATA" ] || pgrep -f -- "$DATA/" 2>/dev/null | grep -vx "$$" || true; }
 
 teardown() {
     local rc=$?
     trap '' INT TERM
     set +e
+    [ -n "$PREFIX" ] || exit "$rc"
     say "tearing down"
     if [ -n "$TEMPEST_PID" ] && kill -0 "$TEMPEST_PID" 2>/dev/null; then
         kill -TERM -- "-$TEMPEST_PID" 2>/dev/null
@@ -155,7 +93,7 @@ teardown() {
     fi
     # Servers first, through the API, so guests shut down and release their ports cleanly.
     if [ -n "$STRATUS_PID" ] && kill -0 "$STRATUS_PID" 2>/dev/null && [ -n "$URL" ]; then
-        timeout 150 "$VENV/bin/python" tempest/stratus_tempest.py cleanup --url "$URL" --password "$PASSWORD" --timeout 120 ||
+        timeout 150 "$PY" "$HELPER" cleanup --url "$URL" --password "$PASSWORD" --timeout 120 ||
             say "could not delete every server through the API; killing their QEMUs below"
     fi
     [ -z "$HTTP_PID" ] || kill -TERM "$HTTP_PID" 2>/dev/null
@@ -179,49 +117,131 @@ teardown() {
     else
         say "teardown: no namespace, veth, guest or process left"
     fi
-    [ "${TEMPEST_KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
+    [ -z "$DATA" ] || [ "${TEMPEST_KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
     exit "$rc"
 }
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-# A previous run with this prefix that was killed hard (SIGKILL) could not clean up.
-for ns in $(our_netns); do say "removing stale namespace $ns"; drop_netns "$ns"; done
-ip link delete "$VETH_ROOT" 2>/dev/null || true
-if [ -n "$(ip -4 -o addr show to 172.24.4.0/24)" ]; then
-    die "172.24.4.0/24 is already on an interface here ($(ip -4 -o addr show to 172.24.4.0/24 | awk '{print $2}')): another cloud owns the devstack public range"
-fi
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# ------------------------------------------------------------------------------ network
-say "namespace $HOST_NS (hypervisor), veth $VETH_ROOT (172.24.4.1/24) <-> $VETH_CLOUD (physical network 'public')"
-ip netns add "$HOST_NS"
-ip -n "$HOST_NS" link set lo up
-ip -n "$HOST_NS" addr add "$TUNNEL_IP/32" dev lo
-ip link add "$VETH_ROOT" type veth peer name "$VETH_CLOUD" netns "$HOST_NS"
-ip addr add 172.24.4.1/24 dev "$VETH_ROOT"
-ip link set "$VETH_ROOT" up
-ip -n "$HOST_NS" link set "$VETH_CLOUD" up
+# The whole run is one function, parsed before it starts: editing this file while a run is
+# going (they take minutes) cannot change what that run executes.
+main() {
+    cd "$ROOT"
+    # -------------------------------------------------------------------------- arguments
+    local select=() exclude=() concurrency=2 label=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --list)
+                [ -f "${2:-}" ] || die "--list needs a file (got '${2:-}')"
+                [ ${#select[@]} -eq 0 ] || die "give one REGEX, --list FILE or --ci"
+                select=(--list "$(realpath "$2")"); label=$(basename "$2" .txt); shift 2 ;;
+            --ci)
+                [ ${#select[@]} -eq 0 ] || die "give one REGEX, --list FILE or --ci"
+                select=(--ci "$ROOT/tempest/ci"); label=ci; shift ;;
+            --exclude-list)
+                [ -f "${2:-}" ] || die "--exclude-list needs a file (got '${2:-}')"
+                exclude=(--exclude-list "$(realpath "$2")"); shift 2 ;;
+            --concurrency)
+                [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "--concurrency needs a positive number"
+                concurrency=$2; shift 2 ;;
+            -h|--help)
+                sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+            -*) die "unknown option $1 (see --help)" ;;
+            *)
+                [ ${#select[@]} -eq 0 ] || die "give one REGEX, --list FILE or --ci"
+                select=(--regex "$1"); label=$1; shift ;;
+        esac
+    done
+    [ ${#select[@]} -gt 0 ] || { select=(--regex '^tempest\.api\.'); label=api; }
+    label=$(printf '%s' "$label" | tr -c 'A-Za-z0-9._-' '_' | cut -c1-60)
 
-# ------------------------------------------------------------------------------ cloud
-free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=${TEMPEST_PORT:-$(free_port)}
-HTTP_PORT=$(free_port)
-PASSWORD="tempest-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-URL="http://127.0.0.1:$PORT"
-mkdir -p "$WORK"
+    [ "$(id -u)" -eq 0 ] || die "must run as root (it makes network namespaces, veths and QEMU guests)"
+    local prefix=${TEMPEST_PREFIX:-stt}
+    [[ "$prefix" =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "TEMPEST_PREFIX must be 1-8 lowercase letters/digits"
+    local host_ns="$prefix-host" veth_cloud="${prefix}phy"
+    for t in ip nft dnsmasq qemu-system-x86_64 qemu-img curl; do
+        command -v "$t" >/dev/null || die "'$t' not found: run scripts/install-host-packages.sh first"
+    done
+    # One run per prefix at a time (a second would tear down the first one's namespaces).
+    exec 9>"/tmp/stratus-tempest-$prefix.lock"
+    flock -n 9 || die "another scripts/tempest.sh run with prefix '$prefix' is active"
 
-# The test image over HTTP, for web-download imports ([image] http_image).
-"$VENV/bin/python" -m http.server --bind 127.0.0.1 --directory "$ROOT/build/test-image" "$HTTP_PORT" \
-    >"$RESULTS/http.log" 2>&1 &
-HTTP_PID=$!
+    # -------------------------------------------------------------------------- install
+    scripts/setup-clients.sh
+    local stamp="$VENV/.stratus-tempest-stamp" want
+    want="$(cat tempest/requirements.txt scripts/requirements-clients.txt | sha256sum | cut -d' ' -f1)"
+    if [[ ! -x $VENV/bin/tempest || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+        say "installing Tempest (tempest/requirements.txt) into .venv"
+        "$VENV/bin/pip" install -q --disable-pip-version-check -r tempest/requirements.txt
+        "$VENV/bin/pip" check >/dev/null || die "pip check failed after installing Tempest"
+        echo "$want" >"$stamp"
+    fi
+    local tempest_version
+    tempest_version=$("$VENV/bin/tempest" --version 2>&1 | awk '{print $2}')
+    if [ ! -f build/test-image/disk.qcow2 ] || [ ! -f build/test-image/b/disk.qcow2 ]; then
+        tools/build-test-image.sh build/test-image
+    fi
+    local bin=${STRATUS_BIN:-}
+    if [ -z "$bin" ]; then
+        cargo build --release --locked --bin stratus
+        bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/stratus"
+    fi
+    [ -x "$bin" ] || die "STRATUS_BIN=$bin is not an executable"
+    bin=$(realpath "$bin")
 
-cat >"$RESULTS/stratus.toml" <<EOF
+    # -------------------------------------------------------------------------- results
+    local results=${TEMPEST_RESULTS_DIR:-$ROOT/build/tempest/$(date +%Y%m%d-%H%M%S)-$label}
+    mkdir -p "$results/work"
+    results=$(realpath "$results")
+    local work="$results/work"
+    # The include list and the tests that must pass (listed by id).
+    "$PY" "$HELPER" compose "${select[@]}" --out "$results/include.txt" --expect-out "$results/expect.txt"
+
+    # -------------------------------------------------------------------------- teardown
+    PREFIX=$prefix
+    VETH_ROOT="${prefix}pub"
+    trap teardown EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # A previous run with this prefix that was killed hard (SIGKILL) could not clean up.
+    for ns in $(our_netns); do say "removing stale namespace $ns"; drop_netns "$ns"; done
+    ip link delete "$VETH_ROOT" 2>/dev/null || true
+    if [ -n "$(ip -4 -o addr show to 172.24.4.0/24)" ]; then
+        die "172.24.4.0/24 is already on an interface here ($(ip -4 -o addr show to 172.24.4.0/24 | awk '{print $2}')): another cloud owns devstack's public range"
+    fi
+    # The cloud's data directory lives under /tmp: QEMU's QMP and VNC sockets sit in each
+    # instance's directory, and a unix socket path must stay under 108 bytes.
+    DATA=$(mktemp -d "/tmp/$prefix-data.XXXXXX")
+    chmod 0755 "$DATA"
+
+    # -------------------------------------------------------------------------- network
+    say "namespace $host_ns (hypervisor), veth $VETH_ROOT (172.24.4.1/24) <-> $veth_cloud (physical network 'public')"
+    ip netns add "$host_ns"
+    ip -n "$host_ns" link set lo up
+    ip -n "$host_ns" addr add "$TUNNEL_IP/32" dev lo
+    ip link add "$VETH_ROOT" type veth peer name "$veth_cloud" netns "$host_ns"
+    ip addr add 172.24.4.1/24 dev "$VETH_ROOT"
+    ip link set "$VETH_ROOT" up
+    ip -n "$host_ns" link set "$veth_cloud" up
+
+    # -------------------------------------------------------------------------- cloud
+    local port http_port
+    port=${TEMPEST_PORT:-$(free_port)}
+    http_port=$(free_port)
+    PASSWORD="tempest-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    URL="http://127.0.0.1:$port"
+
+    # The test image over HTTP, for web-download imports ([image] http_image).
+    "$PY" -m http.server --bind 127.0.0.1 --directory "$ROOT/build/test-image" "$http_port" \
+        >"$results/http.log" 2>&1 &
+    HTTP_PID=$!
+
+    cat >"$results/stratus.toml" <<EOF
 # stratus.toml of a scripts/tempest.sh run
 data_dir = "$DATA"
 
 [server]
-listen = "127.0.0.1:$PORT"
+listen = "127.0.0.1:$port"
 
 [identity]
 # devstack's security compliance settings (lib/keystone); tempest.conf reads them back.
@@ -229,67 +249,73 @@ lockout_failure_attempts = 2
 lockout_duration_secs = 10
 
 [image]
-web_download_allowed_urls = ["http://127.0.0.1:$HTTP_PORT/"]
+web_download_allowed_urls = ["http://127.0.0.1:$http_port/"]
 
 [compute]
 virt_driver = "qemu"
-host_netns = "$HOST_NS"
+host_netns = "$host_ns"
 
 [network_agent]
 enabled = "true"
-netns_prefix = "$PREFIX-"
+netns_prefix = "$prefix-"
 tunnel_ip = "$TUNNEL_IP"
 
 [network_agent.physical_interface_mappings]
-public = "$VETH_CLOUD"
+public = "$veth_cloud"
 EOF
+    # A clean environment, so no STRATUS_* variable of the caller changes this cloud.
+    # Settings Stratus may not have yet go in as variables (unknown ones are ignored):
+    # devstack's password history.
+    local cloud_env=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "LANG=C.UTF-8"
+        "STRATUS_TEST_IMAGE_DIR=$ROOT/build/test-image"
+        "STRATUS_IDENTITY_UNIQUE_LAST_PASSWORD_COUNT=2")
+    "${cloud_env[@]}" "$bin" --config "$results/stratus.toml" config show >"$results/stratus-config.txt"
+    say "starting $bin up on $URL (data $DATA)"
+    setsid "${cloud_env[@]}" "$bin" --config "$results/stratus.toml" up --admin-password "$PASSWORD" \
+        >"$results/stratus.log" 2>&1 </dev/null &
+    STRATUS_PID=$!
+    local i
+    for i in $(seq 1 180); do
+        kill -0 "$STRATUS_PID" 2>/dev/null || { tail -20 "$results/stratus.log" >&2; die "stratus up exited (log: $results/stratus.log)"; }
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/identity/v3")" = 200 ] && break
+        [ "$i" -lt 180 ] || die "stratus up did not answer within 180 s (log: $results/stratus.log)"
+        sleep 1
+    done
+    say "cloud up after ${i}s"
 
-# A clean environment, so no STRATUS_* variable of the caller changes this cloud. Settings
-# Stratus may not have yet go in as variables (unknown ones are ignored): devstack's
-# password history.
-CLOUD_ENV=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "LANG=C.UTF-8"
-    "STRATUS_TEST_IMAGE_DIR=$ROOT/build/test-image"
-    "STRATUS_IDENTITY_UNIQUE_LAST_PASSWORD_COUNT=2")
-"${CLOUD_ENV[@]}" "$STRATUS_BIN" --config "$RESULTS/stratus.toml" config show >"$RESULTS/stratus-config.txt"
-say "starting $STRATUS_BIN up on $URL (data $DATA)"
-setsid "${CLOUD_ENV[@]}" "$STRATUS_BIN" --config "$RESULTS/stratus.toml" up --admin-password "$PASSWORD" \
-    >"$RESULTS/stratus.log" 2>&1 </dev/null &
-STRATUS_PID=$!
-for i in $(seq 1 180); do
-    kill -0 "$STRATUS_PID" 2>/dev/null || { tail -20 "$RESULTS/stratus.log" >&2; die "stratus up exited (log: $RESULTS/stratus.log)"; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/identity/v3")" = 200 ] && break
-    [ "$i" -lt 180 ] || die "stratus up did not answer within 180 s (log: $RESULTS/stratus.log)"
-    sleep 1
-done
-say "cloud up after ${i}s"
+    "$PY" "$HELPER" configure --url "$URL" --password "$PASSWORD" \
+        --config-show "$results/stratus-config.txt" --image-dir "$ROOT/build/test-image" \
+        --http-image "http://127.0.0.1:$http_port/disk.qcow2" --template tempest/tempest.conf.in \
+        --out "$results/tempest.conf" --lock-path "$work/locks"
 
-"$VENV/bin/python" tempest/stratus_tempest.py configure --url "$URL" --password "$PASSWORD" \
-    --config-show "$RESULTS/stratus-config.txt" --image-dir "$ROOT/build/test-image" \
-    --http-image "http://127.0.0.1:$HTTP_PORT/disk.qcow2" --template tempest/tempest.conf.in \
-    --out "$RESULTS/tempest.conf" --lock-path "$WORK/locks"
+    # -------------------------------------------------------------------------- tempest
+    ln -sfn "$results" "$ROOT/build/tempest/latest" 2>/dev/null || true
+    local what="${select[*]} ${exclude[*]} --concurrency $concurrency"
+    say "tempest run: $what (results in $results)"
+    local t0 elapsed status
+    t0=$(date +%s)
+    # The subunit stream is kept whole; the console gets one line per test (the failures'
+    # details are in failures.txt and tempest.log, not on the console).
+    (cd "$work" && exec setsid bash -c 'set -o pipefail
+        "$@" | tee ../subunit.bin | "'"$PY"'" "'"$HELPER"'" trace | tee ../console.log' _ \
+        "$VENV/bin/tempest" run --subunit --config-file "$results/tempest.conf" \
+        --include-list "$results/include.txt" "${exclude[@]}" --concurrency "$concurrency") &
+    TEMPEST_PID=$!
+    set +e
+    wait "$TEMPEST_PID"
+    TEMPEST_PID=""
+    set -e
+    elapsed=$(( $(date +%s) - t0 ))
+    [ ! -f "$work/tempest.log" ] || mv "$work/tempest.log" "$results/tempest.log"
+    [ -s "$results/subunit.bin" ] || die "tempest run produced no results (see $results/console.log)"
+    say "tempest run took ${elapsed}s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    set +e
+    "$PY" "$HELPER" summarize "$results/subunit.bin" --out-dir "$results" --expect "$results/expect.txt" \
+        --title "scripts/tempest.sh $what: ${elapsed}s, $(date -u +%FT%TZ), tempest $tempest_version, $(basename "$bin") $("$bin" version | awk '{print $2}')"
+    status=$?
+    set -e
+    return "$status"
+}
 
-# ------------------------------------------------------------------------------ tempest
-ln -sfn "$RESULTS" "$ROOT/build/tempest/latest" 2>/dev/null || true
-say "tempest run ${FILTER[*]} ${EXCLUDE[*]} --concurrency $CONCURRENCY (results in $RESULTS)"
-t0=$(date +%s)
-cd "$WORK"
-setsid bash -c '"$@" 2>&1 | tee ../console.log' _ \
-    "$VENV/bin/tempest" run --config-file "$RESULTS/tempest.conf" "${FILTER[@]}" "${EXCLUDE[@]}" \
-    --concurrency "$CONCURRENCY" &
-TEMPEST_PID=$!
-set +e
-wait "$TEMPEST_PID"
-TEMPEST_PID=""
-set -e
-elapsed=$(( $(date +%s) - t0 ))
-cd "$ROOT"
-(cd "$WORK" && "$VENV/bin/stestr" last --subunit >"$RESULTS/subunit.bin") || true
-[ -s "$RESULTS/subunit.bin" ] || die "tempest run produced no results (console: $RESULTS/console.log)"
-[ ! -f "$WORK/tempest.log" ] || mv "$WORK/tempest.log" "$RESULTS/tempest.log"
-say "tempest run took ${elapsed}s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-set +e
-"$VENV/bin/python" tempest/stratus_tempest.py summarize "$RESULTS/subunit.bin" --out-dir "$RESULTS" \
-    --title "scripts/tempest.sh ${FILTER[*]} ${EXCLUDE[*]} --concurrency $CONCURRENCY: ${elapsed}s, $(date -u +%FT%TZ), tempest $("$VENV/bin/tempest" --version 2>&1 | awk '{print $2}')"
-status=$?
-set -e
-exit "$status"
+main "$@"
+exit $?

@@ -6,7 +6,9 @@ summarises a run's subunit stream.
     stratus_tempest.py configure --url URL --password PW --config-show FILE --image-dir DIR
                                  --http-image URL --template FILE --out FILE --lock-path DIR
     stratus_tempest.py cleanup --url URL --password PW
-    stratus_tempest.py summarize SUBUNIT_FILE --out-dir DIR [--title TEXT]
+    stratus_tempest.py compose (--regex RE | --list FILE | --ci DIR) --out FILE --expect-out FILE
+    stratus_tempest.py summarize SUBUNIT_FILE --out-dir DIR [--expect FILE] [--title TEXT]
+    stratus_tempest.py make-list RUN_DIR --suite SUITE --list FILE
 
 `configure` is deliberately discovery-driven: [service_available] comes from the catalog
 *and* a real request to each endpoint, the microversion ranges from the version documents,
@@ -364,6 +366,176 @@ def cleanup(a):
     return 0
 
 
+# ----------------------------------------------------------------------------- lists
+
+# A line naming one test by its id: dotted, ending in the test method (`….Class.test_x`).
+PLAIN_ID = re.compile(r"^tempest\.[A-Za-z0-9_.]+\.test_\w*$")
+SUITES = ("identity", "image", "network", "compute", "volume", "object_storage", "orchestration")
+
+
+def read_list(path):
+    """The entries of a list file: one a line, `#` starts a comment."""
+    with open(path) as f:
+        return [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
+
+
+def ci_entries(ci_dir):
+    """tempest/ci/suites: `<suite> full` runs tempest.api.<suite>, `<suite> list` its list."""
+    entries = []
+    for line in read_list(os.path.join(ci_dir, "suites")):
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in SUITES or parts[1] not in ("full", "list"):
+            raise CloudError(f"{ci_dir}/suites: bad line {line!r} (want '<suite> full|list', suite one of {SUITES})")
+        suite, mode = parts
+        if mode == "full":
+            entries.append(rf"^tempest\.api\.{suite}\.")
+        else:
+            listed = read_list(os.path.join(ci_dir, f"{suite}.txt"))
+            if not listed:
+                raise CloudError(f"{ci_dir}/{suite}.txt is empty")
+            entries += listed
+    return entries
+
+
+def compose(a):
+    """Writes the include list for `tempest run` and the ids that must pass.
+
+    A test id is matched exactly (`^id\\[`: every Tempest test carries `[id-…]` attributes),
+    so `test_foo` does not also select `test_foo_bar`; other lines are regexes as they are.
+    """
+    if a.regex is not None:
+        re.compile(a.regex)
+        with open(a.out, "w") as f:
+            f.write(a.regex + "\n")
+        open(a.expect_out, "w").close()
+        return
+    if a.list is not None:
+        entries = read_list(a.list)
+    else:
+        entries = ci_entries(a.ci)
+    if not entries:
+        raise CloudError("nothing selected")
+    regexes, expect = [], []
+    for e in entries:
+        if PLAIN_ID.match(e):
+            regexes.append("^" + re.escape(e) + r"\[")
+            expect.append(e)
+        else:
+            re.compile(e)
+            regexes.append(e)
+    with open(a.out, "w") as f:
+        f.write("".join(f"{r}\n" for r in regexes))
+    with open(a.expect_out, "w") as f:
+        f.write("".join(f"{e}\n" for e in expect))
+
+
+def load_subunit(path):
+    import subunit
+    import testtools
+
+    tests = []
+    with open(path, "rb") as f:
+        case = subunit.ByteStreamToStreamResult(f, non_subunit_name="stdout")
+        result = testtools.StreamToDict(tests.append)
+        result.startTestRun()
+        case.run(result)
+        result.stopTestRun()
+    # `exists` events only enumerate the selected tests before they run.
+    return [t for t in tests if t["status"] != "exists"]
+
+
+def split_id(full):
+    """`tempest.api.x.C.test_y[id-…,smoke]` -> (`tempest.api.x.C.test_y`, {"id-…", "smoke"})."""
+    m = re.match(r"^(.*?)(?:\[(.*)\])?$", full)
+    return m.group(1), set((m.group(2) or "").split(","))
+
+
+def trace(a):
+    """Prints one line per finished test while a subunit stream comes in on stdin."""
+    import subunit
+    import testtools
+
+    counts = collections.Counter()
+
+    def line(t):
+        if t["status"] == "exists":
+            return
+        tid, _ = split_id(t["id"])
+        status = {"success": "ok", "skip": "SKIP", "fail": "FAIL", "xfail": "ok (expected failure)"}.get(t["status"], t["status"].upper())
+        counts[status] += 1
+        extra = ""
+        if t["status"] == "skip" and "reason" in t["details"]:
+            extra = ": " + t["details"]["reason"].as_text().strip()[:120]
+        start, end = t["timestamps"]
+        took = f" [{(end - start).total_seconds():.1f}s]" if start and end else ""
+        print(f"{tid}{took} ... {status}{extra}", flush=True)
+
+    try:
+        case = subunit.ByteStreamToStreamResult(sys.stdin.buffer, non_subunit_name="stdout")
+        result = testtools.StreamToDict(line)
+        result.startTestRun()
+        case.run(result)
+        result.stopTestRun()
+    except Exception as e:  # the stream is saved whole upstream: keep draining, never stall Tempest
+        log(f"progress display stopped: {e!r}")
+        while sys.stdin.buffer.read(1 << 16):
+            pass
+
+
+BOOT = re.compile(r"Request \((\w+):(\w+)\): 202 POST \S+/servers(?:\s|$)")
+
+
+# Suites whose CI list leaves out the tests that boot guests (except `smoke` ones): booting
+# TCG guests one after another would not fit CI's time budget.
+GUEST_FILTERED = ("compute", "network")
+
+
+def make_list(a):
+    """Adds to a CI list the tests of SUITE that passed in a run (for compute and network:
+    those that boot no guest, plus the passed `smoke` tests). Never removes an entry: the
+    lists only grow."""
+    tests = load_subunit(os.path.join(a.run_dir, "subunit.bin"))
+    boot_classes, boot_tests = set(), set()
+    with open(os.path.join(a.run_dir, "tempest.log"), errors="replace") as f:
+        for line in f:
+            m = BOOT.search(line)
+            if m:
+                cls, meth = m.groups()
+                # Made in a test: that test boots. Made in setUpClass/setUp/...: every test
+                # of the class depends on a guest.
+                (boot_tests.add((cls, meth)) if meth.startswith("test") else boot_classes.add(cls))
+    prefix = f"tempest.api.{a.suite}."
+    new, booting = set(), 0
+    for t in tests:
+        tid, attrs = split_id(t["id"])
+        if t["status"] != "success" or not tid.startswith(prefix):
+            continue
+        cls, meth = tid.rsplit(".", 2)[-2:]
+        boots = cls in boot_classes or (cls, meth) in boot_tests
+        booting += boots
+        if a.suite not in GUEST_FILTERED or not boots or "smoke" in attrs:
+            new.add(tid)
+    old = read_list(a.list) if os.path.exists(a.list) else []
+    ran = {split_id(t["id"])[0]: t["status"] for t in tests}
+    for e in old:
+        if e in ran and ran[e] != "success":
+            log(f"warning: {e} is listed but {ran[e]} in this run (a regression: fix it, do not drop it)")
+    merged = sorted(set(old) | new)
+    with open(a.list, "w") as f:
+        which = (
+            "the passing tests that boot no guest, plus\n# the passing smoke tests"
+            if a.suite in GUEST_FILTERED
+            else "the passing tests (until the suite\n# reaches zero failures and runs in full)"
+        )
+        f.write(
+            f"# tempest.api.{a.suite} tests that CI runs (tempest/ci/suites): {which}.\n"
+            "# This list only grows; add the tests a fix makes pass with\n"
+            "# `tempest/stratus_tempest.py make-list` (docs/conformance.md). Every listed test must pass.\n"
+        )
+        f.write("".join(f"{e}\n" for e in merged))
+    log(f"{a.list}: {len(merged)} tests ({len(merged) - len(old)} added; {booting} passed tests boot a guest)")
+
+
 # ----------------------------------------------------------------------------- summarize
 
 UUID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", re.I)
@@ -439,34 +611,43 @@ def cause_of(test):
 
 
 def summarize(a):
-    import subunit
-    import testtools
-
-    tests = []
-    with open(a.subunit, "rb") as f:
-        case = subunit.ByteStreamToStreamResult(f, non_subunit_name="stdout")
-        result = testtools.StreamToDict(tests.append)
-        result.startTestRun()
-        case.run(result)
-        result.stopTestRun()
+    tests = load_subunit(a.subunit)
+    expect = read_list(a.expect) if a.expect else []
+    expected = set(expect)
 
     passed, failed, skipped = [], [], []
     causes = collections.defaultdict(list)
     skips = collections.defaultdict(list)
     details = []
+    seen = {}
     for t in tests:
-        tid = re.sub(r"\[.*\]$", "", t["id"])
+        tid = split_id(t["id"])[0]
+        seen[tid] = t["status"]
         if t["status"] in ("success", "xfail"):
             passed.append(tid)
+        elif t["status"] == "skip" and tid in expected:
+            # A listed test must pass: skipped means a feature was switched off or broke.
+            failed.append(tid)
+            reason = t["details"]["reason"].as_text().strip() if "reason" in t["details"] else "no reason given"
+            cause = f"listed test skipped: {normalise(reason)[:160]}"
+            causes[cause].append(tid)
+            details.append((tid, cause, [reason]))
         elif t["status"] == "skip":
             skipped.append(tid)
             reason = t["details"]["reason"].as_text().strip() if "reason" in t["details"] else "no reason given"
             skips[normalise(reason)[:200]].append(tid)
-        elif t["status"] in ("fail", "uxsuccess", "inprogress", "exists", "unknown"):
+        elif t["status"] in ("fail", "uxsuccess", "inprogress", "unknown"):
             failed.append(tid)
             cause, exc = cause_of(t)
             causes[cause].append(tid)
             details.append((tid, cause, exc))
+
+    for e in expect:
+        if e not in seen:
+            failed.append(e)
+            cause = "listed test did not run (renamed or removed in this Tempest?)"
+            causes[cause].append(e)
+            details.append((e, cause, []))
 
     os.makedirs(a.out_dir, exist_ok=True)
     closing = f"{len(passed)} passed, {len(failed)} failed, {len(skipped)} skipped"
@@ -513,13 +694,27 @@ def main():
     k.add_argument("--url", required=True)
     k.add_argument("--password", required=True)
     k.add_argument("--timeout", type=int, default=120)
+    o = sub.add_parser("compose")
+    sel = o.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--regex")
+    sel.add_argument("--list")
+    sel.add_argument("--ci")
+    o.add_argument("--out", required=True)
+    o.add_argument("--expect-out", required=True)
     s = sub.add_parser("summarize")
     s.add_argument("subunit")
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--expect")
     s.add_argument("--title", default="")
+    sub.add_parser("trace")
+    m = sub.add_parser("make-list")
+    m.add_argument("run_dir")
+    m.add_argument("--suite", required=True, choices=SUITES)
+    m.add_argument("--list", required=True)
     a = p.parse_args()
     try:
-        return {"configure": configure, "cleanup": cleanup, "summarize": summarize}[a.cmd](a) or 0
+        commands = {"configure": configure, "cleanup": cleanup, "compose": compose, "summarize": summarize, "make-list": make_list, "trace": trace}
+        return commands[a.cmd.replace("_", "-")](a) or 0
     except CloudError as e:
         log(f"error: {e}")
         return 2
