@@ -283,7 +283,10 @@ EOF
     done
     say "cloud up after ${i}s"
 
+    # The images of Tempest's image-format tests, as devstack makes them (os-test-images).
+    "$PY" "$HELPER" format-images "$results/format-images"
     "$PY" "$HELPER" configure --url "$URL" --password "$PASSWORD" \
+        --images-manifest "$results/format-images/manifest.yaml" \
         --config-show "$results/stratus-config.txt" --image-dir "$ROOT/build/test-image" \
         --http-image "http://127.0.0.1:$http_port/disk.qcow2" --template tempest/tempest.conf.in \
         --out "$results/tempest.conf" --lock-path "$work/locks"
@@ -317,5 +320,4 @@ EOF
     return "$status"
 }
 
-main "$@"
-exit $?
+main "$@"; exit

@@ -9,6 +9,7 @@ summarises a run's subunit stream.
     stratus_tempest.py compose (--regex RE | --list FILE | --ci DIR) --out FILE --expect-out FILE
     stratus_tempest.py summarize SUBUNIT_FILE --out-dir DIR [--expect FILE] [--title TEXT]
     stratus_tempest.py make-list RUN_DIR --suite SUITE --list FILE
+    stratus_tempest.py format-images DIR
 
 `configure` is deliberately discovery-driven: [service_available] comes from the catalog
 *and* a real request to each endpoint, the microversion ranges from the version documents,
@@ -321,6 +322,7 @@ def configure(a):
         # Keystone's security compliance is "on" when accounts lock after failed logins.
         "SECURITY_COMPLIANCE": "true" if lockout > 0 else "false",
         "HTTP_IMAGE": a.http_image,
+        "IMAGES_MANIFEST": a.images_manifest,
         "IMAGE_REF": image_ref,
         "IMAGE_REF_ALT": image_ref_alt,
         "FLAVOR_REF": flavor,
@@ -536,12 +538,124 @@ def make_list(a):
     log(f"{a.list}: {len(merged)} tests ({len(merged) - len(old)} added; {booting} passed tests boot a guest)")
 
 
+# ----------------------------------------------------------------------------- format images
+
+def format_images(a):
+    """Writes the disk images of Tempest's image-format tests and their manifest.yaml
+    (`[image] images_manifest_file`; devstack makes the same set with os-test-images):
+    usable images of each format, and images a careful service must refuse because they
+    point outside themselves (backing files, data files, external extents) or pretend to
+    be another format. Made with qemu-img, sfdisk and genisoimage."""
+    import struct
+    import subprocess
+
+    os.makedirs(a.dir, exist_ok=True)
+
+    def run(*argv):
+        subprocess.run(argv, cwd=a.dir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def path(name):
+        return os.path.join(a.dir, name)
+
+    def rewrite(name, start, length, old, new):
+        with open(path(name), "r+b") as f:
+            f.seek(start)
+            block = f.read(length)
+            changed = block.replace(old, new)
+            if changed == block:
+                raise CloudError(f"{name}: {old!r} not found where expected")
+            f.seek(start)
+            f.write(changed.ljust(len(block), b"\0")[: len(block)])
+
+    def footer(name):
+        # A streamOptimized-style footer: the header says "grain directory at the end"
+        # (gdOffset = all ones), and the file ends with a footer marker, a copy of the
+        # original header (the footer) and an end-of-stream marker.
+        with open(path(name), "r+b") as f:
+            header = f.read(512)
+            f.seek(56)
+            f.write(struct.pack("<Q", 0xFFFFFFFFFFFFFFFF))
+            f.seek(0, 2)
+            marker = bytearray(512)
+            marker[12:16] = struct.pack("<I", 3)
+            f.write(bytes(marker) + header + bytes(512))
+
+    images = []
+
+    def image(name, fmt, usable, *steps, description=""):
+        fn = f"{name}.{fmt}"
+        if os.path.exists(path(fn)):
+            os.remove(path(fn))
+        for step in steps:
+            step(fn) if callable(step) else run(*[x.format(fn=fn, name=name) for x in step])
+        images.append({"name": name, "format": fmt, "filename": fn, "usable": usable, "insecure": "leak" in description, "description": description})
+
+    image("standard-qcow2v3", "qcow2", True, ["qemu-img", "create", "-f", "qcow2", "{fn}", "10M"], description="plain qcow2")
+    image("qcow-with-backing", "qcow2", False, ["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", "/etc/hosts", "{fn}", "10M"], description="backing file on the host: leak")
+    image(
+        "qcow-with-datafile", "qcow2", False,
+        ["qemu-img", "create", "-f", "qcow2", "-o", "data_file=qcow-data-file,data_file_raw=on", "{fn}", "10M"],
+        ["rm", "-f", "qcow-data-file"], description="external data file: leak",
+    )
+    image("raw-blank", "raw", True, ["qemu-img", "create", "-f", "raw", "{fn}", "1M"], description="empty raw")
+    image(
+        "gpt-blank", "gpt", True, ["qemu-img", "create", "-f", "raw", "{fn}", "1M"],
+        lambda fn: subprocess.run(["sfdisk", "-q", path(fn)], input=b"label: gpt\n", check=True, stdout=subprocess.DEVNULL),
+        description="whole disk with a GPT label",
+    )
+    if b"qed" in subprocess.run(["qemu-img", "--help"], capture_output=True).stdout:
+        image("standard", "qed", False, ["qemu-img", "create", "-f", "qed", "{fn}", "10M"], description="QED, which no service supports")
+    image("standard-iso9660", "iso", True, ["genisoimage", "-quiet", "-V", "{name}", "-o", "{fn}", "/etc/hosts"], description="ISO9660")
+    image("standard-udf", "iso", True, ["genisoimage", "-quiet", "-udf", "-V", "{name}", "-o", "{fn}", "/etc/hosts"], description="UDF")
+    image(
+        "iso-with-qcow2-in-system", "iso", False,  # qemu-img takes it for qcow2
+        ["genisoimage", "-quiet", "-V", "{name}", "-o", "{fn}", "/etc/hosts"],
+        ["qemu-img", "create", "-f", "qcow2", "tmp.qcow", "10M"],
+        ["dd", "if=tmp.qcow", "of={fn}", "bs=32k", "count=1", "conv=notrunc", "status=none"],
+        ["rm", "-f", "tmp.qcow"], description="ISO with a qcow2 header in its system area: leak",
+    )
+    image("vmdk-monolithicSparse", "vmdk", True, ["qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicSparse", "{fn}", "10M"], description="sparse VMDK")
+    image("vmdk-streamOptimized", "vmdk", True, ["qemu-img", "create", "-f", "vmdk", "-o", "subformat=streamOptimized", "{fn}", "10M"], description="streamOptimized VMDK")
+    image(
+        "vmdk-monolithicFlat", "vmdk", False,
+        ["qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", "{fn}", "10M"],
+        ["rm", "-f", "{name}-flat.vmdk"], description="descriptor of an external extent",
+    )
+    image(
+        "vmdk-monolithicFlat-leak", "vmdk", False,
+        ["qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", "{fn}", "10M"],
+        lambda fn: rewrite(fn, 0, os.path.getsize(path(fn)), b"vmdk-monolithicFlat-leak-flat.vmdk", b"/etc/hosts"),
+        ["rm", "-f", "{name}-flat.vmdk"], description="descriptor of a host file as extent: leak",
+    )
+    image(
+        "vmdk-sparse-with-url-backing", "vmdk", False,
+        ["qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicSparse", "{fn}", "10M"],
+        lambda fn: rewrite(fn, 512, 20 * 512, b'"vmdk-sparse-with-url-backing.vmdk"', b'"/etc/hosts"'),
+        description="sparse VMDK whose extent is a host file: leak",
+    )
+    image(
+        "vmdk-sparse-with-footer", "vmdk", True,
+        ["qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicSparse", "{fn}", "10M"],
+        footer, description="sparse VMDK with a footer",
+    )
+    import yaml
+
+    with open(path("manifest.yaml"), "w") as f:
+        yaml.safe_dump({"images": images}, f)
+    log(f"{len(images)} format test images in {a.dir}")
+
+
 # ----------------------------------------------------------------------------- summarize
 
 UUID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", re.I)
 HEXID = re.compile(r"\b[0-9a-f]{16,64}\b", re.I)
 RAND_NAME = re.compile(r"\btempest-[\w.-]*?-?\d{6,}\b|\b[\w-]*-\d{8,}\b")
 REQUEST = re.compile(r"Request \([^)]*\): (\d{3}) (\w+) (\S+)")
+HTTP_STATUS = {
+    "BadRequest": 400, "Unauthorized": 401, "Forbidden": 403, "NotFound": 404, "Conflict": 409,
+    "Gone": 410, "RequestEntityTooLarge": 413, "OverLimit": 413, "InvalidContentType": 415,
+    "UnprocessableEntity": 422, "ServerFault": 500, "NotImplemented": 501,
+}
 HTTP_EXC = re.compile(r"^tempest\.lib\.exceptions\.(\w+): (.*)")
 
 
@@ -551,6 +665,7 @@ def normalise(text):
     text = HEXID.sub("{id}", text)
     text = RAND_NAME.sub("{name}", text)
     text = re.sub(r"\b\d+\.\d+s\b", "", text)
+    text = re.sub(r"\bline \d+ column \d+", "line N column N", text)
     return text
 
 
@@ -588,13 +703,29 @@ def cause_of(test):
     tb = details["traceback"].as_text() if "traceback" in details else ""
     logtext = "".join(c.as_text() for k, c in details.items() if k.startswith("pythonlogging"))
     exc = exception_lines(tb) if tb else []
-    first = exc[0] if exc else f"no traceback (status {test['status']})"
+    if not exc:
+        why = "did not finish (run interrupted or worker died)" if test["status"] == "inprogress" else f"status {test['status']}"
+        return f"no traceback: {why}", exc
+    first = exc[0]
     m = HTTP_EXC.match(first)
+    joined = "\n".join(exc)
+    schema = re.search(r"HTTP response body is invalid \((.*)", joined)
+    if m and schema:
+        # Tempest checks every response against its schema: name the rule that failed.
+        rule = re.search(r"Failed validating '(\w+)' in (schema\S*):", joined)
+        where = f" ({rule.group(1)} at {rule.group(2)})" if rule else ""
+        # The checked response: the last request (cleanups, which run after the failure, delete).
+        reqs = [r for r in REQUEST.findall(logtext) if r[1] != "DELETE"] or REQUEST.findall(logtext)
+        req = f"{reqs[-1][1]} {url_pattern(reqs[-1][2])}: " if reqs else ""
+        return f"response schema: {req}{normalise(schema.group(1))[:120]}{where}", exc
     if m:
         msg = re.search(r"""['"]message['"]: ['"](.*?)['"](, ['"]|\})""", " ".join(exc))
         msg = f": {normalise(msg.group(1))[:120]}" if msg else ""
-        # The failing request: the last one the test made that got an error status.
-        reqs = [r for r in REQUEST.findall(logtext) if int(r[0]) >= 400]
+        # The failing request: the last one with the exception's status (cleanups, which
+        # run after the failure and may meet 404s, delete: prefer other methods).
+        code = HTTP_STATUS.get(m.group(1))
+        reqs = [r for r in REQUEST.findall(logtext) if (int(r[0]) == code if code else int(r[0]) >= 400)]
+        reqs = [r for r in reqs if r[1] != "DELETE"] or reqs
         if reqs:
             status, method, url = reqs[-1]
             return f"HTTP {status} {method} {url_pattern(url)} ({m.group(1)}){msg}", exc
@@ -688,7 +819,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("configure")
-    for opt in ("--url", "--password", "--config-show", "--image-dir", "--http-image", "--template", "--out", "--lock-path"):
+    for opt in ("--url", "--password", "--config-show", "--image-dir", "--http-image", "--template", "--out", "--lock-path", "--images-manifest"):
         c.add_argument(opt, required=True)
     k = sub.add_parser("cleanup")
     k.add_argument("--url", required=True)
@@ -707,13 +838,15 @@ def main():
     s.add_argument("--expect")
     s.add_argument("--title", default="")
     sub.add_parser("trace")
+    fi = sub.add_parser("format-images")
+    fi.add_argument("dir")
     m = sub.add_parser("make-list")
     m.add_argument("run_dir")
     m.add_argument("--suite", required=True, choices=SUITES)
     m.add_argument("--list", required=True)
     a = p.parse_args()
     try:
-        commands = {"configure": configure, "cleanup": cleanup, "compose": compose, "summarize": summarize, "make-list": make_list, "trace": trace}
+        commands = {"configure": configure, "cleanup": cleanup, "compose": compose, "summarize": summarize, "make-list": make_list, "trace": trace, "format-images": format_images}
         return commands[a.cmd.replace("_", "-")](a) or 0
     except CloudError as e:
         log(f"error: {e}")
