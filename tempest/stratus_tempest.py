@@ -708,6 +708,8 @@ def cause_of(test):
         return f"no traceback: {why}", exc
     first = exc[0]
     m = HTTP_EXC.match(first)
+    if m and m.group(1) not in HTTP_STATUS and m.group(1) not in ("UnexpectedResponseCode", "InvalidHTTPResponseBody"):
+        m = None  # TimeoutException and friends: no failing request to name
     joined = "\n".join(exc)
     schema = re.search(r"HTTP response body is invalid \((.*)", joined)
     if m and schema:
@@ -731,6 +733,11 @@ def cause_of(test):
             return f"HTTP {status} {method} {url_pattern(url)} ({m.group(1)}){msg}", exc
         return f"{m.group(1)}{msg} (no request logged; at {last_frame(tb)})", exc
     text = normalise(first)
+    details = next((l for l in exc[1:] if l.startswith("Details: ")), None)
+    if details and len(text) < 120:
+        # "Request timed out" says little; the details say what was awaited.
+        text += " " + re.sub(r"^\(\w+:\w+\) ", "", normalise(details[9:]))
+        text = re.sub(r"Request ID of server operation.*?(Current|$)", r"\1", text)
     text = re.sub(r"\b0x[0-9a-f]+\b", "0x…", text)
     # assertRaises that saw no error: the call succeeded where the API must refuse.
     text = re.sub(
@@ -738,7 +745,7 @@ def cause_of(test):
         r"\1.\2 succeeded where an error was expected",
         text,
     )
-    return f"{text[:160]} (at {last_frame(tb)})", exc
+    return f"{text[:220]} (at {last_frame(tb)})", exc
 
 
 def summarize(a):
