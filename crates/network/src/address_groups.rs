@@ -11,16 +11,25 @@ use serde_json::{json, Map, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 
+use crate::body::{self, Name, Opt, ProjectId, Raw};
 use crate::error::{invalid, NetError, NetResult};
 use crate::ip::{parse_ip, Cidr};
 use crate::policy::enforce;
 use crate::store::{self, Links};
-use crate::body::{self, Name, Opt, ProjectId, Raw};
 use crate::{owner, quotas, S};
 
 /// Every attribute of an address group: a request naming anything else is refused.
-const ATTRS: &[&str] =
-    &["id", "name", "description", "addresses", "tenant_id", "project_id", "created_at", "updated_at", "revision_number"];
+const ATTRS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "addresses",
+    "tenant_id",
+    "project_id",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
 
 /// `POST /v2.0/address-groups`.
 #[derive(Debug, Default, Deserialize)]

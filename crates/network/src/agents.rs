@@ -18,9 +18,9 @@ use stratus_core::{OsJson, QueryPairs};
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
+use crate::body::{self, Bool, Field, Opt, Text};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::policy::enforce;
-use crate::body::{self, Bool, Field, Opt, Text};
 use crate::{Net, S};
 
 /// Every attribute of an agent: a request naming anything else is refused.

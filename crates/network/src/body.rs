@@ -27,20 +27,15 @@ pub const NAME_MAX: usize = 255;
 pub const PROJECT_ID_MAX: usize = 255;
 
 /// An attribute that may be absent, explicitly `null`, or set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Field<T> {
     /// Not in the request.
+    #[default]
     Absent,
     /// `null`.
     Null,
     /// A value.
     Set(T),
-}
-
-impl<T> Default for Field<T> {
-    fn default() -> Self {
-        Field::Absent
-    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
@@ -501,6 +496,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
     struct ThingUpdate {
         #[serde(default)]
         name: Field<Name>,
@@ -521,15 +517,18 @@ mod tests {
 
     #[test]
     fn neutron_conversions_and_messages() {
-        let t: Thing = parse(obj(json!({"name": "a", "router:external": "True", "mtu": "1400", "policy": null})))
-            .unwrap();
+        let t: Thing =
+            parse(obj(json!({"name": "a", "router:external": "True", "mtu": "1400", "policy": null}))).unwrap();
         assert_eq!(t.name, Field::Set(Text("a".into())));
         assert_eq!(t.external, Field::Set(Bool(true)));
         assert_eq!(t.mtu, Field::Set(Int(1400)));
         assert_eq!(t.policy, Field::Null);
         let long = "x".repeat(256);
         let e = msg(parse::<Thing>(obj(json!({"name": long}))).unwrap_err());
-        assert!(e.starts_with("Invalid input for name. Reason: 'xxx") && e.ends_with("exceeds maximum length of 255."), "{e}");
+        assert!(
+            e.starts_with("Invalid input for name. Reason: 'xxx") && e.ends_with("exceeds maximum length of 255."),
+            "{e}"
+        );
         let e = msg(parse::<Thing>(obj(json!({"router:external": {}}))).unwrap_err());
         assert_eq!(e, "Invalid input for router:external. Reason: '{}' cannot be converted to boolean.");
         let e = msg(parse::<Thing>(obj(json!({"policy": "nope"}))).unwrap_err());

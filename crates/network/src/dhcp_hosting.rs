@@ -157,10 +157,15 @@ async fn add(
     OsJson(req): OsJson<Value>,
 ) -> NetResult<StatusCode> {
     enforce(&st.policy, "create_dhcp-network", &ctx, &json!({}))?;
-    let Value::Object(obj) = req else { return Err(NetError::BadRequest("HTTPBadRequest", "Body contains invalid data".into())) };
+    let Value::Object(obj) = req else {
+        return Err(NetError::BadRequest("HTTPBadRequest", "Body contains invalid data".into()));
+    };
     let req: AddNetwork = body::parse(obj)?;
     let network_id = req.network_id.opt().ok_or_else(|| {
-        NetError::BadRequest("HTTPBadRequest", "Failed to parse request. Required attribute 'network_id' not specified".into())
+        NetError::BadRequest(
+            "HTTPBadRequest",
+            "Failed to parse request. Required attribute 'network_id' not specified".into(),
+        )
     })?;
     let host = dhcp_agent(&st, &id).await?;
     store::get(st.db.reader(), kind::NETWORK, &network_id).await?.ok_or_else(|| not_found("Network", &network_id))?;

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 
+use crate::body::{self, Opt, ProjectId, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::policy::enforce;
 use crate::store::{self, kind, Links};
-use crate::body::{self, Opt, ProjectId, Text, Uuid};
 use crate::{owner, quotas, S};
 
 /// Every attribute of an RBAC policy: a request naming anything else is refused.

@@ -433,7 +433,10 @@ fn prepare(st: &S, ctx: &RequestContext, obj: Map<String, Value>) -> NetResult<N
     body.insert("router:external".into(), json!(external));
     body.insert("is_default".into(), json!(req.is_default.or(false)));
     body.insert("port_security_enabled".into(), json!(req.port_security_enabled.or(true)));
-    body.insert("availability_zone_hints".into(), json!(validate_azs(&req.availability_zone_hints, &st.cfg.availability_zone)?));
+    body.insert(
+        "availability_zone_hints".into(),
+        json!(validate_azs(&req.availability_zone_hints, &st.cfg.availability_zone)?),
+    );
     body.insert("availability_zones".into(), json!([st.cfg.availability_zone]));
     body.insert("dns_domain".into(), json!(req.dns_domain.opt().unwrap_or_default()));
     body.insert("ipv4_address_scope".into(), Value::Null);
@@ -467,7 +470,8 @@ async fn create(
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
     let (items, bulk) = body::envelope(req, "network", Some("networks"))?;
-    let prepared = std::sync::Arc::new(items.into_iter().map(|o| prepare(&st, &ctx, o)).collect::<NetResult<Vec<_>>>()?);
+    let prepared =
+        std::sync::Arc::new(items.into_iter().map(|o| prepare(&st, &ctx, o)).collect::<NetResult<Vec<_>>>()?);
     let cfg = st.cfg.clone();
     let created = st
         .db

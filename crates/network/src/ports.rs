@@ -524,14 +524,12 @@ pub(crate) struct NewPort {
 }
 
 /// Validates a port request against its network and policy; writes nothing.
-pub(crate) async fn prepare_port(
-    st: &S,
-    ctx: &RequestContext,
-    req: PortCreate,
-    project: String,
-) -> NetResult<NewPort> {
+pub(crate) async fn prepare_port(st: &S, ctx: &RequestContext, req: PortCreate, project: String) -> NetResult<NewPort> {
     let network_id = req.network_id.opt().ok_or_else(|| {
-        NetError::BadRequest("HTTPBadRequest", "Failed to parse request. Required attribute 'network_id' not specified".into())
+        NetError::BadRequest(
+            "HTTPBadRequest",
+            "Failed to parse request. Required attribute 'network_id' not specified".into(),
+        )
     })?;
     let network = crate::networks::find(st, ctx, &network_id).await?;
     let device_owner = req.device_owner.or_empty();
@@ -599,21 +597,20 @@ pub(crate) async fn prepare_port(
         ));
     }
     let requested = wanted_groups(&req.security_groups);
-    let groups = if device_owner.starts_with("network:") || !port_security {
-        match requested {
-            Some(g) if !g.is_empty() && !port_security => {
-                return Err(NetError::BadRequest(
+    let groups =
+        if device_owner.starts_with("network:") || !port_security {
+            match requested {
+                Some(g) if !g.is_empty() && !port_security => return Err(NetError::BadRequest(
                     "PortSecurityAndIPRequiredForSecurityGroups",
                     "Port security must be enabled and port must have an IP address in order to use security groups."
                         .into(),
-                ))
+                )),
+                Some(g) => Some(g),
+                None => Some(vec![]),
             }
-            Some(g) => Some(g),
-            None => Some(vec![]),
-        }
-    } else {
-        requested
-    };
+        } else {
+            requested
+        };
     Ok(NewPort {
         body,
         ctx: ctx.clone(),
@@ -766,11 +763,9 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, req: Por
     if req.fixed_ips.get().is_some_and(|l| l.0.iter().any(|i| i.ip_address.present())) {
         enforce(&st.policy, "update_port:fixed_ips:ip_address", ctx, &target)?;
     }
-    for (ro, v) in [
-        ("network_id", req.network_id.opt()),
-        ("tenant_id", req.tenant_id.opt()),
-        ("project_id", req.project_id.opt()),
-    ] {
+    for (ro, v) in
+        [("network_id", req.network_id.opt()), ("tenant_id", req.tenant_id.opt()), ("project_id", req.project_id.opt())]
+    {
         if v.is_some_and(|v| v != store::s(&cur, ro)) {
             return Err(NetError::BadRequest("HTTPBadRequest", format!("Cannot update read-only attribute {ro}")));
         }

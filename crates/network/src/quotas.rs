@@ -16,10 +16,10 @@ use stratus_core::OsJson;
 use stratus_db::sqlx::Row;
 use stratus_db::{Query, Tx};
 
+use crate::body::{self, Bool, Int, Opt};
 use crate::error::{invalid, NetError, NetResult};
 use crate::policy::enforce;
 use crate::store;
-use crate::body::{self, Bool, Int, Opt};
 use crate::{NetworkConfig, S};
 
 /// `PUT /v2.0/quotas/{project}`: new limits (`-1` = unlimited); `force` and

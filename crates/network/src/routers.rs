@@ -313,9 +313,13 @@ async fn create(
         enforce(&st.policy, "create_router:external_gateway_info:external_fixed_ips", &ctx, &target)?;
     }
     let az = &st.cfg.availability_zone;
-    let hints: Vec<String> = req.availability_zone_hints.get().map(|l| l.0.iter().map(|z| z.0.clone()).collect()).unwrap_or_default();
+    let hints: Vec<String> =
+        req.availability_zone_hints.get().map(|l| l.0.iter().map(|z| z.0.clone()).collect()).unwrap_or_default();
     if let Some(z) = hints.iter().find(|z| *z != az) {
-        return Err(NetError::NotFoundTyped("AvailabilityZoneNotFound", format!("AvailabilityZone {z} could not be found.")));
+        return Err(NetError::NotFoundTyped(
+            "AvailabilityZoneNotFound",
+            format!("AvailabilityZone {z} could not be found."),
+        ));
     }
     let mut body = store::new_body(&project);
     body.insert("name".into(), json!(req.name.or_empty()));
@@ -818,10 +822,7 @@ async fn create_fip(
         .await?;
     let fixed = match (req.subnet_id.opt(), req.floating_ip_address.opt()) {
         (None, None) => Field::Absent,
-        (s, a) => Field::Set(List(vec![FixedIp {
-            subnet_id: Opt(s.map(Uuid)),
-            ip_address: Opt(a.map(|a| Text(a))),
-        }])),
+        (s, a) => Field::Set(List(vec![FixedIp { subnet_id: Opt(s.map(Uuid)), ip_address: Opt(a.map(Text)) }])),
     };
     let preq = PortCreate {
         network_id: Uuid::from(net_id.as_str()).into(),
@@ -1032,13 +1033,13 @@ async fn validate_pf(
 ) -> NetResult<Value> {
     let kept = |k: &str| cur.and_then(|c| c.get(k).cloned()).filter(|v| !v.is_null());
     let kept_str = |k: &str| kept(k).and_then(|v| v.as_str().map(str::to_string));
-    let proto =
-        req.protocol.opt().or_else(|| kept_str("protocol")).ok_or_else(|| invalid("protocol is required"))?;
+    let proto = req.protocol.opt().or_else(|| kept_str("protocol")).ok_or_else(|| invalid("protocol is required"))?;
     if proto != "tcp" && proto != "udp" {
         return Err(invalid(format!("'{proto}' is not in ['tcp', 'udp']")));
     }
     let port_num = |k: &str, given: Option<i64>| -> NetResult<i64> {
-        let n = given.or_else(|| kept(k).and_then(|v| v.as_i64())).ok_or_else(|| invalid(format!("{k} is required")))?;
+        let n =
+            given.or_else(|| kept(k).and_then(|v| v.as_i64())).ok_or_else(|| invalid(format!("{k} is required")))?;
         if !(1..=65535).contains(&n) {
             return Err(invalid(format!("Invalid value for {k}: {n} is not in 1..65535")));
         }

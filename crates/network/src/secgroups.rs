@@ -11,11 +11,11 @@ use stratus_core::{OsJson, QueryPairs};
 use stratus_db::sqlx::Row;
 use stratus_db::{Query, Tx};
 
+use crate::body::{self, Bool, Field, Int, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::ip::Cidr;
 use crate::policy::enforce;
 use crate::store::{self, kind, Links};
-use crate::body::{self, Bool, Field, Int, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::{owner, quotas, NetworkConfig, S};
 
 /// Every attribute of a security group: a request naming anything else is refused.
@@ -468,7 +468,10 @@ async fn create_rule(
 
 /// Neutron's "Failed to parse request. Required attribute 'x' not specified".
 fn required(attr: &str) -> NetError {
-    NetError::BadRequest("HTTPBadRequest", format!("Failed to parse request. Required attribute '{attr}' not specified"))
+    NetError::BadRequest(
+        "HTTPBadRequest",
+        format!("Failed to parse request. Required attribute '{attr}' not specified"),
+    )
 }
 
 /// A protocol as a request gives it: a name, a number, or a number as a string.

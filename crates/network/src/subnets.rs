@@ -11,12 +11,12 @@ use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 use stratus_db::Tx;
 
+use crate::body::{self, Bool, Field, Int, List, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::ip::{canonical, fmt_ip, parse_ip, range_text, Cidr};
 use crate::ipam::{self, SubnetInfo};
 use crate::policy::{enforce, enforce_attrs};
 use crate::store::{self, kind, Links};
-use crate::body::{self, Bool, Field, Int, List, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::{owner, quotas, S};
 
 /// Subnet and subnet pool routes.
@@ -315,7 +315,10 @@ struct NewSubnet {
 async fn prepare(st: &S, ctx: &RequestContext, obj: serde_json::Map<String, Value>) -> NetResult<NewSubnet> {
     let req: SubnetCreate = body::parse_create(obj, ATTRS)?;
     let network_id = req.network_id.opt().ok_or_else(|| {
-        NetError::BadRequest("HTTPBadRequest", "Failed to parse request. Required attribute 'network_id' not specified".into())
+        NetError::BadRequest(
+            "HTTPBadRequest",
+            "Failed to parse request. Required attribute 'network_id' not specified".into(),
+        )
     })?;
     let network = crate::networks::find(st, ctx, &network_id).await?;
     let project = owner(ctx, &req.project_id, &req.tenant_id)?;
@@ -427,7 +430,9 @@ async fn insert(tx: &mut Tx, st: &S, n: &NewSubnet) -> NetResult<Value> {
     if n.ip_version.is_some_and(|v| v != cidr.version as i64) {
         return Err(invalid(format!("Cidr {cidr} does not match the ip_version")));
     }
-    if cidr.version == 4 && cidr.prefix > 32 || cidr.version == 6 && cidr.prefix > 128 || cidr.size() < 2 && cidr.version == 4
+    if cidr.version == 4 && cidr.prefix > 32
+        || cidr.version == 6 && cidr.prefix > 128
+        || cidr.size() < 2 && cidr.version == 4
     {
         return Err(invalid(format!("Invalid CIDR {cidr}")));
     }
