@@ -14,11 +14,14 @@ use crate::meta::{self, Kind};
 use crate::proxy::{empty, respond, set, Call};
 use crate::Svc;
 
+/// Quota headers outside `X-Account-Meta-*` (Swift 2.34's account_quotas).
+const QUOTA_HEADERS: &[&str] = &["x-account-quota-bytes", "x-account-quota-count"];
+
 /// Account metadata only the owner sees (secrets).
 const OWNER_ONLY: &[&str] = &["x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2"];
 
 /// Dispatches an account request.
-pub async fn handle(svc: &Svc, call: &Call, body: Body) -> Result<Response> {
+pub async fn handle(svc: &std::sync::Arc<Svc>, call: &Call, body: Body) -> Result<Response> {
     match call.method {
         Method::HEAD | Method::GET => {
             if !call.grant.reads() {
@@ -26,7 +29,7 @@ pub async fn handle(svc: &Svc, call: &Call, body: Body) -> Result<Response> {
             }
             read(svc, call).await
         }
-        Method::POST if call.flag("bulk-delete") => crate::bulk::delete(svc, call, body).await,
+        Method::POST | Method::DELETE if call.flag("bulk-delete") => crate::bulk::delete(svc, call, body).await,
         Method::PUT if call.query.contains_key("extract-archive") => crate::bulk::extract(svc, call, body).await,
         Method::POST => {
             if !call.grant.owns() {
@@ -73,9 +76,18 @@ async fn read(svc: &Svc, call: &Call) -> Result<Response> {
 }
 
 async fn post(svc: &Svc, call: &Call) -> Result<Response> {
-    let changes = meta::updates(&call.headers, Kind::Account)?;
+    let mut changes = meta::updates(&call.headers, Kind::Account)?;
+    // Swift >= 2.34 quota headers (object count, and bytes without `Meta`).
+    for q in QUOTA_HEADERS {
+        if let Some(v) = call.header(q) {
+            changes.push((q.to_string(), Some(v.to_string()).filter(|v| !v.is_empty())));
+        }
+        if call.headers.contains_key(format!("x-remove-{}", &q[2..]).as_str()) {
+            changes.push((q.to_string(), None));
+        }
+    }
     for (k, v) in &changes {
-        if k == "x-account-meta-quota-bytes" {
+        if k == "x-account-meta-quota-bytes" || QUOTA_HEADERS.contains(&k.as_str()) {
             if call.grant != access::Grant::ResellerAdmin {
                 return Err(SwiftError::Forbidden);
             }

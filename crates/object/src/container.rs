@@ -28,8 +28,9 @@ const OWNER_ONLY: &[&str] = &[
 ];
 
 /// Dispatches a container request.
-pub async fn handle(svc: &Svc, call: &Call, _body: Body) -> Result<Response> {
+pub async fn handle(svc: &std::sync::Arc<Svc>, call: &Call, _body: Body) -> Result<Response> {
     match call.method {
+        Method::PUT if call.query.contains_key("extract-archive") => crate::bulk::extract(svc, call, _body).await,
         Method::PUT => {
             require_owner(call)?;
             put(svc, call).await

@@ -780,6 +780,7 @@ pub async fn update_object_meta(db: &Db, o: &Object) -> Result<()> {
                 .bind(meta::to_json(&o.meta))
                 .push_bind(", content_type = ", o.content_type.as_str())
                 .push_bind(", delete_at = ", Arg::from(o.delete_at))
+                .push_bind(", kind = ", o.kind.as_str())
                 .push_bind(" WHERE account = ", o.account.as_str())
                 .push_bind(" AND container = ", o.container.as_str())
                 .push_bind(" AND name = ", o.name.as_str())

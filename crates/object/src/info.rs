@@ -19,6 +19,7 @@ use crate::Svc;
 pub const SECTIONS: &[&str] = &[
     "account_quotas",
     "bulk_delete",
+    "bulk_upload",
     "container_quotas",
     "crossdomain",
     "dlo",
@@ -57,6 +58,10 @@ pub fn document(svc: &Svc) -> Value {
         "bulk_delete": {
             "max_deletes_per_request": crate::bulk::MAX_DELETES_PER_REQUEST,
             "max_failed_deletes": crate::bulk::MAX_FAILED_DELETES,
+        },
+        "bulk_upload": {
+            "max_containers_per_extraction": crate::bulk::MAX_CONTAINERS_PER_EXTRACTION,
+            "max_failed_extractions": crate::bulk::MAX_FAILED_EXTRACTIONS,
         },
         "container_quotas": {},
         "crossdomain": {},

@@ -213,6 +213,38 @@ impl backend::s3::PendingLog for PendingTable {
     }
 }
 
+/// Makes sure the reseller admin role exists in identity, as devstack's Swift setup
+/// does (Tempest's account-quota tests and operators assign it by name). Runs once the
+/// cloud is assembled (internal calls need the composed router), retrying briefly.
+fn ensure_reseller_role(svc: &Arc<Svc>) {
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        let ctx = stratus_core::RequestContext::internal_admin();
+        let role = svc.cfg.reseller_admin_role.clone();
+        let client = svc.platform.internal.clone();
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let path = format!("/identity/v3/roles?name={}", names::quote(&role));
+            let Ok(found) = client.call(&ctx, axum::http::Method::GET, &path, None, &[]).await else { continue };
+            if !found.status.is_success() {
+                continue;
+            }
+            if found.body["roles"].as_array().is_some_and(|r| !r.is_empty()) {
+                return;
+            }
+            let body = serde_json::json!({"role": {"name": role}});
+            match client.call(&ctx, axum::http::Method::POST, "/identity/v3/roles", Some(&body), &[]).await {
+                Ok(r) if r.status.is_success() || r.status.as_u16() == 409 => {
+                    tracing::info!(role = %role, "created the object storage reseller admin role");
+                    return;
+                }
+                _ => continue,
+            }
+        }
+        tracing::warn!(role = %role, "could not make sure the reseller admin role exists");
+    });
+}
+
 /// The running service.
 pub struct ObjectService {
     svc: Arc<Svc>,
@@ -274,6 +306,7 @@ impl ObjectService {
             tracing::warn!(partials, orphans = swept.deleted, "removed object bytes left by an interrupted run");
         }
         sweeper::spawn(&svc);
+        ensure_reseller_role(&svc);
         Ok(Arc::new(ObjectService { svc }))
     }
 

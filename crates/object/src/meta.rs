@@ -93,7 +93,9 @@ pub fn updates(headers: &HeaderMap, kind: Kind) -> Result<Vec<(String, Option<St
             if v.len() > MAX_META_VALUE_LENGTH {
                 return Err(SwiftError::BadRequest(format!("Metadata value longer than {MAX_META_VALUE_LENGTH}: {n}")));
             }
-            out.push((n.to_string(), if v.is_empty() { None } else { Some(v) }));
+            // An empty value deletes account and container metadata; objects keep it
+            // as an empty value (Swift).
+            out.push((n.to_string(), if v.is_empty() && kind != Kind::Object { None } else { Some(v) }));
         } else if let Some(suffix) = n.strip_prefix(kind.remove_prefix()) {
             out.push((format!("{}{suffix}", kind.prefix()), None));
         } else if kind.system().contains(&n) {

@@ -147,6 +147,21 @@ async fn get(svc: &Arc<Svc>, call: &Call, _c: &Container) -> Result<Response> {
     }
     let mut r = body::respond_ranges(svc.backend.clone(), &src, &o.content_type, call.header("range"), head)?;
     object_headers(&mut r, &o, &etag);
+    if call.tempurl {
+        // tempurl's `inline` and `filename=` choose how a browser shows the download.
+        let filename = call.query.get("filename").map(|f| f.replace('"', ""));
+        if call.flag("inline") {
+            match filename {
+                Some(f) => set(&mut r, "content-disposition", format!("inline; filename=\"{f}\"")),
+                None => set(&mut r, "content-disposition", "inline"),
+            }
+        } else if let Some(f) = filename {
+            set(&mut r, "content-disposition", format!("attachment; filename=\"{f}\""));
+        } else if call.query.contains_key("temp_url_sig") && !o.meta.contains_key("content-disposition") {
+            let base = o.name.rsplit('/').next().unwrap_or(&o.name).replace('"', "");
+            set(&mut r, "content-disposition", format!("attachment; filename=\"{base}\""));
+        }
+    }
     if o.kind == ObjKind::Slo {
         if let Some(m) = o.meta.get("x-manifest-etag") {
             set(&mut r, "x-manifest-etag", m);
@@ -235,7 +250,13 @@ pub fn guess_type(name: &str) -> &'static str {
 /// New-object metadata from the request headers (removals ignored).
 fn request_meta(call: &Call) -> Result<Meta> {
     let mut m = Meta::new();
-    meta::apply(&mut m, meta::updates(&call.headers, Kind::Object)?.into_iter().filter(|(_, v)| v.is_some()).collect());
+    // On PUT an empty `X-Object-Meta-*` is kept as an empty value (Swift), not a removal.
+    let sets = meta::updates(&call.headers, Kind::Object)?
+        .into_iter()
+        .filter(|(k, v)| v.is_some() || call.headers.contains_key(k.as_str()))
+        .map(|(k, v)| (k, Some(v.unwrap_or_default())))
+        .collect();
+    meta::apply(&mut m, sets);
     meta::check_limits(&m, Kind::Object)?;
     Ok(m)
 }
@@ -257,7 +278,13 @@ async fn upload_limit(svc: &Svc, call: &Call, c: &Container) -> Result<Limit> {
         }
     }
     let acct = db::account(&svc.platform.db, &call.t.account).await?;
-    if let Some(q) = acct.meta.get("x-account-meta-quota-bytes").and_then(|v| v.parse::<i64>().ok()) {
+    if let Some(q) = acct.meta.get("x-account-quota-count").and_then(|v| v.parse::<i64>().ok()) {
+        if acct.objects + 1 > q {
+            return Err(SwiftError::TooLarge(quota_msg));
+        }
+    }
+    let bytes_quota = acct.meta.get("x-account-meta-quota-bytes").or_else(|| acct.meta.get("x-account-quota-bytes"));
+    if let Some(q) = bytes_quota.and_then(|v| v.parse::<i64>().ok()) {
         let left = (q - acct.bytes).max(0) as u64;
         if left < limit.max {
             limit = Limit { max: left, message: quota_msg };
@@ -438,6 +465,10 @@ async fn post(svc: &Svc, call: &Call) -> Result<Response> {
         o.content_type = ct.to_string();
     }
     o.delete_at = delete_at;
+    // Setting or removing `X-Object-Manifest` turns a plain object into a DLO and back.
+    if matches!(o.kind, ObjKind::Plain | ObjKind::Dlo) {
+        o.kind = if o.meta.contains_key("x-object-manifest") { ObjKind::Dlo } else { ObjKind::Plain };
+    }
     db::update_object_meta(&svc.platform.db, &o).await?;
     Ok(empty(StatusCode::ACCEPTED))
 }
@@ -552,6 +583,11 @@ async fn copy(svc: &Arc<Svc>, call: &Call, src: (String, String), dest: (String,
     }
     let etag = if o.kind == ObjKind::Slo { format!("\"{}\"", o.etag) } else { o.etag.clone() };
     let mut r = created(&o, &etag);
+    for (k, v) in &o.meta {
+        if k.starts_with("x-object-meta-") || meta::OBJECT_SYSTEM.contains(&k.as_str()) {
+            set(&mut r, k, v);
+        }
+    }
     set(&mut r, "x-copied-from", format!("{}/{}", names::quote(&src.0), names::quote(&src.1)));
     set(&mut r, "x-copied-from-last-modified", db::http_date(&s.modified_at));
     if src_account != call.t.account {
