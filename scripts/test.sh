@@ -30,3 +30,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${STRATUS_TEST_THREADS:-4}"
+
+step "Tempest: OpenStack's own tests against stratus up (scripts/tempest.sh --ci, docs/conformance.md)"
+# The suites and lists in tempest/ci/suites; any failure, or a listed test that is skipped or
+# missing, fails CI. The debug binary is nearly built by now (release would cost ~6 minutes).
+tempest_start=$SECONDS
+cargo build --locked --bin stratus
+STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/tempest.sh --ci --concurrency 2
+echo "Tempest step: $((SECONDS - tempest_start)) s"
