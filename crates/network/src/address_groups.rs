@@ -6,15 +6,56 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 
+use crate::body::{self, Name, Opt, ProjectId, Raw};
 use crate::error::{invalid, NetError, NetResult};
 use crate::ip::{parse_ip, Cidr};
 use crate::policy::enforce;
 use crate::store::{self, Links};
-use crate::{check_attrs, opt_str, owner_project, quotas, req_obj, S};
+use crate::{owner, quotas, S};
+
+/// Every attribute of an address group: a request naming anything else is refused.
+const ATTRS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "addresses",
+    "tenant_id",
+    "project_id",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+
+/// `POST /v2.0/address-groups`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GroupCreate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    addresses: Opt<Raw>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+}
+
+/// `PUT /v2.0/address-groups/{id}` (addresses change through the two actions).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GroupUpdate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+}
+
+/// The body of `add_addresses` / `remove_addresses`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AddressesBody {
+    addresses: Opt<Raw>,
+}
 
 /// Row kind.
 pub const KIND: &str = "address_group";
@@ -89,14 +130,13 @@ async fn create(
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "address_group")?;
-    check_attrs(&obj, &["name", "description", "addresses", "project_id", "tenant_id"])?;
-    let project = owner_project(&ctx, &obj)?;
+    let req: GroupCreate = body::parse_create(body::one(req, "address_group")?, ATTRS)?;
+    let project = owner(&ctx, &req.project_id, &req.tenant_id)?;
     enforce(&st.policy, "create_address_group", &ctx, &json!({"project_id": project, "tenant_id": project}))?;
     let mut body: Map<String, Value> = store::new_body(&project);
-    body.insert("name".into(), json!(opt_str(&obj, "name")?.unwrap_or_default()));
-    body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
-    body.insert("addresses".into(), json!(normalize(obj.get("addresses").unwrap_or(&json!([])))?));
+    body.insert("name".into(), json!(req.name.or_empty()));
+    body.insert("description".into(), json!(req.description.or_empty()));
+    body.insert("addresses".into(), json!(normalize(req.addresses.0.as_ref().unwrap_or(&json!([])))?));
     body.remove("tags");
     let body = Value::Object(body);
     save(&st, &body, true).await?;
@@ -109,11 +149,15 @@ async fn update(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "address_group")?;
-    check_attrs(&obj, &["name", "description"])?;
+    let req: GroupUpdate = body::parse_update(body::one(req, "address_group")?, ATTRS)?;
     let mut g = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_address_group", &ctx, &g)?;
-    crate::apply_simple(&mut g, &obj, &["name", "description"])?;
+    if let Some(v) = req.name.opt() {
+        g["name"] = json!(v);
+    }
+    if let Some(v) = req.description.opt() {
+        g["description"] = json!(v);
+    }
     store::touch(&mut g);
     save(&st, &g, false).await?;
     Ok(Json(json!({"address_group": g})))
@@ -146,10 +190,12 @@ async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> N
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn change(st: &S, ctx: &RequestContext, id: &str, req: &Value, add: bool) -> NetResult<Json<Value>> {
+async fn change(st: &S, ctx: &RequestContext, id: &str, req: Value, add: bool) -> NetResult<Json<Value>> {
+    let Value::Object(obj) = req else { return Err(invalid("'addresses' is required")) };
+    let req: AddressesBody = body::parse(obj)?;
     let mut g = find(st, ctx, id).await?;
     enforce(&st.policy, "update_address_group", ctx, &g)?;
-    let wanted = normalize(req.get("addresses").ok_or_else(|| invalid("'addresses' is required"))?)?;
+    let wanted = normalize(req.addresses.0.as_ref().ok_or_else(|| invalid("'addresses' is required"))?)?;
     let mut cur: Vec<String> =
         g["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
     if add {
@@ -183,7 +229,7 @@ async fn add_addresses(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    change(&st, &ctx, &id, &req, true).await
+    change(&st, &ctx, &id, req, true).await
 }
 
 async fn remove_addresses(
@@ -192,7 +238,7 @@ async fn remove_addresses(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    change(&st, &ctx, &id, &req, false).await
+    change(&st, &ctx, &id, req, false).await
 }
 
 #[cfg(test)]

@@ -25,12 +25,13 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use stratus_auth::RequestContext;
 use stratus_bus::{Bus, Delivery, Message};
 use stratus_network_agent::model as m;
 use stratus_network_agent::DesiredState;
 
+use crate::body::{Field, List, Text, Uuid};
 use crate::error::NetResult;
 use crate::store::{self, kind};
 use crate::{ports, S};
@@ -184,16 +185,27 @@ async fn schedule(net: &S, host: &str) -> NetResult<bool> {
     for p in ports_all.iter().filter(|p| store::s(p, "device_owner") == "network:dhcp") {
         dhcp_ports.insert(store::s(p, "network_id").to_string(), p);
     }
+    let pinned = crate::dhcp_hosting::bindings(reader).await?;
     for (net_id, sids) in &dhcp_subnets {
+        // Where the network's DHCP server goes: its binding, else where its port already
+        // is, else the asking host.
+        let bound = dhcp_ports.get(net_id).map(|p| store::s(p, "binding:host_id")).filter(|h| !h.is_empty());
+        let target = match pinned.get(net_id) {
+            Some(h) if h.is_empty() => continue, // an admin took it off its agent
+            Some(h) => h.as_str(),
+            None => bound.unwrap_or(host),
+        };
         match dhcp_ports.get(net_id) {
             None => {
                 let Some(network) = store::get(reader, kind::NETWORK, net_id).await? else { continue };
-                let mut req = Map::new();
-                req.insert("network_id".into(), json!(net_id));
-                req.insert("device_owner".into(), json!("network:dhcp"));
-                req.insert("device_id".into(), json!(format!("dhcp-{host}-{net_id}")));
-                req.insert("binding:host_id".into(), json!(host));
-                req.insert("fixed_ips".into(), json!(sids.iter().map(|s| json!({"subnet_id": s})).collect::<Vec<_>>()));
+                let req = ports::PortCreate {
+                    network_id: Uuid::from(net_id.as_str()).into(),
+                    device_owner: Text::from("network:dhcp").into(),
+                    device_id: Text::from(format!("dhcp-{target}-{net_id}").as_str()).into(),
+                    host_id: Text::from(target).into(),
+                    fixed_ips: Field::Set(List(sids.iter().map(|s| ports::FixedIp::on(s, None)).collect())),
+                    ..Default::default()
+                };
                 let project = store::s(&network, "project_id").to_string();
                 match ports::create_port(net, &admin, req, project).await {
                     Ok(_) => changed = true,
@@ -204,16 +216,22 @@ async fn schedule(net: &S, host: &str) -> NetResult<bool> {
                 let have: BTreeSet<&str> =
                     p["fixed_ips"].as_array().into_iter().flatten().filter_map(|f| f["subnet_id"].as_str()).collect();
                 let missing: Vec<&String> = sids.iter().filter(|s| !have.contains(s.as_str())).collect();
-                let mut upd = Map::new();
+                let mut upd = ports::PortUpdate::default();
                 if !missing.is_empty() {
-                    let mut ips = p["fixed_ips"].as_array().cloned().unwrap_or_default();
-                    ips.extend(missing.iter().map(|s| json!({"subnet_id": s})));
-                    upd.insert("fixed_ips".into(), Value::Array(ips));
+                    let mut ips: Vec<ports::FixedIp> = p["fixed_ips"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| ports::FixedIp::on(store::s(i, "subnet_id"), i["ip_address"].as_str()))
+                        .collect();
+                    ips.extend(missing.iter().map(|s| ports::FixedIp::on(s, None)));
+                    upd.fixed_ips = Field::Set(List(ips));
                 }
-                if store::s(p, "binding:host_id").is_empty() {
-                    upd.insert("binding:host_id".into(), json!(host));
+                if store::s(p, "binding:host_id") != target {
+                    upd.host_id = Text::from(target).into();
+                    upd.device_id = Text::from(format!("dhcp-{target}-{net_id}").as_str()).into();
                 }
-                if !upd.is_empty() {
+                if upd.fixed_ips.present() || upd.host_id.present() {
                     match ports::update_port(net, &admin, store::s(p, "id"), upd).await {
                         Ok(_) => changed = true,
                         Err(e) => tracing::warn!(network = %net_id, "cannot update the DHCP port: {e}"),
@@ -221,9 +239,19 @@ async fn schedule(net: &S, host: &str) -> NetResult<bool> {
                 }
             }
         }
+        if !pinned.contains_key(net_id) {
+            let (net_id, target) = (net_id.clone(), target.to_string());
+            net.db
+                .transaction(|tx| {
+                    let (net_id, target) = (net_id.clone(), target.clone());
+                    Box::pin(async move { crate::dhcp_hosting::claim(tx, &net_id, &target).await })
+                })
+                .await?;
+        }
     }
     for (net_id, p) in &dhcp_ports {
-        if !dhcp_subnets.contains_key(net_id) {
+        let unserved = pinned.get(net_id).is_some_and(|h| h.is_empty());
+        if !dhcp_subnets.contains_key(net_id) || unserved {
             let p = (*p).clone();
             net.db
                 .transaction(|tx| {

@@ -18,9 +18,36 @@ use stratus_core::{OsJson, QueryPairs};
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
+use crate::body::{self, Bool, Field, Opt, Text};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::policy::enforce;
-use crate::{req_obj, Net, S};
+use crate::{Net, S};
+
+/// Every attribute of an agent: a request naming anything else is refused.
+const ATTRS: &[&str] = &[
+    "id",
+    "agent_type",
+    "binary",
+    "host",
+    "topic",
+    "admin_state_up",
+    "alive",
+    "availability_zone",
+    "configurations",
+    "created_at",
+    "started_at",
+    "heartbeat_timestamp",
+    "description",
+    "resources_synced",
+];
+
+/// `PUT /v2.0/agents/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AgentUpdate {
+    admin_state_up: Opt<Bool>,
+    description: Field<Text<255>>,
+}
 
 /// Agent routes (public and internal).
 pub(crate) fn routes() -> Router<S> {
@@ -139,10 +166,24 @@ pub(crate) async fn all(net: &Net) -> NetResult<Vec<(String, Value)>> {
         .collect())
 }
 
+/// `GET /v2.0/agents`. As in Neutron, a caller policy does not let see agents gets an
+/// empty list, not 403. The `agent_type` filter ignores case: Neutron's reference
+/// deployment compares it in MySQL, whose collation does, and clients (Tempest among them)
+/// ask for "DHCP Agent".
 async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Json<Value>> {
-    enforce(&st.policy, "get_agent", &ctx, &json!({}))?;
-    let items = all(&st).await?.into_iter().map(|(_, v)| v).collect();
-    Ok(Json(crate::listing::respond("agents", items, &q, &format!("{}/v2.0/agents", st.base))?))
+    let url = format!("{}/v2.0/agents", st.base);
+    if !st.policy.check("get_agent", &ctx, &json!({})) {
+        return Ok(Json(crate::listing::respond("agents", vec![], &q, &url)?));
+    }
+    let types = q.all("agent_type");
+    let items = all(&st)
+        .await?
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|a| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(crate::store::s(a, "agent_type"))))
+        .collect();
+    let q = QueryPairs(q.0.iter().filter(|(k, _)| k != "agent_type").cloned().collect());
+    Ok(Json(crate::listing::respond("agents", items, &q, &url)?))
 }
 
 /// The agents of `agent_type` on the hosts `ports` (of one network or router) are bound to:
@@ -163,9 +204,14 @@ async fn network_dhcp_agents(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<
     enforce(&st.policy, "get_dhcp-agents", &ctx, &json!({}))?;
     let reader = st.db.reader();
     crate::store::get(reader, crate::store::kind::NETWORK, &id).await?.ok_or_else(|| not_found("Network", &id))?;
-    let ports = crate::store::all(reader, crate::store::kind::PORT).await?;
-    let ports = ports.into_iter().filter(|p| p["network_id"] == id.as_str() && p["device_owner"] == "network:dhcp");
-    Ok(Json(json!({"agents": hosting(&st, "DHCP agent", ports.collect()).await?})))
+    let hosts = crate::dhcp_hosting::hosts_of(&st, &id).await?;
+    let agents: Vec<Value> = all(&st)
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| a["agent_type"] == "DHCP agent" && hosts.iter().any(|h| h == crate::store::s(a, "host")))
+        .collect();
+    Ok(Json(json!({"agents": agents})))
 }
 
 /// `GET /v2.0/routers/{id}/l3-agents` (`openstack network agent list --router`).
@@ -197,10 +243,14 @@ async fn update(
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
     enforce(&st.policy, "update_agent", &ctx, &json!({}))?;
-    let obj = req_obj(&req, "agent")?;
-    crate::check_attrs(&obj, &["admin_state_up", "description"])?;
+    let req: AgentUpdate = body::parse_update(body::one(req, "agent")?, ATTRS)?;
     let mut a = find(&st, &id).await?;
-    crate::apply_simple(&mut a, &obj, &["admin_state_up", "description"])?;
+    if let Some(v) = req.admin_state_up.opt() {
+        a["admin_state_up"] = json!(v);
+    }
+    if let Some(d) = req.description.clone().change() {
+        a["description"] = json!(d.map(|d| d.0));
+    }
     let stored = {
         let mut s = a.clone();
         if let Some(m) = s.as_object_mut() {

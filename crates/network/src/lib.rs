@@ -8,6 +8,8 @@ pub(crate) mod address_groups;
 pub mod agent_rpc;
 pub mod agents;
 mod auto_allocate;
+pub mod body;
+mod dhcp_hosting;
 mod dhcp_opts;
 pub mod error;
 mod host_state;
@@ -32,19 +34,20 @@ use std::sync::Arc;
 use axum::middleware::from_fn_with_state;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use stratus_auth::{require_auth, AuthState, Policy, RequestContext};
 use stratus_core::fault::FaultFormat;
 use stratus_core::stack::service_stack;
 use stratus_core::Platform;
 use stratus_db::{Db, Migration};
 
-use crate::error::{invalid, NetError, NetResult};
+use crate::error::{NetError, NetResult};
 
 /// Schema of the networking service.
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
     Migration { version: 20, name: "quota_locks", sql: include_str!("../migrations/0020_quota_locks.sql") },
+    Migration { version: 21, name: "dhcp_hosts", sql: include_str!("../migrations/0021_dhcp_hosts.sql") },
 ];
 
 /// `[network]` configuration.
@@ -203,6 +206,7 @@ impl NetworkService {
             .merge(routers::routes())
             .merge(quotas::routes())
             .merge(agents::routes())
+            .merge(dhcp_hosting::routes())
             .merge(address_groups::routes())
             .merge(auto_allocate::routes())
             .with_state(self.net.clone());
@@ -214,41 +218,24 @@ impl NetworkService {
     }
 }
 
-/// The object under `key` of a request body (`{"network": {...}}`).
-pub(crate) fn req_obj(body: &Value, key: &str) -> NetResult<Map<String, Value>> {
-    match body.get(key) {
-        Some(Value::Object(m)) => Ok(m.clone()),
-        _ => {
-            Err(NetError::BadRequest("HTTPBadRequest", format!("Resource body required: expected a \"{key}\" object")))
-        }
-    }
-}
-
-/// Refuses attributes the resource does not have (Neutron: "Unrecognized attribute(s)").
-pub(crate) fn check_attrs(obj: &Map<String, Value>, allowed: &[&str]) -> NetResult<()> {
-    let unknown: Vec<&str> = obj.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(NetError::BadRequest("HTTPBadRequest", format!("Unrecognized attribute(s) '{}'", unknown.join(", "))))
-    }
-}
-
-/// The project a new resource belongs to: the caller's, or (admins only) the one named.
-pub(crate) fn owner_project(ctx: &RequestContext, obj: &Map<String, Value>) -> NetResult<String> {
-    let named = obj.get("project_id").or_else(|| obj.get("tenant_id")).and_then(Value::as_str);
-    if let (Some(p), Some(t)) =
-        (obj.get("project_id").and_then(Value::as_str), obj.get("tenant_id").and_then(Value::as_str))
-    {
+/// The project a new resource belongs to: the caller's, or (admins only) the one named by
+/// `project_id`/`tenant_id`, which must agree.
+pub(crate) fn owner(
+    ctx: &RequestContext,
+    project_id: &body::Opt<body::ProjectId>,
+    tenant_id: &body::Opt<body::ProjectId>,
+) -> NetResult<String> {
+    let (p, t) = (project_id.opt(), tenant_id.opt());
+    if let (Some(p), Some(t)) = (&p, &t) {
         if p != t {
-            return Err(invalid("'project_id' and 'tenant_id' do not match"));
+            return Err(NetError::BadRequest("HTTPBadRequest", "'project_id' and 'tenant_id' do not match".into()));
         }
     }
     let own = ctx.project_id.clone().unwrap_or_default();
-    match named {
+    match p.or(t) {
         Some(p) if p != own => {
             if ctx.is_admin() {
-                Ok(p.to_string())
+                Ok(p)
             } else {
                 Err(NetError::Forbidden(
                     "Specifying 'project_id' or 'tenant_id' other than the authenticated project in request requires admin privileges".into(),
@@ -259,56 +246,11 @@ pub(crate) fn owner_project(ctx: &RequestContext, obj: &Map<String, Value>) -> N
     }
 }
 
-/// A string attribute, type-checked.
-pub(crate) fn opt_str(obj: &Map<String, Value>, key: &str) -> NetResult<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(invalid(format!("'{v}' is not a valid string for {key}"))),
+/// QoS policies are not offered (no `qos` extension), so a `qos_policy_id` that is a UUID
+/// names a policy that does not exist; `null` (no policy) is accepted.
+pub(crate) fn no_qos(id: &body::Field<body::Uuid>) -> NetResult<()> {
+    match id.get() {
+        Some(u) => Err(NetError::NotFoundTyped("QosPolicyNotFound", format!("QoS policy {} could not be found.", u.0))),
+        None => Ok(()),
     }
-}
-
-/// A boolean attribute (Neutron also accepts "true"/"false" strings).
-pub(crate) fn opt_bool(obj: &Map<String, Value>, key: &str) -> NetResult<Option<bool>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => stratus_core::query::parse_bool(s)
-            .map(Some)
-            .ok_or_else(|| invalid(format!("'{s}' cannot be converted to boolean"))),
-        Some(v) => Err(invalid(format!("'{v}' cannot be converted to boolean"))),
-    }
-}
-
-/// An integer attribute (Neutron also accepts numeric strings).
-pub(crate) fn opt_int(obj: &Map<String, Value>, key: &str) -> NetResult<Option<i64>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| invalid(format!("'{n}' is not an integer"))),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| invalid(format!("'{s}' is not an integer"))),
-        Some(v) => Err(invalid(format!("'{v}' is not an integer"))),
-    }
-}
-
-/// Copies the common updatable attributes `keys` from a request into `body`, type-checked
-/// by the value already there.
-pub(crate) fn apply_simple(body: &mut Value, obj: &Map<String, Value>, keys: &[&str]) -> NetResult<()> {
-    for k in keys {
-        if let Some(v) = obj.get(*k) {
-            let v = match body.get(*k) {
-                Some(Value::Bool(_)) => {
-                    Value::Bool(opt_bool(obj, k)?.ok_or_else(|| invalid(format!("{k} cannot be null")))?)
-                }
-                Some(Value::String(_)) if !v.is_string() && !v.is_null() => {
-                    return Err(invalid(format!("'{v}' is not a valid string for {k}")))
-                }
-                Some(Value::String(_)) if v.is_null() && (*k == "name" || *k == "description") => {
-                    Value::String(String::new())
-                }
-                _ => v.clone(),
-            };
-            body[*k] = v;
-        }
-    }
-    Ok(())
 }

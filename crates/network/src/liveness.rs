@@ -13,9 +13,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use stratus_auth::RequestContext;
 
+use crate::body::Text;
 use crate::error::NetResult;
 use crate::store::{self, kind};
 use crate::{ports, S};
@@ -90,11 +91,20 @@ pub(crate) async fn reschedule_dead(net: &S) -> NetResult<bool> {
         let Some(target) = least_loaded(&live_dhcp, &load) else { break };
         let net_id = store::s(p, "network_id");
         tracing::warn!(network = %net_id, from = %host_of(p), to = %target, "DHCP agent down: rescheduling the network");
-        let mut upd = Map::new();
-        upd.insert("binding:host_id".into(), json!(target));
-        upd.insert("device_id".into(), json!(format!("dhcp-{target}-{net_id}")));
+        let upd = ports::PortUpdate {
+            host_id: Text::from(target.as_str()).into(),
+            device_id: Text::from(format!("dhcp-{target}-{net_id}").as_str()).into(),
+            ..Default::default()
+        };
         match ports::update_port(net, &admin, store::s(p, "id"), upd).await {
             Ok(_) => {
+                let (n, t) = (net_id.to_string(), target.clone());
+                net.db
+                    .transaction(|tx| {
+                        let (n, t) = (n.clone(), t.clone());
+                        Box::pin(async move { crate::dhcp_hosting::pin(tx, &n, &t).await })
+                    })
+                    .await?;
                 *load.entry(target).or_default() += 1;
                 changed = true;
             }
@@ -125,6 +135,7 @@ pub(crate) async fn reschedule_dead(net: &S) -> NetResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn agent(ty: &str, host: &str, alive: bool, up: bool) -> (String, Value) {
         (format!("{ty}-{host}"), json!({"agent_type": ty, "host": host, "alive": alive, "admin_state_up": up}))

@@ -6,14 +6,48 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 
+use crate::body::{self, Opt, ProjectId, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::policy::enforce;
 use crate::store::{self, kind, Links};
-use crate::{check_attrs, opt_str, owner_project, quotas, req_obj, S};
+use crate::{owner, quotas, S};
+
+/// Every attribute of an RBAC policy: a request naming anything else is refused.
+const RBAC_ATTRS: &[&str] =
+    &["id", "object_type", "object_id", "action", "target_tenant", "target_project", "tenant_id", "project_id"];
+
+/// `POST /v2.0/rbac-policies`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RbacCreate {
+    object_type: Opt<Text<255>>,
+    object_id: Opt<Uuid>,
+    action: Opt<Text<255>>,
+    target_tenant: Opt<ProjectId>,
+    target_project: Opt<ProjectId>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+}
+
+/// `PUT /v2.0/rbac-policies/{id}` (only the target may change).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RbacUpdate {
+    target_tenant: Opt<ProjectId>,
+    target_project: Opt<ProjectId>,
+}
+
+/// `PUT /v2.0/<collection>/{id}/tags`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TagsBody {
+    tags: Opt<body::Tags>,
+}
 
 /// Collections with a `/tags` sub-resource: (path, kind, Neutron resource word).
 const TAGGABLE: &[(&str, &str, &str)] = &[
@@ -23,6 +57,7 @@ const TAGGABLE: &[(&str, &str, &str)] = &[
     ("routers", kind::ROUTER, "Router"),
     ("floatingips", kind::FLOATINGIP, "Floating IP"),
     ("security-groups", kind::SECURITY_GROUP, "Security group"),
+    ("security-group-rules", kind::SECURITY_GROUP_RULE, "Security group rule"),
     ("subnetpools", kind::SUBNETPOOL, "Subnet pool"),
 ];
 
@@ -44,8 +79,8 @@ pub fn routes() -> Router<S> {
             .route(
                 &format!("/v2.0/{path}/{{id}}/tags"),
                 get(move |st: State<S>, ctx: Ctx, id: Path<String>| tags_get(st, ctx, id, k, word))
-                    .put(move |st: State<S>, ctx: Ctx, id: Path<String>, body: OsJson<Value>| {
-                        tags_replace(st, ctx, id, body, k, word)
+                    .put(move |st: State<S>, ctx: Ctx, id: Path<String>, req: OsJson<Value>| {
+                        tags_replace(st, ctx, id, req, k, word)
                     })
                     .delete(move |st: State<S>, ctx: Ctx, id: Path<String>| tags_clear(st, ctx, id, k, word)),
             )
@@ -96,6 +131,7 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("router_availability_zone", "Router Availability Zone", "Availability zone support for router."),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("default-subnetpools", "Default Subnetpools", "Provides ability to mark and use a subnetpool as the default."),
+    ("dhcp_agent_scheduler", "DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
     ("dns-integration", "DNS Integration", "Provides integration with DNS."),
     ("dns-domain-ports", "dns_domain for ports", "Allows the DNS domain to be specified for a network port."),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
@@ -119,9 +155,12 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
     ("standard-attr-description", "standard-attr-description", "Extension to add descriptions to standard attributes"),
     ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources."),
-    ("standard-attr-tag", "Tag support for resources with standard attribute: network, subnet, port, subnetpool, router, floatingip, security_group", "Enables to set tag on resources with standard attribute."),
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, subnet, port, subnetpool, router, floatingip, security_group, security_group_rule", "Enables to set tag on resources with standard attribute."),
     ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
     ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
+    ("subnet-external-network", "Subnet belongs to an external network", "Informs if the subnet belongs to an external network"),
+    ("tag", "Tag support", "Enables to set tag on resources."),
+    ("tag-creation", "Tag creation extension", "Allow to set tags on a resource creation."),
 ];
 
 fn ext_json(e: &(&str, &str, &str)) -> Value {
@@ -231,28 +270,23 @@ async fn create_rbac(
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "rbac_policy")?;
-    check_attrs(
-        &obj,
-        &["object_type", "object_id", "action", "target_tenant", "target_project", "tenant_id", "project_id"],
-    )?;
-    let project = owner_project(&ctx, &obj)?;
+    let req: RbacCreate = body::parse_create(body::one(req, "rbac_policy")?, RBAC_ATTRS)?;
+    let project = owner(&ctx, &req.project_id, &req.tenant_id)?;
     enforce(&st.policy, "create_rbac_policy", &ctx, &json!({"tenant_id": project, "project_id": project}))?;
-    let object_type = opt_str(&obj, "object_type")?.ok_or_else(|| invalid("object_type is required"))?;
+    let object_type = req.object_type.opt().ok_or_else(|| invalid("object_type is required"))?;
     if object_type != "network" {
         return Err(invalid(format!("'{object_type}' is not in ['network']")));
     }
-    let action = opt_str(&obj, "action")?.ok_or_else(|| invalid("action is required"))?;
+    let action = req.action.opt().ok_or_else(|| invalid("action is required"))?;
     if action != "access_as_shared" && action != "access_as_external" {
         return Err(invalid(format!("'{action}' is not in ['access_as_external', 'access_as_shared']")));
     }
-    let target = opt_str(&obj, "target_tenant")?
-        .or(opt_str(&obj, "target_project")?)
-        .ok_or_else(|| invalid("target_tenant is required"))?;
+    let target =
+        req.target_tenant.opt().or(req.target_project.opt()).ok_or_else(|| invalid("target_tenant is required"))?;
     if target == "*" {
         enforce(&st.policy, "create_rbac_policy:target_tenant_wildcard", &ctx, &json!({}))?;
     }
-    let object_id = opt_str(&obj, "object_id")?.ok_or_else(|| invalid("object_id is required"))?;
+    let object_id = req.object_id.opt().ok_or_else(|| invalid("object_id is required"))?;
     let net = crate::networks::find(&st, &ctx, &object_id).await?;
     if !ctx.is_admin() && ctx.project_id.as_deref() != Some(store::s(&net, "project_id")) {
         return Err(not_found("Network", &object_id));
@@ -311,13 +345,11 @@ async fn update_rbac(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "rbac_policy")?;
-    check_attrs(&obj, &["target_tenant", "target_project"])?;
+    let req: RbacUpdate = body::parse_update(body::one(req, "rbac_policy")?, RBAC_ATTRS)?;
     let mut p = find_rbac(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_rbac_policy", &ctx, &p)?;
-    let target = opt_str(&obj, "target_tenant")?
-        .or(opt_str(&obj, "target_project")?)
-        .ok_or_else(|| invalid("target_tenant is required"))?;
+    let target =
+        req.target_tenant.opt().or(req.target_project.opt()).ok_or_else(|| invalid("target_tenant is required"))?;
     if target == "*" {
         enforce(&st.policy, "create_rbac_policy:target_tenant_wildcard", &ctx, &json!({}))?;
     }
@@ -428,20 +460,17 @@ async fn tags_replace(
     State(st): State<S>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
-    OsJson(body): OsJson<Value>,
+    OsJson(req): OsJson<Value>,
     k: &'static str,
     word: &'static str,
 ) -> NetResult<Json<Value>> {
-    let r = taggable(&st, &ctx, &id, k, word, true).await?;
-    let arr = body.get("tags").and_then(Value::as_array).ok_or_else(|| invalid("body must be {\"tags\": [...]}"))?;
-    let mut tags = Vec::new();
-    for t in arr {
-        let t = t.as_str().ok_or_else(|| invalid(format!("'{t}' is not a valid tag")))?;
+    let Value::Object(obj) = req else { return Err(invalid("body must be {\"tags\": [...]}")) };
+    let parsed: TagsBody = body::parse(obj)?;
+    let tags = parsed.tags.0.ok_or_else(|| invalid("body must be {\"tags\": [...]}"))?.0;
+    for t in &tags {
         check_tag(t)?;
-        if !tags.contains(&t.to_string()) {
-            tags.push(t.to_string());
-        }
     }
+    let r = taggable(&st, &ctx, &id, k, word, true).await?;
     let r = save_tags(&st, k, r, tags).await?;
     Ok(Json(json!({"tags": tags_of(&r)})))
 }

@@ -7,16 +7,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 use stratus_db::sqlx::{self, Row};
 use stratus_db::{Query, Tx};
 
+use crate::body::{self, Bool, Field, Int, List, Name, Opt, ProjectId, Tags, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::policy::{enforce, enforce_attrs};
 use crate::store::{self, kind, Links};
-use crate::{check_attrs, opt_bool, opt_int, opt_str, owner_project, quotas, req_obj, NetworkConfig, S};
+use crate::{no_qos, owner, quotas, NetworkConfig, S};
 
 /// Network routes.
 pub fn routes() -> Router<S> {
@@ -27,10 +29,16 @@ pub fn routes() -> Router<S> {
 
 const PROVIDER: &[&str] = &["provider:network_type", "provider:physical_network", "provider:segmentation_id"];
 
-const CREATE_ATTRS: &[&str] = &[
+/// Every attribute of a network: a request naming anything else is refused.
+const ATTRS: &[&str] = &[
+    "id",
     "name",
     "description",
+    "subnets",
     "admin_state_up",
+    "status",
+    "tenant_id",
+    "project_id",
     "shared",
     "router:external",
     "is_default",
@@ -40,12 +48,68 @@ const CREATE_ATTRS: &[&str] = &[
     "provider:physical_network",
     "provider:segmentation_id",
     "availability_zone_hints",
+    "availability_zones",
     "dns_domain",
-    "tenant_id",
-    "project_id",
     "qos_policy_id",
+    "ipv4_address_scope",
+    "ipv6_address_scope",
+    "l2_adjacency",
     "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
 ];
+
+/// `POST /v2.0/networks`: one network, or one item of a bulk request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NetworkCreate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    admin_state_up: Opt<Bool>,
+    shared: Opt<Bool>,
+    #[serde(rename = "router:external")]
+    external: Opt<Bool>,
+    is_default: Opt<Bool>,
+    mtu: Opt<Int>,
+    port_security_enabled: Opt<Bool>,
+    #[serde(rename = "provider:network_type")]
+    network_type: Field<Text<255>>,
+    #[serde(rename = "provider:physical_network")]
+    physical_network: Field<Text<64>>,
+    #[serde(rename = "provider:segmentation_id")]
+    segmentation_id: Field<Int>,
+    availability_zone_hints: Field<List<Text<255>>>,
+    dns_domain: Field<Text<255>>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+    qos_policy_id: Field<Uuid>,
+    tags: Field<Tags>,
+}
+
+/// `PUT /v2.0/networks/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NetworkUpdate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    admin_state_up: Opt<Bool>,
+    shared: Opt<Bool>,
+    #[serde(rename = "router:external")]
+    external: Opt<Bool>,
+    is_default: Opt<Bool>,
+    mtu: Opt<Int>,
+    port_security_enabled: Opt<Bool>,
+    #[serde(rename = "provider:network_type")]
+    network_type: Field<Text<255>>,
+    #[serde(rename = "provider:physical_network")]
+    physical_network: Field<Text<64>>,
+    #[serde(rename = "provider:segmentation_id")]
+    segmentation_id: Field<Int>,
+    dns_domain: Field<Text<255>>,
+    qos_policy_id: Field<Uuid>,
+    tags: Field<Tags>,
+}
 
 /// Parsed segment ranges from the configuration.
 pub struct Ranges {
@@ -294,125 +358,137 @@ async fn show(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q: Que
     Ok(Json(json!({"network": crate::listing::select_fields(present(&st, &ctx, body, &subnets), &q)})))
 }
 
-fn validate_azs(obj: &serde_json::Map<String, Value>, az: &str) -> NetResult<Vec<Value>> {
-    match obj.get("availability_zone_hints") {
-        None | Some(Value::Null) => Ok(vec![]),
-        Some(Value::Array(a)) => {
-            for z in a {
-                if z.as_str() != Some(az) {
-                    return Err(NetError::NotFoundTyped(
-                        "AvailabilityZoneNotFound",
-                        format!("AvailabilityZone {z} could not be found."),
-                    ));
-                }
-            }
-            Ok(a.clone())
+fn validate_azs(hints: &Field<List<Text<255>>>, az: &str) -> NetResult<Vec<Value>> {
+    let hints = hints.get().map(|l| l.0.clone()).unwrap_or_default();
+    for z in &hints {
+        if z.0 != az {
+            return Err(NetError::NotFoundTyped(
+                "AvailabilityZoneNotFound",
+                format!("AvailabilityZone {} could not be found.", z.0),
+            ));
         }
-        Some(v) => Err(invalid(format!("'{v}' is not a list"))),
+    }
+    Ok(hints.into_iter().map(|z| json!(z.0)).collect())
+}
+
+/// The tags a request gives (none when absent or null).
+pub(crate) fn tags(t: &Field<Tags>) -> Vec<String> {
+    t.get().map(|t| t.0.clone()).unwrap_or_default()
+}
+
+/// The largest MTU a network of type `ty` may have.
+fn max_mtu(cfg: &NetworkConfig, ty: &str) -> i64 {
+    if ty == "vxlan" {
+        cfg.global_physnet_mtu - 50
+    } else {
+        cfg.global_physnet_mtu
     }
 }
 
-fn validate_tags(obj: &serde_json::Map<String, Value>) -> NetResult<Vec<Value>> {
-    match obj.get("tags") {
-        None | Some(Value::Null) => Ok(vec![]),
-        Some(Value::Array(a)) if a.iter().all(|t| t.as_str().is_some_and(|s| !s.is_empty() && s.len() <= 255)) => {
-            let mut v = a.clone();
-            v.dedup();
-            Ok(v)
-        }
-        Some(v) => Err(invalid(format!("'{v}' is not a valid list of tags"))),
+/// A validated network request: the body to store and the segment to allocate.
+#[derive(Debug, Clone)]
+struct NewNetwork {
+    body: Value,
+    segment: Segment,
+    mtu: Option<i64>,
+    shared: bool,
+}
+
+/// Checks one network of a create request (policy included) before anything is written.
+fn prepare(st: &S, ctx: &RequestContext, obj: Map<String, Value>) -> NetResult<NewNetwork> {
+    let raw = Value::Object(obj.clone());
+    let req: NetworkCreate = body::parse_create(obj, ATTRS)?;
+    let project = owner(ctx, &req.project_id, &req.tenant_id)?;
+    let target = json!({"tenant_id": project, "project_id": project});
+    enforce(&st.policy, "create_network", ctx, &target)?;
+    enforce_attrs(&st.policy, "create_network", &["shared", "router:external", "is_default"], ctx, &raw, &target)?;
+    enforce_attrs(&st.policy, "create_network", PROVIDER, ctx, &raw, &target)?;
+    no_qos(&req.qos_policy_id)?;
+    let given_type = req.network_type.opt();
+    let segment = Segment {
+        network_type: given_type
+            .clone()
+            .unwrap_or_else(|| st.cfg.tenant_network_types.first().cloned().unwrap_or_else(|| "vxlan".into())),
+        physical_network: req.physical_network.opt(),
+        segmentation_id: req.segmentation_id.opt(),
+    };
+    if given_type.is_none() && (segment.physical_network.is_some() || segment.segmentation_id.is_some()) {
+        return Err(invalid("provider:network_type required"));
     }
+    let shared = req.shared.or(false);
+    let external = req.external.or(false);
+    let mtu = req.mtu.opt();
+    if let Some(m) = mtu {
+        let max = max_mtu(&st.cfg, &segment.network_type);
+        if m < 68 || m > max {
+            return Err(invalid(format!("Requested MTU is too big, maximum is {max}")));
+        }
+    }
+    let mut body = store::new_body(&project);
+    body.insert("name".into(), json!(req.name.or_empty()));
+    body.insert("description".into(), json!(req.description.or_empty()));
+    body.insert("admin_state_up".into(), json!(req.admin_state_up.or(true)));
+    body.insert("status".into(), json!("ACTIVE"));
+    body.insert("shared".into(), json!(shared));
+    body.insert("router:external".into(), json!(external));
+    body.insert("is_default".into(), json!(req.is_default.or(false)));
+    body.insert("port_security_enabled".into(), json!(req.port_security_enabled.or(true)));
+    body.insert(
+        "availability_zone_hints".into(),
+        json!(validate_azs(&req.availability_zone_hints, &st.cfg.availability_zone)?),
+    );
+    body.insert("availability_zones".into(), json!([st.cfg.availability_zone]));
+    body.insert("dns_domain".into(), json!(req.dns_domain.opt().unwrap_or_default()));
+    body.insert("ipv4_address_scope".into(), Value::Null);
+    body.insert("ipv6_address_scope".into(), Value::Null);
+    body.insert("l2_adjacency".into(), json!(true));
+    body.insert("qos_policy_id".into(), Value::Null);
+    body.insert("tags".into(), json!(tags(&req.tags)));
+    Ok(NewNetwork { body: Value::Object(body), segment, mtu, shared: shared || external })
 }
 
-pub(crate) fn tags_of(obj: &serde_json::Map<String, Value>) -> NetResult<Vec<Value>> {
-    validate_tags(obj)
+/// Writes a prepared network inside `tx`: quota, segment, row.
+async fn insert(tx: &mut Tx, cfg: &NetworkConfig, n: &NewNetwork) -> NetResult<Value> {
+    let mut body = n.body.clone();
+    let id = store::s(&body, "id").to_string();
+    quotas::check(tx, cfg, store::s(&body, "project_id"), "network", 1).await?;
+    let seg = allocate_segment(tx, cfg, &n.segment, &id).await?;
+    body["mtu"] = json!(n.mtu.unwrap_or(max_mtu(cfg, &seg.network_type)));
+    body["provider:network_type"] = json!(seg.network_type);
+    body["provider:physical_network"] = json!(seg.physical_network);
+    body["provider:segmentation_id"] = json!(seg.segmentation_id);
+    // External networks are visible to every project, like shared ones.
+    store::insert(&mut **tx, kind::NETWORK, &body, &Links { shared: n.shared, ..Default::default() }).await?;
+    Ok(body)
 }
 
+/// `POST /v2.0/networks`, one or in bulk (`{"networks": [...]}`): all are created in one
+/// transaction, so either every network exists afterwards or none does.
 async fn create(
     State(st): State<S>,
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "network")?;
-    check_attrs(&obj, CREATE_ATTRS)?;
-    let project = owner_project(&ctx, &obj)?;
-    let target = json!({"tenant_id": project, "project_id": project});
-    enforce(&st.policy, "create_network", &ctx, &target)?;
-    enforce_attrs(
-        &st.policy,
-        "create_network",
-        &["shared", "router:external", "is_default"],
-        &ctx,
-        &Value::Object(obj.clone()),
-        &target,
-    )?;
-    enforce_attrs(&st.policy, "create_network", PROVIDER, &ctx, &Value::Object(obj.clone()), &target)?;
-    let given_type = opt_str(&obj, "provider:network_type")?;
-    let seg_req = Segment {
-        network_type: given_type
-            .clone()
-            .unwrap_or_else(|| st.cfg.tenant_network_types.first().cloned().unwrap_or_else(|| "vxlan".into())),
-        physical_network: opt_str(&obj, "provider:physical_network")?,
-        segmentation_id: opt_int(&obj, "provider:segmentation_id")?,
-    };
-    if given_type.is_none() && (seg_req.physical_network.is_some() || seg_req.segmentation_id.is_some()) {
-        return Err(invalid("provider:network_type required"));
-    }
-    let shared = opt_bool(&obj, "shared")?.unwrap_or(false);
-    let external = opt_bool(&obj, "router:external")?.unwrap_or(false);
-    let max_mtu = |ty: &str| if ty == "vxlan" { st.cfg.global_physnet_mtu - 50 } else { st.cfg.global_physnet_mtu };
-    let mtu_req = opt_int(&obj, "mtu")?;
-    if let Some(m) = mtu_req {
-        if m < 68 || m > max_mtu(&seg_req.network_type) {
-            return Err(invalid(format!("Requested MTU is too big, maximum is {}", max_mtu(&seg_req.network_type))));
-        }
-    }
-    let mut body = store::new_body(&project);
-    body.insert("name".into(), json!(opt_str(&obj, "name")?.unwrap_or_default()));
-    body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
-    body.insert("admin_state_up".into(), json!(opt_bool(&obj, "admin_state_up")?.unwrap_or(true)));
-    body.insert("status".into(), json!("ACTIVE"));
-    body.insert("shared".into(), json!(shared));
-    body.insert("router:external".into(), json!(external));
-    body.insert("is_default".into(), json!(opt_bool(&obj, "is_default")?.unwrap_or(false)));
-    body.insert("port_security_enabled".into(), json!(opt_bool(&obj, "port_security_enabled")?.unwrap_or(true)));
-    body.insert("availability_zone_hints".into(), json!(validate_azs(&obj, &st.cfg.availability_zone)?));
-    body.insert("availability_zones".into(), json!([st.cfg.availability_zone]));
-    body.insert("dns_domain".into(), json!(opt_str(&obj, "dns_domain")?.unwrap_or_default()));
-    body.insert("ipv4_address_scope".into(), Value::Null);
-    body.insert("ipv6_address_scope".into(), Value::Null);
-    body.insert("l2_adjacency".into(), json!(true));
-    body.insert("qos_policy_id".into(), Value::Null);
-    body.insert("tags".into(), json!(validate_tags(&obj)?));
-    let id = body["id"].as_str().unwrap_or_default().to_string();
-    let body = Value::Object(body);
+    let (items, bulk) = body::envelope(req, "network", Some("networks"))?;
+    let prepared =
+        std::sync::Arc::new(items.into_iter().map(|o| prepare(&st, &ctx, o)).collect::<NetResult<Vec<_>>>()?);
     let cfg = st.cfg.clone();
     let created = st
         .db
         .transaction(|tx| {
-            let (mut body, seg_req, cfg, project, id) =
-                (body.clone(), seg_req.clone(), cfg.clone(), project.clone(), id.clone());
+            let (prepared, cfg) = (prepared.clone(), cfg.clone());
             Box::pin(async move {
-                quotas::check(tx, &cfg, &project, "network", 1).await?;
-                let seg = allocate_segment(tx, &cfg, &seg_req, &id).await?;
-                let max =
-                    if seg.network_type == "vxlan" { cfg.global_physnet_mtu - 50 } else { cfg.global_physnet_mtu };
-                body["mtu"] = json!(mtu_req.unwrap_or(max));
-                body["provider:network_type"] = json!(seg.network_type);
-                body["provider:physical_network"] = json!(seg.physical_network);
-                body["provider:segmentation_id"] = json!(seg.segmentation_id);
-                store::insert(
-                    &mut **tx,
-                    kind::NETWORK,
-                    &body,
-                    &Links { shared: shared || external, ..Default::default() },
-                )
-                .await?;
-                Ok::<_, NetError>(body)
+                let mut out = Vec::with_capacity(prepared.len());
+                for n in prepared.iter() {
+                    out.push(insert(tx, &cfg, n).await?);
+                }
+                Ok::<_, NetError>(out)
             })
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"network": present(&st, &ctx, created, &HashMap::new())}))))
+    let mut shown: Vec<Value> = created.into_iter().map(|b| present(&st, &ctx, b, &HashMap::new())).collect();
+    let out = if bulk { json!({"networks": shown}) } else { json!({"network": shown.pop()}) };
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 async fn update(
@@ -421,71 +497,73 @@ async fn update(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "network")?;
-    check_attrs(&obj, CREATE_ATTRS)?;
+    let obj = body::one(req, "network")?;
+    let raw = Value::Object(obj.clone());
+    let req: NetworkUpdate = body::parse_update(obj, ATTRS)?;
     let cur = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_network", &ctx, &cur)?;
-    enforce_attrs(
-        &st.policy,
-        "update_network",
-        &["shared", "router:external"],
-        &ctx,
-        &Value::Object(obj.clone()),
-        &cur,
-    )?;
-    enforce_attrs(&st.policy, "update_network", PROVIDER, &ctx, &Value::Object(obj.clone()), &cur)?;
+    enforce_attrs(&st.policy, "update_network", &["shared", "router:external"], &ctx, &raw, &cur)?;
+    enforce_attrs(&st.policy, "update_network", PROVIDER, &ctx, &raw, &cur)?;
     for p in PROVIDER {
-        if let Some(v) = obj.get(*p) {
+        if let Some(v) = raw.get(*p) {
             if cur.get(*p) != Some(v) {
                 return Err(invalid("Plugin does not support updating provider attributes"));
             }
         }
     }
-    if obj.contains_key("tenant_id") || obj.contains_key("project_id") {
-        return Err(invalid("Cannot update read-only attribute project_id"));
-    }
-    if let Some(m) = opt_int(&obj, "mtu")? {
-        let max = if store::s(&cur, "provider:network_type") == "vxlan" {
-            st.cfg.global_physnet_mtu - 50
-        } else {
-            st.cfg.global_physnet_mtu
-        };
+    no_qos(&req.qos_policy_id)?;
+    if let Some(m) = req.mtu.opt() {
+        let max = max_mtu(&st.cfg, store::s(&cur, "provider:network_type"));
         if m < 68 || m > max {
             return Err(invalid(format!("Requested MTU is too big, maximum is {max}")));
         }
     }
-    let tags = if obj.contains_key("tags") { Some(validate_tags(&obj)?) } else { None };
+    let req = std::sync::Arc::new(req);
     let updated = st
         .db
         .transaction(|tx| {
-            let (obj, id, tags) = (obj.clone(), id.clone(), tags.clone());
+            let (req, id) = (req.clone(), id.clone());
             Box::pin(async move {
                 let mut body =
                     store::get(&mut **tx, kind::NETWORK, &id).await?.ok_or_else(|| not_found("Network", &id))?;
-                crate::apply_simple(
-                    &mut body,
-                    &obj,
-                    &[
-                        "name",
-                        "description",
-                        "admin_state_up",
-                        "shared",
-                        "router:external",
-                        "mtu",
-                        "port_security_enabled",
-                        "dns_domain",
-                        "is_default",
-                        "qos_policy_id",
-                    ],
-                )?;
-                if let Some(t) = tags {
-                    body["tags"] = json!(t);
+                if let Some(v) = req.name.opt() {
+                    body["name"] = json!(v);
+                }
+                if let Some(v) = req.description.opt() {
+                    body["description"] = json!(v);
+                }
+                for (k, v) in [
+                    ("admin_state_up", req.admin_state_up.opt()),
+                    ("shared", req.shared.opt()),
+                    ("router:external", req.external.opt()),
+                    ("is_default", req.is_default.opt()),
+                    ("port_security_enabled", req.port_security_enabled.opt()),
+                ] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                if let Some(m) = req.mtu.opt() {
+                    body["mtu"] = json!(m);
+                }
+                if let Some(d) = req.dns_domain.clone().change() {
+                    body["dns_domain"] = json!(d.map(|d| d.0).unwrap_or_default());
+                }
+                if req.tags.present() {
+                    body["tags"] = json!(tags(&req.tags));
                 }
                 store::touch(&mut body);
                 // External networks are visible to every project, like shared ones.
-                let shared =
-                    body["shared"].as_bool().unwrap_or(false) || body["router:external"].as_bool().unwrap_or(false);
+                let external = body["router:external"].as_bool().unwrap_or(false);
+                let shared = body["shared"].as_bool().unwrap_or(false) || external;
                 store::update(&mut **tx, kind::NETWORK, &body, &Links { shared, ..Default::default() }).await?;
+                // Subnets say whether they are on an external network (`subnet-external-network`).
+                for mut s in store::children(&mut **tx, kind::SUBNET, &id).await? {
+                    if s["router:external"] != json!(external) {
+                        s["router:external"] = json!(external);
+                        store::update_body(&mut **tx, kind::SUBNET, &s).await?;
+                    }
+                }
                 Ok::<_, NetError>(body)
             })
         })
@@ -494,6 +572,9 @@ async fn update(
     Ok(Json(json!({"network": present(&st, &ctx, updated, &subnets)})))
 }
 
+/// `DELETE /v2.0/networks/{id}`. As in Neutron, the network's DHCP ports go with it, and
+/// so do the floating IPs of an external network that no port uses (an associated one
+/// keeps the network in use); any other port refuses the deletion.
 async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<StatusCode> {
     let cur = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "delete_network", &ctx, &cur)?;
@@ -501,13 +582,23 @@ async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> N
         .transaction(|tx| {
             let id = id.clone();
             Box::pin(async move {
-                let ports = store::children(&mut **tx, kind::PORT, &id).await?;
-                if ports.iter().any(|p| store::s(p, "device_owner") != "network:dhcp") {
+                let mut ports = store::children(&mut **tx, kind::PORT, &id).await?;
+                let fips = store::children(&mut **tx, kind::FLOATINGIP, &id).await?;
+                let idle_fips: Vec<&Value> = fips.iter().filter(|f| f["port_id"].is_null()).collect();
+                let fip_port = |p: &Value| {
+                    store::s(p, "device_owner") == "network:floatingip"
+                        && idle_fips.iter().any(|f| store::s(f, "id") == store::s(p, "device_id"))
+                };
+                if ports.iter().any(|p| store::s(p, "device_owner") != "network:dhcp" && !fip_port(p)) {
                     return Err(NetError::Conflict(
                         "NetworkInUse",
                         format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network."),
                     ));
                 }
+                for f in &idle_fips {
+                    crate::routers::delete_fip_in_tx(tx, store::s(f, "id")).await?;
+                }
+                ports.retain(|p| store::s(p, "device_owner") == "network:dhcp");
                 for p in &ports {
                     crate::ports::delete_in_tx(tx, p).await?;
                 }
@@ -521,6 +612,7 @@ async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> N
                 let mut q = Query::new("DELETE FROM network_segment_allocations WHERE network_id = ");
                 q.bind(&id);
                 q.execute(&mut **tx).await?;
+                crate::dhcp_hosting::forget(tx, &id).await?;
                 store::delete(&mut **tx, kind::NETWORK, &id).await?;
                 Ok::<_, NetError>(())
             })

@@ -6,18 +6,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 use stratus_db::{Query, Tx};
 
+use crate::body::{self, Bool, Dict, Field, List, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::ip::{canonical_mac, eui64, fmt_ip, parse_ip, random_mac, Cidr};
 use crate::ipam;
 use crate::policy::{enforce, enforce_attrs};
 use crate::store::{self, kind, Links};
 use crate::subnets::info;
-use crate::{check_attrs, opt_bool, opt_str, owner_project, quotas, req_obj, NetworkConfig, S};
+use crate::{no_qos, owner, quotas, NetworkConfig, S};
 
 /// Port routes.
 pub fn routes() -> Router<S> {
@@ -26,7 +28,9 @@ pub fn routes() -> Router<S> {
         .route("/v2.0/ports/{id}", get(show).put(update).delete(remove))
 }
 
+/// Every attribute of a port: a request naming anything else is refused.
 const ATTRS: &[&str] = &[
+    "id",
     "name",
     "description",
     "network_id",
@@ -35,21 +39,119 @@ const ATTRS: &[&str] = &[
     "fixed_ips",
     "device_id",
     "device_owner",
+    "tenant_id",
+    "project_id",
+    "status",
     "binding:host_id",
     "binding:profile",
     "binding:vnic_type",
+    "binding:vif_type",
+    "binding:vif_details",
     "allowed_address_pairs",
     "port_security_enabled",
     "security_groups",
     "dns_name",
     "dns_domain",
-    "tenant_id",
-    "project_id",
-    "tags",
+    "dns_assignment",
     "extra_dhcp_opts",
     "qos_policy_id",
+    "qos_network_policy_id",
     "propagate_uplink_status",
+    "ip_allocation",
+    "resource_request",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
 ];
+
+/// One requested fixed IP: a subnet, an address, or both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FixedIp {
+    /// The subnet to take the address from.
+    pub subnet_id: Opt<Uuid>,
+    /// The address itself.
+    pub ip_address: Opt<Text<64>>,
+}
+
+impl FixedIp {
+    /// An address on `subnet_id` (the gateway address of a router interface, say).
+    pub fn on(subnet_id: &str, ip_address: Option<&str>) -> Self {
+        FixedIp { subnet_id: Uuid::from(subnet_id).into(), ip_address: Opt(ip_address.map(Text::from)) }
+    }
+}
+
+/// `POST /v2.0/ports` (one port or one item of a bulk request), and what routers,
+/// floating IPs and DHCP scheduling ask for internally.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PortCreate {
+    pub name: Opt<Name>,
+    pub description: Opt<Name>,
+    pub network_id: Opt<Uuid>,
+    pub admin_state_up: Opt<Bool>,
+    pub mac_address: Opt<Text<64>>,
+    pub fixed_ips: Field<List<FixedIp>>,
+    pub device_id: Opt<Text<255>>,
+    pub device_owner: Opt<Text<255>>,
+    #[serde(rename = "binding:host_id")]
+    pub host_id: Opt<Text<255>>,
+    #[serde(rename = "binding:profile")]
+    pub profile: Field<Dict>,
+    #[serde(rename = "binding:vnic_type")]
+    pub vnic_type: Opt<Text<64>>,
+    pub allowed_address_pairs: Field<Raw>,
+    pub port_security_enabled: Opt<Bool>,
+    pub security_groups: Field<List<Uuid>>,
+    pub dns_name: Opt<Text<255>>,
+    pub dns_domain: Opt<Text<255>>,
+    pub tenant_id: Opt<ProjectId>,
+    pub project_id: Opt<ProjectId>,
+    pub tags: Field<Tags>,
+    pub extra_dhcp_opts: Field<Raw>,
+    pub qos_policy_id: Field<Uuid>,
+    pub propagate_uplink_status: Opt<Bool>,
+}
+
+/// `PUT /v2.0/ports/{id}`, and internal updates (router interfaces, DHCP scheduling).
+/// `network_id` and the project may be repeated, unchanged (compute sends them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PortUpdate {
+    pub name: Opt<Name>,
+    pub description: Opt<Name>,
+    pub network_id: Opt<Uuid>,
+    pub tenant_id: Opt<ProjectId>,
+    pub project_id: Opt<ProjectId>,
+    pub admin_state_up: Opt<Bool>,
+    pub mac_address: Opt<Text<64>>,
+    pub fixed_ips: Field<List<FixedIp>>,
+    pub device_id: Opt<Text<255>>,
+    pub device_owner: Opt<Text<255>>,
+    #[serde(rename = "binding:host_id")]
+    pub host_id: Opt<Text<255>>,
+    #[serde(rename = "binding:profile")]
+    pub profile: Field<Dict>,
+    #[serde(rename = "binding:vnic_type")]
+    pub vnic_type: Opt<Text<64>>,
+    pub allowed_address_pairs: Field<Raw>,
+    pub port_security_enabled: Opt<Bool>,
+    pub security_groups: Field<List<Uuid>>,
+    pub dns_name: Opt<Text<255>>,
+    pub dns_domain: Opt<Text<255>>,
+    pub tags: Field<Tags>,
+    pub extra_dhcp_opts: Field<Raw>,
+    pub qos_policy_id: Field<Uuid>,
+    pub propagate_uplink_status: Opt<Bool>,
+}
+
+/// The attributes present in a request whose use policy restricts, as a document
+/// `enforce_attrs` can read.
+fn restricted(mac: bool, host: bool, profile: bool) -> Value {
+    let on = |b: bool| if b { json!(true) } else { Value::Null };
+    json!({"mac_address": on(mac), "binding:host_id": on(host), "binding:profile": on(profile)})
+}
 
 const VNIC_TYPES: &[&str] = &[
     "normal",
@@ -171,7 +273,7 @@ pub(crate) fn is_auto_address(subnet: &Value) -> bool {
     auto("ipv6_address_mode") || auto("ipv6_ra_mode")
 }
 
-fn is_router_owner(owner: &str) -> bool {
+pub(crate) fn is_router_owner(owner: &str) -> bool {
     owner.starts_with("network:router_interface") || owner == "network:ha_router_replicated_interface"
 }
 
@@ -184,17 +286,19 @@ struct IpRequest {
 
 /// `router_port`: router interfaces may take an explicit address (the gateway) on a
 /// SLAAC/DHCPv6-stateless subnet, as in Neutron (`ROUTER_INTERFACE_OWNERS` are exempt).
-fn resolve_requests(network_id: &str, subnets: &[Value], v: &Value, router_port: bool) -> NetResult<Vec<IpRequest>> {
-    let arr = v.as_array().ok_or_else(|| invalid(format!("Invalid data format for fixed IP: '{v}'")))?;
+fn resolve_requests(
+    network_id: &str,
+    subnets: &[Value],
+    reqs: &[FixedIp],
+    router_port: bool,
+) -> NetResult<Vec<IpRequest>> {
     let mut out = Vec::new();
-    for e in arr {
-        let sid = e.get("subnet_id").and_then(Value::as_str);
-        let ip = match e.get("ip_address") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                Some(parse_ip(s).ok_or_else(|| invalid(format!("'{s}' is not a valid IP address")))?)
-            }
-            Some(x) => return Err(invalid(format!("'{x}' is not a valid IP address"))),
+    for e in reqs {
+        let sid = e.subnet_id.opt();
+        let sid = sid.as_deref();
+        let ip = match e.ip_address.opt() {
+            None => None,
+            Some(s) => Some(parse_ip(&s).ok_or_else(|| invalid(format!("'{s}' is not a valid IP address")))?),
         };
         let subnet = match (sid, ip) {
             (Some(sid), _) => subnets.iter().find(|s| store::s(s, "id") == sid).cloned().ok_or_else(|| {
@@ -371,49 +475,66 @@ fn validate_pairs(v: &Value, mac: &str) -> NetResult<Value> {
     Ok(Value::Array(out))
 }
 
+/// The security groups a port asks for: `None` = the project's default group.
 async fn resolve_groups(
     tx: &mut Tx,
     ctx: &RequestContext,
     cfg: &NetworkConfig,
     project: &str,
-    v: Option<&Value>,
+    wanted: Option<&[String]>,
 ) -> NetResult<Vec<String>> {
-    match v {
-        None => Ok(vec![crate::secgroups::ensure_default(tx, cfg, project).await?]),
-        Some(Value::Null) => Ok(vec![]),
-        Some(Value::Array(a)) => {
-            let mut out = Vec::new();
-            for g in a {
-                let id = g.as_str().ok_or_else(|| invalid(format!("'{g}' is not a valid security group id")))?;
-                let sg = store::get(&mut **tx, kind::SECURITY_GROUP, id).await?;
-                match sg {
-                    Some(sg)
-                        if ctx.is_admin() || store::s(&sg, "project_id") == project || sg["shared"] == json!(true) => {}
-                    _ => return Err(not_found("Security group", id)),
-                }
-                if !out.contains(&id.to_string()) {
-                    out.push(id.to_string());
-                }
-            }
-            Ok(out)
+    let Some(wanted) = wanted else {
+        return Ok(vec![crate::secgroups::ensure_default(tx, cfg, project).await?]);
+    };
+    let mut out: Vec<String> = Vec::new();
+    for id in wanted {
+        let sg = store::get(&mut **tx, kind::SECURITY_GROUP, id).await?;
+        match sg {
+            Some(sg) if ctx.is_admin() || store::s(&sg, "project_id") == project || sg["shared"] == json!(true) => {}
+            _ => return Err(not_found("Security group", id)),
         }
-        Some(x) => Err(invalid(format!("'{x}' is not a list"))),
+        if !out.contains(id) {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The security group ids a request names: absent → `None` (the default group), null →
+/// none.
+fn wanted_groups(f: &Field<List<Uuid>>) -> Option<Vec<String>> {
+    match f {
+        Field::Absent => None,
+        Field::Null => Some(vec![]),
+        Field::Set(l) => Some(l.0.iter().map(|u| u.0.clone()).collect()),
     }
 }
 
-/// Creates a port from a request object, as the API and other modules (routers,
-/// floating IPs) do.
-pub(crate) async fn create_port(
-    st: &S,
-    ctx: &RequestContext,
-    obj: Map<String, Value>,
-    project: String,
-) -> NetResult<Value> {
-    let network_id = opt_str(&obj, "network_id")?.ok_or_else(|| invalid("network_id is required"))?;
+/// A port request checked (policy included) and ready to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct NewPort {
+    body: Value,
+    ctx: RequestContext,
+    network_id: String,
+    device_owner: String,
+    mac: Option<String>,
+    pairs: Option<Value>,
+    groups: Option<Vec<String>>,
+    fixed: Option<Vec<FixedIp>>,
+}
+
+/// Validates a port request against its network and policy; writes nothing.
+pub(crate) async fn prepare_port(st: &S, ctx: &RequestContext, req: PortCreate, project: String) -> NetResult<NewPort> {
+    let network_id = req.network_id.opt().ok_or_else(|| {
+        NetError::BadRequest(
+            "HTTPBadRequest",
+            "Failed to parse request. Required attribute 'network_id' not specified".into(),
+        )
+    })?;
     let network = crate::networks::find(st, ctx, &network_id).await?;
-    let device_owner = opt_str(&obj, "device_owner")?.unwrap_or_default();
+    let device_owner = req.device_owner.or_empty();
     let target = json!({"tenant_id": project, "project_id": project, "network:tenant_id": store::s(&network, "project_id"), "device_owner": device_owner});
-    let ov = Value::Object(obj.clone());
+    let ov = restricted(req.mac_address.present(), req.host_id.present(), req.profile.present());
     enforce_attrs(
         &st.policy,
         "create_port",
@@ -422,7 +543,7 @@ pub(crate) async fn create_port(
         &ov,
         &target,
     )?;
-    if obj.get("fixed_ips").and_then(Value::as_array).is_some_and(|a| a.iter().any(|i| i.get("ip_address").is_some())) {
+    if req.fixed_ips.get().is_some_and(|l| l.0.iter().any(|i| i.ip_address.present())) {
         enforce(&st.policy, "create_port:fixed_ips:ip_address", ctx, &target)?;
     }
     if device_owner.starts_with("network:")
@@ -431,120 +552,158 @@ pub(crate) async fn create_port(
         enforce(&st.policy, "create_port:device_owner", ctx, &target)
             .or(Err(NetError::Forbidden("(rule:create_port:device_owner) is disallowed by policy".into())))?;
     }
-    let mac_req = match opt_str(&obj, "mac_address")? {
+    no_qos(&req.qos_policy_id)?;
+    let mac = match req.mac_address.opt() {
         Some(m) => Some(canonical_mac(&m).ok_or_else(|| invalid(format!("'{m}' is not a valid MAC address")))?),
         None => None,
     };
-    let vnic = opt_str(&obj, "binding:vnic_type")?.unwrap_or_else(|| "normal".into());
+    let vnic = req.vnic_type.opt().unwrap_or_else(|| "normal".into());
     if !VNIC_TYPES.contains(&vnic.as_str()) {
         return Err(invalid(format!("'{vnic}' is not in {VNIC_TYPES:?}")));
     }
-    let port_security =
-        opt_bool(&obj, "port_security_enabled")?.unwrap_or(network["port_security_enabled"].as_bool().unwrap_or(true));
-    let dns_name = opt_str(&obj, "dns_name")?.unwrap_or_default();
+    let port_security = req.port_security_enabled.or(network["port_security_enabled"].as_bool().unwrap_or(true));
+    let dns_name = req.dns_name.or_empty();
     if !dns_name.is_empty() {
         validate_dns_name(&dns_name)?;
     }
     let mut body = store::new_body(&project);
-    let id = store::s(&Value::Object(body.clone()), "id").to_string();
-    body.insert("name".into(), json!(opt_str(&obj, "name")?.unwrap_or_default()));
-    body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
+    body.insert("name".into(), json!(req.name.or_empty()));
+    body.insert("description".into(), json!(req.description.or_empty()));
     body.insert("network_id".into(), json!(network_id));
-    body.insert("admin_state_up".into(), json!(opt_bool(&obj, "admin_state_up")?.unwrap_or(true)));
+    body.insert("admin_state_up".into(), json!(req.admin_state_up.or(true)));
     body.insert("status".into(), json!("DOWN"));
-    body.insert("device_id".into(), json!(opt_str(&obj, "device_id")?.unwrap_or_default()));
+    body.insert("device_id".into(), json!(req.device_id.or_empty()));
     body.insert("device_owner".into(), json!(device_owner));
-    body.insert("binding:host_id".into(), json!(opt_str(&obj, "binding:host_id")?.unwrap_or_default()));
-    body.insert(
-        "binding:profile".into(),
-        obj.get("binding:profile").cloned().filter(|v| v.is_object()).unwrap_or(json!({})),
-    );
+    body.insert("binding:host_id".into(), json!(req.host_id.or_empty()));
+    body.insert("binding:profile".into(), json!(req.profile.get().map(|d| d.0.clone()).unwrap_or_default()));
     body.insert("binding:vnic_type".into(), json!(vnic));
     body.insert("port_security_enabled".into(), json!(port_security));
     body.insert("dns_name".into(), json!(dns_name));
-    body.insert("dns_domain".into(), json!(opt_str(&obj, "dns_domain")?.unwrap_or_default()));
-    body.insert("extra_dhcp_opts".into(), crate::dhcp_opts::validate(obj.get("extra_dhcp_opts"))?);
+    body.insert("dns_domain".into(), json!(req.dns_domain.or_empty()));
+    body.insert("extra_dhcp_opts".into(), crate::dhcp_opts::validate(req.extra_dhcp_opts.get())?);
     body.insert("qos_policy_id".into(), Value::Null);
     body.insert("qos_network_policy_id".into(), Value::Null);
-    body.insert("propagate_uplink_status".into(), json!(opt_bool(&obj, "propagate_uplink_status")?.unwrap_or(false)));
+    body.insert("propagate_uplink_status".into(), json!(req.propagate_uplink_status.or(false)));
     body.insert("ip_allocation".into(), json!("immediate"));
     body.insert("resource_request".into(), Value::Null);
-    body.insert("tags".into(), json!(crate::networks::tags_of(&obj)?));
+    body.insert("tags".into(), json!(crate::networks::tags(&req.tags)));
     let mut body = Value::Object(body);
     set_binding(&mut body);
-    let pairs_req = obj.get("allowed_address_pairs").cloned().filter(|v| !v.is_null());
-    if pairs_req.as_ref().is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty())) && !port_security {
+    let pairs = req.allowed_address_pairs.get().cloned();
+    if pairs.as_ref().is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty())) && !port_security {
         return Err(NetError::Conflict(
             "AddressPairAndPortSecurityRequired",
             "Port Security must be enabled in order to have allowed address pairs on a port.".into(),
         ));
     }
-    let sg_req =
+    let requested = wanted_groups(&req.security_groups);
+    let groups =
         if device_owner.starts_with("network:") || !port_security {
-            match obj.get("security_groups") {
-                Some(Value::Array(a)) if !a.is_empty() && !port_security => return Err(NetError::BadRequest(
+            match requested {
+                Some(g) if !g.is_empty() && !port_security => return Err(NetError::BadRequest(
                     "PortSecurityAndIPRequiredForSecurityGroups",
                     "Port security must be enabled and port must have an IP address in order to use security groups."
                         .into(),
                 )),
-                Some(v) => Some(v.clone()),
-                None => Some(Value::Null),
+                Some(g) => Some(g),
+                None => Some(vec![]),
             }
         } else {
-            obj.get("security_groups").cloned()
+            requested
         };
-    let fixed_req = obj.get("fixed_ips").cloned();
-    let (st2, ctx2) = (st.clone(), ctx.clone());
-    let _turn = st.ip_locks.lock(&st.db, &network_id).await;
-    let created = st
-        .db
+    Ok(NewPort {
+        body,
+        ctx: ctx.clone(),
+        network_id,
+        device_owner,
+        mac,
+        pairs,
+        groups,
+        fixed: req.fixed_ips.get().map(|l| l.0.clone()),
+    })
+}
+
+/// Writes a prepared port inside `tx`: quota, MAC, addresses, groups, row.
+async fn insert_port(tx: &mut Tx, st: &S, n: &NewPort) -> NetResult<Value> {
+    let mut body = n.body.clone();
+    let (id, project) = (store::s(&body, "id").to_string(), store::s(&body, "project_id").to_string());
+    let network_id = &n.network_id;
+    quotas::check(tx, &st.cfg, &project, "port", 1).await?;
+    let mac = match &n.mac {
+        Some(m) => {
+            if !claim_mac(tx, network_id, m, &id).await? {
+                return Err(NetError::Conflict(
+                    "MacAddressInUse",
+                    format!("Unable to complete operation for network {network_id}. The mac address {m} is in use."),
+                ));
+            }
+            m.clone()
+        }
+        None => {
+            let mut got = None;
+            for _ in 0..32 {
+                let m = random_mac();
+                if claim_mac(tx, network_id, &m, &id).await? {
+                    got = Some(m);
+                    break;
+                }
+            }
+            got.ok_or_else(|| {
+                NetError::Conflict(
+                    "MacAddressGenerationFailure",
+                    format!("Unable to generate unique mac on network {network_id}."),
+                )
+            })?
+        }
+    };
+    body["mac_address"] = json!(mac);
+    let subnets = store::children(&mut **tx, kind::SUBNET, network_id).await?;
+    let requested = match &n.fixed {
+        None => None,
+        Some(f) => Some(resolve_requests(network_id, &subnets, f, is_router_owner(&n.device_owner))?),
+    };
+    let ips = allocate_ips(tx, &id, network_id, &mac, &n.device_owner, &subnets, requested).await?;
+    body["fixed_ips"] = json!(ips);
+    body["allowed_address_pairs"] = match &n.pairs {
+        Some(v) => validate_pairs(v, &mac)?,
+        None => json!([]),
+    };
+    body["security_groups"] = json!(resolve_groups(tx, &n.ctx, &st.cfg, &project, n.groups.as_deref()).await?);
+    dns_assignment(&mut body, &st.cfg.dns_domain);
+    store::insert(&mut **tx, kind::PORT, &body, &links(&body)).await?;
+    Ok(body)
+}
+
+/// Creates ports all-or-none: one transaction for all of them, taking (on PostgreSQL)
+/// each network's allocation turn in a fixed order so two bulk requests cannot deadlock.
+pub(crate) async fn create_ports(st: &S, ports: Vec<NewPort>) -> NetResult<Vec<Value>> {
+    let mut nets: Vec<&str> = ports.iter().map(|p| p.network_id.as_str()).collect();
+    nets.sort_unstable();
+    nets.dedup();
+    let mut turns = Vec::with_capacity(nets.len());
+    for n in nets {
+        turns.push(st.ip_locks.lock(&st.db, n).await);
+    }
+    let ports = std::sync::Arc::new(ports);
+    st.db
         .transaction(|tx| {
-            let (mut body, st, ctx, project, network_id, id) = (body.clone(), st2.clone(), ctx2.clone(), project.clone(), network_id.clone(), id.clone());
-            let (mac_req, pairs_req, sg_req, fixed_req, device_owner) = (mac_req.clone(), pairs_req.clone(), sg_req.clone(), fixed_req.clone(), device_owner.clone());
+            let (ports, st) = (ports.clone(), st.clone());
             Box::pin(async move {
-                quotas::check(tx, &st.cfg, &project, "port", 1).await?;
-                let mac = match mac_req {
-                    Some(m) => {
-                        if !claim_mac(tx, &network_id, &m, &id).await? {
-                            return Err(NetError::Conflict(
-                                "MacAddressInUse",
-                                format!("Unable to complete operation for network {network_id}. The mac address {m} is in use."),
-                            ));
-                        }
-                        m
-                    }
-                    None => {
-                        let mut got = None;
-                        for _ in 0..32 {
-                            let m = random_mac();
-                            if claim_mac(tx, &network_id, &m, &id).await? {
-                                got = Some(m);
-                                break;
-                            }
-                        }
-                        got.ok_or_else(|| NetError::Conflict("MacAddressGenerationFailure", format!("Unable to generate unique mac on network {network_id}.")))?
-                    }
-                };
-                body["mac_address"] = json!(mac);
-                let subnets = store::children(&mut **tx, kind::SUBNET, &network_id).await?;
-                let requested = match &fixed_req {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(resolve_requests(&network_id, &subnets, v, is_router_owner(&device_owner))?),
-                };
-                let ips = allocate_ips(tx, &id, &network_id, &mac, &device_owner, &subnets, requested).await?;
-                body["fixed_ips"] = json!(ips);
-                body["allowed_address_pairs"] = match &pairs_req {
-                    Some(v) => validate_pairs(v, &mac)?,
-                    None => json!([]),
-                };
-                body["security_groups"] = json!(resolve_groups(tx, &ctx, &st.cfg, &project, sg_req.as_ref()).await?);
-                dns_assignment(&mut body, &st.cfg.dns_domain);
-                store::insert(&mut **tx, kind::PORT, &body, &links(&body)).await?;
-                Ok::<_, NetError>(body)
+                let mut out = Vec::with_capacity(ports.len());
+                for p in ports.iter() {
+                    out.push(insert_port(tx, &st, p).await?);
+                }
+                Ok::<_, NetError>(out)
             })
         })
-        .await?;
-    Ok(created)
+        .await
+}
+
+/// Creates one port, as the API and other modules (routers, floating IPs, DHCP
+/// scheduling) do.
+pub(crate) async fn create_port(st: &S, ctx: &RequestContext, req: PortCreate, project: String) -> NetResult<Value> {
+    let p = prepare_port(st, ctx, req, project).await?;
+    create_ports(st, vec![p]).await?.pop().ok_or_else(|| invalid("no port created"))
 }
 
 async fn list(State(st): State<S>, Ctx(ctx): Ctx, q: QueryPairs) -> NetResult<Json<Value>> {
@@ -566,27 +725,33 @@ async fn show(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q: Que
     Ok(Json(json!({"port": crate::listing::select_fields(present(&st, &ctx, p), &q)})))
 }
 
+/// `POST /v2.0/ports`, one or in bulk (`{"ports": [...]}`, all or none).
 async fn create(
     State(st): State<S>,
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "port")?;
-    check_attrs(&obj, ATTRS)?;
-    let project = owner_project(&ctx, &obj)?;
-    enforce(&st.policy, "create_port", &ctx, &json!({"tenant_id": project, "project_id": project}))?;
-    let p = create_port(&st, &ctx, obj, project).await?;
-    Ok((StatusCode::CREATED, Json(json!({"port": present(&st, &ctx, p)}))))
+    let (items, bulk) = body::envelope(req, "port", Some("ports"))?;
+    let mut prepared = Vec::with_capacity(items.len());
+    for obj in items {
+        let req: PortCreate = body::parse_create(obj, ATTRS)?;
+        let project = owner(&ctx, &req.project_id, &req.tenant_id)?;
+        enforce(&st.policy, "create_port", &ctx, &json!({"tenant_id": project, "project_id": project}))?;
+        prepared.push(prepare_port(&st, &ctx, req, project).await?);
+    }
+    let mut shown: Vec<Value> = create_ports(&st, prepared).await?.into_iter().map(|p| present(&st, &ctx, p)).collect();
+    let out = if bulk { json!({"ports": shown}) } else { json!({"port": shown.pop()}) };
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
-/// Applies an update request to a port (API and router/floating IP internals).
-pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map<String, Value>) -> NetResult<Value> {
+/// Applies an update request to a port (API and router/DHCP internals).
+pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, req: PortUpdate) -> NetResult<Value> {
     let cur = find(st, ctx, id).await?;
     let network = store::get(st.db.reader(), kind::NETWORK, store::s(&cur, "network_id")).await?.unwrap_or(Value::Null);
     let mut target = cur.clone();
     target["network:tenant_id"] = json!(store::s(&network, "project_id"));
     enforce(&st.policy, "update_port", ctx, &target)?;
-    let ov = Value::Object(obj.clone());
+    let ov = restricted(req.mac_address.present(), req.host_id.present(), req.profile.present());
     enforce_attrs(
         &st.policy,
         "update_port",
@@ -595,46 +760,71 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
         &ov,
         &target,
     )?;
-    if obj.get("fixed_ips").and_then(Value::as_array).is_some_and(|a| a.iter().any(|i| i.get("ip_address").is_some())) {
+    if req.fixed_ips.get().is_some_and(|l| l.0.iter().any(|i| i.ip_address.present())) {
         enforce(&st.policy, "update_port:fixed_ips:ip_address", ctx, &target)?;
     }
-    for ro in ["network_id", "tenant_id", "project_id"] {
-        if obj.get(ro).is_some_and(|v| v.as_str() != Some(store::s(&cur, ro))) {
-            return Err(invalid(format!("Cannot update read-only attribute {ro}")));
+    for (ro, v) in
+        [("network_id", req.network_id.opt()), ("tenant_id", req.tenant_id.opt()), ("project_id", req.project_id.opt())]
+    {
+        if v.is_some_and(|v| v != store::s(&cur, ro)) {
+            return Err(NetError::BadRequest("HTTPBadRequest", format!("Cannot update read-only attribute {ro}")));
         }
     }
-    if let Some(v) = opt_str(&obj, "binding:vnic_type")? {
+    if let Some(v) = req.vnic_type.opt() {
         if !VNIC_TYPES.contains(&v.as_str()) {
             return Err(invalid(format!("'{v}' is not in {VNIC_TYPES:?}")));
         }
     }
-    if let Some(d) = opt_str(&obj, "dns_name")? {
+    if let Some(d) = req.dns_name.opt() {
         if !d.is_empty() {
             validate_dns_name(&d)?;
         }
     }
+    no_qos(&req.qos_policy_id)?;
+    let mac_req = match req.mac_address.opt() {
+        Some(m) => Some(canonical_mac(&m).ok_or_else(|| invalid(format!("'{m}' is not a valid MAC address")))?),
+        None => None,
+    };
+    let req = std::sync::Arc::new(req);
     let (st2, ctx2) = (st.clone(), ctx.clone());
     st.db
         .transaction(|tx| {
-            let (obj, id, st, ctx) = (obj.clone(), id.to_string(), st2.clone(), ctx2.clone());
+            let (req, mac_req, id, st, ctx) = (req.clone(), mac_req.clone(), id.to_string(), st2.clone(), ctx2.clone());
             Box::pin(async move {
                 let mut p = store::get(&mut **tx, kind::PORT, &id).await?.ok_or_else(|| not_found("Port", &id))?;
                 let old_host = store::s(&p, "binding:host_id").to_string();
                 let network_id = store::s(&p, "network_id").to_string();
                 let old_mac = store::s(&p, "mac_address").to_string();
-                crate::apply_simple(
-                    &mut p,
-                    &obj,
-                    &["name", "description", "admin_state_up", "device_id", "device_owner", "binding:host_id", "binding:vnic_type", "dns_name", "dns_domain", "port_security_enabled", "propagate_uplink_status"],
-                )?;
-                if let Some(pr) = obj.get("binding:profile") {
-                    p["binding:profile"] = if pr.is_object() { pr.clone() } else { json!({}) };
+                for (k, v) in [
+                    ("name", req.name.opt()),
+                    ("description", req.description.opt()),
+                    ("device_id", req.device_id.opt()),
+                    ("device_owner", req.device_owner.opt()),
+                    ("binding:host_id", req.host_id.opt()),
+                    ("binding:vnic_type", req.vnic_type.opt()),
+                    ("dns_name", req.dns_name.opt()),
+                    ("dns_domain", req.dns_domain.opt()),
+                ] {
+                    if let Some(v) = v {
+                        p[k] = json!(v);
+                    }
                 }
-                if let Some(o) = obj.get("extra_dhcp_opts") {
-                    p["extra_dhcp_opts"] = crate::dhcp_opts::merge(&p["extra_dhcp_opts"], o)?;
+                for (k, v) in [
+                    ("admin_state_up", req.admin_state_up.opt()),
+                    ("port_security_enabled", req.port_security_enabled.opt()),
+                    ("propagate_uplink_status", req.propagate_uplink_status.opt()),
+                ] {
+                    if let Some(v) = v {
+                        p[k] = json!(v);
+                    }
                 }
-                if let Some(m) = opt_str(&obj, "mac_address")? {
-                    let m = canonical_mac(&m).ok_or_else(|| invalid(format!("'{m}' is not a valid MAC address")))?;
+                if req.profile.present() {
+                    p["binding:profile"] = json!(req.profile.get().map(|d| d.0.clone()).unwrap_or_default());
+                }
+                if let Some(o) = req.extra_dhcp_opts.clone().change() {
+                    p["extra_dhcp_opts"] = crate::dhcp_opts::merge(&p["extra_dhcp_opts"], &o.unwrap_or(Value::Null))?;
+                }
+                if let Some(m) = mac_req {
                     if m != old_mac {
                         if !store::s(&p, "binding:host_id").is_empty() && store::s(&p, "binding:vif_type") != "unbound" {
                             return Err(NetError::Conflict("PortBound", format!("Unable to complete operation on port {id}, port is already bound, port type: bridge, old_mac {old_mac}, new_mac {m}.")));
@@ -646,11 +836,12 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
                         p["mac_address"] = json!(m);
                     }
                 }
-                if let Some(v) = obj.get("fixed_ips") {
+                if let Some(wanted) = req.fixed_ips.clone().change() {
                     let subnets = store::children(&mut **tx, kind::SUBNET, &network_id).await?;
                     let old = p["fixed_ips"].as_array().cloned().unwrap_or_default();
                     let router_port = is_router_owner(store::s(&p, "device_owner"));
-                    let reqs = if v.is_null() { vec![] } else { resolve_requests(&network_id, &subnets, v, router_port)? };
+                    let wanted = wanted.map(|l| l.0).unwrap_or_default();
+                    let reqs = resolve_requests(&network_id, &subnets, &wanted, router_port)?;
                     // Keep addresses the request repeats; release the rest; allocate the new ones.
                     let mut keep = Vec::new();
                     let mut new_reqs = Vec::new();
@@ -675,13 +866,17 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
                     p["fixed_ips"] = json!(ips);
                 }
                 let port_security = p["port_security_enabled"].as_bool().unwrap_or(true);
-                if let Some(v) = obj.get("allowed_address_pairs") {
+                if let Some(v) = req.allowed_address_pairs.clone().change() {
                     let mac = store::s(&p, "mac_address").to_string();
-                    p["allowed_address_pairs"] = if v.is_null() { json!([]) } else { validate_pairs(v, &mac)? };
+                    p["allowed_address_pairs"] = match v {
+                        None => json!([]),
+                        Some(v) => validate_pairs(&v, &mac)?,
+                    };
                 }
-                if obj.contains_key("security_groups") {
+                if req.security_groups.present() {
                     let project = store::s(&p, "project_id").to_string();
-                    let groups = resolve_groups(tx, &ctx, &st.cfg, &project, Some(obj.get("security_groups").unwrap_or(&Value::Null))).await?;
+                    let wanted = wanted_groups(&req.security_groups).unwrap_or_default();
+                    let groups = resolve_groups(tx, &ctx, &st.cfg, &project, Some(&wanted)).await?;
                     p["security_groups"] = json!(groups);
                 }
                 if !port_security {
@@ -698,10 +893,10 @@ pub(crate) async fn update_port(st: &S, ctx: &RequestContext, id: &str, obj: Map
                         ));
                     }
                 }
-                if obj.contains_key("tags") {
-                    p["tags"] = json!(crate::networks::tags_of(&obj)?);
+                if req.tags.present() {
+                    p["tags"] = json!(crate::networks::tags(&req.tags));
                 }
-                if obj.contains_key("binding:host_id") {
+                if req.host_id.present() {
                     set_binding(&mut p);
                     // Rebound or unbound: DOWN until the new host's agent wires it (Neutron).
                     if store::s(&p, "binding:host_id") != old_host {
@@ -723,9 +918,8 @@ async fn update(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "port")?;
-    check_attrs(&obj, ATTRS)?;
-    let p = update_port(&st, &ctx, &id, obj).await?;
+    let req: PortUpdate = body::parse_update(body::one(req, "port")?, ATTRS)?;
+    let p = update_port(&st, &ctx, &id, req).await?;
     Ok(Json(json!({"port": present(&st, &ctx, p)})))
 }
 

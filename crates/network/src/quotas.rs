@@ -16,10 +16,29 @@ use stratus_core::OsJson;
 use stratus_db::sqlx::Row;
 use stratus_db::{Query, Tx};
 
+use crate::body::{self, Bool, Int, Opt};
 use crate::error::{invalid, NetError, NetResult};
 use crate::policy::enforce;
 use crate::store;
-use crate::{req_obj, NetworkConfig, S};
+use crate::{NetworkConfig, S};
+
+/// `PUT /v2.0/quotas/{project}`: new limits (`-1` = unlimited); `force` and
+/// `check_limit` are accepted and have no effect here (limits below usage are allowed).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct QuotaUpdate {
+    network: Opt<Int>,
+    subnet: Opt<Int>,
+    subnetpool: Opt<Int>,
+    port: Opt<Int>,
+    router: Opt<Int>,
+    floatingip: Opt<Int>,
+    security_group: Opt<Int>,
+    security_group_rule: Opt<Int>,
+    rbac_policy: Opt<Int>,
+    force: Opt<Bool>,
+    check_limit: Opt<Bool>,
+}
 
 /// Quota routes.
 pub fn routes() -> Router<S> {
@@ -154,25 +173,25 @@ async fn update(
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
     enforce(&st.policy, "update_quota", &ctx, &json!({"project_id": project, "tenant_id": project}))?;
-    let obj = req_obj(&req, "quota")?;
+    let req: QuotaUpdate = body::parse(body::one(req, "quota")?)?;
+    let _ = (req.force.opt(), req.check_limit.opt());
     let mut sets = Vec::new();
-    for (k, v) in &obj {
-        // Older clients call security groups and rules by their plural-free names only;
-        // accept the canonical names and ignore `force`/`check_limit` flags.
-        if k == "force" || k == "check_limit" {
-            continue;
+    for (k, v) in [
+        ("network", req.network.opt()),
+        ("subnet", req.subnet.opt()),
+        ("subnetpool", req.subnetpool.opt()),
+        ("port", req.port.opt()),
+        ("router", req.router.opt()),
+        ("floatingip", req.floatingip.opt()),
+        ("security_group", req.security_group.opt()),
+        ("security_group_rule", req.security_group_rule.opt()),
+        ("rbac_policy", req.rbac_policy.opt()),
+    ] {
+        let Some(n) = v else { continue };
+        if n < -1 {
+            return Err(invalid(format!("'{n}' is not a valid quota value for {k}; use an integer >= -1")));
         }
-        if !RESOURCES.iter().any(|(r, _)| r == k) {
-            return Err(NetError::BadRequest("HTTPBadRequest", format!("Unrecognized attribute(s) '{k}'")));
-        }
-        let n = match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
-        .filter(|n| *n >= -1)
-        .ok_or_else(|| invalid(format!("'{v}' is not a valid quota value for {k}; use an integer >= -1")))?;
-        sets.push((k.clone(), n));
+        sets.push((k.to_string(), n));
     }
     st.db
         .transaction(|tx| {

@@ -10,16 +10,19 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
+use stratus_db::Tx;
 
+use crate::body::{self, Bool, Field, Int, List, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::ip::{parse_ip, Cidr};
 use crate::policy::{enforce, enforce_attrs};
-use crate::ports::{self, create_port};
+use crate::ports::{self, create_port, FixedIp, PortCreate, PortUpdate};
 use crate::store::{self, kind, Links};
-use crate::{check_attrs, opt_bool, opt_int, opt_str, owner_project, quotas, req_obj, S};
+use crate::{no_qos, owner, quotas, S};
 
 /// Router and floating IP routes.
 pub fn routes() -> Router<S> {
@@ -104,23 +107,55 @@ async fn interfaces(st: &S, router_id: &str) -> NetResult<Vec<Value>> {
         .collect())
 }
 
+/// A router's `external_gateway_info` as a request gives it. `{}` (like `null`) means "no
+/// gateway"; otherwise `network_id` is required, as Neutron's `dict_or_nodata` says.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GatewayInfo {
+    network_id: Opt<Uuid>,
+    enable_snat: Opt<Bool>,
+    external_fixed_ips: Field<List<FixedIp>>,
+    qos_policy_id: Field<Uuid>,
+}
+
+impl GatewayInfo {
+    /// The gateway a request asks for: `None` for none (`null` or `{}`).
+    fn wanted(f: &Field<GatewayInfo>) -> NetResult<Option<&GatewayInfo>> {
+        let Some(g) = f.get() else { return Ok(None) };
+        if g.network_id.present() {
+            no_qos(&g.qos_policy_id)?;
+            return Ok(Some(g));
+        }
+        let empty = !g.enable_snat.present() && !g.external_fixed_ips.present() && !g.qos_policy_id.present();
+        if empty {
+            Ok(None)
+        } else {
+            Err(NetError::BadRequest(
+                "HTTPBadRequest",
+                "Invalid input for external_gateway_info. Reason: Validation of dictionary's keys failed. Expected keys: {'network_id'}.".into(),
+            ))
+        }
+    }
+}
+
 /// Builds `external_gateway_info` by creating the gateway port.
-async fn set_gateway(st: &S, ctx: &RequestContext, router: &mut Value, info: &Value) -> NetResult<()> {
-    let obj = info.as_object().cloned().unwrap_or_default();
-    check_attrs(&obj, &["network_id", "enable_snat", "external_fixed_ips", "qos_policy_id"])?;
-    let net_id = opt_str(&obj, "network_id")?.ok_or_else(|| invalid("external_gateway_info requires network_id"))?;
+async fn set_gateway(st: &S, ctx: &RequestContext, router: &mut Value, g: &GatewayInfo) -> NetResult<()> {
+    let net_id = g.network_id.opt().unwrap_or_default();
     let net = crate::networks::find(st, ctx, &net_id).await?;
     if net["router:external"] != json!(true) {
         return Err(bad_router(format!("The network {net_id} is not an external network")));
     }
-    let snat = opt_bool(&obj, "enable_snat")?.unwrap_or(true);
-    let mut req = Map::new();
-    req.insert("network_id".into(), json!(net_id));
-    req.insert("device_owner".into(), json!("network:router_gateway"));
-    req.insert("device_id".into(), json!(store::s(router, "id")));
-    if let Some(ips) = obj.get("external_fixed_ips").filter(|v| !v.is_null()) {
-        req.insert("fixed_ips".into(), ips.clone());
-    }
+    let snat = g.enable_snat.or(true);
+    let req = PortCreate {
+        network_id: Uuid::from(net_id.as_str()).into(),
+        device_owner: Text::from("network:router_gateway").into(),
+        device_id: Text::from(store::s(router, "id")).into(),
+        fixed_ips: match &g.external_fixed_ips {
+            Field::Set(ips) => Field::Set(ips.clone()),
+            _ => Field::Absent,
+        },
+        ..Default::default()
+    };
     let admin = RequestContext::internal_admin();
     let port = create_port(st, &admin, req, String::new()).await?;
     router["external_gateway_info"] = json!({
@@ -189,58 +224,117 @@ async fn show(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q: Que
     Ok(Json(json!({"router": crate::listing::select_fields(find(&st, &ctx, &id).await?, &q)})))
 }
 
+/// Every attribute of a router: a request naming anything else is refused.
 const ROUTER_ATTRS: &[&str] = &[
+    "id",
     "name",
     "description",
     "admin_state_up",
+    "status",
     "external_gateway_info",
     "distributed",
     "ha",
     "availability_zone_hints",
+    "availability_zones",
     "tenant_id",
     "project_id",
     "routes",
     "tags",
     "flavor_id",
     "enable_ndp_proxy",
+    "created_at",
+    "updated_at",
+    "revision_number",
 ];
+
+/// `POST /v2.0/routers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RouterCreate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    admin_state_up: Opt<Bool>,
+    external_gateway_info: Field<GatewayInfo>,
+    distributed: Opt<Bool>,
+    ha: Opt<Bool>,
+    availability_zone_hints: Field<List<Text<255>>>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+    tags: Field<Tags>,
+    flavor_id: Field<Uuid>,
+    enable_ndp_proxy: Opt<Bool>,
+}
+
+/// `PUT /v2.0/routers/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RouterUpdate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    admin_state_up: Opt<Bool>,
+    external_gateway_info: Field<GatewayInfo>,
+    distributed: Opt<Bool>,
+    ha: Opt<Bool>,
+    routes: Field<Raw>,
+    tags: Field<Tags>,
+    enable_ndp_proxy: Opt<Bool>,
+}
+
+/// Router flavors, DVR, HA and NDP proxy are not offered: asking for them is refused.
+fn unsupported(distributed: &Opt<Bool>, ha: &Opt<Bool>, ndp: &Opt<Bool>) -> NetResult<()> {
+    for (flag, v) in [("distributed", distributed), ("ha", ha), ("enable_ndp_proxy", ndp)] {
+        if v.opt() == Some(true) {
+            return Err(invalid(format!("{flag} routers are not supported by this cloud")));
+        }
+    }
+    Ok(())
+}
 
 async fn create(
     State(st): State<S>,
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "router")?;
-    check_attrs(&obj, ROUTER_ATTRS)?;
-    let project = owner_project(&ctx, &obj)?;
+    let req: RouterCreate = body::parse_create(body::one(req, "router")?, ROUTER_ATTRS)?;
+    let project = owner(&ctx, &req.project_id, &req.tenant_id)?;
     let target = json!({"tenant_id": project, "project_id": project});
     enforce(&st.policy, "create_router", &ctx, &target)?;
-    for flag in ["distributed", "ha"] {
-        if opt_bool(&obj, flag)? == Some(true) {
+    for (flag, v) in [("distributed", &req.distributed), ("ha", &req.ha)] {
+        if v.opt() == Some(true) {
             enforce(&st.policy, &format!("create_router:{flag}"), &ctx, &target)?;
-            return Err(invalid(format!("{flag} routers are not supported by this cloud")));
         }
     }
-    if obj.get("external_gateway_info").and_then(|g| g.get("external_fixed_ips")).is_some_and(|v| !v.is_null()) {
+    unsupported(&req.distributed, &req.ha, &req.enable_ndp_proxy)?;
+    if let Some(f) = req.flavor_id.get() {
+        return Err(NetError::NotFoundTyped("FlavorNotFound", format!("Flavor {} could not be found.", f.0)));
+    }
+    let gateway = GatewayInfo::wanted(&req.external_gateway_info)?;
+    if gateway.is_some_and(|g| g.external_fixed_ips.get().is_some()) {
         enforce(&st.policy, "create_router:external_gateway_info:external_fixed_ips", &ctx, &target)?;
     }
+    let az = &st.cfg.availability_zone;
+    let hints: Vec<String> =
+        req.availability_zone_hints.get().map(|l| l.0.iter().map(|z| z.0.clone()).collect()).unwrap_or_default();
+    if let Some(z) = hints.iter().find(|z| *z != az) {
+        return Err(NetError::NotFoundTyped(
+            "AvailabilityZoneNotFound",
+            format!("AvailabilityZone {z} could not be found."),
+        ));
+    }
     let mut body = store::new_body(&project);
-    body.insert("name".into(), json!(opt_str(&obj, "name")?.unwrap_or_default()));
-    body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
-    body.insert("admin_state_up".into(), json!(opt_bool(&obj, "admin_state_up")?.unwrap_or(true)));
+    body.insert("name".into(), json!(req.name.or_empty()));
+    body.insert("description".into(), json!(req.description.or_empty()));
+    body.insert("admin_state_up".into(), json!(req.admin_state_up.or(true)));
     body.insert("status".into(), json!("ACTIVE"));
     body.insert("external_gateway_info".into(), Value::Null);
     body.insert("distributed".into(), json!(false));
     body.insert("ha".into(), json!(false));
     body.insert("routes".into(), json!([]));
     body.insert("flavor_id".into(), Value::Null);
-    body.insert(
-        "availability_zone_hints".into(),
-        obj.get("availability_zone_hints").cloned().filter(|v| v.is_array()).unwrap_or(json!([])),
-    );
-    body.insert("availability_zones".into(), json!([st.cfg.availability_zone]));
+    body.insert("availability_zone_hints".into(), json!(hints));
+    body.insert("availability_zones".into(), json!([az]));
     body.insert("enable_ndp_proxy".into(), json!(false));
-    body.insert("tags".into(), json!(crate::networks::tags_of(&obj)?));
+    body.insert("tags".into(), json!(crate::networks::tags(&req.tags)));
     let mut body = Value::Object(body);
     let (b, cfg) = (body.clone(), st.cfg.clone());
     st.db
@@ -253,7 +347,7 @@ async fn create(
             })
         })
         .await?;
-    if let Some(g) = obj.get("external_gateway_info").filter(|g| !g.is_null()) {
+    if let Some(g) = gateway {
         if let Err(e) = set_gateway(&st, &ctx, &mut body, g).await {
             let id = store::s(&body, "id").to_string();
             let _ = st
@@ -276,26 +370,32 @@ async fn update(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "router")?;
-    check_attrs(&obj, ROUTER_ATTRS)?;
+    let req: RouterUpdate = body::parse_update(body::one(req, "router")?, ROUTER_ATTRS)?;
     let mut r = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_router", &ctx, &r)?;
-    for flag in ["distributed", "ha"] {
-        if opt_bool(&obj, flag)? == Some(true) {
-            return Err(invalid(format!("{flag} routers are not supported by this cloud")));
-        }
+    unsupported(&req.distributed, &req.ha, &req.enable_ndp_proxy)?;
+    if let Some(v) = req.name.opt() {
+        r["name"] = json!(v);
     }
-    crate::apply_simple(&mut r, &obj, &["name", "description", "admin_state_up"])?;
-    if let Some(routes) = obj.get("routes") {
-        r["routes"] = if routes.is_null() { json!([]) } else { validate_routes(&st, &id, routes).await? };
+    if let Some(v) = req.description.opt() {
+        r["description"] = json!(v);
     }
-    if obj.contains_key("tags") {
-        r["tags"] = json!(crate::networks::tags_of(&obj)?);
+    if let Some(v) = req.admin_state_up.opt() {
+        r["admin_state_up"] = json!(v);
     }
-    if let Some(g) = obj.get("external_gateway_info") {
+    if let Some(routes) = req.routes.clone().change() {
+        r["routes"] = match routes {
+            None => json!([]),
+            Some(v) => validate_routes(&st, &id, &v).await?,
+        };
+    }
+    if req.tags.present() {
+        r["tags"] = json!(crate::networks::tags(&req.tags));
+    }
+    if req.external_gateway_info.present() {
+        let wanted = GatewayInfo::wanted(&req.external_gateway_info)?;
         let cur_net = r["external_gateway_info"]["network_id"].as_str().map(str::to_string);
-        let new_net = g.get("network_id").and_then(Value::as_str).map(str::to_string);
-        let wants_ips = g.get("external_fixed_ips").is_some_and(|v| !v.is_null());
+        let wants_ips = wanted.is_some_and(|g| g.external_fixed_ips.get().is_some());
         if wants_ips {
             enforce_attrs(
                 &st.policy,
@@ -306,20 +406,24 @@ async fn update(
                 &r,
             )?;
         }
-        if g.is_null() || g.as_object().is_some_and(|m| m.is_empty()) {
-            if cur_net.is_some() {
-                clear_gateway(&st, &mut r).await?;
+        match wanted {
+            None => {
+                if cur_net.is_some() {
+                    clear_gateway(&st, &mut r).await?;
+                }
             }
-        } else if cur_net.is_some() && cur_net == new_net && !wants_ips {
-            // Same network: only the SNAT flag may change.
-            if let Some(s) = g.get("enable_snat") {
-                r["external_gateway_info"]["enable_snat"] = json!(s.as_bool().unwrap_or(true));
+            Some(g) if cur_net.is_some() && cur_net == g.network_id.opt() && !wants_ips => {
+                // Same network: only the SNAT flag may change.
+                if let Some(snat) = g.enable_snat.opt() {
+                    r["external_gateway_info"]["enable_snat"] = json!(snat);
+                }
             }
-        } else {
-            if cur_net.is_some() {
-                clear_gateway(&st, &mut r).await?;
+            Some(g) => {
+                if cur_net.is_some() {
+                    clear_gateway(&st, &mut r).await?;
+                }
+                set_gateway(&st, &ctx, &mut r, g).await?;
             }
-            set_gateway(&st, &ctx, &mut r, g).await?;
         }
     }
     store::touch(&mut r);
@@ -345,6 +449,28 @@ async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> N
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The body of `add_router_interface` / `remove_router_interface`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InterfaceRequest {
+    subnet_id: Opt<Uuid>,
+    port_id: Opt<Uuid>,
+}
+
+impl InterfaceRequest {
+    fn read(req: Value, adding: bool) -> NetResult<(Option<String>, Option<String>)> {
+        let Value::Object(obj) = req else {
+            return Err(bad_router("Either subnet_id or port_id must be specified".into()));
+        };
+        let r: InterfaceRequest = body::parse(obj)?;
+        match (r.subnet_id.opt(), r.port_id.opt()) {
+            (None, None) => Err(bad_router("Either subnet_id or port_id must be specified".into())),
+            (Some(_), Some(_)) if adding => Err(bad_router("Cannot specify both subnet-id and port-id".into())),
+            ids => Ok(ids),
+        }
+    }
+}
+
 fn interface_info(r: &Value, port: &Value, subnet_id: &str) -> Value {
     let subnet_ids: Vec<Value> =
         port["fixed_ips"].as_array().into_iter().flatten().map(|i| i["subnet_id"].clone()).collect();
@@ -365,11 +491,9 @@ async fn add_interface(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj =
-        req.as_object().cloned().ok_or_else(|| bad_router("Either subnet_id or port_id must be specified".into()))?;
+    let (subnet_id, port_id) = InterfaceRequest::read(req, true)?;
     let r = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "add_router_interface", &ctx, &r)?;
-    let (subnet_id, port_id) = (opt_str(&obj, "subnet_id")?, opt_str(&obj, "port_id")?);
     let existing = interfaces(&st, &id).await?;
     let mut existing_cidrs = Vec::new();
     for p in &existing {
@@ -402,11 +526,13 @@ async fn add_interface(
                 .as_str()
                 .ok_or_else(|| bad_router("Subnet for router interface must have a gateway IP".into()))?;
             check_overlap(&sid, store::s(&subnet, "cidr"))?;
-            let mut req = Map::new();
-            req.insert("network_id".into(), subnet["network_id"].clone());
-            req.insert("device_owner".into(), json!("network:router_interface"));
-            req.insert("device_id".into(), json!(id));
-            req.insert("fixed_ips".into(), json!([{"subnet_id": sid, "ip_address": gw}]));
+            let req = PortCreate {
+                network_id: Uuid::from(store::s(&subnet, "network_id")).into(),
+                device_owner: Text::from("network:router_interface").into(),
+                device_id: Text::from(id.as_str()).into(),
+                fixed_ips: Field::Set(List(vec![FixedIp::on(&sid, Some(gw))])),
+                ..Default::default()
+            };
             let port = create_port(&st, &RequestContext::internal_admin(), req, project).await?;
             Ok(Json(interface_info(&r, &port, &sid)))
         }
@@ -433,9 +559,11 @@ async fn add_interface(
                 }
             }
             let sid = first["subnet_id"].as_str().unwrap_or("").to_string();
-            let mut upd = Map::new();
-            upd.insert("device_owner".into(), json!("network:router_interface"));
-            upd.insert("device_id".into(), json!(id));
+            let upd = PortUpdate {
+                device_owner: Text::from("network:router_interface").into(),
+                device_id: Text::from(id.as_str()).into(),
+                ..Default::default()
+            };
             let port = ports::update_port(&st, &RequestContext::internal_admin(), &pid, upd).await?;
             Ok(Json(interface_info(&r, &port, &sid)))
         }
@@ -449,11 +577,9 @@ async fn remove_interface(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj =
-        req.as_object().cloned().ok_or_else(|| bad_router("Either subnet_id or port_id must be specified".into()))?;
+    let (subnet_id, port_id) = InterfaceRequest::read(req, false)?;
     let r = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "remove_router_interface", &ctx, &r)?;
-    let (subnet_id, port_id) = (opt_str(&obj, "subnet_id")?, opt_str(&obj, "port_id")?);
     let ifaces = interfaces(&st, &id).await?;
     let on_subnet = |p: &Value, sid: &str| {
         p["fixed_ips"].as_array().is_some_and(|a| a.iter().any(|i| i["subnet_id"].as_str() == Some(sid)))
@@ -482,7 +608,7 @@ async fn remove_interface(
                 format!("Router {id} has no interface on subnet {sid}"),
             )
         })?,
-        _ => return Err(bad_router("Either subnet_id or port_id must be specified".into())),
+        (None, None) => return Err(bad_router("Either subnet_id or port_id must be specified".into())),
     };
     let sids: Vec<String> = port["fixed_ips"]
         .as_array()
@@ -600,50 +726,89 @@ async fn show_fip(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>, q:
     Ok(Json(json!({"floatingip": crate::listing::select_fields(find_fip(&st, &ctx, &id).await?, &q)})))
 }
 
+/// Every attribute of a floating IP: a request naming anything else is refused.
 const FIP_ATTRS: &[&str] = &[
-    "floating_network_id",
+    "id",
     "floating_ip_address",
-    "subnet_id",
+    "floating_network_id",
+    "router_id",
     "port_id",
     "fixed_ip_address",
+    "subnet_id",
+    "status",
     "description",
     "dns_name",
     "dns_domain",
+    "port_details",
+    "port_forwardings",
+    "qos_policy_id",
+    "qos_network_policy_id",
     "tenant_id",
     "project_id",
-    "qos_policy_id",
     "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
 ];
+
+/// `POST /v2.0/floatingips`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FloatingIpCreate {
+    floating_network_id: Opt<Uuid>,
+    floating_ip_address: Field<Text<64>>,
+    subnet_id: Field<Uuid>,
+    port_id: Field<Uuid>,
+    fixed_ip_address: Field<Text<64>>,
+    description: Opt<Name>,
+    dns_name: Opt<Text<255>>,
+    dns_domain: Opt<Text<255>>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+    qos_policy_id: Field<Uuid>,
+    tags: Field<Tags>,
+}
+
+/// `PUT /v2.0/floatingips/{id}` (`port_id: null` disassociates).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FloatingIpUpdate {
+    port_id: Field<Uuid>,
+    fixed_ip_address: Field<Text<64>>,
+    description: Opt<Name>,
+    qos_policy_id: Field<Uuid>,
+    tags: Field<Tags>,
+}
 
 async fn create_fip(
     State(st): State<S>,
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "floatingip")?;
-    check_attrs(&obj, FIP_ATTRS)?;
-    let project = owner_project(&ctx, &obj)?;
+    let obj = body::one(req, "floatingip")?;
+    let raw = Value::Object(obj.clone());
+    let req: FloatingIpCreate = body::parse_create(obj, FIP_ATTRS)?;
+    let project = owner(&ctx, &req.project_id, &req.tenant_id)?;
     let target = json!({"tenant_id": project, "project_id": project});
     enforce(&st.policy, "create_floatingip", &ctx, &target)?;
-    enforce_attrs(
-        &st.policy,
-        "create_floatingip",
-        &["floating_ip_address"],
-        &ctx,
-        &Value::Object(obj.clone()),
-        &target,
-    )?;
-    let net_id = opt_str(&obj, "floating_network_id")?.ok_or_else(|| invalid("floating_network_id is required"))?;
+    enforce_attrs(&st.policy, "create_floatingip", &["floating_ip_address"], &ctx, &raw, &target)?;
+    no_qos(&req.qos_policy_id)?;
+    let net_id = req.floating_network_id.opt().ok_or_else(|| {
+        NetError::BadRequest(
+            "HTTPBadRequest",
+            "Failed to parse request. Required attribute 'floating_network_id' not specified".into(),
+        )
+    })?;
     let net = crate::networks::find(&st, &ctx, &net_id).await?;
     if net["router:external"] != json!(true) {
         return Err(bad_fip(format!("Network {net_id} is not a valid external network")));
     }
     let mut body = store::new_body(&project);
     let fip_id = body["id"].as_str().unwrap_or("").to_string();
-    let assoc = match opt_str(&obj, "port_id")? {
+    let assoc = match req.port_id.opt() {
         Some(pid) => Some((
             pid.clone(),
-            association(&st, &ctx, &fip_id, &project, &net_id, &pid, opt_str(&obj, "fixed_ip_address")?).await?,
+            association(&st, &ctx, &fip_id, &project, &net_id, &pid, req.fixed_ip_address.opt()).await?,
         )),
         None => None,
     };
@@ -655,20 +820,17 @@ async fn create_fip(
             Box::pin(async move { quotas::check(tx, &cfg, &project, "floatingip", 1).await })
         })
         .await?;
-    let mut preq = Map::new();
-    preq.insert("network_id".into(), json!(net_id));
-    preq.insert("device_owner".into(), json!("network:floatingip"));
-    preq.insert("device_id".into(), json!(fip_id));
-    let mut fixed = Map::new();
-    if let Some(s) = opt_str(&obj, "subnet_id")? {
-        fixed.insert("subnet_id".into(), json!(s));
-    }
-    if let Some(a) = opt_str(&obj, "floating_ip_address")? {
-        fixed.insert("ip_address".into(), json!(a));
-    }
-    if !fixed.is_empty() {
-        preq.insert("fixed_ips".into(), json!([fixed]));
-    }
+    let fixed = match (req.subnet_id.opt(), req.floating_ip_address.opt()) {
+        (None, None) => Field::Absent,
+        (s, a) => Field::Set(List(vec![FixedIp { subnet_id: Opt(s.map(Uuid)), ip_address: Opt(a.map(Text)) }])),
+    };
+    let preq = PortCreate {
+        network_id: Uuid::from(net_id.as_str()).into(),
+        device_owner: Text::from("network:floatingip").into(),
+        device_id: Text::from(fip_id.as_str()).into(),
+        fixed_ips: fixed,
+        ..Default::default()
+    };
     let port = create_port(&st, &RequestContext::internal_admin(), preq, String::new()).await?;
     let addr = port["fixed_ips"]
         .as_array()
@@ -684,13 +846,13 @@ async fn create_fip(
     };
     body.insert("floating_network_id".into(), json!(net_id));
     body.insert("floating_ip_address".into(), json!(addr));
-    body.insert("description".into(), json!(opt_str(&obj, "description")?.unwrap_or_default()));
-    body.insert("dns_name".into(), json!(opt_str(&obj, "dns_name")?.unwrap_or_default()));
-    body.insert("dns_domain".into(), json!(opt_str(&obj, "dns_domain")?.unwrap_or_default()));
+    body.insert("description".into(), json!(req.description.or_empty()));
+    body.insert("dns_name".into(), json!(req.dns_name.or_empty()));
+    body.insert("dns_domain".into(), json!(req.dns_domain.or_empty()));
     body.insert("qos_policy_id".into(), Value::Null);
     body.insert("qos_network_policy_id".into(), Value::Null);
     body.insert("port_forwardings".into(), json!([]));
-    body.insert("tags".into(), json!(crate::networks::tags_of(&obj)?));
+    body.insert("tags".into(), json!(crate::networks::tags(&req.tags)));
     let mut body = Value::Object(body);
     clear_association(&mut body);
     if let Some((pid, (fixed, router, details))) = assoc {
@@ -734,13 +896,15 @@ async fn update_fip(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "floatingip")?;
-    check_attrs(&obj, &["port_id", "fixed_ip_address", "description", "qos_policy_id", "tags"])?;
+    let req: FloatingIpUpdate = body::parse_update(body::one(req, "floatingip")?, FIP_ATTRS)?;
     let mut f = find_fip(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_floatingip", &ctx, &f)?;
-    crate::apply_simple(&mut f, &obj, &["description"])?;
-    if obj.contains_key("port_id") {
-        match opt_str(&obj, "port_id")? {
+    no_qos(&req.qos_policy_id)?;
+    if let Some(d) = req.description.opt() {
+        f["description"] = json!(d);
+    }
+    if req.port_id.present() {
+        match req.port_id.opt() {
             None => clear_association(&mut f),
             Some(pid) => {
                 if f["port_forwardings"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -752,7 +916,7 @@ async fn update_fip(
                 let project = store::s(&f, "project_id").to_string();
                 let net = store::s(&f, "floating_network_id").to_string();
                 let (fixed, router, details) =
-                    association(&st, &ctx, &id, &project, &net, &pid, opt_str(&obj, "fixed_ip_address")?).await?;
+                    association(&st, &ctx, &id, &project, &net, &pid, req.fixed_ip_address.opt()).await?;
                 f["port_id"] = json!(pid);
                 f["fixed_ip_address"] = json!(fixed);
                 f["router_id"] = json!(router);
@@ -760,12 +924,26 @@ async fn update_fip(
             }
         }
     }
-    if obj.contains_key("tags") {
-        f["tags"] = json!(crate::networks::tags_of(&obj)?);
+    if req.tags.present() {
+        f["tags"] = json!(crate::networks::tags(&req.tags));
     }
     store::touch(&mut f);
     save_fip(&st, &f).await?;
     Ok(Json(json!({"floatingip": f})))
+}
+
+/// Deletes a floating IP inside a transaction: its port and port forwardings go with it.
+pub(crate) async fn delete_fip_in_tx(tx: &mut Tx, id: &str) -> NetResult<()> {
+    for p in store::by_ref(&mut **tx, kind::PORT, id).await? {
+        if store::s(&p, "device_owner") == "network:floatingip" {
+            ports::delete_in_tx(tx, &p).await?;
+        }
+    }
+    for pf in store::children(&mut **tx, kind::PORT_FORWARDING, id).await? {
+        store::delete(&mut **tx, kind::PORT_FORWARDING, store::s(&pf, "id")).await?;
+    }
+    store::delete(&mut **tx, kind::FLOATINGIP, id).await?;
+    Ok(())
 }
 
 async fn remove_fip(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> NetResult<StatusCode> {
@@ -774,18 +952,7 @@ async fn remove_fip(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) 
     st.db
         .transaction(|tx| {
             let id = id.clone();
-            Box::pin(async move {
-                for p in store::by_ref(&mut **tx, kind::PORT, &id).await? {
-                    if store::s(&p, "device_owner") == "network:floatingip" {
-                        ports::delete_in_tx(tx, &p).await?;
-                    }
-                }
-                for pf in store::children(&mut **tx, kind::PORT_FORWARDING, &id).await? {
-                    store::delete(&mut **tx, kind::PORT_FORWARDING, store::s(&pf, "id")).await?;
-                }
-                store::delete(&mut **tx, kind::FLOATINGIP, &id).await?;
-                Ok::<_, NetError>(())
-            })
+            Box::pin(async move { delete_fip_in_tx(tx, &id).await })
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -845,34 +1012,50 @@ async fn show_pf(
     ))
 }
 
+/// A port forwarding as `POST` and `PUT` give it (on update, what is absent is kept).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PortForwardingBody {
+    protocol: Opt<Text<16>>,
+    external_port: Opt<Int>,
+    internal_port: Opt<Int>,
+    internal_port_id: Opt<Uuid>,
+    internal_ip_address: Opt<Text<64>>,
+    description: Opt<Name>,
+}
+
 async fn validate_pf(
     st: &S,
     ctx: &RequestContext,
     f: &Value,
-    obj: &Map<String, Value>,
+    req: &PortForwardingBody,
     cur: Option<&Value>,
 ) -> NetResult<Value> {
-    let get = |k: &str| obj.get(k).cloned().or_else(|| cur.and_then(|c| c.get(k).cloned())).filter(|v| !v.is_null());
-    let proto =
-        get("protocol").and_then(|v| v.as_str().map(str::to_string)).ok_or_else(|| invalid("protocol is required"))?;
+    let kept = |k: &str| cur.and_then(|c| c.get(k).cloned()).filter(|v| !v.is_null());
+    let kept_str = |k: &str| kept(k).and_then(|v| v.as_str().map(str::to_string));
+    let proto = req.protocol.opt().or_else(|| kept_str("protocol")).ok_or_else(|| invalid("protocol is required"))?;
     if proto != "tcp" && proto != "udp" {
         return Err(invalid(format!("'{proto}' is not in ['tcp', 'udp']")));
     }
-    let port_num = |k: &str| -> NetResult<i64> {
-        let mut m = Map::new();
-        m.insert(k.into(), get(k).unwrap_or(Value::Null));
-        let n = opt_int(&m, k)?.ok_or_else(|| invalid(format!("{k} is required")))?;
+    let port_num = |k: &str, given: Option<i64>| -> NetResult<i64> {
+        let n =
+            given.or_else(|| kept(k).and_then(|v| v.as_i64())).ok_or_else(|| invalid(format!("{k} is required")))?;
         if !(1..=65535).contains(&n) {
             return Err(invalid(format!("Invalid value for {k}: {n} is not in 1..65535")));
         }
         Ok(n)
     };
-    let (ext, int) = (port_num("external_port")?, port_num("internal_port")?);
-    let pid = get("internal_port_id")
-        .and_then(|v| v.as_str().map(str::to_string))
+    let (ext, int) =
+        (port_num("external_port", req.external_port.opt())?, port_num("internal_port", req.internal_port.opt())?);
+    let pid = req
+        .internal_port_id
+        .opt()
+        .or_else(|| kept_str("internal_port_id"))
         .ok_or_else(|| invalid("internal_port_id is required"))?;
-    let ip = get("internal_ip_address")
-        .and_then(|v| v.as_str().map(str::to_string))
+    let ip = req
+        .internal_ip_address
+        .opt()
+        .or_else(|| kept_str("internal_ip_address"))
         .ok_or_else(|| invalid("internal_ip_address is required"))?;
     let net = store::s(f, "floating_network_id").to_string();
     association(st, ctx, "", store::s(f, "project_id"), &net, &pid, Some(ip.clone())).await?;
@@ -903,7 +1086,7 @@ async fn validate_pf(
     body["internal_ip_address"] = json!(ip);
     body["external_port_range"] = json!(format!("{ext}:{ext}"));
     body["internal_port_range"] = json!(format!("{int}:{int}"));
-    body["description"] = get("description").unwrap_or(json!(""));
+    body["description"] = json!(req.description.opt().or_else(|| kept_str("description")).unwrap_or_default());
     Ok(body)
 }
 
@@ -913,14 +1096,10 @@ async fn create_pf(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "port_forwarding")?;
-    check_attrs(
-        &obj,
-        &["protocol", "external_port", "internal_port", "internal_port_id", "internal_ip_address", "description"],
-    )?;
+    let req: PortForwardingBody = body::parse(body::one(req, "port_forwarding")?)?;
     let f = find_fip(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_floatingip", &ctx, &f)?;
-    let body = validate_pf(&st, &ctx, &f, &obj, None).await?;
+    let body = validate_pf(&st, &ctx, &f, &req, None).await?;
     let b = body.clone();
     st.db
         .transaction(|tx| {
@@ -945,15 +1124,11 @@ async fn update_pf(
     Path((id, pf)): Path<(String, String)>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "port_forwarding")?;
-    check_attrs(
-        &obj,
-        &["protocol", "external_port", "internal_port", "internal_port_id", "internal_ip_address", "description"],
-    )?;
+    let req: PortForwardingBody = body::parse(body::one(req, "port_forwarding")?)?;
     let f = find_fip(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_floatingip", &ctx, &f)?;
     let cur = find_pf(&st, &ctx, &id, &pf).await?;
-    let mut body = validate_pf(&st, &ctx, &f, &obj, Some(&cur)).await?;
+    let mut body = validate_pf(&st, &ctx, &f, &req, Some(&cur)).await?;
     store::touch(&mut body);
     let b = body.clone();
     st.db

@@ -4,17 +4,111 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use stratus_auth::{Ctx, RequestContext};
 use stratus_core::{OsJson, QueryPairs};
 use stratus_db::sqlx::Row;
 use stratus_db::{Query, Tx};
 
+use crate::body::{self, Bool, Field, Int, Name, Opt, ProjectId, Raw, Tags, Text, Uuid};
 use crate::error::{invalid, not_found, NetError, NetResult};
 use crate::ip::Cidr;
 use crate::policy::enforce;
 use crate::store::{self, kind, Links};
-use crate::{check_attrs, opt_bool, opt_int, opt_str, owner_project, quotas, req_obj, NetworkConfig, S};
+use crate::{owner, quotas, NetworkConfig, S};
+
+/// Every attribute of a security group: a request naming anything else is refused.
+const SG_ATTRS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "stateful",
+    "shared",
+    "security_group_rules",
+    "tenant_id",
+    "project_id",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+
+/// `POST /v2.0/security-groups`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GroupCreate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    stateful: Opt<Bool>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+    tags: Field<Tags>,
+}
+
+/// `PUT /v2.0/security-groups/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GroupUpdate {
+    name: Opt<Name>,
+    description: Opt<Name>,
+    stateful: Opt<Bool>,
+    tags: Field<Tags>,
+}
+
+/// Every attribute of a security group rule.
+const RULE_ATTRS: &[&str] = &[
+    "id",
+    "security_group_id",
+    "direction",
+    "ethertype",
+    "protocol",
+    "port_range_min",
+    "port_range_max",
+    "remote_ip_prefix",
+    "normalized_cidr",
+    "remote_group_id",
+    "remote_address_group_id",
+    "description",
+    "belongs_to_default_sg",
+    "tenant_id",
+    "project_id",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+
+/// `POST /v2.0/security-group-rules` (rules cannot be updated).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuleCreate {
+    security_group_id: Opt<Uuid>,
+    direction: Opt<Text<16>>,
+    ethertype: Opt<Text<16>>,
+    protocol: Field<Raw>,
+    port_range_min: Field<Int>,
+    port_range_max: Field<Int>,
+    remote_ip_prefix: Field<Text<64>>,
+    remote_group_id: Field<Uuid>,
+    remote_address_group_id: Field<Uuid>,
+    description: Opt<Name>,
+    tenant_id: Opt<ProjectId>,
+    project_id: Opt<ProjectId>,
+    tags: Field<Tags>,
+}
+
+/// Neutron's name check on groups: `default` (any case) belongs to the per-project group
+/// created automatically, so no group may be created with or renamed to it.
+fn not_default(name: &Opt<Name>) -> NetResult<()> {
+    if name.opt().is_some_and(|n| n.eq_ignore_ascii_case("default")) {
+        return Err(NetError::Conflict(
+            "SecurityGroupDefaultAlreadyExists",
+            "Default security group already exists.".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Security group routes.
 pub fn routes() -> Router<S> {
@@ -183,24 +277,12 @@ async fn create(
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "security_group")?;
-    check_attrs(&obj, &["name", "description", "stateful", "tenant_id", "project_id", "tags", "shared"])?;
-    let project = owner_project(&ctx, &obj)?;
+    let req: GroupCreate = body::parse_create(body::one(req, "security_group")?, SG_ATTRS)?;
+    not_default(&req.name)?;
+    let project = owner(&ctx, &req.project_id, &req.tenant_id)?;
     enforce(&st.policy, "create_security_group", &ctx, &json!({"tenant_id": project, "project_id": project}))?;
-    let name = opt_str(&obj, "name")?.unwrap_or_default();
-    if name == "default" {
-        return Err(NetError::Conflict(
-            "SecurityGroupDefaultAlreadyExists",
-            "Default security group already exists.".into(),
-        ));
-    }
-    let mut sg = sg_body(
-        &project,
-        &name,
-        &opt_str(&obj, "description")?.unwrap_or_default(),
-        opt_bool(&obj, "stateful")?.unwrap_or(true),
-    );
-    sg["tags"] = json!(crate::networks::tags_of(&obj)?);
+    let mut sg = sg_body(&project, &req.name.or_empty(), &req.description.or_empty(), req.stateful.or(true));
+    sg["tags"] = json!(crate::networks::tags(&req.tags));
     let id = store::s(&sg, "id").to_string();
     let rules: Vec<Value> = ["IPv4", "IPv6"].iter().map(|e| rule_body(&project, &id, "egress", e, None)).collect();
     let cfg = st.cfg.clone();
@@ -225,19 +307,34 @@ async fn update(
     Path(id): Path<String>,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<Json<Value>> {
-    let obj = req_obj(&req, "security_group")?;
-    check_attrs(&obj, &["name", "description", "stateful", "tags"])?;
+    let req: GroupUpdate = body::parse_update(body::one(req, "security_group")?, SG_ATTRS)?;
+    not_default(&req.name)?;
     let mut sg = find(&st, &ctx, &id).await?;
     enforce(&st.policy, "update_security_group", &ctx, &sg)?;
-    if store::s(&sg, "name") == "default" && obj.get("name").is_some_and(|n| n.as_str() != Some("default")) {
+    if store::s(&sg, "name") == "default" && req.name.present() {
         return Err(NetError::Conflict(
             "SecurityGroupCannotUpdateDefault",
             "Updating default security group not allowed.".into(),
         ));
     }
-    crate::apply_simple(&mut sg, &obj, &["name", "description", "stateful"])?;
-    if obj.contains_key("tags") {
-        sg["tags"] = json!(crate::networks::tags_of(&obj)?);
+    if let Some(stateful) = req.stateful.opt().filter(|s| sg["stateful"] != json!(s)) {
+        // Neutron: the connection tracking of ports already using the group cannot change.
+        let in_use = store::all(st.db.reader(), kind::PORT).await?.iter().any(|p| {
+            p["security_groups"].as_array().is_some_and(|a| a.iter().any(|g| g.as_str() == Some(id.as_str())))
+        });
+        if in_use {
+            return Err(NetError::Conflict("SecurityGroupInUse", format!("Security Group {id} in use.")));
+        }
+        sg["stateful"] = json!(stateful);
+    }
+    if let Some(v) = req.name.opt() {
+        sg["name"] = json!(v);
+    }
+    if let Some(v) = req.description.opt() {
+        sg["description"] = json!(v);
+    }
+    if req.tags.present() {
+        sg["tags"] = json!(crate::networks::tags(&req.tags));
     }
     store::touch(&mut sg);
     let b = sg.clone();
@@ -336,25 +433,8 @@ async fn create_rule(
     Ctx(ctx): Ctx,
     OsJson(req): OsJson<Value>,
 ) -> NetResult<(StatusCode, Json<Value>)> {
-    let obj = req_obj(&req, "security_group_rule")?;
-    check_attrs(
-        &obj,
-        &[
-            "security_group_id",
-            "direction",
-            "ethertype",
-            "protocol",
-            "port_range_min",
-            "port_range_max",
-            "remote_ip_prefix",
-            "remote_group_id",
-            "remote_address_group_id",
-            "description",
-            "tenant_id",
-            "project_id",
-        ],
-    )?;
-    let rule = build_rule(&st, &ctx, &obj).await?;
+    let req: RuleCreate = body::parse_create(body::one(req, "security_group_rule")?, RULE_ATTRS)?;
+    let rule = build_rule(&st, &ctx, &req).await?;
     let cfg = st.cfg.clone();
     let b = rule.clone();
     st.db
@@ -386,24 +466,45 @@ async fn create_rule(
     Ok((StatusCode::CREATED, Json(json!({"security_group_rule": rule}))))
 }
 
-async fn build_rule(st: &S, ctx: &RequestContext, obj: &Map<String, Value>) -> NetResult<Value> {
-    let sg_id = opt_str(obj, "security_group_id")?.ok_or_else(|| invalid("security_group_id is required"))?;
+/// Neutron's "Failed to parse request. Required attribute 'x' not specified".
+fn required(attr: &str) -> NetError {
+    NetError::BadRequest(
+        "HTTPBadRequest",
+        format!("Failed to parse request. Required attribute '{attr}' not specified"),
+    )
+}
+
+/// A protocol as a request gives it: a name, a number, or a number as a string.
+fn protocol_text(p: &Field<Raw>) -> NetResult<Option<String>> {
+    match p.get() {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(v) => Err(NetError::BadRequest(
+            "SecurityGroupRuleInvalidProtocol",
+            format!("Security group rule protocol {} not supported.", body::show(v)),
+        )),
+    }
+}
+
+async fn build_rule(st: &S, ctx: &RequestContext, req: &RuleCreate) -> NetResult<Value> {
+    let sg_id = req.security_group_id.opt().ok_or_else(|| required("security_group_id"))?;
     let sg = find(st, ctx, &sg_id).await?;
     enforce(&st.policy, "create_security_group_rule", ctx, &sg)?;
     let project = store::s(&sg, "project_id").to_string();
-    let _ = owner_project(ctx, obj)?;
-    let direction = opt_str(obj, "direction")?.ok_or_else(|| invalid("direction is required"))?;
+    let _ = owner(ctx, &req.project_id, &req.tenant_id)?;
+    let direction = req.direction.opt().ok_or_else(|| required("direction"))?;
     if direction != "ingress" && direction != "egress" {
         return Err(invalid(format!("'{direction}' is not in ['ingress', 'egress']")));
     }
-    let ethertype = opt_str(obj, "ethertype")?.unwrap_or_else(|| "IPv4".into());
+    let ethertype = req.ethertype.opt().unwrap_or_else(|| "IPv4".into());
     let ethertype = match ethertype.to_ascii_lowercase().as_str() {
         "ipv4" => "IPv4",
         "ipv6" => "IPv6",
         _ => return Err(invalid(format!("'{ethertype}' is not in ['IPv4', 'IPv6']"))),
     };
-    let proto = protocol(opt_str(obj, "protocol")?)?;
-    let (min, max) = (opt_int(obj, "port_range_min")?, opt_int(obj, "port_range_max")?);
+    let proto = protocol(protocol_text(&req.protocol)?)?;
+    let (min, max) = (req.port_range_min.opt(), req.port_range_max.opt());
     let num = proto_number(&proto);
     match num {
         Some(6) | Some(17) | Some(132) | Some(33) | Some(136) => {
@@ -464,9 +565,9 @@ async fn build_rule(st: &S, ctx: &RequestContext, obj: &Map<String, Value>) -> N
             format!("Ethertype IPv4 is not supported by protocol {}.", proto.clone().unwrap_or_default()),
         ));
     }
-    let prefix = opt_str(obj, "remote_ip_prefix")?;
-    let remote_group = opt_str(obj, "remote_group_id")?;
-    let remote_ag = opt_str(obj, "remote_address_group_id")?;
+    let prefix = req.remote_ip_prefix.opt();
+    let remote_group = req.remote_group_id.opt();
+    let remote_ag = req.remote_address_group_id.opt();
     if [prefix.is_some(), remote_group.is_some(), remote_ag.is_some()].iter().filter(|b| **b).count() > 1 {
         return Err(NetError::BadRequest(
             "SecurityGroupRemoteGroupAndRemoteIpPrefix",
@@ -498,7 +599,8 @@ async fn build_rule(st: &S, ctx: &RequestContext, obj: &Map<String, Value>) -> N
     r["remote_ip_prefix"] = json!(prefix);
     r["remote_address_group_id"] = json!(remote_ag);
     r["normalized_cidr"] = json!(normalized);
-    r["description"] = json!(opt_str(obj, "description")?.unwrap_or_default());
+    r["description"] = json!(req.description.or_empty());
+    r["tags"] = json!(crate::networks::tags(&req.tags));
     r["belongs_to_default_sg"] = json!(store::s(&sg, "name") == "default");
     Ok(r)
 }
