@@ -15,6 +15,9 @@ step "Test guest images (build/test-image, from Debian packages)"
 tools/build-test-image.sh build/test-image
 export STRATUS_TEST_IMAGE_DIR="$ROOT/build/test-image"
 
+step "Ceph (mon, mgr, osd, radosgw) for the tests that start a one-node cluster"
+scripts/install-ceph.sh
+
 step "OpenStack clients (.venv)"
 scripts/setup-clients.sh
 

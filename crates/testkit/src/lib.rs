@@ -7,6 +7,8 @@
 //! its `-f json` output parsed. Compatibility is proven by the real client, not by our
 //! own HTTP calls.
 
+pub mod ceph;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;

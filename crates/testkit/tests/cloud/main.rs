@@ -14,6 +14,7 @@ mod identity;
 mod image;
 mod network;
 mod network_extra;
+mod object;
 mod placement;
 mod qemu;
 mod qemu_moves;
