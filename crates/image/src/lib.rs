@@ -17,6 +17,14 @@ mod schemas;
 pub mod store;
 mod versions;
 
+/// This service's entry in the identity catalog (the binary registers it while it serves it).
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "image",
+    name: "glance",
+    description: "Image Service",
+    path: "/image",
+}];
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

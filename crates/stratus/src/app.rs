@@ -71,10 +71,20 @@ impl Cloud {
             region: config.region.clone(),
         };
 
+        // The catalog lists exactly the services this binary serves; each declares its entry.
+        let catalog = [
+            stratus_identity::CATALOG,
+            stratus_image::CATALOG,
+            stratus_placement::CATALOG,
+            stratus_compute::CATALOG,
+            stratus_network::CATALOG,
+        ]
+        .concat();
         let identity = stratus_identity::IdentityService::start(
             platform.clone(),
             config.identity.clone(),
             opts.admin_password.clone(),
+            catalog,
         )
         .await?;
         let auth = AuthState { validator: identity.validator(), identity_uri: platform.service_url("/identity") };
