@@ -75,10 +75,8 @@ fn validate(call: &Call, changes: &[(String, Option<String>)]) -> Result<()> {
                     return Err(SwiftError::BadRequest("Referrers not allowed in write ACL: ".to_string() + v));
                 }
             }
-            "x-container-meta-quota-bytes" | "x-container-meta-quota-count" => {
-                if v.parse::<u64>().is_err() {
-                    return Err(SwiftError::BadRequest(format!("Invalid {}", title(k))));
-                }
+            "x-container-meta-quota-bytes" | "x-container-meta-quota-count" if v.parse::<u64>().is_err() => {
+                return Err(SwiftError::BadRequest(format!("Invalid {}", title(k))));
             }
             "x-versions-location" | "x-history-location" => {
                 let name = crate::names::percent_decode(v).unwrap_or_default();
@@ -97,7 +95,7 @@ fn validate(call: &Call, changes: &[(String, Option<String>)]) -> Result<()> {
             _ => {}
         }
     }
-    if versions && history || (versions && call.header("x-history-location").is_some()) {
+    if versions && (history || call.header("x-history-location").is_some()) {
         return Err(SwiftError::BadRequest(
             "Only one of X-Versions-Location or X-History-Location may be specified".into(),
         ));

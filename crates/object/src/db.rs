@@ -744,10 +744,6 @@ pub async fn delete_object(db: &Db, account: &str, container: &str, name: &str) 
         })
     })
     .await
-    .or_else(|e| match e {
-        SwiftError::NotFound => Err(SwiftError::NotFound),
-        e => Err(e),
-    })
 }
 
 /// Moves a row to another name (versioning restores), replacing what is there.

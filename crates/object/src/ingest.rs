@@ -114,7 +114,7 @@ where
     .await;
     drop(tx);
     let etag = hasher.await.map_err(|e| SwiftError::Internal(format!("hasher failed: {e}")));
-    let checked = streamed.and_then(|_| etag).and_then(|etag| match &expected_etag {
+    let checked = streamed.and(etag).and_then(|etag| match &expected_etag {
         Some(want) if !want.trim_matches('"').eq_ignore_ascii_case(&etag) => Err(SwiftError::Unprocessable),
         _ => Ok(etag),
     });

@@ -58,7 +58,7 @@ pub fn params(query: &BTreeMap<String, String>, max: usize) -> Result<ListParams
     let limit = match query.get("limit") {
         Some(l) => {
             let n: usize =
-                l.parse().map_err(|_| SwiftError::PreconditionMsg(format!("Value of limit must be an integer")))?;
+                l.parse().map_err(|_| SwiftError::PreconditionMsg("Value of limit must be an integer".to_string()))?;
             if n > max {
                 return Err(SwiftError::PreconditionMsg(format!("Maximum limit is {max}")));
             }

@@ -92,9 +92,8 @@ impl S3Backend {
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            if !(status.as_u16() == 409 && body.contains("BucketAlreadyOwnedByYou"))
-                && !body.contains("BucketAlreadyExists")
-            {
+            let already_ours = status.as_u16() == 409 && body.contains("BucketAlreadyOwnedByYou");
+            if !already_ours && !body.contains("BucketAlreadyExists") {
                 return Err(other(format!("creating bucket {}: {status} {body}", s.bucket)));
             }
         }
