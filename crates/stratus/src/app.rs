@@ -189,10 +189,12 @@ async fn absolute_location(
     resp
 }
 
-/// Trims one trailing slash (except on the root) so `/x/` routes like `/x`.
+/// Trims one trailing slash (except on the root) so `/x/` routes like `/x`. Kept on
+/// object paths and on `/image/v2/images/`, an image with an empty id (Glance: 404,
+/// not the image list).
 fn trim_trailing_slash(mut req: Request) -> Request {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") {
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") && path != "/image/v2/images/" {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let new = match req.uri().query() {
