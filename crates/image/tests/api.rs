@@ -592,6 +592,10 @@ async fn patch_semantics_and_errors_on(c: Cloud) {
         (json!([{"op": "copy", "path": "/name", "from": "/x"}]), 400),
         (json!([{"op": "replace", "path": "/visibility", "value": "everyone"}]), 400),
         (json!({"not": "a list"}), 400),
+        // NUL fits no database column (PostgreSQL refuses it: this was a 500 there).
+        (json!([{"op": "replace", "path": "/name", "value": "a\u{0}b"}]), 400),
+        (json!([{"op": "add", "path": "/tags", "value": ["a\u{0}"]}]), 400),
+        (json!([{"op": "add", "path": "/k2", "value": "v\u{0}"}]), 400),
     ] {
         let r = c.patch(&alice(), &id, ops.clone()).await;
         assert_eq!(r.status.as_u16(), want, "{ops} -> {}", String::from_utf8_lossy(&r.body));

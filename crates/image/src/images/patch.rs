@@ -59,7 +59,19 @@ fn bad(msg: impl Into<String>) -> ImageError {
     ImageError::BadRequest(msg.into())
 }
 
+/// A string no database can hold: NUL (PostgreSQL's text refuses it; SQLite would keep it
+/// and hand clients a value they cannot match in a filter).
+fn refuse_nul(key: &str, s: &str) -> Result<()> {
+    if s.contains('\0') {
+        return Err(bad(format!("Invalid value for '{key}': the NUL character is not allowed")));
+    }
+    Ok(())
+}
+
 fn string_or_null(key: &str, v: &Value, max: usize) -> Result<Option<String>> {
+    if let Value::String(s) = v {
+        refuse_nul(key, s)?;
+    }
     match v {
         Value::Null => Ok(None),
         Value::String(s) if s.chars().count() <= max => Ok(Some(s.clone())),
@@ -166,6 +178,7 @@ pub fn set(im: &mut Image, key: &str, v: &Value, is_admin: bool) -> Result<()> {
             }
             match v {
                 Value::String(s) => {
+                    refuse_nul(custom, s)?;
                     im.properties.insert(custom.to_string(), s.clone());
                 }
                 other => {
