@@ -41,3 +41,6 @@ tempest_start=$SECONDS
 cargo build --locked --bin stratus
 STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/tempest.sh --ci --concurrency 2
 echo "Tempest step: $((SECONDS - tempest_start)) s"
+
+step "API descriptions and fuzzing: every image operation, malformed input, response schemas (scripts/fuzz.sh)"
+STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/fuzz.sh --service image
