@@ -579,6 +579,11 @@ async fn patch_semantics_and_errors_on(c: Cloud) {
     assert_eq!((im["name"].as_str(), im["hw_disk_bus"].as_str(), im.get("k")), (Some("renamed"), Some("virtio"), None));
     assert_eq!(im["tags"], json!(["x", "y"]));
     assert_eq!(im["min_ram"], 256);
+    for uri in ["/v2/images/%00", "/v2/images?name=%00", "/v2/images?tag=a%00"] {
+        let r = c.req(&alice(), Method::GET, uri, None, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.json()["message"].is_string(), "Glance fault body");
+    }
     let wrong_type =
         c.req(&alice(), Method::PATCH, &format!("/v2/images/{id}"), Some("application/json"), Body::from("[]")).await;
     assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -592,7 +597,7 @@ async fn patch_semantics_and_errors_on(c: Cloud) {
         (json!([{"op": "copy", "path": "/name", "from": "/x"}]), 400),
         (json!([{"op": "replace", "path": "/visibility", "value": "everyone"}]), 400),
         (json!({"not": "a list"}), 400),
-        // NUL fits no database column (PostgreSQL refuses it: this was a 500 there).
+        // NUL fits no database column (PostgreSQL refuses it: these were 500s there).
         (json!([{"op": "replace", "path": "/name", "value": "a\u{0}b"}]), 400),
         (json!([{"op": "add", "path": "/tags", "value": ["a\u{0}"]}]), 400),
         (json!([{"op": "add", "path": "/k2", "value": "v\u{0}"}]), 400),
