@@ -250,6 +250,11 @@ lockout_duration_secs = 10
 
 [image]
 web_download_allowed_urls = ["http://127.0.0.1:$http_port/"]
+# Every import method Stratus has, and a second store so multi-store imports and
+# copy-image are tested too (devstack's multi-store job; glance-download reads from this
+# region's own image service, as Tempest's tests ask).
+stores = ["file", "fast"]
+enabled_import_methods = ["glance-direct", "web-download", "copy-image", "glance-download"]
 
 [compute]
 virt_driver = "qemu"

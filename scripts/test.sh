@@ -41,3 +41,11 @@ tempest_start=$SECONDS
 cargo build --locked --bin stratus
 STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/tempest.sh --ci --concurrency 2
 echo "Tempest step: $((SECONDS - tempest_start)) s"
+
+step "API descriptions and fuzzing: every image and placement operation, malformed input, response schemas (scripts/fuzz.sh)"
+for service in image placement; do
+    STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/fuzz.sh --service "$service"
+done
+# Again on PostgreSQL, which refuses what SQLite stores (NUL).
+STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/fuzz.sh --service image \
+    --postgres "$STRATUS_TEST_POSTGRES_URL"

@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use stratus_compute_agent::rpc::{ImageSpec, PortSpec};
-use stratus_core::internal::InternalClient;
+use stratus_core::internal::{plausible_id, InternalClient, InternalUri};
 use stratus_core::RequestContext;
 
 /// A failure of another service.
@@ -23,8 +23,9 @@ pub struct ClientError(pub String);
 pub trait ImageApi: Send + Sync + 'static {
     /// The image `id` as `ctx` sees it; `None` when it does not exist or is not visible.
     async fn get(&self, ctx: &RequestContext, id: &str) -> Result<Option<ImageSpec>, ClientError>;
-    /// Creates a queued image record for a snapshot; returns its id.
-    async fn create_snapshot(&self, ctx: &RequestContext, name: &str, props: &Value) -> Result<String, ClientError>;
+    /// Creates a queued image record for a snapshot; returns its id. The image service's
+    /// 4xx (a name too long, a reserved property) comes back with its status.
+    async fn create_snapshot(&self, ctx: &RequestContext, name: &str, props: &Value) -> Result<String, NetRefusal>;
     /// Deletes image `id` with the service's own authority (the shelved snapshot of a
     /// server, when it is no longer needed); an image already gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), ClientError>;
@@ -55,8 +56,8 @@ pub struct RequestedNetwork {
     pub tag: Option<String>,
 }
 
-/// A refusal by the network service, with the status it answered (so compute can pass
-/// a user's mistake on as a 4xx instead of a 503).
+/// A refusal by the network or image service, with the status it answered (so compute
+/// can pass a user's mistake on as a 4xx instead of a 503).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct NetRefusal {
@@ -204,14 +205,12 @@ fn image_from_json(v: &Value) -> ImageSpec {
 #[async_trait]
 impl ImageApi for RestImages {
     async fn get(&self, ctx: &RequestContext, id: &str) -> Result<Option<ImageSpec>, ClientError> {
-        if id.is_empty() || id.contains('/') || id.contains('?') {
+        // Nothing that is not a plausible id can name an image.
+        if !plausible_id(id) {
             return Ok(None);
         }
-        let r = self
-            .0
-            .call(ctx, Method::GET, &format!("/image/v2/images/{id}"), None, &[])
-            .await
-            .map_err(|e| ClientError(e.message))?;
+        let uri = InternalUri::new("/image/v2/images").seg(id);
+        let r = self.0.call(ctx, Method::GET, uri.as_str(), None, &[]).await.map_err(|e| ClientError(e.message))?;
         match r.status {
             s if s.is_success() => Ok(Some(image_from_json(&r.body))),
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(None),
@@ -219,7 +218,7 @@ impl ImageApi for RestImages {
         }
     }
 
-    async fn create_snapshot(&self, ctx: &RequestContext, name: &str, props: &Value) -> Result<String, ClientError> {
+    async fn create_snapshot(&self, ctx: &RequestContext, name: &str, props: &Value) -> Result<String, NetRefusal> {
         let mut body = json!({"name": name, "disk_format": "qcow2", "container_format": "bare"});
         if let (Some(b), Some(p)) = (body.as_object_mut(), props.as_object()) {
             for (k, v) in p {
@@ -232,21 +231,23 @@ impl ImageApi for RestImages {
             .await
             .map_err(|e| ClientError(e.message))?;
         if !r.status.is_success() {
-            return Err(ClientError(format!("image service refused the snapshot image: {} {}", r.status, r.body)));
+            // Glance's fault body: {"code": "400 Bad Request", "title": ..., "message": ...}.
+            let why = r.body["message"].as_str().map(str::to_string).unwrap_or_else(|| r.body.to_string());
+            return Err(NetRefusal {
+                status: r.status,
+                message: format!("The image service refused the snapshot image: {why}"),
+            });
         }
         Ok(r.body["id"].as_str().unwrap_or_default().to_string())
     }
 
     async fn delete(&self, id: &str) -> Result<(), ClientError> {
-        if id.is_empty() || id.contains('/') || id.contains('?') {
+        if !plausible_id(id) {
             return Ok(());
         }
         let ctx = RequestContext::internal_admin();
-        let r = self
-            .0
-            .call(&ctx, Method::DELETE, &format!("/image/v2/images/{id}"), None, &[])
-            .await
-            .map_err(|e| ClientError(e.message))?;
+        let uri = InternalUri::new("/image/v2/images").seg(id);
+        let r = self.0.call(&ctx, Method::DELETE, uri.as_str(), None, &[]).await.map_err(|e| ClientError(e.message))?;
         match r.status {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             s => Err(ClientError(format!("image service answered {s} deleting image {id}: {}", r.body))),
@@ -316,7 +317,13 @@ impl RestNetwork {
         }
         let r = match &net.port {
             Some(p) => {
-                let cur = self.call(ctx, Method::GET, &format!("/network/v2.0/ports/{p}"), None).await?;
+                let not_found =
+                    || NetRefusal { status: StatusCode::NOT_FOUND, message: format!("Port {p} could not be found.") };
+                if !plausible_id(p) {
+                    return Err(not_found());
+                }
+                let port_uri = InternalUri::new("/network/v2.0/ports").seg(p);
+                let cur = self.call(ctx, Method::GET, port_uri.as_str(), None).await?;
                 if !cur.status.is_success() {
                     return Err(NetRefusal {
                         status: StatusCode::NOT_FOUND,
@@ -330,7 +337,7 @@ impl RestNetwork {
                         message: format!("Port {p} is still in use."),
                     });
                 }
-                self.call(ctx, Method::PUT, &format!("/network/v2.0/ports/{p}"), Some(&json!({"port": port}))).await?
+                self.call(ctx, Method::PUT, port_uri.as_str(), Some(&json!({"port": port}))).await?
             }
             None => {
                 if let Some(ids) = self.group_ids(ctx, groups).await? {
@@ -345,22 +352,25 @@ impl RestNetwork {
         let port_id = r.body["port"]["id"].as_str().unwrap_or_default().to_string();
         let admin = RequestContext::internal_admin();
         let bind = json!({"port": {"binding:host_id": host}});
-        let r = self.call(&admin, Method::PUT, &format!("/network/v2.0/ports/{port_id}"), Some(&bind)).await?;
+        let port_uri = InternalUri::new("/network/v2.0/ports").seg(&port_id);
+        let r = self.call(&admin, Method::PUT, port_uri.as_str(), Some(&bind)).await?;
         if !r.status.is_success() {
             if net.port.is_none() {
                 // Do not leak the port this call created.
-                let _ = self.call(&admin, Method::DELETE, &format!("/network/v2.0/ports/{port_id}"), None).await;
+                let _ = self.call(&admin, Method::DELETE, port_uri.as_str(), None).await;
             }
             return Err(refusal(&format!("network service refused to bind the port to {host}"), &r));
         }
         let p = &r.body["port"];
         let network_id = p["network_id"].as_str().unwrap_or_default().to_string();
         // Server `addresses` are keyed by network name, as Nova shows them.
-        let network_name =
-            match self.call(&admin, Method::GET, &format!("/network/v2.0/networks/{network_id}"), None).await {
-                Ok(n) if n.status.is_success() => n.body["network"]["name"].as_str().unwrap_or_default().to_string(),
-                _ => String::new(),
-            };
+        let network_name = match self
+            .call(&admin, Method::GET, InternalUri::new("/network/v2.0/networks").seg(&network_id).as_str(), None)
+            .await
+        {
+            Ok(n) if n.status.is_success() => n.body["network"]["name"].as_str().unwrap_or_default().to_string(),
+            _ => String::new(),
+        };
         Ok(PortSpec {
             id: p["id"].as_str().unwrap_or_default().into(),
             network_id,
@@ -446,9 +456,10 @@ impl NetworkApi for RestNetwork {
         let admin = RequestContext::internal_admin();
         for p in ports {
             let bind = json!({"port": {"binding:host_id": host}});
+            let uri = InternalUri::new("/network/v2.0/ports").seg(&p.id);
             let r = self
                 .0
-                .call(&admin, Method::PUT, &format!("/network/v2.0/ports/{}", p.id), Some(&bind), &[])
+                .call(&admin, Method::PUT, uri.as_str(), Some(&bind), &[])
                 .await
                 .map_err(|e| ClientError(e.message))?;
             if !r.status.is_success() && r.status != StatusCode::NOT_FOUND {
@@ -464,13 +475,13 @@ impl NetworkApi for RestNetwork {
     async fn deallocate(&self, _uuid: &str, ports: &[PortSpec]) -> Result<(), ClientError> {
         let ctx = RequestContext::internal_admin();
         for p in ports {
-            let path = format!("/network/v2.0/ports/{}", p.id);
+            let path = InternalUri::new("/network/v2.0/ports").seg(&p.id);
             let r = if p.preserve_on_delete {
                 // The user's port outlives the server: unbind it, as Nova does.
                 let unbind = json!({"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}});
-                self.call(&ctx, Method::PUT, &path, Some(&unbind)).await?
+                self.call(&ctx, Method::PUT, path.as_str(), Some(&unbind)).await?
             } else {
-                self.call(&ctx, Method::DELETE, &path, None).await?
+                self.call(&ctx, Method::DELETE, path.as_str(), None).await?
             };
             if !r.status.is_success() && r.status != StatusCode::NOT_FOUND {
                 return Err(ClientError(format!("could not release port {}: {}", p.id, r.status)));
@@ -489,12 +500,13 @@ impl NetworkApi for RestNetwork {
         // (there are far fewer of those than ports), filtered here.
         let wanted: std::collections::HashSet<&str> = ports.iter().map(String::as_str).collect();
         let path = if ports.len() <= 40 {
-            let q: Vec<String> = ports.iter().map(|p| format!("port_id={p}")).collect();
-            format!("/network/v2.0/floatingips?{}", q.join("&"))
+            ports.iter().fold(InternalUri::new("/network/v2.0/floatingips"), |u, p| u.query("port_id", p))
         } else {
-            "/network/v2.0/floatingips?fields=port_id&fields=fixed_ip_address&fields=floating_ip_address".into()
+            ["port_id", "fixed_ip_address", "floating_ip_address"]
+                .iter()
+                .fold(InternalUri::new("/network/v2.0/floatingips"), |u, f| u.query("fields", f))
         };
-        let r = self.call(&ctx, Method::GET, &path, None).await?;
+        let r = self.call(&ctx, Method::GET, path.as_str(), None).await?;
         if !r.status.is_success() {
             return Err(ClientError(format!("network service answered {} listing floating IPs", r.status)));
         }
@@ -519,8 +531,13 @@ impl NetworkApi for RestNetwork {
         groups: &[String],
     ) -> Result<PortSpec, NetRefusal> {
         if let Some(n) = &req.uuid {
-            let r = self.call(ctx, Method::GET, &format!("/network/v2.0/networks/{n}"), None).await?;
-            if !r.status.is_success() {
+            let found = plausible_id(n)
+                && self
+                    .call(ctx, Method::GET, InternalUri::new("/network/v2.0/networks").seg(n).as_str(), None)
+                    .await?
+                    .status
+                    .is_success();
+            if !found {
                 return Err(NetRefusal {
                     status: StatusCode::NOT_FOUND,
                     message: format!("Network {n} could not be found."),
@@ -532,7 +549,8 @@ impl NetworkApi for RestNetwork {
 
     async fn ports_of(&self, uuid: &str) -> Result<Vec<Value>, ClientError> {
         let ctx = RequestContext::internal_admin();
-        let r = self.call(&ctx, Method::GET, &format!("/network/v2.0/ports?device_id={uuid}"), None).await?;
+        let uri = InternalUri::new("/network/v2.0/ports").query("device_id", uuid);
+        let r = self.call(&ctx, Method::GET, uri.as_str(), None).await?;
         if !r.status.is_success() {
             return Err(ClientError(format!("network service answered {} listing ports", r.status)));
         }
@@ -540,22 +558,19 @@ impl NetworkApi for RestNetwork {
     }
 
     async fn find_security_group(&self, ctx: &RequestContext, name_or_id: &str) -> Result<Option<Value>, NetRefusal> {
-        if name_or_id.is_empty() || name_or_id.contains(['/', '?', '&', '#']) {
+        // Names and ids are at most 255 characters: anything else names no group.
+        if !plausible_id(name_or_id) {
             return Ok(None);
         }
-        let r = self.call(ctx, Method::GET, &format!("/network/v2.0/security-groups/{name_or_id}"), None).await?;
+        let uri = InternalUri::new("/network/v2.0/security-groups").seg(name_or_id);
+        let r = self.call(ctx, Method::GET, uri.as_str(), None).await?;
         if r.status.is_success() {
             return Ok(Some(r.body["security_group"].clone()));
         }
         let project = ctx.project_id.clone().unwrap_or_default();
-        let r = self
-            .call(
-                ctx,
-                Method::GET,
-                &format!("/network/v2.0/security-groups?name={name_or_id}&project_id={project}"),
-                None,
-            )
-            .await?;
+        let uri =
+            InternalUri::new("/network/v2.0/security-groups").query("name", name_or_id).query("project_id", &project);
+        let r = self.call(ctx, Method::GET, uri.as_str(), None).await?;
         let found = r.body["security_groups"].as_array().cloned().unwrap_or_default();
         match found.len() {
             0 => Ok(None),
@@ -568,15 +583,20 @@ impl NetworkApi for RestNetwork {
     }
 
     async fn security_group(&self, id: &str) -> Result<Option<Value>, ClientError> {
+        if !plausible_id(id) {
+            return Ok(None);
+        }
         let ctx = RequestContext::internal_admin();
-        let r = self.call(&ctx, Method::GET, &format!("/network/v2.0/security-groups/{id}"), None).await?;
+        let uri = InternalUri::new("/network/v2.0/security-groups").seg(id);
+        let r = self.call(&ctx, Method::GET, uri.as_str(), None).await?;
         Ok(r.status.is_success().then(|| r.body["security_group"].clone()))
     }
 
     async fn set_port_security_groups(&self, port_id: &str, groups: &[String]) -> Result<(), NetRefusal> {
         let ctx = RequestContext::internal_admin();
         let body = json!({"port": {"security_groups": groups}});
-        let r = self.call(&ctx, Method::PUT, &format!("/network/v2.0/ports/{port_id}"), Some(&body)).await?;
+        let uri = InternalUri::new("/network/v2.0/ports").seg(port_id);
+        let r = self.call(&ctx, Method::PUT, uri.as_str(), Some(&body)).await?;
         if !r.status.is_success() {
             return Err(refusal(&format!("network service refused the security groups of port {port_id}"), &r));
         }
@@ -592,7 +612,8 @@ impl NetworkApi for RestNetwork {
 
     async fn auto_allocate(&self, ctx: &RequestContext) -> Result<Option<String>, NetRefusal> {
         let project = ctx.project_id.clone().unwrap_or_default();
-        let r = self.call(ctx, Method::GET, &format!("/network/v2.0/auto-allocated-topology/{project}"), None).await?;
+        let uri = InternalUri::new("/network/v2.0/auto-allocated-topology").seg(&project);
+        let r = self.call(ctx, Method::GET, uri.as_str(), None).await?;
         if !r.status.is_success() {
             return Err(refusal("Unable to automatically allocate a network for the project", &r));
         }
@@ -619,7 +640,7 @@ impl ImageApi for MemoryImages {
     async fn get(&self, _ctx: &RequestContext, id: &str) -> Result<Option<ImageSpec>, ClientError> {
         Ok(self.0.lock().get(id).cloned())
     }
-    async fn create_snapshot(&self, _ctx: &RequestContext, name: &str, _props: &Value) -> Result<String, ClientError> {
+    async fn create_snapshot(&self, _ctx: &RequestContext, name: &str, _props: &Value) -> Result<String, NetRefusal> {
         let id = uuid::Uuid::new_v4().to_string();
         self.add(&id, name);
         Ok(id)

@@ -32,6 +32,14 @@ pub mod state;
 mod usage;
 mod versions;
 
+/// This service's entry in the identity catalog (the binary registers it while it serves it).
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "compute",
+    name: "nova",
+    description: "Compute Service",
+    path: "/compute/v2.1",
+}];
+
 use std::sync::Arc;
 
 use axum::middleware::from_fn_with_state;

@@ -15,7 +15,7 @@ use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use stratus_compute_agent::rpc::Inventory;
-use stratus_core::internal::InternalClient;
+use stratus_core::internal::{InternalClient, InternalUri};
 use stratus_core::RequestContext;
 
 /// Resource class → amount.
@@ -254,16 +254,21 @@ impl PlacementApi for RestPlacement {
                 .collect());
         }
         let res: Vec<String> = q.resources.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}:{n}")).collect();
-        let mut path = format!("/allocation_candidates?resources={}&limit={}", res.join(","), q.limit.max(1));
+        // Traits and aggregates come from flavor extra specs and hints: encoded, so that
+        // no value can break the URI.
+        let mut path = InternalUri::new("/placement/allocation_candidates")
+            .query("resources", &res.join(","))
+            .query("limit", &q.limit.max(1).to_string());
         if !q.required.is_empty() {
-            path.push_str(&format!("&required={}", q.required.join(",")));
+            path = path.query("required", &q.required.join(","));
         }
         if !q.member_of.is_empty() {
-            path.push_str(&format!("&member_of=in:{}", q.member_of.join(",")));
+            path = path.query("member_of", &format!("in:{}", q.member_of.join(",")));
         }
+        let path = path.check().map_err(|e| PlacementError(e.message))?;
         let req = axum::http::Request::builder()
             .method(Method::GET)
-            .uri(format!("/placement{path}"))
+            .uri(path)
             .header("OpenStack-API-Version", PLACEMENT_VERSION)
             .body(axum::body::Body::empty())
             .map_err(|e| PlacementError(e.to_string()))?;

@@ -3,7 +3,10 @@
 //! axum's own `Json` rejects bad input with plain-text bodies. [`OsJson`] maps each way a
 //! body can be wrong to the right status with a message naming the problem: 415 for a
 //! non-JSON content type, 413 past the body limit, 400 with the parser's line and column
-//! for malformed JSON or a field of the wrong type.
+//! for malformed JSON or a field of the wrong type. Messages speak of the request's
+//! JSON, never of the Rust types it is parsed into ("expected an object", not
+//! "expected struct CreateFlavor"), and a body that is not UTF-8 is malformed JSON
+//! wherever the bad bytes are (serde skips unknown fields without checking them).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -38,10 +41,46 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request("The request body is empty; a JSON document is required"));
     }
+    // JSON text is UTF-8 (RFC 8259 section 8.1); serde only checks the strings it keeps.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_request(format!(
+            "Malformed JSON in request body: invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        )));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         let what = if e.is_syntax() || e.is_eof() { "Malformed JSON in request body" } else { "Invalid request body" };
-        ApiError::bad_request(format!("{what}: {e}"))
+        ApiError::bad_request(format!("{what}: {}", without_rust_types(&e.to_string())))
     })
+}
+
+/// Rewrites serde's names of Rust types in `msg` into what they mean in JSON:
+/// `expected struct CreateFlavor` → `expected an object`, `expected enum Kind` →
+/// `expected one of the documented values`. Field names and values are kept.
+pub fn without_rust_types(msg: &str) -> String {
+    const KINDS: &[(&str, &str)] = &[
+        ("expected struct variant ", "an object"),
+        ("expected tuple variant ", "an array"),
+        ("expected newtype variant ", "one of the documented values"),
+        ("expected unit variant ", "one of the documented values"),
+        ("expected tuple struct ", "an array"),
+        ("expected newtype struct ", "a value of the documented type"),
+        ("expected unit struct ", "null"),
+        ("expected struct ", "an object"),
+        ("expected enum ", "one of the documented values"),
+    ];
+    let mut out = msg.to_string();
+    for (prefix, meaning) in KINDS {
+        while let Some(at) = out.find(prefix) {
+            let name_start = at + prefix.len();
+            // A Rust path: identifier characters and `::`.
+            let name_len = out[name_start..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(out.len() - name_start);
+            out.replace_range(at..name_start + name_len, &format!("expected {meaning}"));
+        }
+    }
+    out
 }
 
 impl<T, S> FromRequest<S> for OsJson<T>
@@ -70,5 +109,44 @@ where
         }
         let bytes = read_body(req, state).await?;
         Ok(OsJson(parse_json(&bytes)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct CreateFlavor {
+        name: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        flavor: CreateFlavor,
+    }
+
+    #[test]
+    fn messages_name_json_not_rust() {
+        let e = parse_json::<Outer>(br#"{"flavor": "x"}"#).unwrap_err();
+        assert!(e.message.contains("expected an object"), "{}", e.message);
+        assert!(!e.message.contains("CreateFlavor"), "{}", e.message);
+        assert_eq!(
+            without_rust_types("invalid type: map, expected enum Kind at line 1"),
+            "invalid type: map, expected one of the documented values at line 1"
+        );
+        assert_eq!(without_rust_types("missing field `name`"), "missing field `name`");
+    }
+
+    #[test]
+    fn invalid_utf8_is_malformed_even_in_ignored_fields() {
+        let mut body = br#"{"flavor": {"name": "a"}, "junk": "\xff"}"#.to_vec();
+        let at = body.windows(4).position(|w| w == b"\\xff").unwrap();
+        body.splice(at..at + 4, [0xffu8]);
+        let e = parse_json::<Outer>(&body).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.starts_with("Malformed JSON"), "{}", e.message);
     }
 }

@@ -23,6 +23,6 @@ pub use context::{AuthFailure, RequestContext, TokenValidator};
 pub use fault::{ApiError, FaultFormat};
 pub use json::OsJson;
 pub use microversion::{ApiVersion, MicroversionSpec};
-pub use platform::Platform;
+pub use platform::{CatalogEntry, Platform};
 pub use query::QueryPairs;
 pub use request_id::RequestId;

@@ -34,3 +34,18 @@ impl Platform {
         format!("{}{}", self.public_url.trim_end_matches('/'), prefix)
     }
 }
+
+/// A service's entry in the identity catalog: each service declares its own, and the
+/// binary hands identity the entries of the services it actually serves, so the catalog
+/// never advertises an API that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// Service type clients look up (`compute`, `volumev3`, `object-store`...).
+    pub service_type: &'static str,
+    /// Service name (`nova`, `cinderv3`...).
+    pub name: &'static str,
+    /// Human description.
+    pub description: &'static str,
+    /// Endpoint path under the public URL, may hold `$(project_id)s`.
+    pub path: &'static str,
+}

@@ -27,7 +27,25 @@ pub fn service_stack(routes: Router, format: FaultFormat, versions: Option<Micro
     if format == FaultFormat::Nova {
         r = r.layer(middleware::map_response(add_compute_request_id));
     }
+    if format != FaultFormat::Swift {
+        r = r.layer(middleware::from_fn(refuse_nul));
+    }
     r.layer(middleware::from_fn_with_state(format, render_faults))
+}
+
+/// Refuses a URL whose path or query carries an encoded NUL (`%00`) with 400: no id, name
+/// or filter value of these APIs can hold one, and PostgreSQL refuses NUL in text, so it
+/// would otherwise reach the database and come back as a 500. (Swift has its own rule.)
+async fn refuse_nul(req: axum::extract::Request, next: middleware::Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request(
+            "The URL contains a NUL character (%00), which no id, name or filter value may hold.",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found(uri: axum::extract::OriginalUri) -> ApiError {
@@ -58,4 +76,33 @@ async fn add_compute_request_id(req_id: Option<axum::Extension<crate::RequestId>
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    async fn status_and_body(uri: &str, format: FaultFormat) -> (StatusCode, String) {
+        let app = service_stack(Router::new().route("/things/{id}", get(|| async { "ok" })), format, None);
+        let resp = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn nul_in_path_or_query_is_a_400_in_the_family_format() {
+        assert_eq!(status_and_body("/things/a", FaultFormat::Glance).await.0, StatusCode::OK);
+        assert_eq!(status_and_body("/things/a?x=%0A", FaultFormat::Glance).await.0, StatusCode::OK);
+        let (status, body) = status_and_body("/things/%00", FaultFormat::Glance).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("\"code\"") && body.contains("NUL"), "{body}");
+        let (status, body) = status_and_body("/things/a?name=x%00y", FaultFormat::Keystone).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("\"error\""), "{body}");
+    }
 }

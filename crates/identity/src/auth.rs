@@ -97,14 +97,22 @@ async fn issue(
     }
     let a = a.ok_or_else(IdentityError::auth_failed)?;
 
-    // Scope.
-    let scope = match auth.get("scope") {
-        Some(s) => parse_scope(&id, s).await?,
-        None => match (&a.app_cred, &a.token_scope) {
-            (Some((_, project)), _) => Scope::Project(project.clone()),
-            (None, Some(ts)) => ts.clone(),
-            (None, None) => default_scope(&id, &a.user_id).await?,
-        },
+    // Scope: a trust (OS-TRUST) or a project, domain or the system.
+    let trust_ref = auth.get("scope").and_then(|s| s.get("OS-TRUST:trust"));
+    let (scope, user_id, trust_id) = match (trust_ref, auth.get("scope")) {
+        (Some(tr), _) => {
+            let (scope, user) = trust_scope(&id, &a, tr).await?;
+            (scope, user, tr.get("id").and_then(Value::as_str).map(str::to_string))
+        }
+        (None, Some(s)) => (parse_scope(&id, s).await?, a.user_id.clone(), None),
+        (None, None) => {
+            let scope = match (&a.app_cred, &a.token_scope) {
+                (Some((_, project)), _) => Scope::Project(project.clone()),
+                (None, Some(ts)) => ts.clone(),
+                (None, None) => default_scope(&id, &a.user_id).await?,
+            };
+            (scope, a.user_id.clone(), None)
+        }
     };
     if let Some((_, project)) = &a.app_cred {
         if scope != Scope::Project(project.clone()) {
@@ -112,7 +120,7 @@ async fn issue(
         }
     }
     let view = id
-        .view(&a.user_id, &scope, a.app_cred.as_ref().map(|x| x.0.as_str()))
+        .view(&user_id, &scope, a.app_cred.as_ref().map(|x| x.0.as_str()), trust_id.as_deref())
         .await
         .map_err(|_| IdentityError::auth_failed())?;
     if scope != Scope::Unscoped && view.roles.is_empty() {
@@ -123,6 +131,9 @@ async fn issue(
         };
         return Err(IdentityError::Unauthorized(format!("User {} has no access to {what}.", a.user_id)).into());
     }
+    if let Some(t) = &view.trust {
+        crate::trusts::consume(&id, t).await?;
+    }
     let now = now_micros();
     let mut expires = now + id.cfg.token_expiration_secs as i64 * 1_000_000;
     if let Some(cap) = a.expires_cap {
@@ -130,13 +141,14 @@ async fn issue(
     }
     let payload = Payload {
         methods: a.methods,
-        user_id: a.user_id.clone(),
+        user_id,
         scope,
         issued_at: now,
         expires_at: expires,
         audit_id: new_audit_id(),
         parent_audit_id: a.parent_audit_id,
         app_cred_id: a.app_cred.map(|x| x.0),
+        trust_id,
     };
     let token = id.encrypt(&payload);
     let v = Validated { token: token.clone(), payload, view };
@@ -215,7 +227,8 @@ async fn password_method(
         id.throttle.failed(attempt);
         return Err(IdentityError::auth_failed());
     };
-    if id.cfg.lockout_failure_attempts > 0 && user.failed_auth_count >= id.cfg.lockout_failure_attempts as i64 {
+    let lockout = id.cfg.lockout_failure_attempts > 0 && !user.option("ignore_lockout_failure_attempts");
+    if lockout && user.failed_auth_count >= id.cfg.lockout_failure_attempts as i64 {
         let last = user.last_failed_auth.as_deref().and_then(text_to_micros).unwrap_or(0);
         let until = last.saturating_add(id.cfg.lockout_duration_secs as i64 * 1_000_000);
         if id.cfg.lockout_duration_secs == 0 || now_micros() < until {
@@ -225,7 +238,7 @@ async fn password_method(
     let ok = id.hasher.verify(pw.to_string(), user.password_hash.clone()).await?;
     if !ok {
         id.throttle.failed(attempt);
-        if id.cfg.lockout_failure_attempts > 0 {
+        if lockout {
             let mut q = stratus_db::Query::new(
                 "UPDATE identity_users SET failed_auth_count = failed_auth_count + 1, last_failed_auth = ",
             );
@@ -237,12 +250,16 @@ async fn password_method(
     if !user.enabled {
         return Err(IdentityError::auth_failed());
     }
+    let mut writes: Vec<stratus_db::Query> = crate::compliance::check_login(id, &user).await?.into_iter().collect();
     if user.failed_auth_count > 0 {
         let mut q = stratus_db::Query::new(
             "UPDATE identity_users SET failed_auth_count = 0, last_failed_auth = NULL WHERE id = ",
         );
         q.bind(&user.id);
-        id.exec(vec![q]).await?;
+        writes.push(q);
+    }
+    if !writes.is_empty() {
+        id.exec(writes).await?;
     }
     Ok(Authenticated {
         user_id: user.id,
@@ -264,6 +281,9 @@ async fn token_method(id: &Identity, section: Option<&Value>) -> Result<Authenti
         return Err(IdentityError::Forbidden(
             "A token created with an application credential cannot be rescoped.".into(),
         ));
+    }
+    if v.payload.trust_id.is_some() {
+        return Err(IdentityError::Forbidden("A trust-scoped token cannot be rescoped.".into()));
     }
     Ok(Authenticated {
         user_id: v.payload.user_id.clone(),
@@ -386,10 +406,28 @@ async fn parse_scope(id: &Identity, s: &Value) -> Result<Scope> {
         }
         return Err(IdentityError::invalid("Only system scope {\"all\": true} exists"));
     }
-    if s.get("OS-TRUST:trust").is_some() {
-        return Err(IdentityError::Forbidden("Trusts are not supported.".into()));
-    }
     Err(IdentityError::invalid("Unknown scope"))
+}
+
+/// A trust scope: the authenticated user must be the trust's trustee; the token acts on
+/// the trust's project as the trustor (impersonation) or the trustee. Returns the scope
+/// and the token's user.
+async fn trust_scope(id: &Identity, a: &Authenticated, tr: &Value) -> Result<(Scope, String)> {
+    if a.app_cred.is_some() {
+        return Err(IdentityError::Forbidden("An application credential cannot use a trust.".into()));
+    }
+    let tid =
+        tr.get("id").and_then(Value::as_str).ok_or_else(|| IdentityError::invalid("A trust scope needs an id"))?;
+    let t = crate::trusts::get_trust(id, tid).await?.ok_or_else(|| IdentityError::not_found("trust", tid))?;
+    if t.trustee_user_id != a.user_id {
+        return Err(IdentityError::Forbidden("The authenticated user is not the trust's trustee.".into()));
+    }
+    let project = t
+        .project_id
+        .clone()
+        .ok_or_else(|| IdentityError::Forbidden("This trust delegates no project to scope to.".into()))?;
+    let user = if t.impersonation { t.trustor_user_id.clone() } else { t.trustee_user_id.clone() };
+    Ok((Scope::Project(project), user))
 }
 
 /// No scope asked: the user's default project if they have a role there, else unscoped.
@@ -397,7 +435,7 @@ async fn default_scope(id: &Identity, user_id: &str) -> Result<Scope> {
     let Some(user) = id.get_user(user_id).await? else { return Ok(Scope::Unscoped) };
     if let Some(p) = user.default_project_id {
         let scope = Scope::Project(p.clone());
-        if let Ok(v) = id.view(user_id, &scope, None).await {
+        if let Ok(v) = id.view(user_id, &scope, None, None).await {
             if !v.roles.is_empty() {
                 return Ok(scope);
             }

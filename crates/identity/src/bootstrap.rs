@@ -1,7 +1,8 @@
 //! `keystone-manage bootstrap` done by the service itself on every start, idempotently:
-//! the `Default` domain, `admin` and `service` projects, roles (admin ⇒ member ⇒ reader,
-//! plus `service`), the admin user with admin on the admin project and the system, the
-//! region and a catalog entry for every Stratus service, and `<data_dir>/admin-openrc`.
+//! the `Default` domain, `admin` and `service` projects, Keystone's default roles
+//! (admin ⇒ manager ⇒ member ⇒ reader, plus `service`), the admin user with admin on the
+//! admin project and the system, the region, a catalog entry for every service the
+//! binary serves (and none for one it stopped serving), and `<data_dir>/admin-openrc`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,20 +11,11 @@ use rand::Rng;
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
+use stratus_core::CatalogEntry;
+
 use crate::error::Result;
 use crate::model::new_id;
 use crate::state::Identity;
-
-/// The catalog Stratus registers: (type, name, description, path under the public URL).
-pub const SERVICES: &[(&str, &str, &str, &str)] = &[
-    ("identity", "keystone", "Identity Service", "/identity"),
-    ("image", "glance", "Image Service", "/image"),
-    ("placement", "placement", "Placement Service", "/placement"),
-    ("compute", "nova", "Compute Service", "/compute/v2.1"),
-    ("network", "neutron", "Network Service", "/network"),
-    ("volumev3", "cinderv3", "Block Storage Service V3", "/volume/v3/$(project_id)s"),
-    ("object-store", "swift", "Object Storage Service", "/object/v1/AUTH_$(project_id)s"),
-];
 
 /// Fixed id of the default domain, as Keystone's.
 pub const DEFAULT_DOMAIN: &str = "default";
@@ -83,8 +75,9 @@ fn generate_password() -> String {
     (0..20).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
 }
 
-/// Runs the bootstrap. Returns the admin password when it was set in this run.
-pub async fn run(id: &Identity, admin_password: Option<String>) -> Result<Option<String>> {
+/// Runs the bootstrap with the catalog entries of the services being served. Returns
+/// the admin password when it was set in this run.
+pub async fn run(id: &Identity, admin_password: Option<String>, catalog: &[CatalogEntry]) -> Result<Option<String>> {
     let now = stratus_core::time::now();
     let mut q = Query::new("INSERT INTO identity_domains (id, name, description, enabled, created_at) VALUES ('default', 'Default', 'The default domain', 1, ");
     q.bind(&now).push(") ON CONFLICT DO NOTHING");
@@ -92,11 +85,12 @@ pub async fn run(id: &Identity, admin_password: Option<String>) -> Result<Option
     let admin_project = ensure_project(id, "admin", "Bootstrap project for initializing the cloud.").await?;
     ensure_project(id, "service", "Service Project").await?;
     let admin = ensure_role(id, "admin").await?;
+    let manager = ensure_role(id, "manager").await?;
     let member = ensure_role(id, "member").await?;
     let reader = ensure_role(id, "reader").await?;
     ensure_role(id, "service").await?;
     let mut imply = Vec::new();
-    for (a, b) in [(&admin, &member), (&member, &reader)] {
+    for (a, b) in [(&admin, &manager), (&manager, &member), (&member, &reader)] {
         let mut q = Query::new("INSERT INTO identity_implied_roles (prior_role_id, implied_role_id) VALUES (");
         q.bind(a).push(", ").bind(b).push(") ON CONFLICT DO NOTHING");
         imply.push(q);
@@ -149,26 +143,39 @@ pub async fn run(id: &Identity, admin_password: Option<String>) -> Result<Option
     let mut q = Query::new("INSERT INTO identity_regions (id, description, created_at) VALUES (");
     q.bind(&region).push(", '', ").bind(&now).push(") ON CONFLICT DO NOTHING");
     id.exec(vec![q]).await?;
-    for (ty, name, desc, path) in SERVICES {
+    sync_catalog(id, catalog, &region, &now).await?;
+
+    if let Some(pw) = &set_password {
+        write_openrc(id, pw)?;
+    }
+    Ok(set_password)
+}
+
+/// Registers `catalog` (services and their public, internal and admin endpoints in
+/// `region`, URLs following the public address) and removes the services an earlier
+/// bootstrap registered that are no longer served, so the catalog only lists APIs that
+/// answer. Services created through the API are never touched.
+async fn sync_catalog(id: &Identity, catalog: &[CatalogEntry], region: &str, now: &str) -> Result<()> {
+    for entry in catalog {
         let mut q = Query::new("SELECT id FROM identity_services WHERE type = ");
-        q.bind(*ty).push(" ORDER BY created_at LIMIT 1");
+        q.bind(entry.service_type).push(" ORDER BY bootstrap DESC, created_at LIMIT 1");
         let sid = match scalar(id, q).await? {
             Some(s) => s,
             None => {
                 let sid = new_id();
                 let mut q = Query::new(
-                    "INSERT INTO identity_services (id, type, name, description, enabled, created_at) VALUES (",
+                    "INSERT INTO identity_services (id, type, name, description, enabled, bootstrap, created_at) VALUES (",
                 );
-                q.bind(&sid).push(", ").bind(*ty).push(", ").bind(*name).push(", ").bind(*desc);
-                q.push(", 1, ").bind(&now).push(")");
+                q.bind(&sid).push(", ").bind(entry.service_type).push(", ").bind(entry.name).push(", ");
+                q.bind(entry.description).push(", 1, 1, ").bind(now).push(")");
                 id.exec(vec![q]).await?;
                 sid
             }
         };
-        let url = id.platform.service_url(path);
+        let url = id.platform.service_url(entry.path);
         for iface in ["public", "internal", "admin"] {
             let mut q = Query::new("SELECT id FROM identity_endpoints WHERE service_id = ");
-            q.bind(&sid).push_bind(" AND interface = ", iface).push_bind(" AND region_id = ", &region);
+            q.bind(&sid).push_bind(" AND interface = ", iface).push_bind(" AND region_id = ", region);
             match scalar(id, q).await? {
                 Some(eid) => {
                     let mut q = Query::new("UPDATE identity_endpoints SET url = ");
@@ -177,18 +184,33 @@ pub async fn run(id: &Identity, admin_password: Option<String>) -> Result<Option
                 }
                 None => {
                     let mut q = Query::new("INSERT INTO identity_endpoints (id, service_id, interface, region_id, url, enabled, created_at) VALUES (");
-                    q.bind(new_id()).push(", ").bind(&sid).push(", ").bind(iface).push(", ").bind(&region);
-                    q.push(", ").bind(&url).push(", 1, ").bind(&now).push(")");
+                    q.bind(new_id()).push(", ").bind(&sid).push(", ").bind(iface).push(", ").bind(region);
+                    q.push(", ").bind(&url).push(", 1, ").bind(now).push(")");
                     id.exec(vec![q]).await?;
                 }
             }
         }
     }
-
-    if let Some(pw) = &set_password {
-        write_openrc(id, pw)?;
+    // Stale entries: bootstrap-made services whose type is no longer served.
+    let mut q = Query::new("SELECT id FROM identity_services WHERE bootstrap = 1");
+    if !catalog.is_empty() {
+        q.push(" AND NOT ").push_in("type", catalog.iter().map(|e| e.service_type));
     }
-    Ok(set_password)
+    let rows = q.fetch_all(id.platform.db.reader()).await?;
+    for r in rows {
+        let sid: String = r.try_get(0)?;
+        let mut pe = Query::new(
+            "DELETE FROM identity_project_endpoints WHERE endpoint_id IN (SELECT id FROM identity_endpoints WHERE service_id = ",
+        );
+        pe.bind(&sid).push(")");
+        let mut e = Query::new("DELETE FROM identity_endpoints WHERE service_id = ");
+        e.bind(&sid);
+        let mut s = Query::new("DELETE FROM identity_services WHERE id = ");
+        s.bind(&sid);
+        id.exec(vec![pe, e, s]).await?;
+        tracing::info!(service_id = %sid, "bootstrap: removed a catalog service that is no longer served");
+    }
+    Ok(())
 }
 
 /// Single-quotes `s` for a POSIX shell when it needs it.

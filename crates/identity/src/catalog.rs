@@ -123,11 +123,15 @@ async fn delete_service(
 ) -> Result<StatusCode, ApiError> {
     id.policy.enforce("identity:delete_service", &ctx, &json!({}))?;
     get_service(&id, &sid).await?;
+    let mut pe = Query::new(
+        "DELETE FROM identity_project_endpoints WHERE endpoint_id IN (SELECT id FROM identity_endpoints WHERE service_id = ",
+    );
+    pe.bind(&sid).push(")");
     let mut e = Query::new("DELETE FROM identity_endpoints WHERE service_id = ");
     e.bind(&sid);
     let mut s = Query::new("DELETE FROM identity_services WHERE id = ");
     s.bind(&sid);
-    id.exec(vec![e, s]).await?;
+    id.exec(vec![pe, e, s]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -187,9 +191,7 @@ async fn create_endpoint(
     get_service(&id, &sid).await.map_err(|_| IdentityError::invalid(format!("Service {sid} not found")))?;
     let region = opt_str(b, "region_id")?.or(opt_str(b, "region")?);
     if let Some(r) = &region {
-        if get_region(&id, r).await?.is_none() {
-            return Err(IdentityError::invalid(format!("Region {r} not found")).into());
-        }
+        ensure_region(&id, r).await?;
     }
     let eid = new_id();
     let mut q = Query::new(
@@ -228,9 +230,7 @@ async fn update_endpoint(
         set("service_id", s.into());
     }
     if let Some(r) = opt_str(b, "region_id")?.or(opt_str(b, "region")?) {
-        if get_region(&id, &r).await?.is_none() {
-            return Err(IdentityError::invalid(format!("Region {r} not found")).into());
-        }
+        ensure_region(&id, &r).await?;
         set("region_id", r.into());
     }
     if let Some(e) = opt_bool(b, "enabled")? {
@@ -247,9 +247,11 @@ async fn delete_endpoint(
 ) -> Result<StatusCode, ApiError> {
     id.policy.enforce("identity:delete_endpoint", &ctx, &json!({}))?;
     get_endpoint(&id, &eid).await?;
+    let mut pe = Query::new("DELETE FROM identity_project_endpoints WHERE endpoint_id = ");
+    pe.bind(&eid);
     let mut q = Query::new("DELETE FROM identity_endpoints WHERE id = ");
     q.bind(&eid);
-    id.exec(vec![q]).await?;
+    id.exec(vec![pe, q]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,8 +279,38 @@ async fn show_region(
     Ok(Json(json!({"region": r.json(&id.base)})))
 }
 
+/// An endpoint may name a region that does not exist yet: Keystone creates it.
+async fn ensure_region(id: &Identity, rid: &str) -> Result<()> {
+    if rid.is_empty() || rid.len() > 255 {
+        return Err(IdentityError::invalid("Invalid input for field 'region_id': must be 1 to 255 characters"));
+    }
+    if get_region(id, rid).await?.is_none() {
+        let mut q = Query::new("INSERT INTO identity_regions (id, description, created_at) VALUES (");
+        q.bind(rid).push(", '', ").bind(stratus_core::time::now()).push(") ON CONFLICT DO NOTHING");
+        id.exec(vec![q]).await?;
+    }
+    Ok(())
+}
+
+/// Refuses region attributes of the wrong type (a region has only an id, a description
+/// and a parent; `parent_id` is what clients mean by `parent_region_id`).
+fn check_region_body(b: &serde_json::Map<String, Value>) -> Result<()> {
+    for (k, v) in b {
+        let ok = match k.as_str() {
+            "id" | "description" => v.is_string(),
+            "parent_region_id" | "parent_id" => v.is_string() || v.is_null(),
+            _ => true,
+        };
+        if !ok {
+            return Err(IdentityError::invalid(format!("Invalid input for field '{k}': {v} is not a string")));
+        }
+    }
+    Ok(())
+}
+
 async fn insert_region(id: &Identity, rid: String, body: &Value) -> Result<Region> {
     let b = body_object(body, "region")?;
+    check_region_body(b)?;
     if get_region(id, &rid).await?.is_some() {
         return Err(IdentityError::Conflict(format!(
             "Conflict occurred attempting to store region - Duplicate ID, {rid}."
@@ -329,6 +361,7 @@ async fn update_region(
     id.policy.enforce("identity:update_region", &ctx, &json!({}))?;
     get_region(&id, &rid).await?.ok_or_else(|| IdentityError::not_found("region", &rid))?;
     let b = body_object(&body, "region")?;
+    check_region_body(b)?;
     let mut qs = Vec::new();
     if b.contains_key("description") {
         let mut q = Query::new("UPDATE identity_regions SET description = ");

@@ -13,8 +13,9 @@ use stratus_db::Query;
 
 use crate::error::{IdentityError, Result};
 use crate::model::{new_id, Domain};
+use crate::projects::NAME_MAX;
 use crate::revocation::Event;
-use crate::state::{body_object, list_links, opt_bool, opt_str, req_name, Identity};
+use crate::state::{body_object, list_links, opt_bool, opt_str, req_name_max, Identity};
 
 /// Routes.
 pub fn routes() -> Router<Arc<Identity>> {
@@ -64,7 +65,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     id.policy.enforce("identity:create_domain", &ctx, &json!({}))?;
     let b = body_object(&body, "domain")?;
-    let name = req_name(b, "name")?;
+    let name = req_name_max(b, "name", NAME_MAX)?;
     if id.find_domain(&name).await?.is_some() {
         return Err(IdentityError::duplicate("domain", &name).into());
     }
@@ -88,7 +89,7 @@ async fn update(
     let b = body_object(&body, "domain")?;
     let mut qs = Vec::new();
     if b.contains_key("name") {
-        let name = req_name(b, "name")?;
+        let name = req_name_max(b, "name", NAME_MAX)?;
         if name != d.name && id.find_domain(&name).await?.is_some() {
             return Err(IdentityError::duplicate("domain", &name).into());
         }
@@ -123,8 +124,14 @@ async fn delete(
     ctx: Ctx,
     Path(domain_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    id.policy.enforce("identity:delete_domain", &ctx, &target(&domain_id))?;
-    let d = must_domain(&id, &domain_id).await?;
+    delete_domain(&id, &ctx, &domain_id).await
+}
+
+/// Deletes a disabled domain and everything in it (also `DELETE /v3/projects/{id}` of a
+/// project acting as a domain).
+pub async fn delete_domain(id: &Identity, ctx: &Ctx, domain_id: &str) -> Result<StatusCode, ApiError> {
+    id.policy.enforce("identity:delete_domain", ctx, &target(domain_id))?;
+    let d = must_domain(id, domain_id).await?;
     if d.enabled {
         return Err(IdentityError::Forbidden(
             "Cannot delete a domain that is enabled, please disable it first.".into(),
@@ -137,7 +144,11 @@ async fn delete(
         ("DELETE FROM identity_assignments WHERE target_type = 'project' AND target_id IN (SELECT id FROM identity_projects WHERE domain_id = ", ")"),
         ("DELETE FROM identity_assignments WHERE actor_type = 'user' AND actor_id IN (SELECT id FROM identity_users WHERE domain_id = ", ")"),
         ("DELETE FROM identity_assignments WHERE actor_type = 'group' AND actor_id IN (SELECT id FROM identity_groups WHERE domain_id = ", ")"),
+        ("DELETE FROM identity_assignments WHERE role_id IN (SELECT id FROM identity_roles WHERE domain_id = ", ")"),
+        ("DELETE FROM identity_implied_roles WHERE prior_role_id IN (SELECT id FROM identity_roles WHERE domain_id = ", ")"),
+        ("DELETE FROM identity_implied_roles WHERE implied_role_id IN (SELECT id FROM identity_roles WHERE domain_id = ", ")"),
         ("DELETE FROM identity_assignments WHERE target_type = 'domain' AND target_id = ", ""),
+        ("DELETE FROM identity_domain_configs WHERE domain_id = ", ""),
         ("DELETE FROM identity_projects WHERE domain_id = ", ""),
         ("DELETE FROM identity_users WHERE domain_id = ", ""),
         ("DELETE FROM identity_groups WHERE domain_id = ", ""),
@@ -145,7 +156,7 @@ async fn delete(
         ("DELETE FROM identity_domains WHERE id = ", ""),
     ] {
         let mut q = Query::new(sql_a);
-        q.bind(&domain_id).push(sql_b);
+        q.bind(domain_id).push(sql_b);
         qs.push(q);
     }
     id.exec(qs).await?;

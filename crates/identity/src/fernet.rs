@@ -280,6 +280,8 @@ pub struct Payload {
     pub parent_audit_id: Option<[u8; 16]>,
     /// Application credential it was made with.
     pub app_cred_id: Option<String>,
+    /// Trust it was made with (OS-TRUST).
+    pub trust_id: Option<String>,
 }
 
 const PAYLOAD_VERSION: u8 = 1;
@@ -365,12 +367,14 @@ impl Payload {
             }
             None => out.push(0),
         }
-        match &self.app_cred_id {
-            Some(a) => {
-                out.push(1);
-                put_id(&mut out, a);
+        for id in [&self.app_cred_id, &self.trust_id] {
+            match id {
+                Some(a) => {
+                    out.push(1);
+                    put_id(&mut out, a);
+                }
+                None => out.push(0),
             }
-            None => out.push(0),
         }
         out
     }
@@ -407,13 +411,34 @@ impl Payload {
             }
         };
         let app_cred_id = match *b.get(pos)? {
-            0 => None,
+            0 => {
+                pos += 1;
+                None
+            }
             _ => {
                 pos += 1;
                 Some(get_id(b, &mut pos)?)
             }
         };
-        Some(Payload { methods, user_id, scope, issued_at, expires_at, audit_id, parent_audit_id, app_cred_id })
+        // Tokens made before trusts existed end here.
+        let trust_id = match b.get(pos) {
+            None | Some(0) => None,
+            Some(_) => {
+                pos += 1;
+                Some(get_id(b, &mut pos)?)
+            }
+        };
+        Some(Payload {
+            methods,
+            user_id,
+            scope,
+            issued_at,
+            expires_at,
+            audit_id,
+            parent_audit_id,
+            app_cred_id,
+            trust_id,
+        })
     }
 
     /// Method names.
@@ -448,6 +473,7 @@ mod tests {
             audit_id: [7; 16],
             parent_audit_id: Some([9; 16]),
             app_cred_id: Some("ac".into()),
+            trust_id: Some("0123456789abcdef0123456789abcdee".into()),
         }
     }
 
@@ -459,7 +485,12 @@ mod tests {
         u.scope = Scope::System;
         u.parent_audit_id = None;
         u.app_cred_id = None;
-        assert_eq!(Payload::decode(&u.encode()), Some(u));
+        assert_eq!(Payload::decode(&u.encode()), Some(u.clone()));
+        u.trust_id = None;
+        let enc = u.encode();
+        assert_eq!(Payload::decode(&enc), Some(u.clone()));
+        // A payload from before trusts (no trailing trust byte) still decodes.
+        assert_eq!(Payload::decode(&enc[..enc.len() - 1]), Some(u));
         let k = FernetKey::generate();
         let t = k.encrypt(&p.encode(), 1);
         assert!(t.len() < 255, "token is compact: {}", t.len());

@@ -91,6 +91,9 @@ async fn create(
     id.policy.enforce("identity:create_group", &ctx, &json!({}))?;
     let b = body_object(&body, "group")?;
     let name = req_name(b, "name")?;
+    if b.get("domain_id").is_some_and(Value::is_null) {
+        return Err(IdentityError::invalid("Invalid input for field 'domain_id': None is not of type 'string'").into());
+    }
     let domain_id = opt_str(b, "domain_id")?.unwrap_or_else(|| "default".into());
     if id.get_domain(&domain_id).await?.is_none() {
         return Err(IdentityError::not_found("domain", &domain_id).into());
@@ -115,8 +118,14 @@ async fn update(
     OsJson(body): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     id.policy.enforce("identity:update_group", &ctx, &json!({}))?;
-    must_group(&id, &group_id).await?;
+    let g = must_group(&id, &group_id).await?;
     let b = body_object(&body, "group")?;
+    if b.get("id").is_some_and(|x| x.as_str() != Some(g.id.as_str())) {
+        return Err(IdentityError::invalid("Cannot change the ID of a group.").into());
+    }
+    if b.get("domain_id").is_some_and(|x| x.as_str() != Some(g.domain_id.as_str())) {
+        return Err(IdentityError::invalid("Update of `domain_id` is not allowed.").into());
+    }
     let mut qs = Vec::new();
     if b.contains_key("name") {
         let mut q = Query::new("UPDATE identity_groups SET name = ");

@@ -6,25 +6,34 @@
 //!
 //! Layout: [`state`] is the core (keys, revocations, caches, token views); [`auth`]
 //! the `/v3/auth` routes; one module per resource (`users`, `projects`, `domains`,
-//! `groups`, `roles` with assignments, `catalog`, `app_creds`); [`bootstrap`] creates the
+//! `groups`, `roles` with assignments, `catalog`, `app_creds` with access rules, `trusts`,
+//! `credentials` with EC2, `oauth1` consumers, `policies`, `domain_config`,
+//! `endpoint_filter`); [`compliance`] holds the password rules; [`bootstrap`] creates the
 //! default domain, projects, roles, admin and catalog on start.
 
 pub mod app_creds;
 pub mod auth;
 pub mod bootstrap;
 pub mod catalog;
+pub mod compliance;
+pub mod credentials;
+pub mod domain_config;
 pub mod domains;
+pub mod endpoint_filter;
 pub mod error;
 pub mod fernet;
 pub mod groups;
 pub mod model;
+pub mod oauth1;
 pub mod password;
+pub mod policies;
 pub mod policy;
 pub mod projects;
 pub mod revocation;
 pub mod roles;
 pub mod state;
 pub mod throttle;
+pub mod trusts;
 pub mod users;
 mod versions;
 
@@ -44,8 +53,22 @@ use crate::fernet::KeyRepository;
 use crate::state::Identity;
 
 /// Migrations of identity's tables.
-pub const MIGRATIONS: &[stratus_db::Migration] =
-    &[stratus_db::Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[stratus_db::Migration] = &[
+    stratus_db::Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
+    stratus_db::Migration {
+        version: 2,
+        name: "keystone_extensions",
+        sql: include_str!("../migrations/0002_keystone_extensions.sql"),
+    },
+];
+
+/// Identity's own entry in the catalog.
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "identity",
+    name: "keystone",
+    description: "Identity Service",
+    path: "/identity",
+}];
 
 /// `[identity]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +118,28 @@ pub struct IdentityConfig {
     pub failed_login_user_burst: u32,
     /// Failed logins per minute an account name is forgiven. Default 20.
     pub failed_login_user_per_minute: u32,
+    /// How many of a user's most recent passwords (the current one included) a
+    /// self-service change may not reuse; 0 turns the check off (Keystone's
+    /// `unique_last_password_count`). An admin reset is not checked, as in Keystone.
+    /// Default 0.
+    pub unique_last_password_count: u32,
+    /// Days a password must be kept before its owner may change it again; 0 = any time
+    /// (Keystone's `minimum_password_age`). Default 0.
+    pub minimum_password_age_days: u32,
+    /// Days after which a password expires and must be changed before logging in again;
+    /// 0 = never (Keystone's `password_expires_days`). Default 0.
+    pub password_expires_days: u32,
+    /// Regular expression every new password must match; empty = any (Keystone's
+    /// `password_regex`). Default empty.
+    pub password_regex: String,
+    /// What `password_regex` demands, in words, for the 400 a refused password gets.
+    pub password_regex_description: String,
+    /// A password set by an admin (creation or reset) must be changed by its user before
+    /// the first login (Keystone's `change_password_upon_first_use`). Default false.
+    pub change_password_upon_first_use: bool,
+    /// Days without a successful login after which an account is disabled; 0 = never
+    /// (Keystone's `disable_user_account_days_inactive`). Default 0.
+    pub disable_user_account_days_inactive: u32,
 }
 
 impl Default for IdentityConfig {
@@ -115,6 +160,13 @@ impl Default for IdentityConfig {
             failed_login_source_per_minute: 60,
             failed_login_user_burst: 10,
             failed_login_user_per_minute: 20,
+            unique_last_password_count: 0,
+            minimum_password_age_days: 0,
+            password_expires_days: 0,
+            password_regex: String::new(),
+            password_regex_description: String::new(),
+            change_password_upon_first_use: false,
+            disable_user_account_days_inactive: 0,
         }
     }
 }
@@ -145,11 +197,13 @@ impl Drop for IdentityService {
 impl IdentityService {
     /// Starts identity: migrates its schema, sets up the key repository, loads
     /// revocation events and bootstraps the defaults (idempotent). `admin_password` is
-    /// used when the admin user is first created (generated when absent).
+    /// used when the admin user is first created (generated when absent); `catalog` holds
+    /// the entries of the services being served (the catalog lists those and no others).
     pub async fn start(
         platform: Platform,
         config: IdentityConfig,
         admin_password: Option<String>,
+        catalog: Vec<stratus_core::CatalogEntry>,
     ) -> anyhow::Result<Arc<Self>> {
         platform.db.migrate("identity", MIGRATIONS).await?;
         let repo = KeyRepository::new(key_dir(&platform.data_dir), config.max_active_keys);
@@ -159,7 +213,7 @@ impl IdentityService {
         let refresh = Duration::from_secs(config.refresh_secs.max(1));
         let core = Arc::new(Identity::new(platform, config, policy, repo)?);
         core.refresh().await?;
-        bootstrap::run(&core, admin_password).await?;
+        bootstrap::run(&core, admin_password, &catalog).await?;
         let weak = Arc::downgrade(&core);
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(refresh);
@@ -198,11 +252,20 @@ impl IdentityService {
             .merge(roles::routes())
             .merge(catalog::routes())
             .merge(app_creds::routes())
+            .merge(trusts::routes())
+            .merge(credentials::routes())
+            .merge(oauth1::routes())
+            .merge(policies::routes())
+            .merge(domain_config::routes())
+            .merge(endpoint_filter::routes())
             .layer(axum::middleware::from_fn_with_state(auth, stratus_auth::require_auth))
             .with_state(core.clone());
         let versions =
             Router::new().route("/", get(versions::root)).route("/v3", get(versions::v3)).with_state(core.base.clone());
-        let routes = Router::new().merge(versions).merge(auth::public_routes().with_state(core)).merge(protected);
+        let routes = Router::new()
+            .merge(versions)
+            .merge(auth::public_routes().merge(users::public_routes()).with_state(core))
+            .merge(protected);
         service_stack(routes, FaultFormat::Keystone, None)
     }
 }

@@ -11,6 +11,25 @@ fn opt(row: &AnyRow, col: &str) -> Result<Option<String>> {
     Ok(row.try_get::<Option<String>, _>(col)?)
 }
 
+/// A JSON-object column (`extra`, `options`); anything else reads as empty.
+fn object(row: &AnyRow, col: &str) -> Result<serde_json::Map<String, Value>> {
+    let text: String = row.try_get(col)?;
+    Ok(match serde_json::from_str(&text) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    })
+}
+
+/// Merges `extra` attributes under the known ones (known ones win).
+fn with_extra(mut v: Value, extra: &serde_json::Map<String, Value>) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        for (k, x) in extra {
+            o.entry(k.clone()).or_insert_with(|| x.clone());
+        }
+    }
+    v
+}
+
 /// A domain.
 #[derive(Debug, Clone)]
 pub struct Domain {
@@ -49,10 +68,12 @@ pub struct Project {
     pub enabled: bool,
     pub is_domain: bool,
     pub tags: Vec<String>,
+    /// Attributes Keystone keeps beside the known ones.
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Project {
-    pub const COLS: &'static str = "id, name, domain_id, parent_id, description, enabled, is_domain";
+    pub const COLS: &'static str = "id, name, domain_id, parent_id, description, enabled, is_domain, extra";
     pub fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Project {
             id: r.try_get("id")?,
@@ -63,17 +84,26 @@ impl Project {
             enabled: stratus_db::flag(r, "enabled"),
             is_domain: stratus_db::flag(r, "is_domain"),
             tags: Vec::new(),
+            extra: object(r, "extra")?,
         })
     }
     pub fn json(&self, base: &str) -> Value {
-        json!({
-            "id": self.id, "name": self.name, "domain_id": self.domain_id,
-            // Keystone reports a top-level project's parent as its domain.
-            "parent_id": self.parent_id.clone().unwrap_or_else(|| self.domain_id.clone()),
-            "description": self.description, "enabled": self.enabled, "is_domain": self.is_domain,
-            "tags": self.tags, "options": {},
-            "links": {"self": format!("{base}/v3/projects/{}", self.id)}
-        })
+        // Keystone reports a top-level project's parent as its domain, and a project
+        // acting as a domain has no parent and no domain.
+        let (domain_id, parent_id) = if self.is_domain {
+            (Value::Null, Value::Null)
+        } else {
+            (json!(self.domain_id), json!(self.parent_id.clone().unwrap_or_else(|| self.domain_id.clone())))
+        };
+        with_extra(
+            json!({
+                "id": self.id, "name": self.name, "domain_id": domain_id, "parent_id": parent_id,
+                "description": self.description, "enabled": self.enabled, "is_domain": self.is_domain,
+                "tags": self.tags, "options": {},
+                "links": {"self": format!("{base}/v3/projects/{}", self.id)}
+            }),
+            &self.extra,
+        )
     }
 }
 
@@ -91,11 +121,25 @@ pub struct User {
     pub password_expires_at: Option<String>,
     pub failed_auth_count: i64,
     pub last_failed_auth: Option<String>,
+    /// When the current password was set.
+    pub password_created_at: Option<String>,
+    /// Attributes Keystone keeps beside the known ones.
+    pub extra: serde_json::Map<String, Value>,
+    /// User options (`ignore_password_expiry`, `lock_password`...).
+    pub options: serde_json::Map<String, Value>,
+    /// Day of the last successful login.
+    pub last_active_at: Option<String>,
 }
 
 impl User {
     pub const COLS: &'static str = "id, name, domain_id, enabled, default_project_id, description, email, \
-        password_hash, password_expires_at, failed_auth_count, last_failed_auth";
+        password_hash, password_expires_at, failed_auth_count, last_failed_auth, password_created_at, extra, \
+        options, last_active_at";
+
+    /// Whether user option `name` is set to true.
+    pub fn option(&self, name: &str) -> bool {
+        self.options.get(name).and_then(Value::as_bool).unwrap_or(false)
+    }
     pub fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(User {
             id: r.try_get("id")?,
@@ -109,13 +153,17 @@ impl User {
             password_expires_at: opt(r, "password_expires_at")?,
             failed_auth_count: r.try_get("failed_auth_count")?,
             last_failed_auth: opt(r, "last_failed_auth")?,
+            password_created_at: opt(r, "password_created_at")?,
+            extra: object(r, "extra")?,
+            options: object(r, "options")?,
+            last_active_at: opt(r, "last_active_at")?,
         })
     }
     pub fn json(&self, base: &str) -> Value {
         let mut v = json!({
             "id": self.id, "name": self.name, "domain_id": self.domain_id, "enabled": self.enabled,
             "password_expires_at": self.password_expires_at.as_deref().map(stratus_core::time::micros_z),
-            "options": {}, "links": {"self": format!("{base}/v3/users/{}", self.id)}
+            "options": self.options, "links": {"self": format!("{base}/v3/users/{}", self.id)}
         });
         if let Some(p) = &self.default_project_id {
             v["default_project_id"] = json!(p);
@@ -126,7 +174,7 @@ impl User {
         if let Some(e) = &self.email {
             v["email"] = json!(e);
         }
-        v
+        with_extra(v, &self.extra)
     }
 }
 
@@ -164,10 +212,12 @@ pub struct Role {
     pub name: String,
     pub domain_id: Option<String>,
     pub description: String,
+    /// Role options (`immutable`).
+    pub options: serde_json::Map<String, Value>,
 }
 
 impl Role {
-    pub const COLS: &'static str = "id, name, domain_id, description";
+    pub const COLS: &'static str = "id, name, domain_id, description, options";
     pub fn from_row(r: &AnyRow) -> Result<Self> {
         let d: String = r.try_get("domain_id")?;
         Ok(Role {
@@ -175,13 +225,14 @@ impl Role {
             name: r.try_get("name")?,
             domain_id: (!d.is_empty()).then_some(d),
             description: r.try_get("description")?,
+            options: object(r, "options")?,
         })
     }
     pub fn json(&self, base: &str) -> Value {
         json!({
             "id": self.id, "name": self.name, "domain_id": self.domain_id,
             "description": if self.description.is_empty() { Value::Null } else { json!(self.description) },
-            "options": {}, "links": {"self": format!("{base}/v3/roles/{}", self.id)}
+            "options": self.options, "links": {"self": format!("{base}/v3/roles/{}", self.id)}
         })
     }
     pub fn brief(&self, base: &str) -> Value {

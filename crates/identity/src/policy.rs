@@ -39,7 +39,6 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     p!("identity:create_user", ADMIN, "Create a user"),
     p!("identity:update_user", ADMIN, "Update a user"),
     p!("identity:delete_user", ADMIN, "Delete a user"),
-    p!("identity:change_password", "user_id:%(target.user.id)s", "A user changes their own password"),
     p!("identity:list_user_projects", "rule:admin_or_owner or rule:system_reader", "Projects of a user"),
     p!("identity:list_groups_for_user", "rule:admin_or_owner or rule:system_reader", "Groups of a user"),
     // projects
@@ -81,6 +80,7 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     p!("identity:update_role", ADMIN, "Update a role"),
     p!("identity:delete_role", ADMIN, "Delete a role"),
     p!("identity:get_implied_role", ADMIN_OR_SYSTEM_READER, "Show an inference rule"),
+    p!("identity:check_implied_role", ADMIN_OR_SYSTEM_READER, "HEAD an inference rule"),
     p!("identity:list_implied_roles", ADMIN_OR_SYSTEM_READER, "Roles a role implies"),
     p!("identity:list_role_inference_rules", ADMIN_OR_SYSTEM_READER, "All inference rules"),
     p!("identity:create_implied_role", ADMIN, "Create an inference rule"),
@@ -115,6 +115,60 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     p!("identity:list_application_credentials", "rule:admin_or_owner or rule:system_reader", "List them"),
     p!("identity:create_application_credential", "user_id:%(user_id)s", "Create one (owner only)"),
     p!("identity:delete_application_credential", "rule:admin_or_owner", "Delete one"),
+    p!("identity:list_access_rules", "rule:admin_or_owner or rule:system_reader", "A user's access rules"),
+    p!("identity:get_access_rule", "rule:admin_or_owner or rule:system_reader", "Show an access rule"),
+    p!("identity:delete_access_rule", "rule:admin_or_owner", "Delete an unused access rule"),
+    // trusts (the handlers also require the caller to be the trustor on create)
+    p!("trust_party", "user_id:%(target.trust.trustor_user_id)s or user_id:%(target.trust.trustee_user_id)s", "Trustor or trustee"),
+    p!("identity:create_trust", "user_id:%(trust.trustor_user_id)s", "The trustor creates a trust"),
+    p!("identity:list_trusts", ADMIN_OR_SYSTEM_READER, "List every trust"),
+    p!("identity:get_trust", "rule:admin_required or rule:system_reader or rule:trust_party", "Show a trust"),
+    p!("identity:delete_trust", "rule:admin_required or user_id:%(target.trust.trustor_user_id)s", "Delete a trust"),
+    p!("identity:list_roles_for_trust", "rule:admin_required or rule:system_reader or rule:trust_party", "A trust's roles"),
+    p!("identity:get_role_for_trust", "rule:admin_required or rule:system_reader or rule:trust_party", "A trust's role"),
+    // credentials
+    p!("credential_owner", "user_id:%(target.credential.user_id)s", "The credential's user"),
+    p!("identity:list_credentials", "", "List credentials (filtered to those the caller may see)"),
+    p!("identity:get_credential", "rule:admin_required or rule:system_reader or rule:credential_owner", "Show a credential"),
+    p!("identity:create_credential", "rule:admin_required or rule:credential_owner", "Create a credential"),
+    p!("identity:update_credential", "rule:admin_required or rule:credential_owner", "Update a credential"),
+    p!("identity:delete_credential", "rule:admin_required or rule:credential_owner", "Delete a credential"),
+    p!("identity:ec2_list_credentials", "rule:admin_required or rule:system_reader or rule:owner", "A user's EC2 credentials"),
+    p!("identity:ec2_get_credential", "rule:admin_required or rule:system_reader or rule:credential_owner", "Show one"),
+    p!("identity:ec2_create_credential", "rule:admin_required or rule:owner", "Create one"),
+    p!("identity:ec2_delete_credential", "rule:admin_required or rule:credential_owner", "Delete one"),
+    // OAuth1 consumers, policies, domain configuration, endpoint filters: admin
+    p!("identity:get_consumer", ADMIN_OR_SYSTEM_READER, "Show an OAuth1 consumer"),
+    p!("identity:list_consumers", ADMIN_OR_SYSTEM_READER, "List OAuth1 consumers"),
+    p!("identity:create_consumer", ADMIN, "Create an OAuth1 consumer"),
+    p!("identity:update_consumer", ADMIN, "Update an OAuth1 consumer"),
+    p!("identity:delete_consumer", ADMIN, "Delete an OAuth1 consumer"),
+    p!("identity:get_policy", ADMIN_OR_SYSTEM_READER, "Show a policy blob"),
+    p!("identity:list_policies", ADMIN_OR_SYSTEM_READER, "List policy blobs"),
+    p!("identity:create_policy", ADMIN, "Create a policy blob"),
+    p!("identity:update_policy", ADMIN, "Update a policy blob"),
+    p!("identity:delete_policy", ADMIN, "Delete a policy blob"),
+    p!("identity:get_domain_config_default", "", "Default domain configuration"),
+    p!("identity:get_domain_config", ADMIN_OR_SYSTEM_READER, "A domain's configuration"),
+    p!("identity:create_domain_config", ADMIN, "Create a domain's configuration"),
+    p!("identity:update_domain_config", ADMIN, "Update a domain's configuration"),
+    p!("identity:delete_domain_config", ADMIN, "Delete a domain's configuration"),
+    p!("identity:list_endpoint_groups", ADMIN_OR_SYSTEM_READER, "List endpoint groups"),
+    p!("identity:get_endpoint_group", ADMIN_OR_SYSTEM_READER, "Show an endpoint group"),
+    p!("identity:create_endpoint_group", ADMIN, "Create an endpoint group"),
+    p!("identity:update_endpoint_group", ADMIN, "Update an endpoint group"),
+    p!("identity:delete_endpoint_group", ADMIN, "Delete an endpoint group"),
+    p!("identity:list_projects_associated_with_endpoint_group", ADMIN_OR_SYSTEM_READER, "Projects of a group"),
+    p!("identity:list_endpoints_associated_with_endpoint_group", ADMIN_OR_SYSTEM_READER, "Endpoints of a group"),
+    p!("identity:get_endpoint_group_in_project", ADMIN_OR_SYSTEM_READER, "Check a group on a project"),
+    p!("identity:list_endpoint_groups_for_project", ADMIN_OR_SYSTEM_READER, "Groups of a project"),
+    p!("identity:add_endpoint_group_to_project", ADMIN, "Associate a group with a project"),
+    p!("identity:remove_endpoint_group_from_project", ADMIN, "Dissociate a group from a project"),
+    p!("identity:list_endpoints_for_project", ADMIN_OR_SYSTEM_READER, "Endpoints of a project"),
+    p!("identity:check_endpoint_in_project", ADMIN_OR_SYSTEM_READER, "Check an endpoint on a project"),
+    p!("identity:add_endpoint_to_project", ADMIN, "Associate an endpoint with a project"),
+    p!("identity:remove_endpoint_from_project", ADMIN, "Dissociate an endpoint from a project"),
+    p!("identity:list_projects_for_endpoint", ADMIN_OR_SYSTEM_READER, "Projects of an endpoint"),
 ];
 
 #[cfg(test)]
@@ -145,8 +199,6 @@ mod tests {
         let other = json!({"target": {"user": {"id": "v"}}, "user_id": "v"});
         assert!(p.check("identity:get_user", &member, &me));
         assert!(!p.check("identity:get_user", &member, &other));
-        assert!(p.check("identity:change_password", &member, &me));
-        assert!(!p.check("identity:change_password", &admin, &me), "only the user changes their own password");
         assert!(p.check("identity:get_project", &member, &json!({"target": {"project": {"id": "p1"}}})));
         assert!(!p.check("identity:get_project", &member, &json!({"target": {"project": {"id": "p2"}}})));
         let mut sys_reader = ctx("r", "p9", &["reader"]);

@@ -1,4 +1,6 @@
-//! `/v3/projects`: projects (with `parent_id` hierarchy, `enabled`, tags).
+//! `/v3/projects`: projects (with `parent_id` hierarchy, `enabled`, tags, and the
+//! attributes Keystone keeps beside the known ones), including projects acting as
+//! domains (`is_domain: true`): those are the domains themselves, shown in project form.
 
 use std::sync::Arc;
 
@@ -13,9 +15,43 @@ use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
 use crate::error::{IdentityError, Result};
-use crate::model::{new_id, Project};
+use crate::model::{new_id, Domain, Project};
 use crate::revocation::Event;
-use crate::state::{body_object, list_links, opt_bool, opt_str, req_name, Identity};
+use crate::state::{body_object, list_links, opt_bool, opt_str, req_name_max, Identity};
+
+/// Keystone's limit on project (and domain) names.
+pub const NAME_MAX: usize = 64;
+
+/// Attributes of a project that have columns; any other attribute is kept in `extra`.
+const KNOWN: &[&str] =
+    &["id", "name", "domain_id", "parent_id", "description", "enabled", "is_domain", "tags", "options", "links"];
+
+fn extra_of(b: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    b.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A domain in project form (a project acting as a domain).
+fn domain_as_project(d: &Domain) -> Project {
+    Project {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        domain_id: d.id.clone(),
+        parent_id: None,
+        description: d.description.clone(),
+        enabled: d.enabled,
+        is_domain: true,
+        tags: Vec::new(),
+        extra: serde_json::Map::new(),
+    }
+}
+
+/// A project by id, or a domain in project form.
+async fn project_or_domain(id: &Identity, project_id: &str) -> Result<Option<Project>> {
+    if let Some(p) = id.get_project(project_id).await? {
+        return Ok(Some(p));
+    }
+    Ok(id.get_domain(project_id).await?.map(|d| domain_as_project(&d)))
+}
 
 /// Routes.
 pub fn routes() -> Router<Arc<Identity>> {
@@ -94,6 +130,22 @@ fn tag_queries(project_id: &str, tags: &[String]) -> Vec<Query> {
 
 async fn list(State(id): State<Arc<Identity>>, ctx: Ctx, q: QueryPairs) -> Result<Json<Value>, ApiError> {
     id.policy.enforce("identity:list_projects", &ctx, &json!({"domain_id": q.get("domain_id")}))?;
+    if q.bool("is_domain")? == Some(true) {
+        let mut sql = Query::new(format!("SELECT {} FROM identity_domains WHERE 1 = 1", Domain::COLS));
+        if let Some(n) = q.get("name") {
+            sql.push_bind(" AND name = ", n);
+        }
+        if let Some(e) = q.bool("enabled")? {
+            sql.push_bind(" AND enabled = ", e);
+        }
+        sql.push(" ORDER BY name, id");
+        let rows = sql.fetch_all(id.platform.db.reader()).await.map_err(IdentityError::from)?;
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|r| Domain::from_row(r).map(|d| domain_as_project(&d).json(&id.base)))
+            .collect::<Result<_>>()?;
+        return Ok(Json(json!({"projects": list, "links": list_links(&id.base, "projects")})));
+    }
     let mut sql = Query::new(format!("SELECT {} FROM identity_projects p WHERE 1 = 1", Project::COLS));
     if let Some(n) = q.get("name") {
         sql.push_bind(" AND name = ", n);
@@ -155,7 +207,7 @@ async fn show(
     ctx: Ctx,
     Path(project_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = id.get_project(&project_id).await?;
+    let p = project_or_domain(&id, &project_id).await?;
     let t = match &p {
         Some(p) => target(p),
         None => json!({"target": {"project": {"id": project_id}}, "project_id": project_id}),
@@ -171,20 +223,36 @@ async fn create(
     OsJson(body): OsJson<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b = body_object(&body, "project")?;
-    let name = req_name(b, "name")?;
-    let parent_id = opt_str(b, "parent_id")?;
+    let name = req_name_max(b, "name", NAME_MAX)?;
+    let is_domain = opt_bool(b, "is_domain")?.unwrap_or(false);
+    if is_domain {
+        return create_domain_project(&id, &ctx, b, name).await;
+    }
+    let mut parent_id = opt_str(b, "parent_id")?;
     let parent = match &parent_id {
-        Some(pid) => Some(id.get_project(pid).await?.ok_or_else(|| IdentityError::not_found("project", pid))?),
+        Some(pid) => match id.get_project(pid).await? {
+            Some(p) => Some(p),
+            // A parent that is a domain (a project acting as one) makes a top-level project.
+            None if id.get_domain(pid).await?.is_some() => None,
+            None => return Err(IdentityError::not_found("project", pid).into()),
+        },
         None => None,
     };
-    let domain_id = match (opt_str(b, "domain_id")?, &parent) {
-        (Some(d), Some(p)) if d != p.domain_id => {
+    let domain_id = match (opt_str(b, "domain_id")?, &parent, &parent_id) {
+        (Some(d), Some(p), _) if d != p.domain_id => {
             return Err(IdentityError::invalid("A project must be in its parent's domain").into())
         }
-        (Some(d), _) => d,
-        (None, Some(p)) => p.domain_id.clone(),
-        (None, None) => ctx.domain_id.clone().unwrap_or_else(|| "default".into()),
+        (Some(d), None, Some(pd)) if d != *pd => {
+            return Err(IdentityError::invalid("A project must be in its parent's domain").into())
+        }
+        (Some(d), _, _) => d,
+        (None, Some(p), _) => p.domain_id.clone(),
+        (None, None, Some(pd)) => pd.clone(),
+        (None, None, None) => ctx.domain_id.clone().unwrap_or_else(|| "default".into()),
     };
+    if parent.is_none() {
+        parent_id = None;
+    }
     id.policy.enforce(
         "identity:create_project",
         &ctx,
@@ -192,9 +260,6 @@ async fn create(
     )?;
     if id.get_domain(&domain_id).await?.is_none() {
         return Err(IdentityError::not_found("domain", &domain_id).into());
-    }
-    if opt_bool(b, "is_domain")? == Some(true) {
-        return Err(IdentityError::invalid("Projects acting as domains are not supported; create a domain").into());
     }
     if id.find_project(&domain_id, &name).await?.is_some() {
         return Err(IdentityError::Conflict(format!(
@@ -207,18 +272,44 @@ async fn create(
         None => Vec::new(),
     };
     let pid = new_id();
-    let mut q = Query::new("INSERT INTO identity_projects (id, name, domain_id, parent_id, description, enabled, is_domain, created_at) VALUES (");
+    let mut q = Query::new("INSERT INTO identity_projects (id, name, domain_id, parent_id, description, enabled, is_domain, extra, created_at) VALUES (");
     q.bind(&pid).push(", ").bind(&name).push(", ").bind(&domain_id).push(", ").bind(parent_id);
     q.push(", ")
         .bind(opt_str(b, "description")?.unwrap_or_default())
         .push(", ")
         .bind(opt_bool(b, "enabled")?.unwrap_or(true));
-    q.push(", 0, ").bind(stratus_core::time::now()).push(")");
+    q.push(", 0, ").bind(Value::Object(extra_of(b)).to_string()).push(", ").bind(stratus_core::time::now()).push(")");
     let mut qs = vec![q];
     qs.extend(tag_queries(&pid, &tags).into_iter().skip(1));
     id.exec(qs).await?;
     let p = must_project(&id, &pid).await?;
     Ok((StatusCode::CREATED, Json(json!({"project": p.json(&id.base)}))))
+}
+
+/// `POST /v3/projects` with `is_domain: true`: a domain, answered in project form.
+async fn create_domain_project(
+    id: &Identity,
+    ctx: &Ctx,
+    b: &serde_json::Map<String, Value>,
+    name: String,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    id.policy.enforce("identity:create_domain", ctx, &json!({}))?;
+    if b.get("parent_id").is_some_and(|p| !p.is_null()) {
+        return Err(IdentityError::invalid("A project acting as a domain cannot have a parent.").into());
+    }
+    if b.get("domain_id").is_some_and(|p| !p.is_null()) {
+        return Err(IdentityError::invalid("A project acting as a domain cannot be in a domain.").into());
+    }
+    if id.find_domain(&name).await?.is_some() {
+        return Err(IdentityError::duplicate("domain", &name).into());
+    }
+    let did = new_id();
+    let mut q = Query::new("INSERT INTO identity_domains (id, name, description, enabled, created_at) VALUES (");
+    q.bind(&did).push(", ").bind(&name).push(", ").bind(opt_str(b, "description")?.unwrap_or_default());
+    q.push(", ").bind(opt_bool(b, "enabled")?.unwrap_or(true)).push(", ").bind(stratus_core::time::now()).push(")");
+    id.exec(vec![q]).await?;
+    let d = crate::domains::must_domain(id, &did).await?;
+    Ok((StatusCode::CREATED, Json(json!({"project": domain_as_project(&d).json(&id.base)}))))
 }
 
 async fn update(
@@ -227,9 +318,39 @@ async fn update(
     Path(project_id): Path<String>,
     OsJson(body): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = must_project(&id, &project_id).await?;
+    let Some(p) = project_or_domain(&id, &project_id).await? else {
+        return Err(IdentityError::not_found("project", &project_id).into());
+    };
     id.policy.enforce("identity:update_project", &ctx, &target(&p))?;
     let b = body_object(&body, "project")?;
+    // What Keystone refuses to change (400), and a parent of the wrong type.
+    if b.get("id").is_some_and(|x| x.as_str() != Some(p.id.as_str())) {
+        return Err(IdentityError::invalid("Cannot change the ID of a project.").into());
+    }
+    if b.get("domain_id").is_some_and(|x| x.as_str() != Some(p.domain_id.as_str()) && !(p.is_domain && x.is_null())) {
+        return Err(IdentityError::invalid("Update of `domain_id` is not allowed.").into());
+    }
+    if b.get("is_domain").is_some_and(|x| x.as_bool() != Some(p.is_domain)) {
+        return Err(IdentityError::invalid("Update of `is_domain` is not allowed.").into());
+    }
+    let parent = b.get("parent_id");
+    if parent.is_some_and(|x| !x.is_null() && !x.is_string()) {
+        return Err(IdentityError::invalid("Invalid input for field 'parent_id': expected a string or null").into());
+    }
+    if parent.and_then(Value::as_str).is_some_and(|x| Some(x) != p.parent_id.as_deref() && x != p.domain_id) {
+        return Err(IdentityError::Forbidden("Update of `parent_id` is not allowed.".into()).into());
+    }
+    if p.is_domain {
+        return update_domain_project(&id, &p, b).await;
+    }
+    let mut extra = p.extra.clone();
+    for (k, v) in extra_of(b) {
+        if v.is_null() {
+            extra.remove(&k);
+        } else {
+            extra.insert(k, v);
+        }
+    }
     let mut qs = Vec::new();
     let mut set = |col: &str, v: stratus_db::Arg| {
         let mut q = Query::new(format!("UPDATE identity_projects SET {col} = "));
@@ -237,7 +358,7 @@ async fn update(
         qs.push(q);
     };
     if b.contains_key("name") {
-        let name = req_name(b, "name")?;
+        let name = req_name_max(b, "name", NAME_MAX)?;
         if name != p.name && id.find_project(&p.domain_id, &name).await?.is_some() {
             return Err(IdentityError::duplicate("project", &name).into());
         }
@@ -250,10 +371,7 @@ async fn update(
     if let Some(e) = enabled {
         set("enabled", e.into());
     }
-    if b.get("parent_id").and_then(Value::as_str).is_some_and(|x| Some(x) != p.parent_id.as_deref() && x != p.domain_id)
-    {
-        return Err(IdentityError::Forbidden("Update of `parent_id` is not allowed.".into()).into());
-    }
+    set("extra", Value::Object(extra).to_string().into());
     if let Some(t) = b.get("tags") {
         qs.extend(tag_queries(&project_id, &validate_tags(t)?));
     }
@@ -265,11 +383,54 @@ async fn update(
     Ok(Json(json!({"project": p.json(&id.base)})))
 }
 
+/// `PATCH /v3/projects/{id}` of a project acting as a domain: the domain's name,
+/// description and enabled flag.
+async fn update_domain_project(
+    id: &Identity,
+    p: &Project,
+    b: &serde_json::Map<String, Value>,
+) -> Result<Json<Value>, ApiError> {
+    let mut qs = Vec::new();
+    if b.contains_key("name") {
+        let name = req_name_max(b, "name", NAME_MAX)?;
+        if name != p.name && id.find_domain(&name).await?.is_some() {
+            return Err(IdentityError::duplicate("domain", &name).into());
+        }
+        let mut q = Query::new("UPDATE identity_domains SET name = ");
+        q.bind(name).push_bind(" WHERE id = ", &p.id);
+        qs.push(q);
+    }
+    if b.contains_key("description") {
+        let mut q = Query::new("UPDATE identity_domains SET description = ");
+        q.bind(opt_str(b, "description")?.unwrap_or_default()).push_bind(" WHERE id = ", &p.id);
+        qs.push(q);
+    }
+    let enabled = opt_bool(b, "enabled")?;
+    if let Some(e) = enabled {
+        if !e && p.id == crate::bootstrap::DEFAULT_DOMAIN {
+            return Err(IdentityError::invalid("The default domain cannot be disabled").into());
+        }
+        let mut q = Query::new("UPDATE identity_domains SET enabled = ");
+        q.bind(e).push_bind(" WHERE id = ", &p.id);
+        qs.push(q);
+    }
+    id.exec(qs).await?;
+    if enabled == Some(false) && p.enabled {
+        id.revoke(Event { domain_id: Some(p.id.clone()), ..Default::default() }).await?;
+    }
+    let d = crate::domains::must_domain(id, &p.id).await?;
+    Ok(Json(json!({"project": domain_as_project(&d).json(&id.base)})))
+}
+
 async fn delete(
     State(id): State<Arc<Identity>>,
     ctx: Ctx,
     Path(project_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if id.get_project(&project_id).await?.is_none() && id.get_domain(&project_id).await?.is_some() {
+        // A project acting as a domain is the domain.
+        return crate::domains::delete_domain(&id, &ctx, &project_id).await;
+    }
     let p = must_project(&id, &project_id).await?;
     id.policy.enforce("identity:delete_project", &ctx, &target(&p))?;
     let mut c = Query::new("SELECT id FROM identity_projects WHERE parent_id = ");

@@ -176,6 +176,7 @@ mod tests {
             audit_id: [issued_at as u8; 16],
             parent_audit_id: None,
             app_cred_id: None,
+            trust_id: None,
         }
     }
 

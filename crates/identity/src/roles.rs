@@ -1,5 +1,9 @@
-//! `/v3/roles`, implied roles, grants (user/group × project/domain/system) and
-//! `/v3/role_assignments`.
+//! `/v3/roles` (global and domain-specific, with options), implied roles, grants
+//! (user/group × project/domain/system, and OS-INHERIT grants inherited by the projects
+//! of a domain or of a project's subtree) and `/v3/role_assignments`.
+//!
+//! Domain-specific roles only ever act through the global roles they imply: they are
+//! left out of effective assignments and tokens, as in Keystone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +29,10 @@ pub fn routes() -> Router<Arc<Identity>> {
         .route("/v3/roles", get(list).post(create))
         .route("/v3/roles/{role_id}", get(show).patch(update).delete(delete))
         .route("/v3/roles/{role_id}/implies", get(list_implies))
-        .route("/v3/roles/{role_id}/implies/{implied_id}", put(create_implies).get(get_implies).delete(delete_implies))
+        .route(
+            "/v3/roles/{role_id}/implies/{implied_id}",
+            put(create_implies).get(get_implies).head(check_implies).delete(delete_implies),
+        )
         .route("/v3/role_inferences", get(list_inferences))
         .route("/v3/role_assignments", get(list_assignments))
         .route("/v3/projects/{project_id}/users/{user_id}/roles", get(list_pu))
@@ -40,6 +47,59 @@ pub fn routes() -> Router<Arc<Identity>> {
         .route("/v3/system/users/{user_id}/roles/{role_id}", put(put_su).get(check_su).delete(del_su))
         .route("/v3/system/groups/{group_id}/roles", get(list_sg))
         .route("/v3/system/groups/{group_id}/roles/{role_id}", put(put_sg).get(check_sg).delete(del_sg))
+        .route("/v3/OS-INHERIT/domains/{domain_id}/users/{user_id}/roles/inherited_to_projects", get(list_idu))
+        .route(
+            "/v3/OS-INHERIT/domains/{domain_id}/users/{user_id}/roles/{role_id}/inherited_to_projects",
+            put(put_idu).get(check_idu).delete(del_idu),
+        )
+        .route("/v3/OS-INHERIT/domains/{domain_id}/groups/{group_id}/roles/inherited_to_projects", get(list_idg))
+        .route(
+            "/v3/OS-INHERIT/domains/{domain_id}/groups/{group_id}/roles/{role_id}/inherited_to_projects",
+            put(put_idg).get(check_idg).delete(del_idg),
+        )
+        .route("/v3/OS-INHERIT/projects/{project_id}/users/{user_id}/roles/inherited_to_projects", get(list_ipu))
+        .route(
+            "/v3/OS-INHERIT/projects/{project_id}/users/{user_id}/roles/{role_id}/inherited_to_projects",
+            put(put_ipu).get(check_ipu).delete(del_ipu),
+        )
+        .route("/v3/OS-INHERIT/projects/{project_id}/groups/{group_id}/roles/inherited_to_projects", get(list_ipg))
+        .route(
+            "/v3/OS-INHERIT/projects/{project_id}/groups/{group_id}/roles/{role_id}/inherited_to_projects",
+            put(put_ipg).get(check_ipg).delete(del_ipg),
+        )
+}
+
+/// Role options Keystone knows: only `immutable`.
+fn role_options(
+    current: &serde_json::Map<String, Value>,
+    given: Option<&Value>,
+) -> Result<serde_json::Map<String, Value>> {
+    let mut out = current.clone();
+    let Some(given) = given else { return Ok(out) };
+    let obj = given
+        .as_object()
+        .ok_or_else(|| IdentityError::invalid("Invalid input for field 'options': expected an object"))?;
+    for (k, v) in obj {
+        if k != "immutable" {
+            return Err(IdentityError::invalid(format!(
+                "Invalid input for field 'options': Additional properties are not allowed ('{k}' was unexpected)"
+            )));
+        }
+        match v {
+            Value::Null => {
+                out.remove(k);
+            }
+            Value::Bool(_) => {
+                out.insert(k.clone(), v.clone());
+            }
+            _ => return Err(IdentityError::invalid("Invalid input for field 'options.immutable': expected a boolean")),
+        }
+    }
+    Ok(out)
+}
+
+fn immutable(r: &Role) -> bool {
+    r.options.get("immutable").and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// Loads a role or 404.
@@ -83,9 +143,12 @@ async fn create(
         return Err(IdentityError::duplicate("role", &name).into());
     }
     let rid = new_id();
-    let mut q = Query::new("INSERT INTO identity_roles (id, name, domain_id, description, created_at) VALUES (");
+    let options = role_options(&serde_json::Map::new(), b.get("options"))?;
+    let mut q =
+        Query::new("INSERT INTO identity_roles (id, name, domain_id, description, options, created_at) VALUES (");
     q.bind(&rid).push(", ").bind(&name).push(", ").bind(&domain_id).push(", ");
-    q.bind(opt_str(b, "description")?.unwrap_or_default()).push(", ").bind(stratus_core::time::now()).push(")");
+    q.bind(opt_str(b, "description")?.unwrap_or_default()).push(", ").bind(Value::Object(options).to_string());
+    q.push(", ").bind(stratus_core::time::now()).push(")");
     id.exec(vec![q]).await?;
     Ok((StatusCode::CREATED, Json(json!({"role": must_role(&id, &rid).await?.json(&id.base)}))))
 }
@@ -99,7 +162,20 @@ async fn update(
     id.policy.enforce("identity:update_role", &ctx, &json!({}))?;
     let r = must_role(&id, &role_id).await?;
     let b = body_object(&body, "role")?;
+    if b.get("domain_id").is_some_and(|x| x.as_str() != r.domain_id.as_deref()) {
+        return Err(IdentityError::invalid("Update of `domain_id` is not allowed.").into());
+    }
+    let options = role_options(&r.options, b.get("options"))?;
+    // An immutable role may only be made mutable again (Keystone's rule).
+    if immutable(&r) && !(b.keys().all(|k| k == "options") && options.get("immutable") != Some(&json!(true))) {
+        return Err(IdentityError::Forbidden(format!("Role {} is immutable and cannot be updated.", r.id)).into());
+    }
     let mut qs = Vec::new();
+    if b.contains_key("options") {
+        let mut q = Query::new("UPDATE identity_roles SET options = ");
+        q.bind(Value::Object(options).to_string()).push_bind(" WHERE id = ", &r.id);
+        qs.push(q);
+    }
     if b.contains_key("name") {
         let name = req_name(b, "name")?;
         let mut q = Query::new("UPDATE identity_roles SET name = ");
@@ -124,7 +200,10 @@ async fn delete(
     Path(role_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     id.policy.enforce("identity:delete_role", &ctx, &json!({}))?;
-    must_role(&id, &role_id).await?;
+    let r = must_role(&id, &role_id).await?;
+    if immutable(&r) {
+        return Err(IdentityError::Forbidden(format!("Role {} is immutable and cannot be deleted.", r.id)).into());
+    }
     let mut qs = Vec::new();
     for sql in [
         "DELETE FROM identity_assignments WHERE role_id = ",
@@ -183,6 +262,19 @@ async fn create_implies(
     id.policy.enforce("identity:create_implied_role", &ctx, &json!({}))?;
     let prior = must_role(&id, &role_id).await?;
     let implied = must_role(&id, &implied_id).await?;
+    // A global role may not imply a domain-specific one (it would leak the domain's role
+    // into every token), and `admin` is never implied ([assignment] prohibited_implied_role).
+    if prior.domain_id.is_none() && implied.domain_id.is_some() {
+        return Err(IdentityError::Forbidden(format!(
+            "{implied_id} cannot be an implied role: a global role may not imply a domain-specific role."
+        ))
+        .into());
+    }
+    if implied.domain_id.is_none() && implied.name == "admin" {
+        return Err(
+            IdentityError::Forbidden(format!("{implied_id} cannot be an implied role: admin is prohibited.")).into()
+        );
+    }
     // Refuse cycles: the implied role must not (transitively) imply the prior one.
     let expanded = id.expand_roles(vec![implied_id.clone()]).await?;
     if role_id == implied_id || expanded.iter().any(|(rid, _)| *rid == role_id) {
@@ -206,6 +298,20 @@ async fn get_implies(
         return Err(IdentityError::not_found("implied role", format!("{role_id} implies {implied_id}")).into());
     }
     Ok(Json(inference_json(&id, &prior, &implied)))
+}
+
+async fn check_implies(
+    State(id): State<Arc<Identity>>,
+    ctx: Ctx,
+    Path((role_id, implied_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    id.policy.enforce("identity:check_implied_role", &ctx, &json!({}))?;
+    must_role(&id, &role_id).await?;
+    must_role(&id, &implied_id).await?;
+    if !rules(&id).await?.contains(&(role_id.clone(), implied_id.clone())) {
+        return Err(IdentityError::not_found("implied role", format!("{role_id} implies {implied_id}")).into());
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_implies(
@@ -275,6 +381,16 @@ impl Target {
     }
 }
 
+/// One grant's actor and target; `inherited`: an OS-INHERIT grant.
+#[derive(Clone, Copy)]
+struct Grant<'a> {
+    actor: Actor,
+    actor_id: &'a str,
+    target: Target,
+    target_id: &'a str,
+    inherited: bool,
+}
+
 async fn check_refs(id: &Identity, actor: Actor, actor_id: &str, target: Target, target_id: &str) -> Result<()> {
     match actor {
         Actor::User => {
@@ -317,15 +433,8 @@ fn action(target: Target, verb: &str) -> &'static str {
     }
 }
 
-async fn put_grant(
-    id: &Identity,
-    ctx: &Ctx,
-    actor: Actor,
-    actor_id: &str,
-    target: Target,
-    target_id: &str,
-    role_id: &str,
-) -> Result<StatusCode, ApiError> {
+async fn put_grant(id: &Identity, ctx: &Ctx, g: Grant<'_>, role_id: &str) -> Result<StatusCode, ApiError> {
+    let Grant { actor, actor_id, target, target_id, inherited } = g;
     id.policy.enforce(action(target, "put"), ctx, &grant_target(target, target_id))?;
     check_refs(id, actor, actor_id, target, target_id).await?;
     must_role(id, role_id).await?;
@@ -333,26 +442,20 @@ async fn put_grant(
         "INSERT INTO identity_assignments (actor_type, actor_id, target_type, target_id, role_id, inherited) VALUES (",
     );
     q.bind(actor.sql()).push(", ").bind(actor_id).push(", ").bind(target.sql()).push(", ").bind(target_id);
-    q.push(", ").bind(role_id).push(", 0) ON CONFLICT DO NOTHING");
+    q.push(", ").bind(role_id).push(", ").bind(i64::from(inherited)).push(") ON CONFLICT DO NOTHING");
     id.exec(vec![q]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn check_grant(
-    id: &Identity,
-    ctx: &Ctx,
-    actor: Actor,
-    actor_id: &str,
-    target: Target,
-    target_id: &str,
-    role_id: &str,
-) -> Result<StatusCode, ApiError> {
+async fn check_grant(id: &Identity, ctx: &Ctx, g: Grant<'_>, role_id: &str) -> Result<StatusCode, ApiError> {
+    let Grant { actor, actor_id, target, target_id, inherited } = g;
     id.policy.enforce(action(target, "check"), ctx, &grant_target(target, target_id))?;
     check_refs(id, actor, actor_id, target, target_id).await?;
     must_role(id, role_id).await?;
     let mut q = Query::new("SELECT role_id FROM identity_assignments WHERE actor_type = ");
     q.bind(actor.sql()).push_bind(" AND actor_id = ", actor_id).push_bind(" AND target_type = ", target.sql());
-    q.push_bind(" AND target_id = ", target_id).push_bind(" AND role_id = ", role_id).push(" AND inherited = 0");
+    q.push_bind(" AND target_id = ", target_id).push_bind(" AND role_id = ", role_id);
+    q.push_bind(" AND inherited = ", i64::from(inherited));
     if q.fetch_optional(id.platform.db.reader()).await.map_err(IdentityError::from)?.is_none() {
         return Err(IdentityError::NotFound {
             kind: "role assignment",
@@ -363,19 +466,13 @@ async fn check_grant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_grant(
-    id: &Identity,
-    ctx: &Ctx,
-    actor: Actor,
-    actor_id: &str,
-    target: Target,
-    target_id: &str,
-    role_id: &str,
-) -> Result<StatusCode, ApiError> {
+async fn delete_grant(id: &Identity, ctx: &Ctx, g: Grant<'_>, role_id: &str) -> Result<StatusCode, ApiError> {
+    let Grant { actor, actor_id, target, target_id, inherited } = g;
     id.policy.enforce(action(target, "delete"), ctx, &grant_target(target, target_id))?;
     let mut q = Query::new("DELETE FROM identity_assignments WHERE actor_type = ");
     q.bind(actor.sql()).push_bind(" AND actor_id = ", actor_id).push_bind(" AND target_type = ", target.sql());
-    q.push_bind(" AND target_id = ", target_id).push_bind(" AND role_id = ", role_id).push(" AND inherited = 0");
+    q.push_bind(" AND target_id = ", target_id).push_bind(" AND role_id = ", role_id);
+    q.push_bind(" AND inherited = ", i64::from(inherited));
     if id.exec(vec![q]).await? == 0 {
         return Err(IdentityError::NotFound {
             kind: "role assignment",
@@ -390,7 +487,9 @@ async fn delete_grant(
     };
     for u in users {
         let mut e = Event { user_id: Some(u), ..Default::default() };
+        // An inherited grant reached other projects: all of the user's tokens go.
         match target {
+            _ if inherited => {}
             Target::Project => e.project_id = Some(target_id.to_string()),
             Target::Domain => e.domain_id = Some(target_id.to_string()),
             Target::System => {}
@@ -400,19 +499,13 @@ async fn delete_grant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_grants(
-    id: &Identity,
-    ctx: &Ctx,
-    actor: Actor,
-    actor_id: &str,
-    target: Target,
-    target_id: &str,
-) -> Result<Json<Value>, ApiError> {
+async fn list_grants(id: &Identity, ctx: &Ctx, g: Grant<'_>) -> Result<Json<Value>, ApiError> {
+    let Grant { actor, actor_id, target, target_id, inherited } = g;
     id.policy.enforce(action(target, "list"), ctx, &grant_target(target, target_id))?;
     check_refs(id, actor, actor_id, target, target_id).await?;
     let mut q = Query::new("SELECT DISTINCT role_id FROM identity_assignments WHERE actor_type = ");
     q.bind(actor.sql()).push_bind(" AND actor_id = ", actor_id).push_bind(" AND target_type = ", target.sql());
-    q.push_bind(" AND target_id = ", target_id).push(" AND inherited = 0");
+    q.push_bind(" AND target_id = ", target_id).push_bind(" AND inherited = ", i64::from(inherited));
     let rows = q.fetch_all(id.platform.db.reader()).await.map_err(IdentityError::from)?;
     let mut roles = Vec::new();
     for r in rows {
@@ -424,42 +517,70 @@ async fn list_grants(
 }
 
 macro_rules! grant_handlers {
-    ($list:ident, $put:ident, $check:ident, $del:ident, $actor:expr, $target:expr) => {
+    ($list:ident, $put:ident, $check:ident, $del:ident, $actor:expr, $target:expr, $inherited:expr) => {
         async fn $list(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((t, a)): Path<(String, String)>,
         ) -> Result<Json<Value>, ApiError> {
-            list_grants(&id, &ctx, $actor, &a, $target, &t).await
+            list_grants(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: $target, target_id: &t, inherited: $inherited },
+            )
+            .await
         }
         async fn $put(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((t, a, r)): Path<(String, String, String)>,
         ) -> Result<StatusCode, ApiError> {
-            put_grant(&id, &ctx, $actor, &a, $target, &t, &r).await
+            put_grant(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: $target, target_id: &t, inherited: $inherited },
+                &r,
+            )
+            .await
         }
         async fn $check(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((t, a, r)): Path<(String, String, String)>,
         ) -> Result<StatusCode, ApiError> {
-            check_grant(&id, &ctx, $actor, &a, $target, &t, &r).await
+            check_grant(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: $target, target_id: &t, inherited: $inherited },
+                &r,
+            )
+            .await
         }
         async fn $del(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((t, a, r)): Path<(String, String, String)>,
         ) -> Result<StatusCode, ApiError> {
-            delete_grant(&id, &ctx, $actor, &a, $target, &t, &r).await
+            delete_grant(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: $target, target_id: &t, inherited: $inherited },
+                &r,
+            )
+            .await
         }
     };
 }
 
-grant_handlers!(list_pu, put_pu, check_pu, del_pu, Actor::User, Target::Project);
-grant_handlers!(list_pg, put_pg, check_pg, del_pg, Actor::Group, Target::Project);
-grant_handlers!(list_du, put_du, check_du, del_du, Actor::User, Target::Domain);
-grant_handlers!(list_dg, put_dg, check_dg, del_dg, Actor::Group, Target::Domain);
+grant_handlers!(list_pu, put_pu, check_pu, del_pu, Actor::User, Target::Project, false);
+grant_handlers!(list_pg, put_pg, check_pg, del_pg, Actor::Group, Target::Project, false);
+grant_handlers!(list_du, put_du, check_du, del_du, Actor::User, Target::Domain, false);
+grant_handlers!(list_dg, put_dg, check_dg, del_dg, Actor::Group, Target::Domain, false);
+// OS-INHERIT: grants the projects of a domain, or of a project's subtree, inherit.
+grant_handlers!(list_idu, put_idu, check_idu, del_idu, Actor::User, Target::Domain, true);
+grant_handlers!(list_idg, put_idg, check_idg, del_idg, Actor::Group, Target::Domain, true);
+grant_handlers!(list_ipu, put_ipu, check_ipu, del_ipu, Actor::User, Target::Project, true);
+grant_handlers!(list_ipg, put_ipg, check_ipg, del_ipg, Actor::Group, Target::Project, true);
 
 macro_rules! system_handlers {
     ($list:ident, $put:ident, $check:ident, $del:ident, $actor:expr) => {
@@ -468,28 +589,51 @@ macro_rules! system_handlers {
             ctx: Ctx,
             Path(a): Path<String>,
         ) -> Result<Json<Value>, ApiError> {
-            list_grants(&id, &ctx, $actor, &a, Target::System, "all").await
+            list_grants(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: Target::System, target_id: "all", inherited: false },
+            )
+            .await
         }
         async fn $put(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((a, r)): Path<(String, String)>,
         ) -> Result<StatusCode, ApiError> {
-            put_grant(&id, &ctx, $actor, &a, Target::System, "all", &r).await
+            put_grant(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: Target::System, target_id: "all", inherited: false },
+                &r,
+            )
+            .await
         }
         async fn $check(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((a, r)): Path<(String, String)>,
         ) -> Result<StatusCode, ApiError> {
-            check_grant(&id, &ctx, $actor, &a, Target::System, "all", &r).await
+            check_grant(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: Target::System, target_id: "all", inherited: false },
+                &r,
+            )
+            .await
         }
         async fn $del(
             State(id): State<Arc<Identity>>,
             ctx: Ctx,
             Path((a, r)): Path<(String, String)>,
         ) -> Result<StatusCode, ApiError> {
-            delete_grant(&id, &ctx, $actor, &a, Target::System, "all", &r).await
+            delete_grant(
+                &id,
+                &ctx,
+                Grant { actor: $actor, actor_id: &a, target: Target::System, target_id: "all", inherited: false },
+                &r,
+            )
+            .await
         }
     };
 }
@@ -506,10 +650,37 @@ struct Assignment {
     target_type: String,
     target_id: String,
     role_id: String,
+    /// An OS-INHERIT grant (listed as such, not effective).
+    inherited: bool,
     /// Group the assignment came through (effective listing).
     via_group: Option<String>,
     /// Role that implied this one (effective listing).
     prior_role: Option<String>,
+    /// The inherited grant an effective project assignment comes from: (type, id).
+    inherited_from: Option<(String, String)>,
+}
+
+/// Ids of the projects below `root` (children, grandchildren...).
+async fn subtree(id: &Identity, root: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root.to_string()];
+    while !frontier.is_empty() && out.len() < 100_000 {
+        let mut q = Query::new("SELECT id FROM identity_projects WHERE ");
+        q.push_in("parent_id", frontier.iter());
+        let rows = q.fetch_all(id.platform.db.reader()).await?;
+        frontier = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        frontier.retain(|p| !out.contains(p) && p != root);
+        out.extend(frontier.iter().cloned());
+    }
+    Ok(out)
+}
+
+/// Ids of the projects of a domain.
+async fn domain_projects(id: &Identity, domain_id: &str) -> Result<Vec<String>> {
+    let mut q = Query::new("SELECT id FROM identity_projects WHERE is_domain = 0 AND domain_id = ");
+    q.bind(domain_id);
+    let rows = q.fetch_all(id.platform.db.reader()).await?;
+    rows.iter().map(|r| r.try_get::<String, _>(0).map_err(Into::into)).collect()
 }
 
 async fn list_assignments(State(id): State<Arc<Identity>>, ctx: Ctx, q: QueryPairs) -> Result<Json<Value>, ApiError> {
@@ -522,33 +693,58 @@ async fn list_assignments(State(id): State<Arc<Identity>>, ctx: Ctx, q: QueryPai
     let project_f = q.get("scope.project.id");
     let domain_f = q.get("scope.domain.id");
     let system_f = q.get("scope.system");
-    if q.has("scope.OS-INHERIT:inherited_to") {
-        return Ok(Json(json!({"role_assignments": [], "links": list_links(&id.base, "role_assignments")})));
+    let inherited_f = q.get("scope.OS-INHERIT:inherited_to");
+    if inherited_f.is_some_and(|v| v != "projects") {
+        return Err(IdentityError::invalid("scope.OS-INHERIT:inherited_to only takes 'projects'").into());
     }
     if effective && group_f.is_some() {
         return Err(IdentityError::invalid("effective cannot be combined with group.id").into());
     }
     let mut sql = Query::new(
-        "SELECT actor_type, actor_id, target_type, target_id, role_id FROM identity_assignments WHERE inherited = 0",
+        "SELECT actor_type, actor_id, target_type, target_id, role_id, inherited FROM identity_assignments WHERE 1 = 1",
     );
-    if let Some(p) = project_f {
-        sql.push_bind(" AND target_type = 'project' AND target_id = ", p);
+    match (project_f, effective) {
+        (Some(p), true) => {
+            // What applies to the project: its own grants and the inherited grants of its
+            // domain and ancestors.
+            let pr = id.get_project(p).await?;
+            sql.push_bind(" AND ((target_type = 'project' AND inherited = 0 AND target_id = ", p).push(")");
+            if let Some(pr) = &pr {
+                sql.push_bind(" OR (target_type = 'domain' AND inherited = 1 AND target_id = ", &pr.domain_id)
+                    .push(")");
+                let anc = id.ancestor_ids(pr).await?;
+                if !anc.is_empty() {
+                    sql.push(" OR (target_type = 'project' AND inherited = 1 AND ").push_in("target_id", anc.iter());
+                    sql.push(")");
+                }
+            }
+            sql.push(")");
+        }
+        (Some(p), false) => {
+            sql.push_bind(" AND target_type = 'project' AND target_id = ", p);
+        }
+        _ => {}
     }
     if let Some(d) = domain_f {
         sql.push_bind(" AND target_type = 'domain' AND target_id = ", d);
+        if effective {
+            sql.push(" AND inherited = 0");
+        }
     }
     if system_f.is_some() {
         sql.push(" AND target_type = 'system'");
+    }
+    if inherited_f.is_some() {
+        sql.push(" AND inherited = 1");
     }
     if !effective {
         if let Some(r) = role_f {
             sql.push_bind(" AND role_id = ", r);
         }
     }
-    let mut user_groups = Vec::new();
     match (user_f, group_f) {
         (Some(u), _) if effective => {
-            user_groups = id.user_group_ids(u).await?;
+            let user_groups = id.user_group_ids(u).await?;
             sql.push_bind(" AND ((actor_type = 'user' AND actor_id = ", u).push(")");
             if !user_groups.is_empty() {
                 sql.push(" OR (actor_type = 'group' AND ").push_in("actor_id", user_groups.iter()).push(")");
@@ -573,14 +769,38 @@ async fn list_assignments(State(id): State<Arc<Identity>>, ctx: Ctx, q: QueryPai
             target_type: r.try_get(2).map_err(IdentityError::from)?,
             target_id: r.try_get(3).map_err(IdentityError::from)?,
             role_id: r.try_get(4).map_err(IdentityError::from)?,
+            inherited: stratus_db::flag(r, "inherited"),
             via_group: None,
             prior_role: None,
+            inherited_from: None,
         });
     }
     if effective {
+        // Inherited grants become assignments on the projects that inherit them.
+        let mut on_projects = Vec::new();
+        for a in list {
+            if !a.inherited {
+                on_projects.push(a);
+                continue;
+            }
+            let targets = match (project_f, a.target_type.as_str()) {
+                (Some(p), _) => vec![p.to_string()],
+                (None, "domain") => domain_projects(&id, &a.target_id).await?,
+                (None, _) => subtree(&id, &a.target_id).await?,
+            };
+            for t in targets {
+                on_projects.push(Assignment {
+                    target_type: "project".into(),
+                    target_id: t,
+                    inherited: false,
+                    inherited_from: Some((a.target_type.clone(), a.target_id.clone())),
+                    ..a.clone()
+                });
+            }
+        }
         // Groups become their members; implied roles are added.
         let mut expanded = Vec::new();
-        for a in list {
+        for a in on_projects {
             if a.actor_type == "group" {
                 let members = crate::groups::member_ids(&id, &a.actor_id).await?;
                 for m in members {
@@ -623,14 +843,25 @@ async fn list_assignments(State(id): State<Arc<Identity>>, ctx: Ctx, q: QueryPai
         if let Some(r) = role_f {
             with_implied.retain(|a| a.role_id == r);
         }
+        // Domain-specific roles only act through the global roles they imply.
+        let mut global: HashMap<String, bool> = HashMap::new();
+        let mut kept = Vec::with_capacity(with_implied.len());
+        for a in with_implied {
+            if !global.contains_key(&a.role_id) {
+                let g = id.get_role(&a.role_id).await?.is_some_and(|r| r.domain_id.is_none());
+                global.insert(a.role_id.clone(), g);
+            }
+            if global[&a.role_id] {
+                kept.push(a);
+            }
+        }
         // Same user, scope and role through two paths is one effective assignment.
         let mut seen = std::collections::HashSet::new();
-        with_implied.retain(|a| {
+        kept.retain(|a| {
             seen.insert((a.actor_id.clone(), a.target_type.clone(), a.target_id.clone(), a.role_id.clone()))
         });
-        list = with_implied;
+        list = kept;
     }
-    let _ = user_groups;
     let mut out = Vec::with_capacity(list.len());
     let mut role_cache: HashMap<String, Option<Role>> = HashMap::new();
     for a in &list {
@@ -697,17 +928,34 @@ async fn assignment_json(
     }
     let (actor_kind, actor_path) = if a.actor_type == "user" { ("user", "users") } else { ("group", "groups") };
     let link_actor = a.via_group.as_ref().map(|g| ("groups", g.as_str())).unwrap_or((actor_path, a.actor_id.as_str()));
-    let target_path = match a.target_type.as_str() {
-        "project" => format!("projects/{}", a.target_id),
-        "domain" => format!("domains/{}", a.target_id),
+    let (source_type, source_id) = match &a.inherited_from {
+        Some((t, i)) => (t.as_str(), i.as_str()),
+        None => (a.target_type.as_str(), a.target_id.as_str()),
+    };
+    let target_path = match source_type {
+        "project" => format!("projects/{source_id}"),
+        "domain" => format!("domains/{source_id}"),
         _ => "system".to_string(),
     };
-    let mut links = json!({"assignment": format!("{base}/v3/{target_path}/{}/{}/roles/{}", link_actor.0, link_actor.1, a.prior_role.as_deref().unwrap_or(&a.role_id))});
+    let role_in_link = a.prior_role.as_deref().unwrap_or(&a.role_id);
+    let assignment = if a.inherited || a.inherited_from.is_some() {
+        format!(
+            "{base}/v3/OS-INHERIT/{target_path}/{}/{}/roles/{role_in_link}/inherited_to_projects",
+            link_actor.0, link_actor.1
+        )
+    } else {
+        format!("{base}/v3/{target_path}/{}/{}/roles/{role_in_link}", link_actor.0, link_actor.1)
+    };
+    let mut links = json!({"assignment": assignment});
     if let Some(g) = &a.via_group {
         links["membership"] = json!(format!("{base}/v3/groups/{g}/users/{}", a.actor_id));
     }
     if let Some(p) = &a.prior_role {
         links["prior_role"] = json!(format!("{base}/v3/roles/{p}"));
+    }
+    let mut scope = scope;
+    if a.inherited {
+        scope["OS-INHERIT:inherited_to"] = json!("projects");
     }
     let mut v = json!({"role": role, "scope": scope, "links": links});
     v[actor_kind] = actor;

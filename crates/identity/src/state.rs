@@ -42,6 +42,8 @@ pub struct ScopeView {
     pub roles: Vec<(String, String)>,
     /// Application credential: (id, name, unrestricted).
     pub app_cred: Option<(String, String, bool)>,
+    /// The trust a trust-scoped token acts under.
+    pub trust: Option<crate::trusts::Trust>,
 }
 
 /// A validated token.
@@ -52,7 +54,8 @@ pub struct Validated {
     pub view: Arc<ScopeView>,
 }
 
-type ViewKey = (String, Scope, Option<String>);
+/// (user, scope, application credential, trust).
+type ViewKey = (String, Scope, Option<String>, Option<String>);
 
 /// The catalog, when it was loaded, and the generation it belongs to.
 type CachedCatalog = (Arc<Vec<CatalogService>>, Instant, u64);
@@ -257,7 +260,9 @@ impl Identity {
         if self.revocations.is_revoked(&payload) {
             return Err(IdentityError::Unauthorized("The token has been revoked.".into()));
         }
-        let view = self.view(&payload.user_id, &payload.scope, payload.app_cred_id.as_deref()).await?;
+        let view = self
+            .view(&payload.user_id, &payload.scope, payload.app_cred_id.as_deref(), payload.trust_id.as_deref())
+            .await?;
         if payload.scope != Scope::Unscoped && view.roles.is_empty() {
             return Err(IdentityError::Unauthorized("The token's user no longer has a role in its scope.".into()));
         }
@@ -265,23 +270,36 @@ impl Identity {
     }
 
     /// The cached scope view of (user, scope, app cred), loading it on a miss.
-    pub async fn view(&self, user_id: &str, scope: &Scope, app_cred: Option<&str>) -> Result<Arc<ScopeView>> {
+    pub async fn view(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        app_cred: Option<&str>,
+        trust: Option<&str>,
+    ) -> Result<Arc<ScopeView>> {
         let gen = self.generation.load(Ordering::Acquire);
-        let key: ViewKey = (user_id.to_string(), scope.clone(), app_cred.map(str::to_string));
+        let key: ViewKey =
+            (user_id.to_string(), scope.clone(), app_cred.map(str::to_string), trust.map(str::to_string));
         if let Some(e) = self.views.get(&key) {
             let (v, at, g) = e.value();
             if *g == gen && at.elapsed() < self.ttl() {
                 return Ok(v.clone());
             }
         }
-        let v = Arc::new(self.load_view(user_id, scope, app_cred).await?);
+        let v = Arc::new(self.load_view(user_id, scope, app_cred, trust).await?);
         if self.generation.load(Ordering::Acquire) == gen {
             self.views.insert(key, (v.clone(), Instant::now(), gen));
         }
         Ok(v)
     }
 
-    async fn load_view(&self, user_id: &str, scope: &Scope, app_cred: Option<&str>) -> Result<ScopeView> {
+    async fn load_view(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        app_cred: Option<&str>,
+        trust: Option<&str>,
+    ) -> Result<ScopeView> {
         let invalid = || IdentityError::Unauthorized("The token's user or scope is no longer valid.".into());
         let user = self.get_user(user_id).await?.ok_or_else(invalid)?;
         let user_domain = self.get_domain(&user.domain_id).await?.ok_or_else(invalid)?;
@@ -297,6 +315,7 @@ impl Identity {
             system: false,
             roles: Vec::new(),
             app_cred: None,
+            trust: None,
         };
         match scope {
             Scope::Unscoped => {}
@@ -322,6 +341,24 @@ impl Identity {
                 view.system = true;
                 view.roles = self.effective_roles(user_id, scope, None).await?;
             }
+        }
+        if let Some(tid) = trust {
+            // A trust token: the trust must still stand, and its roles are the delegated
+            // ones (with what they imply) the trustor still has on the project.
+            let t = crate::trusts::get_live_trust(self, tid).await?.ok_or_else(invalid)?;
+            let token_user_ok =
+                if t.impersonation { user_id == t.trustor_user_id } else { user_id == t.trustee_user_id };
+            if !token_user_ok || *scope != Scope::Project(t.project_id.clone().unwrap_or_default()) {
+                return Err(invalid());
+            }
+            let trustor = self.get_user(&t.trustor_user_id).await?.ok_or_else(invalid)?;
+            if !trustor.enabled {
+                return Err(invalid());
+            }
+            let held = self.effective_roles(&t.trustor_user_id, scope, view.project.as_ref()).await?;
+            let delegated = self.expand_roles(t.role_ids.clone()).await?;
+            view.roles = held.into_iter().filter(|r| delegated.iter().any(|d| d.0 == r.0)).collect();
+            view.trust = Some(t);
         }
         if let Some(ac) = app_cred {
             let row = sqlx::query(
@@ -467,7 +504,20 @@ impl Identity {
         project: Option<&Project>,
     ) -> Result<Vec<(String, String)>> {
         let ids = self.assigned_role_ids(user_id, scope, project).await?;
-        self.expand_roles(ids).await
+        let roles = self.expand_roles(ids).await?;
+        if roles.is_empty() {
+            return Ok(roles);
+        }
+        // Domain-specific roles only act through the global roles they imply.
+        let mut q = Query::new("SELECT id FROM identity_roles WHERE domain_id <> '' AND ");
+        q.push_in("id", roles.iter().map(|(i, _)| i.as_str()));
+        let domain_roles: HashSet<String> = q
+            .fetch_all(self.platform.db.reader())
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        Ok(roles.into_iter().filter(|(i, _)| !domain_roles.contains(i)).collect())
     }
 
     // --- lookups ----------------------------------------------------------------------
@@ -570,15 +620,26 @@ impl Identity {
     /// left out when the token has no project (as Keystone does).
     pub async fn catalog_json(&self, project_id: Option<&str>) -> Result<Value> {
         let cat = self.catalog().await?;
+        // OS-EP-FILTER: a project with associated endpoints sees only those.
+        let only = match project_id {
+            Some(p) => crate::endpoint_filter::project_endpoint_filter(self, p).await?,
+            None => None,
+        };
         let mut out = Vec::with_capacity(cat.len());
         for s in cat.iter() {
             let mut eps = Vec::with_capacity(s.endpoints.len());
             for e in &s.endpoints {
+                if only.as_ref().is_some_and(|o| !o.contains(&e.id)) {
+                    continue;
+                }
                 let Some(url) = substitute_url(&e.url, project_id) else { continue };
                 eps.push(json!({
                     "id": e.id, "interface": e.interface, "region_id": e.region_id,
                     "region": e.region_id, "url": url
                 }));
+            }
+            if only.is_some() && eps.is_empty() {
+                continue;
             }
             out.push(
                 json!({"id": s.service.id, "type": s.service.service_type, "name": s.service.name, "endpoints": eps}),
@@ -679,6 +740,12 @@ impl Identity {
         if let Some((id, name, unrestricted)) = &view.app_cred {
             t["application_credential"] = json!({"id": id, "name": name, "restricted": !unrestricted});
         }
+        if let Some(tr) = &view.trust {
+            t["OS-TRUST:trust"] = json!({
+                "id": tr.id, "impersonation": tr.impersonation,
+                "trustee_user": {"id": tr.trustee_user_id}, "trustor_user": {"id": tr.trustor_user_id}
+            });
+        }
         if with_catalog && p.scope != Scope::Unscoped {
             t["catalog"] = self.catalog_json(view.project.as_ref().map(|p| p.id.as_str())).await?;
         }
@@ -769,10 +836,17 @@ pub fn opt_bool(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Optio
 
 /// A required, non-empty name field (at most 255 characters, as Keystone's schema).
 pub fn req_name(obj: &serde_json::Map<String, Value>, key: &str) -> Result<String> {
+    req_name_max(obj, key, 255)
+}
+
+/// A required name field of 1 to `max` characters with something besides white space
+/// (projects and domains: 64, as Keystone's schema).
+pub fn req_name_max(obj: &serde_json::Map<String, Value>, key: &str, max: usize) -> Result<String> {
     let n = opt_str(obj, key)?.ok_or_else(|| IdentityError::invalid(format!("'{key}' is a required property")))?;
-    let t = n.trim();
-    if t.is_empty() || t.len() > 255 {
-        return Err(IdentityError::invalid(format!("Invalid input for field '{key}': must be 1 to 255 characters")));
+    if n.trim().is_empty() || n.chars().count() > max {
+        return Err(IdentityError::invalid(format!(
+            "Invalid input for field '{key}': must be 1 to {max} characters, not only white space"
+        )));
     }
     Ok(n)
 }

@@ -1,4 +1,6 @@
-//! `/v3/users`: users, their passwords, projects and groups.
+//! `/v3/users`: users (with the attributes Keystone keeps beside the known ones and
+//! their options), their passwords (security compliance in [`crate::compliance`]),
+//! projects and groups.
 
 use std::sync::Arc;
 
@@ -11,19 +13,97 @@ use stratus_auth::Ctx;
 use stratus_core::{ApiError, OsJson, QueryPairs};
 use stratus_db::Query;
 
+use crate::compliance::{self, Setter};
 use crate::error::{IdentityError, Result};
 use crate::model::{new_id, User};
 use crate::revocation::Event;
 use crate::state::{body_object, list_links, opt_bool, opt_str, req_name, Identity};
+use crate::throttle::Attempt;
 
-/// Routes.
+/// Attributes of a user that have columns; any other attribute is kept in `extra`.
+const KNOWN: &[&str] = &[
+    "id",
+    "name",
+    "domain_id",
+    "enabled",
+    "default_project_id",
+    "description",
+    "email",
+    "password",
+    "options",
+    "links",
+];
+
+/// The user options Keystone knows (anything else is refused).
+const OPTIONS: &[&str] = &[
+    "ignore_change_password_upon_first_use",
+    "ignore_password_expiry",
+    "ignore_lockout_failure_attempts",
+    "lock_password",
+    "ignore_user_inactivity",
+    "multi_factor_auth_enabled",
+    "multi_factor_auth_rules",
+];
+
+/// Routes that need a token.
 pub fn routes() -> Router<Arc<Identity>> {
     Router::new()
         .route("/v3/users", get(list).post(create))
         .route("/v3/users/{user_id}", get(show).patch(update).delete(delete))
-        .route("/v3/users/{user_id}/password", post(change_password))
         .route("/v3/users/{user_id}/projects", get(user_projects))
         .route("/v3/users/{user_id}/groups", get(user_groups))
+}
+
+/// `POST /v3/users/{id}/password`: the original password is the credential, so no token
+/// is needed (a user whose password expired has none), as in Keystone.
+pub fn public_routes() -> Router<Arc<Identity>> {
+    Router::new().route("/v3/users/{user_id}/password", post(change_password))
+}
+
+/// The `extra` attributes of a request body: everything that is not a known attribute.
+fn extra_of(b: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    b.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Validated user options, merged over `current` (a null value removes an option).
+fn merge_options(
+    current: &serde_json::Map<String, Value>,
+    given: Option<&Value>,
+) -> Result<serde_json::Map<String, Value>> {
+    let mut out = current.clone();
+    let Some(given) = given else { return Ok(out) };
+    let obj = given
+        .as_object()
+        .ok_or_else(|| IdentityError::invalid("Invalid input for field 'options': expected an object"))?;
+    for (k, v) in obj {
+        if !OPTIONS.contains(&k.as_str()) {
+            return Err(IdentityError::invalid(format!(
+                "Invalid input for field 'options': Additional properties are not allowed ('{k}' was unexpected)"
+            )));
+        }
+        match (k.as_str(), v) {
+            (_, Value::Null) => {
+                out.remove(k);
+            }
+            ("multi_factor_auth_rules", Value::Array(rules))
+                if rules.iter().all(|r| r.as_array().is_some_and(|m| m.iter().all(Value::is_string))) =>
+            {
+                out.insert(k.clone(), v.clone());
+            }
+            ("multi_factor_auth_rules", _) => return Err(IdentityError::invalid(
+                "Invalid input for field 'options.multi_factor_auth_rules': expected a list of lists of method names",
+            )),
+            (_, Value::Bool(_)) => {
+                out.insert(k.clone(), v.clone());
+            }
+            _ => {
+                return Err(IdentityError::invalid(format!(
+                    "Invalid input for field 'options.{k}': expected a boolean"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Loads a user or 404.
@@ -92,13 +172,19 @@ async fn create(
             return Err(IdentityError::not_found("project", p).into());
         }
     }
-    let hash = match opt_str(b, "password")? {
+    let options = merge_options(&serde_json::Map::new(), b.get("options"))?;
+    let password = opt_str(b, "password")?;
+    if let Some(pw) = &password {
+        compliance::check_pattern(&id, pw)?;
+    }
+    let hash = match password {
         Some(pw) => Some(id.hasher.hash(pw).await?),
         None => None,
     };
+    let expires = hash.as_ref().and_then(|_| compliance::expiry(&id, &options, Setter::Admin));
     let uid = new_id();
     let now = stratus_core::time::now();
-    let mut q = Query::new("INSERT INTO identity_users (id, name, domain_id, enabled, default_project_id, description, email, password_hash, password_created_at, created_at) VALUES (");
+    let mut q = Query::new("INSERT INTO identity_users (id, name, domain_id, enabled, default_project_id, description, email, password_hash, password_created_at, password_expires_at, extra, options, created_at) VALUES (");
     q.bind(&uid)
         .push(", ")
         .bind(&name)
@@ -112,7 +198,9 @@ async fn create(
         .bind(opt_str(b, "description")?)
         .push(", ")
         .bind(opt_str(b, "email")?);
-    q.push(", ").bind(hash.clone()).push(", ").bind(hash.as_ref().map(|_| now.clone())).push(", ").bind(&now).push(")");
+    q.push(", ").bind(hash.clone()).push(", ").bind(hash.as_ref().map(|_| now.clone())).push(", ").bind(expires);
+    q.push(", ").bind(Value::Object(extra_of(b)).to_string()).push(", ").bind(Value::Object(options).to_string());
+    q.push(", ").bind(&now).push(")");
     id.exec(vec![q]).await?;
     let u = must_user(&id, &uid).await?;
     Ok((StatusCode::CREATED, Json(json!({"user": u.json(&id.base)}))))
@@ -127,6 +215,21 @@ async fn update(
     let u = must_user(&id, &user_id).await?;
     id.policy.enforce("identity:update_user", &ctx, &target(&u))?;
     let b = body_object(&body, "user")?;
+    if b.get("id").is_some_and(|x| x.as_str() != Some(u.id.as_str())) {
+        return Err(IdentityError::invalid("Cannot change the ID of a user.").into());
+    }
+    if b.get("domain_id").is_some_and(|x| x.as_str() != Some(u.domain_id.as_str())) {
+        return Err(IdentityError::invalid("Update of `domain_id` is not allowed.").into());
+    }
+    let options = merge_options(&u.options, b.get("options"))?;
+    let mut extra = u.extra.clone();
+    for (k, v) in extra_of(b) {
+        if v.is_null() {
+            extra.remove(&k);
+        } else {
+            extra.insert(k, v);
+        }
+    }
     let mut sets: Vec<Query> = Vec::new();
     let mut set = |col: &str, v: stratus_db::Arg| {
         let mut q = Query::new(format!("UPDATE identity_users SET {col} = "));
@@ -162,11 +265,15 @@ async fn update(
     if b.contains_key("email") {
         set("email", opt_str(b, "email")?.into());
     }
+    set("extra", Value::Object(extra).to_string().into());
+    set("options", Value::Object(options.clone()).to_string().into());
     let mut new_password = false;
     if let Some(pw) = opt_str(b, "password")? {
+        // An admin reset: the pattern applies, the history does not (Keystone).
+        compliance::check_pattern(&id, &pw)?;
         let h = id.hasher.hash(pw).await?;
-        set("password_hash", h.into());
-        set("password_created_at", stratus_core::time::now().into());
+        let expires = compliance::expiry(&id, &options, Setter::Admin);
+        sets.extend(compliance::set_password(&id, &user_id, u.password_hash.as_deref(), h, expires));
         new_password = true;
     }
     id.exec(sets).await?;
@@ -195,27 +302,42 @@ async fn delete(
 
 async fn change_password(
     State(id): State<Arc<Identity>>,
-    ctx: Ctx,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Path(user_id): Path<String>,
     OsJson(body): OsJson<Value>,
 ) -> Result<StatusCode, ApiError> {
-    id.policy.enforce(
-        "identity:change_password",
-        &ctx,
-        &json!({"target": {"user": {"id": user_id}}, "user_id": user_id}),
-    )?;
     let b = body_object(&body, "user")?;
+    if let Some(k) = b.keys().find(|k| !["password", "original_password"].contains(&k.as_str())) {
+        return Err(IdentityError::invalid(format!(
+            "Invalid input for field 'user': Additional properties are not allowed ('{k}' was unexpected)"
+        ))
+        .into());
+    }
     let original = opt_str(b, "original_password")?
         .ok_or_else(|| IdentityError::invalid("'original_password' is a required property"))?;
     let new = opt_str(b, "password")?.ok_or_else(|| IdentityError::invalid("'password' is a required property"))?;
-    let u = must_user(&id, &user_id).await?;
-    if !id.hasher.verify(original, u.password_hash.clone()).await.map_err(IdentityError::from)? {
+    if new.is_empty() {
+        return Err(IdentityError::invalid("Invalid input for field 'password': must not be empty").into());
+    }
+    // The original password is a credential: throttled like a login, one 401 for an
+    // unknown user and a wrong password alike.
+    let source = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip());
+    let attempt = Attempt { source, account: &user_id };
+    if let Some(retry_after_secs) = id.throttle.check(attempt) {
+        return Err(IdentityError::TooManyAttempts { retry_after_secs }.into());
+    }
+    let u = id.get_user(&user_id).await?;
+    let hash = u.as_ref().and_then(|u| u.password_hash.clone());
+    if !id.hasher.verify(original, hash).await.map_err(IdentityError::from)? || u.as_ref().is_none_or(|u| !u.enabled) {
+        id.throttle.failed(attempt);
         return Err(IdentityError::Unauthorized("The original password is incorrect.".into()).into());
     }
+    let Some(u) = u else { return Err(IdentityError::auth_failed().into()) };
+    compliance::check_pattern(&id, &new)?;
+    compliance::check_self_service(&id, &u, &new).await?;
     let h = id.hasher.hash(new).await?;
-    let mut q = Query::new("UPDATE identity_users SET password_hash = ");
-    q.bind(h).push_bind(", password_created_at = ", stratus_core::time::now()).push_bind(" WHERE id = ", &user_id);
-    id.exec(vec![q]).await?;
+    let expires = compliance::expiry(&id, &u.options, Setter::SelfService);
+    id.exec(compliance::set_password(&id, &user_id, u.password_hash.as_deref(), h, expires)).await?;
     id.revoke(Event { user_id: Some(user_id), ..Default::default() }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

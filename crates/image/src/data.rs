@@ -1,5 +1,6 @@
-//! Image data: upload (`PUT /file`), download (`GET /file`), glance-direct staging
-//! (`PUT /stage`) and import (`POST /import`), all streamed.
+//! Image data: upload (`PUT /file`), download (`GET /file`) and glance-direct staging
+//! (`PUT /stage`), all streamed; [`ingest`] is also what imports ([`crate::import`])
+//! write through.
 //!
 //! An upload never sits in memory whole. [`ingest`] reads the request body chunk by
 //! chunk; each chunk is counted against the size cap and the project's storage quota,
@@ -11,21 +12,17 @@
 //! the partial data and puts the image to `killed`. The work runs in its own task, so
 //! a client that disconnects cannot cancel the clean-up.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
+use axum::routing::put;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
-use serde_json::Value;
 use sha2::Sha512;
 use stratus_auth::Ctx;
-use stratus_core::OsJson;
 
 use crate::error::{ImageError, Result};
 use crate::images::db::{self, DataFacts, Image};
@@ -36,10 +33,7 @@ use crate::{St, State as ImageState};
 
 /// Routes of this module.
 pub fn routes() -> Router<St> {
-    Router::new()
-        .route("/v2/images/{id}/file", put(upload).get(download))
-        .route("/v2/images/{id}/stage", put(stage))
-        .route("/v2/images/{id}/import", post(import))
+    Router::new().route("/v2/images/{id}/file", put(upload).get(download)).route("/v2/images/{id}/stage", put(stage))
 }
 
 /// Batches in flight between the request and each hashing/writing thread.
@@ -57,7 +51,7 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn store_err(e: StoreError) -> ImageError {
+pub(crate) fn store_err(e: StoreError) -> ImageError {
     match e {
         StoreError::Full => ImageError::StorageFull("no space left on the image store".into()),
         StoreError::NotFound => ImageError::Store("image data missing from the store".into()),
@@ -73,7 +67,7 @@ pub(crate) struct Limit {
 }
 
 /// The limit for data of `im`: the size cap, or what is left of the owner's quota.
-async fn limit_for(st: &ImageState, im: &Image) -> Result<Limit> {
+pub(crate) async fn limit_for(st: &ImageState, im: &Image) -> Result<Limit> {
     let cap = st.cfg.image_size_cap;
     let mut limit =
         Limit { max: cap, message: format!("Image exceeds the storage limit: image_size_cap is {cap} bytes") };
@@ -98,7 +92,7 @@ async fn limit_for(st: &ImageState, im: &Image) -> Result<Limit> {
 
 /// What [`ingest`] should check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
+pub(crate) enum Check {
     /// Inspect the format (upload, import).
     Inspect,
     /// Bytes only (staging: inspected at import).
@@ -106,7 +100,7 @@ enum Check {
 }
 
 /// Streams `body` into `store` under the image's id; see the module doc.
-async fn ingest<S, E>(
+pub(crate) async fn ingest<S, E>(
     st: &ImageState,
     store: std::sync::Arc<dyn Store>,
     im: &Image,
@@ -296,7 +290,7 @@ async fn upload(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req
     let task_st = st.clone();
     let task = tokio::spawn(async move {
         let st = task_st;
-        let store = st.store.clone();
+        let store = st.stores.default_store().clone();
         match ingest(&st, store, &im, body, limit, Check::Inspect).await {
             Ok(facts) => finish(&st, &im.id, "saving", facts).await,
             Err(e) => {
@@ -310,14 +304,33 @@ async fn upload(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req
 }
 
 /// Records the data of a finished upload; if the image was deleted meanwhile, removes it.
-async fn finish(st: &ImageState, id: &str, from: &str, facts: DataFacts) -> Result<()> {
+pub(crate) async fn finish(st: &ImageState, id: &str, from: &str, facts: DataFacts) -> Result<()> {
     if db::activate(&st.platform.db, id, from, &facts).await? {
-        tracing::info!(image = %id, size = facts.size, "image data stored; image active");
+        tracing::info!(image = %id, size = facts.size, stores = %facts.store, "image data stored; image active");
         Ok(())
     } else {
-        let _ = st.store.delete(id).await;
+        remove_data(st, id).await;
         Err(ImageError::Conflict(format!("Image {id} was deleted or changed state during the upload")))
     }
+}
+
+/// Removes the data of image `id` from every store (missing data is not an error).
+pub(crate) async fn remove_data(st: &ImageState, id: &str) {
+    for s in st.stores.all() {
+        if let Err(e) = s.delete(id).await {
+            tracing::error!(image = %id, store = %s.id(), error = %e, "image data could not be removed");
+        }
+    }
+}
+
+/// The store to read image `im`'s data from: the first of its stores, in configuration order.
+pub(crate) fn read_store<'a>(st: &'a ImageState, im: &Image) -> Result<&'a std::sync::Arc<dyn Store>> {
+    let listed = im.store.as_deref().unwrap_or_default();
+    st.stores
+        .ordered(listed)
+        .first()
+        .and_then(|id| st.stores.get(id))
+        .ok_or_else(|| ImageError::Store(format!("image {} has no data in any configured store ({listed:?})", im.id)))
 }
 
 /// A parsed `Range: bytes=...` header.
@@ -369,7 +382,7 @@ async fn download(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, h
         Some((s, e)) => (s, e - s + 1),
         None => (0, size),
     };
-    let stream = st.store.read(&im.id, offset, len).await.map_err(store_err)?;
+    let stream = read_store(&st, &im)?.read(&im.id, offset, len).await.map_err(store_err)?;
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -425,104 +438,6 @@ async fn stage(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req:
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v2/images/{id}/import` (202): glance-direct from staging, or web-download from
-/// an allow-listed URL. The import runs in the background; the image ends `active` or
-/// `killed`.
-async fn import(
-    State(st): State<St>,
-    Ctx(ctx): Ctx,
-    Path(id): Path<String>,
-    OsJson(body): OsJson<Value>,
-) -> Result<StatusCode> {
-    let im = db::get_visible(&st.platform.db, &ctx, &id).await?;
-    enforce(&st, "import_image", &ctx, &im)?;
-    let method = body.pointer("/method/name").and_then(Value::as_str).unwrap_or("");
-    if im.disk_format.is_none() || im.container_format.is_none() {
-        return Err(ImageError::BadRequest(
-            "Properties disk_format, container_format must be set prior to importing data.".into(),
-        ));
-    }
-    match method {
-        "glance-direct" => {
-            if !db::transition(&st.platform.db, &id, &["uploading"], "importing", None).await? {
-                return Err(ImageError::Conflict(format!(
-                    "Image {id} has no staged data (status {}): stage it with PUT /v2/images/{id}/stage first",
-                    im.status
-                )));
-            }
-            let st2 = st.clone();
-            tokio::spawn(async move {
-                let st = st2;
-                let res = async {
-                    let staged = st.staging.read(&im.id, 0, u64::MAX).await.map_err(store_err)?;
-                    let limit = limit_for(&st, &im).await?;
-                    let store = st.store.clone();
-                    ingest(&st, store, &im, staged, limit, Check::Inspect).await
-                }
-                .await;
-                let _ = st.staging.delete(&im.id).await;
-                match res {
-                    Ok(facts) => {
-                        let _ = finish(&st, &im.id, "importing", facts).await;
-                    }
-                    Err(e) => kill(&st, &im.id, &["importing"], &e).await,
-                }
-            });
-            Ok(StatusCode::ACCEPTED)
-        }
-        "web-download" => {
-            let uri = body.pointer("/method/uri").and_then(Value::as_str).unwrap_or("").to_string();
-            if st.cfg.web_download_allowed_urls.is_empty() {
-                return Err(ImageError::BadRequest(
-                    "Import method web-download is not enabled on this cloud ([image] web_download_allowed_urls)"
-                        .into(),
-                ));
-            }
-            let allowed = (uri.starts_with("http://") || uri.starts_with("https://"))
-                && st.cfg.web_download_allowed_urls.iter().any(|p| uri.starts_with(p.as_str()));
-            if !allowed {
-                return Err(ImageError::Forbidden(format!("The URL {uri:?} is not in the web-download allow-list")));
-            }
-            if !db::transition(&st.platform.db, &id, &["queued"], "importing", None).await? {
-                return Err(ImageError::Conflict(format!(
-                    "Image status transition from {} to importing is not allowed",
-                    im.status
-                )));
-            }
-            let st2 = st.clone();
-            tokio::spawn(async move {
-                let st = st2;
-                let res = async {
-                    let client = reqwest::Client::builder()
-                        .redirect(reqwest::redirect::Policy::none())
-                        .connect_timeout(Duration::from_secs(30))
-                        .build()
-                        .map_err(|e| ImageError::BadRequest(format!("web-download: {e}")))?;
-                    let resp = client
-                        .get(&uri)
-                        .send()
-                        .await
-                        .and_then(|r| r.error_for_status())
-                        .map_err(|e| ImageError::BadRequest(format!("web-download of {uri} failed: {e}")))?;
-                    let limit = limit_for(&st, &im).await?;
-                    let store = st.store.clone();
-                    ingest(&st, store, &im, resp.bytes_stream(), limit, Check::Inspect).await
-                }
-                .await;
-                match res {
-                    Ok(facts) => {
-                        let _ = finish(&st, &im.id, "importing", facts).await;
-                    }
-                    Err(e) => kill(&st, &im.id, &["importing"], &e).await,
-                }
-            });
-            Ok(StatusCode::ACCEPTED)
-        }
-        "" => Err(ImageError::BadRequest("Import requires {\"method\": {\"name\": ...}}".into())),
-        other => Err(ImageError::BadRequest(format!("Import method {other} is not supported"))),
-    }
-}
-
 /// Start-up recovery: uploads a previous run left `saving`/`importing` are killed and
 /// every partial object removed (nothing was serving them: this process just started).
 pub(crate) async fn recover(st: &ImageState) -> Result<()> {
@@ -530,7 +445,10 @@ pub(crate) async fn recover(st: &ImageState) -> Result<()> {
         let e = ImageError::Conflict("the upload was interrupted by a restart of the image service".into());
         kill(st, &id, &["saving", "importing"], &e).await;
     }
-    let n = st.store.remove_partials().await.map_err(store_err)?;
+    let mut n = 0;
+    for s in st.stores.all() {
+        n += s.remove_partials().await.map_err(store_err)?;
+    }
     let m = st.staging.remove_partials().await.map_err(store_err)?;
     if n + m > 0 {
         tracing::warn!(removed = n + m, "removed partial image data left by an interrupted run");
@@ -570,7 +488,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Store for FullAfter {
-        fn id(&self) -> &'static str {
+        fn id(&self) -> &str {
             "file"
         }
         fn create(&self, key: &str) -> std::result::Result<Box<dyn crate::store::StoreWriter>, StoreError> {
@@ -616,7 +534,7 @@ mod tests {
             policy: stratus_auth::Policy::load("image", crate::policy::DEFAULTS, None).unwrap(),
             cfg: crate::ImageConfig::default(),
             storage_quota: 0,
-            store: store.clone(),
+            stores: crate::store::Stores::new(vec![store.clone()]),
             staging: Arc::new(fs.clone()),
         };
         let im = Image {

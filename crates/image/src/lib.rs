@@ -2,20 +2,33 @@
 //!
 //! Mounted under `/image`. Each resource has its module with routes, policy checks and
 //! SQL: [`images`] (metadata, list, patch, tags, actions), [`data`] (upload, download,
-//! stage and import, all streamed), [`members`] (sharing), [`schemas`] and [`info`].
+//! stage, all streamed), [`import`] (the import methods and multiple stores),
+//! [`tasks`], [`members`] (sharing), [`metadefs`] (metadata definitions), [`schemas`]
+//! and [`info`].
 //! Image bytes live in a [`store::Store`]; [`inspect`] decides whether they are what the
 //! image claims to be and safe to hand to a hypervisor.
 
 mod data;
 mod error;
 mod images;
+mod import;
 mod info;
 pub mod inspect;
 mod members;
+mod metadefs;
 pub mod policy;
 mod schemas;
 pub mod store;
+mod tasks;
 mod versions;
+
+/// This service's entry in the identity catalog (the binary registers it while it serves it).
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "image",
+    name: "glance",
+    description: "Image Service",
+    path: "/image",
+}];
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +45,10 @@ use stratus_db::Migration;
 pub use error::ImageError;
 
 /// The image service's schema.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
+    Migration { version: 2, name: "tasks_metadefs", sql: include_str!("../migrations/0002_tasks_metadefs.sql") },
+];
 
 /// `[image]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +82,22 @@ pub struct ImageConfig {
     /// Run `qemu-img info` as a second opinion on uploaded data when it is installed.
     /// Default true.
     pub qemu_img_check: bool,
+    /// The image stores (Glance's `enabled_backends`), the default first. Each entry is
+    /// a filesystem store, `id` or `id=/path`: the store `file` lives in
+    /// `filesystem_store_datadir`, any other in `<data_dir>/image-stores/<id>`. With
+    /// two or more, imports may name their stores and `copy-image` is offered.
+    /// Default `["file"]`.
+    pub stores: Vec<String>,
+    /// Import methods offered (Glance's `enabled_import_methods`): `glance-direct`,
+    /// `web-download` (only with `web_download_allowed_urls`), `copy-image` (only with
+    /// two or more stores), `glance-download` (from the image service of a region in
+    /// the catalog). Default `["glance-direct", "web-download", "copy-image"]`, as Glance.
+    pub enabled_import_methods: Vec<String>,
+    /// Custom properties an image may have. Default 128 (Glance's `image_property_quota`).
+    pub image_property_quota: i64,
+    /// Property name prefixes `glance-download` copies from the source image
+    /// (Glance's `[glance_download_properties] extra_properties`).
+    pub glance_download_properties: Vec<String>,
 }
 
 impl Default for ImageConfig {
@@ -83,6 +114,13 @@ impl Default for ImageConfig {
             web_download_allowed_urls: Vec::new(),
             filesystem_store_datadir: None,
             qemu_img_check: true,
+            stores: vec!["file".into()],
+            enabled_import_methods: vec!["glance-direct".into(), "web-download".into(), "copy-image".into()],
+            image_property_quota: 128,
+            glance_download_properties: ["hw_", "trait:", "os_distro", "os_secure_boot", "os_type"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -104,6 +142,41 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// Opens the configured stores (see [`ImageConfig::stores`]).
+fn open_stores(
+    entries: &[String],
+    file_root: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<store::Stores> {
+    if entries.is_empty() {
+        anyhow::bail!("[image] stores is empty: at least one store is needed (e.g. [\"file\"])");
+    }
+    let mut list: Vec<Arc<dyn store::Store>> = Vec::new();
+    for e in entries {
+        let (id, path) = match e.split_once('=') {
+            Some((id, path)) => (id.trim(), Some(PathBuf::from(path.trim()))),
+            None => (e.trim(), None),
+        };
+        let valid =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            anyhow::bail!("[image] stores: {id:?} is not a store id (letters, digits, '-' and '_', at most 64)");
+        }
+        if list.iter().any(|s| s.id() == id) {
+            anyhow::bail!("[image] stores: {id:?} is listed twice");
+        }
+        let path = path.unwrap_or_else(|| {
+            if id == "file" {
+                file_root.to_path_buf()
+            } else {
+                data_dir.join("image-stores").join(id)
+            }
+        });
+        list.push(Arc::new(store::FsStore::with_id(id, path)?));
+    }
+    Ok(store::Stores::new(list))
+}
+
 /// Shared state of the image handlers.
 pub(crate) struct State {
     pub platform: Platform,
@@ -111,7 +184,7 @@ pub(crate) struct State {
     pub cfg: ImageConfig,
     /// Bytes per project (0 = unlimited), parsed from the config.
     pub storage_quota: u64,
-    pub store: Arc<dyn store::Store>,
+    pub stores: store::Stores,
     /// glance-direct staging area.
     pub staging: Arc<dyn store::Store>,
 }
@@ -134,10 +207,11 @@ impl ImageService {
             anyhow::anyhow!("[image] user_storage_quota {:?} is not a size (e.g. 0, 10GB)", cfg.user_storage_quota)
         })?;
         let root = cfg.filesystem_store_datadir.clone().unwrap_or_else(|| platform.data_dir.join("images"));
-        let store = Arc::new(store::FsStore::new(&root)?);
-        let staging = Arc::new(store::FsStore::new(root.join("staging"))?);
-        let state = Arc::new(State { platform, policy, cfg, storage_quota, store, staging });
+        let stores = open_stores(&cfg.stores, &root, &platform.data_dir)?;
+        let staging = Arc::new(store::FsStore::with_id("staging", root.join("staging"))?);
+        let state = Arc::new(State { platform, policy, cfg, storage_quota, stores, staging });
         data::recover(&state).await?;
+        import::recover(&state).await?;
         Ok(Arc::new(ImageService { state, auth }))
     }
 
@@ -147,6 +221,9 @@ impl ImageService {
         let protected = Router::new()
             .merge(images::routes())
             .merge(data::routes())
+            .merge(import::routes())
+            .merge(tasks::routes())
+            .merge(metadefs::routes())
             .merge(members::routes())
             .merge(schemas::routes())
             .merge(info::routes())

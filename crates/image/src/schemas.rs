@@ -1,4 +1,5 @@
-//! JSON schemas the clients fetch (`/v2/schemas/image(s)`, `/v2/schemas/member(s)`).
+//! JSON schemas the clients fetch (`/v2/schemas/image(s)`, `/v2/schemas/member(s)`,
+//! `/v2/schemas/task(s)`; the metadefs ones are in [`crate::metadefs::schemas`]).
 //!
 //! They describe exactly what `images::view` and the members view return: a client
 //! validating a response against them must find every field declared with its type.
@@ -18,6 +19,57 @@ pub fn routes() -> Router<St> {
         .route("/v2/schemas/images", get(|| async { Json(images()) }))
         .route("/v2/schemas/member", get(|| async { Json(member()) }))
         .route("/v2/schemas/members", get(|| async { Json(members()) }))
+        .route("/v2/schemas/task", get(|| async { Json(task()) }))
+        .route("/v2/schemas/tasks", get(|| async { Json(tasks()) }))
+}
+
+fn task_properties() -> Value {
+    json!({
+        "id": {"type": "string", "description": "An identifier for the task", "pattern": UUID_PATTERN},
+        "type": {"type": "string", "enum": crate::tasks::TYPES, "description": "The type of task represented by this content"},
+        "status": {"type": "string", "enum": crate::tasks::STATUSES, "description": "The current status of this task"},
+        "input": {"type": ["null", "object"], "description": "The parameters required by task, JSON blob"},
+        "result": {"type": ["null", "object"], "description": "The result of current task, JSON blob"},
+        "owner": {"type": "string", "description": "An identifier for the owner of this task"},
+        "message": {"type": "string", "description": "Human-readable informative message only included when appropriate (usually on failure)"},
+        "image_id": {"type": "string", "description": "Image associated with the task"},
+        "request_id": {"type": "string", "description": "Human-readable informative request-id"},
+        "user_id": {"type": "string", "description": "User associated with the task"},
+        "expires_at": {"type": ["null", "string"], "description": "Datetime when this resource would be subject to removal"},
+        "created_at": {"type": "string", "description": "Datetime when this resource was created"},
+        "updated_at": {"type": "string", "description": "Datetime when this resource was updated"},
+        "self": {"type": "string", "readOnly": true},
+        "schema": {"type": "string", "readOnly": true}
+    })
+}
+
+/// `GET /v2/schemas/task`.
+pub fn task() -> Value {
+    json!({"name": "task", "properties": task_properties()})
+}
+
+/// `GET /v2/schemas/tasks`: the list shows tasks without input, result and message.
+pub fn tasks() -> Value {
+    let mut partial = task_properties();
+    if let Some(o) = partial.as_object_mut() {
+        for k in ["input", "result", "message"] {
+            o.remove(k);
+        }
+    }
+    json!({
+        "name": "tasks",
+        "properties": {
+            "tasks": {"type": "array", "items": {"name": "task", "properties": partial}},
+            "schema": {"type": "string"},
+            "first": {"type": "string"},
+            "next": {"type": "string"}
+        },
+        "links": [
+            {"rel": "first", "href": "{first}"},
+            {"rel": "next", "href": "{next}"},
+            {"rel": "describedby", "href": "{schema}"}
+        ]
+    })
 }
 
 const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";

@@ -4,7 +4,9 @@
 //! no client-supplied text ever becomes a host path. Writes go to `<id>.partial` and
 //! become `<id>` only on [`Store::commit`], after the data was hashed and inspected; an
 //! aborted or crashed upload leaves at most a `.partial` that [`Store::remove_partials`]
-//! sweeps on start-up. Writers are synchronous because they run on a blocking thread
+//! sweeps on start-up. A cloud has one or more stores ([`Stores`], Glance's
+//! `enabled_backends`): an image's data may be in several of them (import to several
+//! stores, `copy-image`), and the image row lists which. Writers are synchronous because they run on a blocking thread
 //! beside the hashers, off the async runtime; a network store (the object service) can
 //! implement them with `Handle::block_on`.
 
@@ -58,7 +60,7 @@ pub trait StoreWriter: Send {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Store id as `/v2/info/stores` lists it (`file`).
-    fn id(&self) -> &'static str;
+    fn id(&self) -> &str;
     /// Starts writing the partial object `key`, replacing any previous partial.
     fn create(&self, key: &str) -> Result<Box<dyn StoreWriter>, StoreError>;
     /// Turns the partial object into the real one.
@@ -73,11 +75,16 @@ pub trait Store: Send + Sync + 'static {
     fn partial_path(&self, key: &str) -> Option<PathBuf>;
     /// Removes every partial object (start-up sweep); returns how many.
     async fn remove_partials(&self) -> Result<usize, StoreError>;
+    /// Where the store keeps data, for the admin's store details (a directory, a URL).
+    fn location(&self) -> String {
+        String::new()
+    }
 }
 
 /// Filesystem store under `<data_dir>/images/` (or any directory).
 #[derive(Debug, Clone)]
 pub struct FsStore {
+    id: String,
     root: PathBuf,
 }
 
@@ -85,11 +92,16 @@ pub struct FsStore {
 const READ_CHUNK: usize = 256 * 1024;
 
 impl FsStore {
-    /// A store rooted at `root`, created if missing.
+    /// The store `file` rooted at `root`, created if missing.
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<FsStore> {
+        Self::with_id("file", root)
+    }
+
+    /// A store named `id` rooted at `root`, created if missing.
+    pub fn with_id(id: &str, root: impl Into<PathBuf>) -> std::io::Result<FsStore> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(FsStore { root })
+        Ok(FsStore { id: id.to_string(), root })
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -139,8 +151,8 @@ impl StoreWriter for FsWriter {
 
 #[async_trait::async_trait]
 impl Store for FsStore {
-    fn id(&self) -> &'static str {
-        "file"
+    fn id(&self) -> &str {
+        &self.id
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn StoreWriter>, StoreError> {
@@ -181,6 +193,10 @@ impl Store for FsStore {
         Some(self.partial(key))
     }
 
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
     async fn remove_partials(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         let mut dir = tokio::fs::read_dir(&self.root).await?;
@@ -191,6 +207,46 @@ impl Store for FsStore {
             }
         }
         Ok(n)
+    }
+}
+
+/// The stores of a cloud, the default one first.
+#[derive(Clone)]
+pub struct Stores {
+    list: Vec<std::sync::Arc<dyn Store>>,
+}
+
+impl Stores {
+    /// `list` must not be empty; its first store is the default.
+    pub fn new(list: Vec<std::sync::Arc<dyn Store>>) -> Stores {
+        assert!(!list.is_empty(), "a cloud has at least one image store");
+        Stores { list }
+    }
+
+    /// The default store (uploads and imports that name none).
+    pub fn default_store(&self) -> &std::sync::Arc<dyn Store> {
+        &self.list[0]
+    }
+
+    /// Every store, the default first.
+    pub fn all(&self) -> &[std::sync::Arc<dyn Store>] {
+        &self.list
+    }
+
+    /// The store named `id`.
+    pub fn get(&self, id: &str) -> Option<&std::sync::Arc<dyn Store>> {
+        self.list.iter().find(|s| s.id() == id)
+    }
+
+    /// The ids of every store, in configuration order.
+    pub fn ids(&self) -> Vec<String> {
+        self.list.iter().map(|s| s.id().to_string()).collect()
+    }
+
+    /// `listed` (an image's comma-separated `stores`) in configuration order, unknown ids dropped.
+    pub fn ordered(&self, listed: &str) -> Vec<String> {
+        let have: Vec<&str> = listed.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        self.list.iter().map(|s| s.id().to_string()).filter(|id| have.contains(&id.as_str())).collect()
     }
 }
 

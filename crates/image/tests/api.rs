@@ -579,6 +579,11 @@ async fn patch_semantics_and_errors_on(c: Cloud) {
     assert_eq!((im["name"].as_str(), im["hw_disk_bus"].as_str(), im.get("k")), (Some("renamed"), Some("virtio"), None));
     assert_eq!(im["tags"], json!(["x", "y"]));
     assert_eq!(im["min_ram"], 256);
+    for uri in ["/v2/images/%00", "/v2/images?name=%00", "/v2/images?tag=a%00"] {
+        let r = c.req(&alice(), Method::GET, uri, None, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.json()["message"].is_string(), "Glance fault body");
+    }
     let wrong_type =
         c.req(&alice(), Method::PATCH, &format!("/v2/images/{id}"), Some("application/json"), Body::from("[]")).await;
     assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -592,6 +597,10 @@ async fn patch_semantics_and_errors_on(c: Cloud) {
         (json!([{"op": "copy", "path": "/name", "from": "/x"}]), 400),
         (json!([{"op": "replace", "path": "/visibility", "value": "everyone"}]), 400),
         (json!({"not": "a list"}), 400),
+        // NUL fits no database column (PostgreSQL refuses it: these were 500s there).
+        (json!([{"op": "replace", "path": "/name", "value": "a\u{0}b"}]), 400),
+        (json!([{"op": "add", "path": "/tags", "value": ["a\u{0}"]}]), 400),
+        (json!([{"op": "add", "path": "/k2", "value": "v\u{0}"}]), 400),
     ] {
         let r = c.patch(&alice(), &id, ops.clone()).await;
         assert_eq!(r.status.as_u16(), want, "{ops} -> {}", String::from_utf8_lossy(&r.body));
@@ -712,33 +721,32 @@ async fn list_filters_sorting_pagination_on(c: Cloud) {
     let _ = hidden;
 }
 
+/// Glance's default policy: the owner (a member of the image's project) or an admin
+/// deactivates and reactivates; a reader or another project may not.
 #[tokio::test]
-async fn deactivate_reactivate_admin_only() {
+async fn deactivate_reactivate_by_owner_or_admin() {
     let c = Cloud::start(ImageConfig::default()).await;
-    let id = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    let id =
+        c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare", "visibility": "community"})).await;
     let path = |a: &str| format!("/v2/images/{id}/actions/{a}");
-    assert_eq!(
-        c.req(&admin(), Method::POST, &path("deactivate"), None, Body::empty()).await.status,
-        StatusCode::FORBIDDEN,
-        "queued"
-    );
+    let act = |who: RequestContext, a: &'static str| {
+        let c = &c;
+        let p = path(a);
+        async move { c.req(&who, Method::POST, &p, None, Body::empty()).await.status }
+    };
+    assert_eq!(act(admin(), "deactivate").await, StatusCode::FORBIDDEN, "queued");
     c.upload(&alice(), &id, vec![5u8; 4096]).await;
-    assert_eq!(
-        c.req(&alice(), Method::POST, &path("deactivate"), None, Body::empty()).await.status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        c.req(&admin(), Method::POST, &path("deactivate"), None, Body::empty()).await.status,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(act(bob(), "deactivate").await, StatusCode::FORBIDDEN, "another project");
+    let reader = ctx("proj-a", &["reader"]);
+    assert_eq!(act(reader, "deactivate").await, StatusCode::FORBIDDEN, "a reader of the owner's project");
+    assert_eq!(act(alice(), "deactivate").await, StatusCode::NO_CONTENT);
     assert_eq!(c.status_of(&id).await, "deactivated");
     assert_eq!(c.get(&alice(), &format!("/v2/images/{id}/file")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(c.get(&admin(), &format!("/v2/images/{id}/file")).await.status, StatusCode::OK);
-    assert_eq!(
-        c.req(&admin(), Method::POST, &path("reactivate"), None, Body::empty()).await.status,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(act(alice(), "reactivate").await, StatusCode::NO_CONTENT);
     assert_eq!(c.get(&alice(), &format!("/v2/images/{id}/file")).await.body.len(), 4096);
+    assert_eq!(act(admin(), "deactivate").await, StatusCode::NO_CONTENT);
+    assert_eq!(act(admin(), "reactivate").await, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
@@ -849,8 +857,8 @@ async fn web_download_only_from_the_allow_list() {
         let c = &c;
         async move { c.post(&alice(), &path, body).await.status }
     };
-    assert_eq!(import("http://169.254.169.254/latest/meta-data".into()).await, StatusCode::FORBIDDEN);
-    assert_eq!(import("file:///etc/passwd".into()).await, StatusCode::FORBIDDEN);
+    assert_eq!(import("http://169.254.169.254/latest/meta-data".into()).await, StatusCode::BAD_REQUEST);
+    assert_eq!(import("file:///etc/passwd".into()).await, StatusCode::BAD_REQUEST);
     assert_eq!(c.status_of(&id).await, "queued");
     assert_eq!(import(format!("{base}disk.raw")).await, StatusCode::ACCEPTED);
     let mut status = String::new();
@@ -866,4 +874,409 @@ async fn web_download_only_from_the_allow_list() {
     assert_eq!(im["checksum"], md5_hex(&data));
     assert_eq!(im["size"], data.len());
     server.abort();
+}
+
+async fn wait_status(c: &Cloud, id: &str, done: &[&str]) -> String {
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = c.status_of(id).await;
+        if done.contains(&status.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    status
+}
+
+async fn wait_tasks(c: &Cloud, who: &RequestContext, id: &str) -> Vec<Value> {
+    for _ in 0..200 {
+        let tasks =
+            c.get(who, &format!("/v2/images/{id}/tasks")).await.json()["tasks"].as_array().cloned().unwrap_or_default();
+        if !tasks.is_empty() && tasks.iter().all(|t| t["status"] == "success" || t["status"] == "failure") {
+            return tasks;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the tasks of image {id} did not finish");
+}
+
+async fn stage(c: &Cloud, who: &RequestContext, id: &str, data: Vec<u8>) {
+    let r = c
+        .req(who, Method::PUT, &format!("/v2/images/{id}/stage"), Some("application/octet-stream"), Body::from(data))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// `os_glance_*` is the service's own namespace (403), more than `image_property_quota`
+/// custom properties is 413, and a property name cannot hold `/` or a control character.
+#[tokio::test]
+async fn reserved_properties_quota_and_names() {
+    let c = Cloud::start(ImageConfig { image_property_quota: 5, ..Default::default() }).await;
+    let r = c.post(&alice(), "/v2/images", json!({"name": "r", "os_glance_foo": "bar"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "403 Forbidden", "Glance's fault body");
+    let id = c.create(&alice(), json!({"name": "p"})).await;
+    assert_eq!(
+        c.patch(&alice(), &id, json!([{"op": "add", "path": "/os_glance_foo", "value": "x"}])).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let many: Vec<Value> = (0..6).map(|i| json!({"op": "add", "path": format!("/p{i}"), "value": "v"})).collect();
+    let r = c.patch(&alice(), &id, Value::Array(many.clone())).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", String::from_utf8_lossy(&r.body));
+    assert!(c.get(&alice(), &format!("/v2/images/{id}")).await.json().get("p0").is_none(), "nothing applied");
+    assert_eq!(c.patch(&alice(), &id, Value::Array(many[..5].to_vec())).await.status, StatusCode::OK);
+    let r = c.post(&alice(), "/v2/images", json!({"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6"})).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    for bad in ["/a~1b", "/nul\u{0}", "/bell\u{7}"] {
+        let r = c
+            .patch(
+                &alice(),
+                &id,
+                json!([{"op": "replace", "path": "/p0", "value": "w"}, {"op": "add", "path": bad, "value": "v"}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    assert_eq!(c.get(&alice(), "/v2/images/").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(c.req(&alice(), Method::DELETE, "/v2/images/", None, Body::empty()).await.status, StatusCode::NOT_FOUND);
+}
+
+/// Every import is a task the image's owner can list, with the request that started it.
+#[tokio::test]
+async fn imports_are_tasks_of_their_image() {
+    let c = Cloud::start(ImageConfig::default()).await;
+    let id = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    stage(&c, &alice(), &id, vec![1u8; 5000]).await;
+    let r = c.post(&alice(), &format!("/v2/images/{id}/import"), json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let tasks = wait_tasks(&c, &alice(), &id).await;
+    assert_eq!(tasks.len(), 1);
+    let t = &tasks[0];
+    assert_eq!(t["status"], "success", "{t}");
+    assert_eq!(t["type"], "api_image_import");
+    assert_eq!(t["input"]["import_req"]["method"]["name"], "glance-direct");
+    assert_eq!(t["result"]["image_id"], id.as_str());
+    assert_eq!(t["image_id"], id.as_str());
+    assert!(t["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    let im = c.get(&alice(), &format!("/v2/images/{id}")).await.json();
+    assert_eq!(im["status"], "active");
+    assert_eq!(im["stores"], "file");
+    assert_eq!(im["os_glance_importing_to_stores"], "");
+    assert_eq!(im["os_glance_failed_import"], "");
+    assert!(im.get("os_glance_import_task").is_none(), "the import lock is released");
+    // Another project sees neither the image nor its tasks; the legacy task API is admin-only.
+    assert_eq!(c.get(&bob(), &format!("/v2/images/{id}/tasks")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(c.get(&alice(), "/v2/tasks").await.status, StatusCode::FORBIDDEN);
+    let all = c.get(&admin(), "/v2/tasks").await.json();
+    assert!(all["tasks"][0].get("input").is_none(), "lists show task stubs");
+    let task_id = t["id"].as_str().unwrap();
+    assert_eq!(c.get(&admin(), &format!("/v2/tasks/{task_id}")).await.json()["status"], "success");
+    // Import methods not offered are refused before anything changes.
+    let id2 = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    for (body, want) in [
+        (json!({}), StatusCode::BAD_REQUEST),
+        (json!({"method": {"name": "copy-image"}}), StatusCode::BAD_REQUEST),
+        (json!({"method": {"name": "glance-direct"}, "all_stores": "yes"}), StatusCode::BAD_REQUEST),
+        (json!({"method": {"name": "glance-direct"}}), StatusCode::CONFLICT),
+    ] {
+        assert_eq!(c.post(&alice(), &format!("/v2/images/{id2}/import"), body.clone()).await.status, want, "{body}");
+    }
+    assert_eq!(c.status_of(&id2).await, "queued");
+}
+
+/// Two stores: import into both, copy an uploaded image into the other, remove its data
+/// from one store (never the last).
+#[tokio::test]
+async fn multiple_stores_import_copy_and_remove() {
+    let c = Cloud::start(ImageConfig { stores: vec!["fast".into(), "cheap".into()], ..Default::default() }).await;
+    let stores = c.get(&alice(), "/v2/info/stores").await.json();
+    assert_eq!(stores["stores"][0], json!({"id": "fast", "description": "Filesystem store fast", "default": true}));
+    assert_eq!(stores["stores"][1]["id"], "cheap");
+    let methods = c.get(&alice(), "/v2/info/import").await.json()["import-methods"]["value"].clone();
+    assert_eq!(methods, json!(["glance-direct", "copy-image"]));
+    let store_file = |s: &str, id: &str| c.dir.join("image-stores").join(s).join(id);
+
+    let data = vec![7u8; 100_000];
+    let id = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    stage(&c, &alice(), &id, data.clone()).await;
+    let r = c
+        .post(
+            &alice(),
+            &format!("/v2/images/{id}/import"),
+            json!({"method": {"name": "glance-direct"}, "all_stores": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(wait_status(&c, &id, &["active", "queued", "killed"]).await, "active");
+    wait_tasks(&c, &alice(), &id).await;
+    let im = c.get(&alice(), &format!("/v2/images/{id}")).await.json();
+    assert_eq!(im["stores"], "cheap,fast");
+    assert_eq!(std::fs::read(store_file("fast", &id)).unwrap(), data);
+    assert_eq!(std::fs::read(store_file("cheap", &id)).unwrap(), data);
+    let r = c
+        .post(
+            &alice(),
+            &format!("/v2/images/{id}/import"),
+            json!({"method": {"name": "glance-direct"}, "stores": ["nope"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "active images are not import targets");
+
+    // copy-image: admin only, into the stores that lack the data.
+    let id2 = c.create(&alice(), json!({"disk_format": "raw", "container_format": "bare"})).await;
+    c.upload(&alice(), &id2, data.clone()).await;
+    assert_eq!(c.get(&alice(), &format!("/v2/images/{id2}")).await.json()["stores"], "fast");
+    let copy = json!({"method": {"name": "copy-image"}, "all_stores": true, "all_stores_must_succeed": false});
+    assert_eq!(c.post(&alice(), &format!("/v2/images/{id2}/import"), copy.clone()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(c.post(&admin(), &format!("/v2/images/{id2}/import"), copy).await.status, StatusCode::ACCEPTED);
+    let mut im = Value::Null;
+    for _ in 0..200 {
+        im = c.get(&alice(), &format!("/v2/images/{id2}")).await.json();
+        if im["os_glance_importing_to_stores"] == "" && im["stores"] == "cheap,fast" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(im["stores"], "cheap,fast", "{im}");
+    assert_eq!(im["os_glance_failed_import"], "");
+    assert_eq!(std::fs::read(store_file("cheap", &id2)).unwrap(), data);
+    let again = json!({"method": {"name": "copy-image"}, "stores": ["cheap"]});
+    assert_eq!(c.post(&admin(), &format!("/v2/images/{id2}/import"), again).await.status, StatusCode::BAD_REQUEST);
+
+    // Removing data from one store: admin only, never the last copy.
+    let del = |who: RequestContext, s: &'static str| {
+        let c = &c;
+        let p = format!("/v2/stores/{s}/{id2}");
+        async move { c.req(&who, Method::DELETE, &p, None, Body::empty()).await.status }
+    };
+    assert_eq!(del(alice(), "fast").await, StatusCode::FORBIDDEN);
+    assert_eq!(del(admin(), "nowhere").await, StatusCode::CONFLICT);
+    assert_eq!(del(admin(), "fast").await, StatusCode::NO_CONTENT);
+    assert!(!store_file("fast", &id2).exists());
+    assert_eq!(c.get(&alice(), &format!("/v2/images/{id2}")).await.json()["stores"], "cheap");
+    assert_eq!(
+        c.get(&alice(), &format!("/v2/images/{id2}/file")).await.body.len(),
+        data.len(),
+        "read from the store left"
+    );
+    assert_eq!(del(admin(), "cheap").await, StatusCode::FORBIDDEN, "the last copy stays");
+    assert_eq!(
+        c.req(&alice(), Method::DELETE, &format!("/v2/images/{id2}"), None, Body::empty()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!store_file("cheap", &id2).exists());
+}
+
+/// The legacy task API creates an image from an allow-listed URL; other URLs are 400.
+#[tokio::test]
+async fn legacy_import_task_from_allow_listed_url() {
+    let data: Vec<u8> = vec![4u8; 65536];
+    let served = Bytes::from(data.clone());
+    let app = Router::new().route("/img.raw", axum::routing::get(move || async move { served.clone() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let c = Cloud::start(ImageConfig { web_download_allowed_urls: vec![base.clone()], ..Default::default() }).await;
+    let task = |from: String| {
+        json!({"type": "import", "input": {"import_from": from, "import_from_format": "raw",
+               "image_properties": {"name": "legacy", "disk_format": "raw", "container_format": "bare"}}})
+    };
+    assert_eq!(c.post(&alice(), "/v2/tasks", task(format!("{base}img.raw"))).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.post(&admin(), "/v2/tasks", task("http://elsewhere.invalid/x.qcow2".into())).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.post(&admin(), "/v2/tasks", json!({"type": "export", "input": {}})).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let r = c.post(&admin(), "/v2/tasks", task(format!("{base}img.raw"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let mut t = Value::Null;
+    for _ in 0..200 {
+        t = c.get(&admin(), &format!("/v2/tasks/{id}")).await.json();
+        if t["status"] == "success" || t["status"] == "failure" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(t["status"], "success", "{t}");
+    let image = t["result"]["image_id"].as_str().unwrap();
+    let im = c.get(&admin(), &format!("/v2/images/{image}")).await.json();
+    assert_eq!(im["status"], "active");
+    assert_eq!(im["checksum"], md5_hex(&data));
+    assert_eq!(
+        c.req(&admin(), Method::DELETE, &format!("/v2/tasks/{id}"), None, Body::empty()).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    server.abort();
+}
+
+/// Metadata definitions: admins define, everyone reads public namespaces, a private
+/// namespace is its project's; protected namespaces are not deleted.
+#[tokio::test]
+async fn metadefs_namespaces_and_their_definitions() {
+    let c = Cloud::start(ImageConfig::default()).await;
+    let types = c.get(&alice(), "/v2/metadefs/resource_types").await.json();
+    assert!(types["resource_types"].as_array().unwrap().iter().any(|t| t["name"] == "OS::Glance::Image"));
+    let ns = json!({
+        "namespace": "OS::Compute::Test", "display_name": "Test", "description": "d", "visibility": "public",
+        "protected": true,
+        "resource_type_associations": [{"name": "OS::Nova::Flavor", "prefix": "hw:"}],
+        "properties": {"cpu_policy": {"title": "CPU policy", "type": "string", "enum": ["shared", "dedicated"]}},
+        "objects": [{"name": "CPU", "properties": {"cores": {"title": "Cores", "type": "integer", "minimum": 1}}}],
+        "tags": [{"name": "t1"}]
+    });
+    assert_eq!(c.post(&alice(), "/v2/metadefs/namespaces", ns.clone()).await.status, StatusCode::FORBIDDEN);
+    let r = c.post(&admin(), "/v2/metadefs/namespaces", ns.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(c.post(&admin(), "/v2/metadefs/namespaces", ns).await.status, StatusCode::CONFLICT);
+    let base = "/v2/metadefs/namespaces/OS::Compute::Test";
+    let shown = c.get(&alice(), base).await.json();
+    assert_eq!(shown["namespace"], "OS::Compute::Test");
+    assert_eq!(shown["properties"]["cpu_policy"]["enum"], json!(["shared", "dedicated"]));
+    assert_eq!(shown["objects"][0]["properties"]["cores"]["minimum"], 1);
+    assert_eq!(shown["tags"], json!([{"name": "t1"}]));
+    assert_eq!(shown["resource_type_associations"][0]["prefix"], "hw:");
+    let prefixed = c.get(&alice(), &format!("{base}?resource_type=OS::Nova::Flavor")).await.json();
+    assert!(prefixed["properties"].get("hw:cpu_policy").is_some(), "{prefixed}");
+    assert_eq!(
+        c.get(&alice(), &format!("{base}/properties/hw:cpu_policy?resource_type=OS::Nova::Flavor")).await.json()
+            ["name"],
+        "hw:cpu_policy"
+    );
+    for (body, want) in [
+        (json!({"namespace": "x", "bogus": 1}), StatusCode::BAD_REQUEST),
+        (json!({"namespace": "x", "created_at": "now"}), StatusCode::FORBIDDEN),
+        (json!({"namespace": "x", "visibility": "shared"}), StatusCode::BAD_REQUEST),
+        (json!({"namespace": "x".repeat(81)}), StatusCode::BAD_REQUEST),
+        (json!({"namespace": "x", "properties": {"p": {"type": "string"}}}), StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(c.post(&admin(), "/v2/metadefs/namespaces", body.clone()).await.status, want, "{body}");
+    }
+    assert_eq!(
+        c.req(&admin(), Method::DELETE, base, None, Body::empty()).await.status,
+        StatusCode::FORBIDDEN,
+        "protected"
+    );
+
+    // Properties, objects and tags one by one.
+    let prop = json!({"name": "mem", "title": "Memory", "type": "integer", "minimum": 0});
+    assert_eq!(c.post(&admin(), &format!("{base}/properties"), prop.clone()).await.status, StatusCode::CREATED);
+    assert_eq!(c.post(&admin(), &format!("{base}/properties"), prop).await.status, StatusCode::CONFLICT);
+    let put = |path: String, v: Value| {
+        let c = &c;
+        async move { c.req(&admin(), Method::PUT, &path, Some("application/json"), Body::from(v.to_string())).await }
+    };
+    let r = put(format!("{base}/properties/mem"), json!({"name": "ram", "title": "RAM", "type": "integer"})).await;
+    assert_eq!(r.json()["name"], "ram");
+    assert_eq!(c.get(&alice(), &format!("{base}/properties/mem")).await.status, StatusCode::NOT_FOUND);
+    let props = c.get(&alice(), &format!("{base}/properties")).await.json();
+    assert_eq!(props["properties"]["ram"]["title"], "RAM");
+    let r = c.post(&admin(), &format!("{base}/objects"), json!({"name": "Disk", "required": ["size"]})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["self"], format!("{base}/objects/Disk"));
+    assert_eq!(put(format!("{base}/objects/Disk"), json!({"name": "Disks"})).await.json()["name"], "Disks");
+    assert_eq!(c.get(&alice(), &format!("{base}/objects")).await.json()["objects"].as_array().unwrap().len(), 2);
+    let tags = json!({"tags": [{"name": "a"}, {"name": "b"}]});
+    assert_eq!(c.post(&admin(), &format!("{base}/tags"), tags).await.json()["tags"].as_array().unwrap().len(), 2);
+    let listed = c.get(&alice(), &format!("{base}/tags")).await.json();
+    assert_eq!(
+        listed["tags"].as_array().unwrap().iter().map(|t| t["name"].clone()).collect::<Vec<_>>(),
+        vec![json!("a"), json!("b")],
+        "t1 replaced"
+    );
+    let r = c
+        .req_h(
+            &admin(),
+            Method::POST,
+            &format!("{base}/tags"),
+            Some("application/json"),
+            Body::from(json!({"tags": [{"name": "c"}]}).to_string()),
+            &[("X-Openstack-Append", "True")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(c.get(&alice(), &format!("{base}/tags")).await.json()["tags"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        c.req(&admin(), Method::POST, &format!("{base}/tags/d"), None, Body::empty()).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(put(format!("{base}/tags/d"), json!({"name": "e"})).await.json()["name"], "e");
+    assert_eq!(
+        c.req(&admin(), Method::DELETE, &format!("{base}/tags"), None, Body::empty()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.get(&alice(), &format!("{base}/tags")).await.json()["tags"], json!([]));
+    assert_eq!(
+        c.req(&alice(), Method::DELETE, &format!("{base}/objects/Disks"), None, Body::empty()).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // A private namespace is its owner project's.
+    let private = json!({"namespace": "Private::NS", "visibility": "private", "owner": "proj-a"});
+    assert_eq!(c.post(&admin(), "/v2/metadefs/namespaces", private).await.status, StatusCode::CREATED);
+    assert_eq!(c.get(&alice(), "/v2/metadefs/namespaces/Private::NS").await.status, StatusCode::OK);
+    assert_eq!(c.get(&bob(), "/v2/metadefs/namespaces/Private::NS").await.status, StatusCode::NOT_FOUND);
+    let names = |v: Value| {
+        v["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["namespace"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(names(c.get(&alice(), "/v2/metadefs/namespaces").await.json()).contains(&"Private::NS".to_string()));
+    assert!(!names(c.get(&bob(), "/v2/metadefs/namespaces").await.json()).contains(&"Private::NS".to_string()));
+    let page = c.get(&admin(), "/v2/metadefs/namespaces?limit=1").await.json();
+    assert_eq!(page["namespaces"].as_array().unwrap().len(), 1);
+    assert!(page["next"].as_str().unwrap().contains("marker="));
+    let by_type = names(c.get(&admin(), "/v2/metadefs/namespaces?resource_types=OS::Nova::Flavor").await.json());
+    assert_eq!(by_type, vec!["OS::Compute::Test"]);
+
+    // Unprotect, rename, delete.
+    let r = put(
+        base.to_string(),
+        json!({"namespace": "OS::Compute::Renamed", "protected": false, "visibility": "private"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        c.get(&admin(), "/v2/metadefs/namespaces/OS::Compute::Renamed/properties/ram").await.status,
+        StatusCode::OK,
+        "definitions follow the rename"
+    );
+    let r = c
+        .req(
+            &admin(),
+            Method::DELETE,
+            "/v2/metadefs/namespaces/OS::Compute::Renamed/resource_types/OS::Nova::Flavor",
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.req(&admin(), Method::DELETE, "/v2/metadefs/namespaces/OS::Compute::Renamed", None, Body::empty())
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.get(&admin(), "/v2/metadefs/namespaces/OS::Compute::Renamed").await.status, StatusCode::NOT_FOUND);
+    for s in [
+        "namespace",
+        "namespaces",
+        "resource_type",
+        "resource_types",
+        "property",
+        "properties",
+        "object",
+        "objects",
+        "tag",
+        "tags",
+    ] {
+        let schema = c.get(&alice(), &format!("/v2/schemas/metadefs/{s}")).await.json();
+        assert!(schema["name"].is_string(), "{s}");
+    }
 }

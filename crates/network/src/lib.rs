@@ -28,6 +28,14 @@ pub mod store;
 mod subnets;
 mod versions;
 
+/// This service's entry in the identity catalog (the binary registers it while it serves it).
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "network",
+    name: "neutron",
+    description: "Network Service",
+    path: "/network",
+}];
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

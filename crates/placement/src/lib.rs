@@ -22,6 +22,14 @@ mod resource_providers;
 mod traits;
 mod usages;
 
+/// This service's entry in the identity catalog (the binary registers it while it serves it).
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "placement",
+    name: "placement",
+    description: "Placement Service",
+    path: "/placement",
+}];
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

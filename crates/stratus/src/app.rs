@@ -71,10 +71,20 @@ impl Cloud {
             region: config.region.clone(),
         };
 
+        // The catalog lists exactly the services this binary serves; each declares its entry.
+        let catalog = [
+            stratus_identity::CATALOG,
+            stratus_image::CATALOG,
+            stratus_placement::CATALOG,
+            stratus_compute::CATALOG,
+            stratus_network::CATALOG,
+        ]
+        .concat();
         let identity = stratus_identity::IdentityService::start(
             platform.clone(),
             config.identity.clone(),
             opts.admin_password.clone(),
+            catalog,
         )
         .await?;
         let auth = AuthState { validator: identity.validator(), identity_uri: platform.service_url("/identity") };
@@ -179,10 +189,12 @@ async fn absolute_location(
     resp
 }
 
-/// Trims one trailing slash (except on the root) so `/x/` routes like `/x`.
+/// Trims one trailing slash (except on the root) so `/x/` routes like `/x`. Kept on
+/// object paths and on `/image/v2/images/`, an image with an empty id (Glance: 404,
+/// not the image list).
 fn trim_trailing_slash(mut req: Request) -> Request {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") {
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") && path != "/image/v2/images/" {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let new = match req.uri().query() {

@@ -231,12 +231,8 @@ pub async fn action(
             props["instance_uuid"] = json!(inst.uuid);
             props["base_image_ref"] = json!(inst.image_ref);
             props["owner_user_name"] = json!(ctx.user_name);
-            let image_id = st
-                .backends
-                .images
-                .create_snapshot(&ctx, name, &props)
-                .await
-                .map_err(|e| ComputeError::Unavailable(e.0))?;
+            let image_id =
+                st.backends.images.create_snapshot(&ctx, name, &props).await.map_err(super::interfaces::refused)?;
             begin(
                 &st,
                 &ctx,

@@ -94,7 +94,7 @@ pub async fn shelve(st: &AppState, ctx: &RequestContext, id: &str, rid: &str) ->
         .images
         .create_snapshot(ctx, &format!("{}-shelved", inst.name), &props)
         .await
-        .map_err(|e| ComputeError::Unavailable(e.0))?;
+        .map_err(super::interfaces::refused)?;
     start(st, ctx, &inst, state::SHELVE, rid, Update::new().set("shelved_image_id", image_id.clone())).await?;
     let inst = store::must_load(&st.platform.db, id).await?;
     st.conductor.send_step(&inst, &host, GuestOp::Shelve { image_id }, rid).await;

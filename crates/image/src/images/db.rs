@@ -339,3 +339,87 @@ pub async fn stale_uploads(db: &Db) -> Result<Vec<String>> {
         .await?;
     rows.iter().map(|r| r.try_get::<String, _>(0).map_err(|e| stratus_db::DbError::from(e).into())).collect()
 }
+
+/// Runs the statements `qs` in one write transaction; returns the rows each changed.
+pub async fn write(db: &Db, qs: Vec<Query>) -> Result<Vec<u64>> {
+    db.transaction(move |tx| {
+        let qs = qs.clone();
+        Box::pin(async move {
+            let mut n = Vec::with_capacity(qs.len());
+            for q in &qs {
+                n.push(q.execute(&mut **tx).await?);
+            }
+            Ok::<_, ImageError>(n)
+        })
+    })
+    .await
+}
+
+/// Sets (`Some`) or removes (`None`) custom properties of image `id` directly: the
+/// service's own bookkeeping (`os_glance_*` import progress, `glance-download`'s copied
+/// properties), which the API refuses to clients. Bumps `updated_at`, so that a
+/// client's PATCH read before this change fails with 409 instead of undoing it.
+pub async fn set_properties(db: &Db, id: &str, props: &[(&str, Option<String>)]) -> Result<()> {
+    let mut qs = Vec::new();
+    for (k, v) in props {
+        let q = match v {
+            // Only while the image exists: a deleted image gets no orphan properties.
+            Some(v) => {
+                let mut q = Query::new("INSERT INTO image_properties (image_id, name, value) SELECT id, ");
+                q.bind(*k).push(", ").bind(v.clone()).push_bind(" FROM image_images WHERE id = ", id);
+                q.push(" ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value");
+                q
+            }
+            None => {
+                let mut q = Query::new("DELETE FROM image_properties WHERE image_id = ");
+                q.bind(id).push_bind(" AND name = ", *k);
+                q
+            }
+        };
+        qs.push(q);
+    }
+    let mut touch = Query::new("UPDATE image_images SET updated_at = ");
+    touch.bind(stratus_core::time::now()).push_bind(" WHERE id = ", id);
+    qs.push(touch);
+    write(db, qs).await?;
+    Ok(())
+}
+
+/// Takes image `id`'s import lock for `task_id` (the `os_glance_import_task` property,
+/// as Glance): false when another task holds it or the image is gone.
+pub async fn take_import_lock(db: &Db, id: &str, task_id: &str) -> Result<bool> {
+    let mut q = Query::new("INSERT INTO image_properties (image_id, name, value) SELECT id, 'os_glance_import_task', ");
+    q.bind(task_id).push_bind(" FROM image_images WHERE id = ", id);
+    match write(db, vec![q]).await {
+        Ok(n) => Ok(n[0] == 1),
+        Err(ImageError::Db(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases the import lock of `task_id` (a lock another task took meanwhile stays).
+pub async fn release_import_lock(db: &Db, id: &str, task_id: &str) -> Result<()> {
+    let mut q = Query::new("DELETE FROM image_properties WHERE image_id = ");
+    q.bind(id).push(" AND name = 'os_glance_import_task' AND value = ").bind(task_id);
+    write(db, vec![q]).await?;
+    Ok(())
+}
+
+/// Replaces the list of stores holding image `id`'s data (comma-separated, as the API shows it).
+pub async fn set_stores(db: &Db, id: &str, stores: &str) -> Result<()> {
+    let mut q = Query::new("UPDATE image_images SET store = ");
+    q.bind(stores.to_string()).push_bind(", updated_at = ", stratus_core::time::now()).push_bind(" WHERE id = ", id);
+    write(db, vec![q]).await?;
+    Ok(())
+}
+
+/// Sets the formats of a queued image (`glance-download` takes them from the source).
+pub async fn set_formats(db: &Db, id: &str, disk: Option<&str>, container: Option<&str>) -> Result<()> {
+    let mut q = Query::new("UPDATE image_images SET disk_format = ");
+    q.bind(disk.map(str::to_string))
+        .push_bind(", container_format = ", container.map(str::to_string))
+        .push_bind(", updated_at = ", stratus_core::time::now())
+        .push_bind(" WHERE id = ", id);
+    write(db, vec![q]).await?;
+    Ok(())
+}

@@ -26,6 +26,8 @@ pub fn routes() -> Router<St> {
     Router::new()
         .route("/v2/images", get(list).post(create))
         .route("/v2/images/{id}", get(show).patch(update).delete(delete))
+        // An empty id names no image (Glance: 404), whatever the method.
+        .route("/v2/images/", axum::routing::any(empty_id))
         .route("/v2/images/{id}/actions/deactivate", post(deactivate))
         .route("/v2/images/{id}/actions/reactivate", post(reactivate))
         .route("/v2/images/{id}/tags/{tag}", put(add_tag).delete(delete_tag))
@@ -80,12 +82,17 @@ pub fn view(im: &Image) -> Value {
     if let Value::Object(c) = core {
         m.extend(c);
     }
-    if im.status == "active" {
-        if let Some(s) = &im.store {
-            m.insert("stores".into(), Value::String(s.clone()));
+    if let Some(s) = im.store.as_deref().filter(|s| !s.is_empty()) {
+        if matches!(im.status.as_str(), "active" | "deactivated") {
+            m.insert("stores".into(), Value::String(s.to_string()));
         }
     }
     Value::Object(m)
+}
+
+/// `/v2/images/` with no id.
+async fn empty_id() -> ImageError {
+    ImageError::NotFound("No image found with an empty ID".into())
 }
 
 fn check_visibility_policy(st: &St, ctx: &RequestContext, im: &Image) -> Result<()> {
@@ -100,9 +107,9 @@ fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
-/// `POST /v2/images`.
-async fn create(State(st): State<St>, Ctx(ctx): Ctx, OsJson(body): OsJson<Value>) -> Result<Response> {
-    let obj = body.as_object().ok_or_else(|| ImageError::BadRequest("Request body must be a JSON object.".into()))?;
+/// Validates and stores a new queued image with the attributes in `obj`, created by
+/// `ctx` (the image API's create, and legacy import tasks).
+pub async fn new_image(st: &St, ctx: &RequestContext, obj: &Map<String, Value>) -> Result<Image> {
     let now = time::now();
     let mut im = Image {
         id: uuid::Uuid::new_v4().to_string(),
@@ -123,8 +130,9 @@ async fn create(State(st): State<St>, Ctx(ctx): Ctx, OsJson(body): OsJson<Value>
         }
         patch::set(&mut im, k, v, ctx.is_admin())?;
     }
-    enforce(&st, "add_image", &ctx, &im)?;
-    check_visibility_policy(&st, &ctx, &im)?;
+    enforce(st, "add_image", ctx, &im)?;
+    check_visibility_policy(st, ctx, &im)?;
+    patch::check_property_quota(&im, st.cfg.image_property_quota)?;
     if im.tags.len() as i64 > st.cfg.image_tag_quota {
         return Err(ImageError::TooLarge(format!("Maximum number of tags ({}) exceeded", st.cfg.image_tag_quota)));
     }
@@ -147,6 +155,13 @@ async fn create(State(st): State<St>, Ctx(ctx): Ctx, OsJson(body): OsJson<Value>
             Box::pin(async move { db::insert(tx, &row).await })
         })
         .await?;
+    Ok(im)
+}
+
+/// `POST /v2/images`.
+async fn create(State(st): State<St>, Ctx(ctx): Ctx, OsJson(body): OsJson<Value>) -> Result<Response> {
+    let obj = body.as_object().ok_or_else(|| ImageError::BadRequest("Request body must be a JSON object.".into()))?;
+    let im = new_image(&st, &ctx, obj).await?;
     tracing::info!(image = %im.id, "image created");
     let mut resp = (StatusCode::CREATED, Json(view(&im))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("{}/v2/images/{}", st.platform.service_url("/image"), im.id)) {
@@ -197,6 +212,9 @@ async fn update(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>, req
     if im.tags.len() as i64 > st.cfg.image_tag_quota {
         return Err(ImageError::TooLarge(format!("Maximum number of tags ({}) exceeded", st.cfg.image_tag_quota)));
     }
+    if im.properties.len() > old.properties.len() {
+        patch::check_property_quota(&im, st.cfg.image_property_quota)?;
+    }
     if im != old {
         im.updated_at = time::now();
         db::update_metadata(&st.platform.db, &im, &old.updated_at).await?;
@@ -213,9 +231,7 @@ async fn delete(State(st): State<St>, Ctx(ctx): Ctx, Path(id): Path<String>) -> 
         return Err(ImageError::Forbidden(format!("Image {id} is protected and cannot be deleted.")));
     }
     db::delete(&st.platform.db, &im.id).await?;
-    if let Err(e) = st.store.delete(&im.id).await {
-        tracing::error!(image = %im.id, error = %e, "image deleted but its data could not be removed");
-    }
+    crate::data::remove_data(&st, &im.id).await;
     let _ = st.staging.delete(&im.id).await;
     tracing::info!(image = %im.id, "image deleted");
     Ok(StatusCode::NO_CONTENT)

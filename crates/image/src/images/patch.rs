@@ -59,7 +59,19 @@ fn bad(msg: impl Into<String>) -> ImageError {
     ImageError::BadRequest(msg.into())
 }
 
+/// A string no database can hold: NUL (PostgreSQL's text refuses it; SQLite would keep it
+/// and hand clients a value they cannot match in a filter).
+fn refuse_nul(key: &str, s: &str) -> Result<()> {
+    if s.contains('\0') {
+        return Err(bad(format!("Invalid value for '{key}': the NUL character is not allowed")));
+    }
+    Ok(())
+}
+
 fn string_or_null(key: &str, v: &Value, max: usize) -> Result<Option<String>> {
+    if let Value::String(s) = v {
+        refuse_nul(key, s)?;
+    }
     match v {
         Value::Null => Ok(None),
         Value::String(s) if s.chars().count() <= max => Ok(Some(s.clone())),
@@ -87,13 +99,29 @@ fn boolean(key: &str, v: &Value) -> Result<bool> {
     v.as_bool().ok_or_else(|| bad(format!("Invalid value for '{key}': {v} is not of type 'boolean'")))
 }
 
+/// Prefix of the properties the image service keeps for itself (import locks and
+/// progress); clients may read them, never write them.
+pub const RESERVED_PREFIX: &str = "os_glance";
+
 /// Checks that `key` may be written at all (403 for read-only and reserved attributes).
 pub fn check_writable(key: &str) -> Result<()> {
     if READONLY.contains(&key) {
         return Err(ImageError::Forbidden(format!("Attribute '{key}' is read-only.")));
     }
-    if RESERVED.contains(&key) || key == "locations" {
+    if RESERVED.contains(&key) || key == "locations" || key.starts_with(RESERVED_PREFIX) {
         return Err(ImageError::Forbidden(format!("Attribute '{key}' is reserved.")));
+    }
+    Ok(())
+}
+
+/// Checks the number of custom properties against `quota` (Glance's
+/// `image_property_quota`, 413 when exceeded; negative = unlimited).
+pub fn check_property_quota(im: &Image, quota: i64) -> Result<()> {
+    if quota >= 0 && im.properties.len() as i64 > quota {
+        return Err(ImageError::TooLarge(format!(
+            "Maximum number of image properties ({quota}) exceeded: the image would have {}",
+            im.properties.len()
+        )));
     }
     Ok(())
 }
@@ -141,8 +169,16 @@ pub fn set(im: &mut Image, key: &str, v: &Value, is_admin: bool) -> Result<()> {
             if custom.is_empty() || custom.chars().count() > 255 {
                 return Err(bad(format!("Invalid property name {custom:?}: 1 to 255 characters")));
             }
+            // A name is a JSON-pointer segment in every later PATCH and a query key in
+            // list filters: no `/` (it would address nothing) and no control characters.
+            if custom.contains('/') || custom.chars().any(char::is_control) {
+                return Err(bad(format!(
+                    "Invalid property name {custom:?}: '/' and control characters are not allowed"
+                )));
+            }
             match v {
                 Value::String(s) => {
+                    refuse_nul(custom, s)?;
                     im.properties.insert(custom.to_string(), s.clone());
                 }
                 other => {
@@ -268,7 +304,7 @@ mod tests {
         let ops = parse_ops(&json!([
             {"op": "replace", "path": "/name", "value": "cirros"},
             {"op": "add", "path": "/hw_disk_bus", "value": "scsi"},
-            {"op": "add", "path": "/a~1b", "value": "slash"},
+            {"op": "add", "path": "/a~0b", "value": "tilde"},
             {"op": "replace", "path": "/tags", "value": ["b", "a"]},
             {"replace": "/min_ram", "value": 512},
         ]))
@@ -276,7 +312,7 @@ mod tests {
         apply(&mut im, &ops, false).unwrap();
         assert_eq!(im.name.as_deref(), Some("cirros"));
         assert_eq!(im.properties["hw_disk_bus"], "scsi");
-        assert_eq!(im.properties["a/b"], "slash");
+        assert_eq!(im.properties["a~b"], "tilde");
         assert_eq!(im.tags, vec!["a", "b"]);
         assert_eq!(im.min_ram, 512);
         apply(&mut im, &parse_ops(&json!([{"op": "remove", "path": "/hw_disk_bus"}])).unwrap(), false).unwrap();
@@ -309,6 +345,9 @@ mod tests {
         assert_eq!(status(json!([{"op": "add", "path": "/custom", "value": 5}])), 400);
         assert_eq!(status(json!([{"op": "add", "path": "/owner", "value": "someone"}])), 403);
         assert_eq!(status(json!({"op": "add"})), 400);
+        assert_eq!(status(json!([{"op": "add", "path": "/os_glance_foo", "value": "bar"}])), 403);
+        assert_eq!(status(json!([{"op": "add", "path": "/a~1b", "value": "slash"}])), 400);
+        assert_eq!(status(json!([{"op": "add", "path": "/a\u{0}b", "value": "nul"}])), 400);
         // Nothing is applied when an operation fails.
         let ops = parse_ops(&json!([{"op": "replace", "path": "/name", "value": "n"}, {"op": "remove", "path": "/x"}]));
         assert!(apply(&mut im, &ops.unwrap(), false).is_err());
