@@ -174,10 +174,23 @@ async fn keystone_resources(db_url: Option<String>) {
     assert_eq!(s, 201, "second use");
     let (s, _) = http(&cloud, Method::POST, "/identity/v3/auth/tokens", None, Some(trust_auth.clone())).await;
     assert_eq!(s, 404, "remaining_uses spent");
+    // As Keystone: the uses limit issuing only; the trust stays shown and listed, and the
+    // tokens it gave keep working until it is deleted.
+    let (s, _) = http(&cloud, Method::GET, "/compute/v2.1/servers", Some(&trust_token), None).await;
+    assert_eq!(s, 200, "a spent trust's tokens still work");
+    let (s, shown) = http(&cloud, Method::GET, &format!("/identity/v3/OS-TRUST/trusts/{tid}"), Some(&tor), None).await;
+    assert_eq!((s, &shown["trust"]["remaining_uses"]), (200, &json!(0)), "{shown}");
+    let (_, listed) =
+        http(&cloud, Method::GET, &format!("/identity/v3/OS-TRUST/trusts?trustor_user_id={trustor}"), Some(&tor), None)
+            .await;
+    assert!(listed["trusts"].as_array().unwrap().iter().any(|t| t["id"] == tid.as_str()), "{listed}");
     // Someone else cannot use the trust; deleting it voids its tokens.
     assert_eq!(status(&cloud, Method::DELETE, &tor, &format!("/identity/v3/OS-TRUST/trusts/{tid}"), None).await, 204);
     let (s, _) = http(&cloud, Method::GET, "/compute/v2.1/servers", Some(&trust_token), None).await;
     assert_eq!(s, 401, "a deleted trust's tokens are refused");
+    let rescope = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": trust_token}}}});
+    let (s, _) = http(&cloud, Method::POST, "/identity/v3/auth/tokens", None, Some(rescope)).await;
+    assert_eq!(s, 404, "a token that no longer validates is not found by the token method");
     let (s, _) = http(&cloud, Method::GET, &format!("/identity/v3/OS-TRUST/trusts/{tid}"), Some(&tor), None).await;
     assert_eq!(s, 404);
 
