@@ -40,6 +40,17 @@ pub async fn require_auth(State(st): State<AuthState>, mut req: Request, next: N
             }
         }
     };
+    if let Some(rules) = &ctx.access_rules {
+        // An application credential with access rules: only what a rule allows.
+        let full = req.extensions().get::<axum::extract::OriginalUri>().map(|u| u.path().to_string());
+        let full = full.unwrap_or_else(|| req.uri().path().to_string());
+        let (services, path) = service_of(&full);
+        let method = req.method().as_str();
+        if !rules.iter().any(|r| services.iter().any(|s| r.allows(s, method, path))) {
+            tracing::info!(%full, "application credential access rules do not allow this call");
+            return unauthorized(&st, "The request you have made requires authentication.");
+        }
+    }
     let span = tracing::Span::current();
     span.record("user", ctx.user_id.as_str());
     if let Some(p) = &ctx.project_id {
@@ -47,6 +58,30 @@ pub async fn require_auth(State(st): State<AuthState>, mut req: Request, next: N
     }
     req.extensions_mut().insert(ctx);
     next.run(req).await
+}
+
+/// The service types a public path belongs to (a service may be known by several), and
+/// the path under that service's root (the devstack-style prefixes of the one listener).
+fn service_of(path: &str) -> (&'static [&'static str], &str) {
+    const PREFIXES: &[(&str, &[&str])] = &[
+        ("/identity", &["identity"]),
+        ("/image", &["image"]),
+        ("/placement", &["placement"]),
+        ("/compute", &["compute"]),
+        ("/network", &["network"]),
+        ("/volume", &["block-storage", "volumev3"]),
+        ("/object", &["object-store"]),
+        ("/orchestration", &["orchestration"]),
+        ("/dashboard", &["dashboard"]),
+    ];
+    for (prefix, services) in PREFIXES {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return (services, rest);
+            }
+        }
+    }
+    (&[], path)
 }
 
 fn unauthorized(st: &AuthState, msg: &str) -> Response {

@@ -46,6 +46,42 @@ pub struct RequestContext {
     pub expires_at: String,
     /// Application credential the token came from, if any.
     pub application_credential_id: Option<String>,
+    /// The access rules of that application credential: when set, the token may only
+    /// call what one of them allows (keystonemiddleware's check). `None`: unrestricted.
+    #[serde(default)]
+    pub access_rules: Option<Vec<AccessRule>>,
+}
+
+/// One access rule of an application credential: a service type, an HTTP method and a
+/// path under the service's root where `*` matches one segment and `**` any number.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AccessRule {
+    /// Service type (`compute`, `image`...).
+    pub service: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path template (`/v2.1/servers/*/ips`).
+    pub path: String,
+}
+
+impl AccessRule {
+    /// Whether a call of `method` on `path` (under the root of service `service`) is allowed.
+    pub fn allows(&self, service: &str, method: &str, path: &str) -> bool {
+        fn matches(pattern: &[&str], path: &[&str]) -> bool {
+            match (pattern.first(), path.first()) {
+                (None, None) => true,
+                (Some(&"**"), _) => (0..=path.len()).any(|i| matches(&pattern[1..], &path[i..])),
+                (Some(p), Some(s)) if *p == "*" || p == s => matches(&pattern[1..], &path[1..]),
+                _ => false,
+            }
+        }
+        let split =
+            |s: &str| s.trim_matches('/').split('/').filter(|x| !x.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+        let (pat, got) = (split(&self.path), split(path));
+        let pat: Vec<&str> = pat.iter().map(String::as_str).collect();
+        let got: Vec<&str> = got.iter().map(String::as_str).collect();
+        self.service == service && self.method.eq_ignore_ascii_case(method) && matches(&pat, &got)
+    }
 }
 
 impl RequestContext {
@@ -90,4 +126,23 @@ pub enum AuthFailure {
 pub trait TokenValidator: Send + Sync + 'static {
     /// Validates `token`, returning its context.
     async fn validate(&self, token: &str) -> Result<RequestContext, AuthFailure>;
+}
+
+#[cfg(test)]
+mod access_rule_tests {
+    use super::AccessRule;
+
+    #[test]
+    fn access_rules_match_service_method_and_path_templates() {
+        let r = AccessRule { service: "compute".into(), method: "GET".into(), path: "/v2.1/servers/*/ips".into() };
+        assert!(r.allows("compute", "GET", "/v2.1/servers/abc/ips"));
+        assert!(!r.allows("compute", "GET", "/v2.1/servers/abc/ips/x"));
+        assert!(!r.allows("compute", "POST", "/v2.1/servers/abc/ips"));
+        assert!(!r.allows("image", "GET", "/v2.1/servers/abc/ips"));
+        assert!(!r.allows("compute", "GET", "/v2.1/servers"));
+        let any = AccessRule { service: "image".into(), method: "GET".into(), path: "/v2/**".into() };
+        assert!(any.allows("image", "GET", "/v2/images/x/file"));
+        assert!(any.allows("image", "GET", "/v2"));
+        assert!(!any.allows("image", "GET", "/v1/images"));
+    }
 }

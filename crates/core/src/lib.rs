@@ -19,7 +19,7 @@ pub mod request_id;
 pub mod stack;
 pub mod time;
 
-pub use context::{AuthFailure, RequestContext, TokenValidator};
+pub use context::{AccessRule, AuthFailure, RequestContext, TokenValidator};
 pub use fault::{ApiError, FaultFormat};
 pub use json::OsJson;
 pub use microversion::{ApiVersion, MicroversionSpec};

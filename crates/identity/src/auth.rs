@@ -276,7 +276,12 @@ async fn token_method(id: &Identity, section: Option<&Value>) -> Result<Authenti
         .and_then(|s| s.get("id"))
         .and_then(Value::as_str)
         .ok_or_else(|| IdentityError::invalid("'id' is a required property"))?;
-    let v = id.validate(t).await.map_err(|_| IdentityError::auth_failed())?;
+    // As Keystone: a token that no longer validates (revoked, expired, its user's
+    // password changed) is not found (404), not an authentication failure.
+    let v = id.validate(t).await.map_err(|e| match e {
+        IdentityError::Db(d) => IdentityError::Db(d),
+        _ => IdentityError::not_found("token", "the token given to the token method"),
+    })?;
     if v.payload.app_cred_id.is_some() {
         return Err(IdentityError::Forbidden(
             "A token created with an application credential cannot be rescoped.".into(),

@@ -57,7 +57,10 @@ pub async fn check_self_service(id: &Identity, user: &User, new: &str) -> Result
         )));
     }
     let min_age = id.cfg.minimum_password_age_days;
-    if min_age > 0 {
+    // An expired password (or one to change upon first use) may always be changed.
+    let expired =
+        user.password_expires_at.as_deref().and_then(stratus_core::time::parse).is_some_and(|e| e <= Utc::now());
+    if min_age > 0 && !expired {
         if let Some(created) = user.password_created_at.as_deref().and_then(stratus_core::time::parse) {
             if Utc::now() < created + Duration::days(min_age.into()) {
                 return Err(IdentityError::invalid(format!(

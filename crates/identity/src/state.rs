@@ -44,6 +44,8 @@ pub struct ScopeView {
     pub app_cred: Option<(String, String, bool)>,
     /// The trust a trust-scoped token acts under.
     pub trust: Option<crate::trusts::Trust>,
+    /// The application credential's access rules (`None`: unrestricted).
+    pub access_rules: Option<Vec<stratus_core::AccessRule>>,
 }
 
 /// A validated token.
@@ -316,6 +318,7 @@ impl Identity {
             roles: Vec::new(),
             app_cred: None,
             trust: None,
+            access_rules: None,
         };
         match scope {
             Scope::Unscoped => {}
@@ -375,6 +378,26 @@ impl Identity {
             let allowed: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("roles")?).unwrap_or_default();
             view.roles.retain(|(id, _)| allowed.contains(id));
             view.app_cred = Some((row.try_get("id")?, row.try_get("name")?, stratus_db::flag(&row, "unrestricted")));
+            let rules = sqlx::query(
+                "SELECT r.service, r.method, r.path FROM identity_access_rules r \
+                 JOIN identity_app_cred_access_rules a ON a.access_rule_id = r.id WHERE a.app_cred_id = $1",
+            )
+            .bind(ac)
+            .fetch_all(self.platform.db.reader())
+            .await?;
+            if !rules.is_empty() {
+                let rules = rules
+                    .iter()
+                    .map(|r| {
+                        Ok(stratus_core::AccessRule {
+                            service: r.try_get("service")?,
+                            method: r.try_get("method")?,
+                            path: r.try_get("path")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                view.access_rules = Some(rules);
+            }
         }
         Ok(view)
     }
@@ -778,6 +801,7 @@ impl Identity {
             audit_ids: audit,
             expires_at: micros_z(p.expires_at),
             application_credential_id: view.app_cred.as_ref().map(|a| a.0.clone()),
+            access_rules: view.access_rules.clone(),
         }
     }
 }

@@ -147,9 +147,10 @@ fn target(t: &Trust) -> Value {
     json!({"target": {"trust": {"trustor_user_id": t.trustor_user_id, "trustee_user_id": t.trustee_user_id}}})
 }
 
-/// A trust the caller may see (trustor, trustee or admin), else 404/403.
+/// A trust the caller may see (trustor, trustee or admin), else 404/403. A trust whose
+/// uses are spent is still shown and can still be deleted (its tokens live on until then).
 async fn visible(id: &Identity, ctx: &Ctx, action: &str, trust_id: &str) -> Result<Trust, ApiError> {
-    let t = get_trust(id, trust_id).await?.ok_or_else(|| IdentityError::not_found("trust", trust_id))?;
+    let t = get_live_trust(id, trust_id).await?.ok_or_else(|| IdentityError::not_found("trust", trust_id))?;
     id.policy.enforce(action, ctx, &target(&t))?;
     Ok(t)
 }
@@ -269,7 +270,7 @@ async fn create(
         qs.push(q);
     }
     id.exec(qs).await?;
-    let t = get_trust(&id, &tid).await?.ok_or_else(|| IdentityError::not_found("trust", &tid))?;
+    let t = get_live_trust(&id, &tid).await?.ok_or_else(|| IdentityError::not_found("trust", &tid))?;
     Ok((StatusCode::CREATED, Json(json!({"trust": t.json(&id, true).await?}))))
 }
 
@@ -295,7 +296,9 @@ async fn list(State(id): State<Arc<Identity>>, ctx: Ctx, q: QueryPairs) -> Resul
     let mut out = Vec::new();
     for r in &rows {
         let t = Trust::from_row(r)?;
-        if !t.spent() {
+        let expired =
+            t.expires_at.as_deref().and_then(stratus_core::time::parse).is_some_and(|e| e <= chrono::Utc::now());
+        if !expired {
             out.push(t.json(&id, false).await?);
         }
     }

@@ -11,6 +11,7 @@ mod dataplane_hosts;
 mod dataplane_ipv6;
 mod foundation;
 mod identity;
+mod identity_keystone;
 mod image;
 mod network;
 mod network_extra;
