@@ -78,6 +78,7 @@ impl Cloud {
             stratus_placement::CATALOG,
             stratus_compute::CATALOG,
             stratus_network::CATALOG,
+            stratus_volume::CATALOG,
         ]
         .concat();
         let identity = stratus_identity::IdentityService::start(
@@ -124,6 +125,10 @@ impl Cloud {
         platform.internal.install(router.clone());
         // The local compute agent registers through the bus once the APIs answer.
         stratus_compute::spawn_local_agent(&platform, &config.compute);
+        // So does the local volume agent (the storage host role of this machine).
+        if config.volume_agent.enabled {
+            crate::volagent::spawn(crate::volagent::resolve(&config, &platform), &platform);
+        }
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
         let (shutdown, rx) = watch::channel(false);
