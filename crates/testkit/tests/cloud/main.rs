@@ -18,3 +18,4 @@ mod object;
 mod placement;
 mod qemu;
 mod qemu_moves;
+mod volume;
