@@ -197,7 +197,10 @@ async fn absolute_location(
 /// Trims one trailing slash (except on the root) so `/x/` routes like `/x`.
 fn trim_trailing_slash(mut req: Request) -> Request {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") {
+    // Cinder routes `/volumes/` as a volume with an empty id (404), not as the list, and
+    // Tempest checks it: project-scoped block storage resource paths keep their slash.
+    let volume_item = path.starts_with("/volume/v3/") && path.trim_end_matches('/').split('/').count() > 4;
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") && !volume_item {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let new = match req.uri().query() {

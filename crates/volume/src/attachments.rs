@@ -107,17 +107,25 @@ fn view(a: &Attachment, detail: bool) -> Value {
     v
 }
 
+/// What a new attachment row records (see [`insert`]).
+pub(crate) struct NewAttachment<'a> {
+    /// Attachment id.
+    pub id: &'a str,
+    /// Server the volume is attached to, if any.
+    pub instance: Option<&'a str>,
+    /// `attach_status` (`reserved`, `attaching`, `attached`...).
+    pub status: &'a str,
+    /// `rw` or `ro`.
+    pub mode: &'a str,
+    /// Device path in the guest.
+    pub mountpoint: Option<&'a str>,
+    /// Host the volume is attached on.
+    pub host: Option<&'a str>,
+}
+
 /// Inserts an attachment of `v`.
-pub(crate) async fn insert(
-    tx: &mut Tx,
-    v: &Volume,
-    id: &str,
-    instance: Option<&str>,
-    status: &str,
-    mode: &str,
-    mountpoint: Option<&str>,
-    host: Option<&str>,
-) -> VolResult<()> {
+pub(crate) async fn insert(tx: &mut Tx, v: &Volume, a: NewAttachment<'_>) -> VolResult<()> {
+    let NewAttachment { id, instance, status, mode, mountpoint, host } = a;
     let now = stratus_core::time::now();
     let mut q = Query::new(
         "INSERT INTO volume_attachments (id, volume_id, project_id, instance_uuid, attached_host, mountpoint, attach_status, attach_mode, attach_time, created_at, updated_at) VALUES (",
@@ -381,7 +389,15 @@ async fn create(
                             return Err(invalid_volume(format!("Volume {vid} is already attached to this server")));
                         }
                     }
-                    insert(tx, &v, &id, instance.as_deref(), "reserved", &mode, None, None).await
+                    let row = NewAttachment {
+                        id: &id,
+                        instance: instance.as_deref(),
+                        status: "reserved",
+                        mode: &mode,
+                        mountpoint: None,
+                        host: None,
+                    };
+                    insert(tx, &v, row).await
                 })
             })
             .await?;

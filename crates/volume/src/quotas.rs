@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -385,14 +386,15 @@ async fn update(
     Ok(Json(json!({"quota_set": set})))
 }
 
-async fn reset(State(vol): State<S>, Ctx(ctx): Ctx, Path(p): Path<IdPath>) -> VolResult<Json<Value>> {
+/// `DELETE /os-quota-sets/{project}`: back to the defaults; 200 with no body, as Cinder.
+async fn reset(State(vol): State<S>, Ctx(ctx): Ctx, Path(p): Path<IdPath>) -> VolResult<StatusCode> {
     enforce(&vol.policy, "volume_extension:quotas:delete", &ctx, Some(&p.id))?;
     let mut tx = vol.db.begin().await?;
     let mut q = Query::new("DELETE FROM volume_quotas WHERE project_id = ");
     q.bind(&p.id);
     q.execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }
 
 async fn class_show(State(vol): State<S>, Ctx(ctx): Ctx, Path(p): Path<IdPath>) -> VolResult<Json<Value>> {

@@ -62,8 +62,9 @@ fn is_up(vol: &Vol, updated: &str) -> bool {
 async fn list(State(vol): State<S>, Ctx(ctx): Ctx, ver: ApiVersion, q: QueryPairs) -> VolResult<Json<Value>> {
     enforce(&vol.policy, "volume_extension:services:index", &ctx, None)?;
     let mut sq = Query::new("SELECT * FROM volume_services WHERE 1 = 1");
+    // As Cinder, `host=vm` also matches the backends of that host (`vm@file`).
     if let Some(h) = q.get("host") {
-        sq.push(" AND host = ").bind(h.to_string());
+        sq.push(" AND (host = ").bind(h.to_string()).push(" OR host LIKE ").bind(format!("{h}@%")).push(")");
     }
     if let Some(b) = q.get("binary") {
         sq.push(" AND service_binary = ").bind(b.to_string());
@@ -131,7 +132,8 @@ async fn update(
             let mut q = Query::new("UPDATE volume_services SET frozen = ");
             q.bind(frozen).push(" WHERE service_binary = 'cinder-volume' AND host = ").bind(&host);
             if q.execute(&mut *tx).await? == 0 {
-                return Err(VolError::NotFound(format!("Host {host} could not be found.")));
+                // Cinder answers 400 here (Tempest's freeze/thaw negative tests).
+                return Err(bad(format!("Host {host} could not be found.")));
             }
             tx.commit().await?;
             return Ok(Json(json!({})));

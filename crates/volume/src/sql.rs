@@ -159,10 +159,10 @@ impl Listing {
             let select = if cols.is_empty() { id_col.to_string() } else { format!("{}, {id_col}", cols.join(", ")) };
             let mut mq = Query::new(format!("SELECT {select} FROM {table} WHERE {id_col} = "));
             mq.bind(m.clone());
-            let row = mq
-                .fetch_optional(ex)
-                .await?
-                .ok_or_else(|| crate::error::bad(format!("Invalid marker: {what} {m} could not be found.")))?;
+            let row = mq.fetch_optional(ex).await?.ok_or_else(|| {
+                // Cinder's MarkerNotFound is a NotFound (404).
+                crate::error::VolError::NotFound(format!("Marker {m} could not be found ({what})."))
+            })?;
             let mut vals = Vec::new();
             for c in cols.iter().chain(std::iter::once(&id_col)) {
                 let v = match row.try_get::<Option<String>, _>(*c) {
@@ -181,7 +181,9 @@ impl Listing {
         Ok(())
     }
 
-    /// Splits the fetched rows into the page and, when more follow, the `next` link.
+    /// Splits the fetched rows into the page and its `next` link. As Cinder
+    /// (`_get_collection_links`), a full page always links to the next one, even when
+    /// nothing follows: clients (Tempest's pagination tests) rely on it.
     pub fn links<T>(
         &self,
         rows: Vec<T>,
@@ -191,7 +193,8 @@ impl Listing {
         q: &QueryPairs,
     ) -> (Vec<T>, Option<Value>) {
         let (rows, more) = split_page(rows, self.page.limit);
-        let link = match (more, rows.last()) {
+        let full = self.page.limit > 0 && rows.len() == self.page.limit;
+        let link = match (more || full, rows.last()) {
             (true, Some(last)) => Some(json!([{"rel": "next", "href": next_href(base, path, q, &last_id(last))}])),
             _ => None,
         };

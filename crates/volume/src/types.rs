@@ -177,6 +177,26 @@ fn view(vol: &Vol, ctx: &RequestContext, t: &VolumeType) -> Value {
     v
 }
 
+/// The type as a create answers it: Cinder's create view has no `qos_specs_id` (Tempest's
+/// `create_volume_type` schema forbids it).
+fn create_view(vol: &Vol, ctx: &RequestContext, t: &VolumeType) -> Value {
+    let mut v = view(vol, ctx, t);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("qos_specs_id");
+    }
+    v
+}
+
+/// The type as an update answers it: neither `qos_specs_id` nor the type-access
+/// extension's `os-volume-type-access:is_public` (Tempest's `update_volume_types` schema).
+fn update_view(vol: &Vol, ctx: &RequestContext, t: &VolumeType) -> Value {
+    let mut v = create_view(vol, ctx, t);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("os-volume-type-access:is_public");
+    }
+    v
+}
+
 /// Routes.
 pub fn routes() -> Router<S> {
     let mut r = Router::new();
@@ -319,7 +339,7 @@ async fn create(State(vol): State<S>, Ctx(ctx): Ctx, OsJson(b): OsJson<Value>) -
         })
         .await?;
     let t = find(&vol, &id, false).await?.ok_or_else(|| not_found("Volume type", &id))?;
-    Ok(Json(json!({"volume_type": view(&vol, &ctx, &t)})))
+    Ok(Json(json!({"volume_type": create_view(&vol, &ctx, &t)})))
 }
 
 /// Extra spec keys and values Cinder would refuse.
@@ -378,7 +398,7 @@ async fn update(
     })?;
     tx.commit().await?;
     let t = find(&vol, &t.id, false).await?.ok_or_else(|| not_found("Volume type", &p.id))?;
-    Ok(Json(json!({"volume_type": view(&vol, &ctx, &t)})))
+    Ok(Json(json!({"volume_type": update_view(&vol, &ctx, &t)})))
 }
 
 async fn delete(State(vol): State<S>, Ctx(ctx): Ctx, Path(p): Path<IdPath>) -> VolResult<StatusCode> {

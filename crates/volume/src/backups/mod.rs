@@ -259,6 +259,7 @@ async fn create(
     let source_info = json!({
         "bootable": v.bootable,
         "image_metadata": body::map_json(&IMAGE_META.load(vol.db.reader(), &v.id).await?),
+        "metadata": body::map_json(&crate::sql::VOLUME_META.load(vol.db.reader(), &v.id).await?),
     });
     let id = body::new_id();
     let now = stratus_core::time::now();

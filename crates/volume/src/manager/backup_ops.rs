@@ -196,7 +196,8 @@ pub static RESTORE: StepTable<OpCtx, OpError> = StepTable {
     ],
 };
 
-/// A restored volume gets the bootable flag and image metadata its source had.
+/// A restored volume gets the bootable flag, the metadata and the image metadata its
+/// source had (Cinder keeps the volume's metadata in the backup and restores it).
 pub async fn apply_source_info(tx: &mut stratus_db::Tx, b: &Backup, volume_id: &str) -> Result<(), OpError> {
     let Some(info) = b.source_info.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
         return Ok(());
@@ -207,6 +208,10 @@ pub async fn apply_source_info(tx: &mut stratus_db::Tx, b: &Backup, volume_id: &
     if let Some(meta) = info.get("image_metadata") {
         let meta = crate::body::metadata(Some(meta), "image metadata")?.unwrap_or_default();
         crate::sql::IMAGE_META.replace(tx, volume_id, &meta).await?;
+    }
+    if let Some(meta) = info.get("metadata") {
+        let meta = crate::body::metadata(Some(meta), "metadata")?.unwrap_or_default();
+        crate::sql::VOLUME_META.merge(tx, volume_id, &meta).await?;
     }
     Ok(())
 }

@@ -188,6 +188,11 @@ async fn create(
     OsJson(b): OsJson<Value>,
 ) -> VolResult<(StatusCode, Json<Value>)> {
     let m = body::obj(&b, "snapshot")?;
+    // An explicit `"volume_id": null` names no volume: 404, as Cinder (Tempest checks it);
+    // a missing key is a malformed body.
+    if m.get("volume_id").is_some_and(Value::is_null) {
+        return Err(VolError::NotFound("Volume None could not be found.".into()));
+    }
     let vid =
         body::opt_str(m, "volume_id")?.ok_or_else(|| bad("Missing required element 'volume_id' in request body."))?;
     let v = volumes::visible(&vol, &ctx, &vid).await?;
@@ -354,7 +359,12 @@ async fn action(
             start_delete(&vol, &s, true).await?;
         }
         "os-update_snapshot_status" => {
-            enforce(&vol.policy, "volume_extension:snapshot_admin_actions:reset_status", &ctx, Some(&s.project_id))?;
+            enforce(
+                &vol.policy,
+                "snapshot_extension:snapshot_actions:update_snapshot_status",
+                &ctx,
+                Some(&s.project_id),
+            )?;
             let st = body::opt_str(&arg, "status")?.ok_or_else(|| bad("Must specify 'status'"))?;
             let progress = body::opt_str(&arg, "progress")?;
             let allowed = match s.status.as_str() {

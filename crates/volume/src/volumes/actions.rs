@@ -108,7 +108,11 @@ pub async fn action(
         "os-force_detach" => detach(&vol, &ctx, &v, &arg, true).await.map(|_| accepted()),
         "os-initialize_connection" => initialize(&vol, &ctx, &v, &arg).await.map(|j| j.into_response()),
         "os-terminate_connection" => terminate(&vol, &ctx, &v, &arg).await.map(|_| accepted()),
-        "os-set_image_metadata" | "os-unset_image_metadata" | "os-show_image_metadata" => {
+        // Cinder answers an unset with 200 and no body (Tempest's schema checks it).
+        "os-unset_image_metadata" => {
+            image_metadata(&vol, &ctx, &v, name, &arg).await.map(|_| StatusCode::OK.into_response())
+        }
+        "os-set_image_metadata" | "os-show_image_metadata" => {
             image_metadata(&vol, &ctx, &v, name, &arg).await.map(|j| j.into_response())
         }
         "os-migrate_volume" | "os-migrate_volume_completion" | "os-reimage" | "os-unmanage" => {
@@ -542,17 +546,15 @@ async fn attach(vol: &S, ctx: &RequestContext, v: &Volume, arg: &Value) -> VolRe
             Box::pin(async move {
                 let v =
                     store::transition(tx, &vid, from, "in-use", &[("attach_status", Arg::from("attached"))]).await?;
-                attachments::insert(
-                    tx,
-                    &v,
-                    &id,
-                    instance.as_deref(),
-                    "attached",
-                    &mode,
-                    mountpoint.as_deref(),
-                    host.as_deref(),
-                )
-                .await
+                let row = attachments::NewAttachment {
+                    id: &id,
+                    instance: instance.as_deref(),
+                    status: "attached",
+                    mode: &mode,
+                    mountpoint: mountpoint.as_deref(),
+                    host: host.as_deref(),
+                };
+                attachments::insert(tx, &v, row).await
             })
         })
         .await
@@ -581,6 +583,11 @@ async fn detach(vol: &S, ctx: &RequestContext, v: &Volume, arg: &Value, force: b
         if chosen.is_empty() {
             return Err(VolError::NotFound(format!("VolumeAttachment {a} could not be found.")));
         }
+    }
+    // Cinder's manager treats a detach of an unattached available volume as done (Tempest's
+    // cleanups detach again after a force-detach).
+    if !force && wanted.is_none() && chosen.is_empty() && v.status == "available" {
+        return Ok(());
     }
     if !force && !["in-use", "detaching", "attaching"].contains(&v.status.as_str()) {
         return Err(invalid_volume(format!(
