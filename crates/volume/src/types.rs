@@ -52,6 +52,20 @@ impl VolumeType {
         self.extra_specs.get("volume_backend_name").map(String::as_str)
     }
 
+    /// The backend capabilities it asks for (Cinder's CapabilitiesFilter): the extra specs
+    /// `storage_protocol`, `vendor_name` and `driver_version`, bare or with the
+    /// `capabilities:` scope, as a JSON object for the operation's arguments.
+    pub fn capabilities(&self) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
+        for (k, v) in &self.extra_specs {
+            let key = k.strip_prefix("capabilities:").unwrap_or(k);
+            if crate::manager::scheduler::CAPABILITIES.contains(&key) {
+                out.insert(key.to_string(), Value::String(v.clone()));
+            }
+        }
+        out
+    }
+
     /// Availability zones it restricts its volumes to (`RESKEY:availability_zones`).
     pub fn zones(&self) -> Option<Vec<String>> {
         self.extra_specs

@@ -454,6 +454,10 @@ async fn restore_to_new(vol: &S, ctx: &RequestContext, b: &Backup, name: &str) -
     if let Some(bn) = vtype.backend_name() {
         args["backend_name"] = json!(bn);
     }
+    let caps = vtype.capabilities();
+    if !caps.is_empty() {
+        args["capabilities"] = Value::Object(caps);
+    }
     let now = stratus_core::time::now();
     vol.db
         .transaction(|tx| {

@@ -26,10 +26,36 @@ pub struct Needs {
     pub availability_zone: Option<String>,
     /// The type's `volume_backend_name`.
     pub backend_name: Option<String>,
+    /// Other capabilities the type asks for (see [`CAPABILITIES`]), by name.
+    pub capabilities: Vec<(String, String)>,
     /// It must be on this backend (`host@backend`): its source is there.
     pub same_backend: Option<String>,
     /// It may attach to several servers.
     pub multiattach: bool,
+}
+
+/// Capabilities a volume type's extra specs can ask a backend for (beside
+/// `volume_backend_name`); other extra specs do not constrain the scheduler.
+pub const CAPABILITIES: &[&str] = &["storage_protocol", "vendor_name", "driver_version"];
+
+/// What backend `r` reports for capability `key`.
+fn capability<'a>(r: &'a BackendReport, key: &str) -> Option<&'a str> {
+    match key {
+        "storage_protocol" => Some(&r.storage_protocol),
+        "vendor_name" => Some(&r.vendor_name),
+        "driver_version" => Some(&r.driver_version),
+        _ => None,
+    }
+}
+
+/// Whether `have` satisfies the extra spec `want`: equality, except that protocols
+/// compare without case (`iSCSI`/`iscsi`) as in Cinder.
+fn satisfies(key: &str, have: &str, want: &str) -> bool {
+    if key == "storage_protocol" {
+        have.eq_ignore_ascii_case(want)
+    } else {
+        have == want
+    }
 }
 
 /// A volume service as the scheduler sees it.
@@ -145,6 +171,13 @@ pub async fn pick(vol: &Vol, tx: &mut Tx, needs: &Needs) -> Result<Result<String
                 continue;
             }
         }
+        if let Some((k, want, have)) = needs.capabilities.iter().find_map(|(k, want)| {
+            let have = capability(r, k).unwrap_or_default();
+            (!satisfies(k, have, want)).then_some((k, want, have))
+        }) {
+            why.push(format!("{} has {k} {have}, the volume type asks for {want}", c.backend));
+            continue;
+        }
         if let Some(b) = &needs.same_backend {
             if &c.backend != b {
                 why.push(format!("{} is not {b}, where the volume's source is", c.backend));
@@ -180,6 +213,14 @@ pub async fn pick(vol: &Vol, tx: &mut Tx, needs: &Needs) -> Result<Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_match_as_cinder_compares_them() {
+        assert!(satisfies("storage_protocol", "iSCSI", "iscsi"));
+        assert!(satisfies("vendor_name", "Open Source", "Open Source"));
+        assert!(!satisfies("vendor_name", "Open Source", "open source"));
+        assert!(!satisfies("storage_protocol", "file", "iSCSI"));
+    }
 
     #[test]
     fn thin_pools_overcommit_up_to_their_ratio() {

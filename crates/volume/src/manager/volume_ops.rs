@@ -87,6 +87,11 @@ pub static CREATE: StepTable<OpCtx, OpError> = StepTable {
                         size_gb: v.size,
                         availability_zone: Some(v.availability_zone.clone()),
                         backend_name: s("backend_name"),
+                        capabilities: a
+                            .get("capabilities")
+                            .and_then(Value::as_object)
+                            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                            .unwrap_or_default(),
                         same_backend: s("same_backend"),
                         multiattach: v.multiattach,
                     };

@@ -566,6 +566,10 @@ async fn create(
     if let Some(bn) = vtype.backend_name() {
         args["backend_name"] = json!(bn);
     }
+    let caps = vtype.capabilities();
+    if !caps.is_empty() {
+        args["capabilities"] = Value::Object(caps);
+    }
     if let Some(sb) = &src.same_backend {
         args["same_backend"] = json!(sb);
     }
