@@ -86,6 +86,7 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     d("volume:delete_snapshot_metadata", MEMBER),
     d("volume_extension:extended_snapshot_attributes", READER),
     d("volume_extension:snapshot_admin_actions:reset_status", ADMIN),
+    d("volume_extension:volume_type_encryption", ADMIN),
     // Nova's assisted snapshots report progress as the volume's owner (Cinder's default).
     d("snapshot_extension:snapshot_actions:update_snapshot_status", MEMBER),
     d("volume_extension:snapshot_admin_actions:force_delete", ADMIN),

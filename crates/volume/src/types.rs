@@ -220,7 +220,8 @@ pub fn routes() -> Router<S> {
     r = both(r, "/types/{id}/os-volume-type-access", get(access_list));
     r = both(r, "/types/{id}/extra_specs", get(specs_list).post(specs_create));
     r = both(r, "/types/{id}/extra_specs/{key}", get(spec_show).put(spec_update).delete(spec_delete));
-    r = both(r, "/types/{id}/encryption", get(encryption_show));
+    r = both(r, "/types/{id}/encryption", get(encryption_show).post(encryption_refuse));
+    r = both(r, "/types/{id}/encryption/{key}", get(encryption_show).put(encryption_refuse).delete(encryption_refuse));
     r = both(r, "/default-types", get(defaults_list));
     r = both(r, "/default-types/{id}", get(default_show).put(default_set).delete(default_unset));
     r
@@ -602,6 +603,22 @@ async fn spec_delete(State(vol): State<S>, Ctx(ctx): Ctx, Path(p): Path<KeyPath>
 async fn encryption_show(State(vol): State<S>, Ctx(ctx): Ctx, Path(p): Path<IdPath>) -> VolResult<Json<Value>> {
     let _ = get_visible(&vol, &ctx, &p.id).await?;
     Ok(Json(json!({})))
+}
+
+/// Encryption specs (create/update/delete): refused, since the backends cannot encrypt
+/// (no dm-crypt on this kernel; QEMU's LUKS is not wired yet). A type that does not exist
+/// is still a 404 first, as in Cinder.
+async fn encryption_refuse(State(vol): State<S>, Ctx(ctx): Ctx, uri: Uri) -> VolResult<Json<Value>> {
+    enforce(&vol.policy, "volume_extension:volume_type_encryption", &ctx, None)?;
+    let id = uri
+        .path()
+        .split('/')
+        .skip_while(|s| *s != "types")
+        .nth(1)
+        .ok_or_else(|| bad("The URL names no volume type"))?
+        .to_string();
+    find(&vol, &id, false).await?.ok_or_else(|| not_found("Volume type", &id))?;
+    Err(bad("Volume encryption is not supported by this cloud's backends (see docs/conformance.md)"))
 }
 
 fn default_view(project_id: &str, type_id: &str) -> Value {

@@ -273,7 +273,10 @@ async fn volume_quotas_limits_backups_and_a_second_project() {
     // Quota: 4 GiB is over the gigabytes quota, a second volume over the volumes quota.
     let err = cloud.openstack_as(&member, &["volume", "create", "--size", "4", "big"]).await.unwrap_err();
     assert!(err.stderr.contains("413") && err.stderr.contains("gigabytes"), "{err}");
-    let m1 = cloud.openstack_as(&member, &["volume", "create", "--size", "1", "m1"]).await.unwrap();
+    let m1 = cloud
+        .openstack_as(&member, &["volume", "create", "--size", "1", "--property", "kept=yes", "m1"])
+        .await
+        .unwrap();
     let m1_id = s(&m1, "id");
     wait_status(&cloud, &member, VOL, &m1_id, "available").await;
     let err = cloud.openstack_as(&member, &["volume", "create", "--size", "1", "m2"]).await.unwrap_err();
@@ -299,7 +302,9 @@ async fn volume_quotas_limits_backups_and_a_second_project() {
     let r = cloud.openstack_as(&member, &["volume", "backup", "restore", &b_id, "restored"]).await.unwrap();
     let r_id = s(&r, "volume_id");
     assert!(!r_id.is_empty(), "{r}");
-    wait_status(&cloud, &member, VOL, &r_id, "available").await;
+    let restored = wait_status(&cloud, &member, VOL, &r_id, "available").await;
+    // The backup keeps the volume's metadata and the restore brings it back.
+    assert_eq!(restored["properties"]["kept"], "yes", "{restored}");
     cloud.openstack_as(&member, &["volume", "backup", "delete", &b_id]).await.expect("backup delete");
     wait_gone(&cloud, &member, BACKUP, &b_id).await;
     cloud.shutdown().await;

@@ -178,6 +178,10 @@ pub static CREATE: StepTable<OpCtx, OpError> = StepTable {
                         .and_then(Value::as_str)
                         .map(str::to_string);
                     if let Some(b) = backup {
+                        // A volume restored from a backup gets its source's flags and metadata.
+                        if let Some(full) = crate::backups::store::get(&c.vol, &b).await? {
+                            crate::manager::backup_ops::apply_source_info(&mut tx, &full, &c.id).await?;
+                        }
                         crate::backups::store::set_status(&mut tx, &b, "available").await?;
                     }
                     tx.commit().await.map_err(stratus_db::DbError::from)?;
