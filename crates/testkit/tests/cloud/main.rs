@@ -19,3 +19,4 @@ mod object;
 mod placement;
 mod qemu;
 mod qemu_moves;
+mod volume;
