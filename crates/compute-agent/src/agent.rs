@@ -10,10 +10,14 @@ use serde_json::{json, Value};
 use stratus_bus::{Bus, Delivery};
 use tokio::task::JoinHandle;
 
-use crate::rpc::{
-    agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, GuestSpec,
-    Inventory, MigrationAction, CONDUCTOR_TOPIC,
+use stratus_compute_proto::error::AgentError;
+use stratus_compute_proto::rpc::{
+    agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, MigrationAction,
+    CONDUCTOR_TOPIC,
 };
+use stratus_compute_proto::spec::GuestSpec;
+use stratus_compute_proto::virt::Inventory;
+
 use crate::virt::{DiskPeer, IncomingDisk, InstanceInfo, PowerState, VirtDriver, VirtError};
 
 /// Agent settings (the `[compute]` section's agent keys).
@@ -322,8 +326,8 @@ impl Agent {
             host: self.cfg.host.clone(),
             uuid: spec.uuid.clone(),
             request_id,
-            op: op.name().to_string(),
-            error: result.err().map(|e| e.to_string()),
+            op: op.kind(),
+            error: result.err().map(AgentError::from),
             power_state,
             listen,
         };

@@ -16,11 +16,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use stratus_bus::Delivery;
-use stratus_compute_agent::rpc::{
-    agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, Inventory,
+use stratus_compute_proto::error::AgentError;
+use stratus_compute_proto::rpc::{
+    agent_topic, decode, to_message, AgentRequest, ConductorRequest, DecodeError, ExpectedGuest, GuestOp, GuestOpKind,
     CONDUCTOR_TOPIC,
 };
-use stratus_compute_agent::virt::{HostResources, InstanceInfo, PowerState, VncConsole};
+use stratus_compute_proto::version::{Version, CONTRACT};
+use stratus_compute_proto::virt::Inventory;
+use stratus_compute_proto::virt::{HostResources, InstanceInfo, PowerState, VncConsole};
 
 use crate::consoles::ConsoleTokens;
 use stratus_core::Platform;
@@ -149,11 +152,17 @@ impl Conductor {
     }
 
     async fn handle(self: Arc<Self>, d: Delivery) {
-        let req: ConductorRequest = match from_message(&d.message) {
-            Ok(r) => r,
+        let (version, req) = match decode::<ConductorRequest>(&d.message) {
+            Ok(e) => (e.version, e.body),
             Err(e) => {
-                tracing::error!(error = %e, "undecodable agent request");
-                d.reply(Err(e));
+                let host = d.message.args.get("host").and_then(Value::as_str).unwrap_or("?").to_string();
+                match &e {
+                    DecodeError::Contract(_) => {
+                        tracing::error!(host, method = %d.message.method, error = %e, "compute agent refused")
+                    }
+                    DecodeError::Malformed { .. } => tracing::error!(host, error = %e, "undecodable agent request"),
+                }
+                d.reply(Err(e.to_string()));
                 return;
             }
         };
@@ -168,6 +177,7 @@ impl Conductor {
                 inventories,
             } => self
                 .register_host(
+                    version,
                     &host,
                     &hypervisor_type,
                     hypervisor_version,
@@ -185,14 +195,14 @@ impl Conductor {
             ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state, listen } => {
                 // Where the destination listens is recorded before its result moves the
                 // live migration on (the source's step reads it from the record).
-                let recorded = match listen.filter(|_| op == "pre_live_migration" && error.is_none()) {
+                let recorded = match listen.filter(|_| op == GuestOpKind::PreLiveMigration && error.is_none()) {
                     Some(p) => crate::migrations::record_dest_ports(&self.platform.db, &uuid, &host, p).await.map(drop),
                     None => Ok(()),
                 };
                 match recorded {
                     Ok(()) => self
                         .clone()
-                        .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
+                        .op_result(&host, &uuid, &request_id, op, error.as_ref(), power_state)
                         .await
                         .map(|_| Value::Null),
                     Err(e) => Err(e),
@@ -214,6 +224,7 @@ impl Conductor {
     #[allow(clippy::too_many_arguments)]
     async fn register_host(
         &self,
+        version: Version,
         host: &str,
         hv_type: &str,
         hv_version: i64,
@@ -286,7 +297,10 @@ impl Conductor {
         let p = &self.backends.placement;
         p.ensure_provider(&node_id, &hv_hostname).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         p.set_inventories(&node_id, inv).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
-        tracing::info!(host, node = %node_id, "compute host registered");
+        tracing::info!(host, node = %node_id, contract = %version, "compute host registered");
+        if version < CONTRACT {
+            tracing::warn!(host, contract = %version, "this compute agent speaks an older contract: upgrade it");
+        }
         Ok(node_id)
     }
 
@@ -706,7 +720,9 @@ impl Conductor {
             if let Some(e) = last {
                 drop(_slot);
                 drop(_pass);
-                return self.clone_reschedule(&inst, rid, &format!("host {host} is unreachable: {e}")).await;
+                return self
+                    .clone_reschedule(&inst, rid, &AgentError::failed(format!("host {host} is unreachable: {e}")))
+                    .await;
             }
         }
         Ok(())
@@ -723,7 +739,7 @@ impl Conductor {
 
     /// A build failed on its host: release the claim and try another host, up to
     /// `max_attempts`; then ERROR with the last failure as fault.
-    async fn clone_reschedule(&self, inst: &Instance, rid: &str, why: &str) -> Result<()> {
+    async fn clone_reschedule(&self, inst: &Instance, rid: &str, why_err: &AgentError) -> Result<()> {
         let db = &self.platform.db;
         let host = inst.host.clone().unwrap_or_default();
         let mut retry = inst.retry_hosts.clone();
@@ -732,8 +748,10 @@ impl Conductor {
         }
         let _ = self.backends.network.deallocate(&inst.uuid, &inst.ports).await;
         self.backends.placement.release(&inst.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        let why_text = why_err.to_string();
+        let why = why_text.as_str();
         events::finish_event(db, &inst.uuid, rid, "compute_build_and_run_instance", Some(why), false).await?;
-        if let Some(reason) = why.strip_prefix(stratus_compute_agent::virt::BUILD_ABORTED) {
+        if let AgentError::BuildAborted { reason } = why_err {
             // No other host would do better: ERROR now, as Nova's BuildAbortException.
             Update::new()
                 .set("host", Option::<String>::None)
@@ -803,20 +821,20 @@ impl Conductor {
         host: &str,
         uuid: &str,
         rid: &str,
-        op: &str,
-        error: Option<&str>,
+        op: GuestOpKind,
+        error: Option<&AgentError>,
         power: PowerState,
     ) -> Result<()> {
         let db = &self.platform.db;
-        let ev = event_name(op);
+        let ev = event_name(op.name());
         // Moves and shelving are multi-step sagas of their own (servers::moves, servers::shelve).
-        if crate::servers::moves::handles(op) {
+        if crate::servers::moves::handles(op.name()) {
             return self.move_result(host, uuid, rid, op, error, power).await;
         }
         match op {
             // The common case, one transaction and no read: the update only applies to
             // a server still spawning on this host.
-            "spawn" if error.is_none() => {
+            GuestOpKind::Spawn if error.is_none() => {
                 let u = Update::new()
                     .set("vm_state", vm::ACTIVE)
                     .set("task_state", Option::<String>::None)
@@ -838,17 +856,19 @@ impl Conductor {
                 .await?;
                 Ok(())
             }
-            "spawn" => {
+            GuestOpKind::Spawn => {
                 let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
                 if inst.host.as_deref() != Some(host) || inst.task_state.as_deref() != Some(task::SPAWNING) {
                     return Ok(());
                 }
-                self.clone_reschedule(&inst, rid, error.unwrap_or("spawn failed")).await
+                let failed = AgentError::failed("spawn failed");
+                self.clone_reschedule(&inst, rid, error.unwrap_or(&failed)).await
             }
-            "destroy" => {
+            GuestOpKind::Destroy => {
                 if let Some(err) = error {
-                    self.set_error(uuid, fault(500, "Failed to delete the guest", err)).await?;
-                    return events::finish_event(db, uuid, rid, &ev, Some(err), true).await;
+                    let err = err.to_string();
+                    self.set_error(uuid, fault(500, "Failed to delete the guest", &err)).await?;
+                    return events::finish_event(db, uuid, rid, &ev, Some(&err), true).await;
                 }
                 self.finalize_delete(uuid, rid).await
             }
@@ -858,12 +878,13 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail(uuid, rid, op, 500, &format!("Failed to {op} the server"), err).await;
+                    let msg = format!("Failed to {op} the server");
+                    return self.fail(uuid, rid, op.name(), 500, &msg, &err.to_string()).await;
                 }
                 let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
                 // A soft-deleted server stays soft-deleted while its guest powers off.
-                let keep = inst.vm_state == vm::SOFT_DELETED && op == "power_off";
-                if let Some(to) = success_state(op).filter(|_| !keep) {
+                let keep = inst.vm_state == vm::SOFT_DELETED && op == GuestOpKind::PowerOff;
+                if let Some(to) = success_state(op.name()).filter(|_| !keep) {
                     u = u.set("vm_state", to);
                 }
                 u.apply(db, uuid).await?;

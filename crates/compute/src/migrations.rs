@@ -20,8 +20,8 @@ use stratus_db::sqlx::any::AnyRow;
 use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};
 
-use stratus_compute_agent::rpc::{agent_topic, to_message, AgentRequest, MigrationAction};
-use stratus_compute_agent::virt::{IncomingPorts, MigrationTarget};
+use stratus_compute_proto::rpc::{agent_topic, to_message, AgentRequest, MigrationAction};
+use stratus_compute_proto::virt::{IncomingPorts, MigrationTarget};
 
 use crate::error::{ComputeError, Result};
 use crate::flavors::Flavor;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::Inventory;
+use stratus_compute_proto::virt::Inventory;
 use stratus_core::internal::{InternalClient, InternalUri};
 use stratus_core::RequestContext;
 

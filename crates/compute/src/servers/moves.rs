@@ -23,8 +23,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::{agent_topic, to_message, AgentRequest, GuestOp};
-use stratus_compute_agent::virt::{MigrationTarget, PowerState};
+use stratus_compute_proto::error::AgentError;
+use stratus_compute_proto::rpc::{agent_topic, to_message, AgentRequest, GuestOp, GuestOpKind};
+use stratus_compute_proto::virt::{MigrationTarget, PowerState};
 use stratus_core::{ApiError, ApiVersion, RequestContext};
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
@@ -864,10 +865,14 @@ impl Conductor {
         host: &str,
         uuid: &str,
         rid: &str,
-        op: &str,
-        error: Option<&str>,
+        op: GuestOpKind,
+        error: Option<&AgentError>,
         power: PowerState,
     ) -> Result<()> {
+        let cancelled = matches!(error, Some(AgentError::Cancelled));
+        let error_text = error.map(|e| e.to_string());
+        let error = error_text.as_deref();
+        let op = op.name();
         if matches!(op, "shelve" | "shelve_offload" | "unshelve") {
             return self.shelve_result(host, uuid, rid, op, error, power).await;
         }
@@ -1000,11 +1005,7 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    let status = if err.contains(stratus_compute_agent::virt::LIVE_MIGRATION_CANCELLED) {
-                        "cancelled"
-                    } else {
-                        "error"
-                    };
+                    let status = if cancelled { "cancelled" } else { "error" };
                     return self.rollback_move(uuid, &m, rid, ev, err, status).await;
                 }
                 let az = self.host_az(&dest).await?;
