@@ -99,6 +99,16 @@ impl AgentError {
         if text.contains(LEGACY_CANCELLED) {
             return AgentError::Cancelled;
         }
+        // `VirtError`'s own texts, so that a 1.0 agent's call replies read the same.
+        if let Some((driver, op)) =
+            text.strip_prefix("the ").and_then(|rest| rest.split_once(" driver does not support "))
+        {
+            return AgentError::Failed { source: VirtError::Unsupported { driver: driver.into(), op: op.into() } };
+        }
+        if let Some(uuid) = text.strip_prefix("instance ").and_then(|rest| rest.strip_suffix(" not found on this host"))
+        {
+            return AgentError::Failed { source: VirtError::NotFound(uuid.into()) };
+        }
         AgentError::failed(text)
     }
 }
@@ -157,5 +167,11 @@ mod tests {
         );
         assert_eq!(read("migration failed: live migration cancelled by request"), AgentError::Cancelled);
         assert_eq!(read("qemu exited"), AgentError::failed("qemu exited"));
+        for e in [
+            VirtError::Unsupported { driver: "fake".into(), op: "live migration abort".into() },
+            VirtError::NotFound("u-1".into()),
+        ] {
+            assert_eq!(read(&e.to_string()), AgentError::Failed { source: e });
+        }
     }
 }

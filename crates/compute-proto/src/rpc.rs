@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stratus_bus::Message;
+use stratus_bus::{BusError, Message};
 
 use crate::error::AgentError;
 use crate::spec::{GuestSpec, ImageSpec};
@@ -512,6 +512,38 @@ pub fn from_message<T: DeserializeOwned>(m: &Message) -> Result<T, String> {
     decode(m).map(|e| e.body).map_err(|e| e.to_string())
 }
 
+/// How an agent answers a failed call ([`AgentRequest`]s that are calls): the bus carries
+/// a reply's error as text, so the typed [`AgentError`] travels as its JSON there.
+pub fn reply_error(e: impl Into<AgentError>) -> String {
+    let e: AgentError = e.into();
+    serde_json::to_string(&e).unwrap_or_else(|_| e.to_string())
+}
+
+/// Why a call to an agent failed: what the caller decides from, never the text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The agent ran the request and it failed. (Displayed as the bus displays a remote
+    /// error, so messages built from it read as before.)
+    #[error("remote error: {0}")]
+    Agent(AgentError),
+    /// The request or its answer was lost: no agent, no answer in time, the agent went away.
+    #[error(transparent)]
+    Bus(BusError),
+}
+
+impl From<BusError> for CallError {
+    /// Reads a reply's error: an [`AgentError`] as [`reply_error`] wrote it, or the text of
+    /// a contract 1.0 agent (read once, by [`AgentError::from_legacy_text`]).
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Remote(text) => CallError::Agent(
+                serde_json::from_str::<AgentError>(&text).unwrap_or_else(|_| AgentError::from_legacy_text(&text)),
+            ),
+            other => CallError::Bus(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +613,27 @@ mod tests {
         }
         let m = Message::new("heartbeat", serde_json::json!({"host": "h", "contract": 11}));
         assert!(matches!(decode::<ConductorRequest>(&m), Err(DecodeError::Malformed { .. })));
+    }
+
+    #[test]
+    fn call_errors_cross_the_bus_typed() {
+        let unsupported = VirtError::Unsupported { driver: "fake".into(), op: "live migration abort".into() };
+        for (sent, read) in [
+            // A 1.1 agent: the typed error, as JSON.
+            (reply_error(unsupported.clone()), AgentError::Failed { source: unsupported.clone() }),
+            (reply_error(VirtError::Cancelled), AgentError::Cancelled),
+            (reply_error(VirtError::Failed("{\"not\": json}".into())), AgentError::failed("{\"not\": json}")),
+            // A 1.0 agent: the text.
+            (unsupported.to_string(), AgentError::Failed { source: unsupported.clone() }),
+            ("qemu died".to_string(), AgentError::failed("qemu died")),
+        ] {
+            let e = CallError::from(BusError::Remote(sent));
+            assert_eq!(e, CallError::Agent(read.clone()));
+            // What a person reads is what the bus used to show.
+            assert_eq!(e.to_string(), BusError::Remote(read.to_string()).to_string());
+        }
+        let lost = BusError::NoConsumer("compute.agent.h".into());
+        assert_eq!(CallError::from(lost.clone()), CallError::Bus(lost));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use stratus_bus::Delivery;
 use stratus_compute_proto::error::AgentError;
 use stratus_compute_proto::rpc::{
-    agent_topic, decode, to_message, AgentRequest, ConductorRequest, DecodeError, ExpectedGuest, GuestOp, GuestOpKind,
-    CONDUCTOR_TOPIC,
+    agent_topic, decode, to_message, AgentRequest, CallError, ConductorRequest, DecodeError, ExpectedGuest, GuestOp,
+    GuestOpKind, CONDUCTOR_TOPIC,
 };
 use stratus_compute_proto::version::{Version, CONTRACT};
 use stratus_compute_proto::virt::Inventory;
@@ -961,12 +961,10 @@ impl Conductor {
             .clone()
             .ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
         let req = AgentRequest::ConsoleOutput { uuid: inst.uuid.clone(), length };
-        let v = self
-            .platform
-            .bus
-            .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
-            .await
-            .map_err(|e| ComputeError::Conflict(format!("Console output is not available: {e}")))?;
+        let v =
+            self.platform.bus.call(&agent_topic(&host), to_message(&req), self.rpc_timeout()).await.map_err(|e| {
+                ComputeError::Conflict(format!("Console output is not available: {}", CallError::from(e)))
+            })?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
@@ -982,7 +980,7 @@ impl Conductor {
             .bus
             .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
             .await
-            .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
+            .map_err(|e| ComputeError::Conflict(format!("The console is not available: {}", CallError::from(e))))?;
         let c: VncConsole =
             serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
         self.consoles.issue(&inst.uuid, &host, c).await
@@ -1061,13 +1059,20 @@ impl Conductor {
         let mut info = None;
         for _ in 0..20 {
             let req = AgentRequest::GetInfo { uuid: uuid.to_string() };
-            match self.platform.bus.call(&agent_topic(host), to_message(&req), self.rpc_timeout()).await {
+            match self
+                .platform
+                .bus
+                .call(&agent_topic(host), to_message(&req), self.rpc_timeout())
+                .await
+                .map_err(CallError::from)
+            {
                 Ok(v) => {
                     info = serde_json::from_value::<InstanceInfo>(v).ok();
                     break;
                 }
-                Err(stratus_bus::BusError::Remote(_)) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                // The agent answered: it has no such guest (or cannot tell).
+                Err(CallError::Agent(_)) => break,
+                Err(CallError::Bus(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
         let Some(info) = info else {

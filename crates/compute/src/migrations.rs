@@ -20,7 +20,8 @@ use stratus_db::sqlx::any::AnyRow;
 use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};
 
-use stratus_compute_proto::rpc::{agent_topic, to_message, AgentRequest, MigrationAction};
+use stratus_compute_proto::error::{AgentError, VirtError};
+use stratus_compute_proto::rpc::{agent_topic, to_message, AgentRequest, CallError, MigrationAction};
 use stratus_compute_proto::virt::{IncomingPorts, MigrationTarget};
 
 use crate::error::{ComputeError, Result};
@@ -509,12 +510,18 @@ async fn control_live_migration(
 ) -> std::result::Result<(), Control> {
     let source = m.source_compute.clone().unwrap_or_default();
     let msg = to_message(&AgentRequest::LiveMigrationControl { uuid: m.instance_uuid.clone(), action });
-    match st.platform.bus.call(&agent_topic(&source), msg, std::time::Duration::from_secs(10)).await {
+    match st
+        .platform
+        .bus
+        .call(&agent_topic(&source), msg, std::time::Duration::from_secs(10))
+        .await
+        .map_err(CallError::from)
+    {
         Ok(_) => Ok(()),
-        Err(e) => {
-            let e = e.to_string();
-            Err(if e.contains("does not support") { Control::Unsupported } else { Control::Failed(e) })
+        Err(CallError::Agent(AgentError::Failed { source: VirtError::Unsupported { .. } })) => {
+            Err(Control::Unsupported)
         }
+        Err(e) => Err(Control::Failed(e.to_string())),
     }
 }
 
