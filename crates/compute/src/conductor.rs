@@ -373,7 +373,7 @@ impl Conductor {
         let rows = Query::new("SELECT instance_uuid, migration_type FROM compute_migrations WHERE dest_compute = ")
             .bind(host)
             .push(" AND NOT ")
-            .push_in("status", crate::migrations::TERMINAL.to_vec())
+            .push_in("status", crate::migrations::terminal_names())
             .fetch_all(self.platform.db.reader())
             .await?;
         for r in rows {

@@ -35,7 +35,7 @@ use super::{authorized, check_lock, events};
 use crate::conductor::Conductor;
 use crate::error::{ComputeError, Result};
 use crate::flavors::{self, Flavor};
-use crate::migrations::{self, kind, Migration};
+use crate::migrations::{self, kind, Migration, MigrationStatus};
 use crate::state::{self, task, vm, Transition};
 use crate::AppState;
 
@@ -153,12 +153,7 @@ async fn begin_move(
         uuid: uuid::Uuid::new_v4().to_string(),
         instance_uuid: inst.uuid.clone(),
         migration_type: req.kind.into(),
-        status: match req.kind {
-            kind::LIVE => "queued",
-            kind::EVACUATION => "accepted",
-            _ => "pre-migrating",
-        }
-        .into(),
+        status: MigrationStatus::initial(req.kind),
         source_compute: Some(source),
         source_node: inst.node.clone(),
         old_flavor: Some(inst.flavor.clone()),
@@ -275,7 +270,7 @@ async fn project_cores_ram_tx(tx: &mut stratus_db::Tx, project: &str) -> Result<
     q.bind(false)
         .push_bind(" AND i.project_id = ", project)
         .push(" AND (i.flavor_id IS NULL OR m.new_flavor_id IS NULL OR i.flavor_id <> m.new_flavor_id) AND NOT ")
-        .push_in("m.status", migrations::TERMINAL.to_vec());
+        .push_in("m.status", migrations::terminal_names());
     for row in q.fetch_all(&mut **tx).await? {
         let flavor = |col: &str| -> Result<Flavor> {
             let s: Option<String> = row.try_get(col)?;
@@ -511,9 +506,11 @@ pub async fn confirm_resize(st: &AppState, ctx: &RequestContext, id: &str, rid: 
     state::CONFIRM_RESIZE.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
     let m = migrations::active_for(&st.platform.db, &inst.uuid)
         .await?
-        .filter(|m| m.status == "finished")
+        .filter(|m| m.status == MigrationStatus::Finished)
         .ok_or_else(|| ComputeError::BadRequest(format!("Instance {id} has not been resized.")))?;
-    if !migrations::advance(&st.platform.db, &m.uuid, &["finished"], "confirming", &[]).await? {
+    if !migrations::advance(&st.platform.db, &m.uuid, &[MigrationStatus::Finished], MigrationStatus::Confirming, &[])
+        .await?
+    {
         return Err(ComputeError::Conflict(format!("Migration {} is not waiting for a confirmation", m.id)).into());
     }
     record_action(st, ctx, &inst, "confirmResize", rid).await?;
@@ -534,7 +531,7 @@ pub async fn revert_resize(st: &AppState, ctx: &RequestContext, id: &str, rid: &
     state::REVERT_RESIZE.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
     let m = migrations::active_for(&st.platform.db, &inst.uuid)
         .await?
-        .filter(|m| m.status == "finished")
+        .filter(|m| m.status == MigrationStatus::Finished)
         .ok_or_else(|| ComputeError::BadRequest(format!("Instance {id} has not been resized.")))?;
     let u = Update::new().set("task_state", task::RESIZE_REVERTING).expect_task(None).expect_vm(&[vm::RESIZED]);
     let (uuid, user, project, rid2, mu) =
@@ -550,10 +547,10 @@ pub async fn revert_resize(st: &AppState, ctx: &RequestContext, id: &str, rid: &
                     return Ok(false);
                 }
                 let n = Query::new("UPDATE compute_migrations SET status = ")
-                    .bind("reverting")
+                    .bind(MigrationStatus::Reverting)
                     .push_bind(", updated_at = ", stratus_core::time::now())
                     .push_bind(" WHERE uuid = ", &mu)
-                    .push_bind(" AND status = ", "finished")
+                    .push_bind(" AND status = ", MigrationStatus::Finished)
                     .execute(&mut **tx)
                     .await?;
                 if n != 1 {
@@ -594,7 +591,9 @@ impl Conductor {
             if let Err(e) = self.start_move(&uuid, &rid).await {
                 tracing::error!(instance = %uuid, error = %e, "move failed");
                 if let Ok(Some(m)) = migrations::latest_for(&self.platform.db, &uuid).await {
-                    let _ = self.rollback_move(&uuid, &m, &rid, conductor_event(&m), &e.to_string(), "error").await;
+                    let _ = self
+                        .rollback_move(&uuid, &m, &rid, conductor_event(&m), &e.to_string(), MigrationStatus::Error)
+                        .await;
                 }
             }
         });
@@ -605,7 +604,7 @@ impl Conductor {
     pub(crate) async fn end_moves_of_deleted(&self, uuid: &str) -> Result<()> {
         if let Some(m) = migrations::active_for(&self.platform.db, uuid).await? {
             self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
-            migrations::finish(&self.platform.db, &m.uuid, "error").await?;
+            migrations::finish(&self.platform.db, &m.uuid, MigrationStatus::Error).await?;
         }
         Ok(())
     }
@@ -616,7 +615,15 @@ impl Conductor {
             let r = async {
                 let Some(m) = migrations::by_uuid(&self.platform.db, &migration).await? else { return Ok(()) };
                 let rid = m.request_id.clone().unwrap_or_default();
-                self.rollback_move(&uuid, &m, &rid, conductor_event(&m), "aborted by request", "cancelled").await
+                self.rollback_move(
+                    &uuid,
+                    &m,
+                    &rid,
+                    conductor_event(&m),
+                    "aborted by request",
+                    MigrationStatus::Cancelled,
+                )
+                .await
             };
             if let Err(e) = r.await {
                 tracing::error!(instance = %uuid, error = %e, "could not undo an aborted live migration");
@@ -658,9 +665,9 @@ impl Conductor {
         let Some(m) = migrations::latest_for(db, uuid).await? else { return Ok(()) };
         match op {
             "migrate_disk_and_power_off" | "pre_live_migration" | "live_migration" | "evacuate_rebuild" => {
-                self.rollback_move(uuid, &m, rid, event(op), why, "error").await
+                self.rollback_move(uuid, &m, rid, event(op), why, MigrationStatus::Error).await
             }
-            _ => self.fail_move(uuid, &m, rid, op, why, "error").await,
+            _ => self.fail_move(uuid, &m, rid, op, why, MigrationStatus::Error).await,
         }
     }
 
@@ -708,7 +715,7 @@ impl Conductor {
             Err(nvh) => {
                 tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
                 let why = format!("{nvh} {}", nvh.details);
-                self.rollback_move(uuid, &m, rid, cev, &why, "error").await?;
+                self.rollback_move(uuid, &m, rid, cev, &why, MigrationStatus::Error).await?;
                 // Resize, cold and live migration leave a server that is still fine on
                 // its source as it was (Nova's conductor does the same). An evacuated
                 // server's host is down, so Nova puts it in ERROR, with the fault.
@@ -721,25 +728,36 @@ impl Conductor {
         let az = self.host_az(&host).await?;
         let ip = self.host_ip(&host).await?;
         // Aborted (live migration) while we were choosing: give the claim back.
-        let (inst_u, status_from, status_to): (Update, &[&str], &str) = match m.migration_type.as_str() {
-            kind::LIVE => (Update::new().expect_task(Some(task::MIGRATING)), &["queued"], "preparing"),
-            kind::EVACUATION => (
-                Update::new()
-                    .set("host", host.clone())
-                    .set("node", node.clone())
-                    .set("availability_zone", az)
-                    .expect_task(Some(task::REBUILDING)),
-                &["accepted"],
-                "pre-migrating",
-            ),
-            _ => (
-                Update::new().set("task_state", task::RESIZE_MIGRATING).expect_task(Some(task::RESIZE_PREP)),
-                &["pre-migrating"],
-                "migrating",
-            ),
-        };
-        let (mu, u2, h2, n2, ip2, from2) =
-            (m.uuid.clone(), uuid.to_string(), host.clone(), node.clone(), ip.clone(), status_from.to_vec());
+        let (inst_u, status_from, status_to): (Update, &[MigrationStatus], MigrationStatus) =
+            match m.migration_type.as_str() {
+                kind::LIVE => (
+                    Update::new().expect_task(Some(task::MIGRATING)),
+                    &[MigrationStatus::Queued],
+                    MigrationStatus::Preparing,
+                ),
+                kind::EVACUATION => (
+                    Update::new()
+                        .set("host", host.clone())
+                        .set("node", node.clone())
+                        .set("availability_zone", az)
+                        .expect_task(Some(task::REBUILDING)),
+                    &[MigrationStatus::Accepted],
+                    MigrationStatus::PreMigrating,
+                ),
+                _ => (
+                    Update::new().set("task_state", task::RESIZE_MIGRATING).expect_task(Some(task::RESIZE_PREP)),
+                    &[MigrationStatus::PreMigrating],
+                    MigrationStatus::Migrating,
+                ),
+            };
+        let (mu, u2, h2, n2, ip2, from2) = (
+            m.uuid.clone(),
+            uuid.to_string(),
+            host.clone(),
+            node.clone(),
+            ip.clone(),
+            MigrationStatus::names(status_from),
+        );
         let recorded = db
             .transaction(|tx| {
                 let (inst_u, mu, u, h, n, ip, from) =
@@ -768,9 +786,9 @@ impl Conductor {
             Ok(true) => {}
             Ok(false) => {
                 // Cancelled meanwhile.
-                return self.rollback_move(uuid, &m, rid, cev, "aborted", "cancelled").await;
+                return self.rollback_move(uuid, &m, rid, cev, "aborted", MigrationStatus::Cancelled).await;
             }
-            Err(e) => return self.rollback_move(uuid, &m, rid, cev, &e.to_string(), "error").await,
+            Err(e) => return self.rollback_move(uuid, &m, rid, cev, &e.to_string(), MigrationStatus::Error).await,
         }
         events::finish_event(db, uuid, rid, cev, None, false).await?;
         let inst = store::must_load(db, uuid).await?;
@@ -801,7 +819,7 @@ impl Conductor {
         rid: &str,
         ev: &str,
         why: &str,
-        status: &str,
+        status: MigrationStatus,
     ) -> Result<()> {
         let db = &self.platform.db;
         let p = &self.backends.placement;
@@ -851,7 +869,15 @@ impl Conductor {
     /// A step failed after the guest left its source: ERROR with a fault; the server
     /// keeps the destination's claim, the migration's source allocation is released
     /// (the source copy is cleaned up by that host's reconciliation).
-    async fn fail_move(&self, uuid: &str, m: &Migration, rid: &str, op: &str, err: &str, status: &str) -> Result<()> {
+    async fn fail_move(
+        &self,
+        uuid: &str,
+        m: &Migration,
+        rid: &str,
+        op: &str,
+        err: &str,
+        status: MigrationStatus,
+    ) -> Result<()> {
         let db = &self.platform.db;
         self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         migrations::finish(db, &m.uuid, status).await?;
@@ -892,7 +918,7 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.rollback_move(uuid, &m, rid, ev, err, "error").await;
+                    return self.rollback_move(uuid, &m, rid, ev, err, MigrationStatus::Error).await;
                 }
                 let new = m.new_flavor.clone().unwrap_or_else(|| inst.flavor.clone());
                 let az = self.host_az(&dest).await?;
@@ -906,7 +932,8 @@ impl Conductor {
                 if !u.apply(db, uuid).await? {
                     return Ok(());
                 }
-                migrations::advance(db, &m.uuid, &["migrating"], "post-migrating", &[]).await?;
+                migrations::advance(db, &m.uuid, &[MigrationStatus::Migrating], MigrationStatus::PostMigrating, &[])
+                    .await?;
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
                 let inst = store::must_load(db, uuid).await?;
                 self.rebind_ports(&inst, &dest).await;
@@ -918,14 +945,14 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "error").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
                 let u = Update::new()
                     .set("vm_state", vm::RESIZED)
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .expect_task(Some(task::RESIZE_FINISH));
-                self.end_move(uuid, u, &m.uuid, "finished", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Finished, rid, ev).await.map(|_| ())
             }
             "confirm_migration" => {
                 if let Some(err) = error {
@@ -940,7 +967,7 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "error").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
                 // The source allocation goes back to the instance, replacing the
                 // destination's, in one placement call.
@@ -969,7 +996,7 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    migrations::finish(db, &m.uuid, "error").await?;
+                    migrations::finish(db, &m.uuid, MigrationStatus::Error).await?;
                     self.set_error(uuid, fault(500, "Reverting the resize failed", err)).await?;
                     return events::finish_event(db, uuid, rid, ev, Some(err), true).await;
                 }
@@ -978,20 +1005,26 @@ impl Conductor {
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .expect_task(Some(task::RESIZE_REVERTING));
-                self.end_move(uuid, u, &m.uuid, "reverted", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Reverted, rid, ev).await.map(|_| ())
             }
             "pre_live_migration" => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) {
                     return Ok(());
                 }
-                if m.status == "cancelled" {
-                    return self.rollback_move(uuid, &m, rid, ev, "aborted by request", "cancelled").await;
+                if m.status == MigrationStatus::Cancelled {
+                    return self
+                        .rollback_move(uuid, &m, rid, ev, "aborted by request", MigrationStatus::Cancelled)
+                        .await;
                 }
                 if let Some(err) = error {
-                    return self.rollback_move(uuid, &m, rid, ev, err, "error").await;
+                    return self.rollback_move(uuid, &m, rid, ev, err, MigrationStatus::Error).await;
                 }
-                if !migrations::advance(db, &m.uuid, &["preparing"], "running", &[]).await? {
-                    return self.rollback_move(uuid, &m, rid, ev, "aborted by request", "cancelled").await;
+                if !migrations::advance(db, &m.uuid, &[MigrationStatus::Preparing], MigrationStatus::Running, &[])
+                    .await?
+                {
+                    return self
+                        .rollback_move(uuid, &m, rid, ev, "aborted by request", MigrationStatus::Cancelled)
+                        .await;
                 }
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
                 // The destination's answer (its ports) was recorded with its result.
@@ -1005,7 +1038,7 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    let status = if cancelled { "cancelled" } else { "error" };
+                    let status = if cancelled { MigrationStatus::Cancelled } else { MigrationStatus::Error };
                     return self.rollback_move(uuid, &m, rid, ev, err, status).await;
                 }
                 let az = self.host_az(&dest).await?;
@@ -1029,21 +1062,21 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "error").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
                 self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
                 let u = Update::new()
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .expect_task(Some(task::MIGRATING));
-                self.end_move(uuid, u, &m.uuid, "completed", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Completed, rid, ev).await.map(|_| ())
             }
             "evacuate_rebuild" => {
                 if inst.task_state.as_deref() != Some(task::REBUILDING) {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "failed").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Failed).await;
                 }
                 self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
                 let to = if power == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
@@ -1053,7 +1086,7 @@ impl Conductor {
                     .set("power_state", power.code())
                     .set("fault_json", Option::<String>::None)
                     .expect_task(Some(task::REBUILDING));
-                self.end_move(uuid, u, &m.uuid, "done", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Done, rid, ev).await.map(|_| ())
             }
             _ => Ok(()),
         }
@@ -1061,7 +1094,15 @@ impl Conductor {
 
     /// The last step of a move: the server's state, the migration's final status and
     /// the finished event, in one transaction (so nobody sees one without the other).
-    async fn end_move(&self, uuid: &str, u: Update, mig: &str, to: &str, rid: &str, ev: &str) -> Result<bool> {
+    async fn end_move(
+        &self,
+        uuid: &str,
+        u: Update,
+        mig: &str,
+        to: MigrationStatus,
+        rid: &str,
+        ev: &str,
+    ) -> Result<bool> {
         let (u2, uuid2, mig2, to2, rid2, ev2) =
             (u, uuid.to_string(), mig.to_string(), to.to_string(), rid.to_string(), ev.to_string());
         self.platform
@@ -1077,7 +1118,7 @@ impl Conductor {
                     q.bind(&to).push_bind(", updated_at = ", stratus_core::time::now());
                     q.push_bind(" WHERE uuid = ", &mig)
                         .push(" AND NOT ")
-                        .push_in("status", migrations::TERMINAL.to_vec());
+                        .push_in("status", migrations::terminal_names());
                     q.execute(&mut **tx).await?;
                     events::finish_event_tx(tx, &uuid, &rid, &ev, None, true).await?;
                     Ok::<_, ComputeError>(true)
@@ -1107,15 +1148,15 @@ impl Conductor {
 
     async fn finish_confirm(&self, uuid: &str, m: &Migration, rid: &str) -> Result<()> {
         let db = &self.platform.db;
-        if m.status != "confirming" {
+        if m.status != MigrationStatus::Confirming {
             return Ok(());
         }
         self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let to = if PowerState::from_code(inst.power_state) == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
         let u = Update::new().set("vm_state", to).expect_vm(&[vm::RESIZED]).expect_task(None);
-        if !self.end_move(uuid, u, &m.uuid, "confirmed", rid, event("confirm_migration")).await? {
-            migrations::finish(db, &m.uuid, "confirmed").await?;
+        if !self.end_move(uuid, u, &m.uuid, MigrationStatus::Confirmed, rid, event("confirm_migration")).await? {
+            migrations::finish(db, &m.uuid, MigrationStatus::Confirmed).await?;
         }
         Ok(())
     }
@@ -1124,7 +1165,7 @@ impl Conductor {
     pub(crate) fn recover_confirmations(self: Arc<Self>) {
         tokio::spawn(async move {
             let rows = Query::new("SELECT instance_uuid, request_id FROM compute_migrations WHERE status = ")
-                .bind("confirming")
+                .bind(MigrationStatus::Confirming)
                 .fetch_all(self.platform.db.reader())
                 .await;
             for r in rows.unwrap_or_default() {
@@ -1171,7 +1212,7 @@ impl Conductor {
         let source = m.source_compute.clone().unwrap_or_default();
         let old_active = m.old_vm_state.as_deref() != Some(vm::STOPPED);
         let Some(dest) = dest else {
-            return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, "error").await;
+            return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, MigrationStatus::Error).await;
         };
         let target = m.target();
         let on_dest = inst.host.as_deref() == Some(dest.as_str());
@@ -1186,10 +1227,10 @@ impl Conductor {
             task::RESIZE_REVERTING => {
                 self.send_step(&inst, &source, GuestOp::FinishRevertMigration { power_on: old_active }, rid).await
             }
-            task::MIGRATING if m.status == "running" && on_dest => {
+            task::MIGRATING if m.status == MigrationStatus::Running && on_dest => {
                 self.send_step(&inst, &dest, GuestOp::PostLiveMigration, rid).await
             }
-            task::MIGRATING if m.status == "running" => {
+            task::MIGRATING if m.status == MigrationStatus::Running => {
                 self.send_step(&inst, &source, GuestOp::LiveMigration { target }, rid).await
             }
             task::REBUILDING if on_dest => {
@@ -1198,7 +1239,7 @@ impl Conductor {
             }
             // Chosen but not started (live migration preparing, or anything else):
             // the guest never left its source.
-            _ => return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, "error").await,
+            _ => return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, MigrationStatus::Error).await,
         }
         Ok(())
     }
