@@ -54,7 +54,15 @@ pub struct Conductor {
     build_slots: tokio::sync::Semaphore,
     /// Hosts whose heartbeat awaits the next write, and whether a writer is running.
     heartbeats: Mutex<(std::collections::BTreeSet<String>, bool)>,
+    /// Claims whose undo failed even after retries (see [`Conductor::undo_claim`]).
+    undo_failures: std::sync::atomic::AtomicU64,
 }
+
+/// Attempts at giving a claim back before the failure is reported (placement's DELETE
+/// is idempotent, so repeating it is safe), and the pause before the second one
+/// (doubled each time).
+const RELEASE_ATTEMPTS: u32 = 3;
+const RELEASE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Most hosts stamped by one heartbeat statement.
 const HEARTBEAT_CHUNK: usize = 500;
@@ -122,7 +130,44 @@ impl Conductor {
             building: Mutex::default(),
             build_slots: tokio::sync::Semaphore::new(cfg_slots),
             heartbeats: Mutex::default(),
+            undo_failures: Default::default(),
         }
+    }
+
+    /// Gives back everything `consumer` (a server, or a migration record) holds in
+    /// placement: the one path every release of a claim takes. Retried a few times, as a
+    /// lost connection or a restarting placement should not leave a claim behind.
+    pub(crate) async fn release_claim(&self, consumer: &str) -> Result<()> {
+        let mut pause = RELEASE_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.backends.placement.release(consumer).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= RELEASE_ATTEMPTS => return Err(ComputeError::Unavailable(e.to_string())),
+                Err(e) => {
+                    tracing::debug!(consumer, attempt, error = %e, "releasing a claim failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// [`Self::release_claim`] as the undo of a step that already failed (`step` says
+    /// which): the step's own outcome stands, so a failed release is not returned but
+    /// logged and counted ([`Self::undo_failures`]); start-up recovery releases claims
+    /// left by servers that no longer exist.
+    pub(crate) async fn undo_claim(&self, consumer: &str, step: &str) {
+        if let Err(e) = self.release_claim(consumer).await {
+            self.undo_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(consumer, step, error = %e, "a claim could not be given back; it stays until recovery");
+        }
+    }
+
+    /// How many claims could not be given back by an undo since this conductor started.
+    pub fn undo_failures(&self) -> u64 {
+        self.undo_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn rpc_timeout(&self) -> Duration {
@@ -507,7 +552,7 @@ impl Conductor {
             if let Err(e) = self.build_pass(&uuid, &request_id, new).await {
                 tracing::error!(instance = %uuid, error = %e, "build step failed");
                 // A build that ends in ERROR holds nothing: no claim, no host.
-                let _ = self.backends.placement.release(&uuid).await;
+                self.undo_claim(&uuid, "build ended in error").await;
                 let _ = Update::new()
                     .set("host", Option::<String>::None)
                     .set("node", Option::<String>::None)
@@ -567,7 +612,7 @@ impl Conductor {
             None => {
                 let Some(inst) = store::load(db, uuid).await? else {
                     // Deleted before we started: make sure nothing stays claimed.
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "build of a deleted server").await;
                     return Ok(());
                 };
                 (inst, None)
@@ -581,7 +626,7 @@ impl Conductor {
             // A claim made before a crash, whose host was never recorded, is dropped
             // first (a server created a moment ago has none).
             if action_id.is_none() {
-                self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+                self.release_claim(uuid).await?;
             }
             match self.scheduler.select_and_claim(&inst).await {
                 Ok((host, node)) => {
@@ -635,7 +680,7 @@ impl Conductor {
                         .await?;
                     if !ok {
                         // Deleted (or reset) while we were choosing: give the room back.
-                        let _ = self.backends.placement.release(uuid).await;
+                        self.undo_claim(uuid, "build of a server deleted while scheduling").await;
                         return Ok(());
                     }
                     spawn_event_started = next == task::SPAWNING;
@@ -647,7 +692,7 @@ impl Conductor {
                 }
                 Err(nvh) => {
                     tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "build found no valid host").await;
                     events::finish_event(
                         db,
                         uuid,
@@ -686,7 +731,7 @@ impl Conductor {
                     }
                 }
                 Err(e) => {
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "build whose network allocation failed").await;
                     Update::new()
                         .set("host", Option::<String>::None)
                         .set("node", Option::<String>::None)
@@ -747,7 +792,7 @@ impl Conductor {
             retry.push(host.clone());
         }
         let _ = self.backends.network.deallocate(&inst.uuid, &inst.ports).await;
-        self.backends.placement.release(&inst.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(&inst.uuid).await?;
         let why_text = why_err.to_string();
         let why = why_text.as_str();
         events::finish_event(db, &inst.uuid, rid, "compute_build_and_run_instance", Some(why), false).await?;
@@ -926,7 +971,7 @@ impl Conductor {
         let db = &self.platform.db;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         self.backends.network.deallocate(uuid, &inst.ports).await.map_err(|e| ComputeError::Unavailable(e.0))?;
-        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(uuid).await?;
         // A server deleted mid-move (or waiting for a resize confirmation) also gives
         // back the source share its migration record holds.
         self.end_moves_of_deleted(uuid).await?;

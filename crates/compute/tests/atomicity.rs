@@ -328,3 +328,30 @@ async fn moves_with_no_valid_host_leave_the_server_as_it_was() {
     );
     assert_eq!(c.placement.consumers(), vec![id.clone()]);
 }
+
+/// Undoing a claim goes through one checked path: a release that fails for a moment is
+/// retried, and one that keeps failing is counted (not silently dropped) while the
+/// server still ends where it would have (ERROR with "No valid host").
+#[tokio::test]
+async fn a_failed_undo_of_a_claim_is_retried_then_counted() {
+    let c = sqlite(1).await;
+    let (st, f) =
+        c.post("/flavors", "admin", json!({"flavor": {"name": "huge", "ram": 1_000_000, "vcpus": 1, "disk": 1}})).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    let huge = f["flavor"]["id"].as_str().unwrap().to_string();
+    set_quota(&c, json!({"ram": -1})).await;
+    let conductor = &c.service.state().conductor;
+    // Two failures: the third attempt gives the claim back, nothing to count.
+    c.placement.fail_next_releases(2);
+    let a = c.boot("alice", "a", &huge).await;
+    let s = c.wait_status(&a, "alice", "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap_or_default().starts_with("No valid host"), "{s}");
+    assert_eq!(conductor.undo_failures(), 0);
+    // Failing every attempt: the server still ends in ERROR, and the failure is counted.
+    c.placement.fail_next_releases(3);
+    let b = c.boot("alice", "b", &huge).await;
+    let s = c.wait_status(&b, "alice", "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap_or_default().starts_with("No valid host"), "{s}");
+    assert_eq!(conductor.undo_failures(), 1);
+    assert!(c.placement.consumers().is_empty(), "nothing was claimed for either: {:?}", c.placement.consumers());
+}

@@ -603,7 +603,7 @@ impl Conductor {
     /// (`error`, as Nova leaves such records).
     pub(crate) async fn end_moves_of_deleted(&self, uuid: &str) -> Result<()> {
         if let Some(m) = migrations::active_for(&self.platform.db, uuid).await? {
-            self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+            self.release_claim(&m.uuid).await?;
             migrations::finish(&self.platform.db, &m.uuid, MigrationStatus::Error).await?;
         }
         Ok(())
@@ -879,7 +879,7 @@ impl Conductor {
         status: MigrationStatus,
     ) -> Result<()> {
         let db = &self.platform.db;
-        self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(&m.uuid).await?;
         migrations::finish(db, &m.uuid, status).await?;
         self.set_error(uuid, fault(500, &format!("The {} failed", m.migration_type), err)).await?;
         events::finish_event(db, uuid, rid, event(op), Some(err), true).await
@@ -1064,7 +1064,7 @@ impl Conductor {
                 if let Some(err) = error {
                     return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
-                self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+                self.release_claim(&m.uuid).await?;
                 let u = Update::new()
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
@@ -1078,7 +1078,7 @@ impl Conductor {
                 if let Some(err) = error {
                     return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Failed).await;
                 }
-                self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+                self.release_claim(&m.uuid).await?;
                 let to = if power == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
                 let u = Update::new()
                     .set("vm_state", to)
@@ -1151,7 +1151,7 @@ impl Conductor {
         if m.status != MigrationStatus::Confirming {
             return Ok(());
         }
-        self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(&m.uuid).await?;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let to = if PowerState::from_code(inst.power_state) == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
         let u = Update::new().set("vm_state", to).expect_vm(&[vm::RESIZED]).expect_task(None);

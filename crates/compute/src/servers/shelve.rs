@@ -212,7 +212,7 @@ impl Conductor {
 
     async fn finish_offload(&self, uuid: &str, rid: &str, _power: PowerState) -> Result<()> {
         let db = &self.platform.db;
-        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(uuid).await?;
         let ok = Update::new()
             .set("vm_state", vm::SHELVED_OFFLOADED)
             .set("task_state", Option::<String>::None)
@@ -243,7 +243,7 @@ impl Conductor {
             return Ok(());
         }
         // A claim a crash left behind (host never recorded) is dropped first.
-        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(uuid).await?;
         let mut want = inst.clone();
         want.retry_hosts = vec![];
         match self.scheduler.select_and_claim(&want).await {
@@ -258,7 +258,7 @@ impl Conductor {
                     .apply(db, uuid)
                     .await?;
                 if !ok {
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "unshelve of a server changed meanwhile").await;
                     return Ok(());
                 }
                 events::finish_event(db, uuid, rid, "conductor_unshelve_instance", None, false).await?;
