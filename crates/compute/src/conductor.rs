@@ -83,34 +83,52 @@ impl Drop for BuildPass<'_> {
     }
 }
 
-/// The event name Nova records for each agent operation.
-fn event_name(op: &str) -> String {
+/// The instance-action event Nova records for each guest operation: one table for the
+/// plain operations and the steps of moves and shelving.
+pub(crate) fn event_name(op: GuestOpKind) -> &'static str {
+    use GuestOpKind as K;
     match op {
-        "spawn" => "compute_build_and_run_instance".into(),
-        "destroy" => "compute_terminate_instance".into(),
-        "power_off" => "compute_stop_instance".into(),
-        "power_on" => "compute_start_instance".into(),
-        "reboot" => "compute_reboot_instance".into(),
-        "pause" => "compute_pause_instance".into(),
-        "unpause" => "compute_unpause_instance".into(),
-        "suspend" => "compute_suspend_instance".into(),
-        "resume" => "compute_resume_instance".into(),
-        "rescue" => "compute_rescue_instance".into(),
-        "unrescue" => "compute_unrescue_instance".into(),
-        "snapshot" => "compute_snapshot_instance".into(),
-        "rebuild" => "compute_rebuild_instance".into(),
-        other => format!("compute_{other}"),
+        K::Spawn => "compute_build_and_run_instance",
+        K::Destroy => "compute_terminate_instance",
+        K::PowerOff => "compute_stop_instance",
+        K::PowerOn => "compute_start_instance",
+        K::Reboot => "compute_reboot_instance",
+        K::Pause => "compute_pause_instance",
+        K::Unpause => "compute_unpause_instance",
+        K::Suspend => "compute_suspend_instance",
+        K::Resume => "compute_resume_instance",
+        K::Rescue => "compute_rescue_instance",
+        K::Unrescue => "compute_unrescue_instance",
+        K::Snapshot => "compute_snapshot_instance",
+        K::Rebuild => "compute_rebuild_instance",
+        K::TriggerCrashDump => "compute_trigger_crash_dump",
+        K::MigrateDiskAndPowerOff => "compute_resize_instance",
+        K::FinishMigration => "compute_finish_resize",
+        K::ConfirmMigration => "compute_confirm_resize",
+        K::RevertMigrationDest => "compute_revert_resize",
+        K::FinishRevertMigration => "compute_finish_revert_resize",
+        K::PreLiveMigration => "compute_pre_live_migration",
+        K::LiveMigration => "compute_live_migration",
+        K::PostLiveMigration => "compute_post_live_migration_at_destination",
+        K::EvacuateRebuild => "compute_rebuild_instance",
+        K::Shelve => "compute_shelve_instance",
+        K::ShelveOffload => "compute_shelve_offload_instance",
+        K::Unshelve => "compute_unshelve_instance",
     }
 }
 
+/// The event of settling a server a restart interrupted.
+const RECOVER_EVENT: &str = "compute_recover";
+
 /// The vm_state an operation leaves the server in when it succeeds (None: unchanged).
-fn success_state(op: &str) -> Option<&'static str> {
+fn success_state(op: GuestOpKind) -> Option<&'static str> {
+    use GuestOpKind as K;
     Some(match op {
-        "power_off" => vm::STOPPED,
-        "power_on" | "reboot" | "unpause" | "resume" | "unrescue" | "rebuild" => vm::ACTIVE,
-        "pause" => vm::PAUSED,
-        "suspend" => vm::SUSPENDED,
-        "rescue" => vm::RESCUED,
+        K::PowerOff => vm::STOPPED,
+        K::PowerOn | K::Reboot | K::Unpause | K::Resume | K::Unrescue | K::Rebuild => vm::ACTIVE,
+        K::Pause => vm::PAUSED,
+        K::Suspend => vm::SUSPENDED,
+        K::Rescue => vm::RESCUED,
         _ => return None,
     })
 }
@@ -559,7 +577,16 @@ impl Conductor {
                     .expect_vm(&[vm::BUILDING])
                     .apply(&self.platform.db, &uuid)
                     .await;
-                let _ = self.fail(&uuid, &request_id, "spawn", 500, "Build failed unexpectedly", &e.to_string()).await;
+                let _ = self
+                    .fail(
+                        &uuid,
+                        &request_id,
+                        event_name(GuestOpKind::Spawn),
+                        500,
+                        "Build failed unexpectedly",
+                        &e.to_string(),
+                    )
+                    .await;
             }
         });
     }
@@ -574,12 +601,12 @@ impl Conductor {
         Ok(())
     }
 
-    /// ERROR with a fault and a failed event, unless the server is being deleted.
+    /// ERROR with a fault and the event `ev` failed, unless the server is being deleted.
     pub(crate) async fn fail(
         &self,
         uuid: &str,
         rid: &str,
-        op: &str,
+        ev: &str,
         code: u16,
         msg: &str,
         details: &str,
@@ -589,7 +616,7 @@ impl Conductor {
             return Ok(());
         }
         self.set_error(uuid, fault(code, msg, details)).await?;
-        events::finish_event(&self.platform.db, uuid, rid, &event_name(op), Some(msg), true).await
+        events::finish_event(&self.platform.db, uuid, rid, ev, Some(msg), true).await
     }
 
     /// One pass of the build saga, from wherever the row says it is.
@@ -737,7 +764,9 @@ impl Conductor {
                         .set("node", Option::<String>::None)
                         .apply(db, uuid)
                         .await?;
-                    return self.fail(uuid, rid, "spawn", 500, "Network allocation failed", &e.0).await;
+                    return self
+                        .fail(uuid, rid, event_name(GuestOpKind::Spawn), 500, "Network allocation failed", &e.0)
+                        .await;
                 }
             }
             inst = store::must_load(db, uuid).await?;
@@ -806,7 +835,7 @@ impl Conductor {
                 .apply(db, &inst.uuid)
                 .await?;
             let msg = format!("Build of instance {} aborted: {reason}", inst.uuid);
-            return self.fail(&inst.uuid, rid, "spawn", 500, &msg, reason).await;
+            return self.fail(&inst.uuid, rid, event_name(GuestOpKind::Spawn), 500, &msg, reason).await;
         }
         if (retry.len() as u32) < self.cfg.max_attempts.max(1) {
             tracing::warn!(instance = %inst.uuid, host, why, "build failed; rescheduling");
@@ -834,7 +863,7 @@ impl Conductor {
             .apply(db, &inst.uuid)
             .await?;
         let msg = format!("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {}.", inst.uuid);
-        self.fail(&inst.uuid, rid, "spawn", 500, &msg, why).await
+        self.fail(&inst.uuid, rid, event_name(GuestOpKind::Spawn), 500, &msg, why).await
     }
 
     // --- operations -------------------------------------------------------------------
@@ -843,8 +872,8 @@ impl Conductor {
     pub async fn dispatch(&self, inst: &Instance, op: GuestOp, rid: &str, action: &str) {
         let db = &self.platform.db;
         let host = inst.host.clone().unwrap_or_default();
-        let ev = event_name(op.name());
-        let _ = events::start_event(db, &inst.uuid, rid, &ev, Some(&host)).await;
+        let ev = event_name(op.kind());
+        let _ = events::start_event(db, &inst.uuid, rid, ev, Some(&host)).await;
         let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op };
         if let Err(e) = self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
             tracing::warn!(instance = %inst.uuid, action, error = %e, "host unreachable; action abandoned");
@@ -853,7 +882,7 @@ impl Conductor {
                 db,
                 &inst.uuid,
                 rid,
-                &ev,
+                ev,
                 Some(&format!("Compute host {host} is unreachable")),
                 true,
             )
@@ -871,9 +900,9 @@ impl Conductor {
         power: PowerState,
     ) -> Result<()> {
         let db = &self.platform.db;
-        let ev = event_name(op.name());
+        let ev = event_name(op);
         // Moves and shelving are multi-step sagas of their own (servers::moves, servers::shelve).
-        if crate::servers::moves::handles(op.name()) {
+        if crate::servers::moves::handles(op) {
             return self.move_result(host, uuid, rid, op, error, power).await;
         }
         match op {
@@ -888,12 +917,12 @@ impl Conductor {
                     .set("progress", 100i64)
                     .expect_task(Some(task::SPAWNING))
                     .expect_host(Some(host));
-                let (uuid2, rid2, ev2) = (uuid.to_string(), rid.to_string(), ev.clone());
+                let (uuid2, rid2) = (uuid.to_string(), rid.to_string());
                 db.transaction(|tx| {
-                    let (u, uuid, rid, ev) = (u.clone(), uuid2.clone(), rid2.clone(), ev2.clone());
+                    let (u, uuid, rid) = (u.clone(), uuid2.clone(), rid2.clone());
                     Box::pin(async move {
                         if u.apply_tx(tx, &uuid).await? {
-                            events::finish_open_event_tx(tx, &uuid, &rid, &ev, true).await?;
+                            events::finish_open_event_tx(tx, &uuid, &rid, ev, true).await?;
                         }
                         Ok::<_, ComputeError>(())
                     })
@@ -913,7 +942,7 @@ impl Conductor {
                 if let Some(err) = error {
                     let err = err.to_string();
                     self.set_error(uuid, fault(500, "Failed to delete the guest", &err)).await?;
-                    return events::finish_event(db, uuid, rid, &ev, Some(&err), true).await;
+                    return events::finish_event(db, uuid, rid, ev, Some(&err), true).await;
                 }
                 self.finalize_delete(uuid, rid).await
             }
@@ -924,16 +953,16 @@ impl Conductor {
                 }
                 if let Some(err) = error {
                     let msg = format!("Failed to {op} the server");
-                    return self.fail(uuid, rid, op.name(), 500, &msg, &err.to_string()).await;
+                    return self.fail(uuid, rid, ev, 500, &msg, &err.to_string()).await;
                 }
                 let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
                 // A soft-deleted server stays soft-deleted while its guest powers off.
                 let keep = inst.vm_state == vm::SOFT_DELETED && op == GuestOpKind::PowerOff;
-                if let Some(to) = success_state(op.name()).filter(|_| !keep) {
+                if let Some(to) = success_state(op).filter(|_| !keep) {
                     u = u.set("vm_state", to);
                 }
                 u.apply(db, uuid).await?;
-                events::finish_event(db, uuid, rid, &ev, None, true).await
+                events::finish_event(db, uuid, rid, ev, None, true).await
             }
         }
     }
@@ -1098,7 +1127,7 @@ impl Conductor {
     pub(crate) async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
         let db = &self.platform.db;
         let Some(host) = host else {
-            return self.fail(uuid, rid, "recover", 500, "Interrupted by a restart", "no host").await;
+            return self.fail(uuid, rid, RECOVER_EVENT, 500, "Interrupted by a restart", "no host").await;
         };
         // Give a restarting agent time to come back.
         let mut info = None;
@@ -1122,7 +1151,7 @@ impl Conductor {
         }
         let Some(info) = info else {
             return self
-                .fail(uuid, rid, "recover", 500, "Interrupted by a restart and the guest could not be found", host)
+                .fail(uuid, rid, RECOVER_EVENT, 500, "Interrupted by a restart and the guest could not be found", host)
                 .await;
         };
         let to = match (info.power_state, info.rescued) {
@@ -1147,5 +1176,36 @@ impl Conductor {
             true,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn every_guest_operation_has_novas_event_name() {
+        use GuestOpKind as K;
+        for (op, ev) in [
+            (K::Spawn, "compute_build_and_run_instance"),
+            (K::PowerOff, "compute_stop_instance"),
+            (K::MigrateDiskAndPowerOff, "compute_resize_instance"),
+            (K::FinishMigration, "compute_finish_resize"),
+            (K::FinishRevertMigration, "compute_finish_revert_resize"),
+            (K::PostLiveMigration, "compute_post_live_migration_at_destination"),
+            (K::EvacuateRebuild, "compute_rebuild_instance"),
+            (K::Shelve, "compute_shelve_instance"),
+            (K::ShelveOffload, "compute_shelve_offload_instance"),
+            (K::Unshelve, "compute_unshelve_instance"),
+        ] {
+            assert_eq!(event_name(op), ev, "{op}");
+        }
+        let mut names: Vec<_> = K::ALL.iter().map(|k| event_name(*k)).collect();
+        assert!(names.iter().all(|n| n.starts_with("compute_")));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), K::ALL.len() - 1, "only an evacuation shares rebuild's event");
+        assert_eq!(success_state(K::Rescue), Some(vm::RESCUED));
+        assert_eq!(success_state(K::Shelve), None, "shelving settles its own states");
     }
 }

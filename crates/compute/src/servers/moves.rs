@@ -32,7 +32,7 @@ use stratus_db::Query;
 
 use super::store::{self, fault, Instance, Update};
 use super::{authorized, check_lock, events};
-use crate::conductor::Conductor;
+use crate::conductor::{event_name as event, Conductor};
 use crate::error::{ComputeError, Result};
 use crate::flavors::{self, Flavor};
 use crate::migrations::{self, kind, Migration, MigrationStatus};
@@ -40,21 +40,22 @@ use crate::state::{self, task, vm, Transition};
 use crate::AppState;
 
 /// Agent operations whose results this module (and [`super::shelve`]) handles.
-pub fn handles(op: &str) -> bool {
+pub fn handles(op: GuestOpKind) -> bool {
+    use GuestOpKind as K;
     matches!(
         op,
-        "migrate_disk_and_power_off"
-            | "finish_migration"
-            | "confirm_migration"
-            | "revert_migration_dest"
-            | "finish_revert_migration"
-            | "pre_live_migration"
-            | "live_migration"
-            | "post_live_migration"
-            | "evacuate_rebuild"
-            | "shelve"
-            | "shelve_offload"
-            | "unshelve"
+        K::MigrateDiskAndPowerOff
+            | K::FinishMigration
+            | K::ConfirmMigration
+            | K::RevertMigrationDest
+            | K::FinishRevertMigration
+            | K::PreLiveMigration
+            | K::LiveMigration
+            | K::PostLiveMigration
+            | K::EvacuateRebuild
+            | K::Shelve
+            | K::ShelveOffload
+            | K::Unshelve
     )
 }
 
@@ -72,25 +73,6 @@ pub fn recovers(t: &str) -> bool {
             | task::SHELVING_OFFLOADING
             | task::UNSHELVING
     )
-}
-
-/// The instance-action event Nova records for each step.
-fn event(op: &str) -> &'static str {
-    match op {
-        "migrate_disk_and_power_off" => "compute_resize_instance",
-        "finish_migration" => "compute_finish_resize",
-        "confirm_migration" => "compute_confirm_resize",
-        "revert_migration_dest" => "compute_revert_resize",
-        "finish_revert_migration" => "compute_finish_revert_resize",
-        "pre_live_migration" => "compute_pre_live_migration",
-        "live_migration" => "compute_live_migration",
-        "post_live_migration" => "compute_post_live_migration_at_destination",
-        "evacuate_rebuild" => "compute_rebuild_instance",
-        "shelve" => "compute_shelve_instance",
-        "shelve_offload" => "compute_shelve_offload_instance",
-        "unshelve" => "compute_unshelve_instance",
-        _ => "compute_unknown",
-    }
 }
 
 /// The conductor event of the scheduling step of each migration type.
@@ -633,8 +615,8 @@ impl Conductor {
 
     /// Sends one step to `host`; an unreachable host is that step's failure.
     pub(crate) async fn send_step(&self, inst: &Instance, host: &str, op: GuestOp, rid: &str) {
-        let name = op.name();
-        let _ = events::start_event(&self.platform.db, &inst.uuid, rid, event(name), Some(host)).await;
+        let kind = op.kind();
+        let _ = events::start_event(&self.platform.db, &inst.uuid, rid, event(kind), Some(host)).await;
         let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op };
         // An agent that is restarting comes back within seconds; only one that stays
         // unreachable fails the step.
@@ -647,9 +629,9 @@ impl Conductor {
             sent = self.platform.bus.cast(&agent_topic(host), to_message(&msg)).await;
         }
         if let Err(e) = sent {
-            tracing::warn!(instance = %inst.uuid, host, op = name, error = %e, "host unreachable");
+            tracing::warn!(instance = %inst.uuid, host, op = kind.name(), error = %e, "host unreachable");
             let why = format!("Compute host {host} is unreachable: {e}");
-            if let Err(e) = self.step_unreachable(&inst.uuid, name, rid, &why).await {
+            if let Err(e) = self.step_unreachable(&inst.uuid, kind, rid, &why).await {
                 tracing::error!(instance = %inst.uuid, error = %e, "could not record an unreachable host");
             }
         }
@@ -657,14 +639,17 @@ impl Conductor {
 
     /// A step could not even be sent: before the guest left its source the move is
     /// rolled back, after that the server goes to ERROR.
-    async fn step_unreachable(&self, uuid: &str, op: &str, rid: &str, why: &str) -> Result<()> {
+    async fn step_unreachable(&self, uuid: &str, op: GuestOpKind, rid: &str, why: &str) -> Result<()> {
         let db = &self.platform.db;
-        if matches!(op, "shelve" | "shelve_offload" | "unshelve") {
-            return self.fail(uuid, rid, op, 500, why, why).await;
+        if matches!(op, GuestOpKind::Shelve | GuestOpKind::ShelveOffload | GuestOpKind::Unshelve) {
+            return self.fail(uuid, rid, event(op), 500, why, why).await;
         }
         let Some(m) = migrations::latest_for(db, uuid).await? else { return Ok(()) };
         match op {
-            "migrate_disk_and_power_off" | "pre_live_migration" | "live_migration" | "evacuate_rebuild" => {
+            GuestOpKind::MigrateDiskAndPowerOff
+            | GuestOpKind::PreLiveMigration
+            | GuestOpKind::LiveMigration
+            | GuestOpKind::EvacuateRebuild => {
                 self.rollback_move(uuid, &m, rid, event(op), why, MigrationStatus::Error).await
             }
             _ => self.fail_move(uuid, &m, rid, op, why, MigrationStatus::Error).await,
@@ -874,7 +859,7 @@ impl Conductor {
         uuid: &str,
         m: &Migration,
         rid: &str,
-        op: &str,
+        op: GuestOpKind,
         err: &str,
         status: MigrationStatus,
     ) -> Result<()> {
@@ -898,8 +883,7 @@ impl Conductor {
         let cancelled = matches!(error, Some(AgentError::Cancelled));
         let error_text = error.map(|e| e.to_string());
         let error = error_text.as_deref();
-        let op = op.name();
-        if matches!(op, "shelve" | "shelve_offload" | "unshelve") {
+        if matches!(op, GuestOpKind::Shelve | GuestOpKind::ShelveOffload | GuestOpKind::Unshelve) {
             return self.shelve_result(host, uuid, rid, op, error, power).await;
         }
         let db = &self.platform.db;
@@ -913,7 +897,7 @@ impl Conductor {
         let dest = m.dest_compute.clone().unwrap_or_default();
         let source = m.source_compute.clone().unwrap_or_default();
         match op {
-            "migrate_disk_and_power_off" => {
+            GuestOpKind::MigrateDiskAndPowerOff => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_MIGRATING) {
                     return Ok(());
                 }
@@ -940,7 +924,7 @@ impl Conductor {
                 self.send_step(&inst, &dest, GuestOp::FinishMigration { power_on: old_active }, rid).await;
                 Ok(())
             }
-            "finish_migration" => {
+            GuestOpKind::FinishMigration => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_FINISH) {
                     return Ok(());
                 }
@@ -954,13 +938,13 @@ impl Conductor {
                     .expect_task(Some(task::RESIZE_FINISH));
                 self.end_move(uuid, u, &m.uuid, MigrationStatus::Finished, rid, ev).await.map(|_| ())
             }
-            "confirm_migration" => {
+            GuestOpKind::ConfirmMigration => {
                 if let Some(err) = error {
                     tracing::warn!(instance = %uuid, error = err, "the source host could not drop its copy; its reconciliation will");
                 }
                 self.finish_confirm(uuid, &m, rid).await
             }
-            "revert_migration_dest" => {
+            GuestOpKind::RevertMigrationDest => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_REVERTING)
                     || inst.host.as_deref() != Some(dest.as_str())
                 {
@@ -991,7 +975,7 @@ impl Conductor {
                 self.send_step(&inst, &source, GuestOp::FinishRevertMigration { power_on: old_active }, rid).await;
                 Ok(())
             }
-            "finish_revert_migration" => {
+            GuestOpKind::FinishRevertMigration => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_REVERTING) {
                     return Ok(());
                 }
@@ -1007,7 +991,7 @@ impl Conductor {
                     .expect_task(Some(task::RESIZE_REVERTING));
                 self.end_move(uuid, u, &m.uuid, MigrationStatus::Reverted, rid, ev).await.map(|_| ())
             }
-            "pre_live_migration" => {
+            GuestOpKind::PreLiveMigration => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) {
                     return Ok(());
                 }
@@ -1032,7 +1016,7 @@ impl Conductor {
                 self.send_step(&inst, &source, GuestOp::LiveMigration { target }, rid).await;
                 Ok(())
             }
-            "live_migration" => {
+            GuestOpKind::LiveMigration => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) || inst.host.as_deref() != Some(source.as_str())
                 {
                     return Ok(());
@@ -1057,7 +1041,7 @@ impl Conductor {
                 }
                 Ok(())
             }
-            "post_live_migration" => {
+            GuestOpKind::PostLiveMigration => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) {
                     return Ok(());
                 }
@@ -1071,7 +1055,7 @@ impl Conductor {
                     .expect_task(Some(task::MIGRATING));
                 self.end_move(uuid, u, &m.uuid, MigrationStatus::Completed, rid, ev).await.map(|_| ())
             }
-            "evacuate_rebuild" => {
+            GuestOpKind::EvacuateRebuild => {
                 if inst.task_state.as_deref() != Some(task::REBUILDING) {
                     return Ok(());
                 }
@@ -1134,7 +1118,7 @@ impl Conductor {
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let Some(m) = migrations::latest_for(db, uuid).await? else { return Ok(()) };
         let source = m.source_compute.clone().unwrap_or_default();
-        events::start_event(db, uuid, rid, event("confirm_migration"), Some(&source)).await?;
+        events::start_event(db, uuid, rid, event(GuestOpKind::ConfirmMigration), Some(&source)).await?;
         let msg =
             AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::ConfirmMigration };
         if !self.host_up(&source).await?
@@ -1155,7 +1139,10 @@ impl Conductor {
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let to = if PowerState::from_code(inst.power_state) == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
         let u = Update::new().set("vm_state", to).expect_vm(&[vm::RESIZED]).expect_task(None);
-        if !self.end_move(uuid, u, &m.uuid, MigrationStatus::Confirmed, rid, event("confirm_migration")).await? {
+        if !self
+            .end_move(uuid, u, &m.uuid, MigrationStatus::Confirmed, rid, event(GuestOpKind::ConfirmMigration))
+            .await?
+        {
             migrations::finish(db, &m.uuid, MigrationStatus::Confirmed).await?;
         }
         Ok(())
