@@ -58,6 +58,12 @@ pub struct Conductor {
     undo_failures: std::sync::atomic::AtomicU64,
 }
 
+/// Attempts at sending a build's spawn (≈ 9 s) before rescheduling it elsewhere, and a
+/// move or shelve step (≈ 4.5 s) before failing it: an agent that restarts comes back
+/// within seconds.
+const BUILD_SEND_TRIES: u64 = 20;
+pub(crate) const STEP_SEND_TRIES: u64 = 12;
+
 /// Attempts at giving a claim back before the failure is reported (placement's DELETE
 /// is idempotent, so repeating it is safe), and the pause before the second one
 /// (doubled each time).
@@ -778,20 +784,7 @@ impl Conductor {
             let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Spawn };
             // An agent that is restarting comes back within seconds; only a host that
             // stays unreachable makes us reschedule.
-            let mut last = None;
-            for attempt in 0..20 {
-                match self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
-                    Ok(()) => {
-                        last = None;
-                        break;
-                    }
-                    Err(e) => {
-                        last = Some(e);
-                        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
-                    }
-                }
-            }
-            if let Some(e) = last {
+            if let Err(e) = self.cast_retrying(&host, &msg, BUILD_SEND_TRIES).await {
                 drop(_slot);
                 drop(_pass);
                 return self
@@ -800,6 +793,27 @@ impl Conductor {
             }
         }
         Ok(())
+    }
+
+    /// Casts `msg` to the agent of `host`, trying up to `tries` times with a growing
+    /// pause (100 ms more each time, at most 500 ms): the one way a step is sent.
+    pub(crate) async fn cast_retrying(
+        &self,
+        host: &str,
+        msg: &AgentRequest,
+        tries: u64,
+    ) -> std::result::Result<(), stratus_bus::BusError> {
+        let mut attempt = 1;
+        loop {
+            match self.platform.bus.cast(&agent_topic(host), to_message(msg)).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= tries => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     pub(crate) async fn host_az(&self, host: &str) -> Result<String> {

@@ -620,15 +620,7 @@ impl Conductor {
         let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op };
         // An agent that is restarting comes back within seconds; only one that stays
         // unreachable fails the step.
-        let mut sent = self.platform.bus.cast(&agent_topic(host), to_message(&msg)).await;
-        for attempt in 1..12u64 {
-            if sent.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100 * attempt.min(5))).await;
-            sent = self.platform.bus.cast(&agent_topic(host), to_message(&msg)).await;
-        }
-        if let Err(e) = sent {
+        if let Err(e) = self.cast_retrying(host, &msg, crate::conductor::STEP_SEND_TRIES).await {
             tracing::warn!(instance = %inst.uuid, host, op = kind.name(), error = %e, "host unreachable");
             let why = format!("Compute host {host} is unreachable: {e}");
             if let Err(e) = self.step_unreachable(&inst.uuid, kind, rid, &why).await {
