@@ -28,6 +28,9 @@ export STRATUS_TEST_POSTGRES_URL
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "Structure: controller crates never depend on agent crates"
+scripts/check-structure.sh
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

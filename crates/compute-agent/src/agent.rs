@@ -10,10 +10,14 @@ use serde_json::{json, Value};
 use stratus_bus::{Bus, Delivery};
 use tokio::task::JoinHandle;
 
-use crate::rpc::{
-    agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, GuestSpec,
-    Inventory, MigrationAction, CONDUCTOR_TOPIC,
+use stratus_compute_proto::error::AgentError;
+use stratus_compute_proto::rpc::{
+    agent_topic, from_message, reply_error, to_message, AgentRequest, CallError, ConductorRequest, ExpectedGuest,
+    GuestOp, MigrationAction, CONDUCTOR_TOPIC,
 };
+use stratus_compute_proto::spec::GuestSpec;
+use stratus_compute_proto::virt::Inventory;
+
 use crate::virt::{DiskPeer, IncomingDisk, InstanceInfo, PowerState, VirtDriver, VirtError};
 
 /// Agent settings (the `[compute]` section's agent keys).
@@ -62,6 +66,12 @@ impl Default for AgentConfig {
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A failed call to another agent, as the text the driver reports (the typed reply read
+/// back into what a person reads).
+fn call_error_text(e: stratus_bus::BusError) -> String {
+    CallError::from(e).to_string()
+}
+
 /// The destination's agent as a cold migration's source sees it: calls over the bus.
 struct BusPeer {
     bus: Arc<dyn Bus>,
@@ -73,7 +83,7 @@ impl DiskPeer for BusPeer {
     async fn prepare_incoming_disks(&self, uuid: &str, disks: &[IncomingDisk]) -> Result<u16, String> {
         let req = AgentRequest::PrepareIncomingDisks { uuid: uuid.to_string(), disks: disks.to_vec() };
         let v =
-            self.bus.call(&agent_topic(&self.host), to_message(&req), CALL_TIMEOUT).await.map_err(|e| e.to_string())?;
+            self.bus.call(&agent_topic(&self.host), to_message(&req), CALL_TIMEOUT).await.map_err(call_error_text)?;
         serde_json::from_value(v).map_err(|e| format!("host {} answered no port: {e}", self.host))
     }
 
@@ -83,7 +93,7 @@ impl DiskPeer for BusPeer {
             .call(&agent_topic(&self.host), to_message(&req), CALL_TIMEOUT)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(call_error_text)
     }
 }
 
@@ -234,37 +244,35 @@ impl Agent {
                 self.run_op(request_id, spec, op).await;
                 Ok(Value::Null)
             }
-            AgentRequest::GetInfo { uuid } => {
-                self.driver.get_info(&uuid).await.map(|i| json!(i)).map_err(|e| e.to_string())
-            }
-            AgentRequest::ListInstances => {
-                self.driver.list_instances().await.map(|i| json!(i)).map_err(|e| e.to_string())
-            }
+            AgentRequest::GetInfo { uuid } => self.driver.get_info(&uuid).await.map(|i| json!(i)).map_err(reply_error),
+            AgentRequest::ListInstances => self.driver.list_instances().await.map(|i| json!(i)).map_err(reply_error),
             AgentRequest::ConsoleOutput { uuid, length } => {
-                self.driver.console_output(&uuid).await.map_err(|e| e.to_string()).map(|out| {
+                self.driver.console_output(&uuid).await.map_err(reply_error).map(|out| {
                     let lines: Vec<&str> = out.lines().collect();
                     let start = length.map(|n| lines.len().saturating_sub(n)).unwrap_or(0);
                     json!(lines[start..].join("\n"))
                 })
             }
             AgentRequest::VncConsole { uuid } => {
-                self.driver.vnc_console(&uuid).await.map(|c| json!(c)).map_err(|e| e.to_string())
+                self.driver.vnc_console(&uuid).await.map(|c| json!(c)).map_err(reply_error)
             }
-            AgentRequest::Reconcile => self.reconcile().await.map(|_| Value::Null).map_err(|e| e.to_string()),
+            AgentRequest::Reconcile => {
+                self.reconcile().await.map(|_| Value::Null).map_err(|e| reply_error(AgentError::failed(e.to_string())))
+            }
             // Not behind the guest's lock: the migration it steers holds it.
             AgentRequest::LiveMigrationControl { uuid, action } => match action {
                 MigrationAction::Abort => self.driver.live_migration_abort(&uuid).await,
                 MigrationAction::ForceComplete => self.driver.live_migration_force_complete(&uuid).await,
             }
             .map(|_| Value::Null)
-            .map_err(|e| e.to_string()),
+            .map_err(reply_error),
             // Not behind the guest's lock either: the source's step holds it here when
             // both hosts are agents of one process.
             AgentRequest::PrepareIncomingDisks { uuid, disks } => {
-                self.driver.prepare_incoming_disks(&uuid, &disks).await.map(|p| json!(p)).map_err(|e| e.to_string())
+                self.driver.prepare_incoming_disks(&uuid, &disks).await.map(|p| json!(p)).map_err(reply_error)
             }
             AgentRequest::EndIncomingDisks { uuid, keep } => {
-                self.driver.end_incoming_disks(&uuid, keep).await.map(|_| Value::Null).map_err(|e| e.to_string())
+                self.driver.end_incoming_disks(&uuid, keep).await.map(|_| Value::Null).map_err(reply_error)
             }
         };
         d.reply(reply);
@@ -322,8 +330,8 @@ impl Agent {
             host: self.cfg.host.clone(),
             uuid: spec.uuid.clone(),
             request_id,
-            op: op.name().to_string(),
-            error: result.err().map(|e| e.to_string()),
+            op: op.kind(),
+            error: result.err().map(AgentError::from),
             power_state,
             listen,
         };

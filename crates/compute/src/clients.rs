@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::{ImageSpec, PortSpec};
+use stratus_compute_proto::spec::{ImageSpec, PortSpec};
 use stratus_core::internal::{plausible_id, InternalClient, InternalUri};
 use stratus_core::RequestContext;
 

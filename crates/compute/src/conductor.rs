@@ -16,11 +16,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use stratus_bus::Delivery;
-use stratus_compute_agent::rpc::{
-    agent_topic, from_message, to_message, AgentRequest, ConductorRequest, ExpectedGuest, GuestOp, Inventory,
-    CONDUCTOR_TOPIC,
+use stratus_compute_proto::error::AgentError;
+use stratus_compute_proto::rpc::{
+    agent_topic, decode, to_message, AgentRequest, CallError, ConductorRequest, DecodeError, ExpectedGuest, GuestOp,
+    GuestOpKind, CONDUCTOR_TOPIC,
 };
-use stratus_compute_agent::virt::{HostResources, InstanceInfo, PowerState, VncConsole};
+use stratus_compute_proto::version::{Version, CONTRACT};
+use stratus_compute_proto::virt::Inventory;
+use stratus_compute_proto::virt::{HostResources, InstanceInfo, PowerState, VncConsole};
 
 use crate::consoles::ConsoleTokens;
 use stratus_core::Platform;
@@ -51,7 +54,21 @@ pub struct Conductor {
     build_slots: tokio::sync::Semaphore,
     /// Hosts whose heartbeat awaits the next write, and whether a writer is running.
     heartbeats: Mutex<(std::collections::BTreeSet<String>, bool)>,
+    /// Claims whose undo failed even after retries (see [`Conductor::undo_claim`]).
+    undo_failures: std::sync::atomic::AtomicU64,
 }
+
+/// Attempts at sending a build's spawn (≈ 9 s) before rescheduling it elsewhere, and a
+/// move or shelve step (≈ 4.5 s) before failing it: an agent that restarts comes back
+/// within seconds.
+const BUILD_SEND_TRIES: u64 = 20;
+pub(crate) const STEP_SEND_TRIES: u64 = 12;
+
+/// Attempts at giving a claim back before the failure is reported (placement's DELETE
+/// is idempotent, so repeating it is safe), and the pause before the second one
+/// (doubled each time).
+const RELEASE_ATTEMPTS: u32 = 3;
+const RELEASE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Most hosts stamped by one heartbeat statement.
 const HEARTBEAT_CHUNK: usize = 500;
@@ -72,34 +89,52 @@ impl Drop for BuildPass<'_> {
     }
 }
 
-/// The event name Nova records for each agent operation.
-fn event_name(op: &str) -> String {
+/// The instance-action event Nova records for each guest operation: one table for the
+/// plain operations and the steps of moves and shelving.
+pub(crate) fn event_name(op: GuestOpKind) -> &'static str {
+    use GuestOpKind as K;
     match op {
-        "spawn" => "compute_build_and_run_instance".into(),
-        "destroy" => "compute_terminate_instance".into(),
-        "power_off" => "compute_stop_instance".into(),
-        "power_on" => "compute_start_instance".into(),
-        "reboot" => "compute_reboot_instance".into(),
-        "pause" => "compute_pause_instance".into(),
-        "unpause" => "compute_unpause_instance".into(),
-        "suspend" => "compute_suspend_instance".into(),
-        "resume" => "compute_resume_instance".into(),
-        "rescue" => "compute_rescue_instance".into(),
-        "unrescue" => "compute_unrescue_instance".into(),
-        "snapshot" => "compute_snapshot_instance".into(),
-        "rebuild" => "compute_rebuild_instance".into(),
-        other => format!("compute_{other}"),
+        K::Spawn => "compute_build_and_run_instance",
+        K::Destroy => "compute_terminate_instance",
+        K::PowerOff => "compute_stop_instance",
+        K::PowerOn => "compute_start_instance",
+        K::Reboot => "compute_reboot_instance",
+        K::Pause => "compute_pause_instance",
+        K::Unpause => "compute_unpause_instance",
+        K::Suspend => "compute_suspend_instance",
+        K::Resume => "compute_resume_instance",
+        K::Rescue => "compute_rescue_instance",
+        K::Unrescue => "compute_unrescue_instance",
+        K::Snapshot => "compute_snapshot_instance",
+        K::Rebuild => "compute_rebuild_instance",
+        K::TriggerCrashDump => "compute_trigger_crash_dump",
+        K::MigrateDiskAndPowerOff => "compute_resize_instance",
+        K::FinishMigration => "compute_finish_resize",
+        K::ConfirmMigration => "compute_confirm_resize",
+        K::RevertMigrationDest => "compute_revert_resize",
+        K::FinishRevertMigration => "compute_finish_revert_resize",
+        K::PreLiveMigration => "compute_pre_live_migration",
+        K::LiveMigration => "compute_live_migration",
+        K::PostLiveMigration => "compute_post_live_migration_at_destination",
+        K::EvacuateRebuild => "compute_rebuild_instance",
+        K::Shelve => "compute_shelve_instance",
+        K::ShelveOffload => "compute_shelve_offload_instance",
+        K::Unshelve => "compute_unshelve_instance",
     }
 }
 
+/// The event of settling a server a restart interrupted.
+const RECOVER_EVENT: &str = "compute_recover";
+
 /// The vm_state an operation leaves the server in when it succeeds (None: unchanged).
-fn success_state(op: &str) -> Option<&'static str> {
+fn success_state(op: GuestOpKind) -> Option<&'static str> {
+    use GuestOpKind as K;
     Some(match op {
-        "power_off" => vm::STOPPED,
-        "power_on" | "reboot" | "unpause" | "resume" | "unrescue" | "rebuild" => vm::ACTIVE,
-        "pause" => vm::PAUSED,
-        "suspend" => vm::SUSPENDED,
-        "rescue" => vm::RESCUED,
+        K::PowerOff => vm::STOPPED,
+        K::PowerOn | K::Reboot | K::Unpause | K::Resume | K::Unrescue | K::Rebuild => vm::ACTIVE,
+        K::Pause => vm::PAUSED,
+        K::Suspend => vm::SUSPENDED,
+        K::Rescue => vm::RESCUED,
         _ => return None,
     })
 }
@@ -119,7 +154,44 @@ impl Conductor {
             building: Mutex::default(),
             build_slots: tokio::sync::Semaphore::new(cfg_slots),
             heartbeats: Mutex::default(),
+            undo_failures: Default::default(),
         }
+    }
+
+    /// Gives back everything `consumer` (a server, or a migration record) holds in
+    /// placement: the one path every release of a claim takes. Retried a few times, as a
+    /// lost connection or a restarting placement should not leave a claim behind.
+    pub(crate) async fn release_claim(&self, consumer: &str) -> Result<()> {
+        let mut pause = RELEASE_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.backends.placement.release(consumer).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= RELEASE_ATTEMPTS => return Err(ComputeError::Unavailable(e.to_string())),
+                Err(e) => {
+                    tracing::debug!(consumer, attempt, error = %e, "releasing a claim failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// [`Self::release_claim`] as the undo of a step that already failed (`step` says
+    /// which): the step's own outcome stands, so a failed release is not returned but
+    /// logged and counted ([`Self::undo_failures`]); start-up recovery releases claims
+    /// left by servers that no longer exist.
+    pub(crate) async fn undo_claim(&self, consumer: &str, step: &str) {
+        if let Err(e) = self.release_claim(consumer).await {
+            self.undo_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(consumer, step, error = %e, "a claim could not be given back; it stays until recovery");
+        }
+    }
+
+    /// How many claims could not be given back by an undo since this conductor started.
+    pub fn undo_failures(&self) -> u64 {
+        self.undo_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn rpc_timeout(&self) -> Duration {
@@ -149,11 +221,17 @@ impl Conductor {
     }
 
     async fn handle(self: Arc<Self>, d: Delivery) {
-        let req: ConductorRequest = match from_message(&d.message) {
-            Ok(r) => r,
+        let (version, req) = match decode::<ConductorRequest>(&d.message) {
+            Ok(e) => (e.version, e.body),
             Err(e) => {
-                tracing::error!(error = %e, "undecodable agent request");
-                d.reply(Err(e));
+                let host = d.message.args.get("host").and_then(Value::as_str).unwrap_or("?").to_string();
+                match &e {
+                    DecodeError::Contract(_) => {
+                        tracing::error!(host, method = %d.message.method, error = %e, "compute agent refused")
+                    }
+                    DecodeError::Malformed { .. } => tracing::error!(host, error = %e, "undecodable agent request"),
+                }
+                d.reply(Err(e.to_string()));
                 return;
             }
         };
@@ -168,6 +246,7 @@ impl Conductor {
                 inventories,
             } => self
                 .register_host(
+                    version,
                     &host,
                     &hypervisor_type,
                     hypervisor_version,
@@ -185,14 +264,14 @@ impl Conductor {
             ConductorRequest::OpResult { host, uuid, request_id, op, error, power_state, listen } => {
                 // Where the destination listens is recorded before its result moves the
                 // live migration on (the source's step reads it from the record).
-                let recorded = match listen.filter(|_| op == "pre_live_migration" && error.is_none()) {
+                let recorded = match listen.filter(|_| op == GuestOpKind::PreLiveMigration && error.is_none()) {
                     Some(p) => crate::migrations::record_dest_ports(&self.platform.db, &uuid, &host, p).await.map(drop),
                     None => Ok(()),
                 };
                 match recorded {
                     Ok(()) => self
                         .clone()
-                        .op_result(&host, &uuid, &request_id, &op, error.as_deref(), power_state)
+                        .op_result(&host, &uuid, &request_id, op, error.as_ref(), power_state)
                         .await
                         .map(|_| Value::Null),
                     Err(e) => Err(e),
@@ -214,6 +293,7 @@ impl Conductor {
     #[allow(clippy::too_many_arguments)]
     async fn register_host(
         &self,
+        version: Version,
         host: &str,
         hv_type: &str,
         hv_version: i64,
@@ -286,7 +366,10 @@ impl Conductor {
         let p = &self.backends.placement;
         p.ensure_provider(&node_id, &hv_hostname).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         p.set_inventories(&node_id, inv).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
-        tracing::info!(host, node = %node_id, "compute host registered");
+        tracing::info!(host, node = %node_id, contract = %version, "compute host registered");
+        if version < CONTRACT {
+            tracing::warn!(host, contract = %version, "this compute agent speaks an older contract: upgrade it");
+        }
         Ok(node_id)
     }
 
@@ -359,7 +442,7 @@ impl Conductor {
         let rows = Query::new("SELECT instance_uuid, migration_type FROM compute_migrations WHERE dest_compute = ")
             .bind(host)
             .push(" AND NOT ")
-            .push_in("status", crate::migrations::TERMINAL.to_vec())
+            .push_in("status", crate::migrations::terminal_names())
             .fetch_all(self.platform.db.reader())
             .await?;
         for r in rows {
@@ -493,14 +576,23 @@ impl Conductor {
             if let Err(e) = self.build_pass(&uuid, &request_id, new).await {
                 tracing::error!(instance = %uuid, error = %e, "build step failed");
                 // A build that ends in ERROR holds nothing: no claim, no host.
-                let _ = self.backends.placement.release(&uuid).await;
+                self.undo_claim(&uuid, "build ended in error").await;
                 let _ = Update::new()
                     .set("host", Option::<String>::None)
                     .set("node", Option::<String>::None)
                     .expect_vm(&[vm::BUILDING])
                     .apply(&self.platform.db, &uuid)
                     .await;
-                let _ = self.fail(&uuid, &request_id, "spawn", 500, "Build failed unexpectedly", &e.to_string()).await;
+                let _ = self
+                    .fail(
+                        &uuid,
+                        &request_id,
+                        event_name(GuestOpKind::Spawn),
+                        500,
+                        "Build failed unexpectedly",
+                        &e.to_string(),
+                    )
+                    .await;
             }
         });
     }
@@ -515,12 +607,12 @@ impl Conductor {
         Ok(())
     }
 
-    /// ERROR with a fault and a failed event, unless the server is being deleted.
+    /// ERROR with a fault and the event `ev` failed, unless the server is being deleted.
     pub(crate) async fn fail(
         &self,
         uuid: &str,
         rid: &str,
-        op: &str,
+        ev: &str,
         code: u16,
         msg: &str,
         details: &str,
@@ -530,7 +622,7 @@ impl Conductor {
             return Ok(());
         }
         self.set_error(uuid, fault(code, msg, details)).await?;
-        events::finish_event(&self.platform.db, uuid, rid, &event_name(op), Some(msg), true).await
+        events::finish_event(&self.platform.db, uuid, rid, ev, Some(msg), true).await
     }
 
     /// One pass of the build saga, from wherever the row says it is.
@@ -553,7 +645,7 @@ impl Conductor {
             None => {
                 let Some(inst) = store::load(db, uuid).await? else {
                     // Deleted before we started: make sure nothing stays claimed.
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "build of a deleted server").await;
                     return Ok(());
                 };
                 (inst, None)
@@ -567,7 +659,7 @@ impl Conductor {
             // A claim made before a crash, whose host was never recorded, is dropped
             // first (a server created a moment ago has none).
             if action_id.is_none() {
-                self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+                self.release_claim(uuid).await?;
             }
             match self.scheduler.select_and_claim(&inst).await {
                 Ok((host, node)) => {
@@ -621,7 +713,7 @@ impl Conductor {
                         .await?;
                     if !ok {
                         // Deleted (or reset) while we were choosing: give the room back.
-                        let _ = self.backends.placement.release(uuid).await;
+                        self.undo_claim(uuid, "build of a server deleted while scheduling").await;
                         return Ok(());
                     }
                     spawn_event_started = next == task::SPAWNING;
@@ -633,7 +725,7 @@ impl Conductor {
                 }
                 Err(nvh) => {
                     tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "build found no valid host").await;
                     events::finish_event(
                         db,
                         uuid,
@@ -672,13 +764,15 @@ impl Conductor {
                     }
                 }
                 Err(e) => {
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "build whose network allocation failed").await;
                     Update::new()
                         .set("host", Option::<String>::None)
                         .set("node", Option::<String>::None)
                         .apply(db, uuid)
                         .await?;
-                    return self.fail(uuid, rid, "spawn", 500, "Network allocation failed", &e.0).await;
+                    return self
+                        .fail(uuid, rid, event_name(GuestOpKind::Spawn), 500, "Network allocation failed", &e.0)
+                        .await;
                 }
             }
             inst = store::must_load(db, uuid).await?;
@@ -690,26 +784,36 @@ impl Conductor {
             let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Spawn };
             // An agent that is restarting comes back within seconds; only a host that
             // stays unreachable makes us reschedule.
-            let mut last = None;
-            for attempt in 0..20 {
-                match self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
-                    Ok(()) => {
-                        last = None;
-                        break;
-                    }
-                    Err(e) => {
-                        last = Some(e);
-                        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
-                    }
-                }
-            }
-            if let Some(e) = last {
+            if let Err(e) = self.cast_retrying(&host, &msg, BUILD_SEND_TRIES).await {
                 drop(_slot);
                 drop(_pass);
-                return self.clone_reschedule(&inst, rid, &format!("host {host} is unreachable: {e}")).await;
+                return self
+                    .clone_reschedule(&inst, rid, &AgentError::failed(format!("host {host} is unreachable: {e}")))
+                    .await;
             }
         }
         Ok(())
+    }
+
+    /// Casts `msg` to the agent of `host`, trying up to `tries` times with a growing
+    /// pause (100 ms more each time, at most 500 ms): the one way a step is sent.
+    pub(crate) async fn cast_retrying(
+        &self,
+        host: &str,
+        msg: &AgentRequest,
+        tries: u64,
+    ) -> std::result::Result<(), stratus_bus::BusError> {
+        let mut attempt = 1;
+        loop {
+            match self.platform.bus.cast(&agent_topic(host), to_message(msg)).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= tries => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     pub(crate) async fn host_az(&self, host: &str) -> Result<String> {
@@ -723,7 +827,7 @@ impl Conductor {
 
     /// A build failed on its host: release the claim and try another host, up to
     /// `max_attempts`; then ERROR with the last failure as fault.
-    async fn clone_reschedule(&self, inst: &Instance, rid: &str, why: &str) -> Result<()> {
+    async fn clone_reschedule(&self, inst: &Instance, rid: &str, why_err: &AgentError) -> Result<()> {
         let db = &self.platform.db;
         let host = inst.host.clone().unwrap_or_default();
         let mut retry = inst.retry_hosts.clone();
@@ -731,9 +835,11 @@ impl Conductor {
             retry.push(host.clone());
         }
         let _ = self.backends.network.deallocate(&inst.uuid, &inst.ports).await;
-        self.backends.placement.release(&inst.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(&inst.uuid).await?;
+        let why_text = why_err.to_string();
+        let why = why_text.as_str();
         events::finish_event(db, &inst.uuid, rid, "compute_build_and_run_instance", Some(why), false).await?;
-        if let Some(reason) = why.strip_prefix(stratus_compute_agent::virt::BUILD_ABORTED) {
+        if let AgentError::BuildAborted { reason } = why_err {
             // No other host would do better: ERROR now, as Nova's BuildAbortException.
             Update::new()
                 .set("host", Option::<String>::None)
@@ -743,7 +849,7 @@ impl Conductor {
                 .apply(db, &inst.uuid)
                 .await?;
             let msg = format!("Build of instance {} aborted: {reason}", inst.uuid);
-            return self.fail(&inst.uuid, rid, "spawn", 500, &msg, reason).await;
+            return self.fail(&inst.uuid, rid, event_name(GuestOpKind::Spawn), 500, &msg, reason).await;
         }
         if (retry.len() as u32) < self.cfg.max_attempts.max(1) {
             tracing::warn!(instance = %inst.uuid, host, why, "build failed; rescheduling");
@@ -771,7 +877,7 @@ impl Conductor {
             .apply(db, &inst.uuid)
             .await?;
         let msg = format!("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {}.", inst.uuid);
-        self.fail(&inst.uuid, rid, "spawn", 500, &msg, why).await
+        self.fail(&inst.uuid, rid, event_name(GuestOpKind::Spawn), 500, &msg, why).await
     }
 
     // --- operations -------------------------------------------------------------------
@@ -780,8 +886,8 @@ impl Conductor {
     pub async fn dispatch(&self, inst: &Instance, op: GuestOp, rid: &str, action: &str) {
         let db = &self.platform.db;
         let host = inst.host.clone().unwrap_or_default();
-        let ev = event_name(op.name());
-        let _ = events::start_event(db, &inst.uuid, rid, &ev, Some(&host)).await;
+        let ev = event_name(op.kind());
+        let _ = events::start_event(db, &inst.uuid, rid, ev, Some(&host)).await;
         let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op };
         if let Err(e) = self.platform.bus.cast(&agent_topic(&host), to_message(&msg)).await {
             tracing::warn!(instance = %inst.uuid, action, error = %e, "host unreachable; action abandoned");
@@ -790,7 +896,7 @@ impl Conductor {
                 db,
                 &inst.uuid,
                 rid,
-                &ev,
+                ev,
                 Some(&format!("Compute host {host} is unreachable")),
                 true,
             )
@@ -803,8 +909,8 @@ impl Conductor {
         host: &str,
         uuid: &str,
         rid: &str,
-        op: &str,
-        error: Option<&str>,
+        op: GuestOpKind,
+        error: Option<&AgentError>,
         power: PowerState,
     ) -> Result<()> {
         let db = &self.platform.db;
@@ -816,7 +922,7 @@ impl Conductor {
         match op {
             // The common case, one transaction and no read: the update only applies to
             // a server still spawning on this host.
-            "spawn" if error.is_none() => {
+            GuestOpKind::Spawn if error.is_none() => {
                 let u = Update::new()
                     .set("vm_state", vm::ACTIVE)
                     .set("task_state", Option::<String>::None)
@@ -825,12 +931,12 @@ impl Conductor {
                     .set("progress", 100i64)
                     .expect_task(Some(task::SPAWNING))
                     .expect_host(Some(host));
-                let (uuid2, rid2, ev2) = (uuid.to_string(), rid.to_string(), ev.clone());
+                let (uuid2, rid2) = (uuid.to_string(), rid.to_string());
                 db.transaction(|tx| {
-                    let (u, uuid, rid, ev) = (u.clone(), uuid2.clone(), rid2.clone(), ev2.clone());
+                    let (u, uuid, rid) = (u.clone(), uuid2.clone(), rid2.clone());
                     Box::pin(async move {
                         if u.apply_tx(tx, &uuid).await? {
-                            events::finish_open_event_tx(tx, &uuid, &rid, &ev, true).await?;
+                            events::finish_open_event_tx(tx, &uuid, &rid, ev, true).await?;
                         }
                         Ok::<_, ComputeError>(())
                     })
@@ -838,17 +944,19 @@ impl Conductor {
                 .await?;
                 Ok(())
             }
-            "spawn" => {
+            GuestOpKind::Spawn => {
                 let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
                 if inst.host.as_deref() != Some(host) || inst.task_state.as_deref() != Some(task::SPAWNING) {
                     return Ok(());
                 }
-                self.clone_reschedule(&inst, rid, error.unwrap_or("spawn failed")).await
+                let failed = AgentError::failed("spawn failed");
+                self.clone_reschedule(&inst, rid, error.unwrap_or(&failed)).await
             }
-            "destroy" => {
+            GuestOpKind::Destroy => {
                 if let Some(err) = error {
-                    self.set_error(uuid, fault(500, "Failed to delete the guest", err)).await?;
-                    return events::finish_event(db, uuid, rid, &ev, Some(err), true).await;
+                    let err = err.to_string();
+                    self.set_error(uuid, fault(500, "Failed to delete the guest", &err)).await?;
+                    return events::finish_event(db, uuid, rid, ev, Some(&err), true).await;
                 }
                 self.finalize_delete(uuid, rid).await
             }
@@ -858,16 +966,17 @@ impl Conductor {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail(uuid, rid, op, 500, &format!("Failed to {op} the server"), err).await;
+                    let msg = format!("Failed to {op} the server");
+                    return self.fail(uuid, rid, ev, 500, &msg, &err.to_string()).await;
                 }
                 let mut u = Update::new().set("task_state", Option::<String>::None).set("power_state", power.code());
                 // A soft-deleted server stays soft-deleted while its guest powers off.
-                let keep = inst.vm_state == vm::SOFT_DELETED && op == "power_off";
+                let keep = inst.vm_state == vm::SOFT_DELETED && op == GuestOpKind::PowerOff;
                 if let Some(to) = success_state(op).filter(|_| !keep) {
                     u = u.set("vm_state", to);
                 }
                 u.apply(db, uuid).await?;
-                events::finish_event(db, uuid, rid, &ev, None, true).await
+                events::finish_event(db, uuid, rid, ev, None, true).await
             }
         }
     }
@@ -905,7 +1014,7 @@ impl Conductor {
         let db = &self.platform.db;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         self.backends.network.deallocate(uuid, &inst.ports).await.map_err(|e| ComputeError::Unavailable(e.0))?;
-        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(uuid).await?;
         // A server deleted mid-move (or waiting for a resize confirmation) also gives
         // back the source share its migration record holds.
         self.end_moves_of_deleted(uuid).await?;
@@ -940,12 +1049,10 @@ impl Conductor {
             .clone()
             .ok_or_else(|| ComputeError::Conflict(format!("Instance {} has no host yet", inst.uuid)))?;
         let req = AgentRequest::ConsoleOutput { uuid: inst.uuid.clone(), length };
-        let v = self
-            .platform
-            .bus
-            .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
-            .await
-            .map_err(|e| ComputeError::Conflict(format!("Console output is not available: {e}")))?;
+        let v =
+            self.platform.bus.call(&agent_topic(&host), to_message(&req), self.rpc_timeout()).await.map_err(|e| {
+                ComputeError::Conflict(format!("Console output is not available: {}", CallError::from(e)))
+            })?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
@@ -961,7 +1068,7 @@ impl Conductor {
             .bus
             .call(&agent_topic(&host), to_message(&req), self.rpc_timeout())
             .await
-            .map_err(|e| ComputeError::Conflict(format!("The console is not available: {e}")))?;
+            .map_err(|e| ComputeError::Conflict(format!("The console is not available: {}", CallError::from(e))))?;
         let c: VncConsole =
             serde_json::from_value(v).map_err(|e| ComputeError::Conflict(format!("Bad console answer: {e}")))?;
         self.consoles.issue(&inst.uuid, &host, c).await
@@ -1034,24 +1141,31 @@ impl Conductor {
     pub(crate) async fn settle(&self, uuid: &str, host: Option<&str>, rid: &str) -> Result<()> {
         let db = &self.platform.db;
         let Some(host) = host else {
-            return self.fail(uuid, rid, "recover", 500, "Interrupted by a restart", "no host").await;
+            return self.fail(uuid, rid, RECOVER_EVENT, 500, "Interrupted by a restart", "no host").await;
         };
         // Give a restarting agent time to come back.
         let mut info = None;
         for _ in 0..20 {
             let req = AgentRequest::GetInfo { uuid: uuid.to_string() };
-            match self.platform.bus.call(&agent_topic(host), to_message(&req), self.rpc_timeout()).await {
+            match self
+                .platform
+                .bus
+                .call(&agent_topic(host), to_message(&req), self.rpc_timeout())
+                .await
+                .map_err(CallError::from)
+            {
                 Ok(v) => {
                     info = serde_json::from_value::<InstanceInfo>(v).ok();
                     break;
                 }
-                Err(stratus_bus::BusError::Remote(_)) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                // The agent answered: it has no such guest (or cannot tell).
+                Err(CallError::Agent(_)) => break,
+                Err(CallError::Bus(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
         let Some(info) = info else {
             return self
-                .fail(uuid, rid, "recover", 500, "Interrupted by a restart and the guest could not be found", host)
+                .fail(uuid, rid, RECOVER_EVENT, 500, "Interrupted by a restart and the guest could not be found", host)
                 .await;
         };
         let to = match (info.power_state, info.rescued) {
@@ -1076,5 +1190,36 @@ impl Conductor {
             true,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn every_guest_operation_has_novas_event_name() {
+        use GuestOpKind as K;
+        for (op, ev) in [
+            (K::Spawn, "compute_build_and_run_instance"),
+            (K::PowerOff, "compute_stop_instance"),
+            (K::MigrateDiskAndPowerOff, "compute_resize_instance"),
+            (K::FinishMigration, "compute_finish_resize"),
+            (K::FinishRevertMigration, "compute_finish_revert_resize"),
+            (K::PostLiveMigration, "compute_post_live_migration_at_destination"),
+            (K::EvacuateRebuild, "compute_rebuild_instance"),
+            (K::Shelve, "compute_shelve_instance"),
+            (K::ShelveOffload, "compute_shelve_offload_instance"),
+            (K::Unshelve, "compute_unshelve_instance"),
+        ] {
+            assert_eq!(event_name(op), ev, "{op}");
+        }
+        let mut names: Vec<_> = K::ALL.iter().map(|k| event_name(*k)).collect();
+        assert!(names.iter().all(|n| n.starts_with("compute_")));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), K::ALL.len() - 1, "only an evacuation shares rebuild's event");
+        assert_eq!(success_state(K::Rescue), Some(vm::RESCUED));
+        assert_eq!(success_state(K::Shelve), None, "shelving settles its own states");
     }
 }

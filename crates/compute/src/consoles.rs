@@ -40,7 +40,7 @@ use axum::routing::get;
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use stratus_compute_agent::virt::VncConsole;
+use stratus_compute_proto::virt::VncConsole;
 use stratus_core::{time, ApiError, QueryPairs};
 use stratus_db::sqlx::Row;
 use stratus_db::{Db, DbError, Query, Tx};

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use stratus_auth::Ctx;
-use stratus_compute_agent::rpc::FlavorSpec;
+use stratus_compute_proto::spec::FlavorSpec;
 use stratus_core::pagination::{next_href, split_page, PageSpec, SortDir};
 use stratus_core::{ApiError, ApiVersion, OsJson, QueryPairs, RequestContext};
 use stratus_db::sqlx::Row;

@@ -8,7 +8,9 @@
 //! - [`conductor`]: the only writer of instance state coming from agents; runs builds as
 //!   resumable sagas (every step recorded on the instance row) and, at start, resumes or
 //!   settles every server a crash left mid-operation;
-//! - agents (crate `stratus-compute-agent`) are reached only over the bus.
+//! - agents are reached only over the bus, in the messages of the contract crate
+//!   `stratus-compute-proto`; this crate never links an agent (the binary assembles the
+//!   in-process one, and a CI check fails if a controller crate depends on an agent).
 
 mod aggregates;
 pub mod clients;
@@ -80,28 +82,15 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// `[compute]` configuration.
+/// `[compute]` configuration: the controller's keys. The same TOML section also holds
+/// the in-process agent's keys (`local_agent`, `virt_driver`, `host_netns`,
+/// `[compute.agent]`, `[compute.qemu]`, `[compute.fake]`), which the binary reads: the
+/// controller never starts or links an agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComputeConfig {
     /// Optional policy override file (YAML or JSON); default none.
     pub policy_file: Option<std::path::PathBuf>,
-    /// Run a compute agent inside `stratus up` for this host (default true).
-    pub local_agent: bool,
-    /// Virt driver of the local agent: `auto` (default: `qemu` when
-    /// `qemu-system-x86_64` is installed, `fake` otherwise; the choice is logged), `qemu`
-    /// or `fake`.
-    pub virt_driver: String,
-    /// Named network namespace the `qemu` driver starts QEMU in, so that the taps it
-    /// creates (`tap<port id[..11]>`) appear there for the network agent (default none:
-    /// the host's namespace).
-    pub host_netns: Option<String>,
-    /// Settings of the qemu driver (`[compute.qemu]`).
-    pub qemu: stratus_compute_agent::virt::qemu::QemuDriverConfig,
-    /// Settings of the local agent (host, allocation ratios, reserved resources).
-    pub agent: stratus_compute_agent::AgentConfig,
-    /// Settings of the fake driver.
-    pub fake: stratus_compute_agent::virt::fake::FakeDriverConfig,
     /// VNC consoles: the noVNC client and the websocket proxy (`[compute.vnc]`).
     pub vnc: consoles::VncConfig,
     /// Seconds without a heartbeat after which a service is `down` (default 60).
@@ -142,12 +131,6 @@ impl Default for ComputeConfig {
     fn default() -> Self {
         ComputeConfig {
             policy_file: None,
-            local_agent: true,
-            virt_driver: "auto".into(),
-            host_netns: None,
-            qemu: Default::default(),
-            agent: Default::default(),
-            fake: Default::default(),
             vnc: Default::default(),
             service_down_time_secs: 60,
             max_attempts: 3,
@@ -270,61 +253,4 @@ impl ComputeService {
             versions::routes().with_state(base).merge(consoles::routes().with_state(self.inner.clone())).merge(api);
         service_stack(routes, FaultFormat::Nova, Some(MICROVERSIONS))
     }
-}
-
-/// Starts the in-process compute agent of `stratus up` for this host, with the driver
-/// named by `[compute] virt_driver`. Runs in the background: the agent keeps retrying its
-/// registration until the conductor (and placement) answer.
-pub fn spawn_local_agent(platform: &Platform, cfg: &ComputeConfig) -> Option<tokio::task::JoinHandle<()>> {
-    if !cfg.local_agent {
-        return None;
-    }
-    let mut acfg = cfg.agent.clone();
-    if acfg.host.is_empty() {
-        acfg.host = platform.host.clone();
-    }
-    let choice: &'static str = match cfg.virt_driver.as_str() {
-        "auto" => {
-            let found = stratus_compute_agent::virt::qemu::qemu_available(&cfg.qemu);
-            let pick = if found { "qemu" } else { "fake" };
-            tracing::info!(
-                driver = pick,
-                "virt_driver auto: {}",
-                if found { "QEMU found" } else { "no qemu-system-x86_64 on PATH" }
-            );
-            pick
-        }
-        "qemu" => "qemu",
-        "fake" => "fake",
-        other => {
-            tracing::error!(
-                driver = other,
-                "unknown virt_driver; the local compute agent is not started (use \"auto\", \"qemu\" or \"fake\")"
-            );
-            return None;
-        }
-    };
-    let bus = platform.bus.clone();
-    let (fake, qemu, netns) = (cfg.fake.clone(), cfg.qemu.clone(), cfg.host_netns.clone());
-    let (data_dir, internal) = (platform.data_dir.clone(), platform.internal.clone());
-    Some(tokio::spawn(async move {
-        let driver: Arc<dyn stratus_compute_agent::virt::VirtDriver> = if choice == "qemu" {
-            use stratus_compute_agent::virt::qemu::{images::InternalImageSource, QemuDriver};
-            let source = Arc::new(InternalImageSource::new(internal));
-            match QemuDriver::new(qemu, &data_dir, netns, source).await {
-                Ok(d) => Arc::new(d),
-                Err(e) => {
-                    tracing::error!(error = %e, "the qemu driver could not start; no local compute agent");
-                    return;
-                }
-            }
-        } else {
-            Arc::new(stratus_compute_agent::virt::fake::FakeDriver::new(fake))
-        };
-        match stratus_compute_agent::Agent::start(acfg, bus, driver).await {
-            // The agent's tasks run until the process exits.
-            Ok(handle) => std::mem::forget(handle),
-            Err(e) => tracing::error!(error = %e, "the local compute agent could not start"),
-        }
-    }))
 }

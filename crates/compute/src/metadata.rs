@@ -13,7 +13,7 @@
 //! `<data_dir>/metadata_proxy_shared_secret` (mode 0600), so the in-process network agent
 //! and any remote proxy configured with the same value agree.
 //!
-//! The content comes from `stratus_compute_agent::metadata` (the same builder a config
+//! The content comes from `stratus_compute_proto::metadata` (the same builder a config
 //! drive uses) fed with the instance row and its ports, subnets and floating IPs from the
 //! network API.
 
@@ -28,7 +28,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use stratus_auth::RequestContext;
-use stratus_compute_agent::metadata::{Entry, InstanceFacts, IpFacts, NicFacts};
+use stratus_compute_proto::metadata::{Entry, InstanceFacts, IpFacts, NicFacts};
 use stratus_core::Platform;
 use stratus_db::sqlx::Row;
 use stratus_db::Query;

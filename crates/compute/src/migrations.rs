@@ -20,8 +20,9 @@ use stratus_db::sqlx::any::AnyRow;
 use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};
 
-use stratus_compute_agent::rpc::{agent_topic, to_message, AgentRequest, MigrationAction};
-use stratus_compute_agent::virt::{IncomingPorts, MigrationTarget};
+use stratus_compute_proto::error::{AgentError, VirtError};
+use stratus_compute_proto::rpc::{agent_topic, to_message, AgentRequest, CallError, MigrationAction};
+use stratus_compute_proto::virt::{IncomingPorts, MigrationTarget};
 
 use crate::error::{ComputeError, Result};
 use crate::flavors::Flavor;
@@ -39,8 +40,143 @@ pub mod kind {
     pub const EVACUATION: &str = "evacuation";
 }
 
-/// Statuses after which a migration never changes again.
-pub const TERMINAL: &[&str] = &["confirmed", "reverted", "completed", "done", "error", "failed", "cancelled"];
+/// Where a migration is, as the API shows it (Nova's names). Each move type walks its own
+/// path: live `queued → preparing → running → completed`, cold migration/resize
+/// `pre-migrating → migrating → post-migrating → finished → confirming → confirmed` (or
+/// `reverting → reverted`), evacuation `accepted → pre-migrating → done`; any of them can
+/// end in `error` (`failed` for an evacuation, `cancelled` for an aborted live migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MigrationStatus {
+    /// Live migration accepted, not started.
+    #[default]
+    Queued,
+    /// Live migration: the destination prepares.
+    Preparing,
+    /// Live migration: the source copies the guest.
+    Running,
+    /// Evacuation accepted.
+    Accepted,
+    /// Cold migration/resize accepted (evacuation: the destination is claimed).
+    PreMigrating,
+    /// Cold migration/resize: the source hands its disks over.
+    Migrating,
+    /// Cold migration/resize: the destination builds the guest.
+    PostMigrating,
+    /// Resize done, waiting for a confirm or a revert.
+    Finished,
+    /// Confirm under way.
+    Confirming,
+    /// Resize confirmed (terminal).
+    Confirmed,
+    /// Revert under way.
+    Reverting,
+    /// Resize reverted (terminal).
+    Reverted,
+    /// Live migration done (terminal).
+    Completed,
+    /// Evacuation done (terminal).
+    Done,
+    /// The move failed and was rolled back or ended (terminal).
+    Error,
+    /// The evacuation failed (terminal).
+    Failed,
+    /// Aborted on request (terminal).
+    Cancelled,
+}
+
+impl MigrationStatus {
+    /// Every status.
+    pub const ALL: [MigrationStatus; 17] = [
+        Self::Queued,
+        Self::Preparing,
+        Self::Running,
+        Self::Accepted,
+        Self::PreMigrating,
+        Self::Migrating,
+        Self::PostMigrating,
+        Self::Finished,
+        Self::Confirming,
+        Self::Confirmed,
+        Self::Reverting,
+        Self::Reverted,
+        Self::Completed,
+        Self::Done,
+        Self::Error,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Statuses after which a migration never changes again.
+    pub const TERMINAL: [MigrationStatus; 7] =
+        [Self::Confirmed, Self::Reverted, Self::Completed, Self::Done, Self::Error, Self::Failed, Self::Cancelled];
+
+    /// A live migration that has not ended (what `/servers/{id}/migrations` lists).
+    pub const IN_PROGRESS_LIVE: [MigrationStatus; 3] = [Self::Queued, Self::Preparing, Self::Running];
+
+    /// The name stored in the row and shown by the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Preparing => "preparing",
+            Self::Running => "running",
+            Self::Accepted => "accepted",
+            Self::PreMigrating => "pre-migrating",
+            Self::Migrating => "migrating",
+            Self::PostMigrating => "post-migrating",
+            Self::Finished => "finished",
+            Self::Confirming => "confirming",
+            Self::Confirmed => "confirmed",
+            Self::Reverting => "reverting",
+            Self::Reverted => "reverted",
+            Self::Completed => "completed",
+            Self::Done => "done",
+            Self::Error => "error",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status named `s` (None: not a status this service writes).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// True once nothing will change any more.
+    pub fn is_terminal(self) -> bool {
+        Self::TERMINAL.contains(&self)
+    }
+
+    /// Where a move of type `kind` starts.
+    pub fn initial(kind: &str) -> Self {
+        match kind {
+            kind::LIVE => Self::Queued,
+            kind::EVACUATION => Self::Accepted,
+            _ => Self::PreMigrating,
+        }
+    }
+
+    /// Names of `set`, for an SQL `IN (...)`.
+    pub fn names(set: &[MigrationStatus]) -> Vec<&'static str> {
+        set.iter().map(|s| s.as_str()).collect()
+    }
+}
+
+impl std::fmt::Display for MigrationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<MigrationStatus> for Arg {
+    fn from(s: MigrationStatus) -> Arg {
+        s.as_str().into()
+    }
+}
+
+/// Names of the terminal statuses, for SQL.
+pub fn terminal_names() -> Vec<&'static str> {
+    MigrationStatus::names(&MigrationStatus::TERMINAL)
+}
 
 /// One migration.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +185,7 @@ pub struct Migration {
     pub uuid: String,
     pub instance_uuid: String,
     pub migration_type: String,
-    pub status: String,
+    pub status: MigrationStatus,
     pub source_compute: Option<String>,
     pub source_node: Option<String>,
     pub dest_compute: Option<String>,
@@ -82,7 +218,13 @@ impl Migration {
             uuid: r.try_get("uuid")?,
             instance_uuid: r.try_get("instance_uuid")?,
             migration_type: r.try_get("migration_type")?,
-            status: r.try_get("status")?,
+            status: {
+                let s: String = r.try_get("status")?;
+                // A status this service never writes is a corrupt row, reported as such.
+                MigrationStatus::parse(&s).ok_or_else(|| {
+                    stratus_db::sqlx::Error::Decode(format!("migration row with an unknown status {s:?}").into())
+                })?
+            },
             source_compute: r.try_get("source_compute")?,
             source_node: r.try_get("source_node")?,
             dest_compute: r.try_get("dest_compute")?,
@@ -104,7 +246,7 @@ impl Migration {
 
     /// True once nothing will change any more.
     pub fn is_terminal(&self) -> bool {
-        TERMINAL.contains(&self.status.as_str())
+        self.status.is_terminal()
     }
 
     /// The destination as the source's step needs it.
@@ -137,7 +279,7 @@ pub async fn record_dest_ports(db: &Db, instance: &str, host: &str, p: IncomingP
         .push_bind(" WHERE instance_uuid = ", instance)
         .push_bind(" AND migration_type = ", kind::LIVE)
         .push_bind(" AND dest_compute = ", host)
-        .push_bind(" AND status = ", "preparing");
+        .push_bind(" AND status = ", MigrationStatus::Preparing);
     let n = db
         .transaction(|tx| {
             let q = q.clone();
@@ -161,7 +303,7 @@ pub async fn insert(tx: &mut Tx, m: &Migration) -> Result<i64> {
         m.uuid.clone().into(),
         m.instance_uuid.clone().into(),
         m.migration_type.clone().into(),
-        m.status.clone().into(),
+        m.status.into(),
         m.source_compute.clone().into(),
         m.source_node.clone().into(),
         m.dest_compute.clone().into(),
@@ -194,7 +336,7 @@ pub async fn insert(tx: &mut Tx, m: &Migration) -> Result<i64> {
 /// The newest migration of a server that has not ended (None when it has none).
 pub async fn active_for(db: &Db, instance: &str) -> Result<Option<Migration>> {
     let mut q = Query::new("SELECT * FROM compute_migrations WHERE instance_uuid = ");
-    q.bind(instance).push(" AND NOT ").push_in("status", TERMINAL.to_vec()).push(" ORDER BY id DESC");
+    q.bind(instance).push(" AND NOT ").push_in("status", terminal_names()).push(" ORDER BY id DESC");
     let r = q.fetch_optional(db.reader()).await?;
     r.map(|r| Migration::from_row(&r)).transpose()
 }
@@ -217,13 +359,19 @@ pub async fn by_uuid(db: &Db, uuid: &str) -> Result<Option<Migration>> {
 
 /// A conditional update of a migration row: applies `sets` (plus `status`) only while
 /// the status is one of `from`. True when it applied.
-pub async fn advance(db: &Db, uuid: &str, from: &[&str], to: &str, sets: &[(&'static str, Arg)]) -> Result<bool> {
+pub async fn advance(
+    db: &Db,
+    uuid: &str,
+    from: &[MigrationStatus],
+    to: MigrationStatus,
+    sets: &[(&'static str, Arg)],
+) -> Result<bool> {
     let mut q = Query::new("UPDATE compute_migrations SET status = ");
     q.bind(to).push_bind(", updated_at = ", stratus_core::time::now());
     for (c, v) in sets {
         q.push(", ").push(c).push(" = ").bind(v.clone());
     }
-    q.push_bind(" WHERE uuid = ", uuid).push(" AND ").push_in("status", from.to_vec());
+    q.push_bind(" WHERE uuid = ", uuid).push(" AND ").push_in("status", MigrationStatus::names(from));
     let n = db
         .transaction(|tx| {
             let q = q.clone();
@@ -234,10 +382,10 @@ pub async fn advance(db: &Db, uuid: &str, from: &[&str], to: &str, sets: &[(&'st
 }
 
 /// Ends a migration in `to` whatever non-terminal status it had.
-pub async fn finish(db: &Db, uuid: &str, to: &str) -> Result<()> {
+pub async fn finish(db: &Db, uuid: &str, to: MigrationStatus) -> Result<()> {
     let mut q = Query::new("UPDATE compute_migrations SET status = ");
     q.bind(to).push_bind(", updated_at = ", stratus_core::time::now());
-    q.push_bind(" WHERE uuid = ", uuid).push(" AND NOT ").push_in("status", TERMINAL.to_vec());
+    q.push_bind(" WHERE uuid = ", uuid).push(" AND NOT ").push_in("status", terminal_names());
     db.transaction(|tx| {
         let q = q.clone();
         Box::pin(async move { q.execute(&mut **tx).await })
@@ -257,8 +405,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/migrations/{mid}/action", post(server_action))
 }
 
-const IN_PROGRESS_LIVE: &[&str] = &["queued", "preparing", "running"];
-
 fn view(m: &Migration, v: ApiVersion, base: &str) -> Value {
     let mut o = json!({
         "id": m.id,
@@ -270,13 +416,13 @@ fn view(m: &Migration, v: ApiVersion, base: &str) -> Value {
         "dest_host": m.dest_host,
         "old_instance_type_id": m.old_flavor.as_ref().map(|f| f.id.clone()),
         "new_instance_type_id": m.new_flavor.as_ref().map(|f| f.id.clone()),
-        "status": m.status,
+        "status": m.status.as_str(),
         "created_at": micros_naive(&m.created_at),
         "updated_at": micros_naive(&m.updated_at),
     });
     if v.at_least(2, 23) {
         o["migration_type"] = json!(m.migration_type);
-        if m.migration_type == kind::LIVE && IN_PROGRESS_LIVE.contains(&m.status.as_str()) {
+        if m.migration_type == kind::LIVE && MigrationStatus::IN_PROGRESS_LIVE.contains(&m.status) {
             let href = format!("{base}/v2.1/servers/{}/migrations/{}", m.instance_uuid, m.id);
             let bm = format!("{base}/servers/{}/migrations/{}", m.instance_uuid, m.id);
             o["links"] = json!([{"rel": "self", "href": href}, {"rel": "bookmark", "href": bm}]);
@@ -301,7 +447,7 @@ fn server_view(m: &Migration, v: ApiVersion) -> Value {
         "dest_compute": m.dest_compute,
         "dest_node": m.dest_node,
         "dest_host": m.dest_host,
-        "status": m.status,
+        "status": m.status.as_str(),
         "memory_total_bytes": 0, "memory_processed_bytes": 0, "memory_remaining_bytes": 0,
         "disk_total_bytes": 0, "disk_processed_bytes": 0, "disk_remaining_bytes": 0,
         "created_at": micros_naive(&m.created_at),
@@ -425,7 +571,7 @@ async fn server_list(
     q.bind(&id)
         .push_bind(" AND migration_type = ", kind::LIVE)
         .push(" AND ")
-        .push_in("status", IN_PROGRESS_LIVE.to_vec())
+        .push_in("status", MigrationStatus::names(&MigrationStatus::IN_PROGRESS_LIVE))
         .push(" ORDER BY id DESC");
     let rows = q.fetch_all(st.platform.db.reader()).await.map_err(ComputeError::from)?;
     let mut list = Vec::new();
@@ -445,7 +591,7 @@ async fn server_show(
     require(v, 2, 23)?;
     crate::servers::authorized(&st, &ctx, &id, "os_compute_api:servers:migrations:show").await?;
     let m = server_migration(&st, &id, &mid).await?;
-    if m.migration_type != kind::LIVE || !IN_PROGRESS_LIVE.contains(&m.status.as_str()) {
+    if m.migration_type != kind::LIVE || !MigrationStatus::IN_PROGRESS_LIVE.contains(&m.status) {
         return Err(
             ComputeError::NotFound(format!("In-progress live migration {mid} is not found for server {id}.")).into()
         );
@@ -478,7 +624,7 @@ async fn server_action(
     let inst = crate::servers::authorized(&st, &ctx, &id, "os_compute_api:servers:migrations:force_complete").await?;
     crate::servers::check_lock(&st, &ctx, &inst)?;
     let m = server_migration(&st, &id, &mid).await?;
-    if m.migration_type != kind::LIVE || m.status != "running" {
+    if m.migration_type != kind::LIVE || m.status != MigrationStatus::Running {
         return Err(ComputeError::BadRequest(format!(
             "Migration {mid} state of instance {id} is {}. Cannot force_complete while the migration is in this state.",
             m.status
@@ -509,12 +655,18 @@ async fn control_live_migration(
 ) -> std::result::Result<(), Control> {
     let source = m.source_compute.clone().unwrap_or_default();
     let msg = to_message(&AgentRequest::LiveMigrationControl { uuid: m.instance_uuid.clone(), action });
-    match st.platform.bus.call(&agent_topic(&source), msg, std::time::Duration::from_secs(10)).await {
+    match st
+        .platform
+        .bus
+        .call(&agent_topic(&source), msg, std::time::Duration::from_secs(10))
+        .await
+        .map_err(CallError::from)
+    {
         Ok(_) => Ok(()),
-        Err(e) => {
-            let e = e.to_string();
-            Err(if e.contains("does not support") { Control::Unsupported } else { Control::Failed(e) })
+        Err(CallError::Agent(AgentError::Failed { source: VirtError::Unsupported { .. } })) => {
+            Err(Control::Unsupported)
         }
+        Err(e) => Err(Control::Failed(e.to_string())),
     }
 }
 
@@ -534,8 +686,9 @@ async fn server_abort(
     if m.migration_type != kind::LIVE {
         return Err(ComputeError::BadRequest(format!("Migration {mid} is not a live migration")).into());
     }
-    let abortable: &[&str] = if v.at_least(2, 65) { &["queued", "preparing"] } else { &[] };
-    if m.status == "running" {
+    let abortable: &[MigrationStatus] =
+        if v.at_least(2, 65) { &[MigrationStatus::Queued, MigrationStatus::Preparing] } else { &[] };
+    if m.status == MigrationStatus::Running {
         // The source host cancels the copy; its migration step then fails as
         // cancelled and the move is rolled back (the guest stays where it was).
         return match control_live_migration(&st, &m, MigrationAction::Abort).await {
@@ -550,8 +703,8 @@ async fn server_abort(
             }
         };
     }
-    if !abortable.contains(&m.status.as_str())
-        || !advance(&st.platform.db, &m.uuid, abortable, "cancelled", &[]).await?
+    if !abortable.contains(&m.status)
+        || !advance(&st.platform.db, &m.uuid, abortable, MigrationStatus::Cancelled, &[]).await?
     {
         return Err(ComputeError::BadRequest(format!(
             "Migration {mid} state of instance {id} is {}. Cannot abort live migration in this state.",
@@ -563,4 +716,29 @@ async fn server_abort(
     // still running on the destination finds the server no longer migrating.
     st.conductor.clone().spawn_abort(m.instance_uuid.clone(), m.uuid.clone());
     Ok(StatusCode::ACCEPTED)
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn statuses_keep_their_api_names_and_terminal_ones_are_the_seven_ends() {
+        for s in MigrationStatus::ALL {
+            assert_eq!(MigrationStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(MigrationStatus::parse("pre-migrating"), Some(MigrationStatus::PreMigrating));
+        assert_eq!(MigrationStatus::parse("migrating"), Some(MigrationStatus::Migrating));
+        assert_eq!(MigrationStatus::parse("Running"), None);
+        assert_eq!(
+            terminal_names(),
+            vec!["confirmed", "reverted", "completed", "done", "error", "failed", "cancelled"]
+        );
+        let live: Vec<_> = MigrationStatus::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
+        assert_eq!(live.len(), 10);
+        assert_eq!(MigrationStatus::initial(kind::LIVE), MigrationStatus::Queued);
+        assert_eq!(MigrationStatus::initial(kind::EVACUATION), MigrationStatus::Accepted);
+        assert_eq!(MigrationStatus::initial(kind::RESIZE), MigrationStatus::PreMigrating);
+        assert_eq!(MigrationStatus::initial(kind::MIGRATION), MigrationStatus::PreMigrating);
+    }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::Inventory;
+use stratus_compute_proto::virt::Inventory;
 use stratus_core::internal::{InternalClient, InternalUri};
 use stratus_core::RequestContext;
 
@@ -452,6 +452,8 @@ struct MemState {
     usage: HashMap<String, Resources>,
     /// Aggregates per provider.
     aggregates: HashMap<String, Vec<String>>,
+    /// Releases still to fail (see [`MemoryPlacement::fail_next_releases`]).
+    failing_releases: u32,
 }
 
 /// Placement's contract in memory (tests and benchmarks without the placement service).
@@ -476,6 +478,11 @@ impl MemoryPlacement {
 
     fn capacity(inv: &Inventory) -> i64 {
         ((inv.total - inv.reserved) as f64 * inv.allocation_ratio) as i64
+    }
+
+    /// Makes the next `n` releases fail, as an unreachable placement would (tests of undo).
+    pub fn fail_next_releases(&self, n: u32) {
+        self.st.lock().failing_releases = n;
     }
 
     /// Every consumer with allocations (leak checks in tests).
@@ -574,6 +581,10 @@ impl PlacementApi for MemoryPlacement {
 
     async fn release(&self, consumer: &str) -> Result<(), PlacementError> {
         let mut st = self.st.lock();
+        if st.failing_releases > 0 {
+            st.failing_releases -= 1;
+            return Err(PlacementError("placement is unreachable (injected)".into()));
+        }
         if let Some((a, _)) = st.consumers.remove(consumer) {
             Self::account(&mut st, &a, -1);
         }

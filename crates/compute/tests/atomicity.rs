@@ -328,3 +328,73 @@ async fn moves_with_no_valid_host_leave_the_server_as_it_was() {
     );
     assert_eq!(c.placement.consumers(), vec![id.clone()]);
 }
+
+/// Undoing a claim goes through one checked path: a release that fails for a moment is
+/// retried, and one that keeps failing is counted (not silently dropped) while the
+/// server still ends where it would have (ERROR with "No valid host").
+#[tokio::test]
+async fn a_failed_undo_of_a_claim_is_retried_then_counted() {
+    let c = sqlite(1).await;
+    let (st, f) =
+        c.post("/flavors", "admin", json!({"flavor": {"name": "huge", "ram": 1_000_000, "vcpus": 1, "disk": 1}})).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    let huge = f["flavor"]["id"].as_str().unwrap().to_string();
+    set_quota(&c, json!({"ram": -1})).await;
+    let conductor = &c.service.state().conductor;
+    // Two failures: the third attempt gives the claim back, nothing to count.
+    c.placement.fail_next_releases(2);
+    let a = c.boot("alice", "a", &huge).await;
+    let s = c.wait_status(&a, "alice", "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap_or_default().starts_with("No valid host"), "{s}");
+    assert_eq!(conductor.undo_failures(), 0);
+    // Failing every attempt: the server still ends in ERROR, and the failure is counted.
+    c.placement.fail_next_releases(3);
+    let b = c.boot("alice", "b", &huge).await;
+    let s = c.wait_status(&b, "alice", "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap_or_default().starts_with("No valid host"), "{s}");
+    assert_eq!(conductor.undo_failures(), 1);
+    assert!(c.placement.consumers().is_empty(), "nothing was claimed for either: {:?}", c.placement.consumers());
+}
+
+/// Waits (bounded, generously: sending to a dead host is retried for seconds) until the
+/// server's status is `want` with no task.
+async fn wait_settled(c: &Cloud, id: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (_, b) = c.get(&format!("/servers/{id}"), "admin").await;
+        if b["server"]["status"] == want && b["server"]["OS-EXT-STS:task_state"].is_null() {
+            return b["server"].clone();
+        }
+        last = b;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server {id} never reached {want}: {last}");
+}
+
+/// A step sent to a host whose agent is gone is retried, then fails the way its table
+/// says: a build is rescheduled (here: nowhere else, so ERROR without a claim), a live
+/// migration whose destination is gone is rolled back onto its source.
+#[tokio::test]
+async fn steps_sent_to_a_dead_host_end_in_the_operations_failure_state() {
+    let mut c = Cloud::start(1, FakeDriverConfig::default()).await;
+    c.kill_agent(0);
+    let a = c.boot("alice", "orphan", "42").await;
+    let s = wait_settled(&c, &a, "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap_or_default().contains("No valid host"), "{s}");
+    assert!(c.placement.consumers().is_empty(), "{:?}", c.placement.consumers());
+
+    let mut c = Cloud::start(2, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "lm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (_, s) = c.get(&format!("/servers/{id}"), "admin").await;
+    let src = s["server"]["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    let dest = c.agents.iter().position(|(h, _, _)| *h != src).unwrap();
+    c.kill_agent(dest);
+    let (st, b) = action(&c, &id, "admin", json!({"os-migrateLive": {"host": null, "block_migration": "auto"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let s = wait_settled(&c, &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], src.as_str(), "rolled back onto its source");
+    let (_, l) = c.get(&format!("/os-migrations?instance_uuid={id}"), "admin").await;
+    assert_eq!(l["migrations"][0]["status"], "error", "{l}");
+    assert_eq!(c.placement.consumers(), vec![id.clone()], "the destination's claim is given back");
+}

@@ -61,10 +61,7 @@ impl DesiredStateSource for BusStateSource {
     }
 }
 
-/// Topic the network service consumes.
-pub const SERVER_TOPIC: &str = "network-server";
-/// Fanout exchange the agents listen on.
-pub const AGENT_EXCHANGE: &str = "network-agent";
+pub use stratus_network_proto::{AGENT_EXCHANGE, SERVER_TOPIC};
 
 /// What one convergence did.
 #[derive(Debug, Clone, Default)]

@@ -8,7 +8,7 @@
 //! namespace (`<netns_prefix>qdhcp-<net>`, `<netns_prefix>qrouter-<id>`), joined to the
 //! bridges by veth pairs.
 //!
-//! Modules: [`model`] (the desired state JSON), [`l2`] (bridges, segments, plugging,
+//! Modules: [`model`] (the desired state JSON, from the contract crate `stratus-network-proto`), [`l2`] (bridges, segments, plugging,
 //! l2population), [`dhcp`] (dnsmasq), [`l3`] (routers, NAT, floating IPs), [`firewall`]
 //! (security groups, anti-spoofing), [`agent`] (the convergence loop and its bus protocol).
 //!
@@ -24,7 +24,6 @@ pub mod firewall;
 pub mod l2;
 pub mod l3;
 pub mod metadata;
-pub mod model;
 pub mod nl;
 
 use std::collections::BTreeMap;
@@ -34,7 +33,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use agent::{BusStateSource, DesiredStateSource, NetworkAgent};
-pub use model::DesiredState;
+pub use stratus_network_proto::model;
+pub use stratus_network_proto::DesiredState;
 
 /// The `[network_agent]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,7 +1,8 @@
 //! The server side of the network agents' bus protocol (Neutron's plugin RPC, l2pop and
 //! DHCP/L3 scheduling in one place).
 //!
-//! Consumes topic `network-server` (see `stratus_network_agent::agent` for the agent side):
+//! Consumes topic `network-server` (see `stratus_network_agent::agent` for the agent side;
+//! the document and the topics are the contract crate `stratus-network-proto`):
 //! - `get_desired_state {"host"}` (call): the [`DesiredState`] of that host: what its ports
 //!   need, with l2population peers and remote security group members (see
 //!   [`crate::host_state`]). Before answering, the networks and routers nobody hosts yet
@@ -28,8 +29,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use stratus_auth::RequestContext;
 use stratus_bus::{Bus, Delivery, Message};
-use stratus_network_agent::model as m;
-use stratus_network_agent::DesiredState;
+use stratus_network_proto::model as m;
+use stratus_network_proto::DesiredState;
 
 use crate::body::{Field, List, Text, Uuid};
 use crate::error::NetResult;
@@ -37,9 +38,9 @@ use crate::store::{self, kind};
 use crate::{ports, S};
 
 /// Topic the service consumes.
-pub const SERVER_TOPIC: &str = stratus_network_agent::agent::SERVER_TOPIC;
+pub const SERVER_TOPIC: &str = stratus_network_proto::SERVER_TOPIC;
 /// Exchange the agents listen on.
-pub const AGENT_EXCHANGE: &str = stratus_network_agent::agent::AGENT_EXCHANGE;
+pub const AGENT_EXCHANGE: &str = stratus_network_proto::AGENT_EXCHANGE;
 
 /// Starts consuming `network-server`; each delivery is handled on its own task so a slow
 /// state build never delays heartbeats.

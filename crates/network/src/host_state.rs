@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use stratus_network_agent::model::DesiredState;
+use stratus_network_proto::model::DesiredState;
 
 /// The part of `all` that `host` realises (see the module doc). An empty `host` (a caller
 /// that is no agent) gets everything.
@@ -86,7 +86,7 @@ pub(crate) fn for_host(all: DesiredState, host: &str) -> DesiredState {
 
 #[cfg(test)]
 mod tests {
-    use stratus_network_agent::model::*;
+    use stratus_network_proto::model::*;
 
     use super::*;
 

@@ -95,7 +95,8 @@ impl Cloud {
             stratus_placement::PlacementService::start(platform.clone(), auth.clone(), config.placement.clone())
                 .await?;
         let compute =
-            stratus_compute::ComputeService::start(platform.clone(), auth.clone(), config.compute.clone()).await?;
+            stratus_compute::ComputeService::start(platform.clone(), auth.clone(), config.compute.service.clone())
+                .await?;
         let network =
             stratus_network::NetworkService::start(platform.clone(), auth.clone(), config.network.clone()).await?;
         let volume =
@@ -106,9 +107,11 @@ impl Cloud {
             stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), config.dashboard.clone())
                 .await?;
 
-        let metadata_secret =
-            stratus_compute::metadata::shared_secret(&config.compute.metadata_proxy_shared_secret, &config.data_dir)
-                .context("metadata proxy shared secret")?;
+        let metadata_secret = stratus_compute::metadata::shared_secret(
+            &config.compute.service.metadata_proxy_shared_secret,
+            &config.data_dir,
+        )
+        .context("metadata proxy shared secret")?;
         let router = Router::new()
             .nest("/identity", identity.router())
             .nest("/image", image.router())
@@ -125,7 +128,7 @@ impl Cloud {
             .layer(middleware::from_fn(request_id::assign));
         platform.internal.install(router.clone());
         // The local compute agent registers through the bus once the APIs answer.
-        stratus_compute::spawn_local_agent(&platform, &config.compute);
+        crate::computeagent::spawn(&platform, &config.compute.local);
         // So does the local volume agent (the storage host role of this machine).
         if config.volume_agent.enabled {
             crate::volagent::spawn(crate::volagent::resolve(&config, &platform), &platform);

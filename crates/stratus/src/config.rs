@@ -34,8 +34,9 @@ pub struct Config {
     pub image: stratus_image::ImageConfig,
     /// `[placement]`: see the placement service's documentation.
     pub placement: stratus_placement::PlacementConfig,
-    /// `[compute]`: see the compute service's documentation.
-    pub compute: stratus_compute::ComputeConfig,
+    /// `[compute]`: the compute service's keys (see its documentation) and the
+    /// in-process compute agent's (see [`crate::computeagent`]).
+    pub compute: crate::computeagent::ComputeSection,
     /// `[network]`: see the network service's documentation.
     pub network: stratus_network::NetworkConfig,
     /// `[network_agent]`: the in-process network agent (see `stratus_network_agent::AgentConfig`).
@@ -462,13 +463,13 @@ mod tests {
         };
         apply_env_unset(&mut v, &unset, &env).unwrap();
         let c: Config = v.try_into().unwrap();
-        assert_eq!(c.compute.host_netns.as_deref(), Some("lab1"));
-        assert_eq!(c.compute.fake.vcpus, Some(12));
+        assert_eq!(c.compute.local.host_netns.as_deref(), Some("lab1"));
+        assert_eq!(c.compute.local.fake.vcpus, Some(12));
         let mut v = toml::Value::try_from(Config::default()).unwrap();
         let bad = |k: &str| (k == "STRATUS_COMPUTE_FAKE_VCPUS").then(|| "many".to_string());
         let e = apply_env_unset(&mut v, &unset, &bad).unwrap_err().to_string();
         assert!(e.contains("STRATUS_COMPUTE_FAKE_VCPUS"), "{e}");
-        assert_eq!(c.compute.policy_file, None, "an empty variable leaves the key unset");
+        assert_eq!(c.compute.service.policy_file, None, "an empty variable leaves the key unset");
 
         let s = Config::default().show().unwrap();
         assert!(s.contains("# host_netns is unset    # STRATUS_COMPUTE_HOST_NETNS"), "{s}");

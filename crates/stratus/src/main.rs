@@ -120,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 "image" => (stratus_image::policy::DEFAULTS, path(&config.image.policy_file)),
                 "placement" => (stratus_placement::policy::DEFAULTS, path(&config.placement.policy_file)),
-                "compute" => (stratus_compute::policy::DEFAULTS, path(&config.compute.policy_file)),
+                "compute" => (stratus_compute::policy::DEFAULTS, path(&config.compute.service.policy_file)),
                 "network" => (stratus_network::policy::DEFAULTS, path(&config.network.policy_file)),
                 other => anyhow::bail!(
                     "no policy rules are defined for service {other:?}; try identity, image, placement, compute or network"

@@ -40,16 +40,16 @@ fn uid() -> u32 {
 pub fn resolve(config: &Config, platform: &Platform, secret: &str) -> AgentConfig {
     let mut cfg = config.network_agent.clone();
     if cfg.host.is_empty() {
-        cfg.host = if config.compute.agent.host.is_empty() {
+        cfg.host = if config.compute.local.agent.host.is_empty() {
             platform.host.clone()
         } else {
-            config.compute.agent.host.clone()
+            config.compute.local.agent.host.clone()
         };
     }
     // One place for the hypervisor's namespace: QEMU makes its taps in `[compute]
     // host_netns`, so the agent plugs them there unless told otherwise.
     if cfg.host_netns.is_none() {
-        cfg.host_netns = config.compute.host_netns.clone();
+        cfg.host_netns = config.compute.local.host_netns.clone();
     }
     if cfg.state_dir.as_os_str().is_empty() {
         cfg.state_dir = config.data_dir.join("network-agent");

@@ -19,10 +19,10 @@ use crate::config::Config;
 pub fn resolve(config: &Config, platform: &Platform) -> AgentConfig {
     let mut cfg = config.volume_agent.clone();
     if cfg.host.is_empty() {
-        cfg.host = if config.compute.agent.host.is_empty() {
+        cfg.host = if config.compute.local.agent.host.is_empty() {
             platform.host.clone()
         } else {
-            config.compute.agent.host.clone()
+            config.compute.local.agent.host.clone()
         };
     }
     if cfg.state_dir.as_os_str().is_empty() {

@@ -117,7 +117,7 @@ impl TestCloud {
         config.identity.password_hash_memory_kib = 8;
         config.identity.password_hash_iterations = 1;
         // Tests get real guests only when they ask for them (`virt_driver = "qemu"`).
-        config.compute.virt_driver = "fake".into();
+        config.compute.local.virt_driver = "fake".into();
         // Never a network agent in the machine's root namespace: a test that wants one
         // enables it with a `host_netns` it created (see tests/cloud/dataplane.rs).
         config.network_agent.enabled = "false".into();

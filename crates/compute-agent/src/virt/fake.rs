@@ -17,7 +17,7 @@ use super::{
     DiskPeer, HostResources, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError,
     VncConsole,
 };
-use crate::rpc::{GuestSpec, ImageSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
 
 /// `[compute.fake]` settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

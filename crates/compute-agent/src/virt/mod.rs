@@ -12,124 +12,11 @@ pub mod qemu;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-
-use crate::rpc::{GuestSpec, ImageSpec};
-
-/// Nova's power states (the integers the API shows as `OS-EXT-STS:power_state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerState {
-    /// Unknown / no guest.
-    NoState,
-    /// Running.
-    Running,
-    /// vCPUs frozen.
-    Paused,
-    /// Stopped.
-    Shutdown,
-    /// Died.
-    Crashed,
-    /// Memory saved to disk.
-    Suspended,
-}
-
-impl PowerState {
-    /// The API's integer.
-    pub fn code(self) -> i64 {
-        match self {
-            PowerState::NoState => 0,
-            PowerState::Running => 1,
-            PowerState::Paused => 3,
-            PowerState::Shutdown => 4,
-            PowerState::Crashed => 6,
-            PowerState::Suspended => 7,
-        }
-    }
-
-    /// From the API's integer.
-    pub fn from_code(c: i64) -> PowerState {
-        match c {
-            1 => PowerState::Running,
-            3 => PowerState::Paused,
-            4 => PowerState::Shutdown,
-            6 => PowerState::Crashed,
-            7 => PowerState::Suspended,
-            _ => PowerState::NoState,
-        }
-    }
-}
-
-/// What a driver reports about one guest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceInfo {
-    /// Server uuid.
-    pub uuid: String,
-    /// Current power state.
-    pub power_state: PowerState,
-    /// True while booted into a rescue image.
-    pub rescued: bool,
-}
-
-/// Raw resources of the host, before reservations and allocation ratios.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HostResources {
-    /// Logical CPUs.
-    pub vcpus: i64,
-    /// Memory in MiB.
-    pub memory_mb: i64,
-    /// Disk for instances in GiB.
-    pub local_gb: i64,
-    /// CPU model, for `os-hypervisors` `cpu_info`.
-    pub cpu_model: String,
-}
-
-/// Where a guest's VNC console is reachable (for the console proxy).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VncConsole {
-    /// Host address.
-    pub host: String,
-    /// TCP port, or 0 when `path` is a unix socket.
-    pub port: u16,
-    /// Unix socket path, if any.
-    pub path: Option<String>,
-}
-
-/// Migration target for cold and live migrations.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MigrationTarget {
-    /// Destination host name.
-    pub host: String,
-    /// Its address.
-    pub host_ip: String,
-    /// Copy disks (no shared storage).
-    pub block_migration: bool,
-    /// Where the destination of a live migration listens, as its `pre_live_migration`
-    /// answered. None from a controller or destination that predates the answer: the
-    /// destination then listens where both sides derive from the uuid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<IncomingPorts>,
-}
-
-/// The TCP ports the destination of a live migration chose in its configured range
-/// (free when it chose them), for the source to connect to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncomingPorts {
-    /// The migration stream.
-    pub port: u16,
-    /// The NBD server the disks are mirrored into.
-    pub nbd_port: u16,
-}
-
-/// One disk a cold migration copies to another machine: the destination creates it
-/// empty with this virtual size and serves it over NBD under `name`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncomingDisk {
-    /// File name in the instance directory (`disk`, `disk.eph0`, `disk.swap`).
-    pub name: String,
-    /// Bytes the guest sees.
-    pub virtual_size: u64,
-}
+pub use stratus_compute_proto::error::VirtError;
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
+pub use stratus_compute_proto::virt::{
+    HostResources, IncomingDisk, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VncConsole,
+};
 
 /// The other end of a cold migration between machines: the destination's agent, which
 /// the source reaches over the bus while it holds the guest stopped.
@@ -141,44 +28,6 @@ pub trait DiskPeer: Send + Sync {
     /// Stops serving them; `keep = false` also removes them (the move failed).
     async fn end_incoming_disks(&self, uuid: &str, keep: bool) -> Result<(), String>;
 }
-
-/// The error text of a live migration aborted on request: the conductor records such a
-/// migration as `cancelled`, not `error`.
-pub const LIVE_MIGRATION_CANCELLED: &str = "live migration cancelled by request";
-
-/// Why a driver operation failed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
-pub enum VirtError {
-    /// No such guest on this host.
-    #[error("instance {0} not found on this host")]
-    NotFound(String),
-    /// The guest's state does not allow the operation.
-    #[error("instance {uuid} is {state:?}; cannot {op}")]
-    InvalidState {
-        /// Guest.
-        uuid: String,
-        /// Its power state.
-        state: PowerState,
-        /// Operation refused.
-        op: String,
-    },
-    /// The driver does not implement this operation.
-    #[error("the {driver} driver does not support {op}")]
-    Unsupported {
-        /// Driver name.
-        driver: String,
-        /// Operation.
-        op: String,
-    },
-    /// The hypervisor failed.
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Starts the message of a failure no other host can fix (Nova's `BuildAbortException`,
-/// e.g. a flavor disk smaller than the image): the conductor ends the build at once
-/// instead of rescheduling it.
-pub const BUILD_ABORTED: &str = "Build aborted: ";
 
 /// A hypervisor. Every method is idempotent where the name allows (destroying a guest
 /// that is gone succeeds; spawning one that exists with the same uuid succeeds), because
@@ -277,7 +126,7 @@ pub trait VirtDriver: Send + Sync + 'static {
     /// Live migration, destination side: the guest arrived.
     async fn post_live_migration_at_destination(&self, spec: &GuestSpec) -> Result<(), VirtError>;
     /// Live migration, source side, while [`VirtDriver::live_migration`] runs: stop it
-    /// (the guest stays here and that call fails with [`LIVE_MIGRATION_CANCELLED`]).
+    /// (the guest stays here and that call fails with [`VirtError::Cancelled`]).
     async fn live_migration_abort(&self, _uuid: &str) -> Result<(), VirtError> {
         Err(VirtError::Unsupported { driver: self.name().into(), op: "live migration abort".into() })
     }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use stratus_auth::Ctx;
-use stratus_compute_agent::rpc::GuestOp;
+use stratus_compute_proto::rpc::GuestOp;
 use stratus_core::{ApiError, ApiVersion, OsJson, RequestContext, RequestId};
 
 use super::store::{self, Instance, Update};

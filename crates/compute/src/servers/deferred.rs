@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use stratus_auth::Ctx;
-use stratus_compute_agent::rpc::GuestOp;
+use stratus_compute_proto::rpc::GuestOp;
 use stratus_core::{ApiError, RequestContext};
 use stratus_db::sqlx::Row;
 use stratus_db::Query;

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use stratus_auth::Ctx;
-use stratus_compute_agent::rpc::PortSpec;
+use stratus_compute_proto::spec::PortSpec;
 use stratus_core::{ApiError, ApiVersion, OsJson, RequestContext, RequestId};
 
 use super::store::{self, Instance};

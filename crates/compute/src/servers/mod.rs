@@ -359,7 +359,7 @@ const GIB: u64 = 1 << 30;
 /// checked (the driver still refuses to make a disk smaller than the image's virtual size).
 pub(crate) fn check_flavor_fits_image(
     flavor: &flavors::Flavor,
-    image: &stratus_compute_agent::rpc::ImageSpec,
+    image: &stratus_compute_proto::spec::ImageSpec,
 ) -> Result<()> {
     if image.min_ram > flavor.ram.max(0) as u64 {
         return Err(ComputeError::BadRequest("Flavor's memory is too small for requested image.".into()));
@@ -1032,7 +1032,7 @@ pub fn spawn_reclaimer(st: AppState) -> Option<tokio::task::JoinHandle<()>> {
 
 #[cfg(test)]
 mod fit_tests {
-    use stratus_compute_agent::rpc::ImageSpec;
+    use stratus_compute_proto::spec::ImageSpec;
 
     use super::*;
 

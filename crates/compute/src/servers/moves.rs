@@ -23,37 +23,39 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::{agent_topic, to_message, AgentRequest, GuestOp};
-use stratus_compute_agent::virt::{MigrationTarget, PowerState};
+use stratus_compute_proto::error::AgentError;
+use stratus_compute_proto::rpc::{agent_topic, to_message, AgentRequest, GuestOp, GuestOpKind};
+use stratus_compute_proto::virt::{MigrationTarget, PowerState};
 use stratus_core::{ApiError, ApiVersion, RequestContext};
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
 
 use super::store::{self, fault, Instance, Update};
 use super::{authorized, check_lock, events};
-use crate::conductor::Conductor;
+use crate::conductor::{event_name as event, Conductor};
 use crate::error::{ComputeError, Result};
 use crate::flavors::{self, Flavor};
-use crate::migrations::{self, kind, Migration};
+use crate::migrations::{self, kind, Migration, MigrationStatus};
 use crate::state::{self, task, vm, Transition};
 use crate::AppState;
 
 /// Agent operations whose results this module (and [`super::shelve`]) handles.
-pub fn handles(op: &str) -> bool {
+pub fn handles(op: GuestOpKind) -> bool {
+    use GuestOpKind as K;
     matches!(
         op,
-        "migrate_disk_and_power_off"
-            | "finish_migration"
-            | "confirm_migration"
-            | "revert_migration_dest"
-            | "finish_revert_migration"
-            | "pre_live_migration"
-            | "live_migration"
-            | "post_live_migration"
-            | "evacuate_rebuild"
-            | "shelve"
-            | "shelve_offload"
-            | "unshelve"
+        K::MigrateDiskAndPowerOff
+            | K::FinishMigration
+            | K::ConfirmMigration
+            | K::RevertMigrationDest
+            | K::FinishRevertMigration
+            | K::PreLiveMigration
+            | K::LiveMigration
+            | K::PostLiveMigration
+            | K::EvacuateRebuild
+            | K::Shelve
+            | K::ShelveOffload
+            | K::Unshelve
     )
 }
 
@@ -71,25 +73,6 @@ pub fn recovers(t: &str) -> bool {
             | task::SHELVING_OFFLOADING
             | task::UNSHELVING
     )
-}
-
-/// The instance-action event Nova records for each step.
-fn event(op: &str) -> &'static str {
-    match op {
-        "migrate_disk_and_power_off" => "compute_resize_instance",
-        "finish_migration" => "compute_finish_resize",
-        "confirm_migration" => "compute_confirm_resize",
-        "revert_migration_dest" => "compute_revert_resize",
-        "finish_revert_migration" => "compute_finish_revert_resize",
-        "pre_live_migration" => "compute_pre_live_migration",
-        "live_migration" => "compute_live_migration",
-        "post_live_migration" => "compute_post_live_migration_at_destination",
-        "evacuate_rebuild" => "compute_rebuild_instance",
-        "shelve" => "compute_shelve_instance",
-        "shelve_offload" => "compute_shelve_offload_instance",
-        "unshelve" => "compute_unshelve_instance",
-        _ => "compute_unknown",
-    }
 }
 
 /// The conductor event of the scheduling step of each migration type.
@@ -152,12 +135,7 @@ async fn begin_move(
         uuid: uuid::Uuid::new_v4().to_string(),
         instance_uuid: inst.uuid.clone(),
         migration_type: req.kind.into(),
-        status: match req.kind {
-            kind::LIVE => "queued",
-            kind::EVACUATION => "accepted",
-            _ => "pre-migrating",
-        }
-        .into(),
+        status: MigrationStatus::initial(req.kind),
         source_compute: Some(source),
         source_node: inst.node.clone(),
         old_flavor: Some(inst.flavor.clone()),
@@ -274,7 +252,7 @@ async fn project_cores_ram_tx(tx: &mut stratus_db::Tx, project: &str) -> Result<
     q.bind(false)
         .push_bind(" AND i.project_id = ", project)
         .push(" AND (i.flavor_id IS NULL OR m.new_flavor_id IS NULL OR i.flavor_id <> m.new_flavor_id) AND NOT ")
-        .push_in("m.status", migrations::TERMINAL.to_vec());
+        .push_in("m.status", migrations::terminal_names());
     for row in q.fetch_all(&mut **tx).await? {
         let flavor = |col: &str| -> Result<Flavor> {
             let s: Option<String> = row.try_get(col)?;
@@ -510,9 +488,11 @@ pub async fn confirm_resize(st: &AppState, ctx: &RequestContext, id: &str, rid: 
     state::CONFIRM_RESIZE.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
     let m = migrations::active_for(&st.platform.db, &inst.uuid)
         .await?
-        .filter(|m| m.status == "finished")
+        .filter(|m| m.status == MigrationStatus::Finished)
         .ok_or_else(|| ComputeError::BadRequest(format!("Instance {id} has not been resized.")))?;
-    if !migrations::advance(&st.platform.db, &m.uuid, &["finished"], "confirming", &[]).await? {
+    if !migrations::advance(&st.platform.db, &m.uuid, &[MigrationStatus::Finished], MigrationStatus::Confirming, &[])
+        .await?
+    {
         return Err(ComputeError::Conflict(format!("Migration {} is not waiting for a confirmation", m.id)).into());
     }
     record_action(st, ctx, &inst, "confirmResize", rid).await?;
@@ -533,7 +513,7 @@ pub async fn revert_resize(st: &AppState, ctx: &RequestContext, id: &str, rid: &
     state::REVERT_RESIZE.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
     let m = migrations::active_for(&st.platform.db, &inst.uuid)
         .await?
-        .filter(|m| m.status == "finished")
+        .filter(|m| m.status == MigrationStatus::Finished)
         .ok_or_else(|| ComputeError::BadRequest(format!("Instance {id} has not been resized.")))?;
     let u = Update::new().set("task_state", task::RESIZE_REVERTING).expect_task(None).expect_vm(&[vm::RESIZED]);
     let (uuid, user, project, rid2, mu) =
@@ -549,10 +529,10 @@ pub async fn revert_resize(st: &AppState, ctx: &RequestContext, id: &str, rid: &
                     return Ok(false);
                 }
                 let n = Query::new("UPDATE compute_migrations SET status = ")
-                    .bind("reverting")
+                    .bind(MigrationStatus::Reverting)
                     .push_bind(", updated_at = ", stratus_core::time::now())
                     .push_bind(" WHERE uuid = ", &mu)
-                    .push_bind(" AND status = ", "finished")
+                    .push_bind(" AND status = ", MigrationStatus::Finished)
                     .execute(&mut **tx)
                     .await?;
                 if n != 1 {
@@ -593,7 +573,9 @@ impl Conductor {
             if let Err(e) = self.start_move(&uuid, &rid).await {
                 tracing::error!(instance = %uuid, error = %e, "move failed");
                 if let Ok(Some(m)) = migrations::latest_for(&self.platform.db, &uuid).await {
-                    let _ = self.rollback_move(&uuid, &m, &rid, conductor_event(&m), &e.to_string(), "error").await;
+                    let _ = self
+                        .rollback_move(&uuid, &m, &rid, conductor_event(&m), &e.to_string(), MigrationStatus::Error)
+                        .await;
                 }
             }
         });
@@ -603,8 +585,8 @@ impl Conductor {
     /// (`error`, as Nova leaves such records).
     pub(crate) async fn end_moves_of_deleted(&self, uuid: &str) -> Result<()> {
         if let Some(m) = migrations::active_for(&self.platform.db, uuid).await? {
-            self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
-            migrations::finish(&self.platform.db, &m.uuid, "error").await?;
+            self.release_claim(&m.uuid).await?;
+            migrations::finish(&self.platform.db, &m.uuid, MigrationStatus::Error).await?;
         }
         Ok(())
     }
@@ -615,7 +597,15 @@ impl Conductor {
             let r = async {
                 let Some(m) = migrations::by_uuid(&self.platform.db, &migration).await? else { return Ok(()) };
                 let rid = m.request_id.clone().unwrap_or_default();
-                self.rollback_move(&uuid, &m, &rid, conductor_event(&m), "aborted by request", "cancelled").await
+                self.rollback_move(
+                    &uuid,
+                    &m,
+                    &rid,
+                    conductor_event(&m),
+                    "aborted by request",
+                    MigrationStatus::Cancelled,
+                )
+                .await
             };
             if let Err(e) = r.await {
                 tracing::error!(instance = %uuid, error = %e, "could not undo an aborted live migration");
@@ -625,23 +615,15 @@ impl Conductor {
 
     /// Sends one step to `host`; an unreachable host is that step's failure.
     pub(crate) async fn send_step(&self, inst: &Instance, host: &str, op: GuestOp, rid: &str) {
-        let name = op.name();
-        let _ = events::start_event(&self.platform.db, &inst.uuid, rid, event(name), Some(host)).await;
+        let kind = op.kind();
+        let _ = events::start_event(&self.platform.db, &inst.uuid, rid, event(kind), Some(host)).await;
         let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op };
         // An agent that is restarting comes back within seconds; only one that stays
         // unreachable fails the step.
-        let mut sent = self.platform.bus.cast(&agent_topic(host), to_message(&msg)).await;
-        for attempt in 1..12u64 {
-            if sent.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100 * attempt.min(5))).await;
-            sent = self.platform.bus.cast(&agent_topic(host), to_message(&msg)).await;
-        }
-        if let Err(e) = sent {
-            tracing::warn!(instance = %inst.uuid, host, op = name, error = %e, "host unreachable");
+        if let Err(e) = self.cast_retrying(host, &msg, crate::conductor::STEP_SEND_TRIES).await {
+            tracing::warn!(instance = %inst.uuid, host, op = kind.name(), error = %e, "host unreachable");
             let why = format!("Compute host {host} is unreachable: {e}");
-            if let Err(e) = self.step_unreachable(&inst.uuid, name, rid, &why).await {
+            if let Err(e) = self.step_unreachable(&inst.uuid, kind, rid, &why).await {
                 tracing::error!(instance = %inst.uuid, error = %e, "could not record an unreachable host");
             }
         }
@@ -649,17 +631,20 @@ impl Conductor {
 
     /// A step could not even be sent: before the guest left its source the move is
     /// rolled back, after that the server goes to ERROR.
-    async fn step_unreachable(&self, uuid: &str, op: &str, rid: &str, why: &str) -> Result<()> {
+    async fn step_unreachable(&self, uuid: &str, op: GuestOpKind, rid: &str, why: &str) -> Result<()> {
         let db = &self.platform.db;
-        if matches!(op, "shelve" | "shelve_offload" | "unshelve") {
-            return self.fail(uuid, rid, op, 500, why, why).await;
+        if matches!(op, GuestOpKind::Shelve | GuestOpKind::ShelveOffload | GuestOpKind::Unshelve) {
+            return self.fail(uuid, rid, event(op), 500, why, why).await;
         }
         let Some(m) = migrations::latest_for(db, uuid).await? else { return Ok(()) };
         match op {
-            "migrate_disk_and_power_off" | "pre_live_migration" | "live_migration" | "evacuate_rebuild" => {
-                self.rollback_move(uuid, &m, rid, event(op), why, "error").await
+            GuestOpKind::MigrateDiskAndPowerOff
+            | GuestOpKind::PreLiveMigration
+            | GuestOpKind::LiveMigration
+            | GuestOpKind::EvacuateRebuild => {
+                self.rollback_move(uuid, &m, rid, event(op), why, MigrationStatus::Error).await
             }
-            _ => self.fail_move(uuid, &m, rid, op, why, "error").await,
+            _ => self.fail_move(uuid, &m, rid, op, why, MigrationStatus::Error).await,
         }
     }
 
@@ -707,7 +692,7 @@ impl Conductor {
             Err(nvh) => {
                 tracing::warn!(instance = %uuid, details = %nvh.details, "{nvh}");
                 let why = format!("{nvh} {}", nvh.details);
-                self.rollback_move(uuid, &m, rid, cev, &why, "error").await?;
+                self.rollback_move(uuid, &m, rid, cev, &why, MigrationStatus::Error).await?;
                 // Resize, cold and live migration leave a server that is still fine on
                 // its source as it was (Nova's conductor does the same). An evacuated
                 // server's host is down, so Nova puts it in ERROR, with the fault.
@@ -720,25 +705,36 @@ impl Conductor {
         let az = self.host_az(&host).await?;
         let ip = self.host_ip(&host).await?;
         // Aborted (live migration) while we were choosing: give the claim back.
-        let (inst_u, status_from, status_to): (Update, &[&str], &str) = match m.migration_type.as_str() {
-            kind::LIVE => (Update::new().expect_task(Some(task::MIGRATING)), &["queued"], "preparing"),
-            kind::EVACUATION => (
-                Update::new()
-                    .set("host", host.clone())
-                    .set("node", node.clone())
-                    .set("availability_zone", az)
-                    .expect_task(Some(task::REBUILDING)),
-                &["accepted"],
-                "pre-migrating",
-            ),
-            _ => (
-                Update::new().set("task_state", task::RESIZE_MIGRATING).expect_task(Some(task::RESIZE_PREP)),
-                &["pre-migrating"],
-                "migrating",
-            ),
-        };
-        let (mu, u2, h2, n2, ip2, from2) =
-            (m.uuid.clone(), uuid.to_string(), host.clone(), node.clone(), ip.clone(), status_from.to_vec());
+        let (inst_u, status_from, status_to): (Update, &[MigrationStatus], MigrationStatus) =
+            match m.migration_type.as_str() {
+                kind::LIVE => (
+                    Update::new().expect_task(Some(task::MIGRATING)),
+                    &[MigrationStatus::Queued],
+                    MigrationStatus::Preparing,
+                ),
+                kind::EVACUATION => (
+                    Update::new()
+                        .set("host", host.clone())
+                        .set("node", node.clone())
+                        .set("availability_zone", az)
+                        .expect_task(Some(task::REBUILDING)),
+                    &[MigrationStatus::Accepted],
+                    MigrationStatus::PreMigrating,
+                ),
+                _ => (
+                    Update::new().set("task_state", task::RESIZE_MIGRATING).expect_task(Some(task::RESIZE_PREP)),
+                    &[MigrationStatus::PreMigrating],
+                    MigrationStatus::Migrating,
+                ),
+            };
+        let (mu, u2, h2, n2, ip2, from2) = (
+            m.uuid.clone(),
+            uuid.to_string(),
+            host.clone(),
+            node.clone(),
+            ip.clone(),
+            MigrationStatus::names(status_from),
+        );
         let recorded = db
             .transaction(|tx| {
                 let (inst_u, mu, u, h, n, ip, from) =
@@ -767,9 +763,9 @@ impl Conductor {
             Ok(true) => {}
             Ok(false) => {
                 // Cancelled meanwhile.
-                return self.rollback_move(uuid, &m, rid, cev, "aborted", "cancelled").await;
+                return self.rollback_move(uuid, &m, rid, cev, "aborted", MigrationStatus::Cancelled).await;
             }
-            Err(e) => return self.rollback_move(uuid, &m, rid, cev, &e.to_string(), "error").await,
+            Err(e) => return self.rollback_move(uuid, &m, rid, cev, &e.to_string(), MigrationStatus::Error).await,
         }
         events::finish_event(db, uuid, rid, cev, None, false).await?;
         let inst = store::must_load(db, uuid).await?;
@@ -800,7 +796,7 @@ impl Conductor {
         rid: &str,
         ev: &str,
         why: &str,
-        status: &str,
+        status: MigrationStatus,
     ) -> Result<()> {
         let db = &self.platform.db;
         let p = &self.backends.placement;
@@ -850,9 +846,17 @@ impl Conductor {
     /// A step failed after the guest left its source: ERROR with a fault; the server
     /// keeps the destination's claim, the migration's source allocation is released
     /// (the source copy is cleaned up by that host's reconciliation).
-    async fn fail_move(&self, uuid: &str, m: &Migration, rid: &str, op: &str, err: &str, status: &str) -> Result<()> {
+    async fn fail_move(
+        &self,
+        uuid: &str,
+        m: &Migration,
+        rid: &str,
+        op: GuestOpKind,
+        err: &str,
+        status: MigrationStatus,
+    ) -> Result<()> {
         let db = &self.platform.db;
-        self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(&m.uuid).await?;
         migrations::finish(db, &m.uuid, status).await?;
         self.set_error(uuid, fault(500, &format!("The {} failed", m.migration_type), err)).await?;
         events::finish_event(db, uuid, rid, event(op), Some(err), true).await
@@ -864,11 +868,14 @@ impl Conductor {
         host: &str,
         uuid: &str,
         rid: &str,
-        op: &str,
-        error: Option<&str>,
+        op: GuestOpKind,
+        error: Option<&AgentError>,
         power: PowerState,
     ) -> Result<()> {
-        if matches!(op, "shelve" | "shelve_offload" | "unshelve") {
+        let cancelled = matches!(error, Some(AgentError::Cancelled));
+        let error_text = error.map(|e| e.to_string());
+        let error = error_text.as_deref();
+        if matches!(op, GuestOpKind::Shelve | GuestOpKind::ShelveOffload | GuestOpKind::Unshelve) {
             return self.shelve_result(host, uuid, rid, op, error, power).await;
         }
         let db = &self.platform.db;
@@ -882,12 +889,12 @@ impl Conductor {
         let dest = m.dest_compute.clone().unwrap_or_default();
         let source = m.source_compute.clone().unwrap_or_default();
         match op {
-            "migrate_disk_and_power_off" => {
+            GuestOpKind::MigrateDiskAndPowerOff => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_MIGRATING) {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.rollback_move(uuid, &m, rid, ev, err, "error").await;
+                    return self.rollback_move(uuid, &m, rid, ev, err, MigrationStatus::Error).await;
                 }
                 let new = m.new_flavor.clone().unwrap_or_else(|| inst.flavor.clone());
                 let az = self.host_az(&dest).await?;
@@ -901,41 +908,42 @@ impl Conductor {
                 if !u.apply(db, uuid).await? {
                     return Ok(());
                 }
-                migrations::advance(db, &m.uuid, &["migrating"], "post-migrating", &[]).await?;
+                migrations::advance(db, &m.uuid, &[MigrationStatus::Migrating], MigrationStatus::PostMigrating, &[])
+                    .await?;
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
                 let inst = store::must_load(db, uuid).await?;
                 self.rebind_ports(&inst, &dest).await;
                 self.send_step(&inst, &dest, GuestOp::FinishMigration { power_on: old_active }, rid).await;
                 Ok(())
             }
-            "finish_migration" => {
+            GuestOpKind::FinishMigration => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_FINISH) {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "error").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
                 let u = Update::new()
                     .set("vm_state", vm::RESIZED)
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .expect_task(Some(task::RESIZE_FINISH));
-                self.end_move(uuid, u, &m.uuid, "finished", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Finished, rid, ev).await.map(|_| ())
             }
-            "confirm_migration" => {
+            GuestOpKind::ConfirmMigration => {
                 if let Some(err) = error {
                     tracing::warn!(instance = %uuid, error = err, "the source host could not drop its copy; its reconciliation will");
                 }
                 self.finish_confirm(uuid, &m, rid).await
             }
-            "revert_migration_dest" => {
+            GuestOpKind::RevertMigrationDest => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_REVERTING)
                     || inst.host.as_deref() != Some(dest.as_str())
                 {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "error").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
                 // The source allocation goes back to the instance, replacing the
                 // destination's, in one placement call.
@@ -959,12 +967,12 @@ impl Conductor {
                 self.send_step(&inst, &source, GuestOp::FinishRevertMigration { power_on: old_active }, rid).await;
                 Ok(())
             }
-            "finish_revert_migration" => {
+            GuestOpKind::FinishRevertMigration => {
                 if inst.task_state.as_deref() != Some(task::RESIZE_REVERTING) {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    migrations::finish(db, &m.uuid, "error").await?;
+                    migrations::finish(db, &m.uuid, MigrationStatus::Error).await?;
                     self.set_error(uuid, fault(500, "Reverting the resize failed", err)).await?;
                     return events::finish_event(db, uuid, rid, ev, Some(err), true).await;
                 }
@@ -973,20 +981,26 @@ impl Conductor {
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .expect_task(Some(task::RESIZE_REVERTING));
-                self.end_move(uuid, u, &m.uuid, "reverted", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Reverted, rid, ev).await.map(|_| ())
             }
-            "pre_live_migration" => {
+            GuestOpKind::PreLiveMigration => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) {
                     return Ok(());
                 }
-                if m.status == "cancelled" {
-                    return self.rollback_move(uuid, &m, rid, ev, "aborted by request", "cancelled").await;
+                if m.status == MigrationStatus::Cancelled {
+                    return self
+                        .rollback_move(uuid, &m, rid, ev, "aborted by request", MigrationStatus::Cancelled)
+                        .await;
                 }
                 if let Some(err) = error {
-                    return self.rollback_move(uuid, &m, rid, ev, err, "error").await;
+                    return self.rollback_move(uuid, &m, rid, ev, err, MigrationStatus::Error).await;
                 }
-                if !migrations::advance(db, &m.uuid, &["preparing"], "running", &[]).await? {
-                    return self.rollback_move(uuid, &m, rid, ev, "aborted by request", "cancelled").await;
+                if !migrations::advance(db, &m.uuid, &[MigrationStatus::Preparing], MigrationStatus::Running, &[])
+                    .await?
+                {
+                    return self
+                        .rollback_move(uuid, &m, rid, ev, "aborted by request", MigrationStatus::Cancelled)
+                        .await;
                 }
                 events::finish_event(db, uuid, rid, ev, None, false).await?;
                 // The destination's answer (its ports) was recorded with its result.
@@ -994,17 +1008,13 @@ impl Conductor {
                 self.send_step(&inst, &source, GuestOp::LiveMigration { target }, rid).await;
                 Ok(())
             }
-            "live_migration" => {
+            GuestOpKind::LiveMigration => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) || inst.host.as_deref() != Some(source.as_str())
                 {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    let status = if err.contains(stratus_compute_agent::virt::LIVE_MIGRATION_CANCELLED) {
-                        "cancelled"
-                    } else {
-                        "error"
-                    };
+                    let status = if cancelled { MigrationStatus::Cancelled } else { MigrationStatus::Error };
                     return self.rollback_move(uuid, &m, rid, ev, err, status).await;
                 }
                 let az = self.host_az(&dest).await?;
@@ -1023,28 +1033,28 @@ impl Conductor {
                 }
                 Ok(())
             }
-            "post_live_migration" => {
+            GuestOpKind::PostLiveMigration => {
                 if inst.task_state.as_deref() != Some(task::MIGRATING) {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "error").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Error).await;
                 }
-                self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+                self.release_claim(&m.uuid).await?;
                 let u = Update::new()
                     .set("task_state", Option::<String>::None)
                     .set("power_state", power.code())
                     .expect_task(Some(task::MIGRATING));
-                self.end_move(uuid, u, &m.uuid, "completed", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Completed, rid, ev).await.map(|_| ())
             }
-            "evacuate_rebuild" => {
+            GuestOpKind::EvacuateRebuild => {
                 if inst.task_state.as_deref() != Some(task::REBUILDING) {
                     return Ok(());
                 }
                 if let Some(err) = error {
-                    return self.fail_move(uuid, &m, rid, op, err, "failed").await;
+                    return self.fail_move(uuid, &m, rid, op, err, MigrationStatus::Failed).await;
                 }
-                self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+                self.release_claim(&m.uuid).await?;
                 let to = if power == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
                 let u = Update::new()
                     .set("vm_state", to)
@@ -1052,7 +1062,7 @@ impl Conductor {
                     .set("power_state", power.code())
                     .set("fault_json", Option::<String>::None)
                     .expect_task(Some(task::REBUILDING));
-                self.end_move(uuid, u, &m.uuid, "done", rid, ev).await.map(|_| ())
+                self.end_move(uuid, u, &m.uuid, MigrationStatus::Done, rid, ev).await.map(|_| ())
             }
             _ => Ok(()),
         }
@@ -1060,7 +1070,15 @@ impl Conductor {
 
     /// The last step of a move: the server's state, the migration's final status and
     /// the finished event, in one transaction (so nobody sees one without the other).
-    async fn end_move(&self, uuid: &str, u: Update, mig: &str, to: &str, rid: &str, ev: &str) -> Result<bool> {
+    async fn end_move(
+        &self,
+        uuid: &str,
+        u: Update,
+        mig: &str,
+        to: MigrationStatus,
+        rid: &str,
+        ev: &str,
+    ) -> Result<bool> {
         let (u2, uuid2, mig2, to2, rid2, ev2) =
             (u, uuid.to_string(), mig.to_string(), to.to_string(), rid.to_string(), ev.to_string());
         self.platform
@@ -1076,7 +1094,7 @@ impl Conductor {
                     q.bind(&to).push_bind(", updated_at = ", stratus_core::time::now());
                     q.push_bind(" WHERE uuid = ", &mig)
                         .push(" AND NOT ")
-                        .push_in("status", migrations::TERMINAL.to_vec());
+                        .push_in("status", migrations::terminal_names());
                     q.execute(&mut **tx).await?;
                     events::finish_event_tx(tx, &uuid, &rid, &ev, None, true).await?;
                     Ok::<_, ComputeError>(true)
@@ -1092,7 +1110,7 @@ impl Conductor {
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let Some(m) = migrations::latest_for(db, uuid).await? else { return Ok(()) };
         let source = m.source_compute.clone().unwrap_or_default();
-        events::start_event(db, uuid, rid, event("confirm_migration"), Some(&source)).await?;
+        events::start_event(db, uuid, rid, event(GuestOpKind::ConfirmMigration), Some(&source)).await?;
         let msg =
             AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::ConfirmMigration };
         if !self.host_up(&source).await?
@@ -1106,15 +1124,18 @@ impl Conductor {
 
     async fn finish_confirm(&self, uuid: &str, m: &Migration, rid: &str) -> Result<()> {
         let db = &self.platform.db;
-        if m.status != "confirming" {
+        if m.status != MigrationStatus::Confirming {
             return Ok(());
         }
-        self.backends.placement.release(&m.uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(&m.uuid).await?;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         let to = if PowerState::from_code(inst.power_state) == PowerState::Running { vm::ACTIVE } else { vm::STOPPED };
         let u = Update::new().set("vm_state", to).expect_vm(&[vm::RESIZED]).expect_task(None);
-        if !self.end_move(uuid, u, &m.uuid, "confirmed", rid, event("confirm_migration")).await? {
-            migrations::finish(db, &m.uuid, "confirmed").await?;
+        if !self
+            .end_move(uuid, u, &m.uuid, MigrationStatus::Confirmed, rid, event(GuestOpKind::ConfirmMigration))
+            .await?
+        {
+            migrations::finish(db, &m.uuid, MigrationStatus::Confirmed).await?;
         }
         Ok(())
     }
@@ -1123,7 +1144,7 @@ impl Conductor {
     pub(crate) fn recover_confirmations(self: Arc<Self>) {
         tokio::spawn(async move {
             let rows = Query::new("SELECT instance_uuid, request_id FROM compute_migrations WHERE status = ")
-                .bind("confirming")
+                .bind(MigrationStatus::Confirming)
                 .fetch_all(self.platform.db.reader())
                 .await;
             for r in rows.unwrap_or_default() {
@@ -1170,7 +1191,7 @@ impl Conductor {
         let source = m.source_compute.clone().unwrap_or_default();
         let old_active = m.old_vm_state.as_deref() != Some(vm::STOPPED);
         let Some(dest) = dest else {
-            return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, "error").await;
+            return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, MigrationStatus::Error).await;
         };
         let target = m.target();
         let on_dest = inst.host.as_deref() == Some(dest.as_str());
@@ -1185,10 +1206,10 @@ impl Conductor {
             task::RESIZE_REVERTING => {
                 self.send_step(&inst, &source, GuestOp::FinishRevertMigration { power_on: old_active }, rid).await
             }
-            task::MIGRATING if m.status == "running" && on_dest => {
+            task::MIGRATING if m.status == MigrationStatus::Running && on_dest => {
                 self.send_step(&inst, &dest, GuestOp::PostLiveMigration, rid).await
             }
-            task::MIGRATING if m.status == "running" => {
+            task::MIGRATING if m.status == MigrationStatus::Running => {
                 self.send_step(&inst, &source, GuestOp::LiveMigration { target }, rid).await
             }
             task::REBUILDING if on_dest => {
@@ -1197,7 +1218,7 @@ impl Conductor {
             }
             // Chosen but not started (live migration preparing, or anything else):
             // the guest never left its source.
-            _ => return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, "error").await,
+            _ => return self.rollback_move(uuid, &m, rid, conductor_event(&m), why, MigrationStatus::Error).await,
         }
         Ok(())
     }

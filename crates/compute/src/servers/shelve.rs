@@ -22,8 +22,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::GuestOp;
-use stratus_compute_agent::virt::PowerState;
+use stratus_compute_proto::rpc::{GuestOp, GuestOpKind};
+use stratus_compute_proto::virt::PowerState;
 use stratus_core::{ApiError, ApiVersion, RequestContext};
 use stratus_db::sqlx::Row;
 use stratus_db::Query;
@@ -212,7 +212,7 @@ impl Conductor {
 
     async fn finish_offload(&self, uuid: &str, rid: &str, _power: PowerState) -> Result<()> {
         let db = &self.platform.db;
-        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(uuid).await?;
         let ok = Update::new()
             .set("vm_state", vm::SHELVED_OFFLOADED)
             .set("task_state", Option::<String>::None)
@@ -243,7 +243,7 @@ impl Conductor {
             return Ok(());
         }
         // A claim a crash left behind (host never recorded) is dropped first.
-        self.backends.placement.release(uuid).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        self.release_claim(uuid).await?;
         let mut want = inst.clone();
         want.retry_hosts = vec![];
         match self.scheduler.select_and_claim(&want).await {
@@ -258,7 +258,7 @@ impl Conductor {
                     .apply(db, uuid)
                     .await?;
                 if !ok {
-                    let _ = self.backends.placement.release(uuid).await;
+                    self.undo_claim(uuid, "unshelve of a server changed meanwhile").await;
                     return Ok(());
                 }
                 events::finish_event(db, uuid, rid, "conductor_unshelve_instance", None, false).await?;
@@ -299,17 +299,13 @@ impl Conductor {
         host: &str,
         uuid: &str,
         rid: &str,
-        op: &str,
+        op: GuestOpKind,
         error: Option<&str>,
         power: PowerState,
     ) -> Result<()> {
         let db = &self.platform.db;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
-        let ev = match op {
-            "shelve" => "compute_shelve_instance",
-            "shelve_offload" => "compute_shelve_offload_instance",
-            _ => "compute_unshelve_instance",
-        };
+        let ev = crate::conductor::event_name(op);
         if let Some(err) = error {
             if inst.task_state.as_deref() == Some(task::DELETING) {
                 return Ok(());
@@ -318,7 +314,7 @@ impl Conductor {
             return events::finish_event(db, uuid, rid, ev, Some(err), true).await;
         }
         match op {
-            "shelve" => {
+            GuestOpKind::Shelve => {
                 let ok = Update::new()
                     .set("vm_state", vm::SHELVED)
                     .set("task_state", Option::<String>::None)
@@ -347,7 +343,7 @@ impl Conductor {
                 }
                 events::finish_event(db, uuid, rid, ev, None, true).await
             }
-            "shelve_offload" => {
+            GuestOpKind::ShelveOffload => {
                 if inst.host.as_deref() != Some(host) {
                     return Ok(());
                 }

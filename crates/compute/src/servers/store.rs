@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use stratus_compute_agent::rpc::{GuestSpec, ImageSpec, PortSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec, PortSpec};
 use stratus_db::sqlx::any::AnyRow;
 use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};

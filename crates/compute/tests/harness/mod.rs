@@ -64,7 +64,7 @@ pub struct Cloud {
 }
 
 pub fn test_config() -> ComputeConfig {
-    ComputeConfig { local_agent: false, ..Default::default() }
+    ComputeConfig::default()
 }
 
 impl Cloud {

@@ -269,7 +269,7 @@ async fn nic_auto_gets_a_network_once_per_project() {
 
 #[tokio::test]
 async fn tags_passwords_soft_delete_restore_and_usage() {
-    let cloud = TestCloud::start_with(|c| c.compute.reclaim_instance_interval_secs = 3600).await;
+    let cloud = TestCloud::start_with(|c| c.compute.service.reclaim_instance_interval_secs = 3600).await;
     image_and_external(&cloud).await;
     let dave = member(&cloud, "proj-d", "dave").await;
     let erin = member(&cloud, "proj-e", "erin").await;

@@ -17,7 +17,7 @@ fn fake() -> FakeDriverConfig {
 
 /// A cloud without the local agent and with `hosts` fake compute hosts.
 async fn cloud_with_hosts(hosts: &[&str]) -> (TestCloud, Vec<stratus_compute_agent::AgentHandle>) {
-    let cloud = TestCloud::start_with(|c| c.compute.local_agent = false).await;
+    let cloud = TestCloud::start_with(|c| c.compute.local.local_agent = false).await;
     let mut agents = Vec::new();
     for h in hosts {
         agents.push(cloud.start_fake_agent(h, fake()).await.0);
@@ -386,7 +386,7 @@ async fn aggregates_zones_and_server_groups_steer_the_scheduler_through_the_cli(
 
 #[tokio::test]
 async fn a_live_migration_in_progress_is_listed_shown_and_aborted_through_the_cli() {
-    let cloud = TestCloud::start_with(|c| c.compute.local_agent = false).await;
+    let cloud = TestCloud::start_with(|c| c.compute.local.local_agent = false).await;
     let _fast = cloud.start_fake_agent("cmp-fast", fake()).await;
     // Every step of the slow host takes 10 minutes: the migration stays `preparing`.
     let (slow, _) = cloud.start_fake_agent("cmp-slow", FakeDriverConfig { op_delay_ms: 600_000, ..fake() }).await;
@@ -466,7 +466,7 @@ async fn wait_image_gone(cloud: &TestCloud, id: &str) {
 #[tokio::test]
 async fn shelved_snapshots_are_deleted_once_unshelved_and_with_their_server() {
     // Not offloaded: unshelve powers the guest on where it is, and still drops the snapshot.
-    let cloud = TestCloud::start_with(|c| c.compute.shelved_offload_time = -1).await;
+    let cloud = TestCloud::start_with(|c| c.compute.service.shelved_offload_time = -1).await;
     cloud.create_tiny_image().await;
     let vm = cloud
         .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", "none", "--wait", "vm1"])
@@ -498,7 +498,7 @@ async fn shelved_snapshots_are_deleted_once_unshelved_and_with_their_server() {
 
 #[tokio::test]
 async fn shelved_servers_are_offloaded_after_shelved_offload_time_and_deleted_with_their_snapshot() {
-    let cloud = TestCloud::start_with(|c| c.compute.shelved_offload_time = 2).await;
+    let cloud = TestCloud::start_with(|c| c.compute.service.shelved_offload_time = 2).await;
     cloud.create_tiny_image().await;
     cloud
         .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", "none", "--wait", "vm1"])

@@ -109,10 +109,10 @@ async fn cloud_with_a_guest(
     let images = image_dir();
     let listen = vnc_listen.map(str::to_string);
     let cloud = TestCloud::start_in(data.to_path_buf(), |c| {
-        c.compute.virt_driver = "qemu".into();
-        c.compute.agent.sync_interval_secs = 2;
-        c.compute.qemu.power_off_timeout_secs = 30;
-        c.compute.qemu.vnc_listen = listen;
+        c.compute.local.virt_driver = "qemu".into();
+        c.compute.local.agent.sync_interval_secs = 2;
+        c.compute.local.qemu.power_off_timeout_secs = 30;
+        c.compute.local.qemu.vnc_listen = listen;
     })
     .await;
     stratus::test_image::upload(&cloud.handle().platform, &images).await.expect("test image upload");
@@ -324,7 +324,7 @@ async fn console_requests_this_cloud_cannot_serve_are_refused_clearly() {
     // Without noVNC on the host the page says what to install.
     let empty = tempfile::tempdir().unwrap();
     let dir = empty.path().to_path_buf();
-    let cloud = TestCloud::start_with(|c| c.compute.vnc.novnc_dir = dir).await;
+    let cloud = TestCloud::start_with(|c| c.compute.service.vnc.novnc_dir = dir).await;
     let r = cloud.http().get(cloud.at("/compute/novnc/vnc_lite.html")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
@@ -424,7 +424,7 @@ async fn drop_schema(schema: &str) {
 async fn fake_cloud(data: &std::path::Path, db_url: Option<&str>, public_url: Option<&str>) -> TestCloud {
     let (url, public) = (db_url.map(str::to_string), public_url.map(str::to_string));
     TestCloud::start_in(data.to_path_buf(), move |c| {
-        c.compute.local_agent = false;
+        c.compute.local.local_agent = false;
         if let Some(u) = url {
             c.database.url = u;
         }
@@ -625,7 +625,7 @@ fn host_of(s: &Value) -> String {
 #[tokio::test]
 async fn console_tokens_are_revoked_when_the_server_moves() {
     let vnc = fake_vnc().await;
-    let cloud = TestCloud::start_with(|c| c.compute.local_agent = false).await;
+    let cloud = TestCloud::start_with(|c| c.compute.local.local_agent = false).await;
     let (_agents, id) = hosts_with_a_server(&cloud, &["cmp-a", "cmp-b"], &vnc).await;
     let token = cloud.admin_token().await;
     let issue = || async { websocket_url(&api_console_url(&cloud, &token, &id).await) };

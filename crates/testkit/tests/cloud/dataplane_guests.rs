@@ -139,10 +139,10 @@ async fn dataplane_guests_dhcp_metadata_ssh_and_security_groups() {
     let host_for_compute = host.clone();
     let t_start = Instant::now();
     let cloud = TestCloud::start_in(data.path().to_path_buf(), |c| {
-        c.compute.virt_driver = "qemu".into();
-        c.compute.host_netns = Some(host_for_compute);
-        c.compute.agent.sync_interval_secs = 2;
-        c.compute.qemu.power_off_timeout_secs = 30;
+        c.compute.local.virt_driver = "qemu".into();
+        c.compute.local.host_netns = Some(host_for_compute);
+        c.compute.local.agent.sync_interval_secs = 2;
+        c.compute.local.qemu.power_off_timeout_secs = 30;
         c.network_agent = stratus_network_agent::AgentConfig {
             enabled: "true".into(),
             host: String::new(),
@@ -436,10 +436,10 @@ impl GuestCloud {
         agent(&lab, &host, &mut agent_cfg);
         let host_for_compute = host.clone();
         let cloud = TestCloud::start_in(data.path().to_path_buf(), |c| {
-            c.compute.virt_driver = "qemu".into();
-            c.compute.host_netns = Some(host_for_compute);
-            c.compute.agent.sync_interval_secs = 2;
-            c.compute.qemu.power_off_timeout_secs = 30;
+            c.compute.local.virt_driver = "qemu".into();
+            c.compute.local.host_netns = Some(host_for_compute);
+            c.compute.local.agent.sync_interval_secs = 2;
+            c.compute.local.qemu.power_off_timeout_secs = 30;
             c.network_agent = stratus_network_agent::AgentConfig {
                 enabled: "true".into(),
                 host: String::new(),

@@ -116,7 +116,7 @@ async fn two_hosts_vxlan_per_host_state_and_agent_failover() {
     // Both agents are the test's, so host B can be made to host DHCP first and then die.
     let cloud = TestCloud::start_with(|c| {
         c.network.agent_down_time = 3;
-        c.compute.metadata_proxy_shared_secret = SECRET.into();
+        c.compute.service.metadata_proxy_shared_secret = SECRET.into();
     })
     .await;
     let stop_b = spawn_network_agent(&cloud, agent_cfg(&lab, "hostb", &ns_b, TUNNEL_B));
@@ -424,12 +424,12 @@ async fn two_hosts_real_guests_over_vxlan() {
     let agent_a = agent_cfg(&lab, "h", &ns_a, TUNNEL_A);
     let ns_for_compute = ns_a.clone();
     let cloud = TestCloud::start_in(data.path().to_path_buf(), |c| {
-        c.compute.virt_driver = "qemu".into();
-        c.compute.agent.host = "hosta".into();
-        c.compute.host_netns = Some(ns_for_compute);
-        c.compute.agent.sync_interval_secs = 2;
-        c.compute.qemu.power_off_timeout_secs = 30;
-        c.compute.metadata_proxy_shared_secret = SECRET.into();
+        c.compute.local.virt_driver = "qemu".into();
+        c.compute.local.agent.host = "hosta".into();
+        c.compute.local.host_netns = Some(ns_for_compute);
+        c.compute.local.agent.sync_interval_secs = 2;
+        c.compute.local.qemu.power_off_timeout_secs = 30;
+        c.compute.service.metadata_proxy_shared_secret = SECRET.into();
         // Host A: `stratus up`'s own agent, named after the compute host.
         c.network_agent = AgentConfig { host: String::new(), ..agent_a };
     })

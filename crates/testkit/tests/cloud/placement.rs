@@ -18,7 +18,7 @@ fn rows(v: &Value) -> &Vec<Value> {
 async fn placement_through_osc_placement() {
     // No local compute agent: its own resource provider would join every list and
     // candidate query this test counts.
-    let cloud = TestCloud::start_with(|c| c.compute.local_agent = false).await;
+    let cloud = TestCloud::start_with(|c| c.compute.local.local_agent = false).await;
     let v139 = ["--os-placement-api-version", "1.39"];
 
     // Providers: create (negotiated version, 1.29), a nested child, list, show, set.

@@ -105,10 +105,10 @@ pub(crate) fn image_dir() -> PathBuf {
 
 async fn qemu_cloud_in(data_dir: PathBuf) -> TestCloud {
     let cloud = TestCloud::start_in(data_dir, |c| {
-        c.compute.virt_driver = "qemu".into();
-        c.compute.agent.sync_interval_secs = 2;
+        c.compute.local.virt_driver = "qemu".into();
+        c.compute.local.agent.sync_interval_secs = 2;
         // The guest reacts to ACPI in ~3 s; keep failures quick.
-        c.compute.qemu.power_off_timeout_secs = 30;
+        c.compute.local.qemu.power_off_timeout_secs = 30;
     })
     .await;
     cloud
@@ -741,8 +741,8 @@ async fn qemu_cloud_with_network(lab: &lab::Lab, host: &str, data: &Path) -> Tes
     let agent = lab.agent_cfg("h", host);
     let host = host.to_string();
     TestCloud::start_in(data.to_path_buf(), move |c| {
-        c.compute.virt_driver = "qemu".into();
-        c.compute.host_netns = Some(host);
+        c.compute.local.virt_driver = "qemu".into();
+        c.compute.local.host_netns = Some(host);
         c.network_agent = stratus_network_agent::AgentConfig {
             enabled: "true".into(),
             host: String::new(),

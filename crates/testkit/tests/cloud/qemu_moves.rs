@@ -53,8 +53,8 @@ async fn two_host_cloud_capped(data: &Path, mib: u64) -> (TestCloud, Vec<AgentHa
 
 async fn two_host_cloud_with(data: &Path, tweak: impl Fn(&mut QemuDriverConfig)) -> (TestCloud, Vec<AgentHandle>) {
     let cloud = TestCloud::start_in(data.to_path_buf(), |c| {
-        c.compute.local_agent = false;
-        c.compute.virt_driver = "qemu".into();
+        c.compute.local.local_agent = false;
+        c.compute.local.virt_driver = "qemu".into();
     })
     .await;
     let mut agents = Vec::new();

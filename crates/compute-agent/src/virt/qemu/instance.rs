@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use stratus_qemu::cmdline::{DiskBus, DiskFormat, DiskSpec, KernelBoot, NicBackend, NicModel, NicSpec};
 use stratus_qemu::{InstanceDir, ResolvedAccel};
 
-use crate::rpc::{GuestSpec, ImageSpec};
 use crate::virt::VirtError;
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
 
 /// Files of one server.
 #[derive(Debug, Clone)]
@@ -171,11 +171,11 @@ impl Instance {
 }
 
 /// The metadata a config drive carries, from what the controller sent.
-pub fn metadata_facts(spec: &GuestSpec) -> crate::metadata::InstanceFacts {
+pub fn metadata_facts(spec: &GuestSpec) -> stratus_compute_proto::metadata::InstanceFacts {
     use base64::Engine;
     let user_data =
         spec.user_data.as_deref().and_then(|u| base64::engine::general_purpose::STANDARD.decode(u.trim()).ok());
-    crate::metadata::InstanceFacts {
+    stratus_compute_proto::metadata::InstanceFacts {
         uuid: spec.uuid.clone(),
         name: spec.name.clone(),
         hostname: spec.hostname.clone(),
@@ -189,7 +189,7 @@ pub fn metadata_facts(spec: &GuestSpec) -> crate::metadata::InstanceFacts {
         nics: spec
             .ports
             .iter()
-            .map(|p| crate::metadata::NicFacts {
+            .map(|p| stratus_compute_proto::metadata::NicFacts {
                 port_id: p.id.clone(),
                 network_id: p.network_id.clone(),
                 mac: p.mac_address.clone(),
@@ -246,7 +246,7 @@ pub const OVERLAY_FORMAT: DiskFormat = DiskFormat::Qcow2;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::{FlavorSpec, PortSpec};
+    use stratus_compute_proto::spec::{FlavorSpec, PortSpec};
 
     #[test]
     fn spec_maps_flavor_image_properties_and_ports() {

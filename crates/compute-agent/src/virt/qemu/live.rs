@@ -41,9 +41,9 @@ pub const NBD_SOCK: &str = "nbd.sock";
 /// Present on the destination from `pre_live_migration` until the guest is adopted:
 /// says the QEMU in this directory is an incoming one (a replayed preparation finds it).
 pub const INCOMING_MARKER: &str = "incoming.json";
-/// The error text of a migration aborted on request (the conductor records the
-/// migration as `cancelled` rather than `error` when it sees it).
-pub const CANCELLED: &str = crate::virt::LIVE_MIGRATION_CANCELLED;
+/// The error text of a migration aborted on request (for logs: the driver reports it as
+/// [`crate::virt::VirtError::Cancelled`], decided by [`Control::aborted`], not by this text).
+pub const CANCELLED: &str = "live migration cancelled by request";
 
 /// Prefix of the NBD block nodes and mirror jobs a migration adds on the source.
 const JOB_PREFIX: &str = "mig-";
@@ -176,6 +176,10 @@ impl Control {
     /// Ask the migration to stop; the guest stays on the source.
     pub fn abort(&self) {
         self.abort.store(true, Ordering::SeqCst);
+    }
+    /// Whether an abort was asked for.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
     }
     /// Ask the migration to converge now (longer pause accepted).
     pub fn force_complete(&self) {

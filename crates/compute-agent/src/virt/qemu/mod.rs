@@ -47,7 +47,7 @@ use super::{
     DiskPeer, HostResources, IncomingDisk, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VirtDriver,
     VirtError, VncConsole,
 };
-use crate::rpc::{GuestSpec, ImageSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
 
 /// `[compute.qemu]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -423,10 +423,9 @@ impl QemuDriver {
                 }
                 Ok(true)
             }
-            Some(other) => Err(failed(format!(
-                "{}hw_firmware_type {other:?} is not supported: use bios or uefi",
-                super::BUILD_ABORTED
-            ))),
+            Some(other) => {
+                Err(VirtError::BuildAborted(format!("hw_firmware_type {other:?} is not supported: use bios or uefi")))
+            }
         }
     }
 
@@ -477,9 +476,8 @@ impl QemuDriver {
         let want = root_gb * GIB;
         if root_gb > 0 && base.virtual_size > want {
             // Nova's FlavorDiskSmallerThanImage, on the virtual size the API cannot know.
-            return Err(failed(format!(
-                "{}Flavor's disk is too small for requested image. Flavor disk is {want} bytes, image is {} bytes.",
-                super::BUILD_ABORTED,
+            return Err(VirtError::BuildAborted(format!(
+                "Flavor's disk is too small for requested image. Flavor disk is {want} bytes, image is {} bytes.",
                 base.virtual_size
             )));
         }
@@ -1171,7 +1169,14 @@ impl VirtDriver for QemuDriver {
         tracing::info!(uuid, target = %t.host, uri = %ep.migrate_uri(), "live migration starts");
         let r = async {
             let q = p.qmp().map_err(failed)?;
-            live::migrate_out(q, &ep, &ctl, &settings).await.map_err(VirtError::Failed)
+            live::migrate_out(q, &ep, &ctl, &settings).await.map_err(|e| {
+                // An abort asked for ends the migration however QEMU phrased it.
+                if ctl.aborted() {
+                    VirtError::Cancelled
+                } else {
+                    VirtError::Failed(e)
+                }
+            })
         }
         .await;
         self.outgoing.lock().remove(uuid);
