@@ -8,6 +8,14 @@
 //! removes orphaned bytes and expired objects. [`info`] serves `/info`, listing exactly
 //! what is implemented.
 
+/// This service's entry in the identity catalog (the binary registers it while it serves it).
+pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
+    service_type: "object-store",
+    name: "swift",
+    description: "Object Storage Service",
+    path: "/object/v1/AUTH_$(project_id)s",
+}];
+
 pub mod access;
 mod account;
 pub mod backend;

@@ -78,6 +78,7 @@ impl Cloud {
             stratus_placement::CATALOG,
             stratus_compute::CATALOG,
             stratus_network::CATALOG,
+            stratus_object::CATALOG,
         ]
         .concat();
         let identity = stratus_identity::IdentityService::start(
