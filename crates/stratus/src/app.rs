@@ -80,6 +80,7 @@ impl Cloud {
             stratus_network::CATALOG,
             stratus_volume::CATALOG,
             stratus_object::CATALOG,
+            stratus_orchestration::CATALOG,
         ]
         .concat();
         let identity = stratus_identity::IdentityService::start(
@@ -103,6 +104,12 @@ impl Cloud {
             stratus_volume::VolumeService::start(platform.clone(), auth.clone(), config.volume.clone()).await?;
         let object =
             stratus_object::ObjectService::start(platform.clone(), auth.clone(), config.object.clone()).await?;
+        let orchestration = stratus_orchestration::OrchestrationService::start(
+            platform.clone(),
+            auth.clone(),
+            config.orchestration.clone(),
+        )
+        .await?;
         let dashboard =
             stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), config.dashboard.clone())
                 .await?;
@@ -120,6 +127,7 @@ impl Cloud {
             .nest("/network", network.router())
             .nest("/volume", volume.router())
             .nest("/object", object.router())
+            .nest("/orchestration", orchestration.router())
             .nest("/dashboard", dashboard.router())
             .nest("/metadata", stratus_compute::metadata::router(platform.clone(), metadata_secret.clone()))
             .fallback(unknown_service)
@@ -175,7 +183,7 @@ impl CloudHandle {
 
 async fn unknown_service(uri: axum::http::Uri) -> axum::response::Response {
     let err = ApiError::not_found(format!(
-        "No service at {}: services are under /identity, /image, /placement, /compute, /network, /volume, /object, /dashboard",
+        "No service at {}: services are under /identity, /image, /placement, /compute, /network, /volume, /object, /orchestration, /dashboard",
         uri.path()
     ));
     let (body, _) = err.render(FaultFormat::Keystone, "");

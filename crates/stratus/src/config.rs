@@ -49,6 +49,8 @@ pub struct Config {
     pub object: stratus_object::ObjectConfig,
     /// `[dashboard]`: see the dashboard service's documentation.
     pub dashboard: stratus_dashboard::DashboardConfig,
+    /// `[orchestration]`: see the orchestration service's documentation.
+    pub orchestration: stratus_orchestration::OrchestrationConfig,
 }
 
 /// `[server]`
@@ -127,6 +129,7 @@ impl Default for Config {
             volume_agent: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),
+            orchestration: Default::default(),
         }
     }
 }
