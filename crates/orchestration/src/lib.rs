@@ -10,6 +10,8 @@
 
 pub mod api;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 mod policy;
 pub mod resources;

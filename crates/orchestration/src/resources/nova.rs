@@ -176,10 +176,12 @@ impl ResourceType for Server {
         }
         match prop_str(props, "user_data_format") {
             None | Some("RAW") => {}
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "Property error: resources.{}.properties.user_data_format: \"{other}\" is not supported yet (RAW only)",
                 cx.resource_name
-            )),
+            ))
+            }
         }
         if let Some(u) = props.get("user_data").and_then(Value::as_str) {
             s.insert("user_data".into(), json!(base64::engine::general_purpose::STANDARD.encode(u)));

@@ -492,3 +492,6 @@ impl Lookup for Values<'_> {
         self.conditions.get(name).copied()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! Orchestration (Heat v1) through the real `openstack stack ...` commands
+//! (python-heatclient): a stack of a network, subnet, port, random string and value
+//! with outputs is created and waited for, its resources exist in the network API, its
+//! outputs are right, another project sees nothing of it, and deleting it removes
+//! everything; a network API failure mid-create rolls back what was made; a template
+//! with a bad reference or an unknown type is refused naming it. No server is
+//! involved, so no guest runs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stratus_testkit::{Creds, TestCloud};
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+const STACK: &str = r#"
+heat_template_version: 2018-08-31
+description: a network with a subnet and a port, a random string and a value
+parameters:
+  prefix:
+    type: string
+    constraints:
+      - length: {min: 1, max: 20}
+  cidr:
+    type: string
+    default: 10.20.30.0/24
+resources:
+  net:
+    type: OS::Neutron::Net
+    properties:
+      name: {list_join: ['-', [{get_param: prefix}, net]]}
+  subnet:
+    type: OS::Neutron::Subnet
+    properties:
+      network: {get_resource: net}
+      cidr: {get_param: cidr}
+  port:
+    type: OS::Neutron::Port
+    properties:
+      network: {get_resource: net}
+      fixed_ips:
+        - subnet: {get_resource: subnet}
+  secret:
+    type: OS::Heat::RandomString
+    properties:
+      length: 16
+  greeting:
+    type: OS::Heat::Value
+    properties:
+      type: string
+      value:
+        str_replace:
+          template: port $ip on $net
+          params:
+            $ip: {get_attr: [port, fixed_ips, 0, ip_address]}
+            $net: {get_attr: [net, name]}
+outputs:
+  port_ip:
+    description: the port's address
+    value: {get_attr: [port, fixed_ips, 0, ip_address]}
+  net_id:
+    value: {get_resource: net}
+  greeting:
+    value: {get_attr: [greeting, value]}
+  secret:
+    value: {get_attr: [secret, value]}
+"#;
+
+/// Polls `stack show` until the status is `want` (panics on another final status).
+async fn wait_stack(cloud: &TestCloud, creds: &Creds, name: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = cloud.openstack_as(creds, &["stack", "show", name]).await.expect("stack show");
+        let status = s(&v, "stack_status");
+        if status == want {
+            return v;
+        }
+        assert!(!status.ends_with("_FAILED") || want.ends_with("_FAILED"), "stack {name} is {status}: {v}");
+        assert!(Instant::now() < deadline, "stack {name} stayed {status}, wanted {want}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn member_user(cloud: &TestCloud, name: &str) -> Creds {
+    cloud.openstack(&["project", "create", "--domain", "default", name]).await.expect("project create");
+    let pw = format!("{name}-pw");
+    cloud
+        .openstack(&["user", "create", "--domain", "default", "--password", &pw, "--project", name, name])
+        .await
+        .expect("user create");
+    cloud.openstack(&["role", "add", "--project", name, "--user", name, "member"]).await.expect("role add");
+    Creds::new(name, &pw, name)
+}
+
+#[tokio::test]
+async fn stack_create_outputs_isolation_and_delete_through_heatclient() {
+    let cloud = TestCloud::start().await;
+    let alice = member_user(&cloud, "heat-alice").await;
+    let tpl = cloud.data_dir.join("stack.yaml");
+    std::fs::write(&tpl, STACK).unwrap();
+    let tpl = tpl.to_str().unwrap();
+
+    let (code, out, err) = cloud
+        .openstack_raw(&alice, &["stack", "create", "-t", tpl, "--parameter", "prefix=web", "--wait", "web"])
+        .await;
+    assert_eq!(code, Some(0), "stack create --wait failed: {err}{out}");
+    assert!(out.contains("CREATE_COMPLETE"), "the event log shows the completion: {out}");
+    let stack = wait_stack(&cloud, &alice, "web", "CREATE_COMPLETE").await;
+    let stack_id = s(&stack, "id");
+
+    // The outputs, checked against the network API.
+    let out = |k: &'static str| {
+        let cloud = &cloud;
+        let alice = &alice;
+        async move {
+            let v = cloud.openstack_as(alice, &["stack", "output", "show", "web", k]).await.expect("output show");
+            assert_eq!(s(&v, "output_key"), k);
+            s(&v, "output_value")
+        }
+    };
+    let net_id = out("net_id").await;
+    let net = cloud.openstack_as(&alice, &["network", "show", &net_id]).await.expect("the stack's network exists");
+    assert_eq!(s(&net, "name"), "web-net");
+    let resources = cloud.openstack_as(&alice, &["stack", "resource", "list", "web"]).await.expect("resource list");
+    let resources = resources.as_array().expect("a list").clone();
+    assert_eq!(resources.len(), 5, "{resources:?}");
+    assert!(resources.iter().all(|r| s(r, "resource_status") == "CREATE_COMPLETE"), "{resources:?}");
+    let port_id =
+        resources.iter().find(|r| s(r, "resource_name") == "port").map(|r| s(r, "physical_resource_id")).unwrap();
+    let port = cloud.openstack_as(&alice, &["port", "show", &port_id]).await.expect("port show");
+    let ip = port["fixed_ips"][0]["ip_address"].as_str().map(str::to_string).unwrap_or_else(|| {
+        // Older CLIs print fixed_ips as text: "ip_address='10.20.30.5', subnet_id='...'".
+        let text = port["fixed_ips"].to_string();
+        text.split("ip_address='").nth(1).and_then(|r| r.split('\'').next()).unwrap_or_default().to_string()
+    });
+    assert!(ip.starts_with("10.20.30."), "port address {ip}");
+    assert_eq!(out("port_ip").await, ip);
+    assert_eq!(out("greeting").await, format!("port {ip} on web-net"));
+    let secret = out("secret").await;
+    assert_eq!(secret.len(), 16);
+    assert!(secret.chars().all(|c| c.is_ascii_alphanumeric()));
+    let events = cloud.openstack_as(&alice, &["stack", "event", "list", "web"]).await.expect("event list");
+    assert!(events.to_string().contains("CREATE_IN_PROGRESS"), "{events}");
+
+    // Another project sees nothing.
+    let bob = member_user(&cloud, "heat-bob").await;
+    let list = cloud.openstack_as(&bob, &["stack", "list"]).await.expect("stack list");
+    assert!(list.as_array().is_none_or(|a| a.is_empty()), "bob sees {list}");
+    assert!(cloud.openstack_as(&bob, &["stack", "show", "web"]).await.is_err());
+    assert!(cloud.openstack_as(&bob, &["stack", "show", &stack_id]).await.is_err());
+    let mine = cloud.openstack_as(&alice, &["stack", "list"]).await.expect("stack list");
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+
+    // A second stack of the same name is refused.
+    let (code, _, err) =
+        cloud.openstack_raw(&alice, &["stack", "create", "-t", tpl, "--parameter", "prefix=x", "web"]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("already exists"), "{err}");
+
+    let (code, out, err) = cloud.openstack_raw(&alice, &["stack", "delete", "--yes", "--wait", "web"]).await;
+    assert_eq!(code, Some(0), "stack delete --wait failed: {err}{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cloud.openstack_as(&alice, &["stack", "show", "web"]).await.is_ok() {
+        assert!(Instant::now() < deadline, "stack web still shown by name after its deletion");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(cloud.openstack_as(&alice, &["network", "show", &net_id]).await.is_err(), "the network was deleted");
+    assert!(cloud.openstack_as(&alice, &["port", "show", &port_id]).await.is_err(), "the port was deleted");
+    let gone = cloud.openstack_as(&alice, &["stack", "show", &stack_id]).await.expect("deleted stacks show by id");
+    assert_eq!(s(&gone, "stack_status"), "DELETE_COMPLETE");
+    cloud.shutdown().await;
+}
+
+const FAILING: &str = r#"
+heat_template_version: 2021-04-16
+resources:
+  net:
+    type: OS::Neutron::Net
+  subnet:
+    type: OS::Neutron::Subnet
+    properties:
+      network: {get_resource: net}
+      cidr: 10.1.2.300/24
+"#;
+
+const BAD_REFERENCE: &str = r#"
+heat_template_version: 2018-08-31
+resources:
+  net:
+    type: OS::Neutron::Net
+  port:
+    type: OS::Neutron::Port
+    properties:
+      network: {get_resource: nosuch}
+"#;
+
+const UNKNOWN_TYPE: &str = r#"
+heat_template_version: 2018-08-31
+resources:
+  thing:
+    type: OS::Nova::Nope
+"#;
+
+#[tokio::test]
+async fn stack_failures_roll_back_and_bad_templates_are_refused() {
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin();
+    let write = |name: &str, text: &str| {
+        let p = cloud.data_dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let bad = write("bad.yaml", BAD_REFERENCE);
+    let (code, _, err) = cloud.openstack_raw(&admin, &["orchestration", "template", "validate", "-t", &bad]).await;
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("The specified reference \"nosuch\" (in resources.port.properties.network) is incorrect."),
+        "{err}"
+    );
+    let (code, _, err) = cloud.openstack_raw(&admin, &["stack", "create", "-t", &bad, "bad"]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("nosuch"), "{err}");
+    let unknown = write("unknown.yaml", UNKNOWN_TYPE);
+    let (code, _, err) = cloud.openstack_raw(&admin, &["stack", "create", "-t", &unknown, "unknown"]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("OS::Nova::Nope"), "{err}");
+    let list = cloud.openstack(&["stack", "list"]).await.expect("stack list");
+    assert!(list.as_array().is_none_or(|a| a.is_empty()), "refused stacks are not recorded: {list}");
+    let good = write("good.yaml", STACK);
+    let v = cloud.openstack(&["orchestration", "template", "validate", "-t", &good]).await.expect("validate");
+    assert_eq!(v["Parameters"]["cidr"]["Default"], "10.20.30.0/24", "{v}");
+
+    // The network API refuses the subnet: the stack fails, and rolling back deletes the
+    // network made before.
+    let failing = write("failing.yaml", FAILING);
+    let (code, _, err) = cloud
+        .openstack_raw(&admin, &["stack", "create", "-t", &failing, "--enable-rollback", "--wait", "failing"])
+        .await;
+    assert_ne!(code, Some(0), "a failing stack makes create --wait fail");
+    assert!(err.contains("CREATE_FAILED"), "{err}");
+    let stack = wait_stack(&cloud, &admin, "failing", "ROLLBACK_COMPLETE").await;
+    let resources = cloud.openstack(&["stack", "resource", "list", "failing"]).await.expect("resource list");
+    let net = resources.as_array().unwrap().iter().find(|r| s(r, "resource_name") == "net").cloned().unwrap();
+    assert_eq!(s(&net, "resource_status"), "DELETE_COMPLETE", "{resources}");
+    assert!(cloud.openstack(&["network", "show", &s(&net, "physical_resource_id")]).await.is_err(), "rolled back");
+    let events = cloud.openstack(&["stack", "event", "list", "failing"]).await.expect("event list");
+    assert!(events.to_string().contains("CREATE_FAILED"), "{events}");
+    assert!(s(&stack, "stack_status_reason").contains("ROLLBACK"), "{stack}");
+    cloud.openstack(&["stack", "delete", "--yes", "--wait", "failing"]).await.expect("stack delete");
+    cloud.shutdown().await;
+}
