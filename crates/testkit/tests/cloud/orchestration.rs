@@ -251,3 +251,113 @@ async fn stack_failures_roll_back_and_bad_templates_are_refused() {
     cloud.openstack(&["stack", "delete", "--yes", "--wait", "failing"]).await.expect("stack delete");
     cloud.shutdown().await;
 }
+
+const APP: &str = r#"
+heat_template_version: 2021-04-16
+description: a server behind a router, with a key pair and a security group
+parameters:
+  image: {type: string, default: tiny}
+  flavor: {type: string, default: m1.nano}
+  public_net: {type: string, default: public}
+resources:
+  key:
+    type: OS::Nova::KeyPair
+    properties:
+      name: {list_join: ['-', [{get_param: 'OS::stack_name'}, key]]}
+  net:
+    type: OS::Neutron::Net
+  subnet:
+    type: OS::Neutron::Subnet
+    properties:
+      network: {get_resource: net}
+      cidr: 192.168.77.0/24
+  router:
+    type: OS::Neutron::Router
+    properties:
+      external_gateway_info: {network: {get_param: public_net}}
+  iface:
+    type: OS::Neutron::RouterInterface
+    properties:
+      router: {get_resource: router}
+      subnet: {get_resource: subnet}
+  sg:
+    type: OS::Neutron::SecurityGroup
+    properties:
+      rules:
+        - {protocol: tcp, port_range_min: 22, port_range_max: 22, remote_ip_prefix: 0.0.0.0/0}
+        - {protocol: icmp}
+  port:
+    type: OS::Neutron::Port
+    properties:
+      network: {get_resource: net}
+      security_groups: [{get_resource: sg}]
+      fixed_ips: [{subnet: {get_resource: subnet}}]
+  server:
+    type: OS::Nova::Server
+    depends_on: iface
+    properties:
+      image: {get_param: image}
+      flavor: {get_param: flavor}
+      key_name: {get_resource: key}
+      networks: [{port: {get_resource: port}}]
+      metadata: {stack: {get_param: 'OS::stack_name'}}
+outputs:
+  address: {value: {get_attr: [server, first_address]}}
+  port_ip: {value: {get_attr: [port, fixed_ips, 0, ip_address]}}
+  server_id: {value: {get_resource: server}}
+  router_id: {value: {get_resource: router}}
+  sg_id: {value: {get_resource: sg}}
+  public_key: {value: {get_attr: [key, public_key]}}
+"#;
+
+/// A server stack on the `fake` virt driver (the test cloud's default): this checks
+/// the orchestration of the compute and network APIs, not a guest.
+#[tokio::test]
+async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver() {
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin();
+    cloud.create_tiny_image().await;
+    cloud.openstack(&["network", "create", "--external", "public"]).await.expect("external network");
+    cloud
+        .openstack(&["subnet", "create", "--network", "public", "--subnet-range", "172.24.9.0/24", "public-v4"])
+        .await
+        .expect("external subnet");
+    let tpl = cloud.data_dir.join("app.yaml");
+    std::fs::write(&tpl, APP).unwrap();
+    let (code, out, err) =
+        cloud.openstack_raw(&admin, &["stack", "create", "-t", tpl.to_str().unwrap(), "--wait", "app"]).await;
+    assert_eq!(code, Some(0), "stack create --wait failed: {err}{out}");
+    wait_stack(&cloud, &admin, "app", "CREATE_COMPLETE").await;
+    let out = |k: &'static str| {
+        let cloud = &cloud;
+        async move {
+            let v = cloud.openstack(&["stack", "output", "show", "app", k]).await.expect("output show");
+            s(&v, "output_value")
+        }
+    };
+    let (address, port_ip) = (out("address").await, out("port_ip").await);
+    assert!(address.starts_with("192.168.77."), "{address}");
+    assert_eq!(address, port_ip, "the server got the stack's port");
+    let server_id = out("server_id").await;
+    let server = cloud.openstack(&["server", "show", &server_id]).await.expect("server show");
+    assert_eq!(s(&server, "status"), "ACTIVE");
+    assert_eq!(s(&server, "key_name"), "app-key");
+    let key = cloud.openstack(&["keypair", "show", "app-key"]).await.expect("keypair show");
+    assert!(out("public_key").await.starts_with("ssh-"), "{key}");
+    let router_id = out("router_id").await;
+    let ports = cloud.openstack(&["port", "list", "--router", &router_id]).await.expect("router ports");
+    assert!(ports.to_string().contains("192.168.77.1"), "the interface on the subnet: {ports}");
+    let sg = cloud.openstack(&["security", "group", "rule", "list", &out("sg_id").await]).await.expect("rules");
+    assert!(sg.to_string().contains("22:22"), "{sg}");
+
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "delete", "--yes", "--wait", "app"]).await;
+    assert_eq!(code, Some(0), "stack delete --wait failed: {err}{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cloud.openstack(&["server", "show", &server_id]).await.is_ok() {
+        assert!(Instant::now() < deadline, "the server outlived its stack");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(cloud.openstack(&["keypair", "show", "app-key"]).await.is_err(), "key pair deleted");
+    assert!(cloud.openstack(&["router", "show", &router_id]).await.is_err(), "router deleted");
+    cloud.shutdown().await;
+}
