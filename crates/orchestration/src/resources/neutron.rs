@@ -1,7 +1,8 @@
 //! Networking types, made through the network API (Neutron v2.0) as the stack's owner:
-//! `OS::Neutron::Net`, `Subnet`, `Port`, `Router`, `RouterInterface` and
-//! `SecurityGroup`. Networks, subnets and security groups may be named by name or id,
-//! as in Heat; their attributes are the network API's representation of the thing.
+//! `OS::Neutron::Net`, `Subnet`, `Port`, `Router`, `RouterInterface`, `SecurityGroup`,
+//! `FloatingIP` and `FloatingIPAssociation`. Networks, subnets and security groups may
+//! be named by name or id, as in Heat; their attributes are the network API's
+//! representation of the thing.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(Router));
     r.add(Arc::new(RouterInterface));
     r.add(Arc::new(SecurityGroup));
+    r.add(Arc::new(FloatingIp));
+    r.add(Arc::new(FloatingIpAssociation));
 }
 
 fn uri(collection: &str) -> InternalUri {
@@ -525,5 +528,120 @@ impl ResourceType for SecurityGroup {
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
         cx.delete(&uri("security-groups").seg(id)).await
+    }
+}
+
+struct FloatingIp;
+
+#[async_trait]
+impl ResourceType for FloatingIp {
+    fn name(&self) -> &'static str {
+        "OS::Neutron::FloatingIP"
+    }
+    fn description(&self) -> &'static str {
+        "A floating IP on an external network, optionally associated with a port."
+    }
+    fn props(&self) -> Option<&'static [Prop]> {
+        const P: &[Prop] = &[
+            req("floating_network", Kind::Str, "The external network (name or id)."),
+            opt("port_id", Kind::Str, "Port to associate with (name or id)."),
+            opt("fixed_ip_address", Kind::Str, "Address of the port to map to."),
+            opt("floating_ip_address", Kind::Str, "The address to take."),
+            opt("floating_subnet", Kind::Str, "Subnet of the external network to take it from."),
+            opt("dns_name", Kind::Str, "DNS name."),
+            opt("dns_domain", Kind::Str, "DNS domain."),
+            opt("value_specs", Kind::Map, "Extra fields passed to the API as they are."),
+        ];
+        Some(P)
+    }
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "floating_ip_address",
+            "floating_network_id",
+            "fixed_ip_address",
+            "port_id",
+            "router_id",
+            "status",
+            "tenant_id",
+            "project_id",
+            "id",
+        ]
+    }
+    async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
+        let net = prop_str(props, "floating_network").unwrap_or_default();
+        let mut body = Map::new();
+        body.insert("floating_network_id".into(), json!(cx.neutron_id("networks", "network", net).await?));
+        if let Some(p) = prop_str(props, "port_id") {
+            body.insert("port_id".into(), json!(cx.neutron_id("ports", "port", p).await?));
+        }
+        if let Some(s) = prop_str(props, "floating_subnet") {
+            body.insert("subnet_id".into(), json!(cx.neutron_id("subnets", "subnet", s).await?));
+        }
+        copy(
+            props,
+            &mut body,
+            &[
+                ("fixed_ip_address", "fixed_ip_address"),
+                ("floating_ip_address", "floating_ip_address"),
+                ("dns_name", "dns_name"),
+                ("dns_domain", "dns_domain"),
+            ],
+        );
+        value_specs(props, &mut body);
+        Ok(created(create(cx, "floatingips", "floatingip", body).await?))
+    }
+    async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
+        cx.delete(&uri("floatingips").seg(id)).await
+    }
+}
+
+struct FloatingIpAssociation;
+
+#[async_trait]
+impl ResourceType for FloatingIpAssociation {
+    fn name(&self) -> &'static str {
+        "OS::Neutron::FloatingIPAssociation"
+    }
+    fn description(&self) -> &'static str {
+        "Associates an existing floating IP with a port."
+    }
+    fn props(&self) -> Option<&'static [Prop]> {
+        const P: &[Prop] = &[
+            req("floatingip_id", Kind::Str, "The floating IP's id."),
+            req("port_id", Kind::Str, "The port (name or id)."),
+            opt("fixed_ip_address", Kind::Str, "Address of the port to map to."),
+        ];
+        Some(P)
+    }
+    fn attrs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
+        let fip = prop_str(props, "floatingip_id").unwrap_or_default().to_string();
+        let port = cx.neutron_id("ports", "port", prop_str(props, "port_id").unwrap_or_default()).await?;
+        let physical = format!("{fip}:{port}");
+        cx.started(&physical).await?;
+        let mut body = Map::new();
+        body.insert("port_id".into(), json!(port));
+        copy(props, &mut body, &[("fixed_ip_address", "fixed_ip_address")]);
+        let r = cx.call(Method::PUT, &uri("floatingips").seg(&fip), Some(json!({"floatingip": body}))).await?;
+        Ok(Created { physical_id: physical, ref_id: None, attributes: r["floatingip"].clone() })
+    }
+    async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
+        let Some((fip, port)) = id.split_once(':') else { return Ok(()) };
+        // Only undo our own association: the floating IP may have moved on since.
+        let current = match cx.call(Method::GET, &uri("floatingips").seg(fip), None).await {
+            Ok(v) => v,
+            Err(e) if e.starts_with("NotFound") => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if current["floatingip"]["port_id"] != port {
+            return Ok(());
+        }
+        match cx.call(Method::PUT, &uri("floatingips").seg(fip), Some(json!({"floatingip": {"port_id": null}}))).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.starts_with("NotFound") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

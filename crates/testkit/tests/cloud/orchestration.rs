@@ -3,8 +3,8 @@
 //! with outputs is created and waited for, its resources exist in the network API, its
 //! outputs are right, another project sees nothing of it, and deleting it removes
 //! everything; a network API failure mid-create rolls back what was made; a template
-//! with a bad reference or an unknown type is refused naming it. No server is
-//! involved, so no guest runs.
+//! with a bad reference or an unknown type is refused naming it. One stack has a
+//! server, on the test cloud's `fake` virt driver: no guest runs in this file.
 
 use std::time::{Duration, Instant};
 
@@ -292,6 +292,16 @@ resources:
       network: {get_resource: net}
       security_groups: [{get_resource: sg}]
       fixed_ips: [{subnet: {get_resource: subnet}}]
+  fip:
+    type: OS::Neutron::FloatingIP
+    depends_on: iface
+    properties:
+      floating_network: {get_param: public_net}
+  fip_assoc:
+    type: OS::Neutron::FloatingIPAssociation
+    properties:
+      floatingip_id: {get_resource: fip}
+      port_id: {get_resource: port}
   server:
     type: OS::Nova::Server
     depends_on: iface
@@ -308,6 +318,8 @@ outputs:
   router_id: {value: {get_resource: router}}
   sg_id: {value: {get_resource: sg}}
   public_key: {value: {get_attr: [key, public_key]}}
+  floating_ip: {value: {get_attr: [fip, floating_ip_address]}}
+  port_id: {value: {get_resource: port}}
 "#;
 
 /// A server stack on the `fake` virt driver (the test cloud's default): this checks
@@ -349,6 +361,10 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     assert!(ports.to_string().contains("192.168.77.1"), "the interface on the subnet: {ports}");
     let sg = cloud.openstack(&["security", "group", "rule", "list", &out("sg_id").await]).await.expect("rules");
     assert!(sg.to_string().contains("22:22"), "{sg}");
+    let fip = out("floating_ip").await;
+    assert!(fip.starts_with("172.24.9."), "{fip}");
+    let shown = cloud.openstack(&["floating", "ip", "show", &fip]).await.expect("floating ip show");
+    assert_eq!(s(&shown, "port_id"), out("port_id").await, "associated with the server's port");
 
     let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "delete", "--yes", "--wait", "app"]).await;
     assert_eq!(code, Some(0), "stack delete --wait failed: {err}{out}");
@@ -359,5 +375,6 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     }
     assert!(cloud.openstack(&["keypair", "show", "app-key"]).await.is_err(), "key pair deleted");
     assert!(cloud.openstack(&["router", "show", &router_id]).await.is_err(), "router deleted");
+    assert!(cloud.openstack(&["floating", "ip", "show", &fip]).await.is_err(), "floating IP released");
     cloud.shutdown().await;
 }
