@@ -9,6 +9,8 @@
 pub mod children;
 pub mod info;
 pub mod stacks;
+#[cfg(test)]
+mod tests;
 
 use axum::http::StatusCode;
 use axum::routing::{any, get, post};
