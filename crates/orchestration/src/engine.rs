@@ -405,6 +405,22 @@ pub async fn start_delete(st: &S, stack: &StackRow) -> crate::error::HeatResult<
     Ok(())
 }
 
+/// Waits (up to a minute) until in-process calls reach the other services: at start-up
+/// this service is started before the cloud's router is installed.
+async fn cloud_ready(st: &S) {
+    if !st.wait_for_cloud {
+        return;
+    }
+    let admin = stratus_core::RequestContext::internal_admin();
+    for _ in 0..600 {
+        if st.platform.internal.call(&admin, axum::http::Method::GET, "/orchestration/", None, &[]).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("the cloud's APIs did not answer within a minute; resuming stack actions anyway");
+}
+
 /// After a restart: fails (and rolls back) creations that were running, resumes
 /// deletions and rollbacks.
 pub async fn recover(st: &S) -> crate::error::HeatResult<()> {
@@ -414,6 +430,7 @@ pub async fn recover(st: &S) -> crate::error::HeatResult<()> {
             CREATE => {
                 let st2 = st.clone();
                 spawn(st, &stack.id.clone(), async move {
+                    cloud_ready(&st2).await;
                     let why = "Engine restarted while the stack was being created";
                     fail_in_progress(&st2, &stack, why).await;
                     set_stack(&st2, &stack, CREATE, FAILED, &format!("Resource CREATE failed: {why}"), false).await;
@@ -424,9 +441,18 @@ pub async fn recover(st: &S) -> crate::error::HeatResult<()> {
             }
             ROLLBACK => {
                 let st2 = st.clone();
-                spawn(st, &stack.id.clone(), async move { rollback(&st2, &stack).await });
+                spawn(st, &stack.id.clone(), async move {
+                    cloud_ready(&st2).await;
+                    rollback(&st2, &stack).await
+                });
             }
-            _ => spawn(st, &stack.id, run_delete(st.clone(), stack.id.clone())),
+            _ => {
+                let st2 = st.clone();
+                spawn(st, &stack.id.clone(), async move {
+                    cloud_ready(&st2).await;
+                    run_delete(st2.clone(), stack.id.clone()).await
+                });
+            }
         }
     }
     Ok(())

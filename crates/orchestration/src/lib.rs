@@ -80,6 +80,9 @@ pub struct Orch {
     pub registry: Registry,
     /// Actions running, by stack id.
     pub(crate) running: parking_lot::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Whether resumed actions first wait until the cloud's router answers in-process
+    /// calls (set when started inside a cloud; engine tests run without one).
+    pub(crate) wait_for_cloud: bool,
     /// Failures injected by tests: `(resource name, message)`: creating a resource of
     /// that name fails with that message instead of calling its service.
     pub faults: parking_lot::Mutex<Vec<(String, String)>>,
@@ -109,13 +112,22 @@ impl OrchestrationService {
         config: OrchestrationConfig,
         registry: Registry,
     ) -> anyhow::Result<Arc<Self>> {
-        let st = Self::state(platform, config, registry).await?;
+        let st = Self::build(platform, config, registry, true).await?;
         engine::recover(&st).await?;
         Ok(Arc::new(OrchestrationService { st, auth }))
     }
 
     /// The engine's state without the API or recovery (engine tests).
     pub async fn state(platform: Platform, config: OrchestrationConfig, registry: Registry) -> anyhow::Result<S> {
+        Self::build(platform, config, registry, false).await
+    }
+
+    async fn build(
+        platform: Platform,
+        config: OrchestrationConfig,
+        registry: Registry,
+        wait_for_cloud: bool,
+    ) -> anyhow::Result<S> {
         platform.db.migrate("orchestration", MIGRATIONS).await?;
         let policy = Policy::load("orchestration", policy::DEFAULTS, config.policy_file.as_deref())?;
         Ok(Arc::new(Orch {
@@ -126,6 +138,7 @@ impl OrchestrationService {
             platform,
             registry,
             running: Default::default(),
+            wait_for_cloud,
             faults: Default::default(),
         }))
     }
