@@ -447,12 +447,16 @@ pub async fn set_resource_state(
 
 /// Records what a resource made as soon as it exists (no event: the state is unchanged).
 pub async fn set_physical_id(db: &Db, stack_id: &str, name: &str, physical_id: &str) -> HeatResult<()> {
-    let mut q = Query::new("UPDATE heat_resources SET physical_id = ");
-    q.bind(physical_id).push(" WHERE stack_id = ").bind(stack_id).push(" AND name = ").bind(name);
-    let mut tx = db.begin().await?;
-    q.execute(&mut *tx).await?;
-    tx.commit().await.map_err(|e| HeatError::from(stratus_db::DbError::Sql(e)))?;
-    Ok(())
+    let (stack_id, name, physical_id) = (stack_id.to_string(), name.to_string(), physical_id.to_string());
+    db.transaction(|tx| {
+        let mut q = Query::new("UPDATE heat_resources SET physical_id = ");
+        q.bind(&physical_id).push(" WHERE stack_id = ").bind(&stack_id).push(" AND name = ").bind(&name);
+        Box::pin(async move {
+            q.execute(&mut **tx).await?;
+            Ok::<(), HeatError>(())
+        })
+    })
+    .await
 }
 
 /// A stack's resources, by name.

@@ -1,6 +1,6 @@
 //! Networking types, made through the network API (Neutron v2.0) as the stack's owner:
 //! `OS::Neutron::Net`, `Subnet`, `Port`, `Router`, `RouterInterface`, `SecurityGroup`,
-//! `FloatingIP` and `FloatingIPAssociation`. Networks, subnets and security groups may
+//! `SecurityGroupRule`, `FloatingIP` and `FloatingIPAssociation`. Networks, subnets and security groups may
 //! be named by name or id, as in Heat; their attributes are the network API's
 //! representation of the thing.
 
@@ -22,6 +22,7 @@ pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(SecurityGroup));
     r.add(Arc::new(FloatingIp));
     r.add(Arc::new(FloatingIpAssociation));
+    r.add(Arc::new(SecurityGroupRule));
 }
 
 fn uri(collection: &str) -> InternalUri {
@@ -643,5 +644,68 @@ impl ResourceType for FloatingIpAssociation {
             Err(e) if e.starts_with("NotFound") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+struct SecurityGroupRule;
+
+#[async_trait]
+impl ResourceType for SecurityGroupRule {
+    fn name(&self) -> &'static str {
+        "OS::Neutron::SecurityGroupRule"
+    }
+    fn description(&self) -> &'static str {
+        "One rule of a security group."
+    }
+    fn props(&self) -> Option<&'static [Prop]> {
+        const P: &[Prop] = &[
+            req("security_group", Kind::Str, "The security group (name or id)."),
+            opt("direction", Kind::Str, "ingress (default) or egress."),
+            opt("ethertype", Kind::Str, "IPv4 (default) or IPv6."),
+            opt("protocol", Kind::Str, "Protocol name or number."),
+            opt("port_range_min", Kind::Int, "Lowest port."),
+            opt("port_range_max", Kind::Int, "Highest port."),
+            opt("remote_ip_prefix", Kind::Str, "Remote CIDR."),
+            opt("remote_group", Kind::Str, "Remote security group (name or id)."),
+            opt("description", Kind::Str, "Description."),
+        ];
+        Some(P)
+    }
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "direction",
+            "ethertype",
+            "protocol",
+            "port_range_min",
+            "port_range_max",
+            "remote_ip_prefix",
+            "security_group_id",
+            "id",
+        ]
+    }
+    async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
+        let sg = prop_str(props, "security_group").unwrap_or_default();
+        let mut rule = Map::new();
+        rule.insert("security_group_id".into(), json!(cx.neutron_id("security-groups", "security_group", sg).await?));
+        rule.insert("direction".into(), props.get("direction").cloned().unwrap_or(json!("ingress")));
+        rule.insert("ethertype".into(), props.get("ethertype").cloned().unwrap_or(json!("IPv4")));
+        copy(
+            props,
+            &mut rule,
+            &[
+                ("protocol", "protocol"),
+                ("port_range_min", "port_range_min"),
+                ("port_range_max", "port_range_max"),
+                ("remote_ip_prefix", "remote_ip_prefix"),
+                ("description", "description"),
+            ],
+        );
+        if let Some(g) = prop_str(props, "remote_group") {
+            rule.insert("remote_group_id".into(), json!(cx.neutron_id("security-groups", "security_group", g).await?));
+        }
+        Ok(created(create(cx, "security-group-rules", "security_group_rule", rule).await?))
+    }
+    async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
+        cx.delete(&uri("security-group-rules").seg(id)).await
     }
 }

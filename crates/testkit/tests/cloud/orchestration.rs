@@ -286,6 +286,14 @@ resources:
       rules:
         - {protocol: tcp, port_range_min: 22, port_range_max: 22, remote_ip_prefix: 0.0.0.0/0}
         - {protocol: icmp}
+  web_rule:
+    type: OS::Neutron::SecurityGroupRule
+    properties:
+      security_group: {get_resource: sg}
+      protocol: tcp
+      port_range_min: 8080
+      port_range_max: 8080
+      remote_group: {get_resource: sg}
   port:
     type: OS::Neutron::Port
     properties:
@@ -360,7 +368,7 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     let ports = cloud.openstack(&["port", "list", "--router", &router_id]).await.expect("router ports");
     assert!(ports.to_string().contains("192.168.77.1"), "the interface on the subnet: {ports}");
     let sg = cloud.openstack(&["security", "group", "rule", "list", &out("sg_id").await]).await.expect("rules");
-    assert!(sg.to_string().contains("22:22"), "{sg}");
+    assert!(sg.to_string().contains("22:22") && sg.to_string().contains("8080:8080"), "{sg}");
     let fip = out("floating_ip").await;
     assert!(fip.starts_with("172.24.9."), "{fip}");
     let shown = cloud.openstack(&["floating", "ip", "show", &fip]).await.expect("floating ip show");
