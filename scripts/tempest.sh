@@ -214,9 +214,23 @@ main() {
     # A previous run with this prefix that was killed hard (SIGKILL) could not clean up.
     for ns in $(our_netns); do say "removing stale namespace $ns"; drop_netns "$ns"; done
     ip link delete "$VETH_ROOT" 2>/dev/null || true
-    if [ -n "$(ip -4 -o addr show to 172.24.4.0/24)" ]; then
-        die "172.24.4.0/24 is already on an interface here ($(ip -4 -o addr show to 172.24.4.0/24 | awk '{print $2}')): another cloud owns devstack's public range"
+    # devstack's public range is one per machine: runs with other prefixes take turns
+    # (a machine-wide lock, then up to TEMPEST_WAIT_PUBLIC seconds, default 1800, for a
+    # run that does not take the lock to give the range back).
+    exec 8>/tmp/stratus-tempest-public.lock
+    if ! flock -n 8; then
+        say "waiting for another Tempest run to give devstack's public range back"
+        flock -w "${TEMPEST_WAIT_PUBLIC:-1800}" 8 || die "another Tempest run held devstack's public range too long"
     fi
+    local waited=0
+    while [ -n "$(ip -4 -o addr show to 172.24.4.0/24)" ]; do
+        if [ "$waited" -ge "${TEMPEST_WAIT_PUBLIC:-1800}" ]; then
+            die "172.24.4.0/24 is still on an interface here ($(ip -4 -o addr show to 172.24.4.0/24 | awk '{print $2}')): another cloud owns devstack's public range"
+        fi
+        [ "$waited" -gt 0 ] || say "172.24.4.0/24 is in use by another cloud; waiting for it"
+        sleep 5
+        waited=$((waited + 5))
+    done
     # The cloud's data directory lives under /tmp: QEMU's QMP and VNC sockets sit in each
     # instance's directory, and a unix socket path must stay under 108 bytes.
     DATA=$(mktemp -d "/tmp/$prefix-data.XXXXXX")
