@@ -1,0 +1,415 @@
+"""Checks recorded API responses against OpenStack's OpenAPI descriptions (../shared/openapi/).
+
+Input: the file a cloud writes with `[record] path` set (crates/stratus/src/recorder.rs): one
+JSON object per line, `{"service", "method", "path", "status", "versions", "body"}`, from a
+whole-cloud run (scripts/tempest.sh records every run). For each recorded answer it finds
+the spec operation (the service's prefix stripped, the path matched against the spec's path
+templates, literal segments winning over parameters), takes the response schema for the
+status, narrows it to the negotiated microversion, and validates the body (JSON Schema
+2020-12): no missing required field, no wrong type, no undocumented field where the schema
+closes the object. Error answers (4xx) are checked for the service's fault format instead.
+
+Microversions: the specs describe the newest microversion, marking fields and operations
+that exist only in a range with `x-openstack: {min-ver, max-ver}`. A field outside the
+answer's microversion is removed from the schema (from `properties` and `required`), so it
+is undocumented there; a `oneOf` alternative outside it is dropped. Where the spec has no
+mark, it cannot tell versions apart: an answer at an older microversion carrying a field the
+newest schema does not document is then reported as *uncertain* (printed, never failing),
+because Nova's older microversions really have fields that later ones removed. A missing
+required field or a wrong type always counts.
+
+Findings that the real service shares (the spec is generated and sometimes wrong; the real
+service wins) are in ALLOWED below, each with its reason; they are printed as allowed and do
+not fail the check. docs/conformance.md lists them too.
+"""
+
+import json
+import re
+import sys
+from collections import Counter, defaultdict
+
+import yaml
+from jsonschema import Draft202012Validator
+
+try:
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
+# Stratus's path prefix -> (spec file under the openapi directory, microversion service
+# type in `OpenStack-API-Version`, or None).
+SERVICES = {
+    "identity": ("identity/v3.14.yaml", None),
+    "image": ("image/v2.16.yaml", None),
+    "placement": ("placement/v1.yaml", "placement"),
+    "compute": ("compute/v2.96.yaml", "compute"),
+    "network": ("network/v2.yaml", None),
+    "volume": ("block-storage/v3.70.yaml", "volume"),
+    "object": ("object-store/v1.yaml", None),
+}
+
+# Known disagreements between a generated spec and the real service, where Stratus follows
+# the service. Each entry: service, method ("*" for any), path template (a regex matched
+# against the whole template), location in the body (a regex matched against the whole
+# path of the finding, list indices written as `*`), the JSON Schema keyword that failed,
+# and why the service's behaviour is right. Keep each one narrow, and in docs/conformance.md.
+ALLOWED = [
+    # Keystone's list answers carry `links: {self, next, previous}` (keystone/common/
+    # wsgi.py / flask_api collection links); the generated spec types `links` as an array.
+    # openstacksdk and keystoneclient read the object.
+    ("identity", "get", r"/v3/.*", r"links", "type",
+     "Keystone's collection `links` is an object {self, next, previous}; the spec says array"),
+    # Keystone stores and returns `description: null` for a role created without one
+    # (keystone/assignment/role_backends/sql_model.py: description is nullable); the spec
+    # types it `string` only.
+    ("identity", "*", r"/v3/roles.*|/v3/role_assignments|/v3/auth/tokens", r"(roles?/\*?/?)?description|role/description",
+     "type", "Keystone answers role `description: null` when none was given"),
+    # Glance serves its JSON Schema documents as JSON objects; the spec calls them strings.
+    ("image", "get", r"/v2/schemas/.*", r".*", "type",
+     "the schema documents are JSON objects (what glanceclient/openstacksdk read), not strings"),
+    # Neutron answers `protocol`, `port_range_min`, `port_range_max` and `remote_*` of a
+    # security group rule as null when unset (neutron/db/securitygroups_db.py
+    # _make_security_group_rule_dict); the spec types them without null.
+    ("network", "*", r"/v2\.0/security-group(-rule)?s.*",
+     r"(security_group_rules?/(\*/)?|security_group/security_group_rules/\*/|security_groups/\*/security_group_rules/\*/)"
+     r"(protocol|port_range_min|port_range_max|remote_ip_prefix|remote_group_id|remote_address_group_id|description)",
+     "type", "Neutron answers unset security group rule attributes as null"),
+]
+
+
+def template_regex(template):
+    """`/v2.1/servers/{id}` -> a regex, and its specificity (literal segments first)."""
+    parts = [p for p in template.strip("/").split("/")]
+    out, score = [], []
+    for p in parts:
+        if re.fullmatch(r"\{[^}]+\}", p):
+            out.append(r"[^/]+")
+            score.append(0)
+        elif "{" in p:
+            out.append(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(p)))
+            score.append(1)
+        else:
+            out.append(re.escape(p))
+            score.append(2)
+    return re.compile("^/" + "/".join(out) + "/?$"), tuple(score)
+
+
+def parse_version(s):
+    try:
+        a, b = s.split(".")
+        return (int(a), int(b))
+    except (ValueError, AttributeError):
+        return None
+
+
+def negotiated(versions, service_type):
+    """The answer's microversion for `service_type`, from its OpenStack-API-Version (or
+    Nova's legacy) header; None when the answer carries none."""
+    for h, v in (versions or {}).items():
+        h = h.lower()
+        if h == "openstack-api-version":
+            for part in v.split(","):
+                bits = part.split()
+                if len(bits) == 2 and bits[0].lower() == service_type:
+                    return parse_version(bits[1])
+        elif h == "x-openstack-nova-api-version" and service_type == "compute":
+            return parse_version(v)
+    return None
+
+
+def in_range(node, version):
+    """False when `node` carries an `x-openstack` range that excludes `version`."""
+    x = node.get("x-openstack") if isinstance(node, dict) else None
+    if not isinstance(x, dict) or version is None:
+        return True
+    lo, hi = parse_version(x.get("min-ver")), parse_version(x.get("max-ver"))
+    return not ((lo and version < lo) or (hi and version > hi))
+
+
+class ServiceSpec:
+    """One service's spec: operations by path template, schemas narrowed per version."""
+
+    def __init__(self, path):
+        with open(path) as f:
+            self.doc = yaml.load(f, Loader=_Loader)
+        self.templates = []
+        for t in self.doc.get("paths", {}):
+            rx, score = template_regex(t)
+            self.templates.append((score, rx, t))
+        self.templates.sort(key=lambda x: x[0], reverse=True)
+        self.max_version = None
+        self._validators = {}
+
+    def match(self, path):
+        for _, rx, t in self.templates:
+            if rx.match(path):
+                return t
+        return None
+
+    def deref(self, ref):
+        node = self.doc
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def operation(self, template, method):
+        return self.doc["paths"][template].get(method)
+
+    def schema_for(self, template, method, status, version):
+        """(validator, why-not): the validator for this answer, or None and the reason."""
+        key = (template, method, status, version)
+        if key in self._validators:
+            return self._validators[key]
+        op = self.operation(template, method)
+        result = (None, "no such method in the spec")
+        if op is not None:
+            resp = op.get("responses", {}).get(str(status))
+            if isinstance(resp, dict) and "$ref" in resp:
+                resp = self.deref(resp["$ref"])
+            if not resp:
+                result = (None, f"the spec has no {status} response")
+            else:
+                content = resp.get("content") or {}
+                schema = next((c.get("schema") for ct, c in content.items() if "json" in ct and c.get("schema")), None)
+                if schema is None:
+                    result = (None, f"the spec's {status} response has no JSON schema")
+                else:
+                    result = (Draft202012Validator(self.materialize(schema, version, ())), None)
+        self._validators[key] = result
+        return result
+
+    def materialize(self, node, version, stack):
+        """A self-contained copy of `node`: `$ref`s inlined (a cycle becomes `{}`, which
+        accepts anything), and everything outside `version` removed."""
+        if isinstance(node, list):
+            return [self.materialize(n, version, stack) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node and isinstance(node["$ref"], str):
+            ref = node["$ref"]
+            if ref in stack or len(stack) > 40:
+                return {}
+            target = self.materialize(self.deref(ref), version, stack + (ref,))
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            if rest:
+                return {"allOf": [target], **self.materialize(rest, version, stack)}
+            return target
+        out = {}
+        for k, v in node.items():
+            if k == "x-openstack":
+                continue
+            if k == "properties" and isinstance(v, dict):
+                out[k] = {
+                    name: self.materialize(sub, version, stack)
+                    for name, sub in v.items()
+                    if in_range(sub, version)
+                }
+                continue
+            if k in ("oneOf", "anyOf") and isinstance(v, list):
+                alts = [a for a in v if in_range(a if "$ref" not in a else self.deref(a["$ref"]), version)]
+                out[k] = [self.materialize(a, version, stack) for a in (alts or v)]
+                continue
+            out[k] = self.materialize(v, version, stack)
+        if "required" in out and isinstance(out.get("properties"), dict) and isinstance(node.get("properties"), dict):
+            dropped = set(node["properties"]) - set(out["properties"])
+            out["required"] = [r for r in out["required"] if r not in dropped]
+        # Draft-4 leftovers in generated specs (`exclusiveMinimum: true`) are not numbers in
+        # 2020-12; they would make the schema itself invalid. Read as draft 4 meant them.
+        for excl, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if isinstance(out.get(excl), bool):
+                if out[excl] and bound in out:
+                    out[excl] = out.pop(bound)
+                else:
+                    out.pop(excl)
+        return out
+
+
+def fault_checkers():
+    """The fault-body checks of tools/apicheck.py, by service (imported lazily: that module
+    needs `requests`, which the offline check does not)."""
+    try:
+        import apicheck
+    except ImportError:
+        return {}
+    return apicheck.FAULTS
+
+
+class Report:
+    def __init__(self):
+        self.lines = 0
+        self.responses = 0
+        self.checked = 0
+        self.faults_checked = 0
+        self.by_service = Counter()
+        self.unmatched = Counter()
+        self.no_schema = Counter()
+        self.skipped_bodies = Counter()
+        self.markers = []
+        self.uncertain_versions = Counter()
+        # (service, method, template, status, version) -> Counter of (where, keyword, message)
+        self.findings = defaultdict(Counter)
+        self.allowed = defaultdict(Counter)
+        self.uncertain = defaultdict(Counter)
+        self.samples = {}
+
+
+def allowed_reason(service, method, template, where, keyword):
+    for s, m, t, w, k, reason in ALLOWED:
+        if s == service and m in ("*", method) and re.fullmatch(t, template) and k == keyword and re.fullmatch(w, where):
+            return reason
+    return None
+
+
+def check_file(path, openapi_dir, services=None):
+    rep = Report()
+    specs = {}
+    faults = fault_checkers()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            raw = raw.strip()
+            if not raw:
+                continue
+            rep.lines += 1
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                rep.markers.append(f"line {rep.lines} is not JSON")
+                continue
+            if "service" not in rec:
+                rep.markers.append(f"line {rep.lines}: {raw[:80]}")
+                continue
+            check_one(rec, rep, specs, openapi_dir, faults, services)
+    return rep
+
+
+def check_one(rec, rep, specs, openapi_dir, faults, services):
+    service = rec["service"]
+    if service not in SERVICES or (services and service not in services):
+        return
+    rep.responses += 1
+    rep.by_service[service] += 1
+    if service not in specs:
+        specs[service] = ServiceSpec(f"{openapi_dir}/{SERVICES[service][0]}")
+    spec = specs[service]
+    method = rec["method"].lower()
+    status = int(rec["status"])
+    path = rec["path"].split("?", 1)[0][len(service) + 1:] or "/"
+    template = spec.match(path)
+    if "body" not in rec:
+        rep.skipped_bodies[rec.get("body_skipped", "not JSON") if "body_text" not in rec else "not JSON"] += 1
+        if "body_text" in rec and 200 <= status < 300:
+            add(rep, rep.findings, (service, method, template or path, status, None), "(body)", "json",
+                "the body is not valid JSON although the answer says it is", rec)
+        return
+    if status >= 400:
+        check = faults.get(service)
+        if check and status != 401 and method != "head":
+            rep.faults_checked += 1
+            bad = check(json.dumps(rec["body"]).encode())
+            if bad:
+                add(rep, rep.findings, (service, method, template or path, status, None), "(body)", "fault",
+                    f"not the service's fault format: {bad}", rec)
+        return
+    if template is None:
+        rep.unmatched[(service, rec["method"], path)] += 1
+        return
+    mv_type = SERVICES[service][1]
+    version = negotiated(rec.get("versions"), mv_type) if mv_type else None
+    op = spec.operation(template, method)
+    key = (service, method, template, status, f"{version[0]}.{version[1]}" if version else None)
+    if op is not None and not in_range(op, version):
+        add(rep, rep.findings, key, "(operation)", "x-openstack",
+            f"answered {status} although the spec has this operation only in "
+            f"{op['x-openstack'].get('min-ver', '')}..{op['x-openstack'].get('max-ver', '')}", rec)
+        return
+    validator, why = spec.schema_for(template, method, status, version)
+    if validator is None:
+        rep.no_schema[(service, method, template, status, why)] += 1
+        return
+    rep.checked += 1
+    older = version is not None and version < max_version(spec, mv_type)
+    for e in validator.iter_errors(rec["body"]):
+        where = "/".join("*" if isinstance(p, int) else str(p) for p in e.absolute_path) or "(body)"
+        kw = e.validator
+        msg = e.message if len(e.message) < 200 else e.message[:120] + "..." + e.message[-60:]
+        if kw == "additionalProperties" and older:
+            rep.uncertain_versions[key[4]] += 1
+            add(rep, rep.uncertain, key, where, kw, msg, rec)
+            continue
+        reason = allowed_reason(service, method, template, where, kw)
+        if reason:
+            add(rep, rep.allowed, key, where, kw, f"{msg}  [allowed: {reason}]", rec)
+        else:
+            add(rep, rep.findings, key, where, kw, msg, rec)
+
+
+def max_version(spec, mv_type):
+    """The newest microversion the spec describes (from its file name: compute/v2.96)."""
+    if spec.max_version is None:
+        m = re.search(r"\d+\.\d+", str(spec.doc.get("info", {}).get("version", "")))
+        spec.max_version = parse_version(m.group(0)) if m else (99, 99)
+    return spec.max_version
+
+
+def add(rep, table, key, where, keyword, message, rec):
+    table[key][(where, keyword, message)] += 1
+    rep.samples.setdefault((key, where, keyword), rec["path"])
+
+
+def print_report(rep, out=sys.stdout):
+    def section(title, table):
+        if not table:
+            return
+        print(f"\n{title}", file=out)
+        for key in sorted(table, key=lambda k: tuple(str(x) for x in k)):
+            service, method, template, status, version = key
+            v = f" @{version}" if version else ""
+            print(f"  {service} {method.upper()} {template} -> {status}{v}", file=out)
+            for (where, kw, msg), n in sorted(table[key].items(), key=lambda x: -x[1]):
+                sample = rep.samples.get((key, where, kw), "")
+                print(f"      {n:>4} x at {where}: {kw}: {msg}   (e.g. {sample[:100]})", file=out)
+
+    section("FINDINGS (fail the check):", rep.findings)
+    section("Allowed (known spec errors, the real service answers the same; docs/conformance.md):", rep.allowed)
+    section("Uncertain (field the newest schema lacks, at an older microversion the spec does not describe):",
+            rep.uncertain)
+    if rep.unmatched:
+        print("\nNo operation in the spec for these paths (not checked):", file=out)
+        for (s, m, p), n in sorted(rep.unmatched.items()):
+            print(f"  {n:>5} x {s} {m} {p}", file=out)
+    if rep.markers:
+        print("\nRecord markers (the record is incomplete):", file=out)
+        for m in rep.markers[:20]:
+            print(f"  {m}", file=out)
+    no_schema = Counter()
+    for (s, m, t, st, why), n in rep.no_schema.items():
+        no_schema[why.replace(str(st), "N")] += n
+    nf = sum(sum(c.values()) for c in rep.findings.values())
+    na = sum(sum(c.values()) for c in rep.allowed.values())
+    nu = sum(sum(c.values()) for c in rep.uncertain.values())
+    by_service = Counter()
+    for (s, *_), c in rep.findings.items():
+        by_service[s] += sum(c.values())
+    print(
+        f"\nrecorded responses: {rep.lines} lines, {rep.responses} from spec'd services "
+        f"({', '.join(f'{s} {n}' for s, n in sorted(rep.by_service.items()))}); "
+        f"{rep.checked} schema-checked, {rep.faults_checked} error bodies fault-checked, "
+        f"{sum(rep.unmatched.values())} on paths the spec lacks, "
+        f"{sum(rep.no_schema.values())} without a schema for their status "
+        f"({', '.join(f'{w}: {n}' for w, n in no_schema.most_common())}), "
+        f"{sum(rep.skipped_bodies.values())} without a recorded body",
+        file=out,
+    )
+    print(
+        f"findings: {nf} in {len(rep.findings)} operations "
+        f"({', '.join(f'{s} {n}' for s, n in sorted(by_service.items())) or 'none'}); "
+        f"allowed {na}; uncertain {nu}",
+        file=out,
+    )
+    return nf
+
+
+def main(path, openapi_dir, services=None):
+    rep = check_file(path, openapi_dir, services)
+    findings = print_report(rep)
+    return 1 if findings else 0
