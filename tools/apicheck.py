@@ -417,6 +417,9 @@ def main():
                     help="check the answers recorded in FILE against the specs (no cloud needed)")
     ap.add_argument("--openapi-dir", default="../shared/openapi",
                     help="with --check-recorded: the directory of the specs")
+    ap.add_argument("--enforce", metavar="SERVICES",
+                    help="with --check-recorded: comma-separated services whose findings fail the check "
+                         "(default: all); the others' are printed only")
     ap.add_argument("--url", help="the cloud's base URL")
     ap.add_argument("--password", help="admin password")
     ap.add_argument("--service", default="image", choices=sorted(FAULTS))
@@ -431,7 +434,8 @@ def main():
     if args.check_recorded:
         import apicheck_recorded
 
-        sys.exit(apicheck_recorded.main(args.check_recorded, args.openapi_dir))
+        enforce = set(args.enforce.split(",")) if args.enforce else None
+        sys.exit(apicheck_recorded.main(args.check_recorded, args.openapi_dir, enforce))
     for need in ("url", "password", "spec"):
         if not getattr(args, need):
             ap.error(f"--{need} is required (unless --check-recorded)")

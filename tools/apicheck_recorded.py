@@ -504,7 +504,16 @@ def print_report(rep, out=sys.stdout):
     return nf
 
 
-def main(path, openapi_dir, services=None):
-    rep = check_file(path, openapi_dir, services)
-    findings = print_report(rep)
-    return 1 if findings else 0
+def main(path, openapi_dir, enforce=None):
+    """Checks the record at `path`; 1 when a service in `enforce` (default: every one) has
+    a finding."""
+    rep = check_file(path, openapi_dir)
+    print_report(rep)
+    failing = Counter()
+    for (service, *_), c in rep.findings.items():
+        if enforce is None or service in enforce:
+            failing[service] += sum(c.values())
+    if enforce is not None:
+        print(f"enforced: {', '.join(sorted(enforce))}; failing findings: {sum(failing.values())}"
+              + (f" ({', '.join(f'{s} {n}' for s, n in sorted(failing.items()))})" if failing else ""))
+    return 1 if failing else 0
