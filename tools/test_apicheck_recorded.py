@@ -187,6 +187,10 @@ class RecordedCheckTest(unittest.TestCase):
         self.assertIsNotNone(reason)
         self.assertIsNone(ar.allowed_reason("identity", "get", "/v3/users", "users/*/name", "type"))
         self.assertIsNone(ar.allowed_reason("identity", "get", "/v3/users", "links", "required"))
+        # A `null` entry allows a null only, never another wrong type.
+        where = ("identity", "get", "/v3/domains/config/default", "config/ldap/url", "type")
+        self.assertIsNotNone(ar.allowed_reason(*where, None))
+        self.assertIsNone(ar.allowed_reason(*where, 5))
 
     def test_unknown_paths_and_markers_are_reported_not_failed(self):
         rep, failing, out = self.check(
