@@ -24,6 +24,13 @@ paths:
           content:
             application/json:
               schema: {$ref: '#/components/schemas/ThingsList'}
+    post:
+      responses:
+        '201':
+          description: Ok
+          content:
+            application/json:
+              schema: {type: object, required: [thing]}
   /v2.1/things/detail:
     get:
       responses:
@@ -164,6 +171,13 @@ class RecordedCheckTest(unittest.TestCase):
         self.assertIn("only in 2.1..2.35", out)
         _, failing, _ = self.check(self.rec("/v2.1/old-things", {}, version="2.35"))
         self.assertEqual(failing, 0)
+
+    def test_success_status_the_spec_does_not_document_is_flagged(self):
+        _, failing, out = self.check(self.rec("/v2.1/things", {"thing": {}}, status=200, method="POST"))
+        self.assertEqual(failing, 1, out)
+        self.assertIn("answered 200; the spec documents 201", out)
+        _, failing, out = self.check(self.rec("/v2.1/things", {"thing": {}}, status=201, method="POST"))
+        self.assertEqual(failing, 0, out)
 
     def test_draft4_exclusive_minimum_is_read_as_meant(self):
         _, failing, out = self.check(self.rec("/v2.1/things/1", {"thing": {"id": "1", "name": "a", "size": 0}}))
