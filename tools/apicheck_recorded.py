@@ -164,8 +164,8 @@ STATUS_ALLOWED = [
     # 200); the spec puts their schemas under 201.
     ("compute", "post", r"/v2\.1/servers/\{id\}/action", 200, 201,
      "Nova answers 200 to the server actions that return a body; the spec says 201"),
-    # Glance answers 200 to an image member create (api-ref "Create image member: Normal
-    # response codes: 200"); the spec says 201.
+    # Glance answers 200 to an image member create (Tempest's image members client:
+    # expected_success(200)); the spec says 201.
     ("image", "post", r"/v2/images/\{image_id\}/members", 200, 201, "Glance answers 200 to a member create"),
     # Keypair create: 200 before microversion 2.2, 201 from 2.2 (api-ref "Normal response
     # codes: 200, 201"); the spec has only 201.
