@@ -402,7 +402,7 @@ def check_one(rec, rep, specs, openapi_dir, faults, services):
     status = int(rec["status"])
     path = rec["path"].split("?", 1)[0][len(service) + 1:] or "/"
     template = spec.match(path)
-    if "body" not in rec:
+    if "body" not in rec or "body_skipped" in rec:
         rep.skipped_bodies[rec.get("body_skipped", "not JSON") if "body_text" not in rec else "not JSON"] += 1
         if "body_text" in rec and 200 <= status < 300:
             add(rep, rep.findings, (service, method, template or path, status, None), "(body)", "json",

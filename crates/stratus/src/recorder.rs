@@ -156,7 +156,6 @@ fn line(e: Entry) -> Vec<u8> {
     obj.insert("versions".into(), versions.into());
     match (e.body, e.skipped) {
         (Some(b), _) if b.is_empty() => {
-            obj.insert("body".into(), serde_json::Value::Null);
             obj.insert("body_skipped".into(), "empty".into());
         }
         (Some(b), _) => match serde_json::from_slice::<serde_json::Value>(&b) {
