@@ -206,6 +206,11 @@ class RecordedCheckTest(unittest.TestCase):
         self.assertIsNotNone(ar.allowed_reason(*where, None))
         self.assertIsNone(ar.allowed_reason(*where, 5))
 
+    def test_negotiated_microversion_from_either_header(self):
+        self.assertEqual(ar.negotiated({"openstack-api-version": "placement 1.10, compute 2.47"}, "compute"), (2, 47))
+        self.assertEqual(ar.negotiated({"x-openstack-nova-api-version": "2.1"}, "compute"), (2, 1))
+        self.assertIsNone(ar.negotiated({"openstack-api-version": "volume 3.0"}, "compute"))
+
     def test_unknown_paths_and_markers_are_reported_not_failed(self):
         rep, failing, out = self.check(
             self.rec("/v2.1/nowhere", {"x": 1}),
