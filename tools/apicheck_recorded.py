@@ -62,7 +62,8 @@ ALLOWED = [
      "Keystone's `links` are objects ({self, next, previous} / {self}); the spec says array"),
     # Keystone's default domain configuration shows every option, unset ones (most LDAP
     # options, whose keystone.conf default is None) as null; the spec types them string.
-    ("identity", "get", r"/v3/domains/config/default.*", r"config/[a-z_]+/[a-z_]+|[a-z_]+", "null",
+    ("identity", "get", r"/v3/domains/config/(\{group\}/)?default.*", r"config/[a-z_]+/[a-z_]+|config/[a-z_]+|[a-z_]+",
+     "null",
      "Keystone's default domain config answers unset options as null"),
     # Keystone's application credential lists each role as {id, name, domain_id} (the role
     # reference, api-ref example `"domain_id": null`); the spec closes the role object at
@@ -70,6 +71,11 @@ ALLOWED = [
     ("identity", "*", r"/v3/users/\{user_id\}/application_credentials.*",
      r"application_credentials?/(\*/)?roles/\*(/domain_id)?", "additionalProperties|maxProperties",
      "Keystone's application credential roles carry domain_id (api-ref example)"),
+    # Glance's "create tags" (POST /v2/metadefs/namespaces/{ns}/tags) makes several tags and
+    # answers {"tags": [{name, ...}]} (Tempest's namespace tags client reads body["tags"]); the
+    # spec gives it the single-tag answer of POST .../tags/{tag_name}.
+    ("image", "post", r"/v2/metadefs/namespaces/\{namespace_name\}/tags", r"tags|\(body\)",
+     "additionalProperties|required", "Glance's create-tags answer is {tags: [...]}, not one tag"),
     # Glance serves its JSON Schema documents as JSON objects; the spec calls them strings.
     ("image", "get", r"/v2/schemas/.*", r".*", "type",
      "the schema documents are JSON objects (what glanceclient/openstacksdk read), not strings"),
@@ -98,6 +104,11 @@ ALLOWED = [
      "Neutron's dns_assignment is a list of {hostname, ip_address, fqdn}"),
     ("network", "*", r"/v2\.0/floatingips.*", r"floatingips?/(\*/)?(port_forwardings|port_details)", "type",
      "Neutron's port_forwardings is a list and port_details an object (null without a port)"),
+    # Neutron's agents: `alive` is a boolean, `configurations` an object (the agent's
+    # reported state), `resources_synced` and `availability_zone` null for agents without
+    # them (neutron/db/agents_db.py); the spec says string.
+    ("network", "*", r"/v2\.0/agents.*", r"agents?/(\*/)?(alive|configurations)", "type",
+     "Neutron's agent alive is a boolean and configurations an object"),
     # Nova answers `swap: ""` for a flavor without swap before microversion 2.75 (api-ref:
     # "Currently, the empty string is used to represent 0. As of microversion 2.75 default
     # return value of swap is 0"); the spec's pattern forbids "".
@@ -128,7 +139,8 @@ NULLABLE = {
          r"|ipv4_address_scope|ipv6_address_scope|provider:physical_network|provider:segmentation_id"
          r"|external_gateway_info|flavor_id|ipv6_ra_mode|ipv6_address_mode|gateway_ip|qos_policy_id"
          r"|qos_network_policy_id|dns_domain|dns_name|port_id|fixed_ip_address|floating_network_id|router_id"
-         r"|subnetpool_id|address_scope_id|device_id|binding:host_id|segment_id|network_id|description",
+         r"|subnetpool_id|address_scope_id|device_id|binding:host_id|segment_id|network_id|description"
+         r"|resources_synced|availability_zone",
          "Neutron answers unset attributes as null (its api-ref examples; neutron-lib ATTR_NOT_SPECIFIED)"),
     ],
     "volume": [
@@ -152,6 +164,10 @@ STATUS_ALLOWED = [
     # generated spec documents 200.
     ("identity", "post", r"/v3/.*", 201, 200, "Keystone answers 201 to creates; the spec says 200"),
     ("identity", "put", r"/v3/.*", 201, 200, "Keystone answers 201 to PUT-creates (implied roles, ...)"),
+    # Keystone answers 200 to replacing a project's tag list (Tempest's projects client:
+    # update_all_project_tags expects 200); the spec says 201.
+    ("identity", "put", r"/v3/projects/\{project_id\}/tags", 200, 201,
+     "Keystone answers 200 to PUT /v3/projects/{id}/tags"),
     # Keystone's version list (GET /) is `300 Multiple Choices`, as every OpenStack version
     # document list; the spec documents 200.
     ("identity", "get", r"/", 300, 200, "Keystone's version list answers 300 Multiple Choices"),
