@@ -205,6 +205,10 @@ class RecordedCheckTest(unittest.TestCase):
         where = ("identity", "get", "/v3/domains/config/default", "config/ldap/url", "type")
         self.assertIsNotNone(ar.allowed_reason(*where, None))
         self.assertIsNone(ar.allowed_reason(*where, 5))
+        # An entry bounded by a microversion applies up to it only.
+        cpu = ("compute", "get", "/v2.1/os-hypervisors/detail", "hypervisors/*/cpu_info", "type", "{}")
+        self.assertIsNotNone(ar.allowed_reason(*cpu, (2, 1)))
+        self.assertIsNone(ar.allowed_reason(*cpu, (2, 28)))
 
     def test_negotiated_microversion_from_either_header(self):
         self.assertEqual(ar.negotiated({"openstack-api-version": "placement 1.10, compute 2.47"}, "compute"), (2, 47))
