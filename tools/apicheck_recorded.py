@@ -12,15 +12,18 @@ closes the object. Error answers (4xx) are checked for the service's fault forma
 Microversions: the specs describe the newest microversion, marking fields and operations
 that exist only in a range with `x-openstack: {min-ver, max-ver}`. A field outside the
 answer's microversion is removed from the schema (from `properties` and `required`), so it
-is undocumented there; a `oneOf` alternative outside it is dropped. Where the spec has no
+is undocumented there; a `oneOf` alternative outside it is dropped (and `oneOf` is read as
+`anyOf`: generated alternatives overlap). Where the spec has no
 mark, it cannot tell versions apart: an answer at an older microversion carrying a field the
 newest schema does not document is then reported as *uncertain* (printed, never failing),
 because Nova's older microversions really have fields that later ones removed. A missing
 required field or a wrong type always counts.
 
+A success status the spec does not document for the operation is a finding too.
+
 Findings that the real service shares (the spec is generated and sometimes wrong; the real
-service wins) are in ALLOWED below, each with its reason; they are printed as allowed and do
-not fail the check. docs/conformance.md lists them too.
+service wins) are in ALLOWED, NULLABLE and STATUS_ALLOWED below, each with its reason; they
+are printed as allowed and do not fail the check. docs/conformance.md lists them too.
 """
 
 import json
@@ -524,7 +527,7 @@ def errors(validator, body):
 
 
 def max_version(spec, mv_type):
-    """The newest microversion the spec describes (from its file name: compute/v2.96)."""
+    """The newest microversion the spec describes (its `info.version`: compute 2.96)."""
     if spec.max_version is None:
         m = re.search(r"\d+\.\d+", str(spec.doc.get("info", {}).get("version", "")))
         spec.max_version = parse_version(m.group(0)) if m else (99, 99)
