@@ -49,6 +49,8 @@ pub struct Config {
     pub object: stratus_object::ObjectConfig,
     /// `[dashboard]`: see the dashboard service's documentation.
     pub dashboard: stratus_dashboard::DashboardConfig,
+    /// `[record]`: the opt-in response recorder (see [`crate::recorder`]).
+    pub record: crate::recorder::RecordConfig,
 }
 
 /// `[server]`
@@ -127,6 +129,7 @@ impl Default for Config {
             volume_agent: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),
+            record: Default::default(),
         }
     }
 }
