@@ -124,6 +124,11 @@ impl Cloud {
             .layer(DefaultBodyLimit::max(config.server.max_body_bytes as usize))
             .layer(middleware::from_fn(request_id::assign));
         platform.internal.install(router.clone());
+        // Recorded after the internal client took its copy: only what clients see is recorded.
+        let router = match crate::recorder::Recorder::start(&config.record)? {
+            Some(rec) => router.layer(middleware::from_fn_with_state(rec, crate::recorder::record)),
+            None => router,
+        };
         // The local compute agent registers through the bus once the APIs answer.
         crate::computeagent::spawn(&platform, &config.compute.local);
         // So does the local volume agent (the storage host role of this machine).

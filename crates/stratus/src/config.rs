@@ -51,6 +51,8 @@ pub struct Config {
     pub dashboard: stratus_dashboard::DashboardConfig,
     /// `[orchestration]`: see the orchestration service's documentation.
     pub orchestration: stratus_orchestration::OrchestrationConfig,
+    /// `[record]`: the opt-in response recorder (see [`crate::recorder`]).
+    pub record: crate::recorder::RecordConfig,
 }
 
 /// `[server]`
@@ -130,6 +132,7 @@ impl Default for Config {
             object: Default::default(),
             dashboard: Default::default(),
             orchestration: Default::default(),
+            record: Default::default(),
         }
     }
 }
