@@ -328,8 +328,10 @@ impl Conductor {
                         }
                         None => {
                             let id = uuid::Uuid::new_v4().to_string();
-                            let mut q = Query::new("INSERT INTO compute_services (id, host, binary_name, topic, last_seen_up, created_at, updated_at) VALUES (");
-                            q.bind(&id).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(", ").bind(&now).push(")");
+                            // The integer id shown below microversion 2.53.
+                            let num = crate::sequences::next_id(tx, "compute_services").await?;
+                            let mut q = Query::new("INSERT INTO compute_services (id, num, host, binary_name, topic, last_seen_up, created_at, updated_at) VALUES (");
+                            q.bind(&id).push(", ").bind(num).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(", ").bind(&now).push(")");
                             q.execute(&mut **tx).await?;
                             id
                         }

@@ -387,7 +387,8 @@ struct CreateFlavor {
     swap: Option<Value>,
     #[serde(default)]
     rxtx_factor: Option<f64>,
-    #[serde(rename = "os-flavor-access:is_public", default)]
+    /// Nova's boolean: `true` or strings such as `"True"`/`"false"`.
+    #[serde(rename = "os-flavor-access:is_public", default, deserialize_with = "crate::params::opt_nova_bool")]
     is_public: Option<bool>,
     #[serde(default)]
     description: Option<String>,

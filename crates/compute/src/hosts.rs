@@ -38,6 +38,8 @@ pub fn routes() -> Router<AppState> {
 
 struct Service {
     id: String,
+    /// The integer id of microversions below 2.53.
+    num: i64,
     host: String,
     binary: String,
     zone: String,
@@ -57,6 +59,7 @@ async fn services(st: &AppState) -> Result<Vec<Service>> {
     for (n, bin) in ["nova-conductor", "nova-scheduler"].iter().enumerate() {
         out.push(Service {
             id: format!("00000000-0000-4000-8000-00000000000{}", n + 1),
+            num: n as i64 + 1,
             host: st.platform.host.clone(),
             binary: bin.to_string(),
             zone: "internal".into(),
@@ -79,6 +82,7 @@ fn service_from(r: &AnyRow, horizon: &str, default_az: &str) -> Result<Service> 
     let az: Option<String> = r.try_get("availability_zone")?;
     Ok(Service {
         id: r.try_get("id")?,
+        num: r.try_get::<Option<i64>, _>("num")?.unwrap_or_default(),
         host: r.try_get("host")?,
         binary: r.try_get("binary_name")?,
         zone: az.unwrap_or_else(|| default_az.to_string()),
@@ -90,9 +94,18 @@ fn service_from(r: &AnyRow, horizon: &str, default_az: &str) -> Result<Service> 
     })
 }
 
+/// The id a service is shown by: its integer below 2.53, its uuid from 2.53.
+fn service_id(s: &Service, v: ApiVersion) -> Value {
+    if v.at_least(2, 53) {
+        json!(s.id)
+    } else {
+        json!(s.num)
+    }
+}
+
 fn service_view(s: &Service, v: ApiVersion) -> Value {
     let mut o = json!({
-        "id": s.id,
+        "id": service_id(s, v),
         "binary": s.binary,
         "host": s.host,
         "zone": s.zone,
@@ -213,17 +226,29 @@ async fn service_update(
     Ok(Json(json!({"service": service_view(&s, v)})))
 }
 
-async fn service_delete(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn service_delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     st.policy.enforce("os_compute_api:os-services:delete", &ctx, &json!({}))?;
-    let r = Query::new("SELECT host FROM compute_services WHERE id = ")
-        .bind(&id)
-        .fetch_optional(st.platform.db.reader())
-        .await
-        .map_err(ComputeError::from)?;
-    let host: String = r
-        .ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?
-        .try_get("host")
-        .map_err(ComputeError::from)?;
+    // Below 2.53 the path names the service by its integer id, from 2.53 by its uuid.
+    let q = if v.at_least(2, 53) {
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(ComputeError::BadRequest(format!("Invalid uuid {id}")).into());
+        }
+        Query::new("SELECT id, host FROM compute_services WHERE id = ").bind(&id).clone()
+    } else {
+        let num: i64 = id
+            .parse()
+            .map_err(|_| ComputeError::BadRequest(format!("Invalid service id {id}: an integer is required")))?;
+        Query::new("SELECT id, host FROM compute_services WHERE num = ").bind(num).clone()
+    };
+    let r = q.fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
+    let r = r.ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?;
+    let host: String = r.try_get("host").map_err(ComputeError::from)?;
+    let id: String = r.try_get("id").map_err(ComputeError::from)?;
     let busy = Query::new("SELECT 1 FROM compute_instances WHERE deleted = ")
         .bind(false)
         .push_bind(" AND host = ", &host)
@@ -307,7 +332,7 @@ async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Resu
     o["host_ip"] = json!(n.host_ip);
     o["hypervisor_type"] = json!(n.hv_type);
     o["hypervisor_version"] = json!(n.hv_version);
-    o["service"] = json!({"host": n.host, "id": n.service.id, "disabled_reason": n.service.reason});
+    o["service"] = json!({"host": n.host, "id": service_id(&n.service, v), "disabled_reason": n.service.reason});
     if !v.at_least(2, 88) {
         let used = st.backends.placement.provider_usages(&n.id).await.unwrap_or_default();
         let (vu, mu, du) = (

@@ -24,8 +24,10 @@ mod keypairs;
 mod limits;
 pub mod metadata;
 pub mod migrations;
+mod params;
 pub mod placement;
 pub mod policy;
+mod removed;
 pub mod scheduler;
 mod sequences;
 mod server_groups;
@@ -80,6 +82,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "live_migration_ports",
         sql: include_str!("../migrations/0006_live_migration_ports.sql"),
     },
+    Migration { version: 7, name: "service_numbers", sql: include_str!("../migrations/0007_service_numbers.sql") },
 ];
 
 /// `[compute]` configuration: the controller's keys. The same TOML section also holds
@@ -246,6 +249,7 @@ impl ComputeService {
             .merge(aggregates::routes())
             .merge(server_groups::routes())
             .merge(usage::routes())
+            .merge(removed::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         // Consoles authenticate with their own one-time tokens (browsers carry no Keystone token).

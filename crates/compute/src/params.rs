@@ -1,0 +1,48 @@
+//! Nova's request parameter types that a plain serde type does not express: values Nova's
+//! JSON schemas accept in more than one JSON kind.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// The spellings Nova's `parameter_types.boolean` accepts besides JSON `true`/`false`.
+const TRUE_WORDS: &[&str] = &["True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes"];
+const FALSE_WORDS: &[&str] = &["False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"];
+
+/// Nova's boolean: JSON `true`/`false` or one of the strings Nova lists ("True", "yes",
+/// "0", ...). Anything else is refused with a message naming the accepted values.
+pub fn nova_bool(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if TRUE_WORDS.contains(&s.as_str()) => Ok(true),
+        Value::String(s) if FALSE_WORDS.contains(&s.as_str()) => Ok(false),
+        other => Err(format!(
+            "{other} is not a boolean: use true or false (or one of the strings {})",
+            TRUE_WORDS.iter().chain(FALSE_WORDS).copied().collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// serde `deserialize_with` for an optional field typed as Nova's boolean.
+pub fn opt_nova_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => nova_bool(&v).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nova_bool_takes_json_booleans_and_nova_strings_only() {
+        assert_eq!(nova_bool(&json!(true)), Ok(true));
+        assert_eq!(nova_bool(&json!("True")), Ok(true));
+        assert_eq!(nova_bool(&json!("off")), Ok(false));
+        assert_eq!(nova_bool(&json!("False")), Ok(false));
+        assert!(nova_bool(&json!("maybe")).is_err());
+        assert!(nova_bool(&json!(1)).is_err());
+        assert!(nova_bool(&json!("tRuE")).is_err(), "Nova's enum is case-exact");
+    }
+}

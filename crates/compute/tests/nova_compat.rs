@@ -1,0 +1,133 @@
+//! Where Stratus answered differently from Nova and Tempest caught it: each test pins
+//! Nova's behaviour for one cause (request parameter types, fields per microversion,
+//! removed APIs, version discovery).
+
+mod harness;
+
+use axum::http::{Method, StatusCode};
+use harness::Cloud;
+use serde_json::json;
+use stratus_compute_agent::virt::fake::FakeDriverConfig;
+
+/// Nova's boolean parameter type takes the strings "True"/"False" (and yes/no, on/off, 1/0).
+#[tokio::test]
+async fn flavor_is_public_takes_nova_boolean_strings() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    for (i, (given, want)) in [("True", true), ("False", false), ("yes", true), ("0", false)].into_iter().enumerate() {
+        let body = json!({"flavor": {"name": format!("f{i}"), "ram": 64, "vcpus": 1, "disk": 0,
+            "os-flavor-access:is_public": given}});
+        let (s, f) = c.post("/flavors", "admin", body).await;
+        assert_eq!(s, StatusCode::OK, "{given}: {f}");
+        assert_eq!(f["flavor"]["os-flavor-access:is_public"], want, "{given}");
+    }
+    let body =
+        json!({"flavor": {"name": "bad", "ram": 64, "vcpus": 1, "disk": 0, "os-flavor-access:is_public": "maybe"}});
+    let (s, e) = c.post("/flavors", "admin", body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["badRequest"]["message"].as_str().unwrap().contains("true or false"), "{e}");
+}
+
+/// Below 2.36 quota sets carry the nova-network quotas (and take them); from 2.36 they
+/// are gone and an update naming them is refused.
+#[tokio::test]
+async fn quota_sets_show_network_quotas_below_2_36() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    let net = ["floating_ips", "fixed_ips", "security_groups", "security_group_rules"];
+    for path in ["/os-quota-sets/pX", "/os-quota-sets/pX/defaults", "/os-quota-sets/pX/detail"] {
+        let (s, q) = c.call_v(Method::GET, path, "admin", None, "2.35").await;
+        assert_eq!(s, StatusCode::OK, "{q}");
+        for k in net {
+            assert!(q["quota_set"].get(k).is_some(), "{path} at 2.35 lacks {k}: {q}");
+        }
+        let (_, q) = c.call_v(Method::GET, path, "admin", None, "2.36").await;
+        for k in net {
+            assert!(q["quota_set"].get(k).is_none(), "{path} at 2.36 has {k}: {q}");
+        }
+    }
+    let (_, q) = c.call_v(Method::GET, "/os-quota-sets/pX", "admin", None, "2.1").await;
+    assert_eq!(q["quota_set"]["floating_ips"], 10);
+    assert_eq!(q["quota_set"]["security_group_rules"], 20);
+    let (s, q) = c
+        .call_v(Method::PUT, "/os-quota-sets/pX", "admin", Some(json!({"quota_set": {"floating_ips": 7}})), "2.1")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    assert_eq!(q["quota_set"]["floating_ips"], 7);
+    let (s, _) = c
+        .call_v(Method::PUT, "/os-quota-sets/pX", "admin", Some(json!({"quota_set": {"floating_ips": 7}})), "2.36")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Quota classes: network quotas until 2.50, server group quotas from 2.50.
+    let (_, q) = c.call_v(Method::GET, "/os-quota-class-sets/default", "admin", None, "2.1").await;
+    assert!(q["quota_class_set"].get("floating_ips").is_some(), "{q}");
+    assert!(q["quota_class_set"].get("server_groups").is_none(), "{q}");
+    let (_, q) = c.call_v(Method::GET, "/os-quota-class-sets/default", "admin", None, "2.50").await;
+    assert!(q["quota_class_set"].get("floating_ips").is_none(), "{q}");
+    assert!(q["quota_class_set"].get("server_groups").is_some(), "{q}");
+}
+
+/// Services have integer ids below 2.53 (and are deleted by them), uuids from 2.53.
+#[tokio::test]
+async fn services_have_integer_ids_below_2_53() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let (s, l) = c.call_v(Method::GET, "/os-services", "admin", None, "2.52").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let list = l["services"].as_array().unwrap();
+    assert!(list.iter().all(|s| s["id"].is_i64()), "{l}");
+    let mut ids: Vec<i64> = list.iter().map(|s| s["id"].as_i64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), list.len(), "ids are unique: {l}");
+    let compute = list.iter().find(|s| s["binary"] == "nova-compute").unwrap()["id"].as_i64().unwrap();
+    let (_, l) = c.call_v(Method::GET, "/os-services", "admin", None, "2.53").await;
+    assert!(l["services"].as_array().unwrap().iter().all(|s| uuid::Uuid::parse_str(s["id"].as_str().unwrap()).is_ok()));
+    let (_, h) = c.call_v(Method::GET, "/os-hypervisors/detail", "admin", None, "2.1").await;
+    assert_eq!(h["hypervisors"][0]["service"]["id"], compute, "{h}");
+    let (s, e) = c.call_v(Method::DELETE, "/os-services/abc", "admin", None, "2.52").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let (s, _) = c.call_v(Method::DELETE, &format!("/os-services/{compute}"), "admin", None, "2.52").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, l) = c.call_v(Method::GET, "/os-services", "admin", None, "2.52").await;
+    assert!(l["services"].as_array().unwrap().iter().all(|s| s["id"] != compute), "{l}");
+}
+
+/// Removed Nova APIs answer 410 Gone in Nova's fault format, whatever the method.
+#[tokio::test]
+async fn removed_apis_answer_gone() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    for (m, path) in [
+        (Method::GET, "/os-cells"),
+        (Method::GET, "/os-fping?all_tenants=1"),
+        (Method::POST, "/os-cloudpipe"),
+        (Method::GET, "/os-agents"),
+        (Method::GET, "/os-fixed-ips/10.0.0.1"),
+        (Method::GET, "/os-floating-ips-bulk"),
+        (Method::DELETE, "/os-floating-ip-dns/example.org"),
+        (Method::GET, "/os-security-group-default-rules"),
+        (Method::GET, "/os-certificates/root"),
+        (Method::POST, "/os-networks"),
+        (Method::GET, "/servers/x/os-virtual-interfaces"),
+    ] {
+        let (s, e) = c.call(m.clone(), path, "admin", None).await;
+        assert_eq!(s, StatusCode::GONE, "{m} {path}: {e}");
+        let msg = e["computeFault"]["message"].as_str().unwrap_or_else(|| panic!("{m} {path}: {e}"));
+        assert!(msg.contains("removed"), "{msg}");
+    }
+}
+
+/// `GET /compute/` lists v2.0 then v2.1, and each self link answers its own document.
+#[tokio::test]
+async fn version_list_has_v2_0_then_v2_1() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    // (the binary trims the trailing slash of `/compute/` before routing)
+    let (s, v) = c.raw(Method::GET, "/compute", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v["versions"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["v2.0", "v2.1"]);
+    for ver in v["versions"].as_array().unwrap() {
+        let href = ver["links"][0]["href"].as_str().unwrap();
+        let path = href.strip_prefix("http://cloud.test").unwrap().trim_end_matches('/');
+        let (s, d) = c.raw(Method::GET, path, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {d}");
+        assert_eq!(d["version"]["id"], ver["id"]);
+        assert_eq!(d["version"]["links"][0]["href"], href);
+    }
+}
