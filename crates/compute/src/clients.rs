@@ -139,6 +139,18 @@ pub trait NetworkApi: Send + Sync + 'static {
     async fn set_port_security_groups(&self, _port_id: &str, _groups: &[String]) -> Result<(), NetRefusal> {
         Ok(())
     }
+    /// One request to the network API on behalf of `ctx` (the compute proxy APIs, such as
+    /// `os-security-groups`, translate Nova's bodies and leave the rules to the network
+    /// service): its status and JSON body.
+    async fn request(
+        &self,
+        _ctx: &RequestContext,
+        _method: Method,
+        _uri: &str,
+        _body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        Err(ClientError("the network service is not available in this cloud".into()))
+    }
     /// How many networks a server asking for `auto` could land on.
     async fn auto_candidates(&self, _ctx: &RequestContext) -> Result<usize, ClientError> {
         Ok(0)
@@ -601,6 +613,17 @@ impl NetworkApi for RestNetwork {
             return Err(refusal(&format!("network service refused the security groups of port {port_id}"), &r));
         }
         Ok(())
+    }
+
+    async fn request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let r = self.call(ctx, method, uri, body).await?;
+        Ok((r.status, r.body))
     }
 
     async fn auto_candidates(&self, ctx: &RequestContext) -> Result<usize, ClientError> {

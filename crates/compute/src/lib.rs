@@ -29,6 +29,7 @@ pub mod placement;
 pub mod policy;
 mod removed;
 pub mod scheduler;
+mod secgroup_proxy;
 mod sequences;
 mod server_groups;
 mod servers;
@@ -250,6 +251,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(secgroup_proxy::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         // Consoles authenticate with their own one-time tokens (browsers carry no Keystone token).

@@ -131,3 +131,117 @@ async fn version_list_has_v2_0_then_v2_1() {
         assert_eq!(d["version"]["links"][0]["href"], href);
     }
 }
+
+/// `os-security-groups` and `os-security-group-rules` proxy the real network service at
+/// 2.1–2.35, with Nova's checks, shapes and status codes; from 2.36 they are gone (404).
+#[tokio::test]
+async fn security_group_proxies_reach_the_network_service() {
+    let c = Cloud::start_with_network(0, FakeDriverConfig::default()).await;
+    let v = "2.35";
+    let call = |m: Method, path: &str, token: &str, body: Option<serde_json::Value>| {
+        let (c, path, token) = (&c, path.to_string(), token.to_string());
+        async move { c.call_v(m, &path, &token, body, v).await }
+    };
+    let (s, g) = call(
+        Method::POST,
+        "/os-security-groups",
+        "alice",
+        Some(json!({"security_group": {"name": "web", "description": "web servers"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    let web = g["security_group"]["id"].as_str().unwrap().to_string();
+    assert_eq!(g["security_group"]["tenant_id"], "pA");
+    assert_eq!(g["security_group"]["rules"], json!([]), "egress rules are not shown: {g}");
+    for bad in [json!({"name": "x"}), json!({"name": "", "description": "d"}), json!({"name": 5, "description": "d"})] {
+        let (s, e) = call(Method::POST, "/os-security-groups", "alice", Some(json!({"security_group": bad}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+    let rule = |body: serde_json::Value| {
+        call(Method::POST, "/os-security-group-rules", "alice", Some(json!({"security_group_rule": body})))
+    };
+    let (s, r) = rule(json!({"parent_group_id": web, "ip_protocol": "tcp", "from_port": 22, "to_port": 22})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let ssh = r["security_group_rule"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r["security_group_rule"]["ip_range"], json!({"cidr": "0.0.0.0/0"}));
+    assert_eq!(r["security_group_rule"]["parent_group_id"], web.as_str());
+    assert_eq!(r["security_group_rule"]["group"], json!({}));
+    let (s, e) = rule(json!({"parent_group_id": web, "ip_protocol": "tcp", "from_port": 22, "to_port": 22})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a duplicate rule: {e}");
+    let (s, _) = rule(json!({"parent_group_id": web, "ip_protocol": "tcp", "from_port": 22, "to_port": 21})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) =
+        rule(json!({"parent_group_id": "not-an-id", "ip_protocol": "tcp", "from_port": 22, "to_port": 22})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let missing = uuid::Uuid::new_v4().to_string();
+    let (s, e) = rule(json!({"parent_group_id": missing, "ip_protocol": "tcp", "from_port": 22, "to_port": 22})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, r) = rule(json!({"parent_group_id": web, "ip_protocol": "icmp", "from_port": -1, "to_port": -1})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["security_group_rule"]["from_port"].as_i64(), r["security_group_rule"]["to_port"].as_i64()),
+        (Some(-1), Some(-1))
+    );
+
+    // A rule naming a peer group shows the peer, and goes when the peer is deleted.
+    let (_, p) = call(
+        Method::POST,
+        "/os-security-groups",
+        "alice",
+        Some(json!({"security_group": {"name": "peer", "description": "p"}})),
+    )
+    .await;
+    let peer = p["security_group"]["id"].as_str().unwrap().to_string();
+    let (s, r) =
+        rule(json!({"parent_group_id": web, "ip_protocol": "tcp", "from_port": 80, "to_port": 80, "group_id": peer}))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["security_group_rule"]["group"], json!({"name": "peer", "tenant_id": "pA"}));
+    assert_eq!(r["security_group_rule"]["ip_range"], json!({}));
+    let (_, g) = call(Method::GET, &format!("/os-security-groups/{web}"), "alice", None).await;
+    assert_eq!(g["security_group"]["rules"].as_array().unwrap().len(), 3, "{g}");
+    assert_eq!(
+        call(Method::DELETE, &format!("/os-security-groups/{peer}"), "alice", None).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (_, g) = call(Method::GET, &format!("/os-security-groups/{web}"), "alice", None).await;
+    let rules = g["security_group"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "the rule naming the deleted peer went with it: {g}");
+
+    // Listing: the caller's project (with its default group); all projects for an admin who asks.
+    let (s, l) = call(Method::GET, "/os-security-groups", "alice", None).await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let names: Vec<&str> =
+        l["security_groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"web") && names.contains(&"default"), "{names:?}");
+    let (_, l) = call(Method::GET, "/os-security-groups", "bob", None).await;
+    assert!(l["security_groups"].as_array().unwrap().iter().all(|g| g["name"] != "web"), "{l}");
+    let (_, l) = call(Method::GET, "/os-security-groups?all_tenants=true", "admin", None).await;
+    assert!(l["security_groups"].as_array().unwrap().iter().any(|g| g["id"] == web.as_str()), "{l}");
+    assert_eq!(call(Method::GET, &format!("/os-security-groups/{web}"), "bob", None).await.0, StatusCode::NOT_FOUND);
+
+    let (s, u) = call(
+        Method::PUT,
+        &format!("/os-security-groups/{web}"),
+        "alice",
+        Some(json!({"security_group": {"name": "www", "description": "renamed"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(u["security_group"]["name"], "www");
+    let (_, l) = call(Method::GET, "/os-security-groups", "alice", None).await;
+    let groups = l["security_groups"].as_array().unwrap();
+    let default_id = groups.iter().find(|g| g["name"] == "default").unwrap()["id"].as_str().unwrap().to_string();
+    let (s, e) = call(Method::DELETE, &format!("/os-security-groups/{default_id}"), "alice", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "the default group stays: {e}");
+    assert_eq!(
+        call(Method::DELETE, &format!("/os-security-group-rules/{ssh}"), "alice", None).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        call(Method::DELETE, &format!("/os-security-group-rules/{ssh}"), "alice", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = c.call_v(Method::GET, "/os-security-groups", "alice", None, "2.36").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a proxy API is gone at 2.36");
+}

@@ -61,6 +61,8 @@ pub struct Cloud {
     pub real_placement: Option<Router>,
     /// Reach the real placement over REST only (not its typed in-process API).
     pub rest_only: bool,
+    /// The real network service (under `/network`), when the cloud runs with it.
+    pub real_network: Option<Router>,
 }
 
 pub fn test_config() -> ComputeConfig {
@@ -86,6 +88,14 @@ impl Cloud {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
         Self::start_db(dir, db, hosts, fake, cfg, true, true).await
+    }
+
+    /// Like [`Cloud::start`], with the real network service behind compute's network
+    /// calls (its REST API, in-process).
+    pub async fn start_with_network(hosts: usize, fake: FakeDriverConfig) -> Cloud {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        Self::start_db_net(dir, db, hosts, fake, test_config(), false, false, true).await
     }
 
     async fn start_full(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig, real: bool) -> Cloud {
@@ -121,6 +131,20 @@ impl Cloud {
         real: bool,
         rest_only: bool,
     ) -> Cloud {
+        Self::start_db_net(dir, db, hosts, fake, cfg, real, rest_only, false).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_db_net(
+        dir: tempfile::TempDir,
+        db: Db,
+        hosts: usize,
+        fake: FakeDriverConfig,
+        cfg: ComputeConfig,
+        real: bool,
+        rest_only: bool,
+        network: bool,
+    ) -> Cloud {
         let platform = Platform {
             db,
             bus: Arc::new(InProcBus::new()),
@@ -141,10 +165,36 @@ impl Cloud {
         } else {
             None
         };
-        let (service, router) =
-            Self::service(&platform, &placement, &images, &cfg, real_placement.clone(), rest_only).await;
-        let mut c =
-            Cloud { dir, platform, placement, images, cfg, service, router, agents: vec![], real_placement, rest_only };
+        let real_network = if network {
+            let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
+            let n = stratus_network::NetworkService::start(platform.clone(), auth, Default::default()).await.unwrap();
+            Some(Router::new().nest("/network", n.router()))
+        } else {
+            None
+        };
+        let (service, router) = Self::service(
+            &platform,
+            &placement,
+            &images,
+            &cfg,
+            real_placement.clone(),
+            rest_only,
+            real_network.clone(),
+        )
+        .await;
+        let mut c = Cloud {
+            dir,
+            platform,
+            placement,
+            images,
+            cfg,
+            service,
+            router,
+            agents: vec![],
+            real_placement,
+            rest_only,
+            real_network,
+        };
         for n in 0..hosts {
             let d = FakeDriver::new(FakeDriverConfig {
                 vcpus: Some(8),
@@ -164,6 +214,7 @@ impl Cloud {
         cfg: &ComputeConfig,
         real_placement: Option<Router>,
         rest_only: bool,
+        real_network: Option<Router>,
     ) -> (ComputeService, Router) {
         use stratus_compute::placement::RestPlacement;
         let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
@@ -172,11 +223,18 @@ impl Cloud {
             Some(_) => Arc::new(RestPlacement::new(platform.internal.clone())),
             None => Arc::new(placement.clone()),
         };
-        let backends = Backends { placement: pl, images: Arc::new(images.clone()), network: Arc::new(NoNetwork) };
+        let network: Arc<dyn stratus_compute::clients::NetworkApi> = match &real_network {
+            Some(_) => Arc::new(stratus_compute::clients::RestNetwork(platform.internal.clone())),
+            None => Arc::new(NoNetwork),
+        };
+        let backends = Backends { placement: pl, images: Arc::new(images.clone()), network };
         let service = ComputeService::start_with(platform.clone(), auth, cfg.clone(), backends).await.unwrap();
         let mut router = Router::new().nest("/compute", service.router());
         if let Some(p) = real_placement {
             router = router.merge(p);
+        }
+        if let Some(n) = real_network {
+            router = router.merge(n);
         }
         let router = router.layer(axum::middleware::from_fn(stratus_core::request_id::assign));
         platform.internal.install(router.clone());
@@ -220,6 +278,7 @@ impl Cloud {
             &self.cfg,
             self.real_placement.clone(),
             self.rest_only,
+            self.real_network.clone(),
         )
         .await;
         self.service = service;
