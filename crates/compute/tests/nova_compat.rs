@@ -245,3 +245,55 @@ async fn security_group_proxies_reach_the_network_service() {
     let (s, _) = c.call_v(Method::GET, "/os-security-groups", "alice", None, "2.36").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "a proxy API is gone at 2.36");
 }
+
+/// `PUT /servers/{id}` and rebuild answer without the extension fields below 2.75 (key
+/// name from 2.54 and user data from 2.57 on rebuild); the detail list has no
+/// `server_groups`.
+#[tokio::test]
+async fn update_and_rebuild_bodies_follow_the_microversion() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let hidden = [
+        "OS-EXT-STS:vm_state",
+        "OS-EXT-AZ:availability_zone",
+        "config_drive",
+        "key_name",
+        "security_groups",
+        "OS-SRV-USG:launched_at",
+        "os-extended-volumes:volumes_attached",
+        "OS-EXT-SRV-ATTR:host",
+    ];
+    let put = |v: &'static str, name: &'static str| {
+        let (c, id) = (&c, id.clone());
+        async move {
+            c.call_v(Method::PUT, &format!("/servers/{id}"), "admin", Some(json!({"server": {"name": name}})), v).await
+        }
+    };
+    let (s, b) = put("2.1", "vm2").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["server"]["name"], "vm2");
+    for k in hidden {
+        assert!(b["server"].get(k).is_none(), "PUT at 2.1 shows {k}: {b}");
+    }
+    let (_, b) = put("2.75", "vm3").await;
+    for k in hidden {
+        assert!(b["server"].get(k).is_some(), "PUT at 2.75 lacks {k}: {b}");
+    }
+    let rebuild = json!({"rebuild": {"imageRef": harness::IMAGE}});
+    let (s, b) = c.call_v(Method::POST, &format!("/servers/{id}/action"), "admin", Some(rebuild.clone()), "2.1").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    for k in hidden {
+        assert!(b["server"].get(k).is_none(), "rebuild at 2.1 shows {k}: {b}");
+    }
+    assert!(b["server"].get("user_data").is_none());
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (_, b) = c.call_v(Method::POST, &format!("/servers/{id}/action"), "admin", Some(rebuild), "2.57").await;
+    assert!(b["server"].get("user_data").is_some() && b["server"].get("key_name").is_some(), "{b}");
+    assert!(b["server"].get("OS-EXT-STS:vm_state").is_none(), "{b}");
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (_, l) = c.call_v(Method::GET, "/servers/detail", "alice", None, "2.71").await;
+    assert!(l["servers"][0].get("server_groups").is_none(), "{l}");
+    let (_, one) = c.call_v(Method::GET, &format!("/servers/{id}"), "alice", None, "2.71").await;
+    assert!(one["server"]["server_groups"].is_array(), "{one}");
+}

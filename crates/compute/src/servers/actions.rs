@@ -276,7 +276,13 @@ pub async fn action(
             begin(&st, &ctx, &inst, state::REBUILD, GuestOp::Rebuild, &rid, u).await?;
             let i = store::must_load(&st.platform.db, &id).await?;
             let base = st.platform.service_url("/compute");
-            let mut body = super::view::detail(&i, &base, v, super::is_admin_view(&st, &ctx));
+            let mut b = [super::view::detail(&i, &base, v, super::is_admin_view(&st, &ctx))];
+            super::interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
+            let [mut body] = b;
+            if v.at_least(2, 71) {
+                body["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+            }
+            super::view::shape(&mut body, &i, v, super::view::Shape::Rebuild);
             body["adminPass"] = json!(i.admin_pass);
             Ok((StatusCode::ACCEPTED, Json(json!({"server": body}))).into_response())
         }

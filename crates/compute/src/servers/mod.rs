@@ -284,6 +284,9 @@ async fn list_impl(
         let admin_view = is_admin_view(st, ctx);
         let mut b: Vec<Value> = insts.iter().map(|i| view::detail(i, &base, v, admin_view)).collect();
         interfaces::decorate(st, &insts, &mut b).await;
+        for (body, i) in b.iter_mut().zip(&insts) {
+            view::shape(body, i, v, view::Shape::List);
+        }
         b
     } else {
         insts.iter().map(|i| view::summary(i, &base)).collect()
@@ -835,7 +838,11 @@ async fn update(
     let base = st.platform.service_url("/compute");
     let mut b = [view::detail(&i, &base, v, is_admin_view(&st, &ctx))];
     interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
-    let [b] = b;
+    let [mut b] = b;
+    if v.at_least(2, 71) {
+        b["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+    }
+    view::shape(&mut b, &i, v, view::Shape::Update);
     Ok(Json(json!({"server": b})))
 }
 
