@@ -36,21 +36,21 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/os-availability-zone/detail", get(az_detail))
 }
 
-struct Service {
+pub(crate) struct Service {
     id: String,
     /// The integer id of microversions below 2.53.
     num: i64,
-    host: String,
-    binary: String,
-    zone: String,
-    disabled: bool,
+    pub(crate) host: String,
+    pub(crate) binary: String,
+    pub(crate) zone: String,
+    pub(crate) disabled: bool,
     reason: Option<String>,
     forced_down: bool,
     up: bool,
     updated_at: String,
 }
 
-async fn services(st: &AppState) -> Result<Vec<Service>> {
+pub(crate) async fn services(st: &AppState) -> Result<Vec<Service>> {
     let rows = Query::new("SELECT * FROM compute_services ORDER BY host, binary_name")
         .fetch_all(st.platform.db.reader())
         .await?;
@@ -267,21 +267,21 @@ async fn service_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-struct Node {
-    id: String,
-    host: String,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) host: String,
     hostname: String,
     hv_type: String,
     hv_version: i64,
     host_ip: String,
-    vcpus: i64,
-    memory_mb: i64,
-    local_gb: i64,
+    pub(crate) vcpus: i64,
+    pub(crate) memory_mb: i64,
+    pub(crate) local_gb: i64,
     cpu_info: String,
     service: Service,
 }
 
-async fn nodes(st: &AppState) -> Result<Vec<Node>> {
+pub(crate) async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     let rows = Query::new(
         "SELECT n.id AS node_id, n.host AS node_host, n.hypervisor_hostname, n.hypervisor_type, n.hypervisor_version, n.host_ip, \
          n.vcpus, n.memory_mb, n.local_gb, n.cpu_info, s.* FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id ORDER BY n.hypervisor_hostname",

@@ -24,6 +24,7 @@ mod keypairs;
 mod limits;
 pub mod metadata;
 pub mod migrations;
+mod os_hosts;
 mod params;
 pub mod placement;
 pub mod policy;
@@ -251,6 +252,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(os_hosts::routes())
             .merge(secgroup_proxy::routes())
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));

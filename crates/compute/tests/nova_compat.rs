@@ -297,3 +297,68 @@ async fn update_and_rebuild_bodies_follow_the_microversion() {
     let (_, one) = c.call_v(Method::GET, &format!("/servers/{id}"), "alice", None, "2.71").await;
     assert!(one["server"]["server_groups"].is_array(), "{one}");
 }
+
+/// `os-hosts` (up to 2.42): hosts by service and zone, a host's resources, enabling and
+/// disabling its compute service; maintenance and power actions are 501 once the host is
+/// found.
+#[tokio::test]
+async fn os_hosts_lists_shows_and_switches_hosts() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let get = |path: &str, token: &str| {
+        let (c, path, token) = (&c, path.to_string(), token.to_string());
+        async move { c.call_v(Method::GET, &path, &token, None, "2.42").await }
+    };
+    let (s, l) = get("/os-hosts", "admin").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let hosts = l["hosts"].as_array().unwrap();
+    assert!(hosts.contains(&json!({"host_name": "node1", "service": "compute", "zone": "nova"})), "{l}");
+    assert!(hosts.iter().any(|h| h["service"] == "conductor" && h["zone"] == "internal"), "{l}");
+    assert_eq!(get("/os-hosts?zone=nova", "admin").await.1["hosts"].as_array().unwrap().len(), 1);
+    assert_eq!(get("/os-hosts?zone=", "admin").await.1["hosts"].as_array().unwrap().len(), hosts.len());
+    assert!(get("/os-hosts?zone=xxx", "admin").await.1["hosts"].as_array().unwrap().is_empty());
+    assert_eq!(get("/os-hosts", "alice").await.0, StatusCode::FORBIDDEN);
+
+    let (s, h) = get("/os-hosts/node1", "admin").await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    let res: Vec<&serde_json::Value> = h["host"].as_array().unwrap().iter().map(|r| &r["resource"]).collect();
+    assert_eq!(res[0]["project"], "(total)");
+    assert_eq!(res[0]["host"], "node1");
+    assert_eq!(res[0]["cpu"], 8);
+    let pa = res.iter().find(|r| r["project"] == "pA").unwrap_or_else(|| panic!("no pA usage: {h}"));
+    assert_eq!(pa["memory_mb"], 128, "m1.nano's RAM: {h}");
+    assert_eq!(get("/os-hosts/nope", "admin").await.0, StatusCode::NOT_FOUND);
+
+    let put = |host: &str, body: serde_json::Value| {
+        let (c, path) = (&c, format!("/os-hosts/{host}"));
+        async move { c.call_v(Method::PUT, &path, "admin", Some(body), "2.42").await }
+    };
+    let (s, u) = put("node1", json!({"status": "disable"})).await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(u, json!({"host": "node1", "status": "disabled"}));
+    let (_, sv) = c.call_v(Method::GET, "/os-services?binary=nova-compute", "admin", None, "2.42").await;
+    assert_eq!(sv["services"][0]["status"], "disabled", "{sv}");
+    assert_eq!(put("node1", json!({"status": "Enable"})).await.1["status"], "enabled");
+    assert_eq!(put("node1", json!({"status": "invalid"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(put("node1", json!({})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(put("nope", json!({"status": "enable", "maintenance_mode": "enable"})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(put("node1", json!({"maintenance_mode": "enable"})).await.0, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(get("/os-hosts/node1/reboot", "admin").await.0, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(get("/os-hosts/nope/startup", "admin").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get("/os-hosts/node1/shutdown", "alice").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(c.call_v(Method::GET, "/os-hosts", "admin", None, "2.43").await.0, StatusCode::NOT_FOUND);
+}
+
+/// `GET /servers/{id}/ips` and `/ips/{network}`: plain addresses; an unknown network is 404.
+#[tokio::test]
+async fn server_ips_answer_by_network() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (s, a) = c.get(&format!("/servers/{id}/ips"), "alice").await;
+    assert_eq!((s, a), (StatusCode::OK, json!({"addresses": {}})));
+    let (s, e) = c.get(&format!("/servers/{id}/ips/private"), "alice").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    assert_eq!(c.get(&format!("/servers/{id}/ips"), "bob").await.0, StatusCode::NOT_FOUND);
+}

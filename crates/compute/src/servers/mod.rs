@@ -8,6 +8,7 @@ mod actions;
 mod deferred;
 pub mod events;
 mod interfaces;
+mod ips;
 pub mod moves;
 mod security_groups;
 pub mod shelve;
@@ -49,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/os-volume_attachments", get(volumes_disabled).post(volumes_disabled))
         .merge(events::routes())
         .merge(interfaces::routes())
+        .merge(ips::routes())
         .merge(security_groups::routes())
         .merge(tags::routes())
         .merge(deferred::routes())
