@@ -29,6 +29,19 @@ pub trait ImageApi: Send + Sync + 'static {
     /// Deletes image `id` with the service's own authority (the shelved snapshot of a
     /// server, when it is no longer needed); an image already gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), ClientError>;
+    /// One request to the image API on behalf of `ctx`, with extra `headers` (the
+    /// `images` proxy API translates Nova's bodies and leaves visibility and ownership to
+    /// the image service): its status and JSON body.
+    async fn request(
+        &self,
+        _ctx: &RequestContext,
+        _method: Method,
+        _uri: &str,
+        _body: Option<&Value>,
+        _headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, Value), ClientError> {
+        Err(ClientError("the image service is not available in this cloud".into()))
+    }
 }
 
 /// What a server asked for on `networks`.
@@ -264,6 +277,18 @@ impl ImageApi for RestImages {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             s => Err(ClientError(format!("image service answered {s} deleting image {id}: {}", r.body))),
         }
+    }
+
+    async fn request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let r = self.0.call(ctx, method, uri, body, headers).await.map_err(|e| ClientError(e.message))?;
+        Ok((r.status, r.body))
     }
 }
 

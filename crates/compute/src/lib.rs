@@ -20,6 +20,7 @@ mod error;
 mod filters;
 mod flavors;
 mod hosts;
+mod image_proxy;
 mod keypairs;
 mod limits;
 pub mod metadata;
@@ -252,6 +253,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(image_proxy::routes())
             .merge(os_hosts::routes())
             .merge(secgroup_proxy::routes())
             .with_state(self.inner.clone())

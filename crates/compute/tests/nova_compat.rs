@@ -362,3 +362,119 @@ async fn server_ips_answer_by_network() {
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
     assert_eq!(c.get(&format!("/servers/{id}/ips"), "bob").await.0, StatusCode::NOT_FOUND);
 }
+
+/// The `images` proxy (2.1–2.35) and image metadata (to 2.38) over the real image
+/// service: Nova's image shape, its list filters and paging, metadata through JSON patches.
+#[tokio::test]
+async fn images_proxy_reaches_the_image_service() {
+    let c = Cloud::start_with_image(0, FakeDriverConfig::default()).await;
+    let json_ct = [("content-type", "application/json")];
+    let glance = |body: serde_json::Value| {
+        let c = &c;
+        async move {
+            let (s, b) = c.request(Method::POST, "/image/v2/images", "alice", Some(body), &json_ct).await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            b["id"].as_str().unwrap().to_string()
+        }
+    };
+    let plain = glance(
+        json!({"name": "plain", "disk_format": "qcow2", "container_format": "bare", "min_ram": 512, "purpose": "web"}),
+    )
+    .await;
+    let snap = glance(json!({"name": "snap", "disk_format": "qcow2", "container_format": "bare",
+        "image_type": "snapshot", "instance_uuid": "0c8f5a4c-2d1e-4b52-9a55-5b7a1f0f7c11"}))
+    .await;
+    let get = |path: String, token: &'static str| {
+        let c = &c;
+        async move { c.call_v(Method::GET, &path, token, None, "2.35").await }
+    };
+    let (s, l) = get("/images".into(), "alice").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert_eq!(l["images"].as_array().unwrap().len(), 2, "{l}");
+    assert_eq!(l["images"][0].as_object().unwrap().len(), 3, "id, name, links: {l}");
+    let (_, d) = get(format!("/images/{plain}"), "alice").await;
+    let im = &d["image"];
+    assert_eq!(
+        (im["status"].as_str(), im["progress"].as_i64(), im["minRam"].as_i64()),
+        (Some("SAVING"), Some(25), Some(512)),
+        "{d}"
+    );
+    assert_eq!(im["metadata"], json!({"purpose": "web"}), "only the image's own properties: {d}");
+    assert!(im.get("server").is_none());
+    let (_, d) = get(format!("/images/{snap}"), "alice").await;
+    assert_eq!(d["image"]["server"]["id"], "0c8f5a4c-2d1e-4b52-9a55-5b7a1f0f7c11", "{d}");
+    assert_eq!(get(format!("/images/{plain}"), "bob").await.0, StatusCode::NOT_FOUND, "a private image");
+
+    let ids = |l: &serde_json::Value| -> Vec<String> {
+        l["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids(&get("/images/detail?type=snapshot".into(), "alice").await.1), [snap.clone()]);
+    assert_eq!(ids(&get("/images?name=plain".into(), "alice").await.1), [plain.clone()]);
+    assert_eq!(ids(&get("/images?minRam=256".into(), "alice").await.1), [plain.clone()]);
+    let by_ref = "/images?server=http://cloud.test/compute/v2.1/servers/0c8f5a4c-2d1e-4b52-9a55-5b7a1f0f7c11";
+    assert_eq!(ids(&get(by_ref.into(), "alice").await.1), [snap.clone()]);
+    let first = ids(&get("/images?limit=1".into(), "alice").await.1);
+    assert_eq!(first.len(), 1);
+    let rest = ids(&get(format!("/images?marker={}", first[0]), "alice").await.1);
+    assert_eq!(rest.len(), 1);
+    assert_ne!(rest, first);
+    assert_eq!(get("/images?marker=nope".into(), "alice").await.0, StatusCode::BAD_REQUEST);
+
+    let meta = |m: Method, path: String, body: Option<serde_json::Value>| {
+        let c = &c;
+        async move { c.call_v(m, &path, "alice", body, "2.38").await }
+    };
+    let (s, m) = meta(Method::POST, format!("/images/{plain}/metadata"), Some(json!({"metadata": {"a": "1"}}))).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(m["metadata"], json!({"purpose": "web", "a": "1"}));
+    let (s, m) = meta(Method::PUT, format!("/images/{plain}/metadata"), Some(json!({"metadata": {"b": "2"}}))).await;
+    assert_eq!((s, m), (StatusCode::OK, json!({"metadata": {"b": "2"}})));
+    let (s, m) = meta(Method::GET, format!("/images/{plain}/metadata/b"), None).await;
+    assert_eq!((s, m), (StatusCode::OK, json!({"meta": {"b": "2"}})));
+    let (s, _) = meta(Method::PUT, format!("/images/{plain}/metadata/b"), Some(json!({"meta": {"c": "3"}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "body and URI mismatch");
+    let (s, m) = meta(Method::PUT, format!("/images/{plain}/metadata/c"), Some(json!({"meta": {"c": "3"}}))).await;
+    assert_eq!((s, m), (StatusCode::OK, json!({"meta": {"c": "3"}})));
+    assert_eq!(meta(Method::DELETE, format!("/images/{plain}/metadata/b"), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(meta(Method::DELETE, format!("/images/{plain}/metadata/b"), None).await.0, StatusCode::NOT_FOUND);
+    let (_, m) = meta(Method::GET, format!("/images/{plain}/metadata"), None).await;
+    assert_eq!(m, json!({"metadata": {"c": "3"}}));
+    let (s, _) = meta(Method::POST, format!("/images/{plain}/metadata"), Some(json!({"metadata": {"": "x"}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(meta(Method::GET, format!("/images/{plain}/metadata"), None).await.0, StatusCode::OK);
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/images/{plain}/metadata"), "alice", None, "2.39").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    assert_eq!(
+        c.call_v(Method::DELETE, &format!("/images/{plain}"), "bob", None, "2.35").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.call_v(Method::DELETE, &format!("/images/{plain}"), "alice", None, "2.35").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(get(format!("/images/{plain}"), "alice").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(c.call_v(Method::GET, "/images", "alice", None, "2.36").await.0, StatusCode::NOT_FOUND);
+}
+
+/// `createImage` checks the name and metadata as Nova's schema does, before any image is
+/// made: 400, not the image service's refusal passed on as a 503.
+#[tokio::test]
+async fn create_image_checks_name_and_metadata() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    for (args, want) in [
+        (json!({"name": "x".repeat(256)}), StatusCode::BAD_REQUEST),
+        (json!({"name": "snap", "metadata": {"": ""}}), StatusCode::BAD_REQUEST),
+        (json!({"name": "snap", "metadata": {"a".repeat(256): "b"}}), StatusCode::BAD_REQUEST),
+        (json!({"name": "snap", "metadata": {"k": "v".repeat(256)}}), StatusCode::BAD_REQUEST),
+        (json!({"name": "snap", "metadata": "nope"}), StatusCode::BAD_REQUEST),
+    ] {
+        let (s, e) = c.post(&format!("/servers/{id}/action"), "alice", json!({"createImage": args.clone()})).await;
+        assert_eq!(s, want, "{args}: {e}");
+    }
+    assert_eq!(c.images.0.lock().len(), 1, "no snapshot image was made");
+}

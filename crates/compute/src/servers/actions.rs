@@ -223,10 +223,19 @@ pub async fn action(
                 .as_str()
                 .filter(|n| !n.trim().is_empty())
                 .ok_or_else(|| ComputeError::BadRequest("createImage requires a name".into()))?;
-            let mut props = args["metadata"].clone();
-            if !props.is_object() {
-                props = json!({});
+            if name.chars().count() > 255 || name.trim() != name {
+                return Err(ComputeError::BadRequest(
+                    "Invalid image name: 1 to 255 characters, without leading or trailing spaces".into(),
+                )
+                .into());
             }
+            let mut props = match &args["metadata"] {
+                Value::Null => json!({}),
+                m => {
+                    check_image_metadata(m)?;
+                    m.clone()
+                }
+            };
             props["image_type"] = json!("snapshot");
             props["instance_uuid"] = json!(inst.uuid);
             props["base_image_ref"] = json!(inst.image_ref);
@@ -407,4 +416,32 @@ async fn novnc_url(st: &AppState, inst: &Instance, protocol: &str, kind: &str) -
     }
     let token = st.conductor.vnc_console_token(inst).await?;
     Ok(crate::consoles::console_url(&st.platform.public_url, &st.cfg.vnc, &token))
+}
+
+/// Nova's checks of `createImage` metadata: an object of at most 128 items (its image
+/// metadata quota, 403), keys of 1–255 characters from `[a-zA-Z0-9-_:. ]`, string values
+/// of at most 255 characters (400).
+fn check_image_metadata(m: &Value) -> Result<()> {
+    let obj = m.as_object().ok_or_else(|| ComputeError::BadRequest("createImage metadata must be an object".into()))?;
+    for (k, v) in obj {
+        let key_ok = (1..=255).contains(&k.chars().count())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        if !key_ok {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid metadata key {k:?}: 1 to 255 characters of letters, digits, '-', '_', ':', '.' and spaces"
+            )));
+        }
+        if !v.as_str().is_some_and(|s| s.chars().count() <= 255) {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid metadata value for {k}: a string of at most 255 characters"
+            )));
+        }
+    }
+    if obj.len() > 128 {
+        return Err(ComputeError::Forbidden(format!(
+            "Image metadata limit exceeded: at most 128 items, {} given",
+            obj.len()
+        )));
+    }
+    Ok(())
 }
