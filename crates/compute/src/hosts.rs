@@ -32,6 +32,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/os-hypervisors/statistics", get(hv_stats))
         .route("/v2.1/os-hypervisors/{id}", get(hv_show))
         .route("/v2.1/os-hypervisors/{id}/uptime", get(hv_uptime))
+        .route("/v2.1/os-hypervisors/{id}/search", get(hv_search))
+        .route("/v2.1/os-hypervisors/{id}/servers", get(hv_servers))
         .route("/v2.1/os-availability-zone", get(az_list))
         .route("/v2.1/os-availability-zone/detail", get(az_detail))
 }
@@ -351,7 +353,9 @@ async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Resu
         o["current_workload"] = json!(0);
         o["running_vms"] = json!(running_vms(st, &n.host).await?);
         o["disk_available_least"] = json!(n.local_gb - du);
-        o["cpu_info"] = json!(json!({"model": n.cpu_info}).to_string());
+        // A JSON document in a string before 2.28, the object itself from 2.28.
+        let cpu = json!({"model": n.cpu_info});
+        o["cpu_info"] = if v.at_least(2, 28) { cpu } else { json!(cpu.to_string()) };
     } else {
         o["uptime"] = json!(uptime());
     }
@@ -376,6 +380,12 @@ async fn hv_list_impl(
         ctx,
         &json!({}),
     )?;
+    let with_servers = match q.get("with_servers") {
+        None => false,
+        Some(w) if v.at_least(2, 53) => stratus_core::query::parse_bool(w)
+            .ok_or_else(|| ComputeError::BadRequest(format!("Invalid with_servers value {w:?}: use true or false")))?,
+        Some(_) => false,
+    };
     let mut out = vec![];
     for n in nodes(st).await? {
         if let Some(p) = q.get("hypervisor_hostname_pattern") {
@@ -383,9 +393,77 @@ async fn hv_list_impl(
                 continue;
             }
         }
-        out.push(node_view(st, &n, v, detail).await?);
+        let mut o = node_view(st, &n, v, detail).await?;
+        if with_servers {
+            add_servers(st, &mut o, &n, v, true).await?;
+        }
+        out.push(o);
     }
     Ok(json!({"hypervisors": out}))
+}
+
+/// Adds the servers on `n` as `servers: [{uuid, name}]`: left out when there are none,
+/// except from 2.75 when they were asked for (then an empty list), as Nova does.
+async fn add_servers(st: &AppState, o: &mut Value, n: &Node, v: ApiVersion, asked: bool) -> Result<()> {
+    let rows = Query::new("SELECT uuid, name FROM compute_instances WHERE deleted = ")
+        .bind(false)
+        .push_bind(" AND host = ", &n.host)
+        .push(" ORDER BY created_at")
+        .fetch_all(st.platform.db.reader())
+        .await?;
+    let mut servers = Vec::new();
+    for r in rows {
+        servers.push(json!({"uuid": r.try_get::<String, _>("uuid")?, "name": r.try_get::<String, _>("name")?}));
+    }
+    if !servers.is_empty() || (asked && v.at_least(2, 75)) {
+        o["servers"] = json!(servers);
+    }
+    Ok(())
+}
+
+/// The hypervisors whose hostname contains `pattern` (404 when none), for the search and
+/// servers APIs of microversions below 2.53.
+async fn matching(st: &AppState, ctx: &Ctx, v: ApiVersion, pattern: &str, rule: &str) -> Result<Vec<Node>, ApiError> {
+    if v.at_least(2, 53) {
+        return Err(ComputeError::NotFound(
+            "This API was removed at microversion 2.53: use GET /os-hypervisors?hypervisor_hostname_pattern=...".into(),
+        )
+        .into());
+    }
+    st.policy.enforce(rule, ctx, &json!({}))?;
+    let found: Vec<Node> = nodes(st).await?.into_iter().filter(|n| n.hostname.contains(pattern)).collect();
+    if found.is_empty() {
+        return Err(ComputeError::NotFound(format!("No hypervisor matching '{pattern}' could be found.")).into());
+    }
+    Ok(found)
+}
+
+async fn hv_search(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(pattern): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut out = vec![];
+    for n in matching(&st, &ctx, v, &pattern, "os_compute_api:os-hypervisors:search").await? {
+        out.push(node_view(&st, &n, v, false).await?);
+    }
+    Ok(Json(json!({"hypervisors": out})))
+}
+
+async fn hv_servers(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(pattern): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut out = vec![];
+    for n in matching(&st, &ctx, v, &pattern, "os_compute_api:os-hypervisors:servers").await? {
+        let mut o = node_view(&st, &n, v, false).await?;
+        add_servers(&st, &mut o, &n, v, false).await?;
+        out.push(o);
+    }
+    Ok(Json(json!({"hypervisors": out})))
 }
 
 async fn hv_list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
@@ -406,6 +484,7 @@ async fn hv_show(
     ctx: Ctx,
     v: ApiVersion,
     Path(id): Path<String>,
+    q: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-hypervisors:show", &ctx, &json!({}))?;
     let n = nodes(&st)
@@ -413,7 +492,18 @@ async fn hv_show(
         .into_iter()
         .find(|n| n.id == id || n.hostname == id)
         .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
-    Ok(Json(json!({"hypervisor": node_view(&st, &n, v, true).await?})))
+    let mut o = node_view(&st, &n, v, true).await?;
+    if v.at_least(2, 53) {
+        if let Some(w) = q.get("with_servers") {
+            let asked = stratus_core::query::parse_bool(w).ok_or_else(|| {
+                ComputeError::BadRequest(format!("Invalid with_servers value {w:?}: use true or false"))
+            })?;
+            if asked {
+                add_servers(&st, &mut o, &n, v, true).await?;
+            }
+        }
+    }
+    Ok(Json(json!({"hypervisor": o})))
 }
 
 async fn hv_uptime(

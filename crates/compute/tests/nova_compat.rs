@@ -478,3 +478,39 @@ async fn create_image_checks_name_and_metadata() {
     }
     assert_eq!(c.images.0.lock().len(), 1, "no snapshot image was made");
 }
+
+/// Hypervisor search and servers (below 2.53), `with_servers` (from 2.53), and
+/// `cpu_info` as an object from 2.28.
+#[tokio::test]
+async fn hypervisors_search_servers_and_cpu_info() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (_, l) = c.call_v(Method::GET, "/os-hypervisors", "admin", None, "2.52").await;
+    let name = l["hypervisors"][0]["hypervisor_hostname"].as_str().unwrap().to_string();
+    let pattern = &name[..name.len() - 1];
+    let (s, h) = c.call_v(Method::GET, &format!("/os-hypervisors/{pattern}/search"), "admin", None, "2.52").await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    assert_eq!(h["hypervisors"][0]["hypervisor_hostname"], name.as_str());
+    assert!(h["hypervisors"][0].get("servers").is_none());
+    let (s, h) = c.call_v(Method::GET, &format!("/os-hypervisors/{pattern}/servers"), "admin", None, "2.52").await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    assert_eq!(h["hypervisors"][0]["servers"], json!([{"uuid": id, "name": "vm"}]));
+    assert_eq!(
+        c.call_v(Method::GET, "/os-hypervisors/zzz/search", "admin", None, "2.52").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-hypervisors/{pattern}/search"), "alice", None, "2.52").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-hypervisors/{pattern}/search"), "admin", None, "2.53").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, d) = c.call_v(Method::GET, "/os-hypervisors/detail?with_servers=true", "admin", None, "2.53").await;
+    assert_eq!(d["hypervisors"][0]["servers"][0]["uuid"], id.as_str(), "{d}");
+    assert!(d["hypervisors"][0]["cpu_info"].is_object(), "{d}");
+    let (_, d) = c.call_v(Method::GET, "/os-hypervisors/detail", "admin", None, "2.27").await;
+    assert!(d["hypervisors"][0]["cpu_info"].is_string(), "{d}");
+}
