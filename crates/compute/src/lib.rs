@@ -17,6 +17,7 @@ pub mod clients;
 pub mod conductor;
 pub mod consoles;
 mod error;
+mod extensions;
 mod filters;
 mod flavors;
 mod hosts;
@@ -253,6 +254,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(extensions::routes())
             .merge(image_proxy::routes())
             .merge(os_hosts::routes())
             .merge(secgroup_proxy::routes())

@@ -514,3 +514,16 @@ async fn hypervisors_search_servers_and_cpu_info() {
     let (_, d) = c.call_v(Method::GET, "/os-hypervisors/detail", "admin", None, "2.27").await;
     assert!(d["hypervisors"][0]["cpu_info"].is_string(), "{d}");
 }
+
+/// The legacy extension list, as old clients look extensions up.
+#[tokio::test]
+async fn extensions_list_the_legacy_names() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    let (s, l) = c.get("/extensions", "alice").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert!(l["extensions"].as_array().unwrap().iter().any(|e| e["name"] == "Hosts"), "{l}");
+    let (s, e) = c.get("/extensions/os-consoles", "alice").await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["extension"]["alias"], "os-consoles");
+    assert_eq!(c.get("/extensions/os-nope", "alice").await.0, StatusCode::NOT_FOUND);
+}
