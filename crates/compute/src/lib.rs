@@ -20,12 +20,14 @@ mod error;
 mod extensions;
 mod filters;
 mod flavors;
+mod floating_ip_proxy;
 mod hosts;
 mod image_proxy;
 mod keypairs;
 mod limits;
 pub mod metadata;
 pub mod migrations;
+mod net_proxy;
 mod os_hosts;
 mod params;
 pub mod placement;
@@ -254,6 +256,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(floating_ip_proxy::routes())
             .merge(extensions::routes())
             .merge(image_proxy::routes())
             .merge(os_hosts::routes())

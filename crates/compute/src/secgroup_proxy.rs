@@ -23,6 +23,7 @@ use stratus_core::internal::InternalUri;
 use stratus_core::{ApiError, ApiVersion, OsJson, QueryPairs, RequestContext};
 
 use crate::error::{ComputeError, Result};
+use crate::net_proxy::net;
 use crate::AppState;
 
 /// Routes.
@@ -70,36 +71,6 @@ fn valid_property(v: Option<&Value>, what: &str) -> Result<String> {
         )));
     }
     Ok(s.to_string())
-}
-
-/// A network API call as the caller; the body of a 2xx answer, else the refusal mapped
-/// to Nova's statuses (`not_found` is the message of a 404).
-async fn net(
-    st: &AppState,
-    ctx: &RequestContext,
-    method: Method,
-    uri: &str,
-    body: Option<Value>,
-    not_found: impl FnOnce() -> String,
-) -> Result<Value> {
-    let (status, answer) = st
-        .backends
-        .network
-        .request(ctx, method, uri, body.as_ref())
-        .await
-        .map_err(|e| ComputeError::Unavailable(e.0))?;
-    if status.is_success() {
-        return Ok(answer);
-    }
-    let msg = answer["NeutronError"]["message"].as_str().unwrap_or_default().to_string();
-    let kind = answer["NeutronError"]["type"].as_str().unwrap_or_default();
-    Err(match status {
-        StatusCode::NOT_FOUND => ComputeError::NotFound(not_found()),
-        StatusCode::CONFLICT if kind.contains("OverQuota") || msg.contains("uota") => ComputeError::Forbidden(msg),
-        StatusCode::BAD_REQUEST | StatusCode::CONFLICT => ComputeError::BadRequest(msg),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ComputeError::Forbidden(msg),
-        s => ComputeError::Unavailable(format!("the network service answered {s}: {msg}")),
-    })
 }
 
 fn group_uri(id: &str) -> String {

@@ -527,3 +527,128 @@ async fn extensions_list_the_legacy_names() {
     assert_eq!(e["extension"]["alias"], "os-consoles");
     assert_eq!(c.get("/extensions/os-nope", "alice").await.0, StatusCode::NOT_FOUND);
 }
+
+/// `os-floating-ips` and `os-floating-ip-pools` (to 2.35), `addFloatingIp` and
+/// `removeFloatingIp` (to 2.43) over the real network service.
+#[tokio::test]
+async fn floating_ip_proxies_reach_the_network_service() {
+    let c = Cloud::start_with_network(1, FakeDriverConfig::default()).await;
+    let ct = [("content-type", "application/json")];
+    let netcall = |m: Method, path: &str, token: &str, body: serde_json::Value| {
+        let (c, path, token) = (&c, path.to_string(), token.to_string());
+        async move {
+            let (s, b) = c.request(m, &path, &token, Some(body), &ct).await;
+            assert!(s.is_success(), "{path}: {s} {b}");
+            b
+        }
+    };
+    let ext = netcall(
+        Method::POST,
+        "/network/v2.0/networks",
+        "admin",
+        json!({"network": {"name": "public", "router:external": true}}),
+    )
+    .await;
+    let ext_id = ext["network"]["id"].as_str().unwrap().to_string();
+    netcall(
+        Method::POST,
+        "/network/v2.0/subnets",
+        "admin",
+        json!({"subnet": {"network_id": ext_id, "cidr": "172.24.4.0/24", "ip_version": 4, "enable_dhcp": false}}),
+    )
+    .await;
+    let own = netcall(Method::POST, "/network/v2.0/networks", "alice", json!({"network": {"name": "private"}})).await;
+    let own_id = own["network"]["id"].as_str().unwrap().to_string();
+    let sub = netcall(
+        Method::POST,
+        "/network/v2.0/subnets",
+        "alice",
+        json!({"subnet": {"network_id": own_id, "cidr": "10.1.0.0/24", "ip_version": 4}}),
+    )
+    .await;
+    let router = netcall(
+        Method::POST,
+        "/network/v2.0/routers",
+        "alice",
+        json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext_id}}}),
+    )
+    .await;
+    let rid = router["router"]["id"].as_str().unwrap().to_string();
+    netcall(
+        Method::PUT,
+        &format!("/network/v2.0/routers/{rid}/add_router_interface"),
+        "alice",
+        json!({"subnet_id": sub["subnet"]["id"]}),
+    )
+    .await;
+
+    let v = "2.35";
+    let (s, p) = c.call_v(Method::GET, "/os-floating-ip-pools", "alice", None, v).await;
+    assert_eq!((s, p), (StatusCode::OK, json!({"floating_ip_pools": [{"name": "public"}]})));
+    let (s, f) = c.call_v(Method::POST, "/os-floating-ips", "alice", Some(json!({"pool": "public"})), v).await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    let fip = f["floating_ip"].clone();
+    assert_eq!(
+        (fip["pool"].as_str(), fip["instance_id"].as_str(), fip["fixed_ip"].as_str()),
+        (Some("public"), None, None),
+        "{f}"
+    );
+    let (ip, fid) = (fip["ip"].as_str().unwrap().to_string(), fip["id"].as_str().unwrap().to_string());
+    let (s, _) = c.call_v(Method::POST, "/os-floating-ips", "alice", Some(json!({"pool": "nope"})), v).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, l) = c.call_v(Method::GET, "/os-floating-ips", "alice", None, v).await;
+    assert_eq!(l["floating_ips"].as_array().unwrap().len(), 1, "{l}");
+    let (_, l) = c.call_v(Method::GET, "/os-floating-ips", "bob", None, v).await;
+    assert!(l["floating_ips"].as_array().unwrap().is_empty(), "{l}");
+
+    let (s, b) = c.post("/servers", "alice", json!({"server": {"name": "vm", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": [{"uuid": own_id}]}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let act = |body: serde_json::Value| {
+        let (c, path) = (&c, format!("/servers/{id}/action"));
+        async move { c.call_v(Method::POST, &path, "alice", Some(body), "2.43").await }
+    };
+    assert_eq!(act(json!({"addFloatingIp": {"address": "0.0.0.0"}})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(act(json!({"removeFloatingIp": {"address": ip}})).await.0, StatusCode::CONFLICT);
+    let (s, e) = act(json!({"addFloatingIp": {"address": ip}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+    let (_, f) = c.call_v(Method::GET, &format!("/os-floating-ips/{fid}"), "alice", None, v).await;
+    assert_eq!(f["floating_ip"]["instance_id"], id.as_str(), "{f}");
+    assert!(f["floating_ip"]["fixed_ip"].as_str().unwrap().starts_with("10.1.0."), "{f}");
+    let (_, srv) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert!(
+        srv["server"]["addresses"]["private"].as_array().unwrap().iter().any(|a| a["addr"] == ip.as_str()),
+        "{srv}"
+    );
+    assert_eq!(act(json!({"removeFloatingIp": {"address": ip}})).await.0, StatusCode::ACCEPTED);
+    let (_, f) = c.call_v(Method::GET, &format!("/os-floating-ips/{fid}"), "alice", None, v).await;
+    assert!(f["floating_ip"]["instance_id"].is_null(), "{f}");
+    assert_eq!(
+        c.call_v(
+            Method::POST,
+            &format!("/servers/{id}/action"),
+            "alice",
+            Some(json!({"addFloatingIp": {"address": ip}})),
+            "2.44"
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+
+    assert_eq!(
+        c.call_v(Method::DELETE, &format!("/os-floating-ips/{fid}"), "alice", None, v).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-floating-ips/{fid}"), "alice", None, v).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let missing = uuid::Uuid::new_v4();
+    assert_eq!(
+        c.call_v(Method::DELETE, &format!("/os-floating-ips/{missing}"), "alice", None, v).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(c.call_v(Method::GET, "/os-floating-ips", "alice", None, "2.36").await.0, StatusCode::NOT_FOUND);
+}

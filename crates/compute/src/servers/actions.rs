@@ -304,6 +304,15 @@ pub async fn action(
         "shelve" => super::shelve::shelve(&st, &ctx, &id, &rid).await,
         "shelveOffload" => super::shelve::shelve_offload(&st, &ctx, &id, &rid).await,
         "unshelve" => super::shelve::unshelve(&st, &ctx, v, &id, &args, &rid).await,
+        "addFloatingIp" | "removeFloatingIp" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:show").await?;
+            if name == "addFloatingIp" {
+                crate::floating_ip_proxy::add(&st, &ctx, v, &inst, &args).await?;
+            } else {
+                crate::floating_ip_proxy::remove_from(&st, &ctx, v, &inst, &args).await?;
+            }
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         "addSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, true).await,
         "removeSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, false).await,
         "restore" | "forceDelete" => super::deferred::action(&st, &ctx, &id, &name, &rid).await,
