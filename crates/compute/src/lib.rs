@@ -28,6 +28,7 @@ mod limits;
 pub mod metadata;
 pub mod migrations;
 mod net_proxy;
+mod network_proxy;
 mod os_hosts;
 mod params;
 pub mod placement;
@@ -256,6 +257,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(network_proxy::routes())
             .merge(floating_ip_proxy::routes())
             .merge(extensions::routes())
             .merge(image_proxy::routes())

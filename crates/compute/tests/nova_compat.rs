@@ -652,3 +652,51 @@ async fn floating_ip_proxies_reach_the_network_service() {
     );
     assert_eq!(c.call_v(Method::GET, "/os-floating-ips", "alice", None, "2.36").await.0, StatusCode::NOT_FOUND);
 }
+
+/// `os-networks` and `os-tenant-networks` reads (to 2.35) over the real network service;
+/// their nova-network writes stay gone.
+#[tokio::test]
+async fn network_proxies_list_and_show() {
+    let c = Cloud::start_with_network(0, FakeDriverConfig::default()).await;
+    let ct = [("content-type", "application/json")];
+    let (s, n) = c
+        .request(Method::POST, "/network/v2.0/networks", "alice", Some(json!({"network": {"name": "private"}})), &ct)
+        .await;
+    assert!(s.is_success(), "{n}");
+    let id = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, b) = c
+        .request(
+            Method::POST,
+            "/network/v2.0/subnets",
+            "alice",
+            Some(json!({"subnet": {"network_id": id, "cidr": "10.9.0.0/24", "ip_version": 4}})),
+            &ct,
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, l) = c.call_v(Method::GET, "/os-networks", "alice", None, "2.35").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let mine =
+        l["networks"].as_array().unwrap().iter().find(|n| n["label"] == "private").unwrap_or_else(|| panic!("{l}"));
+    assert_eq!((mine["cidr"].as_str(), mine["netmask"].as_str()), (Some("10.9.0.0/24"), Some("255.255.255.0")), "{l}");
+    assert!(mine.get("project_id").is_none(), "admin fields are for admins: {mine}");
+    let (_, one) = c.call_v(Method::GET, &format!("/os-networks/{id}"), "admin", None, "2.35").await;
+    assert_eq!(one["network"]["project_id"], "pA", "{one}");
+    let (s, t) = c.call_v(Method::GET, "/os-tenant-networks", "alice", None, "2.35").await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert!(
+        t["networks"].as_array().unwrap().contains(&json!({"id": id, "label": "private", "cidr": "10.9.0.0/24"})),
+        "{t}"
+    );
+    let (s, t) = c.call_v(Method::GET, &format!("/os-tenant-networks/{id}"), "alice", None, "2.35").await;
+    assert_eq!((s, t["network"]["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-tenant-networks/{id}"), "bob", None, "2.35").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(c.call_v(Method::GET, "/os-networks", "alice", None, "2.36").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.call_v(Method::DELETE, &format!("/os-networks/{id}"), "admin", None, "2.35").await.0,
+        StatusCode::GONE
+    );
+}
