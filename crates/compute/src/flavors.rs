@@ -711,5 +711,6 @@ async fn spec_delete(
     if exec(&st.platform.db, q).await? == 0 {
         return Err(ComputeError::NotFound(format!("Flavor {id} has no extra specs with key {key}.")).into());
     }
-    Ok(StatusCode::ACCEPTED)
+    // Nova answers 200 with no body here (not 202).
+    Ok(StatusCode::OK)
 }

@@ -41,6 +41,7 @@ mod server_groups;
 mod servers;
 pub mod state;
 mod usage;
+mod usage_audit;
 mod versions;
 
 /// This service's entry in the identity catalog (the binary registers it while it serves it).
@@ -257,6 +258,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(usage_audit::routes())
             .merge(network_proxy::routes())
             .merge(floating_ip_proxy::routes())
             .merge(extensions::routes())

@@ -700,3 +700,40 @@ async fn network_proxies_list_and_show() {
         StatusCode::GONE
     );
 }
+
+/// `os-instance_usage_audit_log`: the last completed month, every compute host not run
+/// (no audit task runs here); a bad time is a 400, a non-admin a 403.
+#[tokio::test]
+async fn instance_usage_audit_log_reports_the_last_month() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let (s, l) = c.get("/os-instance_usage_audit_log", "admin").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert_eq!(l["instance_usage_audit_logs"]["hosts_not_run"], json!(["node1"]));
+    assert_eq!(l["instance_usage_audit_logs"]["overall_status"], "0 of 1 hosts done. 0 errors.");
+    let (s, l) = c.get("/os-instance_usage_audit_log/2026-12-07%2006%3A33%3A35", "admin").await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let log = &l["instance_usage_audit_log"];
+    assert_eq!(
+        (log["period_beginning"].as_str(), log["period_ending"].as_str()),
+        (Some("2026-11-01 00:00:00"), Some("2026-12-01 00:00:00"))
+    );
+    assert_eq!(c.get("/os-instance_usage_audit_log/invalid_time", "admin").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(c.get("/os-instance_usage_audit_log", "alice").await.0, StatusCode::FORBIDDEN);
+}
+
+/// Unsetting a flavor extra spec answers 200, as Nova.
+#[tokio::test]
+async fn flavor_extra_spec_unset_answers_200() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    let (s, _) =
+        c.post("/flavors/42/os-extra_specs", "admin", json!({"extra_specs": {"hw:cpu_policy": "shared"}})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        c.call(Method::DELETE, "/flavors/42/os-extra_specs/hw:cpu_policy", "admin", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.call(Method::DELETE, "/flavors/42/os-extra_specs/hw:cpu_policy", "admin", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
