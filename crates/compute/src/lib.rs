@@ -18,6 +18,7 @@ pub mod conductor;
 pub mod consoles;
 mod error;
 mod extensions;
+mod external_events;
 mod filters;
 mod flavors;
 mod floating_ip_proxy;
@@ -258,6 +259,7 @@ impl ComputeService {
             .merge(server_groups::routes())
             .merge(usage::routes())
             .merge(removed::routes())
+            .merge(external_events::routes())
             .merge(usage_audit::routes())
             .merge(network_proxy::routes())
             .merge(floating_ip_proxy::routes())

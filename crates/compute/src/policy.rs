@@ -122,6 +122,7 @@ pub const DEFAULTS: &[PolicyDefault] = rules! {
     "os_compute_api:os-services:delete" => "rule:admin_api",
     "os_compute_api:os-hypervisors:list" => "rule:admin_api",
     "os_compute_api:os-hosts:list" => "rule:admin_api",
+    "os_compute_api:os-server-external-events:create" => "role:service or rule:admin_api",
     "os_compute_api:os-instance-usage-audit-log:list" => "rule:admin_api",
     "os_compute_api:os-instance-usage-audit-log:show" => "rule:admin_api",
     "os_compute_api:os-hosts:show" => "rule:admin_api",

@@ -737,3 +737,33 @@ async fn flavor_extra_spec_unset_answers_200() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// `os-server-external-events`: per-event codes (200 taken, 404 no such server), the
+/// request's status from them; service users and admins only.
+#[tokio::test]
+async fn server_external_events_answer_per_event() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    let ev = |uuid: &str| json!({"name": "network-changed", "server_uuid": uuid});
+    let (s, b) = c.post("/os-server-external-events", "svc", json!({"events": [ev(&id)]})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["events"][0],
+        json!({"name": "network-changed", "server_uuid": id, "status": "completed", "code": 200})
+    );
+    let (s, b) = c.post("/os-server-external-events", "admin", json!({"events": [ev(&id), ev(&missing)]})).await;
+    assert_eq!(s, StatusCode::MULTI_STATUS, "{b}");
+    assert_eq!(b["events"][1]["code"], 404);
+    assert_eq!(
+        c.post("/os-server-external-events", "admin", json!({"events": [ev(&missing)]})).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let bad = json!({"events": [{"name": "reboot-please", "server_uuid": id}]});
+    assert_eq!(c.post("/os-server-external-events", "admin", bad).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.post("/os-server-external-events", "alice", json!({"events": [ev(&id)]})).await.0,
+        StatusCode::FORBIDDEN
+    );
+}

@@ -25,7 +25,8 @@ use tower::ServiceExt;
 
 pub const IMAGE: &str = "11111111-2222-3333-4444-555555555555";
 
-/// Tokens: `admin` (admin of project `pa`), `alice` (member of `pA`), `bob` (member of `pB`).
+/// Tokens: `admin` (admin of project `pa`), `alice` (member of `pA`), `bob` (member of `pB`),
+/// `svc` (a service user, role `service`).
 pub struct Tokens;
 
 #[async_trait]
@@ -36,6 +37,7 @@ impl TokenValidator for Tokens {
             "alice" => ("u-alice", "pA", &["member", "reader"]),
             "alice2" => ("u-alice2", "pA", &["member", "reader"]),
             "bob" => ("u-bob", "pB", &["member", "reader"]),
+            "svc" => ("u-svc", "service", &["service"]),
             _ => return Err(AuthFailure::Invalid("unknown token".into())),
         };
         Ok(RequestContext {
