@@ -30,6 +30,21 @@ pub fn opt_nova_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D:
     }
 }
 
+/// Nova's `accessIPv4`: a dotted-quad IPv4 address.
+pub fn access_ipv4(s: &str) -> Result<String, String> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(|a| a.to_string())
+        .map_err(|_| format!("Invalid input for field/attribute accessIPv4: {s:?} is not an IPv4 address"))
+}
+
+/// Nova's `accessIPv6`: an IPv6 address, kept in its canonical (compressed) form as Nova
+/// shows it (`0000:…:babe:220.12.22.2` → `::babe:dc0c:1602`).
+pub fn access_ipv6(s: &str) -> Result<String, String> {
+    s.parse::<std::net::Ipv6Addr>()
+        .map(|a| a.to_string())
+        .map_err(|_| format!("Invalid input for field/attribute accessIPv6: {s:?} is not an IPv6 address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +59,14 @@ mod tests {
         assert!(nova_bool(&json!("maybe")).is_err());
         assert!(nova_bool(&json!(1)).is_err());
         assert!(nova_bool(&json!("tRuE")).is_err(), "Nova's enum is case-exact");
+    }
+
+    #[test]
+    fn access_ips_are_checked_and_ipv6_made_canonical() {
+        assert_eq!(access_ipv6("0000:0000:0000:0000:0000:babe:220.12.22.2").unwrap(), "::babe:dc0c:1602");
+        assert!(access_ipv6("notvalid").is_err());
+        assert_eq!(access_ipv4("1.2.3.4").unwrap(), "1.2.3.4");
+        assert!(access_ipv4("1.1.1.1.1.1").is_err());
+        assert!(access_ipv4("not-an-ip").is_err());
     }
 }

@@ -767,3 +767,42 @@ async fn server_external_events_answer_per_event() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// Server create and update check what Nova checks before anything is made: access
+/// addresses (IPv6 kept canonical), network and port ids, fixed IPs, security groups
+/// that exist, disk config.
+#[tokio::test]
+async fn server_create_and_update_refuse_bad_input_at_once() {
+    let c = Cloud::start_with_network(1, FakeDriverConfig::default()).await;
+    let server = |extra: serde_json::Value| {
+        let mut s = json!({"name": "vm", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none"});
+        for (k, v) in extra.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        json!({"server": s})
+    };
+    for bad in [
+        json!({"accessIPv4": "1.1.1.1.1.1"}),
+        json!({"accessIPv4": "not-an-ip"}),
+        json!({"accessIPv6": "notvalid"}),
+        json!({"networks": [{"uuid": "a-b-c-d-e-f-g-h-i-j", "fixed_ip": "10.0.1.1"}]}),
+        json!({"networks": [{"uuid": uuid::Uuid::new_v4().to_string(), "fixed_ip": "999.1.1.1"}]}),
+        json!({"networks": [{"port": "not-a-port"}]}),
+        json!({"security_groups": [{"name": "does_not_exist"}]}),
+    ] {
+        let (s, e) = c.post("/servers", "alice", server(bad.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+    assert!(c.live_servers().await.is_empty(), "nothing was recorded");
+    let (s, b) =
+        c.post("/servers", "alice", server(json!({"accessIPv6": "0000:0000:0000:0000:0000:babe:220.12.22.2"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    let (_, g) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert_eq!(g["server"]["accessIPv6"], "::babe:dc0c:1602");
+    for bad in [json!({"accessIPv4": {}}), json!({"OS-DCF:diskConfig": {}}), json!({"accessIPv6": "x"})] {
+        let (s, e) =
+            c.call(Method::PUT, &format!("/servers/{id}"), "alice", Some(json!({"server": bad.clone()}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+}

@@ -566,6 +566,18 @@ async fn create(
                 if rn.uuid.is_none() && rn.port.is_none() {
                     return Err(ComputeError::BadRequest("Each network needs a uuid or a port".into()).into());
                 }
+                // Checked here, as Nova does, rather than by a build that then fails.
+                for (what, id) in [("network uuid", &rn.uuid), ("port id", &rn.port)] {
+                    if let Some(id) = id.as_deref().filter(|i| uuid::Uuid::parse_str(i).is_err()) {
+                        return Err(ComputeError::BadRequest(format!(
+                            "Bad networks format: {what} is not in proper format ({id})"
+                        ))
+                        .into());
+                    }
+                }
+                if let Some(ip) = rn.fixed_ip.as_deref().filter(|ip| ip.parse::<std::net::IpAddr>().is_err()) {
+                    return Err(ComputeError::BadRequest(format!("Invalid fixed IP address ({ip})")).into());
+                }
                 out.push(rn);
             }
             RequestedNetworks::List(out)
@@ -576,6 +588,21 @@ async fn create(
         Value::Array(a) => a.iter().filter_map(|g| g["name"].as_str().map(str::to_string)).collect(),
         _ => vec!["default".into()],
     };
+    // A group that does not exist is the caller's mistake, answered now (Nova: 400), not
+    // a server recorded with it. `default` is the project's own, made on first use.
+    for g in security_groups.iter().filter(|g| g.as_str() != "default") {
+        if st.backends.network.find_security_group(&ctx, g).await.map_err(interfaces::refused)?.is_none() {
+            return Err(ComputeError::BadRequest(format!(
+                "Security group {g} not found for project {}.",
+                ctx.project_id.as_deref().unwrap_or_default()
+            ))
+            .into());
+        }
+    }
+    let access_ipv4 =
+        str_field(s, "accessIPv4")?.map(crate::params::access_ipv4).transpose().map_err(ComputeError::BadRequest)?;
+    let access_ipv6 =
+        str_field(s, "accessIPv6")?.map(crate::params::access_ipv6).transpose().map_err(ComputeError::BadRequest)?;
     let description = str_field(s, "description")?.map(str::to_string);
     if description.is_some() && !v.at_least(2, 19) {
         return Err(ComputeError::BadRequest("description requires microversion 2.19".into()).into());
@@ -678,8 +705,8 @@ async fn create(
             locked_by: None,
             locked_reason: None,
             config_drive,
-            access_ipv4: str_field(s, "accessIPv4")?.map(str::to_string),
-            access_ipv6: str_field(s, "accessIPv6")?.map(str::to_string),
+            access_ipv4: access_ipv4.clone(),
+            access_ipv6: access_ipv6.clone(),
             progress: 0,
             reservation_id: reservation_id.clone(),
             launch_index: n,
@@ -829,9 +856,18 @@ async fn update(
                 let h = val.as_str().filter(|h| !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).ok_or_else(|| ComputeError::BadRequest("Invalid hostname".into()))?;
                 u = u.set("hostname", h);
             }
-            "accessIPv4" => u = u.set("access_ipv4", val.as_str().map(str::to_string)),
-            "accessIPv6" => u = u.set("access_ipv6", val.as_str().map(str::to_string)),
-            "OS-DCF:diskConfig" => {}
+            "accessIPv4" => {
+                let a = str_field(&body["server"], k)?.map(crate::params::access_ipv4).transpose().map_err(ComputeError::BadRequest)?;
+                u = u.set("access_ipv4", a);
+            }
+            "accessIPv6" => {
+                let a = str_field(&body["server"], k)?.map(crate::params::access_ipv6).transpose().map_err(ComputeError::BadRequest)?;
+                u = u.set("access_ipv6", a);
+            }
+            "OS-DCF:diskConfig" if matches!(val.as_str(), Some("AUTO" | "MANUAL")) => {}
+            "OS-DCF:diskConfig" => {
+                return Err(ComputeError::BadRequest(format!("Invalid OS-DCF:diskConfig {val}: use AUTO or MANUAL")).into())
+            }
             other => return Err(ComputeError::BadRequest(format!("Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)")).into()),
         }
     }
