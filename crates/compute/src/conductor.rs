@@ -1022,6 +1022,13 @@ impl Conductor {
                 if inst.task_state.as_deref() == Some(task::DELETING) {
                     return Ok(());
                 }
+                if op == GuestOpKind::Snapshot {
+                    // A backup's rotation runs only once its snapshot succeeded.
+                    let images = self.backends.images.as_ref();
+                    if let Err(e) = crate::servers::backups::finish(db, images, rid, error.is_none()).await {
+                        tracing::warn!(instance = %uuid, error = %e, "rotating backups failed; older backups are kept");
+                    }
+                }
                 if let Some(err) = error {
                     let msg = format!("Failed to {op} the server");
                     return self.fail(uuid, rid, ev, 500, &msg, &err.to_string()).await;

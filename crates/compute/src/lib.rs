@@ -92,6 +92,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0006_live_migration_ports.sql"),
     },
     Migration { version: 7, name: "service_numbers", sql: include_str!("../migrations/0007_service_numbers.sql") },
+    Migration { version: 8, name: "backup_rotations", sql: include_str!("../migrations/0008_backup_rotations.sql") },
 ];
 
 /// `[compute]` configuration: the controller's keys. The same TOML section also holds

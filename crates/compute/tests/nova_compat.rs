@@ -806,3 +806,88 @@ async fn server_create_and_update_refuse_bad_input_at_once() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
     }
 }
+
+/// `createBackup` makes a backup image and, once its snapshot succeeded, deletes the
+/// oldest backups of the server and type beyond `rotation`.
+#[tokio::test]
+async fn create_backup_rotates_old_backups() {
+    let c = Cloud::start_with_image(1, FakeDriverConfig::default()).await;
+    let ct = [("content-type", "application/json")];
+    let (s, im) = c
+        .request(
+            Method::POST,
+            "/image/v2/images",
+            "admin",
+            Some(json!({"name": "base", "disk_format": "raw", "container_format": "bare", "visibility": "public"})),
+            &ct,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{im}");
+    let image = im["id"].as_str().unwrap().to_string();
+    let upload = axum::http::Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/image/v2/images/{image}/file"))
+        .header("x-auth-token", "admin")
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from(vec![7u8; 4096]))
+        .unwrap();
+    let r = tower::ServiceExt::oneshot(c.router.clone(), upload).await.unwrap();
+    let status = r.status();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+    let (s, b) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "vm", "flavorRef": "42", "imageRef": image, "networks": "none"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let mut made = Vec::new();
+    for n in 1..=3 {
+        let (s, b) = c
+            .call_v(
+                Method::POST,
+                &format!("/servers/{id}/action"),
+                "alice",
+                Some(json!({"createBackup": {"name": format!("b{n}"), "backup_type": "daily", "rotation": 2}})),
+                "2.45",
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        made.push(b["image_id"].as_str().unwrap().to_string());
+        c.wait_status(&id, "alice", "ACTIVE").await;
+    }
+    let (_, l) = c
+        .request(Method::GET, &format!("/image/v2/images?instance_uuid={id}&image_type=backup"), "alice", None, &[])
+        .await;
+    let mut left: Vec<String> =
+        l["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+    left.sort();
+    let mut want = made[1..].to_vec();
+    want.sort();
+    assert_eq!(left, want, "the oldest backup went, the two newest stay");
+    let (s, _) = c
+        .post(&format!("/servers/{id}/action"), "alice", json!({"createBackup": {"name": "x", "backup_type": "daily"}}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "rotation is required");
+}
+
+/// `injectNetworkInfo` is an admin action answered 202 (guests read their network from
+/// DHCP and the metadata service, so nothing needs pushing).
+#[tokio::test]
+async fn inject_network_info_is_an_admin_action() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(
+        c.post(&format!("/servers/{id}/action"), "admin", json!({"injectNetworkInfo": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.post(&format!("/servers/{id}/action"), "alice", json!({"injectNetworkInfo": null})).await.0,
+        StatusCode::FORBIDDEN
+    );
+}

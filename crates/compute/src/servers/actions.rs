@@ -185,6 +185,14 @@ pub async fn action(
             record_sync(&st, &ctx, &inst, "unlock", &rid).await?;
             accepted()
         }
+        "injectNetworkInfo" => {
+            // Nova re-sends the network configuration to the hypervisor. Guests here learn
+            // it from DHCP and the metadata service, which always serve the ports' current
+            // state, so there is nothing to push: the action is checked and recorded.
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-admin-actions:inject_network_info").await?;
+            record_sync(&st, &ctx, &inst, "injectNetworkInfo", &rid).await?;
+            accepted()
+        }
         "os-resetState" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-admin-actions:reset_state").await?;
             let to = match args["state"].as_str() {
@@ -256,6 +264,54 @@ pub async fn action(
             let mut h = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 h.insert("location", v);
+            }
+            if v.at_least(2, 45) {
+                Ok((StatusCode::ACCEPTED, h, Json(json!({"image_id": image_id}))).into_response())
+            } else {
+                Ok((StatusCode::ACCEPTED, h).into_response())
+            }
+        }
+        "createBackup" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-create-backup").await?;
+            check_lock(&st, &ctx, &inst)?;
+            state::SNAPSHOT.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
+            let b = super::backups::parse(&args)?;
+            let mut props = match &args["metadata"] {
+                Value::Null => json!({}),
+                m => {
+                    check_image_metadata(m)?;
+                    m.clone()
+                }
+            };
+            props["image_type"] = json!("backup");
+            props["backup_type"] = json!(b.backup_type);
+            props["instance_uuid"] = json!(inst.uuid);
+            props["base_image_ref"] = json!(inst.image_ref);
+            props["owner_user_name"] = json!(ctx.user_name);
+            let image_id =
+                st.backends.images.create_snapshot(&ctx, &b.name, &props).await.map_err(super::interfaces::refused)?;
+            super::backups::remember(&st.platform.db, &rid, &inst.uuid, &image_id, &b).await?;
+            let started = begin(
+                &st,
+                &ctx,
+                &inst,
+                state::SNAPSHOT,
+                GuestOp::Snapshot { image_id: image_id.clone() },
+                &rid,
+                Update::new(),
+            )
+            .await;
+            if let Err(e) = started {
+                super::backups::forget(&st.platform.db, &rid).await?;
+                return Err(e.into());
+            }
+            let mut h = HeaderMap::new();
+            // No location when rotation 0: the rotation deletes the new backup too.
+            if b.rotation > 0 && !v.at_least(2, 45) {
+                let loc = format!("{}/v2.1/images/{image_id}", st.platform.service_url("/compute"));
+                if let Ok(v) = HeaderValue::from_str(&loc) {
+                    h.insert("location", v);
+                }
             }
             if v.at_least(2, 45) {
                 Ok((StatusCode::ACCEPTED, h, Json(json!({"image_id": image_id}))).into_response())

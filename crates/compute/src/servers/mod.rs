@@ -5,6 +5,7 @@
 //! and is the one that ends every task.
 
 mod actions;
+pub(crate) mod backups;
 mod deferred;
 pub mod events;
 mod interfaces;
