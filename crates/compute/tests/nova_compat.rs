@@ -891,3 +891,48 @@ async fn inject_network_info_is_an_admin_action() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// An admin's `project_id`/`tenant_id` filter only counts with `all_tenants`; without it
+/// the admin's own project is listed, as in Nova.
+#[tokio::test]
+async fn project_filter_needs_all_tenants() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let ids = |b: &serde_json::Value| -> Vec<String> {
+        b["servers"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(ids(&c.get("/servers/detail?tenant_id=pA", "admin").await.1).is_empty());
+    assert_eq!(ids(&c.get("/servers/detail?all_tenants=1&tenant_id=pA", "admin").await.1), [id.clone()]);
+    assert_eq!(ids(&c.get("/servers?all_tenants&project_id=pA", "admin").await.1), [id.clone()]);
+    assert!(ids(&c.get("/servers?all_tenants&project_id=pB", "admin").await.1).is_empty());
+}
+
+/// A server whose last security group was removed shows no `security_groups` key.
+#[tokio::test]
+async fn removing_the_last_security_group_leaves_none() {
+    let c = Cloud::start_with_network(1, FakeDriverConfig::default()).await;
+    let ct = [("content-type", "application/json")];
+    let (_, n) = c
+        .request(Method::POST, "/network/v2.0/networks", "alice", Some(json!({"network": {"name": "private"}})), &ct)
+        .await;
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    c.request(
+        Method::POST,
+        "/network/v2.0/subnets",
+        "alice",
+        Some(json!({"subnet": {"network_id": net, "cidr": "10.2.0.0/24", "ip_version": 4}})),
+        &ct,
+    )
+    .await;
+    let (s, b) = c.post("/servers", "alice", json!({"server": {"name": "vm", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": [{"uuid": net}]}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    let srv = c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(srv["security_groups"], json!([{"name": "default"}]));
+    let (s, e) =
+        c.post(&format!("/servers/{id}/action"), "alice", json!({"removeSecurityGroup": {"name": "default"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+    let (_, g) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert!(g["server"].get("security_groups").is_none(), "{g}");
+}

@@ -131,9 +131,9 @@ async fn list_impl(
         if let Some(p) = q.get("project_id").or(q.get("tenant_id")) {
             sql.push_bind(" AND project_id = ", p);
         }
-    } else if admin && q.get("project_id").or(q.get("tenant_id")).is_some() {
-        sql.push_bind(" AND project_id = ", q.get("project_id").or(q.get("tenant_id")).unwrap_or_default());
     } else {
+        // Without all_tenants a project filter is ignored, even for admins: the caller's
+        // own project is listed (Nova's v2 behaviour, which Tempest checks).
         sql.push_bind(" AND project_id = ", ctx.project_id.clone().unwrap_or_default());
     }
     let deleted = admin && q.bool("deleted")?.unwrap_or(false);

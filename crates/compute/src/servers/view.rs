@@ -91,7 +91,10 @@ pub fn detail(i: &Instance, base: &str, v: ApiVersion, admin: bool) -> Value {
     if matches!(status, "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE" | "MIGRATING" | "ACTIVE") {
         o["progress"] = json!(i.progress);
     }
-    o["security_groups"] = json!(i.security_groups.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+    // Nova leaves the key out when the server is in no group (e.g. all were removed).
+    if !i.security_groups.is_empty() {
+        o["security_groups"] = json!(i.security_groups.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+    }
     if matches!(status, "ERROR" | "DELETED") {
         if let Some(f) = &i.fault {
             let mut f = f.clone();
