@@ -69,7 +69,9 @@ pub fn routes() -> Router<AppState> {
 
 /// Whether quota set responses (and updates) at `v` carry resource `k`.
 fn visible(v: ApiVersion, k: &str) -> bool {
-    !(v.at_least(2, 57) && FILE_QUOTAS.contains(&k)) && !(v.at_least(2, 36) && NETWORK_QUOTAS.contains(&k))
+    let file_gone = v.at_least(2, 57) && FILE_QUOTAS.contains(&k);
+    let network_gone = v.at_least(2, 36) && NETWORK_QUOTAS.contains(&k);
+    !file_gone && !network_gone
 }
 
 /// Whether quota class set responses (and updates) at `v` carry resource `k`.

@@ -408,11 +408,11 @@ async fn images_proxy_reaches_the_image_service() {
     let ids = |l: &serde_json::Value| -> Vec<String> {
         l["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
     };
-    assert_eq!(ids(&get("/images/detail?type=snapshot".into(), "alice").await.1), [snap.clone()]);
-    assert_eq!(ids(&get("/images?name=plain".into(), "alice").await.1), [plain.clone()]);
-    assert_eq!(ids(&get("/images?minRam=256".into(), "alice").await.1), [plain.clone()]);
+    assert_eq!(ids(&get("/images/detail?type=snapshot".into(), "alice").await.1), [snap.as_str()]);
+    assert_eq!(ids(&get("/images?name=plain".into(), "alice").await.1), [plain.as_str()]);
+    assert_eq!(ids(&get("/images?minRam=256".into(), "alice").await.1), [plain.as_str()]);
     let by_ref = "/images?server=http://cloud.test/compute/v2.1/servers/0c8f5a4c-2d1e-4b52-9a55-5b7a1f0f7c11";
-    assert_eq!(ids(&get(by_ref.into(), "alice").await.1), [snap.clone()]);
+    assert_eq!(ids(&get(by_ref.into(), "alice").await.1), [snap.as_str()]);
     let first = ids(&get("/images?limit=1".into(), "alice").await.1);
     assert_eq!(first.len(), 1);
     let rest = ids(&get(format!("/images?marker={}", first[0]), "alice").await.1);
@@ -903,8 +903,8 @@ async fn project_filter_needs_all_tenants() {
         b["servers"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
     };
     assert!(ids(&c.get("/servers/detail?tenant_id=pA", "admin").await.1).is_empty());
-    assert_eq!(ids(&c.get("/servers/detail?all_tenants=1&tenant_id=pA", "admin").await.1), [id.clone()]);
-    assert_eq!(ids(&c.get("/servers?all_tenants&project_id=pA", "admin").await.1), [id.clone()]);
+    assert_eq!(ids(&c.get("/servers/detail?all_tenants=1&tenant_id=pA", "admin").await.1), [id.as_str()]);
+    assert_eq!(ids(&c.get("/servers?all_tenants&project_id=pA", "admin").await.1), [id.as_str()]);
     assert!(ids(&c.get("/servers?all_tenants&project_id=pB", "admin").await.1).is_empty());
 }
 

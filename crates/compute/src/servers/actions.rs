@@ -496,7 +496,7 @@ fn check_image_metadata(m: &Value) -> Result<()> {
                 "Invalid metadata key {k:?}: 1 to 255 characters of letters, digits, '-', '_', ':', '.' and spaces"
             )));
         }
-        if !v.as_str().is_some_and(|s| s.chars().count() <= 255) {
+        if v.as_str().is_none_or(|s| s.chars().count() > 255) {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid metadata value for {k}: a string of at most 255 characters"
             )));

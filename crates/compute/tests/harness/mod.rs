@@ -228,6 +228,7 @@ impl Cloud {
         c
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn service(
         platform: &Platform,
         placement: &MemoryPlacement,
