@@ -160,6 +160,16 @@ async fn service_update(
     OsJson(b): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-services:update", &ctx, &json!({}))?;
+    match &b["disabled_reason"] {
+        Value::Null => {}
+        Value::String(r) if !r.trim().is_empty() && r.chars().count() <= 255 => {}
+        other => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid disabled_reason {other}: a string of 1 to 255 characters"
+            ))
+            .into())
+        }
+    }
     // Before 2.53 the id is an action (`disable`, `enable`, `force-down`, ...) and the
     // body names host and binary.
     let (row_id, status, reason, forced) = if !v.at_least(2, 53) {

@@ -936,3 +936,56 @@ async fn removing_the_last_security_group_leaves_none() {
     let (_, g) = c.get(&format!("/servers/{id}"), "alice").await;
     assert!(g["server"].get("security_groups").is_none(), "{g}");
 }
+
+/// Inputs found by fuzzing with OpenStack's API descriptions, refused as Nova refuses them.
+#[tokio::test]
+async fn fuzzed_inputs_are_refused() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let act = |body: serde_json::Value, v: &'static str| {
+        let (c, path) = (&c, format!("/servers/{id}/action"));
+        async move { c.call_v(Method::POST, &path, "alice", Some(body), v).await.0 }
+    };
+    for len in [json!(-5), json!("ten"), json!({})] {
+        assert_eq!(
+            act(json!({"os-getConsoleOutput": {"length": len.clone()}}), "2.96").await,
+            StatusCode::BAD_REQUEST,
+            "{len}"
+        );
+    }
+    assert_eq!(act(json!({"os-getConsoleOutput": {"length": -1}}), "2.96").await, StatusCode::OK);
+    assert_eq!(
+        act(json!({"rebuild": {"imageRef": harness::IMAGE, "adminPass": 5}}), "2.96").await,
+        StatusCode::BAD_REQUEST
+    );
+    let personality = json!([{"path": "/etc/motd", "contents": "aGk="}]);
+    assert_eq!(
+        act(json!({"rebuild": {"imageRef": harness::IMAGE, "personality": personality.clone()}}), "2.57").await,
+        StatusCode::BAD_REQUEST
+    );
+    let server = |extra: (&str, serde_json::Value)| {
+        let mut s = json!({"name": "x", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none"});
+        s[extra.0] = extra.1;
+        json!({"server": s})
+    };
+    let (s, _) = c.call_v(Method::POST, "/servers", "alice", Some(server(("personality", personality))), "2.57").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = c.post("/servers", "alice", server(("name", json!("bad\u{0}name")))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) =
+        c.call(Method::PUT, &format!("/servers/{id}"), "alice", Some(json!({"server": {"name": "a\u{7}b"}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, l) = c.call_v(Method::GET, "/os-services?binary=nova-compute", "admin", None, "2.53").await;
+    let svc = l["services"][0]["id"].as_str().unwrap().to_string();
+    let (s, e) = c
+        .call_v(
+            Method::PUT,
+            &format!("/os-services/{svc}"),
+            "admin",
+            Some(json!({"status": "disabled", "disabled_reason": {}})),
+            "2.53",
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+}

@@ -210,15 +210,23 @@ pub async fn action(
         }
         "os-getConsoleOutput" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-console-output").await?;
-            let length = match &args["length"] {
+            // Nova's schema: an integer (or integer string) >= -1; -1 means everything.
+            let n = match &args["length"] {
                 Value::Null => None,
-                Value::Number(n) => {
-                    n.as_i64().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
+                Value::Number(n) => Some(n.as_i64()),
+                Value::String(s) => Some(s.trim().parse::<i64>().ok()),
+                _ => Some(None),
+            };
+            let length = match n {
+                None => None,
+                Some(Some(n)) if n >= -1 => Some(if n < 0 { usize::MAX } else { n as usize }),
+                Some(_) => {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Invalid length {}: an integer of at least -1 (-1 for the whole log)",
+                        args["length"]
+                    ))
+                    .into())
                 }
-                Value::String(s) => {
-                    s.parse::<i64>().ok().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
-                }
-                _ => None,
             };
             let out = st.conductor.console_output(&inst, length.filter(|l| *l != usize::MAX)).await?;
             Ok(Json(json!({"output": out})).into_response())
@@ -322,6 +330,19 @@ pub async fn action(
         "rebuild" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:rebuild").await?;
             check_lock(&st, &ctx, &inst)?;
+            if !matches!(args["adminPass"], Value::Null | Value::String(_)) {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid adminPass {}: a string is required",
+                    args["adminPass"]
+                ))
+                .into());
+            }
+            if v.at_least(2, 57) && !args["personality"].is_null() {
+                return Err(ComputeError::BadRequest(
+                    "personality was removed at microversion 2.57: pass files in user_data instead".into(),
+                )
+                .into());
+            }
             let image_ref = args["imageRef"]
                 .as_str()
                 .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())

@@ -484,7 +484,13 @@ async fn create(
     let name = str_field(s, "name")?.ok_or_else(|| {
         ComputeError::BadRequest("Invalid input for field/attribute server: 'name' is a required property".into())
     })?;
-    if name.trim().is_empty() || name.len() > 255 {
+    if v.at_least(2, 57) && !s["personality"].is_null() {
+        return Err(ComputeError::BadRequest(
+            "personality was removed at microversion 2.57: pass files in user_data instead".into(),
+        )
+        .into());
+    }
+    if name.trim().is_empty() || name.chars().count() > 255 || name.chars().any(char::is_control) {
         return Err(ComputeError::BadRequest(
             "Invalid server name: must be 1-255 characters and not only spaces".into(),
         )
@@ -842,7 +848,7 @@ async fn update(
     for (k, val) in s {
         match k.as_str() {
             "name" => {
-                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.len() <= 255).ok_or_else(|| ComputeError::BadRequest("Invalid server name".into()))?;
+                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.chars().count() <= 255 && !n.chars().any(char::is_control)).ok_or_else(|| ComputeError::BadRequest("Invalid server name".into()))?;
                 u = u.set("name", n);
             }
             "description" if v.at_least(2, 19) => {
