@@ -20,6 +20,11 @@ pub enum Arg {
     Bool(bool),
     /// SQL NULL (bound as text).
     Null,
+    /// SQL NULL for an integer (or boolean) column: PostgreSQL refuses a NULL typed as
+    /// text there ("column is of type bigint but expression is of type text").
+    NullInt,
+    /// SQL NULL for a floating-point column, for the same reason.
+    NullFloat,
 }
 
 impl From<&str> for Arg {
@@ -52,9 +57,33 @@ impl From<bool> for Arg {
         Arg::Bool(v)
     }
 }
-impl<T: Into<Arg>> From<Option<T>> for Arg {
+/// The NULL of a value's SQL type, so `Option<T>` binds a NULL PostgreSQL accepts for
+/// that column (an untyped NULL is sent as text).
+pub trait TypedNull {
+    /// The NULL to bind for `None`.
+    const NULL: Arg;
+}
+impl TypedNull for &str {
+    const NULL: Arg = Arg::Null;
+}
+impl TypedNull for String {
+    const NULL: Arg = Arg::Null;
+}
+impl TypedNull for &String {
+    const NULL: Arg = Arg::Null;
+}
+impl TypedNull for i64 {
+    const NULL: Arg = Arg::NullInt;
+}
+impl TypedNull for bool {
+    const NULL: Arg = Arg::NullInt;
+}
+impl TypedNull for f64 {
+    const NULL: Arg = Arg::NullFloat;
+}
+impl<T: Into<Arg> + TypedNull> From<Option<T>> for Arg {
     fn from(v: Option<T>) -> Self {
-        v.map(Into::into).unwrap_or(Arg::Null)
+        v.map(Into::into).unwrap_or(T::NULL)
     }
 }
 
@@ -129,6 +158,8 @@ impl Query {
                 Arg::Float(f) => a.add(*f),
                 Arg::Bool(b) => a.add(i64::from(*b)),
                 Arg::Null => a.add(Option::<String>::None),
+                Arg::NullInt => a.add(Option::<i64>::None),
+                Arg::NullFloat => a.add(Option::<f64>::None),
             };
             r.expect("binding plain values cannot fail");
         }

@@ -16,6 +16,11 @@ const MIGRATIONS: &[Migration] = &[
               CREATE TABLE t_unique (name TEXT NOT NULL UNIQUE);",
     },
     Migration { version: 2, name: "seed", sql: "INSERT INTO t_counter (id, n, flag, ratio) VALUES ('c', 0, 1, 1.5);" },
+    Migration {
+        version: 3,
+        name: "nullable",
+        sql: "CREATE TABLE t_nullable (id TEXT PRIMARY KEY, n BIGINT, flag BIGINT, ratio DOUBLE PRECISION, note TEXT);",
+    },
 ];
 
 async fn exercise(db: Db) {
@@ -34,6 +39,19 @@ async fn exercise(db: Db) {
         sqlx::query_scalar("SELECT CAST(SUM(n) + 5 AS BIGINT) FROM t_counter").fetch_one(db.reader()).await.unwrap();
     assert_eq!(total, 5);
     assert_eq!(row.get::<f64, _>("ratio"), 1.5);
+
+    // `None` of every kind binds as a NULL the column's type accepts (PostgreSQL refuses a
+    // NULL sent as text for a BIGINT or DOUBLE PRECISION column).
+    let mut q = Query::new("INSERT INTO t_nullable (id, n, flag, ratio, note) VALUES (");
+    q.bind("x").push(", ").bind(None::<i64>).push(", ").bind(None::<bool>).push(", ").bind(None::<f64>);
+    q.push(", ").bind(None::<&str>).push(")");
+    q.execute(db.reader()).await.expect("typed NULLs are accepted");
+    let row =
+        sqlx::query("SELECT n, flag, ratio, note FROM t_nullable WHERE id = 'x'").fetch_one(db.reader()).await.unwrap();
+    assert_eq!(row.get::<Option<i64>, _>("n"), None);
+    assert_eq!(row.get::<Option<i64>, _>("flag"), None);
+    assert_eq!(row.get::<Option<f64>, _>("ratio"), None);
+    assert_eq!(row.get::<Option<String>, _>("note"), None);
 
     // Rollback on error leaves nothing behind.
     let r: Result<(), DbError> = db

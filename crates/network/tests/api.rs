@@ -379,6 +379,13 @@ async fn security_groups_default_and_rules() {
         )
         .await;
     assert_eq!((s, err_type(&b)), (400, "SecurityGroupRemoteGroupAndRemoteIpPrefix"), "{b}");
+    // A remote group that names nothing is 404, whether or not it looks like a UUID (Neutron).
+    for bad in ["bad_group_id", "8a1d4a7e-1b6e-4d7e-9a53-5a1e0f0b9c11"] {
+        let (s, b) = e
+            .post(&m, "/v2.0/security-group-rules", rule(json!({"direction": "ingress", "remote_group_id": bad})))
+            .await;
+        assert_eq!((s, err_type(&b)), (404, "SecurityGroupNotFound"), "{bad}: {b}");
+    }
     let (s, b) = e
         .post(
             &m,

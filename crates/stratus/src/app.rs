@@ -71,17 +71,7 @@ impl Cloud {
             region: config.region.clone(),
         };
 
-        // The catalog lists exactly the services this binary serves; each declares its entry.
-        let catalog = [
-            stratus_identity::CATALOG,
-            stratus_image::CATALOG,
-            stratus_placement::CATALOG,
-            stratus_compute::CATALOG,
-            stratus_network::CATALOG,
-            stratus_volume::CATALOG,
-            stratus_object::CATALOG,
-        ]
-        .concat();
+        let catalog = catalog();
         let identity = stratus_identity::IdentityService::start(
             platform.clone(),
             config.identity.clone(),
@@ -235,6 +225,21 @@ fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The catalog: exactly the services this binary serves, each declaring its own entries
+/// (so a service that is not served is never advertised).
+pub fn catalog() -> Vec<stratus_core::CatalogEntry> {
+    [
+        stratus_identity::CATALOG,
+        stratus_image::CATALOG,
+        stratus_placement::CATALOG,
+        stratus_compute::CATALOG,
+        stratus_network::CATALOG,
+        stratus_volume::CATALOG,
+        stratus_object::CATALOG,
+    ]
+    .concat()
 }
 
 #[cfg(test)]

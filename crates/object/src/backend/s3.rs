@@ -102,7 +102,11 @@ impl S3Backend {
 
     async fn put_whole(&self, key: &str, body: Bytes) -> Result<(), BackendError> {
         let url = self.bucket.put_object(Some(&self.creds), key).sign(SIGN_FOR);
-        let resp = self.http.put(url).body(body).send().await.map_err(other)?;
+        // The length is always sent: for an empty body (a DLO manifest, an empty object)
+        // the HTTP client leaves it out, and radosgw then answers 411 Length Required.
+        let len = body.len();
+        let resp =
+            self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).body(body).send().await.map_err(other)?;
         expect_ok(resp, "PutObject").await.map(|_| ())
     }
 

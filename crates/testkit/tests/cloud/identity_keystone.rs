@@ -278,7 +278,11 @@ async fn keystone_resources(db_url: Option<String>) {
     assert_eq!(types, ["image"], "the project sees only its endpoint group");
     assert_eq!(status(&cloud, Method::DELETE, &admin, &assoc, None).await, 204);
     let (_, cat) = http(&cloud, Method::GET, "/identity/v3/auth/catalog", Some(&me), None).await;
-    assert_eq!(cat["catalog"].as_array().unwrap().len(), 5, "no association: the whole catalog");
+    assert_eq!(
+        cat["catalog"].as_array().unwrap().len(),
+        stratus::app::catalog().len(),
+        "no association: the whole catalog"
+    );
 
     // --- domain configuration -----------------------------------------------------------
     let cfg = json!({"config": {"identity": {"driver": "ldap"}, "ldap": {"url": "ldap://x", "password": "s3cret"}}});
@@ -565,8 +569,9 @@ async fn change_password_upon_first_use_and_minimum_age() {
 }
 
 /// A data directory made by an older Stratus (identity schema 1, a bootstrap catalog
-/// with block and object storage) is upgraded: the stale entries go, an operator's own
-/// service stays.
+/// with block and object storage at old URLs) is upgraded: entries of services still
+/// served are kept and follow the served URLs (no duplicates), a bootstrap entry of a
+/// service no longer served goes, and an operator's own service stays untouched.
 async fn stale_catalog_removed_on_upgrade(db_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url.clone().unwrap_or_else(|| format!("sqlite://{}/stratus.db", dir.path().display()));
@@ -574,14 +579,28 @@ async fn stale_catalog_removed_on_upgrade(db_url: Option<String>) {
         let db = stratus_db::Db::connect(&url).await.unwrap();
         db.migrate("identity", &stratus_identity::MIGRATIONS[..1]).await.unwrap();
         let now = stratus_core::time::now();
+        let insert = |id: &'static str, ty: &'static str, name: &'static str| {
+            let (db, now) = (&db, &now);
+            async move {
+                stratus_db::sqlx::query("INSERT INTO identity_services (id, type, name, description, enabled, created_at) VALUES ($1, $2, $3, '', 1, $4)")
+                    .bind(id).bind(ty).bind(name).bind(now).execute(db.reader()).await.unwrap();
+                stratus_db::sqlx::query("INSERT INTO identity_endpoints (id, service_id, interface, region_id, url, enabled, created_at) VALUES ($1, $2, 'public', 'RegionOne', 'http://old', 1, $3)")
+                    .bind(format!("e-{id}")).bind(id).bind(now).execute(db.reader()).await.unwrap();
+            }
+        };
         for (id, ty, name) in
             [("s-vol", "volumev3", "cinderv3"), ("s-obj", "object-store", "swift"), ("s-own", "rating", "cloudkitty")]
         {
-            stratus_db::sqlx::query("INSERT INTO identity_services (id, type, name, description, enabled, created_at) VALUES ($1, $2, $3, '', 1, $4)")
-                .bind(id).bind(ty).bind(name).bind(&now).execute(db.reader()).await.unwrap();
-            stratus_db::sqlx::query("INSERT INTO identity_endpoints (id, service_id, interface, region_id, url, enabled, created_at) VALUES ($1, $2, 'public', 'RegionOne', 'http://old', 1, $3)")
-                .bind(format!("e-{id}")).bind(id).bind(&now).execute(db.reader()).await.unwrap();
+            insert(id, ty, name).await;
         }
+        // Schema 2 marks the old bootstrap's rows; a service a bootstrap registered and
+        // this binary no longer serves is one more such row.
+        db.migrate("identity", stratus_identity::MIGRATIONS).await.unwrap();
+        insert("s-gone", "dns", "designate").await;
+        stratus_db::sqlx::query("UPDATE identity_services SET bootstrap = 1 WHERE id = 's-gone'")
+            .execute(db.reader())
+            .await
+            .unwrap();
         db.close().await;
     }
     let cloud = TestCloud::start_in(dir.path().to_path_buf(), move |c| {
@@ -596,10 +615,20 @@ async fn stale_catalog_removed_on_upgrade(db_url: Option<String>) {
     let mut types: Vec<&str> =
         svcs["services"].as_array().unwrap().iter().map(|s| s["type"].as_str().unwrap()).collect();
     types.sort();
-    assert_eq!(types, ["compute", "identity", "image", "network", "placement", "rating"]);
+    let mut expected: Vec<&str> = stratus::app::catalog().iter().map(|e| e.service_type).collect();
+    expected.push("rating");
+    expected.sort();
+    assert_eq!(types, expected, "served services once each, the operator's kept, the unserved one gone");
     let (_, eps) = http(&cloud, Method::GET, "/identity/v3/endpoints", Some(&admin), None).await;
-    assert!(!eps.to_string().contains("e-s-vol") && eps.to_string().contains("e-s-own"));
-    // `openstack limits show --absolute` no longer trips over an unserved volume API.
+    let eps = eps["endpoints"].as_array().unwrap();
+    let ep = |id: &str| eps.iter().find(|e| e["id"] == id).cloned();
+    assert!(ep("e-s-gone").is_none(), "the unserved service's endpoint is removed");
+    assert_eq!(ep("e-s-own").unwrap()["url"], "http://old", "an operator's endpoint is never touched");
+    let vol = ep("e-s-vol").expect("the old volume endpoint is kept");
+    assert!(vol["url"].as_str().unwrap().starts_with(&format!("{}/volume/v3/", cloud.url)), "{vol}");
+    let obj = ep("e-s-obj").expect("the old object endpoint is kept");
+    assert!(obj["url"].as_str().unwrap().starts_with(&format!("{}/object/v1/AUTH_", cloud.url)), "{obj}");
+    // `openstack limits show --absolute` reads compute and block storage limits: both answer.
     let limits = cli(&cloud, &["limits", "show", "--absolute"]).await;
     assert!(!limits.as_array().unwrap().is_empty(), "{limits}");
     cloud.shutdown().await;

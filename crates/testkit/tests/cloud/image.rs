@@ -251,9 +251,14 @@ async fn image_cli_sharing_and_rbac() {
         .await
         .expect("remove project");
     assert_eq!(names(&cloud.openstack_as(&bob, &["image", "list"]).await.unwrap()), Vec::<String>::new());
-    // Members cannot deactivate; the admin can do all of it.
+    // Another project's member cannot deactivate; the owner can (Glance's default policy:
+    // admin, or a member of the owning project) and reactivate; the admin can do all of it.
     // (The SDK ignores the 403 of an image action, so check the state, not the exit code.)
+    let _ = cloud.openstack_as(&bob, &["image", "set", "--deactivate", &shared_id]).await;
+    assert_eq!(s(&cloud.openstack(&["image", "show", &shared_id]).await.unwrap(), "status"), "active");
     let _ = cloud.openstack_as(&alice, &["image", "set", "--deactivate", &shared_id]).await;
+    assert_eq!(s(&cloud.openstack(&["image", "show", &shared_id]).await.unwrap(), "status"), "deactivated");
+    let _ = cloud.openstack_as(&alice, &["image", "set", "--activate", &shared_id]).await;
     assert_eq!(s(&cloud.openstack(&["image", "show", &shared_id]).await.unwrap(), "status"), "active");
     cloud.openstack(&["image", "set", "--public", &s(&private, "id")]).await.expect("admin publicizes");
     assert_eq!(names(&cloud.openstack_as(&bob, &["image", "list"]).await.unwrap()), vec!["alice-private"]);
