@@ -45,6 +45,25 @@ pub fn access_ipv6(s: &str) -> Result<String, String> {
         .map_err(|_| format!("Invalid input for field/attribute accessIPv6: {s:?} is not an IPv6 address"))
 }
 
+/// A requested server `hostname` (2.90+): Nova's hostname (2–63 of `[A-Za-z0-9-._]`)
+/// before 2.94, a fully qualified name (at most 255 characters, labels of at most 63)
+/// from 2.94.
+pub fn hostname(s: &str, fqdn: bool) -> Result<String, String> {
+    let chars_ok = s.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    let ok = if fqdn {
+        chars_ok && (1..=255).contains(&s.len()) && s.split('.').all(|l| l.len() <= 63)
+    } else {
+        chars_ok && (2..=63).contains(&s.len())
+    };
+    if ok {
+        Ok(s.to_string())
+    } else if fqdn {
+        Err(format!("Invalid hostname {s:?}: a name of at most 255 characters (labels of at most 63) of letters, digits, '-', '.' and '_'"))
+    } else {
+        Err(format!("Invalid hostname {s:?}: 2 to 63 letters, digits, '-', '.' or '_'"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +78,15 @@ mod tests {
         assert!(nova_bool(&json!("maybe")).is_err());
         assert!(nova_bool(&json!(1)).is_err());
         assert!(nova_bool(&json!("tRuE")).is_err(), "Nova's enum is case-exact");
+    }
+
+    #[test]
+    fn hostnames_are_checked_by_microversion() {
+        assert!(hostname("web-1", false).is_ok());
+        assert!(hostname(&"a".repeat(64), false).is_err());
+        assert!(hostname(&"a".repeat(300), true).is_err());
+        assert!(hostname("a.example.org", true).is_ok());
+        assert!(hostname("bad name", true).is_err());
     }
 
     #[test]

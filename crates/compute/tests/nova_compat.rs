@@ -1014,3 +1014,21 @@ async fn x509_keypairs_are_generated() {
         (Some("x509"), k["keypair"]["fingerprint"].as_str())
     );
 }
+
+/// A requested hostname is checked: 2–63 characters before 2.94, an FQDN of at most 255
+/// from 2.94.
+#[tokio::test]
+async fn requested_hostnames_are_checked() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let server = |h: String| json!({"server": {"name": "x", "flavorRef": "42", "imageRef": harness::IMAGE, "networks": "none", "hostname": h}});
+    assert_eq!(
+        c.call_v(Method::POST, "/servers", "alice", Some(server("h".repeat(300))), "2.94").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.call_v(Method::POST, "/servers", "alice", Some(server("h".repeat(64))), "2.90").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (s, b) = c.call_v(Method::POST, "/servers", "alice", Some(server("web.example.org".into())), "2.94").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+}

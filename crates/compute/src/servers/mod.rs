@@ -624,7 +624,10 @@ async fn create(
             .into())
         }
     };
-    let hostname_req = str_field(s, "hostname")?.map(str::to_string);
+    let hostname_req = str_field(s, "hostname")?
+        .map(|h| crate::params::hostname(h, v.at_least(2, 94)))
+        .transpose()
+        .map_err(ComputeError::BadRequest)?;
     if hostname_req.is_some() && !v.at_least(2, 90) {
         return Err(ComputeError::BadRequest("hostname requires microversion 2.90".into()).into());
     }
@@ -860,7 +863,8 @@ async fn update(
                 u = u.set("description", d);
             }
             "hostname" if v.at_least(2, 90) => {
-                let h = val.as_str().filter(|h| !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).ok_or_else(|| ComputeError::BadRequest("Invalid hostname".into()))?;
+                let h = val.as_str().ok_or_else(|| ComputeError::BadRequest("Invalid hostname: a string is required".into()))?;
+                let h = crate::params::hostname(h, v.at_least(2, 94)).map_err(ComputeError::BadRequest)?;
                 u = u.set("hostname", h);
             }
             "accessIPv4" => {
