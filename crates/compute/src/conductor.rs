@@ -1029,6 +1029,17 @@ impl Conductor {
                         tracing::warn!(instance = %uuid, error = %e, "rotating backups failed; older backups are kept");
                     }
                 }
+                if let (GuestOpKind::Snapshot, Some(err)) = (op, error) {
+                    // A failed snapshot (its image deleted while saving, an upload refused)
+                    // leaves the server as it was, as Nova's reverted task state does: the
+                    // failure is the action event's, not the server's.
+                    Update::new()
+                        .set("task_state", Option::<String>::None)
+                        .set("power_state", power.code())
+                        .apply(db, uuid)
+                        .await?;
+                    return events::finish_event(db, uuid, rid, ev, Some(&err.to_string()), true).await;
+                }
                 if let Some(err) = error {
                     let msg = format!("Failed to {op} the server");
                     return self.fail(uuid, rid, ev, 500, &msg, &err.to_string()).await;

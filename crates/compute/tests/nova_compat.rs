@@ -1032,3 +1032,21 @@ async fn requested_hostnames_are_checked() {
     let (s, b) = c.call_v(Method::POST, "/servers", "alice", Some(server("web.example.org".into())), "2.94").await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
 }
+
+/// A failed snapshot leaves the server ACTIVE (the failure is the action's), as Nova.
+#[tokio::test]
+async fn a_failed_snapshot_leaves_the_server_as_it_was() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "vm", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    c.agents[0].1.fail_next("snapshot", 1);
+    let (s, b) = c.post(&format!("/servers/{id}/action"), "alice", json!({"createImage": {"name": "snap"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let srv = c.wait_status(&id, "alice", "ACTIVE").await;
+    assert!(srv.get("fault").is_none(), "{srv}");
+    let (_, a) = c.get(&format!("/servers/{id}/os-instance-actions"), "alice").await;
+    let snap = a["instanceActions"].as_array().unwrap().iter().find(|x| x["action"] == "createImage").unwrap().clone();
+    let rid = snap["request_id"].as_str().unwrap();
+    let (_, d) = c.get(&format!("/servers/{id}/os-instance-actions/{rid}"), "admin").await;
+    assert_eq!(d["instanceAction"]["events"][0]["result"], "Error", "{d}");
+}
