@@ -7,7 +7,8 @@
 #   --list FILE    the tests named in FILE, one a line: a test id (tempest.api.…Class.test_x,
 #                  matched exactly, and it must pass: a listed test that is skipped or does
 #                  not run counts as failed) or a regex; `#` starts a comment
-#   --ci           what CI runs: the suites of tempest/ci/suites, each in full or its list
+#   --ci           what CI runs: the suites of tempest/ci/suites, each in full or its list,
+#                  less the known gaps of tempest/ci/gaps.txt (each listed with its reason)
 #   --exclude-list FILE   leave these out (`tempest run --exclude-list`)
 #   --concurrency N       parallel Tempest workers (default 2)
 #
@@ -195,7 +196,14 @@ main() {
     results=$(realpath "$results")
     local work="$results/work"
     # The include list and the tests that must pass (listed by id).
-    "$PY" "$HELPER" compose "${select[@]}" --out "$results/include.txt" --expect-out "$results/expect.txt"
+    "$PY" "$HELPER" compose "${select[@]}" --out "$results/include.txt" --expect-out "$results/expect.txt" \
+        --exclude-out "$results/gaps.txt"
+    # Known gaps (tempest/ci/gaps.txt, --ci only) are left out, with any --exclude-list.
+    if [ -s "$results/gaps.txt" ]; then
+        if [ ${#exclude[@]} -gt 0 ]; then cat "${exclude[1]}" >>"$results/gaps.txt"; fi
+        exclude=(--exclude-list "$results/gaps.txt")
+        say "left out as known gaps (tempest/ci/gaps.txt): $(wc -l <"$results/gaps.txt") test(s)"
+    fi
 
     # -------------------------------------------------------------------------- teardown
     PREFIX=$prefix
@@ -206,9 +214,23 @@ main() {
     # A previous run with this prefix that was killed hard (SIGKILL) could not clean up.
     for ns in $(our_netns); do say "removing stale namespace $ns"; drop_netns "$ns"; done
     ip link delete "$VETH_ROOT" 2>/dev/null || true
-    if [ -n "$(ip -4 -o addr show to 172.24.4.0/24)" ]; then
-        die "172.24.4.0/24 is already on an interface here ($(ip -4 -o addr show to 172.24.4.0/24 | awk '{print $2}')): another cloud owns devstack's public range"
+    # devstack's public range is one per machine: runs with other prefixes take turns
+    # (a machine-wide lock, then up to TEMPEST_WAIT_PUBLIC seconds, default 1800, for a
+    # run that does not take the lock to give the range back).
+    exec 8>/tmp/stratus-tempest-public.lock
+    if ! flock -n 8; then
+        say "waiting for another Tempest run to give devstack's public range back"
+        flock -w "${TEMPEST_WAIT_PUBLIC:-1800}" 8 || die "another Tempest run held devstack's public range too long"
     fi
+    local waited=0
+    while [ -n "$(ip -4 -o addr show to 172.24.4.0/24)" ]; do
+        if [ "$waited" -ge "${TEMPEST_WAIT_PUBLIC:-1800}" ]; then
+            die "172.24.4.0/24 is still on an interface here ($(ip -4 -o addr show to 172.24.4.0/24 | awk '{print $2}')): another cloud owns devstack's public range"
+        fi
+        [ "$waited" -gt 0 ] || say "172.24.4.0/24 is in use by another cloud; waiting for it"
+        sleep 5
+        waited=$((waited + 5))
+    done
     # The cloud's data directory lives under /tmp: QEMU's QMP and VNC sockets sit in each
     # instance's directory, and a unix socket path must stay under 108 bytes.
     DATA=$(mktemp -d "/tmp/$prefix-data.XXXXXX")
