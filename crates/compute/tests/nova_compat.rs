@@ -1050,3 +1050,35 @@ async fn a_failed_snapshot_leaves_the_server_as_it_was() {
     let (_, d) = c.get(&format!("/servers/{id}/os-instance-actions/{rid}"), "admin").await;
     assert_eq!(d["instanceAction"]["events"][0]["result"], "Error", "{d}");
 }
+
+/// From 2.86 the values of the extra specs Nova knows are checked; other keys are kept
+/// as given.
+#[tokio::test]
+async fn known_extra_spec_values_are_checked_from_2_86() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    let set = |specs: serde_json::Value, v: &'static str| {
+        let c = &c;
+        async move {
+            c.call_v(Method::POST, "/flavors/42/os-extra_specs", "admin", Some(json!({"extra_specs": specs})), v)
+                .await
+                .0
+        }
+    };
+    assert_eq!(set(json!({"hw:numa_nodes": "-5"}), "2.86").await, StatusCode::BAD_REQUEST);
+    assert_eq!(set(json!({"hw:cpu_policy": "sometimes"}), "2.86").await, StatusCode::BAD_REQUEST);
+    assert_eq!(set(json!({"hw:numa_nodes": "-5"}), "2.85").await, StatusCode::OK, "not checked before 2.86");
+    assert_eq!(
+        set(json!({"hw:numa_nodes": "2", "hw:cpu_policy": "dedicated", "custom:thing": "x"}), "2.86").await,
+        StatusCode::OK
+    );
+    let (s, _) = c
+        .call_v(
+            Method::PUT,
+            "/flavors/42/os-extra_specs/hw:numa_nodes",
+            "admin",
+            Some(json!({"hw:numa_nodes": "0"})),
+            "2.86",
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
