@@ -350,9 +350,11 @@ impl Conductor {
                         }
                         None => {
                             let id = uuid::Uuid::new_v4().to_string();
-                            let mut q = Query::new("INSERT INTO compute_nodes (id, service_id, host, hypervisor_hostname, hypervisor_type, hypervisor_version, host_ip, vcpus, memory_mb, local_gb, cpu_info, created_at, updated_at) VALUES (");
+                            // The integer id shown below microversion 2.53.
+                            let num = crate::sequences::next_id(tx, "compute_nodes").await?;
+                            let mut q = Query::new("INSERT INTO compute_nodes (id, num, service_id, host, hypervisor_hostname, hypervisor_type, hypervisor_version, host_ip, vcpus, memory_mb, local_gb, cpu_info, created_at, updated_at) VALUES (");
                             for (i, a) in [
-                                stratus_db::Arg::from(&id), (&service_id).into(), (&host).into(), (&hv_hostname).into(), (&hv_type).into(), hv_version.into(),
+                                stratus_db::Arg::from(&id), num.into(), (&service_id).into(), (&host).into(), (&hv_hostname).into(), (&hv_type).into(), hv_version.into(),
                                 (&host_ip).into(), res.vcpus.into(), res.memory_mb.into(), res.local_gb.into(), (&res.cpu_model).into(), (&now).into(), (&now).into(),
                             ]
                             .into_iter()

@@ -281,6 +281,8 @@ async fn service_delete(
 
 pub(crate) struct Node {
     pub(crate) id: String,
+    /// The integer id of microversions below 2.53.
+    num: i64,
     pub(crate) host: String,
     hostname: String,
     hv_type: String,
@@ -295,7 +297,7 @@ pub(crate) struct Node {
 
 pub(crate) async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     let rows = Query::new(
-        "SELECT n.id AS node_id, n.host AS node_host, n.hypervisor_hostname, n.hypervisor_type, n.hypervisor_version, n.host_ip, \
+        "SELECT n.id AS node_id, n.num AS node_num, n.host AS node_host, n.hypervisor_hostname, n.hypervisor_type, n.hypervisor_version, n.host_ip, \
          n.vcpus, n.memory_mb, n.local_gb, n.cpu_info, s.* FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id ORDER BY n.hypervisor_hostname",
     )
     .fetch_all(st.platform.db.reader())
@@ -305,6 +307,7 @@ pub(crate) async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     for r in rows {
         out.push(Node {
             id: r.try_get("node_id")?,
+            num: r.try_get::<Option<i64>, _>("node_num")?.unwrap_or_default(),
             host: r.try_get("node_host")?,
             hostname: r.try_get("hypervisor_hostname")?,
             hv_type: r.try_get("hypervisor_type")?,
@@ -320,6 +323,24 @@ pub(crate) async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     Ok(out)
 }
 
+/// The id a hypervisor is shown by: its integer below 2.53, its uuid from 2.53.
+fn node_id(n: &Node, v: ApiVersion) -> Value {
+    if v.at_least(2, 53) {
+        json!(n.id)
+    } else {
+        json!(n.num)
+    }
+}
+
+/// Whether `id` in a path names `n` at `v`.
+fn names_node(n: &Node, v: ApiVersion, id: &str) -> bool {
+    if v.at_least(2, 53) {
+        n.id == id
+    } else {
+        id.parse::<i64>().is_ok_and(|i| i == n.num)
+    }
+}
+
 async fn running_vms(st: &AppState, host: &str) -> Result<i64> {
     Ok(Query::new("SELECT COUNT(*) AS n FROM compute_instances WHERE deleted = ")
         .bind(false)
@@ -333,7 +354,7 @@ async fn running_vms(st: &AppState, host: &str) -> Result<i64> {
 
 async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Result<Value> {
     let mut o = json!({
-        "id": n.id,
+        "id": node_id(n, v),
         "hypervisor_hostname": n.hostname,
         "state": if n.service.up { "up" } else { "down" },
         "status": if n.service.disabled { "disabled" } else { "enabled" },
@@ -500,7 +521,7 @@ async fn hv_show(
     let n = nodes(&st)
         .await?
         .into_iter()
-        .find(|n| n.id == id || n.hostname == id)
+        .find(|n| names_node(n, v, &id) || n.hostname == id)
         .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
     let mut o = node_view(&st, &n, v, true).await?;
     if v.at_least(2, 53) {
@@ -526,7 +547,7 @@ async fn hv_uptime(
     let n = nodes(&st)
         .await?
         .into_iter()
-        .find(|n| n.id == id)
+        .find(|n| names_node(n, v, &id))
         .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
     let mut o = node_view(&st, &n, v, false).await?;
     o["uptime"] = json!(uptime());

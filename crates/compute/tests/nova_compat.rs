@@ -513,6 +513,25 @@ async fn hypervisors_search_servers_and_cpu_info() {
     assert!(d["hypervisors"][0]["cpu_info"].is_object(), "{d}");
     let (_, d) = c.call_v(Method::GET, "/os-hypervisors/detail", "admin", None, "2.27").await;
     assert!(d["hypervisors"][0]["cpu_info"].is_string(), "{d}");
+    // Integer ids below 2.53 (shown and taken), uuids from 2.53.
+    let (_, l) = c.call_v(Method::GET, "/os-hypervisors", "admin", None, "2.1").await;
+    let num = l["hypervisors"][0]["id"].as_i64().unwrap_or_else(|| panic!("{l}"));
+    let (s, h) = c.call_v(Method::GET, &format!("/os-hypervisors/{num}"), "admin", None, "2.1").await;
+    assert_eq!((s, h["hypervisor"]["hypervisor_hostname"].as_str()), (StatusCode::OK, Some(name.as_str())), "{h}");
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-hypervisors/{num}/uptime"), "admin", None, "2.1").await.0,
+        StatusCode::OK
+    );
+    let (_, l) = c.call_v(Method::GET, "/os-hypervisors", "admin", None, "2.53").await;
+    let uuid = l["hypervisors"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-hypervisors/{uuid}"), "admin", None, "2.53").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.call_v(Method::GET, &format!("/os-hypervisors/{num}"), "admin", None, "2.53").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// The legacy extension list, as old clients look extensions up.
