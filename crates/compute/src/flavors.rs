@@ -560,6 +560,13 @@ async fn action(
     Path(id): Path<String>,
     OsJson(b): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    // Policy first, as Nova: a non-admin is refused (403) before the flavor is looked up,
+    // whether or not a private flavor is visible to them.
+    if b.get("addTenantAccess").is_some() {
+        st.policy.enforce("os_compute_api:os-flavor-access:add_tenant_access", &ctx, &json!({}))?;
+    } else if b.get("removeTenantAccess").is_some() {
+        st.policy.enforce("os_compute_api:os-flavor-access:remove_tenant_access", &ctx, &json!({}))?;
+    }
     let f = get_flavor(&st.platform.db, &ctx, &id).await?;
     let tenant = |key: &str| -> Result<String> {
         b[key]["tenant"]

@@ -29,7 +29,7 @@ use crate::AppState;
 /// Routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v2.1/os-security-groups", get(list).post(create))
+        .route("/v2.1/os-security-groups", get(list).post(create).delete(remove_without_id))
         .route("/v2.1/os-security-groups/{id}", get(show).put(update).delete(remove))
         .route("/v2.1/os-security-group-rules", post(rule_create))
         .route("/v2.1/os-security-group-rules/{id}", delete(rule_remove))
@@ -253,6 +253,11 @@ async fn update(
     let g = &done["security_group"];
     let view = nova_group(&st, &ctx, g, &mut cache_of([g])).await?;
     Ok(Json(json!({"security_group": view})))
+}
+
+/// `DELETE /os-security-groups/` (no id): Nova answers 404.
+async fn remove_without_id() -> ApiError {
+    ComputeError::NotFound("Give the id of the security group to delete: DELETE /os-security-groups/{id}".into()).into()
 }
 
 async fn remove(

@@ -1101,3 +1101,25 @@ async fn known_extra_spec_values_are_checked_from_2_86() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// Flavor access changes are refused by policy (403) before the flavor is looked up; a
+/// security group delete without an id is 404 (Tempest's negative tests).
+#[tokio::test]
+async fn refusals_come_in_novas_order() {
+    let c = Cloud::start_with_network(0, FakeDriverConfig::default()).await;
+    let (s, f) = c
+        .post(
+            "/flavors",
+            "admin",
+            json!({"flavor": {"name": "p", "ram": 64, "vcpus": 1, "disk": 0, "os-flavor-access:is_public": "False"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    let fid = f["flavor"]["id"].as_str().unwrap().to_string();
+    let (s, _) = c.post(&format!("/flavors/{fid}/action"), "alice", json!({"addTenantAccess": {"tenant": "pA"}})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a private flavor alice cannot see: still 403");
+    let (s, _) =
+        c.post(&format!("/flavors/{fid}/action"), "alice", json!({"removeTenantAccess": {"tenant": "pA"}})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(c.call_v(Method::DELETE, "/os-security-groups", "alice", None, "2.35").await.0, StatusCode::NOT_FOUND);
+}
