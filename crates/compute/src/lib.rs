@@ -203,6 +203,11 @@ pub struct Inner {
 /// Shared state handle.
 pub type AppState = Arc<Inner>;
 
+/// A method the path does not take: Nova's 404.
+async fn method_not_routed(method: axum::http::Method, uri: axum::http::Uri) -> stratus_core::ApiError {
+    ComputeError::NotFound(format!("{method} is not an operation of {}", uri.path())).into()
+}
+
 /// The running service.
 pub struct ComputeService {
     inner: AppState,
@@ -269,6 +274,9 @@ impl ComputeService {
             .merge(image_proxy::routes())
             .merge(os_hosts::routes())
             .merge(secgroup_proxy::routes())
+            // Nova answers a method a path does not take with 404 (its router finds no
+            // route), not 405: `DELETE /images/` is "no such image".
+            .method_not_allowed_fallback(method_not_routed)
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         // Consoles authenticate with their own one-time tokens (browsers carry no Keystone token).

@@ -1123,3 +1123,15 @@ async fn refusals_come_in_novas_order() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(c.call_v(Method::DELETE, "/os-security-groups", "alice", None, "2.35").await.0, StatusCode::NOT_FOUND);
 }
+
+/// A method a path does not take answers 404 as Nova's router does (`DELETE /images/`
+/// names no image), not 405.
+#[tokio::test]
+async fn unrouted_methods_are_not_found() {
+    let c = Cloud::start(0, FakeDriverConfig::default()).await;
+    for (m, path) in [(Method::DELETE, "/images"), (Method::PUT, "/servers"), (Method::DELETE, "/os-hosts")] {
+        let (s, e) = c.call_v(m.clone(), path, "admin", None, "2.35").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} {path}: {e}");
+        assert!(e["itemNotFound"]["message"].is_string(), "{e}");
+    }
+}
