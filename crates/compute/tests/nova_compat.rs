@@ -1135,3 +1135,64 @@ async fn unrouted_methods_are_not_found() {
         assert!(e["itemNotFound"]["message"].is_string(), "{e}");
     }
 }
+
+/// A block device mapping with a destination Nova does not know is refused with 400; the
+/// caller's snapshot metadata is kept over the snapshot's own properties.
+#[tokio::test]
+async fn bdm_types_are_checked_and_snapshot_metadata_kept() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let bdm = json!([{"source_type": "image", "uuid": harness::IMAGE, "boot_index": 0, "destination_type": "local"},
+        {"source_type": "volume", "uuid": uuid::Uuid::new_v4().to_string(), "destination_type": "invalid"}]);
+    let (s, e) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "x", "flavorRef": "42", "imageRef": harness::IMAGE,
+        "networks": "none", "block_device_mapping_v2": bdm}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let c = Cloud::start_with_image(1, FakeDriverConfig::default()).await;
+    let ct = [("content-type", "application/json")];
+    let (_, im) = c
+        .request(
+            Method::POST,
+            "/image/v2/images",
+            "admin",
+            Some(json!({"name": "base", "disk_format": "raw", "container_format": "bare", "visibility": "public"})),
+            &ct,
+        )
+        .await;
+    let image = im["id"].as_str().unwrap().to_string();
+    let upload = axum::http::Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/image/v2/images/{image}/file"))
+        .header("x-auth-token", "admin")
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from(vec![1u8; 1024]))
+        .unwrap();
+    assert!(tower::ServiceExt::oneshot(c.router.clone(), upload).await.unwrap().status().is_success());
+    let (_, b) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "vm", "flavorRef": "42", "imageRef": image, "networks": "none"}}),
+        )
+        .await;
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (s, b) = c
+        .call_v(
+            Method::POST,
+            &format!("/servers/{id}/action"),
+            "alice",
+            Some(json!({"createImage": {"name": "snap", "metadata": {"image_type": "test"}}})),
+            "2.45",
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let snap = b["image_id"].as_str().unwrap();
+    let (_, m) = c.call_v(Method::GET, &format!("/images/{snap}/metadata"), "alice", None, "2.35").await;
+    assert_eq!(m["metadata"]["image_type"], "test", "{m}");
+    assert_eq!(m["metadata"]["instance_uuid"], id.as_str(), "{m}");
+}

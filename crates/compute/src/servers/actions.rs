@@ -245,17 +245,20 @@ pub async fn action(
                 )
                 .into());
             }
-            let mut props = match &args["metadata"] {
-                Value::Null => json!({}),
-                m => {
-                    check_image_metadata(m)?;
-                    m.clone()
+            // The snapshot's own properties, then the caller's metadata over them (as Nova
+            // merges them: `{"image_type": "test"}` is kept as given).
+            let mut props = json!({
+                "image_type": "snapshot",
+                "instance_uuid": inst.uuid,
+                "base_image_ref": inst.image_ref,
+                "owner_user_name": ctx.user_name,
+            });
+            if !args["metadata"].is_null() {
+                check_image_metadata(&args["metadata"])?;
+                for (k, v) in args["metadata"].as_object().into_iter().flatten() {
+                    props[k] = v.clone();
                 }
-            };
-            props["image_type"] = json!("snapshot");
-            props["instance_uuid"] = json!(inst.uuid);
-            props["base_image_ref"] = json!(inst.image_ref);
-            props["owner_user_name"] = json!(ctx.user_name);
+            }
             let image_id =
                 st.backends.images.create_snapshot(&ctx, name, &props).await.map_err(super::interfaces::refused)?;
             begin(

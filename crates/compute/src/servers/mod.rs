@@ -390,6 +390,39 @@ pub(crate) fn check_flavor_fits_image(
     Ok(())
 }
 
+/// Nova's schema for `block_device_mapping_v2`: a list of objects whose `source_type`
+/// and `destination_type` are among Nova's values (refused with 400 before anything is
+/// made, rather than a server built without them).
+fn check_block_device_mapping(v: &Value) -> Result<()> {
+    let list = match v {
+        Value::Null => return Ok(()),
+        Value::Array(l) => l,
+        other => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid block_device_mapping_v2 {other}: a list of block device mappings is required"
+            )))
+        }
+    };
+    for b in list {
+        let o = b.as_object().ok_or_else(|| {
+            ComputeError::BadRequest(format!("Invalid block device mapping {b}: an object is required"))
+        })?;
+        let one_of = |key: &str, allowed: &[&str]| -> Result<()> {
+            match o.get(key) {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+                Some(other) => Err(ComputeError::BadRequest(format!(
+                    "Invalid {key} {other} in block_device_mapping_v2: use one of {}",
+                    allowed.join(", ")
+                ))),
+            }
+        };
+        one_of("source_type", &["volume", "image", "snapshot", "blank"])?;
+        one_of("destination_type", &["local", "volume"])?;
+    }
+    Ok(())
+}
+
 fn str_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>> {
     match &v[key] {
         Value::Null => Ok(None),
@@ -548,6 +581,7 @@ async fn create(
         }
     }
     let metadata = validate_metadata(&s["metadata"])?;
+    check_block_device_mapping(&s["block_device_mapping_v2"])?;
     let networks = match &s["networks"] {
         Value::Null if v.at_least(2, 37) => {
             return Err(ComputeError::BadRequest(
