@@ -94,6 +94,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "service_numbers", sql: include_str!("../migrations/0007_service_numbers.sql") },
     Migration { version: 8, name: "backup_rotations", sql: include_str!("../migrations/0008_backup_rotations.sql") },
     Migration { version: 9, name: "node_numbers", sql: include_str!("../migrations/0009_node_numbers.sql") },
+    Migration { version: 10, name: "auto_disk_config", sql: include_str!("../migrations/0010_auto_disk_config.sql") },
 ];
 
 /// `[compute]` configuration: the controller's keys. The same TOML section also holds

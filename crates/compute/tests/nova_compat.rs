@@ -1196,3 +1196,42 @@ async fn bdm_types_are_checked_and_snapshot_metadata_kept() {
     assert_eq!(m["metadata"]["image_type"], "test", "{m}");
     assert_eq!(m["metadata"]["instance_uuid"], id.as_str(), "{m}");
 }
+
+/// `OS-DCF:diskConfig` is kept as asked on create, rebuild and update, and shown back.
+#[tokio::test]
+async fn disk_config_is_kept_as_asked() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let (s, b) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "d", "flavorRef": "42", "imageRef": harness::IMAGE,
+        "networks": "none", "OS-DCF:diskConfig": "AUTO"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    assert_eq!(c.wait_status(&id, "alice", "ACTIVE").await["OS-DCF:diskConfig"], "AUTO");
+    let (s, b) = c
+        .post(
+            &format!("/servers/{id}/action"),
+            "alice",
+            json!({"rebuild": {"imageRef": harness::IMAGE, "OS-DCF:diskConfig": "MANUAL"}}),
+        )
+        .await;
+    assert_eq!((s, b["server"]["OS-DCF:diskConfig"].as_str()), (StatusCode::ACCEPTED, Some("MANUAL")), "{b}");
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    let (_, b) = c
+        .call(Method::PUT, &format!("/servers/{id}"), "alice", Some(json!({"server": {"OS-DCF:diskConfig": "AUTO"}})))
+        .await;
+    assert_eq!(b["server"]["OS-DCF:diskConfig"], "AUTO", "{b}");
+    let (s, _) = c
+        .post(
+            "/servers",
+            "alice",
+            json!({"server": {"name": "d", "flavorRef": "42", "imageRef": harness::IMAGE,
+        "networks": "none", "OS-DCF:diskConfig": "SOMETIMES"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

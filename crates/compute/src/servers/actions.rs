@@ -359,6 +359,9 @@ pub async fn action(
                 .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
             super::check_flavor_fits_image(&inst.flavor, &image)?;
             let mut u = Update::new().set("image_ref", image_ref.clone()).set("image_json", json!(image).to_string());
+            if let Some(auto) = super::disk_config(&args["OS-DCF:diskConfig"])? {
+                u = u.set("auto_disk_config", auto);
+            }
             if let Some(n) = args["name"].as_str() {
                 u = u.set("name", n);
             }

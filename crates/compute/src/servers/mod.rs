@@ -390,6 +390,16 @@ pub(crate) fn check_flavor_fits_image(
     Ok(())
 }
 
+/// `OS-DCF:diskConfig`: `AUTO` (true) or `MANUAL`; absent is None.
+pub(crate) fn disk_config(v: &Value) -> Result<Option<bool>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "AUTO" => Ok(Some(true)),
+        Value::String(s) if s == "MANUAL" => Ok(Some(false)),
+        other => Err(ComputeError::BadRequest(format!("Invalid OS-DCF:diskConfig {other}: use AUTO or MANUAL"))),
+    }
+}
+
 /// Nova's schema for `block_device_mapping_v2`: a list of objects whose `source_type`
 /// and `destination_type` are among Nova's values (refused with 400 before anything is
 /// made, rather than a server built without them).
@@ -582,6 +592,7 @@ async fn create(
     }
     let metadata = validate_metadata(&s["metadata"])?;
     check_block_device_mapping(&s["block_device_mapping_v2"])?;
+    let auto_disk_config = disk_config(&s["OS-DCF:diskConfig"])?.unwrap_or(false);
     let networks = match &s["networks"] {
         Value::Null if v.at_least(2, 37) => {
             return Err(ComputeError::BadRequest(
@@ -749,6 +760,7 @@ async fn create(
             locked_by: None,
             locked_reason: None,
             config_drive,
+            auto_disk_config,
             access_ipv4: access_ipv4.clone(),
             access_ipv6: access_ipv6.clone(),
             progress: 0,
@@ -909,9 +921,10 @@ async fn update(
                 let a = str_field(&body["server"], k)?.map(crate::params::access_ipv6).transpose().map_err(ComputeError::BadRequest)?;
                 u = u.set("access_ipv6", a);
             }
-            "OS-DCF:diskConfig" if matches!(val.as_str(), Some("AUTO" | "MANUAL")) => {}
             "OS-DCF:diskConfig" => {
-                return Err(ComputeError::BadRequest(format!("Invalid OS-DCF:diskConfig {val}: use AUTO or MANUAL")).into())
+                if let Some(auto) = disk_config(val)? {
+                    u = u.set("auto_disk_config", auto);
+                }
             }
             other => return Err(ComputeError::BadRequest(format!("Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)")).into()),
         }

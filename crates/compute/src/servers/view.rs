@@ -61,7 +61,7 @@ pub fn detail(i: &Instance, base: &str, v: ApiVersion, admin: bool) -> Value {
         "accessIPv4": i.access_ipv4.clone().unwrap_or_default(),
         "accessIPv6": i.access_ipv6.clone().unwrap_or_default(),
         "links": links(base, "servers", &i.uuid),
-        "OS-DCF:diskConfig": "MANUAL",
+        "OS-DCF:diskConfig": if i.auto_disk_config { "AUTO" } else { "MANUAL" },
         "OS-EXT-AZ:availability_zone": i.availability_zone.clone().unwrap_or_default(),
         "config_drive": if i.config_drive { "True" } else { "" },
         "key_name": i.key_name,
