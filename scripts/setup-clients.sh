@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the OpenStack command-line clients (python-openstackclient, osc-placement,
-# openstacksdk, python-swiftclient) into <repo>/.venv at the versions pinned in requirements-clients.txt.
+# openstacksdk, python-swiftclient, python-heatclient) into <repo>/.venv at the versions pinned in requirements-clients.txt.
 # Idempotent: a second run only checks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

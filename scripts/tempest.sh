@@ -34,7 +34,10 @@
 #
 # Artifacts go to build/tempest/<time>-<label>/ (TEMPEST_RESULTS_DIR to choose): subunit.bin,
 # tempest.log, tempest.conf, stratus.toml, stratus.log, console.log, summary.txt,
-# failures.txt, passed.txt. build/tempest/latest points at the last run. docs/conformance.md
+# failures.txt, passed.txt, responses.jsonl (every JSON answer the cloud gave, `[record]`)
+# and schema-check.txt (those answers checked against ../shared/openapi by
+# tools/apicheck.py --check-recorded; findings in the services of TEMPEST_SCHEMA_ENFORCE,
+# default identity,image,placement, fail the run). build/tempest/latest points at the last run. docs/conformance.md
 # explains the configuration and the CI lists.
 #
 # Environment: STRATUS_BIN (binary to run; default target/release/stratus, built when
@@ -289,6 +292,10 @@ tunnel_ip = "$TUNNEL_IP"
 
 [network_agent.physical_interface_mappings]
 public = "$veth_cloud"
+
+[record]
+# Every JSON answer, checked against ../shared/openapi after the run (schema-check.txt).
+path = "$results/responses.jsonl"
 EOF
     # A clean environment, so no STRATUS_* variable of the caller changes this cloud.
     # Settings Stratus may not have yet go in as variables (unknown ones are ignored):
@@ -343,7 +350,18 @@ EOF
     "$PY" "$HELPER" summarize "$results/subunit.bin" --out-dir "$results" --expect "$results/expect.txt" \
         --title "scripts/tempest.sh $what: ${elapsed}s, $(date -u +%FT%TZ), tempest $tempest_version, $(basename "$bin") $("$bin" version | awk '{print $2}')"
     status=$?
+    # The answers the cloud gave during the run, against the OpenAPI descriptions: missing
+    # required fields, wrong types, undocumented fields (docs/conformance.md). Findings in
+    # the services of TEMPEST_SCHEMA_ENFORCE fail the run; the others are reported.
+    local t1 schema_status
+    t1=$(date +%s)
+    "$PY" tools/apicheck.py --check-recorded "$results/responses.jsonl" \
+        --enforce "${TEMPEST_SCHEMA_ENFORCE:-identity,image,placement}" >"$results/schema-check.txt" 2>&1
+    schema_status=$?
     set -e
+    say "response schemas ($(( $(date +%s) - t1 ))s, $results/schema-check.txt): $(tail -2 "$results/schema-check.txt" | tr '\n' ' ')"
+    [ "$schema_status" -eq 0 ] || say "response schema findings in enforced services: see $results/schema-check.txt"
+    [ "$status" -ne 0 ] || status=$schema_status
     return "$status"
 }
 

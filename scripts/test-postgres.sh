@@ -13,16 +13,16 @@ if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$ver main$"; then
   pg_createcluster "$ver" main >&2
 fi
 if ! pg_lsclusters -h | grep -q "^$ver main .* online"; then
-  # The daemon must not inherit our descriptors beyond stdio: run as
-  # `flock /tmp/stratus-heavy.lock scripts/test.sh`, it would otherwise hold the
-  # machine-wide lock for as long as PostgreSQL runs.
+  # The server outlives this script: it must not inherit the caller's descriptors beyond
+  # stdio. One may be a lock (`flock /tmp/stratus-heavy.lock scripts/test.sh`), which the
+  # server would otherwise hold for as long as it runs.
   (
-    for fd in /proc/$BASHPID/fd/*; do
-      n="${fd##*/}"
-      if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
-    exec pg_ctlcluster "$ver" main start
-  ) >&2
+    pg_ctlcluster "$ver" main start >&2
+  )
 fi
 for _ in $(seq 1 50); do
   su postgres -c "psql -qtAc 'SELECT 1'" >/dev/null 2>&1 && break

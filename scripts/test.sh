@@ -31,6 +31,9 @@ cargo fmt --all -- --check
 step "Structure: controller crates never depend on agent crates"
 scripts/check-structure.sh
 
+step "Python tools' unit tests (tools/test_*.py: the response-schema checker)"
+.venv/bin/python -m unittest discover -s tools -p 'test_*.py'
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -39,7 +42,8 @@ cargo test --workspace --locked --no-fail-fast -- --test-threads="${STRATUS_TEST
 
 step "Tempest: OpenStack's own tests against stratus up (scripts/tempest.sh --ci, docs/conformance.md)"
 # The suites and lists in tempest/ci/suites; any failure, or a listed test that is skipped or
-# missing, fails CI. The debug binary is nearly built by now (release would cost ~6 minutes).
+# missing, fails CI; so does a response of identity, image or placement that its OpenAPI
+# description rejects (every JSON answer of the run is recorded and checked). The debug binary is nearly built by now (release would cost ~6 minutes).
 tempest_start=$SECONDS
 cargo build --locked --bin stratus
 STRATUS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/stratus" scripts/tempest.sh --ci --concurrency 2

@@ -19,6 +19,10 @@ character). It asserts:
 
 Run by scripts/fuzz.sh, which starts the cloud; prints one line per finding and a summary,
 and exits 1 when there is a finding.
+
+`--check-recorded FILE` checks instead the answers a cloud recorded during a whole-cloud run
+(`[record] path`, which scripts/tempest.sh sets) against the specs, offline: see
+tools/apicheck_recorded.py.
 """
 
 import argparse
@@ -409,17 +413,33 @@ def cleanup(c, f):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", required=True, help="the cloud's base URL")
-    ap.add_argument("--password", required=True, help="admin password")
+    ap.add_argument("--check-recorded", metavar="FILE",
+                    help="check the answers recorded in FILE against the specs (no cloud needed)")
+    ap.add_argument("--openapi-dir", default="../shared/openapi",
+                    help="with --check-recorded: the directory of the specs")
+    ap.add_argument("--enforce", metavar="SERVICES",
+                    help="with --check-recorded: comma-separated services whose findings fail the check "
+                         "(default: all); the others' are printed only")
+    ap.add_argument("--url", help="the cloud's base URL")
+    ap.add_argument("--password", help="admin password")
     ap.add_argument("--service", default="image", choices=sorted(FAULTS))
-    ap.add_argument("--spec", required=True, help="OpenAPI file of the service")
+    ap.add_argument("--spec", help="OpenAPI file of the service")
     ap.add_argument("--prefix", default="/image", help="the service's path prefix in Stratus")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as a hang")
     ap.add_argument("--show-accepted", action="store_true",
                     help="print every request other than GET that was answered 2xx (to spot bad input accepted)")
     ap.add_argument("--skip-path", action="append", default=[],
                     help="path prefix of operations Stratus does not serve (listed in docs/conformance.md)")
-    sys.exit(run(ap.parse_args()))
+    args = ap.parse_args()
+    if args.check_recorded:
+        import apicheck_recorded
+
+        enforce = set(args.enforce.split(",")) if args.enforce else None
+        sys.exit(apicheck_recorded.main(args.check_recorded, args.openapi_dir, enforce))
+    for need in ("url", "password", "spec"):
+        if not getattr(args, need):
+            ap.error(f"--{need} is required (unless --check-recorded)")
+    sys.exit(run(args))
 
 
 if __name__ == "__main__":

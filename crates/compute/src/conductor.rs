@@ -61,6 +61,9 @@ pub struct Conductor {
     heard: Mutex<std::collections::HashSet<String>>,
     /// Woken whenever a host is first heard from.
     heard_new: tokio::sync::Notify,
+    /// Per host, the servers its last power-state report did not list (see
+    /// [`Conductor::sync_power_states`]).
+    missing: Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 /// Attempts at sending a build's spawn (≈ 9 s) before rescheduling it elsewhere, and a
@@ -162,6 +165,7 @@ impl Conductor {
             undo_failures: Default::default(),
             heard: Mutex::default(),
             heard_new: tokio::sync::Notify::new(),
+            missing: Mutex::default(),
         }
     }
 
@@ -563,9 +567,31 @@ impl Conductor {
 
     /// Nova's `_sync_power_states`: record what the hypervisor sees; a server that stopped
     /// behind our back becomes SHUTOFF, one whose guest vanished becomes ERROR.
+    ///
+    /// A guest counts as vanished only when two reports in a row lack it: the agent lists
+    /// its guests before the report travels, so a build that finishes in between is
+    /// missing from one report although its guest runs.
     async fn sync_power_states(&self, host: &str, observed: &[InstanceInfo]) -> Result<()> {
         let seen: HashMap<&str, &InstanceInfo> = observed.iter().map(|i| (i.uuid.as_str(), i)).collect();
-        for e in self.host_instances(host).await? {
+        let instances = self.host_instances(host).await?;
+        let missed_before = {
+            let mut missing = self.missing.lock();
+            let before = missing.remove(host).unwrap_or_default();
+            let now: std::collections::HashSet<String> = instances
+                .iter()
+                .filter(|e| e.task_state.is_none() && e.vm_state != vm::BUILDING)
+                .filter(|e| !seen.contains_key(e.uuid.as_str()))
+                .filter(|e| !(e.vm_state == vm::ERROR && e.power_state == 0))
+                .map(|e| e.uuid.clone())
+                .collect();
+            let confirmed: std::collections::HashSet<String> = now.intersection(&before).cloned().collect();
+            let pending: std::collections::HashSet<String> = now.difference(&confirmed).cloned().collect();
+            if !pending.is_empty() {
+                missing.insert(host.to_string(), pending);
+            }
+            confirmed
+        };
+        for e in instances {
             if e.task_state.is_some() || e.vm_state == vm::BUILDING {
                 continue;
             }
@@ -589,7 +615,7 @@ impl Conductor {
                     }
                 }
                 None => {
-                    if e.vm_state == vm::ERROR && e.power_state == 0 {
+                    if !missed_before.contains(&e.uuid) {
                         continue;
                     }
                     tracing::error!(uuid = %e.uuid, host, "guest is gone from its host");

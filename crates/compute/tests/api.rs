@@ -425,6 +425,24 @@ async fn reconciliation_destroys_orphans_and_syncs_power_state() {
     assert_eq!(d.guest_count(), 1);
 }
 
+/// A guest missing from one power-state report may only have been listed before its
+/// build finished; one missing from two reports in a row is gone: ERROR with a fault.
+#[tokio::test]
+async fn a_vanished_guest_is_an_error_only_when_two_reports_lack_it() {
+    let c = Cloud::start(1, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "v", "42").await;
+    c.wait_status(&id, "alice", "ACTIVE").await;
+    c.agents[0].1.lose_guest(&id);
+    let agent = &c.agents[0].2.as_ref().unwrap().agent;
+    agent.reconcile().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, once) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert_eq!(once["server"]["status"], "ACTIVE", "one report lacking the guest is not enough: {once}");
+    agent.reconcile().await.unwrap();
+    let s = c.wait_status(&id, "alice", "ERROR").await;
+    assert_eq!(s["fault"]["message"], "The guest disappeared from its host", "{s}");
+}
+
 #[tokio::test]
 async fn boots_claim_in_the_real_placement_service() {
     let c = Cloud::start_with_placement(2, FakeDriverConfig::default(), harness::test_config()).await;

@@ -35,6 +35,10 @@ pub enum FaultFormat {
     Cinder,
     /// Swift: a short HTML page.
     Swift,
+    /// Heat: `{"code": 400, "title": "Bad Request", "explanation": "...",
+    /// "error": {"type": "StackValidationFailed", "message": "...", "traceback": null}}`
+    /// (python-heatclient prints `error.message`).
+    Heat,
 }
 
 /// An error an API returns to its client.
@@ -150,6 +154,18 @@ impl ApiError {
                 json!({"code": format!("{code} {title}"), "title": title, "message": self.message}),
                 "application/json",
             ),
+            FaultFormat::Heat => {
+                let ty = self.code.clone().unwrap_or_else(|| Cow::Borrowed(heat_default_type(code)));
+                (
+                    json!({
+                        "code": code,
+                        "title": title,
+                        "explanation": heat_explanation(code),
+                        "error": {"type": ty, "message": self.message, "traceback": null},
+                    }),
+                    "application/json",
+                )
+            }
             FaultFormat::Swift => (
                 Value::String(format!("<html><h1>{title}</h1><p>{}</p></html>", self.message)),
                 "text/html; charset=UTF-8",
@@ -173,6 +189,35 @@ fn nova_fault_name(code: u16) -> &'static str {
         501 => "notImplemented",
         503 => "serviceUnavailable",
         _ => "computeFault",
+    }
+}
+
+/// Heat's error `type` (its exception class) when the error names none.
+fn heat_default_type(code: u16) -> &'static str {
+    match code {
+        400 => "HTTPBadRequest",
+        401 => "HTTPUnauthorized",
+        403 => "Forbidden",
+        404 => "EntityNotFound",
+        405 => "HTTPMethodNotAllowed",
+        409 => "HTTPConflict",
+        413 => "RequestLimitExceeded",
+        _ => "HTTPInternalServerError",
+    }
+}
+
+/// webob's explanation of a status, which Heat's fault bodies carry.
+fn heat_explanation(code: u16) -> &'static str {
+    match code {
+        400 => "The server could not comply with the request since it is either malformed or otherwise incorrect.",
+        401 => "This server could not verify that you are authorized to access the document you requested.",
+        403 => "Access was denied to this resource.",
+        404 => "The resource could not be found.",
+        405 => "The method specified is not allowed for this resource.",
+        409 => "There was a conflict when trying to complete your request.",
+        413 => "The body of your request was too large for this server.",
+        503 => "The server is currently unavailable. Please try again at a later time.",
+        _ => "The server has either erred or is incapable of performing the requested operation.",
     }
 }
 

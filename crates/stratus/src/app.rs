@@ -93,6 +93,12 @@ impl Cloud {
             stratus_volume::VolumeService::start(platform.clone(), auth.clone(), config.volume.clone()).await?;
         let object =
             stratus_object::ObjectService::start(platform.clone(), auth.clone(), config.object.clone()).await?;
+        let orchestration = stratus_orchestration::OrchestrationService::start(
+            platform.clone(),
+            auth.clone(),
+            config.orchestration.clone(),
+        )
+        .await?;
         let dashboard =
             stratus_dashboard::DashboardService::start(platform.clone(), auth.clone(), config.dashboard.clone())
                 .await?;
@@ -110,6 +116,7 @@ impl Cloud {
             .nest("/network", network.router())
             .nest("/volume", volume.router())
             .nest("/object", object.router())
+            .nest("/orchestration", orchestration.router())
             .nest("/dashboard", dashboard.router())
             .nest("/metadata", stratus_compute::metadata::router(platform.clone(), metadata_secret.clone()))
             .fallback(unknown_service)
@@ -117,6 +124,11 @@ impl Cloud {
             .layer(DefaultBodyLimit::max(config.server.max_body_bytes as usize))
             .layer(middleware::from_fn(request_id::assign));
         platform.internal.install(router.clone());
+        // Recorded after the internal client took its copy: only what clients see is recorded.
+        let router = match crate::recorder::Recorder::start(&config.record)? {
+            Some(rec) => router.layer(middleware::from_fn_with_state(rec, crate::recorder::record)),
+            None => router,
+        };
         // The local compute agent registers through the bus once the APIs answer.
         crate::computeagent::spawn(&platform, &config.compute.local);
         // So does the local volume agent (the storage host role of this machine).
@@ -165,7 +177,7 @@ impl CloudHandle {
 
 async fn unknown_service(uri: axum::http::Uri) -> axum::response::Response {
     let err = ApiError::not_found(format!(
-        "No service at {}: services are under /identity, /image, /placement, /compute, /network, /volume, /object, /dashboard",
+        "No service at {}: services are under /identity, /image, /placement, /compute, /network, /volume, /object, /orchestration, /dashboard",
         uri.path()
     ));
     let (body, _) = err.render(FaultFormat::Keystone, "");
@@ -238,6 +250,7 @@ pub fn catalog() -> Vec<stratus_core::CatalogEntry> {
         stratus_network::CATALOG,
         stratus_volume::CATALOG,
         stratus_object::CATALOG,
+        stratus_orchestration::CATALOG,
     ]
     .concat()
 }

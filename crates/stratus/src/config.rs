@@ -49,6 +49,10 @@ pub struct Config {
     pub object: stratus_object::ObjectConfig,
     /// `[dashboard]`: see the dashboard service's documentation.
     pub dashboard: stratus_dashboard::DashboardConfig,
+    /// `[orchestration]`: see the orchestration service's documentation.
+    pub orchestration: stratus_orchestration::OrchestrationConfig,
+    /// `[record]`: the opt-in response recorder (see [`crate::recorder`]).
+    pub record: crate::recorder::RecordConfig,
 }
 
 /// `[server]`
@@ -127,6 +131,8 @@ impl Default for Config {
             volume_agent: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),
+            orchestration: Default::default(),
+            record: Default::default(),
         }
     }
 }

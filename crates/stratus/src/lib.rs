@@ -7,6 +7,7 @@ pub mod config;
 pub mod listener;
 pub mod logging;
 pub mod netagent;
+pub mod recorder;
 pub mod test_image;
 pub mod volagent;
 

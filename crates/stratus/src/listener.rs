@@ -188,6 +188,7 @@ fn format_for(path: &str) -> FaultFormat {
         "placement" => FaultFormat::Placement,
         "image" => FaultFormat::Glance,
         "object" => FaultFormat::Swift,
+        "orchestration" => FaultFormat::Heat,
         _ => FaultFormat::Keystone,
     }
 }

@@ -94,6 +94,11 @@ impl FakeDriver {
             .insert(uuid.to_string(), Guest { power: PowerState::Running, rescued: false, console: vec![] });
     }
 
+    /// Forgets a guest as if its hypervisor lost it (vanished-guest tests).
+    pub fn lose_guest(&self, uuid: &str) {
+        self.state.lock().guests.remove(uuid);
+    }
+
     /// The targets `live_migration` of `uuid` was called with on this host, in order.
     pub fn live_migration_targets(&self, uuid: &str) -> Vec<MigrationTarget> {
         self.state.lock().targets.get(uuid).cloned().unwrap_or_default()

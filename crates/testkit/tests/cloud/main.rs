@@ -16,6 +16,7 @@ mod image;
 mod network;
 mod network_extra;
 mod object;
+mod orchestration;
 mod placement;
 mod qemu;
 mod qemu_moves;

@@ -1,0 +1,296 @@
+//! The API through its router, with a stub token validator (three users in two
+//! projects) and only the stack-local resource types, so that no other service is
+//! needed: canonical URLs and redirects, Heat's fault bodies, policy and project
+//! isolation, outputs, resources, events with paging, validation, and deletion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use stratus_auth::AuthState;
+use stratus_core::internal::InternalClient;
+use stratus_core::{AuthFailure, Platform, RequestContext, TokenValidator};
+use tower::ServiceExt;
+
+use crate::{OrchestrationService, Registry};
+
+struct Tokens;
+
+#[async_trait]
+impl TokenValidator for Tokens {
+    async fn validate(&self, token: &str) -> Result<RequestContext, AuthFailure> {
+        let (project, roles): (&str, &[&str]) = match token {
+            "alice" => ("pa", &["member", "reader"]),
+            "bob" => ("pb", &["member", "reader"]),
+            "reader" => ("pa", &["reader"]),
+            _ => return Err(AuthFailure::Invalid("unknown token".into())),
+        };
+        Ok(RequestContext {
+            user_id: format!("u-{token}"),
+            user_name: token.into(),
+            project_id: Some(project.into()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        })
+    }
+}
+
+const BASE: &str = "http://127.0.0.1:9/orchestration";
+
+async fn api() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = stratus_db::Db::connect(&format!("sqlite://{}/heat.db", dir.path().display())).await.unwrap();
+    let platform = Platform {
+        db,
+        bus: Arc::new(stratus_bus::InProcBus::new()),
+        public_url: "http://127.0.0.1:9".into(),
+        data_dir: dir.path().to_path_buf(),
+        host: "test".into(),
+        internal: InternalClient::default(),
+        region: "RegionOne".into(),
+    };
+    let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://127.0.0.1:9/identity".into() };
+    let svc = OrchestrationService::start_with_registry(platform, auth, Default::default(), Registry::standard())
+        .await
+        .unwrap();
+    (svc.router(), dir)
+}
+
+async fn call(
+    r: &Router,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut b = Request::builder().method(method).uri(path).header("x-auth-token", token);
+    let body = match body {
+        Some(v) => {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = r.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn location(h: &HeaderMap) -> String {
+    h.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+const TEMPLATE: &str = r#"
+heat_template_version: 2018-08-31
+description: two values
+parameters:
+  word: {type: string, default: hello}
+  secret: {type: string, hidden: true, default: pssst}
+resources:
+  rand: {type: OS::Heat::RandomString, properties: {length: 8}}
+  val:
+    type: OS::Heat::Value
+    properties:
+      value: {list_join: [' ', [{get_param: word}, {get_attr: [rand, value]}]]}
+outputs:
+  joined: {value: {get_attr: [val, value]}, description: the words}
+  rand: {value: {get_resource: rand}}
+"#;
+
+fn template() -> Value {
+    serde_yaml::from_str(TEMPLATE).unwrap()
+}
+
+/// Waits until `path` shows the stack in `want`.
+async fn wait(r: &Router, path: &str, want: &str) -> Value {
+    for _ in 0..200 {
+        let (st, _, v) = call(r, Method::GET, path, "alice", None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["stack"]["stack_status"] == want {
+            return v["stack"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never reached {want}");
+}
+
+#[tokio::test]
+async fn stack_lifecycle_through_the_api() {
+    let (r, _dir) = api().await;
+    let body = json!({"stack_name": "s1", "template": template(), "parameters": {"word": "hi"}});
+    let (st, h, v) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["stack"]["id"].as_str().unwrap().to_string();
+    let canonical = format!("{BASE}/v1/pa/stacks/s1/{id}");
+    assert_eq!(location(&h), canonical);
+    assert_eq!(v["stack"]["links"][0], json!({"href": canonical, "rel": "self"}));
+
+    // Lookups by name and by id redirect to the canonical URL, children and query kept.
+    let (st, h, _) = call(&r, Method::GET, "/v1/pa/stacks/s1", "alice", None).await;
+    assert_eq!((st, location(&h)), (StatusCode::FOUND, canonical.clone()));
+    let (st, h, _) = call(&r, Method::GET, &format!("/v1/pa/stacks/{id}/events?sort_dir=asc"), "alice", None).await;
+    assert_eq!((st, location(&h)), (StatusCode::FOUND, format!("{canonical}/events?sort_dir=asc")));
+
+    let path = format!("/v1/pa/stacks/s1/{id}");
+    let stack = wait(&r, &path, "CREATE_COMPLETE").await;
+    assert_eq!(stack["stack_name"], "s1");
+    assert_eq!(stack["description"], "two values");
+    assert_eq!(stack["disable_rollback"], true, "Heat's default");
+    assert_eq!(stack["parameters"]["secret"], "******");
+    assert_eq!(stack["parameters"]["OS::stack_id"], json!(id));
+    let outputs = stack["outputs"].as_array().unwrap();
+    let joined = outputs.iter().find(|o| o["output_key"] == "joined").unwrap();
+    let rand =
+        outputs.iter().find(|o| o["output_key"] == "rand").unwrap()["output_value"].as_str().unwrap().to_string();
+    assert_eq!(rand.len(), 8);
+    assert_eq!(joined["output_value"], json!(format!("hi {rand}")));
+    assert_eq!(joined["description"], "the words");
+    let (st, _, v) = call(&r, Method::GET, &format!("{path}?resolve_outputs=false"), "alice", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(v["stack"].get("outputs").is_none());
+
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/joined"), "alice", None).await;
+    assert_eq!(v["output"]["output_value"], json!(format!("hi {rand}")));
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs"), "alice", None).await;
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 2);
+    let (st, _, v) = call(&r, Method::GET, &format!("{path}/outputs/nope"), "alice", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["type"], "EntityNotFound", "{v}");
+    assert_eq!(v["error"]["message"], "The Output (nope) could not be found.");
+
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources"), "alice", None).await;
+    let res = v["resources"].as_array().unwrap();
+    assert_eq!(res.len(), 2);
+    let rand_res = res.iter().find(|x| x["resource_name"] == "rand").unwrap();
+    assert_eq!(rand_res["resource_status"], "CREATE_COMPLETE");
+    assert_eq!(rand_res["required_by"], json!(["val"]));
+    assert_eq!(rand_res["links"][1]["rel"], "stack");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/rand"), "alice", None).await;
+    assert_eq!(v["resource"]["attributes"]["value"], json!(rand));
+    let (st, _, _) = call(&r, Method::GET, &format!("{path}/resources/nope"), "alice", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Events: stack events identify the stack as heatclient checks, and page by marker.
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/events"), "alice", None).await;
+    let events = v["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 6);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["resource_name"].as_str(), last["resource_status"].as_str()),
+        (Some("s1"), Some("CREATE_COMPLETE"))
+    );
+    assert_eq!(last["physical_resource_id"], json!(id));
+    let stack_link = last["links"].as_array().unwrap().iter().find(|l| l["rel"] == "stack").unwrap();
+    assert!(stack_link["href"].as_str().unwrap().ends_with(&id));
+    let marker = events[1]["id"].as_str().unwrap();
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/events?marker={marker}&limit=2"), "alice", None).await;
+    assert_eq!(
+        v["events"].as_array().unwrap().iter().map(|e| e["id"].clone()).collect::<Vec<_>>(),
+        vec![events[2]["id"].clone(), events[3]["id"].clone()]
+    );
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/events?sort_dir=desc&limit=1"), "alice", None).await;
+    assert_eq!(v["events"][0]["id"], last["id"]);
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/rand/events"), "alice", None).await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 2);
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/template"), "alice", None).await;
+    assert_eq!(v, template());
+
+    // Another project sees nothing; a token of another project cannot use this URL; a
+    // reader cannot create.
+    let (_, _, v) = call(&r, Method::GET, "/v1/pb/stacks", "bob", None).await;
+    assert_eq!(v["stacks"], json!([]));
+    let (st, _, _) = call(&r, Method::GET, "/v1/pb/stacks/s1", "bob", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _, _) = call(&r, Method::GET, &format!("/v1/pb/stacks/s1/{id}"), "bob", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _, v) = call(&r, Method::GET, "/v1/pa/stacks", "bob", None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, _, _) =
+        call(&r, Method::POST, "/v1/pa/stacks", "reader", Some(json!({"stack_name": "r", "template": template()})))
+            .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = call(&r, Method::GET, "/v1/pa/stacks", "nobody", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Same name again: 409 in Heat's format.
+    let (st, _, v) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(v["error"]["type"], "StackExists");
+    assert_eq!(v["error"]["message"], "The Stack (s1) already exists.");
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/stacks", "alice", None).await;
+    assert_eq!(v["stacks"].as_array().unwrap().len(), 1);
+    let (st, _, _) = call(&r, Method::PATCH, &path, "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+
+    let (st, _, _) = call(&r, Method::DELETE, &path, "alice", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let gone = wait(&r, &path, "DELETE_COMPLETE").await;
+    assert!(gone["deletion_time"].is_string());
+    let (st, _, _) = call(&r, Method::GET, "/v1/pa/stacks/s1", "alice", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "deleted stacks are not found by name");
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/stacks", "alice", None).await;
+    assert_eq!(v["stacks"], json!([]));
+    let (st, _, _) = call(&r, Method::DELETE, &path, "alice", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_requests_get_heat_faults() {
+    let (r, _dir) = api().await;
+    let bad_ref = json!({"template": {
+        "heat_template_version": "2018-08-31",
+        "resources": {"v": {"type": "OS::Heat::Value", "properties": {"value": {"get_attr": ["nosuch", "value"]}}}},
+    }});
+    let (st, _, v) = call(&r, Method::POST, "/v1/pa/validate", "alice", Some(bad_ref.clone())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["code"], 400);
+    assert_eq!(v["title"], "Bad Request");
+    assert_eq!(v["error"]["type"], "StackValidationFailed");
+    assert_eq!(
+        v["error"]["message"],
+        "The specified reference \"nosuch\" (in resources.v.properties.value) is incorrect."
+    );
+    let mut create = bad_ref.clone();
+    create["stack_name"] = json!("bad");
+    let (st, _, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(create)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _, v) =
+        call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(json!({"stack_name": "9lives", "template": template()})))
+            .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("must start with alpha"), "{v}");
+    let needs = json!({"stack_name": "p", "template": {"heat_template_version": "2018-08-31", "parameters": {"n": {"type": "number"}}}});
+    let (st, _, v) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(needs.clone())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["type"], "UserParameterMissing");
+    // Validation describes parameters without needing their values.
+    let (st, _, v) = call(&r, Method::POST, "/v1/pa/validate", "alice", Some(needs)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["Parameters"]["n"]["Type"], "Number");
+    let (st, _, v) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(json!({"stack_name": "x"}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["message"], "No template specified");
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/stacks", "alice", None).await;
+    assert_eq!(v["stacks"], json!([]), "nothing refused was recorded");
+
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/resource_types", "alice", None).await;
+    let types = v["resource_types"].as_array().unwrap();
+    assert!(types.contains(&json!("OS::Nova::Server")) && types.contains(&json!("OS::Heat::RandomString")));
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/resource_types/OS::Neutron::Port", "alice", None).await;
+    assert_eq!(v["properties"]["network"]["required"], true);
+    let (st, _, _) = call(&r, Method::GET, "/v1/pa/resource_types/OS::No::Such", "alice", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/template_versions", "alice", None).await;
+    assert!(v["template_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["version"] == "heat_template_version.2021-04-16"));
+    let (_, _, v) = call(&r, Method::GET, "/v1/pa/build_info", "alice", None).await;
+    assert!(v["api"]["revision"].is_string());
+}
