@@ -1159,7 +1159,7 @@ async fn bdm_types_are_checked_and_snapshot_metadata_kept() {
             Method::POST,
             "/image/v2/images",
             "admin",
-            Some(json!({"name": "base", "disk_format": "raw", "container_format": "bare", "visibility": "public"})),
+            Some(json!({"name": "base", "disk_format": "raw", "container_format": "bare", "visibility": "public", "min_ram": 96})),
             &ct,
         )
         .await;
@@ -1195,6 +1195,9 @@ async fn bdm_types_are_checked_and_snapshot_metadata_kept() {
     let (_, m) = c.call_v(Method::GET, &format!("/images/{snap}/metadata"), "alice", None, "2.35").await;
     assert_eq!(m["metadata"]["image_type"], "test", "{m}");
     assert_eq!(m["metadata"]["instance_uuid"], id.as_str(), "{m}");
+    let (_, d) = c.call_v(Method::GET, &format!("/images/{snap}"), "alice", None, "2.35").await;
+    let mins = (d["image"]["minRam"].as_i64(), d["image"]["minDisk"].as_i64());
+    assert_eq!(mins, (Some(96), Some(1)), "the base image's minimums, the root disk's size: {d}");
 }
 
 /// `OS-DCF:diskConfig` is kept as asked on create, rebuild and update, and shown back.

@@ -253,6 +253,7 @@ pub async fn action(
                 "base_image_ref": inst.image_ref,
                 "owner_user_name": ctx.user_name,
             });
+            snapshot_minimums(&mut props, &inst);
             if !args["metadata"].is_null() {
                 check_image_metadata(&args["metadata"])?;
                 for (k, v) in args["metadata"].as_object().into_iter().flatten() {
@@ -294,6 +295,7 @@ pub async fn action(
                     m.clone()
                 }
             };
+            snapshot_minimums(&mut props, &inst);
             props["image_type"] = json!("backup");
             props["backup_type"] = json!(b.backup_type);
             props["instance_uuid"] = json!(inst.uuid);
@@ -536,4 +538,12 @@ fn check_image_metadata(m: &Value) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A snapshot needs what its server's image needed: the base image's `min_ram`, and a
+/// `min_disk` of at least the server's root disk (Nova copies them the same way).
+fn snapshot_minimums(props: &mut Value, inst: &Instance) {
+    let (ram, disk) = inst.image.as_ref().map(|i| (i.min_ram, i.min_disk)).unwrap_or((0, 0));
+    props["min_ram"] = json!(ram);
+    props["min_disk"] = json!(disk.max(u64::try_from(inst.flavor.disk).unwrap_or(0)));
 }
