@@ -27,8 +27,9 @@ BPO_PKGS=(qemu-system-x86 qemu-utils)
 # procps gives sysctl; novnc is the web VNC client the compute console proxy serves from
 # /usr/share/novnc (Stratus is the websocket proxy; the package's websockify stays unused);
 # ovmf is the UEFI firmware guests of images with hw_firmware_type=uefi boot with; dnsmasq-utils
-# gives dhcp_release, with which the network agent frees a deleted port's lease for the next port.
-PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client socat cpio
+# gives dhcp_release, with which the network agent frees a deleted port's lease for the next port;
+# openssl generates the certificate of an x509 keypair the compute API makes for a user.
+PLAIN_PKGS=(dnsmasq-base iproute2 nftables iputils-ping openssh-client openssl socat cpio
     syslinux syslinux-common mtools dosfstools fdisk genisoimage
     isc-dhcp-client iputils-arping conntrack curl procps novnc ovmf dnsmasq-utils)
 

@@ -29,6 +29,19 @@ pub trait ImageApi: Send + Sync + 'static {
     /// Deletes image `id` with the service's own authority (the shelved snapshot of a
     /// server, when it is no longer needed); an image already gone is not an error.
     async fn delete(&self, id: &str) -> Result<(), ClientError>;
+    /// One request to the image API on behalf of `ctx`, with extra `headers` (the
+    /// `images` proxy API translates Nova's bodies and leaves visibility and ownership to
+    /// the image service): its status and JSON body.
+    async fn request(
+        &self,
+        _ctx: &RequestContext,
+        _method: Method,
+        _uri: &str,
+        _body: Option<&Value>,
+        _headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, Value), ClientError> {
+        Err(ClientError("the image service is not available in this cloud".into()))
+    }
 }
 
 /// What a server asked for on `networks`.
@@ -138,6 +151,18 @@ pub trait NetworkApi: Send + Sync + 'static {
     /// Replaces the security groups (ids) of a port.
     async fn set_port_security_groups(&self, _port_id: &str, _groups: &[String]) -> Result<(), NetRefusal> {
         Ok(())
+    }
+    /// One request to the network API on behalf of `ctx` (the compute proxy APIs, such as
+    /// `os-security-groups`, translate Nova's bodies and leave the rules to the network
+    /// service): its status and JSON body.
+    async fn request(
+        &self,
+        _ctx: &RequestContext,
+        _method: Method,
+        _uri: &str,
+        _body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        Err(ClientError("the network service is not available in this cloud".into()))
     }
     /// How many networks a server asking for `auto` could land on.
     async fn auto_candidates(&self, _ctx: &RequestContext) -> Result<usize, ClientError> {
@@ -252,6 +277,18 @@ impl ImageApi for RestImages {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             s => Err(ClientError(format!("image service answered {s} deleting image {id}: {}", r.body))),
         }
+    }
+
+    async fn request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let r = self.0.call(ctx, method, uri, body, headers).await.map_err(|e| ClientError(e.message))?;
+        Ok((r.status, r.body))
     }
 }
 
@@ -601,6 +638,17 @@ impl NetworkApi for RestNetwork {
             return Err(refusal(&format!("network service refused the security groups of port {port_id}"), &r));
         }
         Ok(())
+    }
+
+    async fn request(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let r = self.call(ctx, method, uri, body).await?;
+        Ok((r.status, r.body))
     }
 
     async fn auto_candidates(&self, ctx: &RequestContext) -> Result<usize, ClientError> {

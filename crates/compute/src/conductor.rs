@@ -332,8 +332,10 @@ impl Conductor {
                         }
                         None => {
                             let id = uuid::Uuid::new_v4().to_string();
-                            let mut q = Query::new("INSERT INTO compute_services (id, host, binary_name, topic, last_seen_up, created_at, updated_at) VALUES (");
-                            q.bind(&id).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(", ").bind(&now).push(")");
+                            // The integer id shown below microversion 2.53.
+                            let num = crate::sequences::next_id(tx, "compute_services").await?;
+                            let mut q = Query::new("INSERT INTO compute_services (id, num, host, binary_name, topic, last_seen_up, created_at, updated_at) VALUES (");
+                            q.bind(&id).push(", ").bind(num).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(", ").bind(&now).push(")");
                             q.execute(&mut **tx).await?;
                             id
                         }
@@ -352,9 +354,11 @@ impl Conductor {
                         }
                         None => {
                             let id = uuid::Uuid::new_v4().to_string();
-                            let mut q = Query::new("INSERT INTO compute_nodes (id, service_id, host, hypervisor_hostname, hypervisor_type, hypervisor_version, host_ip, vcpus, memory_mb, local_gb, cpu_info, created_at, updated_at) VALUES (");
+                            // The integer id shown below microversion 2.53.
+                            let num = crate::sequences::next_id(tx, "compute_nodes").await?;
+                            let mut q = Query::new("INSERT INTO compute_nodes (id, num, service_id, host, hypervisor_hostname, hypervisor_type, hypervisor_version, host_ip, vcpus, memory_mb, local_gb, cpu_info, created_at, updated_at) VALUES (");
                             for (i, a) in [
-                                stratus_db::Arg::from(&id), (&service_id).into(), (&host).into(), (&hv_hostname).into(), (&hv_type).into(), hv_version.into(),
+                                stratus_db::Arg::from(&id), num.into(), (&service_id).into(), (&host).into(), (&hv_hostname).into(), (&hv_type).into(), hv_version.into(),
                                 (&host_ip).into(), res.vcpus.into(), res.memory_mb.into(), res.local_gb.into(), (&res.cpu_model).into(), (&now).into(), (&now).into(),
                             ]
                             .into_iter()
@@ -1045,6 +1049,24 @@ impl Conductor {
                 let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
                 if inst.task_state.as_deref() == Some(task::DELETING) {
                     return Ok(());
+                }
+                if op == GuestOpKind::Snapshot {
+                    // A backup's rotation runs only once its snapshot succeeded.
+                    let images = self.backends.images.as_ref();
+                    if let Err(e) = crate::servers::backups::finish(db, images, rid, error.is_none()).await {
+                        tracing::warn!(instance = %uuid, error = %e, "rotating backups failed; older backups are kept");
+                    }
+                }
+                if let (GuestOpKind::Snapshot, Some(err)) = (op, error) {
+                    // A failed snapshot (its image deleted while saving, an upload refused)
+                    // leaves the server as it was, as Nova's reverted task state does: the
+                    // failure is the action event's, not the server's.
+                    Update::new()
+                        .set("task_state", Option::<String>::None)
+                        .set("power_state", power.code())
+                        .apply(db, uuid)
+                        .await?;
+                    return events::finish_event(db, uuid, rid, ev, Some(&err.to_string()), true).await;
                 }
                 if let Some(err) = error {
                     let msg = format!("Failed to {op} the server");

@@ -32,23 +32,27 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/os-hypervisors/statistics", get(hv_stats))
         .route("/v2.1/os-hypervisors/{id}", get(hv_show))
         .route("/v2.1/os-hypervisors/{id}/uptime", get(hv_uptime))
+        .route("/v2.1/os-hypervisors/{id}/search", get(hv_search))
+        .route("/v2.1/os-hypervisors/{id}/servers", get(hv_servers))
         .route("/v2.1/os-availability-zone", get(az_list))
         .route("/v2.1/os-availability-zone/detail", get(az_detail))
 }
 
-struct Service {
+pub(crate) struct Service {
     id: String,
-    host: String,
-    binary: String,
-    zone: String,
-    disabled: bool,
+    /// The integer id of microversions below 2.53.
+    num: i64,
+    pub(crate) host: String,
+    pub(crate) binary: String,
+    pub(crate) zone: String,
+    pub(crate) disabled: bool,
     reason: Option<String>,
     forced_down: bool,
     up: bool,
     updated_at: String,
 }
 
-async fn services(st: &AppState) -> Result<Vec<Service>> {
+pub(crate) async fn services(st: &AppState) -> Result<Vec<Service>> {
     let rows = Query::new("SELECT * FROM compute_services ORDER BY host, binary_name")
         .fetch_all(st.platform.db.reader())
         .await?;
@@ -57,6 +61,7 @@ async fn services(st: &AppState) -> Result<Vec<Service>> {
     for (n, bin) in ["nova-conductor", "nova-scheduler"].iter().enumerate() {
         out.push(Service {
             id: format!("00000000-0000-4000-8000-00000000000{}", n + 1),
+            num: n as i64 + 1,
             host: st.platform.host.clone(),
             binary: bin.to_string(),
             zone: "internal".into(),
@@ -79,6 +84,7 @@ fn service_from(r: &AnyRow, horizon: &str, default_az: &str) -> Result<Service> 
     let az: Option<String> = r.try_get("availability_zone")?;
     Ok(Service {
         id: r.try_get("id")?,
+        num: r.try_get::<Option<i64>, _>("num")?.unwrap_or_default(),
         host: r.try_get("host")?,
         binary: r.try_get("binary_name")?,
         zone: az.unwrap_or_else(|| default_az.to_string()),
@@ -90,9 +96,18 @@ fn service_from(r: &AnyRow, horizon: &str, default_az: &str) -> Result<Service> 
     })
 }
 
+/// The id a service is shown by: its integer below 2.53, its uuid from 2.53.
+fn service_id(s: &Service, v: ApiVersion) -> Value {
+    if v.at_least(2, 53) {
+        json!(s.id)
+    } else {
+        json!(s.num)
+    }
+}
+
 fn service_view(s: &Service, v: ApiVersion) -> Value {
     let mut o = json!({
-        "id": s.id,
+        "id": service_id(s, v),
         "binary": s.binary,
         "host": s.host,
         "zone": s.zone,
@@ -145,6 +160,16 @@ async fn service_update(
     OsJson(b): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-services:update", &ctx, &json!({}))?;
+    match &b["disabled_reason"] {
+        Value::Null => {}
+        Value::String(r) if !r.trim().is_empty() && r.chars().count() <= 255 => {}
+        other => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid disabled_reason {other}: a string of 1 to 255 characters"
+            ))
+            .into())
+        }
+    }
     // Before 2.53 the id is an action (`disable`, `enable`, `force-down`, ...) and the
     // body names host and binary.
     let (row_id, status, reason, forced) = if !v.at_least(2, 53) {
@@ -213,17 +238,29 @@ async fn service_update(
     Ok(Json(json!({"service": service_view(&s, v)})))
 }
 
-async fn service_delete(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn service_delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     st.policy.enforce("os_compute_api:os-services:delete", &ctx, &json!({}))?;
-    let r = Query::new("SELECT host FROM compute_services WHERE id = ")
-        .bind(&id)
-        .fetch_optional(st.platform.db.reader())
-        .await
-        .map_err(ComputeError::from)?;
-    let host: String = r
-        .ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?
-        .try_get("host")
-        .map_err(ComputeError::from)?;
+    // Below 2.53 the path names the service by its integer id, from 2.53 by its uuid.
+    let q = if v.at_least(2, 53) {
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(ComputeError::BadRequest(format!("Invalid uuid {id}")).into());
+        }
+        Query::new("SELECT id, host FROM compute_services WHERE id = ").bind(&id).clone()
+    } else {
+        let num: i64 = id
+            .parse()
+            .map_err(|_| ComputeError::BadRequest(format!("Invalid service id {id}: an integer is required")))?;
+        Query::new("SELECT id, host FROM compute_services WHERE num = ").bind(num).clone()
+    };
+    let r = q.fetch_optional(st.platform.db.reader()).await.map_err(ComputeError::from)?;
+    let r = r.ok_or_else(|| ComputeError::NotFound(format!("Service {id} could not be found.")))?;
+    let host: String = r.try_get("host").map_err(ComputeError::from)?;
+    let id: String = r.try_get("id").map_err(ComputeError::from)?;
     let busy = Query::new("SELECT 1 FROM compute_instances WHERE deleted = ")
         .bind(false)
         .push_bind(" AND host = ", &host)
@@ -242,23 +279,25 @@ async fn service_delete(State(st): State<AppState>, ctx: Ctx, Path(id): Path<Str
     Ok(StatusCode::NO_CONTENT)
 }
 
-struct Node {
-    id: String,
-    host: String,
+pub(crate) struct Node {
+    pub(crate) id: String,
+    /// The integer id of microversions below 2.53.
+    num: i64,
+    pub(crate) host: String,
     hostname: String,
     hv_type: String,
     hv_version: i64,
     host_ip: String,
-    vcpus: i64,
-    memory_mb: i64,
-    local_gb: i64,
+    pub(crate) vcpus: i64,
+    pub(crate) memory_mb: i64,
+    pub(crate) local_gb: i64,
     cpu_info: String,
     service: Service,
 }
 
-async fn nodes(st: &AppState) -> Result<Vec<Node>> {
+pub(crate) async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     let rows = Query::new(
-        "SELECT n.id AS node_id, n.host AS node_host, n.hypervisor_hostname, n.hypervisor_type, n.hypervisor_version, n.host_ip, \
+        "SELECT n.id AS node_id, n.num AS node_num, n.host AS node_host, n.hypervisor_hostname, n.hypervisor_type, n.hypervisor_version, n.host_ip, \
          n.vcpus, n.memory_mb, n.local_gb, n.cpu_info, s.* FROM compute_nodes n JOIN compute_services s ON s.id = n.service_id ORDER BY n.hypervisor_hostname",
     )
     .fetch_all(st.platform.db.reader())
@@ -268,6 +307,7 @@ async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     for r in rows {
         out.push(Node {
             id: r.try_get("node_id")?,
+            num: r.try_get::<Option<i64>, _>("node_num")?.unwrap_or_default(),
             host: r.try_get("node_host")?,
             hostname: r.try_get("hypervisor_hostname")?,
             hv_type: r.try_get("hypervisor_type")?,
@@ -283,6 +323,24 @@ async fn nodes(st: &AppState) -> Result<Vec<Node>> {
     Ok(out)
 }
 
+/// The id a hypervisor is shown by: its integer below 2.53, its uuid from 2.53.
+fn node_id(n: &Node, v: ApiVersion) -> Value {
+    if v.at_least(2, 53) {
+        json!(n.id)
+    } else {
+        json!(n.num)
+    }
+}
+
+/// Whether `id` in a path names `n` at `v`.
+fn names_node(n: &Node, v: ApiVersion, id: &str) -> bool {
+    if v.at_least(2, 53) {
+        n.id == id
+    } else {
+        id.parse::<i64>().is_ok_and(|i| i == n.num)
+    }
+}
+
 async fn running_vms(st: &AppState, host: &str) -> Result<i64> {
     Ok(Query::new("SELECT COUNT(*) AS n FROM compute_instances WHERE deleted = ")
         .bind(false)
@@ -296,7 +354,7 @@ async fn running_vms(st: &AppState, host: &str) -> Result<i64> {
 
 async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Result<Value> {
     let mut o = json!({
-        "id": n.id,
+        "id": node_id(n, v),
         "hypervisor_hostname": n.hostname,
         "state": if n.service.up { "up" } else { "down" },
         "status": if n.service.disabled { "disabled" } else { "enabled" },
@@ -307,7 +365,7 @@ async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Resu
     o["host_ip"] = json!(n.host_ip);
     o["hypervisor_type"] = json!(n.hv_type);
     o["hypervisor_version"] = json!(n.hv_version);
-    o["service"] = json!({"host": n.host, "id": n.service.id, "disabled_reason": n.service.reason});
+    o["service"] = json!({"host": n.host, "id": service_id(&n.service, v), "disabled_reason": n.service.reason});
     if !v.at_least(2, 88) {
         let used = st.backends.placement.provider_usages(&n.id).await.unwrap_or_default();
         let (vu, mu, du) = (
@@ -326,7 +384,9 @@ async fn node_view(st: &AppState, n: &Node, v: ApiVersion, detail: bool) -> Resu
         o["current_workload"] = json!(0);
         o["running_vms"] = json!(running_vms(st, &n.host).await?);
         o["disk_available_least"] = json!(n.local_gb - du);
-        o["cpu_info"] = json!(json!({"model": n.cpu_info}).to_string());
+        // A JSON document in a string before 2.28, the object itself from 2.28.
+        let cpu = json!({"model": n.cpu_info});
+        o["cpu_info"] = if v.at_least(2, 28) { cpu } else { json!(cpu.to_string()) };
     } else {
         o["uptime"] = json!(uptime());
     }
@@ -351,6 +411,12 @@ async fn hv_list_impl(
         ctx,
         &json!({}),
     )?;
+    let with_servers = match q.get("with_servers") {
+        None => false,
+        Some(w) if v.at_least(2, 53) => stratus_core::query::parse_bool(w)
+            .ok_or_else(|| ComputeError::BadRequest(format!("Invalid with_servers value {w:?}: use true or false")))?,
+        Some(_) => false,
+    };
     let mut out = vec![];
     for n in nodes(st).await? {
         if let Some(p) = q.get("hypervisor_hostname_pattern") {
@@ -358,9 +424,77 @@ async fn hv_list_impl(
                 continue;
             }
         }
-        out.push(node_view(st, &n, v, detail).await?);
+        let mut o = node_view(st, &n, v, detail).await?;
+        if with_servers {
+            add_servers(st, &mut o, &n, v, true).await?;
+        }
+        out.push(o);
     }
     Ok(json!({"hypervisors": out}))
+}
+
+/// Adds the servers on `n` as `servers: [{uuid, name}]`: left out when there are none,
+/// except from 2.75 when they were asked for (then an empty list), as Nova does.
+async fn add_servers(st: &AppState, o: &mut Value, n: &Node, v: ApiVersion, asked: bool) -> Result<()> {
+    let rows = Query::new("SELECT uuid, name FROM compute_instances WHERE deleted = ")
+        .bind(false)
+        .push_bind(" AND host = ", &n.host)
+        .push(" ORDER BY created_at")
+        .fetch_all(st.platform.db.reader())
+        .await?;
+    let mut servers = Vec::new();
+    for r in rows {
+        servers.push(json!({"uuid": r.try_get::<String, _>("uuid")?, "name": r.try_get::<String, _>("name")?}));
+    }
+    if !servers.is_empty() || (asked && v.at_least(2, 75)) {
+        o["servers"] = json!(servers);
+    }
+    Ok(())
+}
+
+/// The hypervisors whose hostname contains `pattern` (404 when none), for the search and
+/// servers APIs of microversions below 2.53.
+async fn matching(st: &AppState, ctx: &Ctx, v: ApiVersion, pattern: &str, rule: &str) -> Result<Vec<Node>, ApiError> {
+    if v.at_least(2, 53) {
+        return Err(ComputeError::NotFound(
+            "This API was removed at microversion 2.53: use GET /os-hypervisors?hypervisor_hostname_pattern=...".into(),
+        )
+        .into());
+    }
+    st.policy.enforce(rule, ctx, &json!({}))?;
+    let found: Vec<Node> = nodes(st).await?.into_iter().filter(|n| n.hostname.contains(pattern)).collect();
+    if found.is_empty() {
+        return Err(ComputeError::NotFound(format!("No hypervisor matching '{pattern}' could be found.")).into());
+    }
+    Ok(found)
+}
+
+async fn hv_search(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(pattern): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut out = vec![];
+    for n in matching(&st, &ctx, v, &pattern, "os_compute_api:os-hypervisors:search").await? {
+        out.push(node_view(&st, &n, v, false).await?);
+    }
+    Ok(Json(json!({"hypervisors": out})))
+}
+
+async fn hv_servers(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    v: ApiVersion,
+    Path(pattern): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut out = vec![];
+    for n in matching(&st, &ctx, v, &pattern, "os_compute_api:os-hypervisors:servers").await? {
+        let mut o = node_view(&st, &n, v, false).await?;
+        add_servers(&st, &mut o, &n, v, false).await?;
+        out.push(o);
+    }
+    Ok(Json(json!({"hypervisors": out})))
 }
 
 async fn hv_list(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPairs) -> Result<Json<Value>, ApiError> {
@@ -381,14 +515,26 @@ async fn hv_show(
     ctx: Ctx,
     v: ApiVersion,
     Path(id): Path<String>,
+    q: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-hypervisors:show", &ctx, &json!({}))?;
     let n = nodes(&st)
         .await?
         .into_iter()
-        .find(|n| n.id == id || n.hostname == id)
+        .find(|n| names_node(n, v, &id) || n.hostname == id)
         .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
-    Ok(Json(json!({"hypervisor": node_view(&st, &n, v, true).await?})))
+    let mut o = node_view(&st, &n, v, true).await?;
+    if v.at_least(2, 53) {
+        if let Some(w) = q.get("with_servers") {
+            let asked = stratus_core::query::parse_bool(w).ok_or_else(|| {
+                ComputeError::BadRequest(format!("Invalid with_servers value {w:?}: use true or false"))
+            })?;
+            if asked {
+                add_servers(&st, &mut o, &n, v, true).await?;
+            }
+        }
+    }
+    Ok(Json(json!({"hypervisor": o})))
 }
 
 async fn hv_uptime(
@@ -401,7 +547,7 @@ async fn hv_uptime(
     let n = nodes(&st)
         .await?
         .into_iter()
-        .find(|n| n.id == id)
+        .find(|n| names_node(n, v, &id))
         .ok_or_else(|| ComputeError::NotFound(format!("Hypervisor with ID {id} could not be found.")))?;
     let mut o = node_view(&st, &n, v, false).await?;
     o["uptime"] = json!(uptime());

@@ -112,6 +112,39 @@ async fn generate(name: &str) -> Result<(String, String)> {
     result
 }
 
+/// Generates an RSA key and a self-signed X.509 certificate for it with the `openssl`
+/// tool (as Nova does for `type: x509` without a public key). Returns (private key PEM,
+/// certificate PEM).
+async fn generate_x509(user: &str) -> Result<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("stratus-x509-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ComputeError::Unavailable(format!("cannot generate a certificate: {e}")))?;
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    // The subject names the user; anything but [A-Za-z0-9-] would need escaping.
+    let cn: String = user.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
+    let out = tokio::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj"])
+        .arg(format!("/O=Stratus/OU=Keypairs/CN={}", if cn.is_empty() { "keypair" } else { &cn }))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .await;
+    let result = match out {
+        Ok(o) if o.status.success() => match (std::fs::read_to_string(&key), std::fs::read_to_string(&cert)) {
+            (Ok(k), Ok(c)) => Ok((k, c.trim().to_string())),
+            _ => Err(ComputeError::Unavailable("openssl produced no certificate".into())),
+        },
+        Ok(o) => Err(ComputeError::Unavailable(format!("openssl failed: {}", String::from_utf8_lossy(&o.stderr)))),
+        Err(e) => Err(ComputeError::Unavailable(format!(
+            "cannot generate a certificate (is openssl installed?): {e}; import one as public_key instead"
+        ))),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 fn view(k: &Keypair, v: ApiVersion, full: bool) -> Value {
     let mut o = json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint});
     if v.at_least(2, 2) {
@@ -230,6 +263,10 @@ async fn create(
         Some(p) => (p.trim().to_string(), None),
         None if v.at_least(2, 92) => {
             return Err(ComputeError::BadRequest("public_key is required from microversion 2.92".into()).into())
+        }
+        None if key_type == "x509" => {
+            let (private, cert) = generate_x509(&user).await?;
+            (cert, Some(private))
         }
         None => {
             let (private, public) = generate(&name).await?;

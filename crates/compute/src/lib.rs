@@ -17,21 +17,32 @@ pub mod clients;
 pub mod conductor;
 pub mod consoles;
 mod error;
+mod extensions;
+mod external_events;
 mod filters;
 mod flavors;
+mod floating_ip_proxy;
 mod hosts;
+mod image_proxy;
 mod keypairs;
 mod limits;
 pub mod metadata;
 pub mod migrations;
+mod net_proxy;
+mod network_proxy;
+mod os_hosts;
+mod params;
 pub mod placement;
 pub mod policy;
+mod removed;
 pub mod scheduler;
+mod secgroup_proxy;
 mod sequences;
 mod server_groups;
 mod servers;
 pub mod state;
 mod usage;
+mod usage_audit;
 mod versions;
 
 /// This service's entry in the identity catalog (the binary registers it while it serves it).
@@ -80,6 +91,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "live_migration_ports",
         sql: include_str!("../migrations/0006_live_migration_ports.sql"),
     },
+    Migration { version: 7, name: "service_numbers", sql: include_str!("../migrations/0007_service_numbers.sql") },
+    Migration { version: 8, name: "backup_rotations", sql: include_str!("../migrations/0008_backup_rotations.sql") },
+    Migration { version: 9, name: "node_numbers", sql: include_str!("../migrations/0009_node_numbers.sql") },
+    Migration { version: 10, name: "auto_disk_config", sql: include_str!("../migrations/0010_auto_disk_config.sql") },
 ];
 
 /// `[compute]` configuration: the controller's keys. The same TOML section also holds
@@ -189,6 +204,11 @@ pub struct Inner {
 /// Shared state handle.
 pub type AppState = Arc<Inner>;
 
+/// A method the path does not take: Nova's 404.
+async fn method_not_routed(method: axum::http::Method, uri: axum::http::Uri) -> stratus_core::ApiError {
+    ComputeError::NotFound(format!("{method} is not an operation of {}", uri.path())).into()
+}
+
 /// The running service.
 pub struct ComputeService {
     inner: AppState,
@@ -246,6 +266,18 @@ impl ComputeService {
             .merge(aggregates::routes())
             .merge(server_groups::routes())
             .merge(usage::routes())
+            .merge(removed::routes())
+            .merge(external_events::routes())
+            .merge(usage_audit::routes())
+            .merge(network_proxy::routes())
+            .merge(floating_ip_proxy::routes())
+            .merge(extensions::routes())
+            .merge(image_proxy::routes())
+            .merge(os_hosts::routes())
+            .merge(secgroup_proxy::routes())
+            // Nova answers a method a path does not take with 404 (its router finds no
+            // route), not 405: `DELETE /images/` is "no such image".
+            .method_not_allowed_fallback(method_not_routed)
             .with_state(self.inner.clone())
             .route_layer(from_fn_with_state(self.auth.clone(), require_auth));
         // Consoles authenticate with their own one-time tokens (browsers carry no Keystone token).

@@ -27,10 +27,22 @@ pub const DEFAULT_QUOTAS: &[(&str, i64)] = &[
     ("injected_files", 5),
     ("injected_file_content_bytes", 10240),
     ("injected_file_path_bytes", 255),
+    ("floating_ips", 10),
+    ("fixed_ips", -1),
+    ("security_groups", 10),
+    ("security_group_rules", 20),
 ];
 
 /// Resources that disappeared from the API at 2.57 (personality files).
 const FILE_QUOTAS: &[&str] = &["injected_files", "injected_file_content_bytes", "injected_file_path_bytes"];
+
+/// Network quotas of the nova-network era: quota sets show (and take) them below 2.36, quota
+/// class sets below 2.50. They are kept and reported as Nova does, but enforced by the
+/// network service, not here.
+const NETWORK_QUOTAS: &[&str] = &["floating_ips", "fixed_ips", "security_groups", "security_group_rules"];
+
+/// Server group quotas, which quota class sets show only from 2.50 (Nova's bug 1701211).
+const SERVER_GROUP_QUOTAS: &[&str] = &["server_groups", "server_group_members"];
 
 /// The default (class `default`) limit of `resource`.
 pub async fn default_limit(db: &Db, resource: &str) -> Result<i64> {
@@ -55,8 +67,21 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/os-quota-class-sets/{class}", get(class_show).put(class_update))
 }
 
+/// Whether quota set responses (and updates) at `v` carry resource `k`.
 fn visible(v: ApiVersion, k: &str) -> bool {
-    !(v.at_least(2, 57) && FILE_QUOTAS.contains(&k))
+    let file_gone = v.at_least(2, 57) && FILE_QUOTAS.contains(&k);
+    let network_gone = v.at_least(2, 36) && NETWORK_QUOTAS.contains(&k);
+    !file_gone && !network_gone
+}
+
+/// Whether quota class set responses (and updates) at `v` carry resource `k`.
+fn class_visible(v: ApiVersion, k: &str) -> bool {
+    let file_ok = !(v.at_least(2, 57) && FILE_QUOTAS.contains(&k));
+    if v.at_least(2, 50) {
+        file_ok && !NETWORK_QUOTAS.contains(&k)
+    } else {
+        file_ok && !SERVER_GROUP_QUOTAS.contains(&k)
+    }
 }
 
 async fn limits_of(st: &AppState, project: &str) -> Result<Vec<(String, i64)>> {
@@ -108,9 +133,9 @@ async fn limits(State(st): State<AppState>, ctx: Ctx, v: ApiVersion, q: QueryPai
         abs["maxPersonalitySize"] = json!(l["injected_file_content_bytes"]);
     }
     if !v.at_least(2, 36) {
-        for k in ["maxSecurityGroups", "maxSecurityGroupRules", "maxTotalFloatingIps"] {
-            abs[k] = json!(-1);
-        }
+        abs["maxSecurityGroups"] = json!(l["security_groups"]);
+        abs["maxSecurityGroupRules"] = json!(l["security_group_rules"]);
+        abs["maxTotalFloatingIps"] = json!(l["floating_ips"]);
         abs["totalSecurityGroupsUsed"] = json!(0);
         abs["totalFloatingIpsUsed"] = json!(0);
     }
@@ -180,14 +205,16 @@ async fn defaults(
     Ok(Json(json!({"quota_set": m})))
 }
 
-fn parse_limits(body: &Value, key: &str) -> Result<Vec<(String, i64)>> {
+/// The limits of an update body under `key`, each resource checked with `allowed` (the
+/// resources the negotiated microversion has).
+fn parse_limits(body: &Value, key: &str, allowed: impl Fn(&str) -> bool) -> Result<Vec<(String, i64)>> {
     let obj = body[key].as_object().ok_or_else(|| ComputeError::BadRequest(format!("'{key}' is required")))?;
     let mut out = Vec::new();
     for (k, v) in obj {
         if k == "force" || k == "id" {
             continue;
         }
-        if !DEFAULT_QUOTAS.iter().any(|(d, _)| d == k) {
+        if !DEFAULT_QUOTAS.iter().any(|(d, _)| d == k) || !allowed(k) {
             return Err(ComputeError::BadRequest(format!(
                 "Invalid input for field/attribute {key}. Additional properties are not allowed ('{k}' was unexpected)"
             )));
@@ -240,7 +267,7 @@ async fn update(
     OsJson(b): OsJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:update", &ctx, &json!({"project_id": project}))?;
-    let vals = parse_limits(&b, "quota_set")?;
+    let vals = parse_limits(&b, "quota_set", |k| visible(v, k))?;
     write(&st.platform.db, "compute_quotas", "project_id", &project, vals).await?;
     let mut qs = quota_set(&st, v, &project, false, &ctx.user_id).await?;
     if let Some(m) = qs.as_object_mut() {
@@ -273,7 +300,7 @@ async fn class_show(
     let mut m = Map::new();
     m.insert("id".into(), json!(class));
     for (k, _) in DEFAULT_QUOTAS {
-        if visible(v, k) {
+        if class_visible(v, k) {
             m.insert(k.to_string(), json!(default_limit(&st.platform.db, k).await?));
         }
     }
@@ -289,7 +316,7 @@ async fn class_update(
 ) -> Result<Json<Value>, ApiError> {
     st.policy.enforce("os_compute_api:os-quota-sets:update", &ctx, &json!({}))?;
     // Only the `default` class is consulted, as in Nova.
-    let vals = parse_limits(&b, "quota_class_set")?;
+    let vals = parse_limits(&b, "quota_class_set", |k| class_visible(v, k))?;
     write(&st.platform.db, "compute_quota_classes", "class_name", &class, vals).await?;
     let Json(mut body) = class_show(State(st), ctx, v, Path(class)).await?;
     if let Some(m) = body["quota_class_set"].as_object_mut() {

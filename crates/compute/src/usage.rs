@@ -155,6 +155,7 @@ mod tests {
     #[test]
     fn usage_is_clipped_to_the_period() {
         let mut i = Instance {
+            auto_disk_config: false,
             uuid: "u".into(),
             name: "n".into(),
             description: None,

@@ -373,6 +373,13 @@ async fn remove(State(st): State<S>, Ctx(ctx): Ctx, Path(id): Path<String>) -> N
                 for r in store::children(&mut **tx, kind::SECURITY_GROUP_RULE, &id).await? {
                     store::delete(&mut **tx, kind::SECURITY_GROUP_RULE, store::s(&r, "id")).await?;
                 }
+                // Rules of other groups that name this one as their remote group go with it,
+                // as Neutron's foreign key cascades them (a rule must not point at nothing).
+                for r in store::all(&mut **tx, kind::SECURITY_GROUP_RULE).await? {
+                    if r["remote_group_id"].as_str() == Some(id.as_str()) {
+                        store::delete(&mut **tx, kind::SECURITY_GROUP_RULE, store::s(&r, "id")).await?;
+                    }
+                }
                 let mut q = Query::new("DELETE FROM network_default_security_groups WHERE security_group_id = ");
                 q.bind(&id);
                 q.execute(&mut **tx).await?;

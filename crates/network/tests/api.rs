@@ -399,6 +399,25 @@ async fn security_groups_default_and_rules() {
     assert_eq!(s, 404);
     let (s, _) = e.post(&user("p2"), "/v2.0/security-group-rules", rule(json!({"direction": "egress"}))).await;
     assert_eq!(s, 404);
+    // Deleting a group takes the rules of other groups that name it as remote group with it
+    // (Neutron's foreign key cascade).
+    let (_, peer) =
+        e.post(&m, "/v2.0/security-groups", json!({"security_group": {"name": "peer", "description": "p"}})).await;
+    let peer_id = peer["security_group"]["id"].as_str().unwrap().to_string();
+    let (s, r) = e
+        .post(&m, "/v2.0/security-group-rules", rule(json!({"direction": "ingress", "remote_group_id": peer_id})))
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let rid = r["security_group_rule"]["id"].as_str().unwrap().to_string();
+    assert_eq!(e.delete(&m, &format!("/v2.0/security-groups/{peer_id}")).await.0, 204);
+    assert_eq!(
+        e.get(&m, &format!("/v2.0/security-group-rules/{rid}")).await.0,
+        404,
+        "the rule went with its remote group"
+    );
+    let (_, g) = e.get(&m, &format!("/v2.0/security-groups/{sgid}")).await;
+    let rules = g["security_group"]["security_group_rules"].as_array().unwrap();
+    assert!(rules.iter().all(|r| r["remote_group_id"] != peer_id.as_str()), "{g}");
 }
 
 #[tokio::test]

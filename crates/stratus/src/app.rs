@@ -208,11 +208,15 @@ fn trim_trailing_slash(mut req: Request) -> Request {
     // Cinder routes `/volumes/` as a volume with an empty id (404), not as the list, and
     // Tempest checks it: project-scoped block storage resource paths keep their slash.
     let volume_item = path.starts_with("/volume/v3/") && path.trim_end_matches('/').split('/').count() > 4;
+    // Nova reads `/os-simple-tenant-usage/` as the usage of a project with an empty id
+    // (404), not as the list of all projects' usage; Tempest checks it.
+    let empty_tenant_usage = path == "/compute/v2.1/os-simple-tenant-usage/";
     if path.len() > 1
         && path.ends_with('/')
         && !path.starts_with("/object/v1/")
         && path != "/image/v2/images/"
         && !volume_item
+        && !empty_tenant_usage
     {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
@@ -249,4 +253,25 @@ pub fn catalog() -> Vec<stratus_core::CatalogEntry> {
         stratus_orchestration::CATALOG,
     ]
     .concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trimmed(path: &str) -> String {
+        let req = Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
+        trim_trailing_slash(req).uri().to_string()
+    }
+
+    #[test]
+    fn one_trailing_slash_is_trimmed_except_where_it_names_an_empty_id() {
+        assert_eq!(trimmed("/compute/v2.1/servers/?limit=1"), "/compute/v2.1/servers?limit=1");
+        assert_eq!(
+            trimmed("/compute/v2.1/os-simple-tenant-usage/?start=x"),
+            "/compute/v2.1/os-simple-tenant-usage/?start=x"
+        );
+        assert_eq!(trimmed("/image/v2/images/"), "/image/v2/images/");
+        assert_eq!(trimmed("/"), "/");
+    }
 }

@@ -185,6 +185,14 @@ pub async fn action(
             record_sync(&st, &ctx, &inst, "unlock", &rid).await?;
             accepted()
         }
+        "injectNetworkInfo" => {
+            // Nova re-sends the network configuration to the hypervisor. Guests here learn
+            // it from DHCP and the metadata service, which always serve the ports' current
+            // state, so there is nothing to push: the action is checked and recorded.
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-admin-actions:inject_network_info").await?;
+            record_sync(&st, &ctx, &inst, "injectNetworkInfo", &rid).await?;
+            accepted()
+        }
         "os-resetState" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-admin-actions:reset_state").await?;
             let to = match args["state"].as_str() {
@@ -202,15 +210,23 @@ pub async fn action(
         }
         "os-getConsoleOutput" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:os-console-output").await?;
-            let length = match &args["length"] {
+            // Nova's schema: an integer (or integer string) >= -1; -1 means everything.
+            let n = match &args["length"] {
                 Value::Null => None,
-                Value::Number(n) => {
-                    n.as_i64().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
+                Value::Number(n) => Some(n.as_i64()),
+                Value::String(s) => Some(s.trim().parse::<i64>().ok()),
+                _ => Some(None),
+            };
+            let length = match n {
+                None => None,
+                Some(Some(n)) if n >= -1 => Some(if n < 0 { usize::MAX } else { n as usize }),
+                Some(_) => {
+                    return Err(ComputeError::BadRequest(format!(
+                        "Invalid length {}: an integer of at least -1 (-1 for the whole log)",
+                        args["length"]
+                    ))
+                    .into())
                 }
-                Value::String(s) => {
-                    s.parse::<i64>().ok().filter(|n| *n >= -1).map(|n| if n < 0 { usize::MAX } else { n as usize })
-                }
-                _ => None,
             };
             let out = st.conductor.console_output(&inst, length.filter(|l| *l != usize::MAX)).await?;
             Ok(Json(json!({"output": out})).into_response())
@@ -223,14 +239,27 @@ pub async fn action(
                 .as_str()
                 .filter(|n| !n.trim().is_empty())
                 .ok_or_else(|| ComputeError::BadRequest("createImage requires a name".into()))?;
-            let mut props = args["metadata"].clone();
-            if !props.is_object() {
-                props = json!({});
+            if name.chars().count() > 255 || name.trim() != name {
+                return Err(ComputeError::BadRequest(
+                    "Invalid image name: 1 to 255 characters, without leading or trailing spaces".into(),
+                )
+                .into());
             }
-            props["image_type"] = json!("snapshot");
-            props["instance_uuid"] = json!(inst.uuid);
-            props["base_image_ref"] = json!(inst.image_ref);
-            props["owner_user_name"] = json!(ctx.user_name);
+            // The snapshot's own properties, then the caller's metadata over them (as Nova
+            // merges them: `{"image_type": "test"}` is kept as given).
+            let mut props = json!({
+                "image_type": "snapshot",
+                "instance_uuid": inst.uuid,
+                "base_image_ref": inst.image_ref,
+                "owner_user_name": ctx.user_name,
+            });
+            snapshot_minimums(&mut props, &inst);
+            if !args["metadata"].is_null() {
+                check_image_metadata(&args["metadata"])?;
+                for (k, v) in args["metadata"].as_object().into_iter().flatten() {
+                    props[k] = v.clone();
+                }
+            }
             let image_id =
                 st.backends.images.create_snapshot(&ctx, name, &props).await.map_err(super::interfaces::refused)?;
             begin(
@@ -254,9 +283,71 @@ pub async fn action(
                 Ok((StatusCode::ACCEPTED, h).into_response())
             }
         }
+        "createBackup" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:os-create-backup").await?;
+            check_lock(&st, &ctx, &inst)?;
+            state::SNAPSHOT.check(&inst.uuid, &inst.vm_state, inst.task_state.as_deref())?;
+            let b = super::backups::parse(&args)?;
+            let mut props = match &args["metadata"] {
+                Value::Null => json!({}),
+                m => {
+                    check_image_metadata(m)?;
+                    m.clone()
+                }
+            };
+            snapshot_minimums(&mut props, &inst);
+            props["image_type"] = json!("backup");
+            props["backup_type"] = json!(b.backup_type);
+            props["instance_uuid"] = json!(inst.uuid);
+            props["base_image_ref"] = json!(inst.image_ref);
+            props["owner_user_name"] = json!(ctx.user_name);
+            let image_id =
+                st.backends.images.create_snapshot(&ctx, &b.name, &props).await.map_err(super::interfaces::refused)?;
+            super::backups::remember(&st.platform.db, &rid, &inst.uuid, &image_id, &b).await?;
+            let started = begin(
+                &st,
+                &ctx,
+                &inst,
+                state::SNAPSHOT,
+                GuestOp::Snapshot { image_id: image_id.clone() },
+                &rid,
+                Update::new(),
+            )
+            .await;
+            if let Err(e) = started {
+                super::backups::forget(&st.platform.db, &rid).await?;
+                return Err(e.into());
+            }
+            let mut h = HeaderMap::new();
+            // No location when rotation 0: the rotation deletes the new backup too.
+            if b.rotation > 0 && !v.at_least(2, 45) {
+                let loc = format!("{}/v2.1/images/{image_id}", st.platform.service_url("/compute"));
+                if let Ok(v) = HeaderValue::from_str(&loc) {
+                    h.insert("location", v);
+                }
+            }
+            if v.at_least(2, 45) {
+                Ok((StatusCode::ACCEPTED, h, Json(json!({"image_id": image_id}))).into_response())
+            } else {
+                Ok((StatusCode::ACCEPTED, h).into_response())
+            }
+        }
         "rebuild" => {
             let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:rebuild").await?;
             check_lock(&st, &ctx, &inst)?;
+            if !matches!(args["adminPass"], Value::Null | Value::String(_)) {
+                return Err(ComputeError::BadRequest(format!(
+                    "Invalid adminPass {}: a string is required",
+                    args["adminPass"]
+                ))
+                .into());
+            }
+            if v.at_least(2, 57) && !args["personality"].is_null() {
+                return Err(ComputeError::BadRequest(
+                    "personality was removed at microversion 2.57: pass files in user_data instead".into(),
+                )
+                .into());
+            }
             let image_ref = args["imageRef"]
                 .as_str()
                 .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
@@ -270,13 +361,22 @@ pub async fn action(
                 .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
             super::check_flavor_fits_image(&inst.flavor, &image)?;
             let mut u = Update::new().set("image_ref", image_ref.clone()).set("image_json", json!(image).to_string());
+            if let Some(auto) = super::disk_config(&args["OS-DCF:diskConfig"])? {
+                u = u.set("auto_disk_config", auto);
+            }
             if let Some(n) = args["name"].as_str() {
                 u = u.set("name", n);
             }
             begin(&st, &ctx, &inst, state::REBUILD, GuestOp::Rebuild, &rid, u).await?;
             let i = store::must_load(&st.platform.db, &id).await?;
             let base = st.platform.service_url("/compute");
-            let mut body = super::view::detail(&i, &base, v, super::is_admin_view(&st, &ctx));
+            let mut b = [super::view::detail(&i, &base, v, super::is_admin_view(&st, &ctx))];
+            super::interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
+            let [mut body] = b;
+            if v.at_least(2, 71) {
+                body["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+            }
+            super::view::shape(&mut body, &i, v, super::view::Shape::Rebuild);
             body["adminPass"] = json!(i.admin_pass);
             Ok((StatusCode::ACCEPTED, Json(json!({"server": body}))).into_response())
         }
@@ -289,6 +389,15 @@ pub async fn action(
         "shelve" => super::shelve::shelve(&st, &ctx, &id, &rid).await,
         "shelveOffload" => super::shelve::shelve_offload(&st, &ctx, &id, &rid).await,
         "unshelve" => super::shelve::unshelve(&st, &ctx, v, &id, &args, &rid).await,
+        "addFloatingIp" | "removeFloatingIp" => {
+            let inst = authorized(&st, &ctx, &id, "os_compute_api:servers:show").await?;
+            if name == "addFloatingIp" {
+                crate::floating_ip_proxy::add(&st, &ctx, v, &inst, &args).await?;
+            } else {
+                crate::floating_ip_proxy::remove_from(&st, &ctx, v, &inst, &args).await?;
+            }
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         "addSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, true).await,
         "removeSecurityGroup" => super::security_groups::change(&st, &ctx, &id, &args, &rid, false).await,
         "restore" | "forceDelete" => super::deferred::action(&st, &ctx, &id, &name, &rid).await,
@@ -401,4 +510,40 @@ async fn novnc_url(st: &AppState, inst: &Instance, protocol: &str, kind: &str) -
     }
     let token = st.conductor.vnc_console_token(inst).await?;
     Ok(crate::consoles::console_url(&st.platform.public_url, &st.cfg.vnc, &token))
+}
+
+/// Nova's checks of `createImage` metadata: an object of at most 128 items (its image
+/// metadata quota, 403), keys of 1–255 characters from `[a-zA-Z0-9-_:. ]`, string values
+/// of at most 255 characters (400).
+fn check_image_metadata(m: &Value) -> Result<()> {
+    let obj = m.as_object().ok_or_else(|| ComputeError::BadRequest("createImage metadata must be an object".into()))?;
+    for (k, v) in obj {
+        let key_ok = (1..=255).contains(&k.chars().count())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        if !key_ok {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid metadata key {k:?}: 1 to 255 characters of letters, digits, '-', '_', ':', '.' and spaces"
+            )));
+        }
+        if v.as_str().is_none_or(|s| s.chars().count() > 255) {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid metadata value for {k}: a string of at most 255 characters"
+            )));
+        }
+    }
+    if obj.len() > 128 {
+        return Err(ComputeError::Forbidden(format!(
+            "Image metadata limit exceeded: at most 128 items, {} given",
+            obj.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A snapshot needs what its server's image needed: the base image's `min_ram`, and a
+/// `min_disk` of at least the server's root disk (Nova copies them the same way).
+fn snapshot_minimums(props: &mut Value, inst: &Instance) {
+    let (ram, disk) = inst.image.as_ref().map(|i| (i.min_ram, i.min_disk)).unwrap_or((0, 0));
+    props["min_ram"] = json!(ram);
+    props["min_disk"] = json!(disk.max(u64::try_from(inst.flavor.disk).unwrap_or(0)));
 }

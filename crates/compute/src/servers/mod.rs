@@ -5,9 +5,11 @@
 //! and is the one that ends every task.
 
 mod actions;
+pub(crate) mod backups;
 mod deferred;
 pub mod events;
 mod interfaces;
+mod ips;
 pub mod moves;
 mod security_groups;
 pub mod shelve;
@@ -49,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/os-volume_attachments", get(volumes_disabled).post(volumes_disabled))
         .merge(events::routes())
         .merge(interfaces::routes())
+        .merge(ips::routes())
         .merge(security_groups::routes())
         .merge(tags::routes())
         .merge(deferred::routes())
@@ -128,9 +131,9 @@ async fn list_impl(
         if let Some(p) = q.get("project_id").or(q.get("tenant_id")) {
             sql.push_bind(" AND project_id = ", p);
         }
-    } else if admin && q.get("project_id").or(q.get("tenant_id")).is_some() {
-        sql.push_bind(" AND project_id = ", q.get("project_id").or(q.get("tenant_id")).unwrap_or_default());
     } else {
+        // Without all_tenants a project filter is ignored, even for admins: the caller's
+        // own project is listed (Nova's v2 behaviour, which Tempest checks).
         sql.push_bind(" AND project_id = ", ctx.project_id.clone().unwrap_or_default());
     }
     let deleted = admin && q.bool("deleted")?.unwrap_or(false);
@@ -284,6 +287,9 @@ async fn list_impl(
         let admin_view = is_admin_view(st, ctx);
         let mut b: Vec<Value> = insts.iter().map(|i| view::detail(i, &base, v, admin_view)).collect();
         interfaces::decorate(st, &insts, &mut b).await;
+        for (body, i) in b.iter_mut().zip(&insts) {
+            view::shape(body, i, v, view::Shape::List);
+        }
         b
     } else {
         insts.iter().map(|i| view::summary(i, &base)).collect()
@@ -384,6 +390,49 @@ pub(crate) fn check_flavor_fits_image(
     Ok(())
 }
 
+/// `OS-DCF:diskConfig`: `AUTO` (true) or `MANUAL`; absent is None.
+pub(crate) fn disk_config(v: &Value) -> Result<Option<bool>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "AUTO" => Ok(Some(true)),
+        Value::String(s) if s == "MANUAL" => Ok(Some(false)),
+        other => Err(ComputeError::BadRequest(format!("Invalid OS-DCF:diskConfig {other}: use AUTO or MANUAL"))),
+    }
+}
+
+/// Nova's schema for `block_device_mapping_v2`: a list of objects whose `source_type`
+/// and `destination_type` are among Nova's values (refused with 400 before anything is
+/// made, rather than a server built without them).
+fn check_block_device_mapping(v: &Value) -> Result<()> {
+    let list = match v {
+        Value::Null => return Ok(()),
+        Value::Array(l) => l,
+        other => {
+            return Err(ComputeError::BadRequest(format!(
+                "Invalid block_device_mapping_v2 {other}: a list of block device mappings is required"
+            )))
+        }
+    };
+    for b in list {
+        let o = b.as_object().ok_or_else(|| {
+            ComputeError::BadRequest(format!("Invalid block device mapping {b}: an object is required"))
+        })?;
+        let one_of = |key: &str, allowed: &[&str]| -> Result<()> {
+            match o.get(key) {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+                Some(other) => Err(ComputeError::BadRequest(format!(
+                    "Invalid {key} {other} in block_device_mapping_v2: use one of {}",
+                    allowed.join(", ")
+                ))),
+            }
+        };
+        one_of("source_type", &["volume", "image", "snapshot", "blank"])?;
+        one_of("destination_type", &["local", "volume"])?;
+    }
+    Ok(())
+}
+
 fn str_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>> {
     match &v[key] {
         Value::Null => Ok(None),
@@ -478,7 +527,13 @@ async fn create(
     let name = str_field(s, "name")?.ok_or_else(|| {
         ComputeError::BadRequest("Invalid input for field/attribute server: 'name' is a required property".into())
     })?;
-    if name.trim().is_empty() || name.len() > 255 {
+    if v.at_least(2, 57) && !s["personality"].is_null() {
+        return Err(ComputeError::BadRequest(
+            "personality was removed at microversion 2.57: pass files in user_data instead".into(),
+        )
+        .into());
+    }
+    if name.trim().is_empty() || name.chars().count() > 255 || name.chars().any(char::is_control) {
         return Err(ComputeError::BadRequest(
             "Invalid server name: must be 1-255 characters and not only spaces".into(),
         )
@@ -536,6 +591,8 @@ async fn create(
         }
     }
     let metadata = validate_metadata(&s["metadata"])?;
+    check_block_device_mapping(&s["block_device_mapping_v2"])?;
+    let auto_disk_config = disk_config(&s["OS-DCF:diskConfig"])?.unwrap_or(false);
     let networks = match &s["networks"] {
         Value::Null if v.at_least(2, 37) => {
             return Err(ComputeError::BadRequest(
@@ -561,6 +618,18 @@ async fn create(
                 if rn.uuid.is_none() && rn.port.is_none() {
                     return Err(ComputeError::BadRequest("Each network needs a uuid or a port".into()).into());
                 }
+                // Checked here, as Nova does, rather than by a build that then fails.
+                for (what, id) in [("network uuid", &rn.uuid), ("port id", &rn.port)] {
+                    if let Some(id) = id.as_deref().filter(|i| uuid::Uuid::parse_str(i).is_err()) {
+                        return Err(ComputeError::BadRequest(format!(
+                            "Bad networks format: {what} is not in proper format ({id})"
+                        ))
+                        .into());
+                    }
+                }
+                if let Some(ip) = rn.fixed_ip.as_deref().filter(|ip| ip.parse::<std::net::IpAddr>().is_err()) {
+                    return Err(ComputeError::BadRequest(format!("Invalid fixed IP address ({ip})")).into());
+                }
                 out.push(rn);
             }
             RequestedNetworks::List(out)
@@ -571,6 +640,21 @@ async fn create(
         Value::Array(a) => a.iter().filter_map(|g| g["name"].as_str().map(str::to_string)).collect(),
         _ => vec!["default".into()],
     };
+    // A group that does not exist is the caller's mistake, answered now (Nova: 400), not
+    // a server recorded with it. `default` is the project's own, made on first use.
+    for g in security_groups.iter().filter(|g| g.as_str() != "default") {
+        if st.backends.network.find_security_group(&ctx, g).await.map_err(interfaces::refused)?.is_none() {
+            return Err(ComputeError::BadRequest(format!(
+                "Security group {g} not found for project {}.",
+                ctx.project_id.as_deref().unwrap_or_default()
+            ))
+            .into());
+        }
+    }
+    let access_ipv4 =
+        str_field(s, "accessIPv4")?.map(crate::params::access_ipv4).transpose().map_err(ComputeError::BadRequest)?;
+    let access_ipv6 =
+        str_field(s, "accessIPv6")?.map(crate::params::access_ipv6).transpose().map_err(ComputeError::BadRequest)?;
     let description = str_field(s, "description")?.map(str::to_string);
     if description.is_some() && !v.at_least(2, 19) {
         return Err(ComputeError::BadRequest("description requires microversion 2.19".into()).into());
@@ -585,7 +669,10 @@ async fn create(
             .into())
         }
     };
-    let hostname_req = str_field(s, "hostname")?.map(str::to_string);
+    let hostname_req = str_field(s, "hostname")?
+        .map(|h| crate::params::hostname(h, v.at_least(2, 94)))
+        .transpose()
+        .map_err(ComputeError::BadRequest)?;
     if hostname_req.is_some() && !v.at_least(2, 90) {
         return Err(ComputeError::BadRequest("hostname requires microversion 2.90".into()).into());
     }
@@ -673,8 +760,9 @@ async fn create(
             locked_by: None,
             locked_reason: None,
             config_drive,
-            access_ipv4: str_field(s, "accessIPv4")?.map(str::to_string),
-            access_ipv6: str_field(s, "accessIPv6")?.map(str::to_string),
+            auto_disk_config,
+            access_ipv4: access_ipv4.clone(),
+            access_ipv6: access_ipv6.clone(),
             progress: 0,
             reservation_id: reservation_id.clone(),
             launch_index: n,
@@ -809,7 +897,7 @@ async fn update(
     for (k, val) in s {
         match k.as_str() {
             "name" => {
-                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.len() <= 255).ok_or_else(|| ComputeError::BadRequest("Invalid server name".into()))?;
+                let n = val.as_str().filter(|n| !n.trim().is_empty() && n.chars().count() <= 255 && !n.chars().any(char::is_control)).ok_or_else(|| ComputeError::BadRequest("Invalid server name".into()))?;
                 u = u.set("name", n);
             }
             "description" if v.at_least(2, 19) => {
@@ -821,12 +909,23 @@ async fn update(
                 u = u.set("description", d);
             }
             "hostname" if v.at_least(2, 90) => {
-                let h = val.as_str().filter(|h| !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).ok_or_else(|| ComputeError::BadRequest("Invalid hostname".into()))?;
+                let h = val.as_str().ok_or_else(|| ComputeError::BadRequest("Invalid hostname: a string is required".into()))?;
+                let h = crate::params::hostname(h, v.at_least(2, 94)).map_err(ComputeError::BadRequest)?;
                 u = u.set("hostname", h);
             }
-            "accessIPv4" => u = u.set("access_ipv4", val.as_str().map(str::to_string)),
-            "accessIPv6" => u = u.set("access_ipv6", val.as_str().map(str::to_string)),
-            "OS-DCF:diskConfig" => {}
+            "accessIPv4" => {
+                let a = str_field(&body["server"], k)?.map(crate::params::access_ipv4).transpose().map_err(ComputeError::BadRequest)?;
+                u = u.set("access_ipv4", a);
+            }
+            "accessIPv6" => {
+                let a = str_field(&body["server"], k)?.map(crate::params::access_ipv6).transpose().map_err(ComputeError::BadRequest)?;
+                u = u.set("access_ipv6", a);
+            }
+            "OS-DCF:diskConfig" => {
+                if let Some(auto) = disk_config(val)? {
+                    u = u.set("auto_disk_config", auto);
+                }
+            }
             other => return Err(ComputeError::BadRequest(format!("Invalid input for field/attribute server. Additional properties are not allowed ('{other}' was unexpected)")).into()),
         }
     }
@@ -835,7 +934,11 @@ async fn update(
     let base = st.platform.service_url("/compute");
     let mut b = [view::detail(&i, &base, v, is_admin_view(&st, &ctx))];
     interfaces::decorate(&st, std::slice::from_ref(&i), &mut b).await;
-    let [b] = b;
+    let [mut b] = b;
+    if v.at_least(2, 71) {
+        b["server_groups"] = json!(crate::server_groups::of_instance(&st.platform.db, &i.uuid).await?);
+    }
+    view::shape(&mut b, &i, v, view::Shape::Update);
     Ok(Json(json!({"server": b})))
 }
 

@@ -24,32 +24,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v2.1/servers/{id}/os-security-groups", get(list))
 }
 
-/// The body of a Nova security group from a Neutron one (ingress rules only, as Nova
-/// shows them).
-fn nova_group(g: &Value) -> Value {
-    let id = g["id"].clone();
-    let rules: Vec<Value> = g["security_group_rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["direction"] == "ingress")
-        .map(|r| {
-            let (from, to) = match r["protocol"].as_str() {
-                Some("icmp") => (r["port_range_min"].as_i64().unwrap_or(-1), r["port_range_max"].as_i64().unwrap_or(-1)),
-                Some(_) => (r["port_range_min"].as_i64().unwrap_or(1), r["port_range_max"].as_i64().unwrap_or(65535)),
-                None => (-1, -1),
-            };
-            json!({
-                "id": r["id"], "parent_group_id": id, "ip_protocol": r["protocol"],
-                "from_port": from, "to_port": to,
-                "ip_range": r["remote_ip_prefix"].as_str().map(|c| json!({"cidr": c})).unwrap_or(json!({})),
-                "group": if r["remote_group_id"].is_string() { json!({"tenant_id": g["project_id"]}) } else { json!({}) },
-            })
-        })
-        .collect();
-    json!({"id": id, "name": g["name"], "description": g["description"], "tenant_id": g["project_id"], "rules": rules})
-}
-
 async fn list(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let inst = authorized(&st, &ctx, &id, "os_compute_api:os-security-groups:list").await?;
     let ports = st.backends.network.ports_of(&inst.uuid).await.map_err(|e| ComputeError::Unavailable(e.0))?;
@@ -62,9 +36,10 @@ async fn list(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> R
         }
     }
     let mut out = Vec::new();
+    let mut cache = Default::default();
     for g in ids {
         if let Some(sg) = st.backends.network.security_group(&g).await.map_err(|e| ComputeError::Unavailable(e.0))? {
-            out.push(nova_group(&sg));
+            out.push(crate::secgroup_proxy::nova_group(&st, &ctx, &sg, &mut cache).await?);
         }
     }
     Ok(Json(json!({"security_groups": out})))

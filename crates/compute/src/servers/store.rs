@@ -41,6 +41,8 @@ pub struct Instance {
     pub locked_by: Option<String>,
     pub locked_reason: Option<String>,
     pub config_drive: bool,
+    /// `OS-DCF:diskConfig` AUTO (true) or MANUAL.
+    pub auto_disk_config: bool,
     pub access_ipv4: Option<String>,
     pub access_ipv6: Option<String>,
     pub progress: i64,
@@ -94,6 +96,7 @@ impl Instance {
             locked_by: r.try_get("locked_by")?,
             locked_reason: r.try_get("locked_reason")?,
             config_drive: stratus_db::flag(r, "config_drive"),
+            auto_disk_config: stratus_db::flag(r, "auto_disk_config"),
             access_ipv4: r.try_get("access_ipv4")?,
             access_ipv6: r.try_get("access_ipv6")?,
             progress: r.try_get("progress")?,
@@ -193,7 +196,7 @@ pub async fn insert(tx: &mut Tx, i: &Instance) -> Result<()> {
         "INSERT INTO compute_instances (uuid, name, description, hostname, project_id, user_id, flavor_id, flavor_json, \
          image_ref, image_json, key_name, key_data, user_data, availability_zone, requested_az, vm_state, task_state, \
          power_state, config_drive, access_ipv4, access_ipv6, reservation_id, launch_index, security_groups_json, \
-         requested_networks_json, scheduler_hints_json, admin_pass, created_at, updated_at, vcpus, memory_mb) VALUES (",
+         requested_networks_json, scheduler_hints_json, admin_pass, created_at, updated_at, vcpus, memory_mb, auto_disk_config) VALUES (",
     );
     let vals: Vec<Arg> = vec![
         i.uuid.clone().into(),
@@ -227,6 +230,7 @@ pub async fn insert(tx: &mut Tx, i: &Instance) -> Result<()> {
         i.updated_at.clone().into(),
         i.flavor.vcpus.into(),
         i.flavor.ram.into(),
+        i.auto_disk_config.into(),
     ];
     for (n, v) in vals.into_iter().enumerate() {
         if n > 0 {

@@ -61,7 +61,7 @@ pub fn detail(i: &Instance, base: &str, v: ApiVersion, admin: bool) -> Value {
         "accessIPv4": i.access_ipv4.clone().unwrap_or_default(),
         "accessIPv6": i.access_ipv6.clone().unwrap_or_default(),
         "links": links(base, "servers", &i.uuid),
-        "OS-DCF:diskConfig": "MANUAL",
+        "OS-DCF:diskConfig": if i.auto_disk_config { "AUTO" } else { "MANUAL" },
         "OS-EXT-AZ:availability_zone": i.availability_zone.clone().unwrap_or_default(),
         "config_drive": if i.config_drive { "True" } else { "" },
         "key_name": i.key_name,
@@ -91,7 +91,10 @@ pub fn detail(i: &Instance, base: &str, v: ApiVersion, admin: bool) -> Value {
     if matches!(status, "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE" | "MIGRATING" | "ACTIVE") {
         o["progress"] = json!(i.progress);
     }
-    o["security_groups"] = json!(i.security_groups.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+    // Nova leaves the key out when the server is in no group (e.g. all were removed).
+    if !i.security_groups.is_empty() {
+        o["security_groups"] = json!(i.security_groups.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+    }
     if matches!(status, "ERROR" | "DELETED") {
         if let Some(f) = &i.fault {
             let mut f = f.clone();
@@ -149,6 +152,76 @@ pub fn detail(i: &Instance, base: &str, v: ApiVersion, admin: bool) -> Value {
         o["pinned_availability_zone"] = json!(i.requested_az);
     }
     o
+}
+
+/// Which response a server body is for, besides `GET /servers/{id}` (the full
+/// [`detail`]): Nova leaves fields out of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `GET /servers/detail`: everything but `server_groups`.
+    List,
+    /// `PUT /servers/{id}`: below 2.75 without the extension fields.
+    Update,
+    /// The `rebuild` action: as `Update`, with `key_name` from 2.54 and `user_data` from 2.57.
+    Rebuild,
+}
+
+/// Fields of the full view that update and rebuild leave out below 2.75 (Nova's view
+/// builder with `show_AZ`, `show_config_drive`, `show_keypair`, `show_srv_usg`,
+/// `show_sec_grp`, `show_extended_status`, `show_extended_volumes`, `show_extended_attr`
+/// and `show_host_status` off).
+const EXTENSION_FIELDS: &[&str] = &[
+    "OS-EXT-AZ:availability_zone",
+    "config_drive",
+    "key_name",
+    "OS-SRV-USG:launched_at",
+    "OS-SRV-USG:terminated_at",
+    "security_groups",
+    "OS-EXT-STS:task_state",
+    "OS-EXT-STS:vm_state",
+    "OS-EXT-STS:power_state",
+    "os-extended-volumes:volumes_attached",
+    "OS-EXT-SRV-ATTR:host",
+    "OS-EXT-SRV-ATTR:hypervisor_hostname",
+    "OS-EXT-SRV-ATTR:instance_name",
+    "OS-EXT-SRV-ATTR:reservation_id",
+    "OS-EXT-SRV-ATTR:launch_index",
+    "OS-EXT-SRV-ATTR:kernel_id",
+    "OS-EXT-SRV-ATTR:ramdisk_id",
+    "OS-EXT-SRV-ATTR:root_device_name",
+    "OS-EXT-SRV-ATTR:user_data",
+    "host_status",
+];
+
+/// Cuts a full view (from [`detail`], addresses decorated) down to what `shape` shows at
+/// `v`, and adds the rebuild-only `user_data`.
+pub fn shape(body: &mut Value, i: &Instance, v: ApiVersion, shape: Shape) {
+    let Some(o) = body.as_object_mut() else { return };
+    if shape == Shape::List {
+        o.remove("server_groups");
+    }
+    if matches!(shape, Shape::Update | Shape::Rebuild) {
+        if !v.at_least(2, 75) {
+            for k in EXTENSION_FIELDS {
+                o.remove(*k);
+            }
+            if shape == Shape::Rebuild && v.at_least(2, 54) {
+                o.insert("key_name".into(), json!(i.key_name));
+            }
+            // Addresses without the OS-EXT-IPS extension attributes.
+            for list in o.get_mut("addresses").and_then(Value::as_object_mut).into_iter().flat_map(|m| m.values_mut()) {
+                for a in list.as_array_mut().into_iter().flatten().filter_map(Value::as_object_mut) {
+                    a.remove("OS-EXT-IPS:type");
+                    a.remove("OS-EXT-IPS-MAC:mac_addr");
+                }
+            }
+        } else if shape == Shape::Rebuild {
+            o.remove("OS-EXT-SRV-ATTR:user_data");
+        }
+        if shape == Shape::Rebuild && v.at_least(2, 57) {
+            o.insert("user_data".into(), json!(i.user_data));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use tower::ServiceExt;
 
 pub const IMAGE: &str = "11111111-2222-3333-4444-555555555555";
 
-/// Tokens: `admin` (admin of project `pa`), `alice` (member of `pA`), `bob` (member of `pB`).
+/// Tokens: `admin` (admin of project `pa`), `alice` (member of `pA`), `bob` (member of `pB`),
+/// `svc` (a service user, role `service`).
 pub struct Tokens;
 
 #[async_trait]
@@ -36,6 +37,7 @@ impl TokenValidator for Tokens {
             "alice" => ("u-alice", "pA", &["member", "reader"]),
             "alice2" => ("u-alice2", "pA", &["member", "reader"]),
             "bob" => ("u-bob", "pB", &["member", "reader"]),
+            "svc" => ("u-svc", "service", &["service"]),
             _ => return Err(AuthFailure::Invalid("unknown token".into())),
         };
         Ok(RequestContext {
@@ -61,6 +63,10 @@ pub struct Cloud {
     pub real_placement: Option<Router>,
     /// Reach the real placement over REST only (not its typed in-process API).
     pub rest_only: bool,
+    /// The real network service (under `/network`), when the cloud runs with it.
+    pub real_network: Option<Router>,
+    /// The real image service (under `/image`), when the cloud runs with it.
+    pub real_image: Option<Router>,
 }
 
 pub fn test_config() -> ComputeConfig {
@@ -86,6 +92,22 @@ impl Cloud {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
         Self::start_db(dir, db, hosts, fake, cfg, true, true).await
+    }
+
+    /// Like [`Cloud::start`], with the real network service behind compute's network
+    /// calls (its REST API, in-process).
+    pub async fn start_with_network(hosts: usize, fake: FakeDriverConfig) -> Cloud {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        Self::start_db_net(dir, db, hosts, fake, test_config(), false, false, (true, false)).await
+    }
+
+    /// Like [`Cloud::start`], with the real image service behind compute's image calls
+    /// (its REST API, in-process; it starts with no images).
+    pub async fn start_with_image(hosts: usize, fake: FakeDriverConfig) -> Cloud {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        Self::start_db_net(dir, db, hosts, fake, test_config(), false, false, (false, true)).await
     }
 
     async fn start_full(hosts: usize, fake: FakeDriverConfig, cfg: ComputeConfig, real: bool) -> Cloud {
@@ -121,6 +143,20 @@ impl Cloud {
         real: bool,
         rest_only: bool,
     ) -> Cloud {
+        Self::start_db_net(dir, db, hosts, fake, cfg, real, rest_only, (false, false)).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_db_net(
+        dir: tempfile::TempDir,
+        db: Db,
+        hosts: usize,
+        fake: FakeDriverConfig,
+        cfg: ComputeConfig,
+        real: bool,
+        rest_only: bool,
+        (network, image): (bool, bool),
+    ) -> Cloud {
         let platform = Platform {
             db,
             bus: Arc::new(InProcBus::new()),
@@ -141,10 +177,45 @@ impl Cloud {
         } else {
             None
         };
-        let (service, router) =
-            Self::service(&platform, &placement, &images, &cfg, real_placement.clone(), rest_only).await;
-        let mut c =
-            Cloud { dir, platform, placement, images, cfg, service, router, agents: vec![], real_placement, rest_only };
+        let real_network = if network {
+            let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
+            let n = stratus_network::NetworkService::start(platform.clone(), auth, Default::default()).await.unwrap();
+            Some(Router::new().nest("/network", n.router()))
+        } else {
+            None
+        };
+        let real_image = if image {
+            let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
+            let i = stratus_image::ImageService::start(platform.clone(), auth, Default::default()).await.unwrap();
+            Some(Router::new().nest("/image", i.router()))
+        } else {
+            None
+        };
+        let (service, router) = Self::service(
+            &platform,
+            &placement,
+            &images,
+            &cfg,
+            real_placement.clone(),
+            rest_only,
+            real_network.clone(),
+            real_image.clone(),
+        )
+        .await;
+        let mut c = Cloud {
+            dir,
+            platform,
+            placement,
+            images,
+            cfg,
+            service,
+            router,
+            agents: vec![],
+            real_placement,
+            rest_only,
+            real_network,
+            real_image,
+        };
         for n in 0..hosts {
             let d = FakeDriver::new(FakeDriverConfig {
                 vcpus: Some(8),
@@ -157,6 +228,7 @@ impl Cloud {
         c
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn service(
         platform: &Platform,
         placement: &MemoryPlacement,
@@ -164,6 +236,8 @@ impl Cloud {
         cfg: &ComputeConfig,
         real_placement: Option<Router>,
         rest_only: bool,
+        real_network: Option<Router>,
+        real_image: Option<Router>,
     ) -> (ComputeService, Router) {
         use stratus_compute::placement::RestPlacement;
         let auth = AuthState { validator: Arc::new(Tokens), identity_uri: "http://cloud.test/identity".into() };
@@ -172,11 +246,25 @@ impl Cloud {
             Some(_) => Arc::new(RestPlacement::new(platform.internal.clone())),
             None => Arc::new(placement.clone()),
         };
-        let backends = Backends { placement: pl, images: Arc::new(images.clone()), network: Arc::new(NoNetwork) };
+        let network: Arc<dyn stratus_compute::clients::NetworkApi> = match &real_network {
+            Some(_) => Arc::new(stratus_compute::clients::RestNetwork(platform.internal.clone())),
+            None => Arc::new(NoNetwork),
+        };
+        let images: Arc<dyn stratus_compute::clients::ImageApi> = match &real_image {
+            Some(_) => Arc::new(stratus_compute::clients::RestImages(platform.internal.clone())),
+            None => Arc::new(images.clone()),
+        };
+        let backends = Backends { placement: pl, images, network };
         let service = ComputeService::start_with(platform.clone(), auth, cfg.clone(), backends).await.unwrap();
         let mut router = Router::new().nest("/compute", service.router());
         if let Some(p) = real_placement {
             router = router.merge(p);
+        }
+        if let Some(n) = real_network {
+            router = router.merge(n);
+        }
+        if let Some(i) = real_image {
+            router = router.merge(i);
         }
         let router = router.layer(axum::middleware::from_fn(stratus_core::request_id::assign));
         platform.internal.install(router.clone());
@@ -220,6 +308,8 @@ impl Cloud {
             &self.cfg,
             self.real_placement.clone(),
             self.rest_only,
+            self.real_network.clone(),
+            self.real_image.clone(),
         )
         .await;
         self.service = service;
@@ -248,6 +338,30 @@ impl Cloud {
                 b = b.header("content-type", "application/json");
                 Body::from(serde_json::to_vec(&v).unwrap())
             }
+            None => Body::empty(),
+        };
+        let resp = self.router.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A call to any path as `token`, with a JSON body and extra headers (the real image or
+    /// network service).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(path).header("x-auth-token", token);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => Body::from(serde_json::to_vec(&v).unwrap()),
             None => Body::empty(),
         };
         let resp = self.router.clone().oneshot(b.body(body).unwrap()).await.unwrap();
