@@ -56,11 +56,6 @@ pub struct Conductor {
     heartbeats: Mutex<(std::collections::BTreeSet<String>, bool)>,
     /// Claims whose undo failed even after retries (see [`Conductor::undo_claim`]).
     undo_failures: std::sync::atomic::AtomicU64,
-    /// Hosts heard from (registered or heartbeat) since this process started: crash
-    /// recovery waits for the hosts that were up at the crash to be among them.
-    heard: Mutex<std::collections::HashSet<String>>,
-    /// Woken whenever a host is first heard from.
-    heard_new: tokio::sync::Notify,
     /// Per host, the servers its last power-state report did not list (see
     /// [`Conductor::sync_power_states`]).
     missing: Mutex<HashMap<String, std::collections::HashSet<String>>>,
@@ -163,8 +158,6 @@ impl Conductor {
             build_slots: tokio::sync::Semaphore::new(cfg_slots),
             heartbeats: Mutex::default(),
             undo_failures: Default::default(),
-            heard: Mutex::default(),
-            heard_new: tokio::sync::Notify::new(),
             missing: Mutex::default(),
         }
     }
@@ -269,7 +262,6 @@ impl Conductor {
                 .await
                 .map(|id| json!({"node_id": id})),
             ConductorRequest::Heartbeat { host } => {
-                self.heard_from(&host);
                 self.heartbeat(host);
                 Ok(Value::Null)
             }
@@ -386,54 +378,7 @@ impl Conductor {
         if version < CONTRACT {
             tracing::warn!(host, contract = %version, "this compute agent speaks an older contract: upgrade it");
         }
-        self.heard_from(host);
         Ok(node_id)
-    }
-
-    /// Notes that `host`'s agent is alive in this process's lifetime.
-    fn heard_from(&self, host: &str) {
-        if self.heard.lock().insert(host.to_string()) {
-            self.heard_new.notify_waiters();
-        }
-    }
-
-    /// Waits until every compute host that was up when the previous process stopped
-    /// (recent heartbeat, not forced down, not disabled) has been heard from again,
-    /// for at most `service_down_time_secs` — the time after which the scheduler would
-    /// call such a host down anyway. Returns the hosts that did not come back.
-    ///
-    /// Why: after a crash of `stratus up`, the conductor starts before the local agent
-    /// has re-registered; recovering builds at once fails them all with "No valid host"
-    /// (or sends them to a host whose agent is not listening yet).
-    async fn await_hosts_up_at_crash(&self) -> Result<Vec<String>> {
-        let horizon = crate::scheduler::chrono_horizon(self.cfg.service_down_time_secs);
-        let rows = Query::new("SELECT host, last_seen_up, forced_down, disabled FROM compute_services WHERE ")
-            .push_bind("binary_name = ", "nova-compute")
-            .fetch_all(self.platform.db.reader())
-            .await?;
-        let mut expected = vec![];
-        for r in rows {
-            let last: Option<String> = r.try_get("last_seen_up")?;
-            let up = !stratus_db::flag(&r, "forced_down") && !stratus_db::flag(&r, "disabled");
-            if up && last.is_some_and(|l| l >= horizon) {
-                expected.push(r.try_get::<String, _>("host")?);
-            }
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.service_down_time_secs);
-        loop {
-            // Registered before the wake-up is armed, so no notification is missed.
-            let woken = self.heard_new.notified();
-            let missing: Vec<String> = {
-                let heard = self.heard.lock();
-                expected.iter().filter(|h| !heard.contains(*h)).cloned().collect()
-            };
-            if missing.is_empty() {
-                return Ok(missing);
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Ok(missing);
-            }
-        }
     }
 
     /// Records a heartbeat. Heartbeats are coalesced: while one write runs, the hosts
@@ -1206,15 +1151,6 @@ impl Conductor {
             return;
         }
         tracing::warn!(count = interrupted.len(), "recovering servers interrupted by a restart");
-        match self.await_hosts_up_at_crash().await {
-            Ok(missing) if missing.is_empty() => {}
-            Ok(missing) => tracing::warn!(
-                hosts = ?missing,
-                wait_secs = self.cfg.service_down_time_secs,
-                "compute hosts up before the restart have not come back; recovering without them"
-            ),
-            Err(e) => tracing::warn!(error = %e, "could not list the compute hosts; recovering at once"),
-        }
         for (uuid, task, host) in interrupted {
             let rid = match self.open_request_id(&uuid).await {
                 Ok(Some(r)) => r,
