@@ -31,7 +31,10 @@ async fn every_service_answers_its_version_document() {
     assert_eq!(s, 200);
     let id = assert_request_id(&h);
     assert_eq!(h.get("x-compute-request-id").unwrap().to_str().unwrap(), id);
-    let v = &b["versions"][0];
+    // Nova lists v2.0 and v2.1; v2.1 carries the microversion range.
+    let ids: Vec<&str> = b["versions"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["v2.0", "v2.1"]);
+    let v = &b["versions"][1];
     assert_eq!(v["id"], "v2.1");
     assert_eq!(v["min_version"], "2.1");
     assert!(v["version"].as_str().unwrap() >= "2.90");
@@ -175,7 +178,7 @@ async fn the_openstack_cli_discovers_every_service_from_its_version_document() {
     assert!(find("image").iter().any(|(_, s)| s == "CURRENT"), "{rows:?}");
     assert!(!find("network").is_empty(), "{rows:?}");
     assert!(!find("placement").is_empty(), "{rows:?}");
-    let compute = rows.iter().find(|r| r["Service Type"] == "compute").unwrap();
+    let compute = rows.iter().find(|r| r["Service Type"] == "compute" && r["Version"] == "2.1").unwrap();
     assert_eq!(compute["Max Microversion"], "2.96");
     cloud.shutdown().await;
 }
