@@ -31,19 +31,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/os-floating-ip-pools", get(pools))
 }
 
-fn check_version(v: ApiVersion, api: &str) -> Result<()> {
-    if v.at_least(2, 36) {
-        return Err(ComputeError::NotFound(format!(
-            "{api} is a proxy API removed at microversion 2.36: use the network service's floating IPs, \
-             or a compute microversion of at most 2.35"
-        )));
-    }
-    Ok(())
-}
+use crate::secgroup_proxy::enforce;
 
-fn enforce(st: &AppState, ctx: &RequestContext, rule: &str) -> Result<(), ApiError> {
-    st.policy.enforce(rule, ctx, &json!({"project_id": ctx.project_id}))?;
-    Ok(())
+fn check_version(v: ApiVersion, api: &str) -> Result<()> {
+    crate::secgroup_proxy::removed_proxy(v, api, "the network service's floating IPs")
 }
 
 /// External networks the caller can see (the pools).

@@ -37,16 +37,22 @@ pub fn routes() -> Router<AppState> {
 
 /// The proxies end at 2.35: later microversions answer 404, as Nova does.
 fn proxy_version(v: ApiVersion, api: &str) -> Result<()> {
+    removed_proxy(v, api, "the network service's API")
+}
+
+/// The 404 of a network proxy API (`api`) at 2.36 or later, naming what to use instead.
+pub(crate) fn removed_proxy(v: ApiVersion, api: &str, instead: &str) -> Result<()> {
     if v.at_least(2, 36) {
         return Err(ComputeError::NotFound(format!(
-            "{api} is a proxy API removed at microversion 2.36: use the network service's API, \
+            "{api} is a proxy API removed at microversion 2.36: use {instead}, \
              or a compute microversion of at most 2.35"
         )));
     }
     Ok(())
 }
 
-fn enforce(st: &AppState, ctx: &RequestContext, rule: &str) -> Result<(), ApiError> {
+/// Policy check of a proxy API, with the caller's project as the target.
+pub(crate) fn enforce(st: &AppState, ctx: &RequestContext, rule: &str) -> Result<(), ApiError> {
     st.policy.enforce(rule, ctx, &json!({"project_id": ctx.project_id}))?;
     Ok(())
 }
