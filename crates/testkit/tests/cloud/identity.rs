@@ -13,19 +13,19 @@ async fn cloud() -> TestCloud {
     TestCloud::start_with(fast).await
 }
 
-fn fast(c: &mut stratus::Config) {
+pub(crate) fn fast(c: &mut stratus::Config) {
     c.identity.password_hash_memory_kib = 8;
     c.identity.password_hash_iterations = 1;
 }
 
-async fn cli(cloud: &TestCloud, args: &[&str]) -> Value {
+pub(crate) async fn cli(cloud: &TestCloud, args: &[&str]) -> Value {
     match cloud.openstack(args).await {
         Ok(v) => v,
         Err(e) => panic!("openstack {}: {e}", args.join(" ")),
     }
 }
 
-async fn cli_as(cloud: &TestCloud, creds: &Creds, args: &[&str]) -> Value {
+pub(crate) async fn cli_as(cloud: &TestCloud, creds: &Creds, args: &[&str]) -> Value {
     match cloud.openstack_as(creds, args).await {
         Ok(v) => v,
         Err(e) => panic!("openstack {} as {}: {e}", args.join(" "), creds.username),

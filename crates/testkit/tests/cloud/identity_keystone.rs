@@ -11,24 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use stratus_testkit::{Creds, TestCloud};
 
-fn fast(c: &mut stratus::Config) {
-    c.identity.password_hash_memory_kib = 8;
-    c.identity.password_hash_iterations = 1;
-}
-
-async fn cli(cloud: &TestCloud, args: &[&str]) -> Value {
-    match cloud.openstack(args).await {
-        Ok(v) => v,
-        Err(e) => panic!("openstack {}: {e}", args.join(" ")),
-    }
-}
-
-async fn cli_as(cloud: &TestCloud, creds: &Creds, args: &[&str]) -> Value {
-    match cloud.openstack_as(creds, args).await {
-        Ok(v) => v,
-        Err(e) => panic!("openstack {} as {}: {e}", args.join(" "), creds.username),
-    }
-}
+use crate::identity::{cli, cli_as, fast};
 
 async fn http(cloud: &TestCloud, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let mut r = cloud.http().request(method, cloud.at(path));
