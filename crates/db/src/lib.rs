@@ -159,7 +159,7 @@ impl Db {
                     .after_connect(|conn, _| Box::pin(async move { sqlite_pragmas(conn).await }))
                     .connect_with(opts)
                     .await?;
-                tokio::spawn(checkpointer(read.clone()));
+                tokio::spawn(checkpointer(read.clone(), write.clone()));
                 Ok(Db { read, write, backend })
             }
             Backend::Postgres => {
@@ -285,12 +285,13 @@ pub const WAL_SIZE_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 /// with NORMAL, commits since the last checkpoint's fsync — now at most ~0.5 s of them,
 /// instead of "whatever 1,000 pages took to accumulate", which is unbounded on an idle
 /// cloud. A process crash loses nothing either way (the WAL is in the OS's page cache).
-async fn checkpointer(pool: AnyPool) {
+async fn checkpointer(pool: AnyPool, writer: AnyPool) {
     let mut pause = CHECKPOINT_EVERY;
+    let mut last = (std::time::Instant::now(), 0i64);
+    let mut rate = 0.0;
     loop {
         tokio::time::sleep(pause).await;
-        pause = CHECKPOINT_EVERY;
-        if pool.is_closed() {
+        if pool.is_closed() || writer.is_closed() {
             return;
         }
         // Columns: busy, frames in the WAL, frames checkpointed.
@@ -302,27 +303,62 @@ async fn checkpointer(pool: AnyPool) {
                     return;
                 }
                 tracing::debug!(error = %e, "WAL checkpoint failed; retrying later");
+                pause = CHECKPOINT_EVERY;
                 continue;
             }
         };
         // The WAL restarts from its beginning only when no reader still uses it; under
         // a steady stream of overlapping reads that never happens by itself and the
         // file grows without bound (measured: 545 MB during 10,000 boots). A TRUNCATE
-        // checkpoint waits for the current readers (milliseconds) while holding off new
-        // writers, then starts the WAL over and gives the file's space back. Readers are
-        // single statements (no request holds a read transaction open), so the wait is
-        // short; while the log is big or a truncation failed, the next round comes
-        // sooner, so a fast writer cannot outrun the bound by much.
-        if frames > WAL_RESTART_FRAMES / 2 {
-            pause = CHECKPOINT_EVERY / 10;
-        }
+        // checkpoint waits for the current readers (milliseconds) while holding off
+        // writers, then starts the WAL over and gives the file's space back. It runs on
+        // the writer connection itself: from another connection it had to win SQLite's
+        // write lock by polling, and a busy writer, which frees that lock only for
+        // microseconds between transactions, could keep it waiting while the WAL grew
+        // past twice its bound (35 MiB in CI). Taking the writer from its pool puts the
+        // truncation in the writers' queue: the next transaction waits for it.
         if frames > WAL_RESTART_FRAMES {
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await {
+            let truncated = match writer.acquire().await {
+                Ok(mut conn) => conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = truncated {
+                if writer.is_closed() {
+                    return;
+                }
                 tracing::debug!(error = %e, frames, "WAL truncate checkpoint failed; retrying soon");
             }
         }
+        (pause, rate) = next_checkpoint_pause(last, frames, rate);
+        last = (std::time::Instant::now(), frames);
     }
 }
+
+/// When to look at the WAL next: at the usual interval, or sooner when the log grows
+/// fast enough to cross [`WAL_RESTART_FRAMES`] before then. The bound then holds at any
+/// write rate (a fixed interval let a fast writer add 8+ MiB between two looks), while an
+/// idle or lightly written database is looked at only twice a second.
+///
+/// The rate used is the higher of the one just measured and a decaying memory of the
+/// earlier ones (frames per second): right after a truncation the writers are still
+/// resuming and the measured rate understates what they will do in the next interval.
+fn next_checkpoint_pause(last: (std::time::Instant, i64), frames: i64, earlier_rate: f64) -> (Duration, f64) {
+    let (at, before) = last;
+    // After a restart the count starts again from zero.
+    let grown = if frames >= before { frames - before } else { frames };
+    let elapsed = at.elapsed().as_secs_f64().max(0.001);
+    let rate = (grown as f64 / elapsed).max(earlier_rate * 0.8);
+    if rate < 1.0 {
+        return (CHECKPOINT_EVERY, rate);
+    }
+    let headroom = (WAL_RESTART_FRAMES - frames.min(WAL_RESTART_FRAMES)) as f64;
+    // Look again when a third of the headroom is used at that rate.
+    let secs = headroom / rate / 3.0;
+    (Duration::from_secs_f64(secs).clamp(MIN_CHECKPOINT_PAUSE, CHECKPOINT_EVERY), rate)
+}
+
+/// Shortest pause between two looks at the WAL under heavy writing.
+const MIN_CHECKPOINT_PAUSE: Duration = Duration::from_millis(20);
 
 async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     for pragma in [
