@@ -5,6 +5,8 @@ mod compute;
 mod compute_api;
 mod compute_ops;
 mod console;
+mod dashboard;
+mod dashboard_browser;
 mod dataplane;
 mod dataplane_guests;
 mod dataplane_hosts;

@@ -1,0 +1,212 @@
+//! The dashboard in a real browser: Debian's headless `chromium`, driven over the
+//! DevTools protocol (a small client on a websocket, below). It logs in through the
+//! form, launches an instance on the fake driver from the launch form with a hostile
+//! name, and watches the list turn the instance ACTIVE without reloading (the page's
+//! polling script), with the name shown as text and never run. Screenshots of the pages
+//! are written under the target directory (`tmp/dashboard-screenshots`).
+//!
+//! Needs `chromium` (`scripts/install-chromium.sh`, run by `scripts/test.sh`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use stratus_testkit::{TestCloud, ADMIN_PASSWORD};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A headless Chromium, killed (and its profile removed) when dropped.
+struct Chromium {
+    _child: tokio::process::Child,
+    _profile: tempfile::TempDir,
+    port: u16,
+}
+
+impl Chromium {
+    async fn start() -> Chromium {
+        let profile = tempfile::Builder::new().prefix("dsh-chromium-").tempdir().expect("profile dir");
+        let child = tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-extensions",
+                "--window-size=1280,900",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromium starts (install it with scripts/install-chromium.sh)");
+        // Chromium writes the port it bound into the profile.
+        let file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Ok(s) = std::fs::read_to_string(&file) {
+                if let Some(p) = s.lines().next().and_then(|l| l.trim().parse().ok()) {
+                    break p;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Chromium { _child: child, _profile: profile, port }
+    }
+
+    /// A DevTools session on the first page target.
+    async fn page(&self) -> Cdp {
+        let list: Value = reqwest::get(format!("http://127.0.0.1:{}/json/list", self.port))
+            .await
+            .expect("devtools list")
+            .json()
+            .await
+            .expect("devtools json");
+        let ws = list
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["type"] == "page"))
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_string();
+        let (ws, _) = tokio_tungstenite::connect_async(ws).await.expect("devtools websocket");
+        Cdp { ws, next: 0 }
+    }
+}
+
+/// A minimal DevTools protocol client: commands and their results (events are skipped).
+struct Cdp {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next: u64,
+}
+
+impl Cdp {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(Message::text(msg)).await.expect("devtools send");
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("devtools answers")
+                .expect("devtools open")
+                .expect("devtools message");
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).expect("devtools json");
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expr` in the page and returns its value.
+    async fn eval(&mut self, expr: &str) -> Value {
+        let r = self
+            .call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true, "awaitPromise": true}))
+            .await;
+        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `expr` is true in the page (navigation in between is fine).
+    async fn wait_for(&mut self, expr: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self
+                .call("Runtime.evaluate", json!({"expression": format!("!!({expr})"), "returnByValue": true}))
+                .await;
+            if r["result"]["value"] == json!(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url})).await;
+        self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'", url).await;
+    }
+
+    async fn screenshot(&mut self, name: &str) {
+        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).expect("png");
+        assert!(png.len() > 1000, "a screenshot with content");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot");
+    }
+}
+
+#[tokio::test]
+async fn dashboard_in_chromium_logs_in_and_launches_an_instance() {
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin_token().await;
+    super::dashboard::tiny_image(&cloud, &admin).await;
+    let browser = Chromium::start().await;
+    let mut page = browser.page().await;
+
+    page.goto(&cloud.at("/dashboard")).await;
+    page.wait_for("location.pathname.endsWith('/dashboard/auth/login')", "the login page").await;
+    page.screenshot("login").await;
+    page.eval(&format!(
+        "document.querySelector('input[name=domain]').value = 'Default';
+         document.querySelector('input[name=username]').value = 'admin';
+         document.querySelector('input[name=password]').value = {};
+         document.querySelector('form').requestSubmit(); true",
+        json!(ADMIN_PASSWORD)
+    ))
+    .await;
+    page.wait_for(
+        "location.pathname.endsWith('/project/overview') && document.readyState === 'complete'",
+        "the overview",
+    )
+    .await;
+    assert_eq!(page.eval("document.querySelector('h1').textContent").await, json!("Overview"));
+    assert_eq!(page.eval("document.cookie").await, json!(""), "the session cookie is HttpOnly");
+    page.screenshot("overview").await;
+
+    // Launch from the form, with a name that would run if it were markup.
+    let evil = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script>";
+    page.goto(&cloud.at("/dashboard/project/instances/launch")).await;
+    page.eval(&format!(
+        "document.querySelector('input[name=name]').value = {};
+         document.querySelector('select[name=flavor_id]').value = '1';
+         document.querySelector('main form').requestSubmit(); true",
+        json!(evil)
+    ))
+    .await;
+    page.wait_for("location.pathname.endsWith('/project/instances') && document.readyState === 'complete'", "the list")
+        .await;
+    let loaded_at = page.eval("performance.timeOrigin").await;
+    // Listed at once, and ACTIVE without a reload (the fake driver boots in a moment;
+    // the page's script refreshes the table while anything is in progress).
+    page.wait_for(
+        "[...document.querySelectorAll('td.name')].some(td => td.textContent.includes('onerror'))",
+        "the new instance in the list",
+    )
+    .await;
+    page.wait_for("document.querySelector('#servers .status-ACTIVE')", "the instance ACTIVE").await;
+    assert_eq!(page.eval("performance.timeOrigin").await, loaded_at, "no reload happened");
+    assert_eq!(page.eval("document.querySelector('td.name').textContent").await, json!(evil), "shown as text");
+    assert_eq!(page.eval("typeof window.pwned").await, json!("undefined"), "never run");
+    page.screenshot("instances").await;
+
+    for (name, path) in [("images", "/dashboard/project/images"), ("networks", "/dashboard/project/networks")] {
+        page.goto(&cloud.at(path)).await;
+        page.wait_for("document.querySelector('main h1')", name).await;
+        page.screenshot(name).await;
+    }
+    drop(page);
+    drop(browser);
+    cloud.shutdown().await;
+}
