@@ -18,6 +18,9 @@ export STRATUS_TEST_IMAGE_DIR="$ROOT/build/test-image"
 step "Ceph (mon, mgr, osd, radosgw) for the tests that start a one-node cluster"
 scripts/install-ceph.sh
 
+step "Chromium (Debian's) for the dashboard's browser test (crates/testkit/tests/cloud/dashboard_browser.rs, ~5 s)"
+scripts/install-chromium.sh
+
 step "OpenStack clients (.venv)"
 scripts/setup-clients.sh
 

@@ -149,7 +149,8 @@ impl Cdp {
 
 #[tokio::test]
 async fn dashboard_in_chromium_logs_in_and_launches_an_instance() {
-    let cloud = TestCloud::start().await;
+    // Every fake-driver operation takes 2 s, so the new instance is listed as BUILD first.
+    let cloud = TestCloud::start_with(|c| c.compute.local.fake.op_delay_ms = 2000).await;
     let admin = cloud.admin_token().await;
     super::dashboard::tiny_image(&cloud, &admin).await;
     let browser = Chromium::start().await;
@@ -195,11 +196,49 @@ async fn dashboard_in_chromium_logs_in_and_launches_an_instance() {
         "the new instance in the list",
     )
     .await;
+    assert_eq!(
+        page.eval("document.querySelector('#servers .status-ACTIVE') === null").await,
+        json!(true),
+        "still building when the list is first shown"
+    );
     page.wait_for("document.querySelector('#servers .status-ACTIVE')", "the instance ACTIVE").await;
     assert_eq!(page.eval("performance.timeOrigin").await, loaded_at, "no reload happened");
     assert_eq!(page.eval("document.querySelector('td.name').textContent").await, json!(evil), "shown as text");
     assert_eq!(page.eval("typeof window.pwned").await, json!("undefined"), "never run");
     page.screenshot("instances").await;
+
+    // Create an image from a file: the browser PUTs the file, the dashboard streams it on.
+    page.goto(&cloud.at("/dashboard/project/images")).await;
+    let file = tempfile::Builder::new().prefix("dsh-upload-").tempfile().expect("upload file");
+    std::fs::write(file.path(), vec![7u8; 3 << 20]).expect("write upload file");
+    let doc = page.call("DOM.getDocument", json!({})).await;
+    let input =
+        page.call("DOM.querySelector", json!({"nodeId": doc["root"]["nodeId"], "selector": "input[type=file]"})).await;
+    page.call("DOM.setFileInputFiles", json!({"nodeId": input["nodeId"], "files": [file.path()]})).await;
+    page.eval(
+        "document.querySelector('form[data-upload] input[name=name]').value = 'uploaded-img';
+         document.querySelector('form[data-upload] select[name=disk_format]').value = 'raw';
+         document.querySelector('form[data-upload]').requestSubmit(); true",
+    )
+    .await;
+    page.wait_for(
+        "[...document.querySelectorAll('#images tr')].some(tr => tr.textContent.includes('uploaded-img') && tr.textContent.includes('active'))",
+        "the uploaded image active in the list",
+    )
+    .await;
+    let admin = cloud.admin_token().await;
+    let images: Value = cloud
+        .http()
+        .get(cloud.at("/image/v2/images?name=uploaded-img"))
+        .header("x-auth-token", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(images["images"][0]["size"], json!(3 << 20), "every byte arrived");
+    assert_eq!(images["images"][0]["status"], json!("active"));
 
     for (name, path) in [("images", "/dashboard/project/images"), ("networks", "/dashboard/project/networks")] {
         page.goto(&cloud.at(path)).await;
