@@ -43,7 +43,9 @@ def main():
     work = tempfile.mkdtemp(prefix="dsh-bench-")
     conf = os.path.join(work, "stratus.toml")
     with open(conf, "w") as f:
-        f.write('[compute]\nvirt_driver = "fake"\n\n[network_agent]\nenabled = "false"\n')
+        # A fake host big enough for the servers (the real host's 2 cores would not be).
+        f.write('[compute]\nvirt_driver = "fake"\n\n[compute.fake]\nvcpus = 4096\nmemory_mb = 8388608\n'
+                'local_gb = 100000\n\n[network_agent]\nenabled = "false"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUS_")}
     log = open(os.path.join(work, "stratus.log"), "w")
     proc = subprocess.Popen(
@@ -73,10 +75,14 @@ def run(servers, n):
     auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
         "name": "admin", "domain": {"id": "default"}, "password": PASSWORD}}},
         "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-    st, h, _ = request(conn, "POST", "/identity/v3/auth/tokens", json.dumps(auth), {"Content-Type": "application/json"})
+    st, h, tbody = request(conn, "POST", "/identity/v3/auth/tokens", json.dumps(auth), {"Content-Type": "application/json"})
     assert st == 201, st
     tok = {"X-Auth-Token": h["X-Subject-Token"]}
     js = dict(tok, **{"Content-Type": "application/json"})
+    project = json.loads(tbody)["token"]["project"]["id"]
+    st, _, body = request(conn, "PUT", f"/compute/v2.1/os-quota-sets/{project}", json.dumps(
+        {"quota_set": {"instances": -1, "cores": -1, "ram": -1}}), js)
+    assert st == 200, (st, body[:300])
     st, _, body = request(conn, "POST", "/image/v2/images", json.dumps(
         {"name": "tiny", "disk_format": "raw", "container_format": "bare", "visibility": "public"}), js)
     image = json.loads(body)["id"]
