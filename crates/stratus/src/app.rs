@@ -45,6 +45,8 @@ pub struct CloudHandle {
     pub public_url: String,
     /// Shared infrastructure (tests use it to reach the database).
     pub platform: Platform,
+    /// What the network data plane does in this process, in words for the start banner.
+    pub data_plane: String,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -139,10 +141,36 @@ impl Cloud {
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
         let (shutdown, rx) = watch::channel(false);
         // The local network agent (beside the compute agent, same host name).
-        let agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);
-        if crate::netagent::wanted(&agent_cfg)? {
+        let mut agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);
+        let data_plane = if crate::netagent::wanted(&agent_cfg)? {
+            // devstack's host link first, so the agent starts with `public` mapped.
+            let public = if config.public_network.enabled {
+                match crate::default_networks::prepare_host(&config.public_network, &mut agent_cfg).await {
+                    Ok(what) => Some(what),
+                    Err(e) => {
+                        tracing::error!(
+                            "{e:#}: the data plane runs, but without devstack's public network and its host link"
+                        );
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             crate::netagent::spawn(agent_cfg, &platform, shutdown.subscribe());
-        }
+            match public {
+                Some(what) => match crate::default_networks::create_networks(&platform, &config.public_network).await {
+                    Ok(_) => format!("on; {what}"),
+                    Err(e) => {
+                        tracing::error!("making devstack's networks: {e:#}");
+                        format!("on; {what}, but making the networks failed: {e:#}")
+                    }
+                },
+                None => "on (no public network: see the log)".to_string(),
+            }
+        } else {
+            crate::netagent::off_reason(&agent_cfg)
+        };
         let mut rx2 = shutdown.subscribe();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let db = platform.db.clone();
@@ -163,7 +191,7 @@ impl Cloud {
             Ok(())
         });
         tracing::info!(%addr, %public_url, "Stratus is serving");
-        Ok(CloudHandle { addr, public_url, platform, shutdown, server })
+        Ok(CloudHandle { addr, public_url, platform, data_plane, shutdown, server })
     }
 }
 

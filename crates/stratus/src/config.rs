@@ -41,6 +41,9 @@ pub struct Config {
     pub network: stratus_network::NetworkConfig,
     /// `[network_agent]`: the in-process network agent (see `stratus_network_agent::AgentConfig`).
     pub network_agent: stratus_network_agent::AgentConfig,
+    /// `[public_network]`: devstack's public and private networks and the host link that
+    /// `stratus up` makes when the data plane runs (see [`crate::default_networks`]).
+    pub public_network: crate::default_networks::PublicNetworkConfig,
     /// `[volume]`: see the volume service's documentation.
     pub volume: stratus_volume::VolumeConfig,
     /// `[volume_agent]`: the in-process volume agent (see `stratus_volume_agent::AgentConfig`).
@@ -127,6 +130,7 @@ impl Default for Config {
             compute: Default::default(),
             network: Default::default(),
             network_agent: Default::default(),
+            public_network: Default::default(),
             volume: Default::default(),
             volume_agent: Default::default(),
             object: Default::default(),
@@ -195,6 +199,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.public_network.validate()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be \"text\" or \"json\", not {:?}", self.log.format);
         }

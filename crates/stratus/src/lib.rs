@@ -4,6 +4,7 @@
 pub mod app;
 pub mod computeagent;
 pub mod config;
+pub mod default_networks;
 pub mod listener;
 pub mod logging;
 pub mod netagent;
