@@ -132,7 +132,7 @@ impl Cloud {
             None => router,
         };
         // The local compute agent registers through the bus once the APIs answer.
-        crate::computeagent::spawn(&platform, &config.compute.local);
+        crate::computeagent::start(&platform, &config.compute.local).await?;
         // So does the local volume agent (the storage host role of this machine).
         if config.volume_agent.enabled {
             crate::volagent::spawn(crate::volagent::resolve(&config, &platform), &platform);
