@@ -131,6 +131,23 @@ impl Cloud {
             Some(rec) => router.layer(middleware::from_fn_with_state(rec, crate::recorder::record)),
             None => router,
         };
+        // Counted likewise: client requests only (see `metrics`).
+        let metrics = crate::metrics::Metrics::new();
+        let endpoint = crate::metrics::Endpoint { metrics: metrics.clone(), platform: platform.clone() };
+        let metrics_route =
+            Router::new().route("/metrics", axum::routing::get(crate::metrics::serve)).with_state(endpoint);
+        let router = if !config.metrics.enabled {
+            router
+        } else if config.metrics.listen.is_empty() {
+            router.merge(metrics_route)
+        } else {
+            let l = TcpListener::bind(&config.metrics.listen)
+                .await
+                .with_context(|| format!("binding the metrics listener {}", config.metrics.listen))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics on a listener of their own");
+            tokio::spawn(async move { axum::serve(l, metrics_route).await });
+            router
+        };
         // The local compute agent registers through the bus once the APIs answer.
         crate::computeagent::start(&platform, &config.compute.local).await?;
         // So does the local volume agent (the storage host role of this machine).
@@ -139,6 +156,8 @@ impl Cloud {
         }
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
+        // Outermost, so every answer is counted, the fallback's and merged routes' too.
+        let app = middleware::from_fn_with_state(metrics, crate::metrics::count).layer(app);
         let (shutdown, rx) = watch::channel(false);
         // The local network agent (beside the compute agent, same host name).
         let mut agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);

@@ -54,6 +54,8 @@ pub struct Config {
     pub dashboard: stratus_dashboard::DashboardConfig,
     /// `[orchestration]`: see the orchestration service's documentation.
     pub orchestration: stratus_orchestration::OrchestrationConfig,
+    /// `[metrics]`: the Prometheus endpoint (see [`crate::metrics`]).
+    pub metrics: crate::metrics::MetricsConfig,
     /// `[record]`: the opt-in response recorder (see [`crate::recorder`]).
     pub record: crate::recorder::RecordConfig,
 }
@@ -136,6 +138,7 @@ impl Default for Config {
             object: Default::default(),
             dashboard: Default::default(),
             orchestration: Default::default(),
+            metrics: Default::default(),
             record: Default::default(),
         }
     }

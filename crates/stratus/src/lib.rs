@@ -7,6 +7,7 @@ pub mod config;
 pub mod default_networks;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod netagent;
 pub mod recorder;
 pub mod test_image;
