@@ -350,6 +350,7 @@ async fn the_first_start_makes_devstacks_networks_and_the_router_answers_from_th
                 device_poll_interval_ms: 100,
                 ..agent
             };
+            c.public_network.enabled = true;
             // Not devstack's range: a Tempest run may hold that one on this machine.
             c.public_network.cidr = "172.31.250.0/24".into();
             c.public_network.private_cidr = "10.77.0.0/26".into();
@@ -421,6 +422,7 @@ async fn a_public_range_held_by_another_interface_is_left_alone() {
     let agent = lab.agent_cfg("h", &host);
     let cloud = TestCloud::start_with(move |c| {
         c.network_agent = stratus_network_agent::AgentConfig { enabled: "true".into(), host: String::new(), ..agent };
+        c.public_network.enabled = true;
         c.public_network.cidr = "172.31.251.0/24".into();
         c.public_network.host_interface = "dnx-ex".into();
     })
