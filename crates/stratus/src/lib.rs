@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod netagent;
 pub mod recorder;
+pub mod status;
 pub mod test_image;
 pub mod volagent;
 

@@ -39,6 +39,17 @@ enum Command {
         #[arg(long, env = "STRATUS_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: Option<String>,
     },
+    /// The running cloud's health at a glance: APIs, services and agents, hosts with their
+    /// free resources, servers by status, the data plane. Credentials from OS_* variables,
+    /// else from the data directory's admin-openrc. Exits non-zero when something is down.
+    Status {
+        /// Data directory whose admin-openrc to use when OS_* variables are not set.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
     /// Configuration commands.
@@ -103,6 +114,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         config.log.format = f.clone();
     }
     match cli.command {
+        Command::Status { data_dir, json } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let creds =
+                stratus::status::Credentials::find(&|k| std::env::var(k).ok(), &config.data_dir.join("admin-openrc"))?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let status = rt.block_on(stratus::status::gather(&creds))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            if !status.healthy {
+                anyhow::bail!("the cloud is not healthy (see above)");
+            }
+            Ok(())
+        }
         Command::Version => {
             println!("stratus {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -70,3 +70,38 @@ async fn metrics_can_be_switched_off() {
     assert_eq!(r.status().as_u16(), 404);
     cloud.shutdown().await;
 }
+
+/// `stratus status` (its library half): what the cloud's own APIs say, gathered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_services_hosts_and_servers() {
+    let cloud = TestCloud::start().await;
+    cloud.create_tiny_image().await;
+    cloud
+        .openstack(&["server", "create", "--flavor", "m1.nano", "--image", "tiny", "--nic", "none", "--wait", "s1"])
+        .await
+        .expect("server create");
+    // The credentials `stratus up` wrote, as `stratus status --data-dir` reads them.
+    let creds = stratus::status::Credentials::find(&|_| None, &cloud.data_dir.join("admin-openrc")).expect("openrc");
+    let status = stratus::status::gather(&creds).await.expect("status");
+    assert!(status.apis.values().all(Option::is_some), "{:?}", status.apis);
+    let compute: Vec<_> = status.agents.iter().filter(|a| a.binary == "nova-compute").collect();
+    assert_eq!(compute.len(), 1, "{:?}", status.agents);
+    assert!(compute[0].up && compute[0].enabled);
+    assert_eq!(status.hosts.len(), 1, "{:?}", status.hosts);
+    assert_eq!(status.hosts[0].servers, 1);
+    assert_eq!(status.hosts[0].vcpus_used, 1);
+    assert_eq!(status.servers.get("ACTIVE"), Some(&1));
+    assert!(!status.data_plane, "the test cloud runs no network agent");
+    assert!(status.healthy, "{}", status.render());
+    let text = status.render();
+    assert!(
+        text.contains("healthy") && text.contains("1 ACTIVE") && text.contains("Network data plane: OFF"),
+        "{text}"
+    );
+
+    // Wrong credentials are said plainly.
+    let bad = stratus::status::Credentials { password: "wrong".into(), ..creds };
+    let e = stratus::status::gather(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("401"), "{e}");
+    cloud.shutdown().await;
+}
