@@ -2,6 +2,7 @@
 //! every service into one process. `main.rs` is only the command line.
 
 pub mod app;
+pub mod backup;
 pub mod computeagent;
 pub mod config;
 pub mod default_networks;

@@ -50,6 +50,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up the control plane while the cloud runs: the database (a consistent copy),
+    /// token keys and secrets, the image store and the --config file, in one gzipped tar.
+    /// Guests' disks, volumes and objects stay with their hosts (listed in BACKUP.json).
+    Backup {
+        /// The backup file to write (never overwritten).
+        file: PathBuf,
+        /// Data directory of the cloud.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Leave the image store out.
+        #[arg(long)]
+        without_images: bool,
+    },
+    /// Restore a backup into a new, empty data directory; `stratus up` on it then starts
+    /// the same cloud (migrating an older database).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Data directory to restore into (must be empty or missing).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Configuration commands.
@@ -130,6 +152,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !status.healthy {
                 anyhow::bail!("the cloud is not healthy (see above)");
             }
+            Ok(())
+        }
+        Command::Backup { file, data_dir, without_images } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let opts = stratus::backup::BackupOptions { without_images, config_file: cli.config.clone() };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let m = rt.block_on(stratus::backup::create(&config, &file, &opts))?;
+            println!(
+                "Backed up {} ({} database{}) to {}",
+                config.data_dir.display(),
+                m.database,
+                if m.images { ", images" } else { "" },
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Restore { file, data_dir } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let m = rt.block_on(stratus::backup::restore(&config, &file))?;
+            println!(
+                "Restored the backup of {} into {}; start it with: stratus up --data-dir {}{}",
+                m.taken_at,
+                config.data_dir.display(),
+                config.data_dir.display(),
+                if m.config { " (its configuration is in stratus.toml.restored there)" } else { "" }
+            );
             Ok(())
         }
         Command::Version => {

@@ -105,3 +105,70 @@ async fn status_reports_services_hosts_and_servers() {
     assert!(e.contains("401"), "{e}");
     cloud.shutdown().await;
 }
+
+/// `stratus backup` while the cloud runs, `stratus restore` into a fresh data directory:
+/// the restored cloud has the same projects, users, images (with their data), networks
+/// and flavors, and honours a token issued before the backup (its keys came along).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_running_restores_the_same_cloud() {
+    let cloud = TestCloud::start().await;
+    let image = cloud.create_tiny_image().await;
+    let image_id = image["id"].as_str().unwrap().to_string();
+    cloud.openstack(&["project", "create", "bk-project"]).await.expect("project");
+    cloud.openstack(&["user", "create", "--password", "pw-bk", "bk-user"]).await.expect("user");
+    cloud.openstack(&["network", "create", "bk-net"]).await.expect("network");
+    cloud
+        .openstack(&["flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1", "bk-flavor"])
+        .await
+        .expect("flavor");
+    let token = cloud.openstack(&["token", "issue"]).await.expect("token")["id"].as_str().unwrap().to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cloud.tar.gz");
+    let config = stratus::Config { data_dir: cloud.data_dir.clone(), ..stratus::Config::default() };
+    let m = stratus::backup::create(&config, &file, &Default::default()).await.expect("backup while running");
+    assert_eq!((m.database.as_str(), m.images), ("sqlite", true));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "it holds keys");
+    assert!(m.left_out.iter().any(|l| l.starts_with("instances:")));
+    let again = stratus::backup::create(&config, &file, &Default::default()).await.unwrap_err();
+    assert!(format!("{again:#}").contains("never overwritten"), "{again:#}");
+    // What is written after the backup is not in it.
+    cloud.openstack(&["project", "create", "after-backup"]).await.expect("project");
+    cloud.shutdown().await;
+
+    // Never over a cloud.
+    let busy = dir.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("stratus.db"), b"a cloud").unwrap();
+    let busy = stratus::Config { data_dir: busy, ..stratus::Config::default() };
+    let over = stratus::backup::restore(&busy, &file).await.unwrap_err();
+    assert!(format!("{over:#}").contains("not empty"), "{over:#}");
+
+    let target = dir.path().join("restored");
+    let rconfig = stratus::Config { data_dir: target.clone(), ..stratus::Config::default() };
+    stratus::backup::restore(&rconfig, &file).await.expect("restore");
+    let restored = TestCloud::start_in(target.clone(), |_| {}).await;
+    restored.openstack(&["project", "show", "bk-project"]).await.expect("the project is back");
+    assert!(restored.openstack(&["project", "show", "after-backup"]).await.is_err());
+    restored.openstack(&["user", "show", "bk-user"]).await.expect("the user is back");
+    restored.openstack(&["network", "show", "bk-net"]).await.expect("the network is back");
+    restored.openstack(&["flavor", "show", "bk-flavor"]).await.expect("the flavor is back");
+    let out = dir.path().join("tiny.out");
+    restored
+        .openstack(&["image", "save", "--file", out.to_str().unwrap(), &image_id])
+        .await
+        .expect("the image's data is back");
+    assert_eq!(std::fs::read(&out).unwrap(), vec![0u8; 1 << 20]);
+    // A token from before the backup is still valid: the Fernet keys came along.
+    let r = restored
+        .http()
+        .get(restored.at("/identity/v3/auth/tokens"))
+        .header("x-auth-token", &token)
+        .header("x-subject-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    restored.shutdown().await;
+}
