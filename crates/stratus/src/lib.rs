@@ -13,6 +13,7 @@ pub mod netagent;
 pub mod recorder;
 pub mod status;
 pub mod test_image;
+pub mod tls;
 pub mod volagent;
 
 pub use app::{Cloud, CloudHandle};

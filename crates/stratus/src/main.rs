@@ -38,6 +38,10 @@ enum Command {
         /// Admin password for the first bootstrap (generated when not given).
         #[arg(long, env = "STRATUS_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: Option<String>,
+        /// Serve HTTPS with a CA and certificate made once under <data_dir>/tls (for a
+        /// first try; clients trust tls/ca.pem, written as OS_CACERT into admin-openrc).
+        #[arg(long)]
+        self_signed: bool,
     },
     /// The running cloud's health at a glance: APIs, services and agents, hosts with their
     /// free resources, servers by status, the data plane. Credentials from OS_* variables,
@@ -225,12 +229,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Up { data_dir, listen, admin_password } => {
+        Command::Up { data_dir, listen, admin_password, self_signed } => {
             if let Some(d) = data_dir {
                 config.data_dir = d;
             }
             if let Some(l) = listen {
                 config.server.listen = l;
+            }
+            if self_signed {
+                let host = config.server.listen.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("");
+                let host = if host == "0.0.0.0" || host == "::" { stratus::tls::host_name() } else { host.to_string() };
+                let set = stratus::tls::self_signed(&config.data_dir, &host)?;
+                config.server.tls_cert = set.cert.display().to_string();
+                config.server.tls_key = set.key.display().to_string();
             }
             stratus::logging::init(&config.log.format, &config.log.level);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -255,6 +266,11 @@ async fn up(config: Config, opts: StartOptions) -> anyhow::Result<()> {
     println!("  data directory: {}", data_dir.display());
     println!("  data plane:     {}", cloud.data_plane);
     let openrc = data_dir.join("admin-openrc");
+    let ca = data_dir.join("tls/ca.pem");
+    if cloud.public_url.starts_with("https://") && ca.exists() {
+        stratus::tls::add_cacert_to_openrc(&data_dir, &ca)?;
+        println!("  CA certificate: {} (OS_CACERT)", ca.display());
+    }
     if openrc.exists() {
         println!("  credentials:    source {}", openrc.display());
     }

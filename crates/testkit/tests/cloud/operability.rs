@@ -172,3 +172,47 @@ async fn a_backup_taken_while_running_restores_the_same_cloud() {
     assert_eq!(r.status().as_u16(), 200);
     restored.shutdown().await;
 }
+
+/// TLS on the listener (issue 23): the catalog advertises `https://`, the real `openstack`
+/// CLI works with `OS_CACERT`, and plain HTTP to the port gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_the_apis_over_https_to_the_real_cli() {
+    let certs = tempfile::tempdir().unwrap();
+    let set = stratus::tls::self_signed(certs.path(), "").expect("self-signed set");
+    let (cert, key) = (set.cert.display().to_string(), set.key.display().to_string());
+    let cloud = TestCloud::start_with(move |c| {
+        c.server.tls_cert = cert;
+        c.server.tls_key = key;
+    })
+    .await;
+    let url = cloud.handle().public_url.clone();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl").args(["-s", "-m", "10"]).args(args).output().expect("curl");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let ca = set.ca.display().to_string();
+    let (code, body) = curl(&["--cacert", &ca, &format!("{url}/identity/v3")]);
+    assert_eq!(code, Some(0), "{body}");
+    assert!(
+        body.contains(&format!("\"href\": \"{url}/identity/v3/\"")) || body.contains(&format!("{url}/identity/v3/")),
+        "{body}"
+    );
+    // Without the CA the certificate is not trusted; plain HTTP gets no HTTP answer.
+    assert_ne!(curl(&[&format!("{url}/identity/v3")]).0, Some(0));
+    let plain = url.replace("https://", "http://");
+    let (_, body) = curl(&["-o", "-", "-w", "%{http_code}", &format!("{plain}/identity/v3")]);
+    assert!(!body.contains("\"version\""), "{body}");
+
+    let mut cmd = std::process::Command::new(stratus_testkit::openstack_cli());
+    cmd.args(["catalog", "list", "-f", "json"]);
+    for (k, v) in cloud.os_env(&cloud.admin()) {
+        cmd.env(k, v);
+    }
+    let out = cmd.env("OS_CACERT", &ca).output().expect("openstack");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("{url}/compute/v2.1")), "the catalog advertises https: {text}");
+    cloud.shutdown().await;
+}
