@@ -44,6 +44,11 @@ impl Api {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: InternalUri, body: &Value) -> Result<Value> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
     /// `DELETE path`.
     pub async fn delete(&self, path: InternalUri) -> Result<Value> {
         self.send(Method::DELETE, path, None).await

@@ -14,6 +14,7 @@ const PANELS: &[(&str, &str, &str, &str, bool)] = &[
     ("Project", "instances", "Instances", "/project/instances", false),
     ("Project", "images", "Images", "/project/images", false),
     ("Project", "networks", "Networks", "/project/networks", false),
+    ("Project", "floating_ips", "Floating IPs", "/project/floating_ips", false),
     ("Identity", "projects", "Projects", "/identity/projects", true),
     ("Identity", "users", "Users", "/identity/users", true),
 ];

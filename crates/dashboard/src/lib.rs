@@ -10,11 +10,13 @@
 //!
 //! Modules: [`session`] (the bounded server-side store), [`login`] (log in, switch
 //! project, log out), [`layout`] (the page shell and navigation), one module per panel
-//! ([`overview`], [`instances`], [`images`], [`networks`], [`identity`]), [`assets`].
+//! ([`overview`], [`instances`], [`images`], [`networks`], [`floating_ips`],
+//! [`identity`]), [`assets`].
 
 pub mod api;
 pub mod assets;
 pub mod error;
+pub mod floating_ips;
 pub mod guard;
 pub mod identity;
 pub mod images;
@@ -120,6 +122,10 @@ impl DashboardService {
             .route("/project/images/{id}/delete", post(images::delete))
             .route("/project/networks", get(networks::page).post(networks::create))
             .route("/project/networks/{id}/delete", post(networks::delete))
+            .route("/project/floating_ips", get(floating_ips::page).post(floating_ips::allocate))
+            .route("/project/floating_ips/{id}/associate", post(floating_ips::associate))
+            .route("/project/floating_ips/{id}/disassociate", post(floating_ips::disassociate))
+            .route("/project/floating_ips/{id}/release", post(floating_ips::release))
             .route("/identity/projects", get(identity::projects))
             .route("/identity/users", get(identity::users))
             .fallback(not_found)

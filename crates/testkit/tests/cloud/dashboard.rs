@@ -319,3 +319,98 @@ async fn dashboard_member_sees_own_project_only_and_no_admin_panels() {
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     cloud.shutdown().await;
 }
+
+async fn wait_active(cloud: &TestCloud, token: &str, id: &str) {
+    for _ in 0..100 {
+        let v = api(cloud, token, reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await;
+        if v["server"]["status"] == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("server {id} did not become ACTIVE");
+}
+
+#[tokio::test]
+async fn dashboard_floating_ip_allocate_associate_release() {
+    use reqwest::Method;
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin_token().await;
+    let image_id = tiny_image(&cloud, &admin).await;
+    let post = |path: &'static str, body: Value| {
+        let (cloud, admin) = (&cloud, &admin);
+        async move { api(cloud, admin, Method::POST, path, Some(body)).await }
+    };
+    let ext = post("/network/v2.0/networks", json!({"network": {"name": "public", "router:external": true}})).await;
+    let ext = ext["network"]["id"].as_str().unwrap().to_string();
+    post(
+        "/network/v2.0/subnets",
+        json!({"subnet": {"network_id": ext, "cidr": "203.0.113.0/24", "ip_version": 4, "enable_dhcp": false}}),
+    )
+    .await;
+    let net = post("/network/v2.0/networks", json!({"network": {"name": "priv"}})).await;
+    let net = net["network"]["id"].as_str().unwrap().to_string();
+    let sub =
+        post("/network/v2.0/subnets", json!({"subnet": {"network_id": net, "cidr": "10.20.0.0/24", "ip_version": 4}}))
+            .await;
+    let sub = sub["subnet"]["id"].as_str().unwrap().to_string();
+    let router =
+        post("/network/v2.0/routers", json!({"router": {"name": "r1", "external_gateway_info": {"network_id": ext}}}))
+            .await;
+    let router = router["router"]["id"].as_str().unwrap().to_string();
+    api(
+        &cloud,
+        &admin,
+        Method::PUT,
+        &format!("/network/v2.0/routers/{router}/add_router_interface"),
+        Some(json!({"subnet_id": sub})),
+    )
+    .await;
+    let server = post(
+        "/compute/v2.1/servers",
+        json!({"server": {"name": "fip-vm", "imageRef": image_id, "flavorRef": "1", "networks": [{"uuid": net}]}}),
+    )
+    .await;
+    let server = server["server"]["id"].as_str().unwrap().to_string();
+    wait_active(&cloud, &admin, &server).await;
+    let ports = api(&cloud, &admin, Method::GET, &format!("/network/v2.0/ports?device_id={server}"), None).await;
+    let port = ports["ports"][0]["id"].as_str().unwrap().to_string();
+
+    let mut web = Web::new(&cloud);
+    assert_eq!(web.login("Default", "admin", ADMIN_PASSWORD).await.status, StatusCode::SEE_OTHER);
+    let p = web.get("/dashboard/project/floating_ips").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("No floating IPs.") && p.body.contains(&format!("value=\"{ext}\"")));
+    let csrf = p.csrf();
+    let p = web.post("/dashboard/project/floating_ips", &[("csrf_token", &csrf), ("network_id", &ext)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let fips = api(&cloud, &admin, Method::GET, "/network/v2.0/floatingips", None).await;
+    let fip = fips["floatingips"][0].clone();
+    let (fip_id, addr) =
+        (fip["id"].as_str().unwrap().to_string(), fip["floating_ip_address"].as_str().unwrap().to_string());
+    assert!(addr.starts_with("203.0.113."));
+    let p = web.get("/dashboard/project/floating_ips").await;
+    assert!(p.body.contains(&addr) && p.body.contains("fip-vm: 10.20.0."), "the instance's port is offered");
+
+    let p = web
+        .post(
+            &format!("/dashboard/project/floating_ips/{fip_id}/associate"),
+            &[("csrf_token", &csrf), ("port_id", &port)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let v = api(&cloud, &admin, Method::GET, &format!("/network/v2.0/floatingips/{fip_id}"), None).await;
+    assert_eq!(v["floatingip"]["port_id"], json!(port));
+    let p = web.get("/dashboard/project/floating_ips").await;
+    assert!(p.body.contains("Disassociate"));
+
+    let p = web.post(&format!("/dashboard/project/floating_ips/{fip_id}/disassociate"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let v = api(&cloud, &admin, Method::GET, &format!("/network/v2.0/floatingips/{fip_id}"), None).await;
+    assert!(v["floatingip"]["port_id"].is_null());
+    let p = web.post(&format!("/dashboard/project/floating_ips/{fip_id}/release"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let fips = api(&cloud, &admin, Method::GET, "/network/v2.0/floatingips", None).await;
+    assert!(fips["floatingips"].as_array().unwrap().is_empty());
+    cloud.shutdown().await;
+}

@@ -240,7 +240,12 @@ async fn dashboard_in_chromium_logs_in_and_launches_an_instance() {
     assert_eq!(images["images"][0]["size"], json!(3 << 20), "every byte arrived");
     assert_eq!(images["images"][0]["status"], json!("active"));
 
-    for (name, path) in [("images", "/dashboard/project/images"), ("networks", "/dashboard/project/networks")] {
+    for (name, path) in [
+        ("images", "/dashboard/project/images"),
+        ("networks", "/dashboard/project/networks"),
+        ("floating_ips", "/dashboard/project/floating_ips"),
+        ("projects", "/dashboard/identity/projects"),
+    ] {
         page.goto(&cloud.at(path)).await;
         page.wait_for("document.querySelector('main h1')", name).await;
         page.screenshot(name).await;
