@@ -17,8 +17,14 @@
     var url = el.getAttribute("data-poll");
     setTimeout(function () {
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
-        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
+        .then(function (r) {
+          // The session ended: the fragment request was sent to the login page.
+          if (r.redirected) { window.location = r.url; return null; }
+          if (!r.ok) throw new Error(r.status);
+          return r.text();
+        })
         .then(function (html) {
+          if (html === null) return;
           el.innerHTML = html;
           if (el.querySelector("[data-busy]")) poll(el);
         })

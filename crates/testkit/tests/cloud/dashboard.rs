@@ -317,6 +317,42 @@ async fn dashboard_member_sees_own_project_only_and_no_admin_panels() {
     // The admin page itself is refused by the identity API's policy, not hidden by us.
     let p = web.get("/dashboard/identity/users").await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+
+    // The project switcher: bob gets a role on a second project and switches to it; a
+    // project he has no role on is refused.
+    member(&cloud, &admin, "green", "gina").await;
+    let projects = api(&cloud, &admin, reqwest::Method::GET, "/identity/v3/projects", None).await;
+    let id_of = |name: &str| {
+        projects["projects"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (green, admin_project) = (id_of("green"), id_of("admin"));
+    let users = api(&cloud, &admin, reqwest::Method::GET, "/identity/v3/users?name=bob", None).await;
+    let bob = users["users"][0]["id"].as_str().unwrap().to_string();
+    let roles = api(&cloud, &admin, reqwest::Method::GET, "/identity/v3/roles?name=member", None).await;
+    let member_role = roles["roles"][0]["id"].as_str().unwrap().to_string();
+    let r = cloud
+        .http()
+        .put(cloud.at(&format!("/identity/v3/projects/{green}/users/{bob}/roles/{member_role}")))
+        .header("x-auth-token", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The list of projects is read at login: log in again.
+    let csrf = web.get("/dashboard/project/overview").await.csrf();
+    web.post("/dashboard/auth/logout", &[("csrf_token", &csrf)]).await;
+    assert_eq!(web.login("Default", "bob", "member-pw").await.status, StatusCode::SEE_OTHER);
+    let csrf = web.get("/dashboard/project/overview").await.csrf();
+    let p = web.post("/dashboard/auth/switch", &[("csrf_token", &csrf), ("project_id", &admin_project)]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "no role on the admin project");
+    let p = web.post("/dashboard/auth/switch", &[("csrf_token", &csrf), ("project_id", &green)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = web.get("/dashboard/project/overview").await;
+    assert!(p.body.contains(&format!("<option value=\"{green}\" selected>green</option>")), "{}", p.body);
+    assert!(p.body.contains("Switched to project green."));
     cloud.shutdown().await;
 }
 
