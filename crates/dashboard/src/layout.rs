@@ -13,6 +13,7 @@ const PANELS: &[(&str, &str, &str, &str, bool)] = &[
     ("Project", "overview", "Overview", "/project/overview", false),
     ("Project", "instances", "Instances", "/project/instances", false),
     ("Project", "images", "Images", "/project/images", false),
+    ("Project", "volumes", "Volumes", "/project/volumes", false),
     ("Project", "networks", "Networks", "/project/networks", false),
     ("Project", "floating_ips", "Floating IPs", "/project/floating_ips", false),
     ("Identity", "projects", "Projects", "/identity/projects", true),

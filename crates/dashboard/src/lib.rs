@@ -11,7 +11,7 @@
 //! Modules: [`session`] (the bounded server-side store), [`login`] (log in, switch
 //! project, log out), [`layout`] (the page shell and navigation), one module per panel
 //! ([`overview`], [`instances`], [`images`], [`networks`], [`floating_ips`],
-//! [`identity`]), [`assets`].
+//! [`volumes`], [`identity`]), [`assets`].
 
 pub mod api;
 pub mod assets;
@@ -26,6 +26,7 @@ pub mod login;
 pub mod networks;
 pub mod overview;
 pub mod session;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,11 @@ impl DashboardService {
             .route("/project/floating_ips/{id}/associate", post(floating_ips::associate))
             .route("/project/floating_ips/{id}/disassociate", post(floating_ips::disassociate))
             .route("/project/floating_ips/{id}/release", post(floating_ips::release))
+            .route("/project/volumes", get(volumes::page).post(volumes::create))
+            .route("/project/volumes/rows", get(volumes::rows))
+            .route("/project/volumes/{id}/attach", post(volumes::attach))
+            .route("/project/volumes/{id}/detach", post(volumes::detach))
+            .route("/project/volumes/{id}/delete", post(volumes::delete))
             .route("/identity/projects", get(identity::projects))
             .route("/identity/users", get(identity::users))
             .fallback(not_found)

@@ -450,3 +450,71 @@ async fn dashboard_floating_ip_allocate_associate_release() {
     assert!(fips["floatingips"].as_array().unwrap().is_empty());
     cloud.shutdown().await;
 }
+
+/// Polls the volume until its status is `want`.
+async fn wait_volume(cloud: &TestCloud, token: &str, project: &str, id: &str, want: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = api(cloud, token, reqwest::Method::GET, &format!("/volume/v3/{project}/volumes/{id}"), None).await;
+        if last["volume"]["status"] == want {
+            return last;
+        }
+        assert_ne!(last["volume"]["status"], "error", "{last}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("volume {id} never became {want}: {last}");
+}
+
+#[tokio::test]
+async fn dashboard_volume_create_attach_detach_delete() {
+    use reqwest::Method;
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin_token().await;
+    let image_id = tiny_image(&cloud, &admin).await;
+    let projects = api(&cloud, &admin, Method::GET, "/identity/v3/projects?name=admin", None).await;
+    let project = projects["projects"][0]["id"].as_str().unwrap().to_string();
+    let server = api(
+        &cloud,
+        &admin,
+        Method::POST,
+        "/compute/v2.1/servers",
+        Some(json!({"server": {"name": "vol-vm", "imageRef": image_id, "flavorRef": "1", "networks": "none"}})),
+    )
+    .await;
+    let server = server["server"]["id"].as_str().unwrap().to_string();
+    wait_active(&cloud, &admin, &server).await;
+
+    let mut web = Web::new(&cloud);
+    assert_eq!(web.login("Default", "admin", ADMIN_PASSWORD).await.status, StatusCode::SEE_OTHER);
+    let p = web.get("/dashboard/project/volumes").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let csrf = p.csrf();
+    let p = web.post("/dashboard/project/volumes", &[("csrf_token", &csrf), ("name", "data-vol"), ("size", "0")]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "size 0 is refused before the API");
+    let p = web.post("/dashboard/project/volumes", &[("csrf_token", &csrf), ("name", "data-vol"), ("size", "1")]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let vols = api(&cloud, &admin, Method::GET, &format!("/volume/v3/{project}/volumes"), None).await;
+    let vol = vols["volumes"][0]["id"].as_str().unwrap().to_string();
+    wait_volume(&cloud, &admin, &project, &vol, "available").await;
+
+    let attach = format!("/dashboard/project/volumes/{vol}/attach");
+    let p = web.post(&attach, &[("csrf_token", &csrf), ("server_id", &server)]).await;
+    if p.status == StatusCode::SEE_OTHER {
+        wait_volume(&cloud, &admin, &project, &vol, "in-use").await;
+        let p = web.get("/dashboard/project/volumes/rows").await;
+        assert!(p.body.contains("vol-vm on /dev/") && p.body.contains("Detach"), "{}", p.body);
+        let detach = format!("/dashboard/project/volumes/{vol}/detach");
+        let p = web.post(&detach, &[("csrf_token", &csrf), ("server_id", &server)]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+        wait_volume(&cloud, &admin, &project, &vol, "available").await;
+    } else {
+        // The compute API of this cloud has no os-volume_attachments yet (another branch
+        // builds it): its refusal is shown to the person as it was given, with its status.
+        assert_eq!(p.status, StatusCode::NOT_FOUND, "{}", p.body);
+        assert!(p.body.contains("Volume attachments are not available"), "{}", p.body);
+        wait_volume(&cloud, &admin, &project, &vol, "available").await;
+    }
+    let p = web.post(&format!("/dashboard/project/volumes/{vol}/delete"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    cloud.shutdown().await;
+}

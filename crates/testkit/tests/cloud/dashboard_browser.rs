@@ -243,6 +243,7 @@ async fn dashboard_in_chromium_logs_in_and_launches_an_instance() {
     for (name, path) in [
         ("images", "/dashboard/project/images"),
         ("networks", "/dashboard/project/networks"),
+        ("volumes", "/dashboard/project/volumes"),
         ("floating_ips", "/dashboard/project/floating_ips"),
         ("projects", "/dashboard/identity/projects"),
     ] {
