@@ -15,6 +15,7 @@ const PANELS: &[(&str, &str, &str, &str, bool)] = &[
     ("Project", "images", "Images", "/project/images", false),
     ("Project", "volumes", "Volumes", "/project/volumes", false),
     ("Project", "networks", "Networks", "/project/networks", false),
+    ("Project", "routers", "Routers", "/project/routers", false),
     ("Project", "floating_ips", "Floating IPs", "/project/floating_ips", false),
     ("Identity", "projects", "Projects", "/identity/projects", true),
     ("Identity", "users", "Users", "/identity/users", true),

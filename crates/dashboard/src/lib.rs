@@ -10,8 +10,8 @@
 //!
 //! Modules: [`session`] (the bounded server-side store), [`login`] (log in, switch
 //! project, log out), [`layout`] (the page shell and navigation), one module per panel
-//! ([`overview`], [`instances`], [`images`], [`networks`], [`floating_ips`],
-//! [`volumes`], [`identity`]), [`assets`].
+//! ([`overview`], [`instances`], [`images`], [`networks`], [`routers`],
+//! [`floating_ips`], [`volumes`], [`identity`]), [`assets`].
 
 pub mod api;
 pub mod assets;
@@ -25,6 +25,7 @@ pub mod layout;
 pub mod login;
 pub mod networks;
 pub mod overview;
+pub mod routers;
 pub mod session;
 pub mod volumes;
 
@@ -132,6 +133,9 @@ impl DashboardService {
             .route("/project/volumes/{id}/attach", post(volumes::attach))
             .route("/project/volumes/{id}/detach", post(volumes::detach))
             .route("/project/volumes/{id}/delete", post(volumes::delete))
+            .route("/project/routers", get(routers::page).post(routers::create))
+            .route("/project/routers/{id}/interface", post(routers::add_interface))
+            .route("/project/routers/{id}/delete", post(routers::delete))
             .route("/identity/projects", get(identity::projects))
             .route("/identity/users", get(identity::users))
             .fallback(not_found)

@@ -390,18 +390,6 @@ async fn dashboard_floating_ip_allocate_associate_release() {
         post("/network/v2.0/subnets", json!({"subnet": {"network_id": net, "cidr": "10.20.0.0/24", "ip_version": 4}}))
             .await;
     let sub = sub["subnet"]["id"].as_str().unwrap().to_string();
-    let router =
-        post("/network/v2.0/routers", json!({"router": {"name": "r1", "external_gateway_info": {"network_id": ext}}}))
-            .await;
-    let router = router["router"]["id"].as_str().unwrap().to_string();
-    api(
-        &cloud,
-        &admin,
-        Method::PUT,
-        &format!("/network/v2.0/routers/{router}/add_router_interface"),
-        Some(json!({"subnet_id": sub})),
-    )
-    .await;
     let server = post(
         "/compute/v2.1/servers",
         json!({"server": {"name": "fip-vm", "imageRef": image_id, "flavorRef": "1", "networks": [{"uuid": net}]}}),
@@ -414,6 +402,26 @@ async fn dashboard_floating_ip_allocate_associate_release() {
 
     let mut web = Web::new(&cloud);
     assert_eq!(web.login("Default", "admin", ADMIN_PASSWORD).await.status, StatusCode::SEE_OTHER);
+    // The router, from the Routers panel: a gateway on `public`, an interface on `priv`.
+    let p = web.get("/dashboard/project/routers").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("No routers.") && p.body.contains(&format!("value=\"{ext}\"")));
+    let csrf = p.csrf();
+    let p = web
+        .post("/dashboard/project/routers", &[("csrf_token", &csrf), ("name", "r1"), ("external_network_id", &ext)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let routers = api(&cloud, &admin, Method::GET, "/network/v2.0/routers", None).await;
+    let router = routers["routers"][0].clone();
+    assert_eq!(router["external_gateway_info"]["network_id"], json!(ext));
+    let router = router["id"].as_str().unwrap().to_string();
+    let p = web
+        .post(&format!("/dashboard/project/routers/{router}/interface"), &[("csrf_token", &csrf), ("subnet_id", &sub)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = web.get("/dashboard/project/routers").await;
+    assert!(p.body.contains("10.20.0.0/24 (10.20.0.1)"), "the interface is listed: {}", p.body);
+
     let p = web.get("/dashboard/project/floating_ips").await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("No floating IPs.") && p.body.contains(&format!("value=\"{ext}\"")));
@@ -448,6 +456,11 @@ async fn dashboard_floating_ip_allocate_associate_release() {
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let fips = api(&cloud, &admin, Method::GET, "/network/v2.0/floatingips", None).await;
     assert!(fips["floatingips"].as_array().unwrap().is_empty());
+    // Deleting the router removes its interface first.
+    let p = web.post(&format!("/dashboard/project/routers/{router}/delete"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let routers = api(&cloud, &admin, Method::GET, "/network/v2.0/routers", None).await;
+    assert!(routers["routers"].as_array().unwrap().is_empty());
     cloud.shutdown().await;
 }
 

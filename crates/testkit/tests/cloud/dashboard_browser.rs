@@ -244,6 +244,7 @@ async fn dashboard_in_chromium_logs_in_and_launches_an_instance() {
         ("images", "/dashboard/project/images"),
         ("networks", "/dashboard/project/networks"),
         ("volumes", "/dashboard/project/volumes"),
+        ("routers", "/dashboard/project/routers"),
         ("floating_ips", "/dashboard/project/floating_ips"),
         ("projects", "/dashboard/identity/projects"),
     ] {
