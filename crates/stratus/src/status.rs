@@ -28,6 +28,8 @@ pub struct Credentials {
     pub project: String,
     /// User and project domain name.
     pub domain: String,
+    /// CA certificate to trust (`OS_CACERT`), for a cloud serving TLS.
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 impl Credentials {
@@ -53,6 +55,7 @@ impl Credentials {
             password,
             project: get("OS_PROJECT_NAME").unwrap_or_else(|| "admin".into()),
             domain: get("OS_USER_DOMAIN_NAME").unwrap_or_else(|| "Default".into()),
+            cacert: get("OS_CACERT").filter(|c| !c.is_empty()).map(Into::into),
         })
     }
 }
@@ -127,7 +130,14 @@ pub struct Status {
 
 /// Gathers the status of the cloud that `creds` reach.
 pub async fn gather(creds: &Credentials) -> anyhow::Result<Status> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(20));
+    if let Some(ca) = &creds.cacert {
+        let pem = std::fs::read(ca).with_context(|| format!("OS_CACERT {}", ca.display()))?;
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).with_context(|| format!("OS_CACERT {}", ca.display()))?,
+        );
+    }
+    let http = builder.build()?;
     let base = creds
         .auth_url
         .trim_end_matches("/v3")

@@ -214,5 +214,16 @@ async fn tls_serves_the_apis_over_https_to_the_real_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("{url}/compute/v2.1")), "the catalog advertises https: {text}");
+    // `stratus status` with the CA, as admin-openrc's OS_CACERT gives it.
+    let creds = stratus::status::Credentials {
+        auth_url: format!("{url}/identity/v3"),
+        username: "admin".into(),
+        password: stratus_testkit::ADMIN_PASSWORD.into(),
+        project: "admin".into(),
+        domain: "Default".into(),
+        cacert: Some(set.ca.clone()),
+    };
+    let status = stratus::status::gather(&creds).await.expect("status over https");
+    assert!(status.apis.values().all(Option::is_some), "{:?}", status.apis);
     cloud.shutdown().await;
 }
