@@ -119,6 +119,9 @@ def run(servers, n):
         ("Instances poll fragment", "/dashboard/project/instances/rows", {"Cookie": session}),
         ("Images", "/dashboard/project/images", {"Cookie": session}),
         ("Networks", "/dashboard/project/networks", {"Cookie": session}),
+        ("Routers", "/dashboard/project/routers", {"Cookie": session}),
+        ("Floating IPs", "/dashboard/project/floating_ips", {"Cookie": session}),
+        ("Volumes", "/dashboard/project/volumes", {"Cookie": session}),
         ("Launch form", "/dashboard/project/instances/launch", {"Cookie": session}),
     ]
     print(f"dashboard pages: {servers} servers in the project, {n} requests per row, keep-alive, debug build unless noted")
