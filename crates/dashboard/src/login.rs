@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -140,9 +140,13 @@ pub struct LoginForm {
     password: String,
 }
 
+/// The browser's address, passed on to identity so that its per-source throttling of
+/// failed logins applies to the dashboard's form as it does to the API.
+type Peer = Option<std::net::SocketAddr>;
+
 /// Issues a token through identity's public API (`POST /v3/auth/tokens`); the body's
 /// `token` and the `X-Subject-Token`.
-async fn issue_token(d: &Dash, auth: Value) -> Result<(String, Value)> {
+async fn issue_token(d: &Dash, peer: Peer, auth: Value) -> Result<(String, Value)> {
     let body = serde_json::to_vec(&json!({ "auth": auth })).unwrap_or_default();
     let req = Request::builder()
         .method(Method::POST)
@@ -150,6 +154,10 @@ async fn issue_token(d: &Dash, auth: Value) -> Result<(String, Value)> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
         .map_err(|e| DashError::BadInput(e.to_string()))?;
+    let mut req = req;
+    if let Some(addr) = peer {
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
     // No caller yet: the request carries an empty context, as an anonymous HTTP client would.
     let resp = d
         .platform
@@ -173,7 +181,7 @@ async fn rescope(d: &Dash, token: &str, project_id: &str) -> Result<String> {
         "identity": {"methods": ["token"], "token": {"id": token}},
         "scope": {"project": {"id": project_id}},
     });
-    Ok(issue_token(d, auth).await?.0)
+    Ok(issue_token(d, None, auth).await?.0)
 }
 
 /// Validates `token` into the caller's context.
@@ -185,14 +193,19 @@ async fn validate(d: &Dash, token: &str) -> Result<RequestContext> {
 }
 
 /// `POST /auth/login`.
-pub async fn submit(State(d): State<Arc<Dash>>, Form(f): Form<LoginForm>) -> Response {
+pub async fn submit(
+    State(d): State<Arc<Dash>>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let peer = peer.map(|axum::Extension(ConnectInfo(addr))| addr);
     let domain = f.domain.trim();
     let username = f.username.trim();
     if domain.is_empty() || username.is_empty() || f.password.is_empty() {
         let msg = "Enter the domain, user name and password.";
         return login_response(&d, StatusCode::BAD_REQUEST, domain, username, Some(msg));
     }
-    match login(&d, domain, username, &f.password).await {
+    match login(&d, peer, domain, username, &f.password).await {
         Ok(session) => {
             let id = d.sessions.insert(session);
             let mut resp = Redirect::to(&d.url("/project/overview")).into_response();
@@ -216,16 +229,16 @@ pub async fn submit(State(d): State<Arc<Dash>>, Form(f): Form<LoginForm>) -> Res
     }
 }
 
-async fn login(d: &Dash, domain: &str, username: &str, password: &str) -> Result<Session> {
+async fn login(d: &Dash, peer: Peer, domain: &str, username: &str, password: &str) -> Result<Session> {
     // Horizon's form names the domain; operators also type its id (`default`).
     let by_name = json!({"identity": {"methods": ["password"], "password": {"user": {
         "name": username, "domain": {"name": domain}, "password": password}}}});
-    let (mut token, body) = match issue_token(d, by_name).await {
+    let (mut token, body) = match issue_token(d, peer, by_name).await {
         Ok(t) => t,
         Err(DashError::Api { status: StatusCode::UNAUTHORIZED, .. }) if domain.eq_ignore_ascii_case("default") => {
             let by_id = json!({"identity": {"methods": ["password"], "password": {"user": {
                 "name": username, "domain": {"id": "default"}, "password": password}}}});
-            issue_token(d, by_id).await?
+            issue_token(d, peer, by_id).await?
         }
         Err(e) => return Err(e),
     };

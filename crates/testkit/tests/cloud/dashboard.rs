@@ -531,3 +531,29 @@ async fn dashboard_volume_create_attach_detach_delete() {
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn dashboard_failed_logins_are_throttled_per_browser_address() {
+    let cloud = TestCloud::start_with(|c| {
+        c.identity.failed_login_source_burst = 2;
+        c.identity.failed_login_source_per_minute = 1;
+        c.identity.failed_login_user_burst = 100;
+    })
+    .await;
+    let mut web = Web::new(&cloud);
+    // Different user names, so only the per-source bucket can empty: identity sees the
+    // browser's address, not an anonymous in-process caller.
+    assert_eq!(web.login("Default", "mallory0", "guess").await.status, StatusCode::UNAUTHORIZED);
+    let mut refused = None;
+    for n in 1..6 {
+        let p = web.login("Default", &format!("mallory{n}"), "guess").await;
+        if p.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(p);
+            break;
+        }
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+    }
+    let p = refused.expect("the browser's address ran out of failed logins");
+    assert!(p.body.contains("<form"), "the form again, with identity's message");
+    cloud.shutdown().await;
+}
