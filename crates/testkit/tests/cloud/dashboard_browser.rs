@@ -7,6 +7,7 @@
 //!
 //! Needs `chromium` (`scripts/install-chromium.sh`, run by `scripts/test.sh`).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,17 +20,37 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A headless Chromium, killed (and its profile removed) when dropped.
+/// A headless Chromium, killed with all its helper processes (its own process group)
+/// and its profile removed when dropped.
 struct Chromium {
-    _child: tokio::process::Child,
-    _profile: tempfile::TempDir,
+    child: std::process::Child,
+    profile: Option<tempfile::TempDir>,
     port: u16,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+        // Helpers may still be exiting: retry the removal briefly.
+        if let Some(dir) = self.profile.take() {
+            let path = dir.path().to_path_buf();
+            for _ in 0..50 {
+                if std::fs::remove_dir_all(&path).is_ok() || !path.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = dir.close();
+        }
+    }
 }
 
 impl Chromium {
     async fn start() -> Chromium {
         let profile = tempfile::Builder::new().prefix("dsh-chromium-").tempdir().expect("profile dir");
-        let child = tokio::process::Command::new("chromium")
+        let child = std::process::Command::new("chromium")
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -44,13 +65,15 @@ impl Chromium {
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromium starts (install it with scripts/install-chromium.sh)");
-        // Chromium writes the port it bound into the profile.
+        // Owned from here on, so a failure below still kills it and removes the profile.
         let file = profile.path().join("DevToolsActivePort");
+        let mut chromium = Chromium { child, profile: Some(profile), port: 0 };
+        // Chromium writes the port it bound into the profile.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
+        chromium.port = loop {
             if let Ok(s) = std::fs::read_to_string(&file) {
                 if let Some(p) = s.lines().next().and_then(|l| l.trim().parse().ok()) {
                     break p;
@@ -59,7 +82,7 @@ impl Chromium {
             assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        Chromium { _child: child, _profile: profile, port }
+        chromium
     }
 
     /// A DevTools session on the first page target.
