@@ -11,6 +11,7 @@ pub mod info;
 pub mod stacks;
 #[cfg(test)]
 mod tests;
+pub mod update;
 
 use axum::http::StatusCode;
 use axum::routing::{any, get, post};

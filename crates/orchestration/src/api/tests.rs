@@ -224,8 +224,43 @@ async fn stack_lifecycle_through_the_api() {
     assert_eq!(v["error"]["message"], "The Stack (s1) already exists.");
     let (_, _, v) = call(&r, Method::GET, "/v1/pa/stacks", "alice", None).await;
     assert_eq!(v["stacks"].as_array().unwrap().len(), 1);
-    let (st, _, _) = call(&r, Method::PATCH, &path, "alice", Some(json!({}))).await;
-    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+    // Updates: the preview of a new word says only the value changes (in place).
+    let (_, _, before) = call(&r, Method::GET, &format!("{path}/outputs/rand"), "alice", None).await;
+    let (st, _, v) =
+        call(&r, Method::PATCH, &format!("{path}/preview"), "alice", Some(json!({"parameters": {"word": "bye"}})))
+            .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let changes = &v["resource_changes"];
+    assert_eq!(changes["updated"][0]["resource_name"], "val", "{v}");
+    assert_eq!(changes["unchanged"][0]["resource_name"], "rand", "{v}");
+    assert!(changes["replaced"].as_array().unwrap().is_empty() && changes["added"].as_array().unwrap().is_empty());
+    // PATCH keeps the template and the other parameters.
+    let (st, _, v) = call(&r, Method::PATCH, &path, "alice", Some(json!({"parameters": {"word": "bye"}}))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let shown = wait(&r, &path, "UPDATE_COMPLETE").await;
+    assert_eq!(shown["parameters"]["word"], "bye");
+    let (_, _, after) = call(&r, Method::GET, &format!("{path}/outputs/rand"), "alice", None).await;
+    assert_eq!(after, before, "the random string was kept");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/joined"), "alice", None).await;
+    assert!(v["output"]["output_value"].as_str().unwrap().starts_with("bye "), "{v}");
+    // PUT replaces the parameters: `word` returns to its default.
+    let put = json!({"template": template()});
+    let (st, _, _) = call(&r, Method::PUT, "/v1/pa/stacks/s1", "alice", Some(put)).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(wait(&r, &path, "UPDATE_COMPLETE").await["parameters"]["word"], "hello");
+    // Bad updates are refused before anything changes.
+    let (st, _, v) = call(&r, Method::PUT, &path, "alice", Some(json!({"parameters": {}}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("No template"), "{v}");
+    let nope = json!({"template": {"heat_template_version": "2018-08-31", "resources": {"x": {"type": "OS::Nope"}}}});
+    let (st, _, v) = call(&r, Method::PUT, &path, "alice", Some(nope)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("OS::Nope"), "{v}");
+    let (st, _, v) = call(&r, Method::PATCH, &path, "alice", Some(json!({"parameters": {"nosuch": 1}}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _, _) = call(&r, Method::PATCH, &path, "reader", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(wait(&r, &path, "UPDATE_COMPLETE").await["parameters"]["word"], "hello");
 
     let (st, _, _) = call(&r, Method::DELETE, &path, "alice", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);

@@ -11,7 +11,7 @@ use axum::http::Method;
 use serde_json::{json, Map, Value};
 use stratus_core::internal::InternalUri;
 
-use super::{copy, opt, prop_str, req, Created, Cx, Kind, Prop, Registry, ResourceType};
+use super::{copy, opt, prop_str, req, Change, Created, Cx, Kind, Prop, Registry, ResourceType};
 
 pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(Net));
@@ -51,6 +51,42 @@ async fn create(cx: &Cx, collection: &str, singular: &str, body: Map<String, Val
 
 fn created(obj: Value) -> Created {
     Created { physical_id: obj["id"].as_str().unwrap_or_default().to_string(), ref_id: None, attributes: obj }
+}
+
+/// Applies an in-place update with one `PUT {collection}/{id}`: each changed property
+/// of `fields` (`(property, API field)`) is sent, an unset `name` as a generated name
+/// and other unset properties as null (the API's default); `extra` adds resolved
+/// fields (ids found by name). Tags go to their own endpoint. Answers the object as it
+/// is now.
+async fn put_changes(
+    cx: &Cx,
+    change: &Change<'_>,
+    collection: &str,
+    singular: &str,
+    fields: &[(&str, &str)],
+    extra: Map<String, Value>,
+) -> Result<Value, String> {
+    let mut body = extra;
+    for (p, v) in change.changed_values() {
+        let Some((_, f)) = fields.iter().find(|(name, _)| *name == p) else { continue };
+        let v = match (p, v) {
+            ("name", Value::Null) => json!(cx.physical_name()),
+            (_, v) => v,
+        };
+        body.insert((*f).to_string(), v);
+    }
+    let id = change.physical_id;
+    let mut obj = if body.is_empty() {
+        cx.call(Method::GET, &uri(collection).seg(id), None).await?[singular].clone()
+    } else {
+        cx.call(Method::PUT, &uri(collection).seg(id), Some(json!({ singular: body }))).await?[singular].clone()
+    };
+    if change.changed.iter().any(|c| c == "tags") {
+        let tags = change.new.get("tags").cloned().unwrap_or(json!([]));
+        let r = cx.call(Method::PUT, &uri(collection).seg(id).seg("tags"), Some(json!({"tags": tags}))).await?;
+        obj["tags"] = r["tags"].clone();
+    }
+    Ok(obj)
 }
 
 struct Net;
@@ -116,6 +152,20 @@ impl ResourceType for Net {
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
         cx.delete(&uri("networks").seg(id)).await
+    }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "admin_state_up", "shared", "port_security_enabled", "dns_domain", "qos_policy", "tags"]
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let fields = [
+            ("name", "name"),
+            ("admin_state_up", "admin_state_up"),
+            ("shared", "shared"),
+            ("port_security_enabled", "port_security_enabled"),
+            ("dns_domain", "dns_domain"),
+            ("qos_policy", "qos_policy_id"),
+        ];
+        Ok(created(put_changes(cx, change, "networks", "network", &fields, Map::new()).await?))
     }
 }
 
@@ -228,6 +278,19 @@ impl ResourceType for Subnet {
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
         cx.delete(&uri("subnets").seg(id)).await
     }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "enable_dhcp", "allocation_pools", "dns_nameservers", "host_routes", "tags"]
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let fields = [
+            ("name", "name"),
+            ("enable_dhcp", "enable_dhcp"),
+            ("allocation_pools", "allocation_pools"),
+            ("dns_nameservers", "dns_nameservers"),
+            ("host_routes", "host_routes"),
+        ];
+        Ok(created(put_changes(cx, change, "subnets", "subnet", &fields, Map::new()).await?))
+    }
 }
 
 struct Port;
@@ -333,6 +396,29 @@ impl ResourceType for Port {
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
         cx.delete(&uri("ports").seg(id)).await
     }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "admin_state_up", "security_groups", "allowed_address_pairs", "port_security_enabled", "tags"]
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let fields = [
+            ("name", "name"),
+            ("admin_state_up", "admin_state_up"),
+            ("allowed_address_pairs", "allowed_address_pairs"),
+            ("port_security_enabled", "port_security_enabled"),
+        ];
+        let mut extra = Map::new();
+        if change.changed.iter().any(|c| c == "security_groups") {
+            let mut ids = Vec::new();
+            for g in change.new.get("security_groups").and_then(Value::as_array).into_iter().flatten() {
+                let g = g.as_str().unwrap_or_default();
+                ids.push(json!(cx.neutron_id("security-groups", "security_group", g).await?));
+            }
+            extra.insert("security_groups".into(), Value::Array(ids));
+        }
+        let mut obj = put_changes(cx, change, "ports", "port", &fields, extra).await?;
+        obj["subnets"] = change.attributes["subnets"].clone();
+        Ok(created(obj))
+    }
 }
 
 struct Router;
@@ -391,6 +477,13 @@ impl ResourceType for Router {
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
         cx.delete(&uri("routers").seg(id)).await
+    }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "admin_state_up", "tags"]
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let fields = [("name", "name"), ("admin_state_up", "admin_state_up")];
+        Ok(created(put_changes(cx, change, "routers", "router", &fields, Map::new()).await?))
     }
 }
 
@@ -482,54 +575,85 @@ impl ResourceType for SecurityGroup {
             json!(prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name())),
         );
         body.insert("description".into(), json!(prop_str(props, "description").unwrap_or("")));
-        let mut obj = create(cx, "security-groups", "security_group", body).await?;
+        let obj = create(cx, "security-groups", "security_group", body).await?;
         let id = obj["id"].as_str().unwrap_or_default().to_string();
-        let rules = props.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
-        // As Heat: rules given for egress replace the default "allow all egress" ones.
-        if rules.iter().any(|r| r["direction"].as_str() == Some("egress")) {
-            for r in obj["security_group_rules"].as_array().cloned().unwrap_or_default() {
-                if r["direction"] == "egress" {
-                    if let Some(rid) = r["id"].as_str() {
-                        cx.delete(&uri("security-group-rules").seg(rid)).await?;
-                    }
-                }
-            }
-        }
-        for (i, r) in rules.iter().enumerate() {
-            let Some(r) = r.as_object() else {
-                return Err(format!(
-                    "Property error: resources.{}.properties.rules[{i}]: a rule must be a map",
-                    cx.resource_name
-                ));
-            };
-            let mut rule = Map::new();
-            rule.insert("security_group_id".into(), json!(id));
-            rule.insert("direction".into(), r.get("direction").cloned().unwrap_or(json!("ingress")));
-            rule.insert("ethertype".into(), r.get("ethertype").cloned().unwrap_or(json!("IPv4")));
-            copy(
-                r,
-                &mut rule,
-                &[("protocol", "protocol"), ("port_range_min", "port_range_min"), ("port_range_max", "port_range_max")],
-            );
-            let mode = r.get("remote_mode").and_then(Value::as_str).unwrap_or("remote_ip_prefix");
-            if mode == "remote_group_id" {
-                let g = match r.get("remote_group_id").and_then(Value::as_str) {
-                    Some(g) => cx.neutron_id("security-groups", "security_group", g).await?,
-                    None => id.clone(),
-                };
-                rule.insert("remote_group_id".into(), json!(g));
-            } else if let Some(p) = r.get("remote_ip_prefix").filter(|v| !v.is_null()) {
-                rule.insert("remote_ip_prefix".into(), p.clone());
-            }
-            cx.call(Method::POST, &uri("security-group-rules"), Some(json!({"security_group_rule": rule}))).await?;
-        }
-        let fresh = cx.call(Method::GET, &uri("security-groups").seg(&id), None).await?;
-        obj = fresh["security_group"].clone();
-        Ok(created(obj))
+        set_rules(cx, &id, &obj, props, false).await
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
         cx.delete(&uri("security-groups").seg(id)).await
     }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "description", "rules"]
+    }
+    /// Name and description in place; new rules replace all the group's ingress rules
+    /// (and its egress ones when the new rules have some), as Heat does.
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let obj = put_changes(
+            cx,
+            change,
+            "security-groups",
+            "security_group",
+            &[("name", "name"), ("description", "description")],
+            Map::new(),
+        )
+        .await?;
+        if !change.changed.iter().any(|c| c == "rules") {
+            return Ok(created(obj));
+        }
+        set_rules(cx, change.physical_id, &obj, change.new, true).await
+    }
+}
+
+/// Gives security group `id` (as `obj` shows it) the rules of `props`: rules given for
+/// egress replace the default "allow all egress" ones; with `replace`, the existing
+/// ingress rules go too. Answers the group as it is then.
+async fn set_rules(
+    cx: &Cx,
+    id: &str,
+    obj: &Value,
+    props: &Map<String, Value>,
+    replace: bool,
+) -> Result<Created, String> {
+    let rules = props.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+    let egress = rules.iter().any(|r| r["direction"].as_str() == Some("egress"));
+    for r in obj["security_group_rules"].as_array().cloned().unwrap_or_default() {
+        let gone = if r["direction"] == "egress" { egress } else { replace };
+        if gone {
+            if let Some(rid) = r["id"].as_str() {
+                cx.delete(&uri("security-group-rules").seg(rid)).await?;
+            }
+        }
+    }
+    for (i, r) in rules.iter().enumerate() {
+        let Some(r) = r.as_object() else {
+            return Err(format!(
+                "Property error: resources.{}.properties.rules[{i}]: a rule must be a map",
+                cx.resource_name
+            ));
+        };
+        let mut rule = Map::new();
+        rule.insert("security_group_id".into(), json!(id));
+        rule.insert("direction".into(), r.get("direction").cloned().unwrap_or(json!("ingress")));
+        rule.insert("ethertype".into(), r.get("ethertype").cloned().unwrap_or(json!("IPv4")));
+        copy(
+            r,
+            &mut rule,
+            &[("protocol", "protocol"), ("port_range_min", "port_range_min"), ("port_range_max", "port_range_max")],
+        );
+        let mode = r.get("remote_mode").and_then(Value::as_str).unwrap_or("remote_ip_prefix");
+        if mode == "remote_group_id" {
+            let g = match r.get("remote_group_id").and_then(Value::as_str) {
+                Some(g) => cx.neutron_id("security-groups", "security_group", g).await?,
+                None => id.to_string(),
+            };
+            rule.insert("remote_group_id".into(), json!(g));
+        } else if let Some(p) = r.get("remote_ip_prefix").filter(|v| !v.is_null()) {
+            rule.insert("remote_ip_prefix".into(), p.clone());
+        }
+        cx.call(Method::POST, &uri("security-group-rules"), Some(json!({"security_group_rule": rule}))).await?;
+    }
+    let fresh = cx.call(Method::GET, &uri("security-groups").seg(id), None).await?;
+    Ok(created(fresh["security_group"].clone()))
 }
 
 struct FloatingIp;

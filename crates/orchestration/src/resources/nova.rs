@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use stratus_core::internal::InternalUri;
 
-use super::{opt, prop_str, req, Created, Cx, Kind, Prop, Registry, ResourceType};
+use super::{opt, prop_str, req, Change, Created, Cx, Kind, Prop, Registry, ResourceType};
 
 pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(KeyPair));
@@ -227,12 +227,7 @@ impl ResourceType for Server {
             let server = r["server"].clone();
             match server["status"].as_str() {
                 Some("ACTIVE") => {
-                    let (networks, first) = address_attrs(&server);
-                    let mut attrs = server.clone();
-                    attrs["networks"] = networks;
-                    attrs["first_address"] = first;
-                    attrs["instance_name"] = server["OS-EXT-SRV-ATTR:instance_name"].clone();
-                    return Ok(Created { physical_id: id, ref_id: None, attributes: attrs });
+                    return Ok(Created { physical_id: id, ref_id: None, attributes: server_attributes(&server) });
                 }
                 Some("ERROR") => {
                     let why = server["fault"]["message"].as_str().unwrap_or("no fault recorded");
@@ -271,4 +266,37 @@ impl ResourceType for Server {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "metadata"]
+    }
+    /// A new name (`PUT /servers/{id}`), new metadata (`PUT /servers/{id}/metadata`,
+    /// which replaces it all).
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let uri = compute("servers").seg(change.physical_id);
+        if change.changed.iter().any(|c| c == "name") {
+            let name = prop_str(change.new, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name());
+            cx.call(Method::PUT, &uri, Some(json!({"server": {"name": name}}))).await?;
+        }
+        if change.changed.iter().any(|c| c == "metadata") {
+            let meta = change.new.get("metadata").filter(|m| m.is_object()).cloned().unwrap_or(json!({}));
+            cx.call(Method::PUT, &uri.clone().seg("metadata"), Some(json!({"metadata": meta}))).await?;
+        }
+        let server = cx.call(Method::GET, &uri, None).await?["server"].clone();
+        Ok(Created {
+            physical_id: change.physical_id.to_string(),
+            ref_id: None,
+            attributes: server_attributes(&server),
+        })
+    }
+}
+
+/// A server's attributes: its representation with Heat's computed `networks`,
+/// `first_address` and `instance_name`.
+fn server_attributes(server: &Value) -> Value {
+    let (networks, first) = address_attrs(server);
+    let mut attrs = server.clone();
+    attrs["networks"] = networks;
+    attrs["first_address"] = first;
+    attrs["instance_name"] = server["OS-EXT-SRV-ATTR:instance_name"].clone();
+    attrs
 }
