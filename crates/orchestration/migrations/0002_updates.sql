@@ -8,6 +8,9 @@ ALTER TABLE heat_stacks ADD COLUMN prev_template TEXT;
 ALTER TABLE heat_stacks ADD COLUMN prev_files TEXT;
 ALTER TABLE heat_stacks ADD COLUMN prev_environment TEXT;
 ALTER TABLE heat_stacks ADD COLUMN prev_parameters TEXT;
+-- A nested stack (an OS::Heat::ResourceGroup's members) names its parent stack; the
+-- parent's engine drives it (it is not listed, nor recovered on its own).
+ALTER TABLE heat_stacks ADD COLUMN parent_id TEXT;
 CREATE TABLE heat_resource_backups (
     stack_id TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -78,7 +78,11 @@ impl Lookup for Snapshot<'_> {
     fn attr(&self, name: &str, attr: &str) -> Value {
         match self.done.get(name) {
             Some((_, attrs)) if attr == "show" => attrs.clone(),
-            Some((_, attrs)) => attrs.get(attr).cloned().unwrap_or(Value::Null),
+            Some((_, attrs)) => attrs
+                .get(attr)
+                .cloned()
+                .or_else(|| crate::resources::group::member_attr(attrs, attr))
+                .unwrap_or(Value::Null),
             None => Value::Null,
         }
     }
@@ -104,6 +108,7 @@ pub(crate) fn cx(st: &S, stack: &StackRow, name: &str) -> Cx {
         stack_id: stack.id.clone(),
         stack_name: stack.name.clone(),
         resource_name: name.to_string(),
+        orch: st.clone(),
     }
 }
 

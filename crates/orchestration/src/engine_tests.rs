@@ -136,6 +136,7 @@ pub(crate) async fn record_with(st: &S, name: &str, text: &str, disable_rollback
         updated_at: None,
         deleted_at: None,
         previous: None,
+        parent_id: None,
     };
     let res: Vec<(String, String)> =
         checked.enabled.iter().map(|r| (r.clone(), tpl.resources[r].type_name.clone())).collect();

@@ -53,6 +53,8 @@ pub struct StackRow {
     pub deleted_at: Option<String>,
     /// The definition the last update started from (what its rollback returns to).
     pub previous: Option<Definition>,
+    /// The parent stack of a nested stack.
+    pub parent_id: Option<String>,
 }
 
 /// What a stack is made from: the template and what it is evaluated with.
@@ -177,6 +179,7 @@ fn stack_row(r: &AnyRow) -> StackRow {
             environment: json(r, "prev_environment"),
             parameters: json(r, "prev_parameters"),
         }),
+        parent_id: os(r, "parent_id"),
     }
 }
 
@@ -282,7 +285,7 @@ pub async fn insert_stack(db: &Db, st: &StackRow, resources: &[(String, String)]
                 return Err(HeatError::StackExists(st.name.clone()));
             }
             let mut q = Query::new(
-                "INSERT INTO heat_stacks (id, name, project_id, user_id, action, status, status_reason, description, template, files, environment, parameters, disable_rollback, timeout_mins, tags, context, created_at) VALUES (",
+                "INSERT INTO heat_stacks (id, name, project_id, user_id, action, status, status_reason, description, template, files, environment, parameters, disable_rollback, timeout_mins, tags, context, created_at, parent_id) VALUES (",
             );
             q.bind(&st.id)
                 .push(", ")
@@ -317,6 +320,8 @@ pub async fn insert_stack(db: &Db, st: &StackRow, resources: &[(String, String)]
                 .bind(serde_json::to_string(&st.context).unwrap_or_default())
                 .push(", ")
                 .bind(&st.created_at)
+                .push(", ")
+                .bind(st.parent_id.clone())
                 .push(")");
             q.execute(&mut **tx).await?;
             for (name, ty) in &resources {
@@ -376,7 +381,7 @@ pub async fn stack(db: &Db, id: &str) -> HeatResult<Option<StackRow>> {
 
 /// Live stacks of `project` (every project's with `None`), newest first.
 pub async fn list_stacks(db: &Db, project: Option<&str>) -> HeatResult<Vec<StackRow>> {
-    let mut q = Query::new("SELECT * FROM heat_stacks WHERE deleted_at IS NULL");
+    let mut q = Query::new("SELECT * FROM heat_stacks WHERE deleted_at IS NULL AND parent_id IS NULL");
     if let Some(p) = project {
         q.push(" AND project_id = ").bind(p);
     }
@@ -384,9 +389,11 @@ pub async fn list_stacks(db: &Db, project: Option<&str>) -> HeatResult<Vec<Stack
     Ok(q.fetch_all(db.reader()).await?.iter().map(stack_row).collect())
 }
 
-/// Stacks some action was running on (after a restart: to resume or fail them).
+/// Top-level stacks some action was running on (after a restart: to resume or fail
+/// them; nested stacks are driven by their parent's action).
 pub async fn stacks_in_progress(db: &Db) -> HeatResult<Vec<StackRow>> {
-    let q = Query::new("SELECT * FROM heat_stacks WHERE status = 'IN_PROGRESS' ORDER BY created_at");
+    let q =
+        Query::new("SELECT * FROM heat_stacks WHERE status = 'IN_PROGRESS' AND parent_id IS NULL ORDER BY created_at");
     Ok(q.fetch_all(db.reader()).await?.iter().map(stack_row).collect())
 }
 

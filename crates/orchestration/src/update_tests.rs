@@ -324,3 +324,87 @@ async fn with_rollback_disabled_a_crash_leaves_update_failed_and_updating_again_
     assert!(matches!(again, Err(crate::HeatError::InProgress { .. })), "{again:?}");
     let _ = IN_PROGRESS;
 }
+
+fn group_template(count: u32) -> String {
+    format!(
+        r#"
+heat_template_version: 2018-08-31
+resources:
+  group:
+    type: OS::Heat::ResourceGroup
+    properties:
+      count: {count}
+      resource_def: {{type: Test::Thing, properties: {{name: m-%index%, in: 7}}}}
+  after:
+    type: Test::Thing
+    properties: {{in: {{get_attr: [group, resource.0.name]}}}}
+outputs:
+  refs: {{value: {{get_attr: [group, refs]}}}}
+  names: {{value: {{get_attr: [group, name]}}}}
+  by_index: {{value: {{get_attr: [group, attributes, name]}}}}
+"#
+    )
+}
+
+async fn output(st: &S, id: &str, key: &str) -> Value {
+    let s = store::stack(&st.db, id).await.unwrap().unwrap();
+    engine::outputs(st, &s).await.into_iter().find(|o| o.0 == key).unwrap().2.unwrap()
+}
+
+#[tokio::test]
+async fn a_resource_group_scales_up_and_down_by_update_and_is_deleted_with_its_stack() {
+    let ledger = Arc::new(Ledger::default());
+    let l2 = ledger.clone();
+    let e = env_with(move |r| r.add(Arc::new(Thing(l2)))).await;
+    let s = record_with(&e.st, "grp", &group_template(2), true).await;
+    engine::run_create(e.st.clone(), s.id.clone()).await;
+    assert_eq!(status(&e.st, &s.id).await, "CREATE_COMPLETE");
+    assert_eq!(output(&e.st, &s.id, "refs").await, json!(["0#0", "1#0"]));
+    assert_eq!(output(&e.st, &s.id, "names").await, json!(["m-0", "m-1"]));
+    assert_eq!(output(&e.st, &s.id, "by_index").await, json!({"0": "m-0", "1": "m-1"}));
+    let after = rows(&e.st, &s.id).await.into_iter().find(|r| r.0 == "after").unwrap();
+    assert_eq!(after.1, "CREATE_COMPLETE");
+    let listed = store::list_stacks(&e.st.db, None).await.unwrap();
+    assert_eq!(listed.len(), 1, "the nested stack is not listed");
+
+    // Scale up: one member added, the others untouched.
+    let s2 = store::stack(&e.st.db, &s.id).await.unwrap().unwrap();
+    begin(&e.st, &s2, &group_template(3)).await;
+    crate::update::run_update(e.st.clone(), s.id.clone()).await;
+    assert_eq!(status(&e.st, &s.id).await, "UPDATE_COMPLETE");
+    assert_eq!(output(&e.st, &s.id, "refs").await, json!(["0#0", "1#0", "2#0"]));
+    // Scale down: the highest indexes go.
+    let s2 = store::stack(&e.st.db, &s.id).await.unwrap().unwrap();
+    begin(&e.st, &s2, &group_template(1)).await;
+    crate::update::run_update(e.st.clone(), s.id.clone()).await;
+    assert_eq!(status(&e.st, &s.id).await, "UPDATE_COMPLETE");
+    assert_eq!(output(&e.st, &s.id, "refs").await, json!(["0#0"]));
+    let live: Vec<String> = ledger.live.lock().iter().cloned().collect();
+    assert_eq!(live, ["0#0", "after#0"], "removed members deleted, the rest kept");
+
+    let s2 = store::stack(&e.st.db, &s.id).await.unwrap().unwrap();
+    engine::start_delete(&e.st, &s2).await.unwrap();
+    wait_for(&e.st, &s.id, "DELETE_COMPLETE").await;
+    assert!(ledger.live.lock().is_empty(), "{:?}", ledger.live.lock());
+}
+
+#[tokio::test]
+async fn a_crash_inside_a_resource_group_is_rolled_back_with_its_members() {
+    let ledger = Arc::new(Ledger::default());
+    let l2 = ledger.clone();
+    let e = env_with(move |r| r.add(Arc::new(Thing(l2)))).await;
+    let s = record_with(&e.st, "grpcrash", &group_template(3), false).await;
+    *ledger.hang.lock() = Some("create:2".into());
+    engine::spawn(&e.st, &s.id, engine::run_create(e.st.clone(), s.id.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !*ledger.hung.lock() {
+        assert!(tokio::time::Instant::now() < deadline, "never reached: {:?}", ledger.log.lock());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine::cancel(&e.st, &s.id).await;
+    *ledger.hang.lock() = None;
+    assert!(!ledger.live.lock().is_empty(), "members were made before the crash");
+    engine::recover(&e.st).await.unwrap();
+    wait_for(&e.st, &s.id, "ROLLBACK_COMPLETE").await;
+    assert!(ledger.live.lock().is_empty(), "every member deleted: {:?}", ledger.live.lock());
+}

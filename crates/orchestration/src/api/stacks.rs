@@ -182,6 +182,7 @@ pub async fn create(
         updated_at: None,
         deleted_at: None,
         previous: None,
+        parent_id: None,
     };
     let resources: Vec<(String, String)> =
         checked.enabled.iter().map(|r| (r.clone(), tpl.resources[r].type_name.clone())).collect();

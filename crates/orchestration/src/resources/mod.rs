@@ -3,6 +3,7 @@
 //! as the stack's owner: [`Cx::call`]). Unknown types are refused at validation, by
 //! name, because only the types registered in [`Registry`] exist.
 
+pub(crate) mod group;
 mod heat;
 mod neutron;
 mod nova;
@@ -133,6 +134,10 @@ pub trait ResourceType: Send + Sync {
     fn props(&self) -> Option<&'static [Prop]>;
     /// Its attributes (`show` is always offered).
     fn attrs(&self) -> &'static [&'static str];
+    /// Whether `get_attr` may name `attr` (types with computed names say so here).
+    fn has_attr(&self, attr: &str) -> bool {
+        self.attrs().contains(&attr)
+    }
     /// Creates it with evaluated `props`. Calls [`Cx::started`] with the physical id as
     /// soon as the thing exists, before waiting for it to become ready, so that a crash
     /// or a failure while waiting still leaves it tracked for deletion.
@@ -205,6 +210,7 @@ impl Registry {
     pub fn standard() -> Registry {
         let mut r = Registry::default();
         heat::register(&mut r);
+        group::register(&mut r);
         neutron::register(&mut r);
         nova::register(&mut r);
         r
@@ -241,6 +247,8 @@ pub struct Cx {
     pub stack_name: String,
     /// The resource's name in the template.
     pub resource_name: String,
+    /// The engine (types that make nested stacks drive them with it).
+    pub orch: crate::S,
 }
 
 /// Error text of a failed service call: `<Class>: resources.<name>: <the service's message>`.

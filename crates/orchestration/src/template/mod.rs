@@ -455,7 +455,7 @@ impl Scope for TemplateScope<'_> {
         self.tpl.resources.get(name).map(|r| r.type_name.as_str())
     }
     fn has_attr(&self, ty: &str, attr: &str) -> bool {
-        attr == "show" || self.reg.get(ty).is_some_and(|t| t.attrs().contains(&attr))
+        attr == "show" || self.reg.get(ty).is_some_and(|t| t.has_attr(attr))
     }
     fn has_file(&self, name: &str) -> bool {
         self.files.contains_key(name)
