@@ -157,7 +157,8 @@ impl OrchestrationService {
     pub fn router(self: &Arc<Self>) -> Router {
         let protected =
             api::routes().with_state(self.st.clone()).route_layer(from_fn_with_state(self.auth.clone(), require_auth));
-        let routes = api::versions(&self.st.base).merge(protected);
+        let routes =
+            api::versions(&self.st.base).merge(protected).merge(api::signal::routes().with_state(self.st.clone()));
         service_stack(routes, FaultFormat::Heat, None)
     }
 }

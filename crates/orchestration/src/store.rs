@@ -841,3 +841,49 @@ pub async fn forget_resource(db: &Db, stack_id: &str, r: &ResourceRow) -> HeatRe
     })
     .await
 }
+
+/// The resource of stack `stack_id` whose physical id is `physical_id`.
+pub async fn resource_by_physical(db: &Db, stack_id: &str, physical_id: &str) -> HeatResult<Option<ResourceRow>> {
+    let mut q = Query::new("SELECT * FROM heat_resources WHERE stack_id = ");
+    q.bind(stack_id).push(" AND physical_id = ").bind(physical_id);
+    Ok(q.fetch_optional(db.reader()).await?.map(|r| resource_row(&r)))
+}
+
+/// Appends `signal` to the `signals` attribute of resource `name` (a wait condition
+/// handle) and records a `SIGNAL COMPLETE` event; the resource's state is unchanged.
+pub async fn record_signal(db: &Db, stack_id: &str, name: &str, signal: Value, reason: &str) -> HeatResult<()> {
+    let (stack_id, name, reason) = (stack_id.to_string(), name.to_string(), reason.to_string());
+    db.transaction(|tx| {
+        let (stack_id, name, reason, signal) = (stack_id.clone(), name.clone(), reason.clone(), signal.clone());
+        Box::pin(async move {
+            let mut q = Query::new("SELECT * FROM heat_resources WHERE stack_id = ");
+            q.bind(&stack_id).push(" AND name = ").bind(&name);
+            let row = q.fetch_optional(&mut **tx).await?.map(|r| resource_row(&r));
+            let Some(row) = row else { return Err(crate::error::not_found("Resource", &name)) };
+            let mut attrs = row.attributes.clone();
+            if !attrs["signals"].is_array() {
+                attrs["signals"] = Value::Array(vec![]);
+            }
+            if let Some(a) = attrs["signals"].as_array_mut() {
+                a.push(signal);
+            }
+            let mut q = Query::new("UPDATE heat_resources SET attributes = ");
+            q.bind(attrs.to_string()).push(" WHERE stack_id = ").bind(&stack_id).push(" AND name = ").bind(&name);
+            q.execute(&mut **tx).await?;
+            append_event(
+                tx,
+                &NewEvent {
+                    stack_id: &stack_id,
+                    resource_name: &name,
+                    physical_id: row.physical_id.as_deref().unwrap_or_default(),
+                    resource_type: &row.type_name,
+                    action: "SIGNAL",
+                    status: "COMPLETE",
+                    reason: &reason,
+                },
+            )
+            .await
+        })
+    })
+    .await
+}

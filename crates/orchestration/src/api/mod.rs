@@ -8,6 +8,7 @@
 
 pub mod children;
 pub mod info;
+pub mod signal;
 pub mod stacks;
 #[cfg(test)]
 mod tests;

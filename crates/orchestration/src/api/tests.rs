@@ -329,3 +329,72 @@ async fn bad_requests_get_heat_faults() {
     let (_, _, v) = call(&r, Method::GET, "/v1/pa/build_info", "alice", None).await;
     assert!(v["api"]["revision"].is_string());
 }
+
+const WAIT: &str = r#"
+heat_template_version: 2018-08-31
+parameters:
+  timeout: {type: number, default: 60}
+resources:
+  handle: {type: OS::Heat::WaitConditionHandle}
+  wait:
+    type: OS::Heat::WaitCondition
+    properties:
+      handle: {get_resource: handle}
+      timeout: {get_param: timeout}
+      count: 2
+outputs:
+  data: {value: {get_attr: [wait, data]}}
+  curl: {value: {get_attr: [handle, curl_cli]}}
+"#;
+
+/// Posts `body` to a handle's endpoint with `token` (no Keystone token, as a guest).
+async fn signal(r: &Router, endpoint: &str, token: &str, body: &str) -> StatusCode {
+    let path = endpoint.strip_prefix(BASE).expect("the endpoint is under the service's URL");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("x-auth-token", token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    r.clone().oneshot(req).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_wait_condition_completes_on_its_signals_and_times_out_without_them() {
+    let (r, _dir) = api().await;
+    let body = json!({"stack_name": "w", "template": serde_yaml::from_str::<Value>(WAIT).unwrap()});
+    let (st, h, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let path = location(&h).strip_prefix(BASE).unwrap().to_string();
+    let mut handle = Value::Null;
+    for _ in 0..200 {
+        let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/handle"), "alice", None).await;
+        if v["resource"]["resource_status"] == "CREATE_COMPLETE" {
+            handle = v["resource"]["attributes"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (endpoint, token) = (handle["endpoint"].as_str().unwrap(), handle["token"].as_str().unwrap());
+    assert!(handle["curl_cli"].as_str().unwrap().contains(endpoint), "{handle}");
+    assert_eq!(signal(&r, endpoint, "wrong", "{}").await, StatusCode::FORBIDDEN);
+    assert_eq!(signal(&r, endpoint, token, r#"{"status": "MAYBE"}"#).await, StatusCode::BAD_REQUEST);
+    assert_eq!(signal(&r, endpoint, token, r#"{"status": "SUCCESS", "data": "one"}"#).await, StatusCode::OK);
+    let (_, _, v) = call(&r, Method::GET, &path, "alice", None).await;
+    assert_eq!(v["stack"]["stack_status"], "CREATE_IN_PROGRESS", "count 2: one signal is not enough");
+    assert_eq!(signal(&r, endpoint, token, "").await, StatusCode::OK);
+    wait(&r, &path, "CREATE_COMPLETE").await;
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/data"), "alice", None).await;
+    let data: Value = serde_json::from_str(v["output"]["output_value"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"1": "one", "2": null}));
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/events"), "alice", None).await;
+    assert!(v.to_string().contains("SIGNAL"), "signals are events: {v}");
+
+    // No signal within the timeout: the stack fails, naming the timeout.
+    let body = json!({"stack_name": "w2", "template": serde_yaml::from_str::<Value>(WAIT).unwrap(), "parameters": {"timeout": 1}});
+    let (_, h, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    let path = location(&h).strip_prefix(BASE).unwrap().to_string();
+    let failed = wait(&r, &path, "CREATE_FAILED").await;
+    assert!(failed["stack_status_reason"].as_str().unwrap().contains("WaitConditionTimeout"), "{failed}");
+}

@@ -3,10 +3,12 @@
 //! as the stack's owner: [`Cx::call`]). Unknown types are refused at validation, by
 //! name, because only the types registered in [`Registry`] exist.
 
+mod cinder;
 pub(crate) mod group;
 mod heat;
 mod neutron;
 mod nova;
+pub(crate) mod wait;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -211,6 +213,8 @@ impl Registry {
         let mut r = Registry::default();
         heat::register(&mut r);
         group::register(&mut r);
+        cinder::register(&mut r);
+        wait::register(&mut r);
         neutron::register(&mut r);
         nova::register(&mut r);
         r

@@ -68,7 +68,7 @@ impl ResourceType for KeyPair {
 struct Server;
 
 /// Resolves an image name to its id through the image API (ids pass as they are).
-async fn image_id(cx: &Cx, image: &str) -> Result<String, String> {
+pub(super) async fn image_id(cx: &Cx, image: &str) -> Result<String, String> {
     if uuid::Uuid::parse_str(image).is_ok() {
         return Ok(image.to_string());
     }
