@@ -41,6 +41,9 @@ pub struct Config {
     pub network: stratus_network::NetworkConfig,
     /// `[network_agent]`: the in-process network agent (see `stratus_network_agent::AgentConfig`).
     pub network_agent: stratus_network_agent::AgentConfig,
+    /// `[public_network]`: devstack's public and private networks and the host link that
+    /// `stratus up` makes when the data plane runs (see [`crate::default_networks`]).
+    pub public_network: crate::default_networks::PublicNetworkConfig,
     /// `[volume]`: see the volume service's documentation.
     pub volume: stratus_volume::VolumeConfig,
     /// `[volume_agent]`: the in-process volume agent (see `stratus_volume_agent::AgentConfig`).
@@ -51,6 +54,8 @@ pub struct Config {
     pub dashboard: stratus_dashboard::DashboardConfig,
     /// `[orchestration]`: see the orchestration service's documentation.
     pub orchestration: stratus_orchestration::OrchestrationConfig,
+    /// `[metrics]`: the Prometheus endpoint (see [`crate::metrics`]).
+    pub metrics: crate::metrics::MetricsConfig,
     /// `[record]`: the opt-in response recorder (see [`crate::recorder`]).
     pub record: crate::recorder::RecordConfig,
 }
@@ -127,11 +132,13 @@ impl Default for Config {
             compute: Default::default(),
             network: Default::default(),
             network_agent: Default::default(),
+            public_network: Default::default(),
             volume: Default::default(),
             volume_agent: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),
             orchestration: Default::default(),
+            metrics: Default::default(),
             record: Default::default(),
         }
     }
@@ -195,6 +202,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.public_network.validate()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be \"text\" or \"json\", not {:?}", self.log.format);
         }

@@ -4,8 +4,10 @@
 pub mod app;
 pub mod computeagent;
 pub mod config;
+pub mod default_networks;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod netagent;
 pub mod recorder;
 pub mod test_image;

@@ -171,6 +171,7 @@ async fn up(config: Config, opts: StartOptions) -> anyhow::Result<()> {
         }
     }
     println!("  data directory: {}", data_dir.display());
+    println!("  data plane:     {}", cloud.data_plane);
     let openrc = data_dir.join("admin-openrc");
     if openrc.exists() {
         println!("  credentials:    source {}", openrc.display());
