@@ -398,3 +398,48 @@ async fn a_wait_condition_completes_on_its_signals_and_times_out_without_them() 
     let failed = wait(&r, &path, "CREATE_FAILED").await;
     assert!(failed["stack_status_reason"].as_str().unwrap().contains("WaitConditionTimeout"), "{failed}");
 }
+
+const CONFIGS: &str = r##"
+heat_template_version: 2018-08-31
+resources:
+  script:
+    type: OS::Heat::SoftwareConfig
+    properties:
+      group: script
+      config: "#!/bin/sh\necho hello > /tmp/hello"
+  cloud:
+    type: OS::Heat::CloudConfig
+    properties:
+      cloud_config: {runcmd: [date]}
+  both:
+    type: OS::Heat::MultipartMime
+    properties:
+      parts:
+        - config: {get_resource: script}
+          filename: hello.sh
+        - config: {get_resource: cloud}
+        - config: "#cloud-boothook\necho early"
+outputs:
+  mime: {value: {get_attr: [both, config]}}
+  cloud: {value: {get_attr: [cloud, config]}}
+"##;
+
+#[tokio::test]
+async fn software_configs_are_combined_into_a_multipart_message() {
+    let (r, _dir) = api().await;
+    let body = json!({"stack_name": "cfg", "template": serde_yaml::from_str::<Value>(CONFIGS).unwrap()});
+    let (st, h, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let path = location(&h).strip_prefix(BASE).unwrap().to_string();
+    wait(&r, &path, "CREATE_COMPLETE").await;
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/cloud"), "alice", None).await;
+    let cloud = v["output"]["output_value"].as_str().unwrap().to_string();
+    assert!(cloud.starts_with("#cloud-config\n") && cloud.contains("runcmd"), "{cloud}");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/mime"), "alice", None).await;
+    let mime = v["output"]["output_value"].as_str().unwrap();
+    assert!(mime.starts_with("Content-Type: multipart/mixed; boundary="), "{mime}");
+    assert!(mime.contains("Content-Type: text/x-shellscript") && mime.contains("filename=\"hello.sh\""), "{mime}");
+    assert!(mime.contains("echo hello > /tmp/hello"), "the script's text, not its id: {mime}");
+    assert!(mime.contains("Content-Type: text/cloud-config") && mime.contains(&cloud), "{mime}");
+    assert!(mime.contains("Content-Type: text/cloud-boothook"), "a literal part is used as it is: {mime}");
+}

@@ -4,6 +4,7 @@
 //! name, because only the types registered in [`Registry`] exist.
 
 mod cinder;
+mod config;
 pub(crate) mod group;
 mod heat;
 mod neutron;
@@ -215,6 +216,7 @@ impl Registry {
         group::register(&mut r);
         cinder::register(&mut r);
         wait::register(&mut r);
+        config::register(&mut r);
         neutron::register(&mut r);
         nova::register(&mut r);
         r

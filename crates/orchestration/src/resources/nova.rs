@@ -139,7 +139,7 @@ impl ResourceType for Server {
             opt("networks", Kind::List, "Networks: {network, port, fixed_ip} each."),
             opt("security_groups", Kind::List, "Security groups of ports the server gets."),
             opt("user_data", Kind::Str, "User data."),
-            opt("user_data_format", Kind::Str, "RAW (the only format supported yet)."),
+            opt("user_data_format", Kind::Str, "RAW, or SOFTWARE_CONFIG: user_data names a config."),
             opt("metadata", Kind::Map, "Metadata."),
             opt("availability_zone", Kind::Str, "Availability zone."),
             opt("config_drive", Kind::Bool, "Attach a config drive."),
@@ -174,16 +174,20 @@ impl ResourceType for Server {
         if let Some(b) = props.get("config_drive").and_then(Value::as_bool) {
             s.insert("config_drive".into(), json!(b));
         }
-        match prop_str(props, "user_data_format") {
-            None | Some("RAW") => {}
-            Some(other) => {
+        let user_data = match (prop_str(props, "user_data_format"), props.get("user_data").and_then(Value::as_str)) {
+            (_, None) => None,
+            // HEAT_CFNTOOLS (Heat's default) is passed as it is: cloud-init runs it.
+            (None | Some("RAW") | Some("HEAT_CFNTOOLS"), Some(u)) => Some(u.to_string()),
+            // The text of the config (SoftwareConfig, CloudConfig, MultipartMime) named.
+            (Some("SOFTWARE_CONFIG"), Some(id)) => Some(super::config::config_text(cx, id).await?),
+            (Some(other), Some(_)) => {
                 return Err(format!(
-                "Property error: resources.{}.properties.user_data_format: \"{other}\" is not supported yet (RAW only)",
-                cx.resource_name
-            ))
+                    "Property error: resources.{}.properties.user_data_format: \"{other}\" is not supported (RAW, HEAT_CFNTOOLS or SOFTWARE_CONFIG)",
+                    cx.resource_name
+                ))
             }
-        }
-        if let Some(u) = props.get("user_data").and_then(Value::as_str) {
+        };
+        if let Some(u) = user_data {
             s.insert("user_data".into(), json!(base64::engine::general_purpose::STANDARD.encode(u)));
         }
         if let Some(Value::Array(sgs)) = props.get("security_groups") {

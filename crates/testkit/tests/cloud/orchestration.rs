@@ -312,10 +312,18 @@ resources:
     properties:
       floatingip_id: {get_resource: fip}
       port_id: {get_resource: port}
+  boot_config:
+    type: OS::Heat::SoftwareConfig
+    properties:
+      config: |
+        #!/bin/sh
+        echo from-heat
   server:
     type: OS::Nova::Server
     depends_on: iface
     properties:
+      user_data_format: SOFTWARE_CONFIG
+      user_data: {get_resource: boot_config}
       image: {get_param: image}
       flavor: {get_param: flavor}
       key_name: {get_resource: key}
@@ -364,6 +372,10 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     let server = cloud.openstack(&["server", "show", &server_id]).await.expect("server show");
     assert_eq!(s(&server, "status"), "ACTIVE");
     assert_eq!(s(&server, "key_name"), "app-key");
+    // SOFTWARE_CONFIG: the server got the config's text as its user data (base64 of
+    // "#!/bin/sh\necho from-heat\n").
+    let full = cloud.openstack(&["--os-compute-api-version", "2.3", "server", "show", &server_id]).await.expect("show");
+    assert_eq!(s(&full, "OS-EXT-SRV-ATTR:user_data"), "IyEvYmluL3NoCmVjaG8gZnJvbS1oZWF0Cg==", "{full}");
     let key = cloud.openstack(&["keypair", "show", "app-key"]).await.expect("keypair show");
     assert!(out("public_key").await.starts_with("ssh-"), "{key}");
     let router_id = out("router_id").await;
