@@ -36,6 +36,8 @@ pub mod state {
     pub const UPDATE: &str = "UPDATE";
     /// A resource not made yet.
     pub const INIT: &str = "INIT";
+    /// A health check (`CHECK FAILED`: marked unhealthy, replaced by the next update).
+    pub const CHECK: &str = "CHECK";
     /// Running.
     pub const IN_PROGRESS: &str = "IN_PROGRESS";
     /// Done.
@@ -507,7 +509,9 @@ pub async fn outputs(st: &S, stack: &StackRow) -> Vec<(String, String, Result<Va
     let rows = store::resources(&st.db, &stack.id).await.unwrap_or_default();
     let done: BTreeMap<String, (Value, Value)> = rows
         .iter()
-        .filter(|r| r.status == COMPLETE && (r.action == CREATE || r.action == UPDATE))
+        .filter(|r| {
+            matches!((r.action.as_str(), r.status.as_str()), (CREATE | UPDATE | CHECK, COMPLETE) | (CHECK, FAILED))
+        })
         .map(|r| (r.name.clone(), done_entry(r)))
         .collect();
     let empty = Map::new();

@@ -39,6 +39,8 @@ pub const DEFAULTS: &[PolicyDefault] = &[
     d("stacks:resource_schema", READER),
     d("resource:index", READER),
     d("resource:show", READER),
+    d("resource:signal", MEMBER),
+    d("resource:mark_unhealthy", MEMBER),
     d("events:index", READER),
     d("events:show", READER),
     d("build_info:build_info", READER),

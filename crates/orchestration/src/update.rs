@@ -66,8 +66,9 @@ impl Plan {
     }
 }
 
+/// Made and usable as it is (a resource marked unhealthy, `CHECK FAILED`, is not).
 fn settled(r: &ResourceRow) -> bool {
-    r.status == COMPLETE && (r.action == CREATE || r.action == UPDATE) && r.physical_id.is_some()
+    r.status == COMPLETE && (r.action == CREATE || r.action == UPDATE || r.action == CHECK) && r.physical_id.is_some()
 }
 
 fn as_map(v: &Value) -> Map<String, Value> {
@@ -99,8 +100,7 @@ pub fn plan(
     if r.type_name != type_name {
         return Plan::Replace(format!("the type changed from {} to {type_name}", r.type_name));
     }
-    let updatable = r.status == COMPLETE && (r.action == CREATE || r.action == UPDATE)
-        || (r.action == UPDATE && r.status == FAILED);
+    let updatable = settled(r) || (r.action == UPDATE && r.status == FAILED);
     if !updatable || r.properties.is_null() {
         return Plan::Replace(format!("it is {}_{}", r.action, r.status));
     }

@@ -413,6 +413,16 @@ pub async fn dispatch(
             let s = identified(&st, &project, name, id).await?;
             super::update::preview(&st, &s, &method, &json_body()?).await
         }
+        [name, id, "resources", res, "signal"] if method == Method::POST => {
+            authorize(&st, &ctx, &project, "resource:signal")?;
+            let s = identified(&st, &project, name, id).await?;
+            super::signal::resource_signal(&st, &s, res, &json_body()?).await
+        }
+        [name, id, "resources", res] if method == Method::PATCH => {
+            authorize(&st, &ctx, &project, "resource:mark_unhealthy")?;
+            let s = identified(&st, &project, name, id).await?;
+            super::signal::mark_unhealthy(&st, &s, res, &json_body()?).await
+        }
         [name, id, rest @ ..] => {
             if !read {
                 return not_yet(&format!("{method} on /stacks/{{name}}/{{id}}/{}", rest.join("/")));

@@ -261,6 +261,22 @@ async fn stack_lifecycle_through_the_api() {
     let (st, _, _) = call(&r, Method::PATCH, &path, "reader", Some(json!({}))).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert_eq!(wait(&r, &path, "UPDATE_COMPLETE").await["parameters"]["word"], "hello");
+    // A resource marked unhealthy is replaced by the next update.
+    let mark = json!({"mark_unhealthy": true, "resource_status_reason": "broken"});
+    let (st, _, v) = call(&r, Method::PATCH, &format!("{path}/resources/rand"), "alice", Some(mark)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/rand"), "alice", None).await;
+    assert_eq!(v["resource"]["resource_status"], "CHECK_FAILED", "{v}");
+    assert_eq!(v["resource"]["resource_status_reason"], "broken");
+    let (st, _, _) = call(&r, Method::PATCH, &format!("{path}/resources/rand"), "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _, _) = call(&r, Method::PATCH, &path, "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    wait(&r, &path, "UPDATE_COMPLETE").await;
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/rand"), "alice", None).await;
+    assert_eq!(v["resource"]["resource_status"], "CREATE_COMPLETE", "replaced: {v}");
+    let (_, _, replaced) = call(&r, Method::GET, &format!("{path}/outputs/rand"), "alice", None).await;
+    assert_ne!(replaced, before, "a new random string");
 
     let (st, _, _) = call(&r, Method::DELETE, &path, "alice", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
@@ -383,7 +399,14 @@ async fn a_wait_condition_completes_on_its_signals_and_times_out_without_them() 
     assert_eq!(signal(&r, endpoint, token, r#"{"status": "SUCCESS", "data": "one"}"#).await, StatusCode::OK);
     let (_, _, v) = call(&r, Method::GET, &path, "alice", None).await;
     assert_eq!(v["stack"]["stack_status"], "CREATE_IN_PROGRESS", "count 2: one signal is not enough");
-    assert_eq!(signal(&r, endpoint, token, "").await, StatusCode::OK);
+    // The second signal from a user of the project, through the resource's signal API.
+    let sig = format!("{path}/resources/handle/signal");
+    let (st, _, _) = call(&r, Method::POST, &format!("{path}/resources/wait/signal"), "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "only handles take signals");
+    let (st, _, _) = call(&r, Method::POST, &sig, "reader", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, v) = call(&r, Method::POST, &sig, "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     wait(&r, &path, "CREATE_COMPLETE").await;
     let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/data"), "alice", None).await;
     let data: Value = serde_json::from_str(v["output"]["output_value"].as_str().unwrap()).unwrap();
