@@ -61,6 +61,15 @@ impl Cloud {
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
         let public_url = config.public_url(addr);
+        // Before anything starts: a certificate that does not load stops the start.
+        let tls = if config.server.tls_cert.is_empty() {
+            None
+        } else {
+            Some(crate::tls::acceptor(
+                std::path::Path::new(&config.server.tls_cert),
+                std::path::Path::new(&config.server.tls_key),
+            )?)
+        };
 
         let db = Db::connect(&config.database_url()).await.context("opening the database")?;
         let platform = Platform {
@@ -196,7 +205,7 @@ impl Cloud {
         let limits = config.server.limits();
         let server = tokio::spawn(async move {
             let app = tower::util::BoxCloneSyncService::new(app);
-            let serve = crate::listener::serve(listener, app, limits, rx.clone());
+            let serve = crate::listener::serve(listener, app, limits, tls, rx.clone());
             let mut serve = std::pin::pin!(serve);
             // Once shutdown is requested, in-flight requests get `grace` to finish.
             tokio::select! {

@@ -85,6 +85,12 @@ pub struct ServerConfig {
     /// Requests in progress at once across every API; more get 503 with `Retry-After`.
     /// Default 1024.
     pub max_in_flight: usize,
+    /// PEM certificate chain for TLS on the listener (see [`crate::tls`]); with
+    /// `tls_key`, the APIs are served over HTTPS only and advertised as `https://`.
+    /// Default empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl ServerConfig {
@@ -156,6 +162,8 @@ impl Default for ServerConfig {
             body_idle_timeout_secs: limits.body_idle_timeout_secs,
             max_connections: limits.max_connections,
             max_in_flight: limits.max_in_flight,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -202,6 +210,9 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            bail!("server.tls_cert and server.tls_key go together: set both for TLS, or neither");
+        }
         self.public_network.validate()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be \"text\" or \"json\", not {:?}", self.log.format);
@@ -224,7 +235,8 @@ impl Config {
     /// The public URL in effect for a listener bound to `bound`.
     pub fn public_url(&self, bound: std::net::SocketAddr) -> String {
         if self.server.public_url.is_empty() {
-            format!("http://{bound}")
+            let scheme = if self.server.tls_cert.is_empty() { "http" } else { "https" };
+            format!("{scheme}://{bound}")
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
         }
