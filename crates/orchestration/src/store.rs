@@ -618,6 +618,21 @@ pub struct UpdateOptions {
     pub tags: Option<String>,
 }
 
+/// Adds `, template = ..., files = ..., environment = ..., parameters = ...,
+/// description = ...` to an `UPDATE heat_stacks SET` statement.
+fn set_definition(q: &mut Query, d: &Definition) {
+    q.push(", template = ")
+        .bind(d.template.to_string())
+        .push(", files = ")
+        .bind(d.files.to_string())
+        .push(", environment = ")
+        .bind(d.environment.to_string())
+        .push(", parameters = ")
+        .bind(d.parameters.to_string())
+        .push(", description = ")
+        .bind(d.template["description"].as_str().unwrap_or_default().to_string());
+}
+
 /// Starts an update: the stack takes `new` as its definition, keeps the one it had as
 /// `previous` (what a rollback returns to), and goes to `UPDATE IN_PROGRESS`; 409 when
 /// another action runs on it.
@@ -646,16 +661,6 @@ pub async fn begin_update(db: &Db, st: &StackRow, new: &Definition, opts: &Updat
                 .bind(st.environment.to_string())
                 .push(", prev_parameters = ")
                 .bind(st.parameters.to_string())
-                .push(", template = ")
-                .bind(new.template.to_string())
-                .push(", files = ")
-                .bind(new.files.to_string())
-                .push(", environment = ")
-                .bind(new.environment.to_string())
-                .push(", parameters = ")
-                .bind(new.parameters.to_string())
-                .push(", description = ")
-                .bind(new.template["description"].as_str().unwrap_or_default())
                 .push(", disable_rollback = ")
                 .bind(opts.disable_rollback)
                 .push(", timeout_mins = ")
@@ -663,9 +668,9 @@ pub async fn begin_update(db: &Db, st: &StackRow, new: &Definition, opts: &Updat
                 .push(", tags = ")
                 .bind(opts.tags.clone())
                 .push(", updated_at = ")
-                .bind(stratus_core::time::now())
-                .push(" WHERE id = ")
-                .bind(&st.id);
+                .bind(stratus_core::time::now());
+            set_definition(&mut q, &new);
+            q.push(" WHERE id = ").bind(&st.id);
             q.execute(&mut **tx).await?;
             append_event(
                 tx,
@@ -696,21 +701,9 @@ pub async fn begin_update_rollback(db: &Db, st: &StackRow, prev: &Definition) ->
             let reason = "Stack ROLLBACK started";
             let mut q =
                 Query::new("UPDATE heat_stacks SET action = 'ROLLBACK', status = 'IN_PROGRESS', status_reason = ");
-            q.bind(reason)
-                .push(", template = ")
-                .bind(prev.template.to_string())
-                .push(", files = ")
-                .bind(prev.files.to_string())
-                .push(", environment = ")
-                .bind(prev.environment.to_string())
-                .push(", parameters = ")
-                .bind(prev.parameters.to_string())
-                .push(", description = ")
-                .bind(prev.template["description"].as_str().unwrap_or_default())
-                .push(", updated_at = ")
-                .bind(stratus_core::time::now())
-                .push(" WHERE id = ")
-                .bind(&id);
+            q.bind(reason).push(", updated_at = ").bind(stratus_core::time::now());
+            set_definition(&mut q, &prev);
+            q.push(" WHERE id = ").bind(&id);
             q.execute(&mut **tx).await?;
             append_event(
                 tx,

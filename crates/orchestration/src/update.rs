@@ -179,6 +179,13 @@ async fn replace_one(
     engine::create_one(st, stack, row, props, format!("replacing the previous resource: {why}")).await
 }
 
+/// A stack's resource rows by name, and its backups.
+async fn rows_and_backups(st: &S, stack_id: &str) -> Result<(BTreeMap<String, ResourceRow>, Vec<ResourceRow>), String> {
+    let rows = store::resources(&st.db, stack_id).await.map_err(|e| e.to_string())?;
+    let backups = store::backups(&st.db, stack_id).await.map_err(|e| e.to_string())?;
+    Ok((rows.into_iter().map(|r| (r.name.clone(), r)).collect(), backups))
+}
+
 /// Converges the stack's resources to its current definition (`tpl`, `checked`):
 /// keeps, updates, replaces or creates each, in dependency order; on the first failure
 /// nothing new starts and what runs finishes.
@@ -189,13 +196,7 @@ async fn converge(st: &S, stack: &StackRow, tpl: &Template, checked: &Checked) -
             .await
             .map_err(|e| e.to_string())?;
     }
-    let rows: BTreeMap<String, ResourceRow> = store::resources(&st.db, &stack.id)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
-    let backups = store::backups(&st.db, &stack.id).await.map_err(|e| e.to_string())?;
+    let (rows, backups) = rows_and_backups(st, &stack.id).await?;
     let empty = Map::new();
     let files = stack.files.as_object().unwrap_or(&empty);
     let mut done: BTreeMap<String, (Value, Value)> = BTreeMap::new();
@@ -441,13 +442,7 @@ pub async fn preview(
     new: &StackRow,
 ) -> Result<(Vec<(String, String, Option<ResourceRow>, Plan)>, Vec<ResourceRow>), String> {
     let (tpl, checked) = engine::prepare(st, new)?;
-    let rows: BTreeMap<String, ResourceRow> = store::resources(&st.db, &stack.id)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
-    let backups = store::backups(&st.db, &stack.id).await.map_err(|e| e.to_string())?;
+    let (rows, backups) = rows_and_backups(st, &stack.id).await?;
     let done: BTreeMap<String, (Value, Value)> =
         rows.values().filter(|r| settled(r)).map(|r| (r.name.clone(), engine::done_entry(r))).collect();
     let empty = Map::new();
