@@ -408,3 +408,47 @@ async fn a_crash_inside_a_resource_group_is_rolled_back_with_its_members() {
     wait_for(&e.st, &s.id, "ROLLBACK_COMPLETE").await;
     assert!(ledger.live.lock().is_empty(), "every member deleted: {:?}", ledger.live.lock());
 }
+
+fn nested_template(n: &str) -> String {
+    format!(
+        r#"
+heat_template_version: 2018-08-31
+resources:
+  inner:
+    type: OS::Heat::Stack
+    properties:
+      parameters: {{n: {n}}}
+      template: |
+        heat_template_version: 2018-08-31
+        parameters:
+          n: {{type: string}}
+        resources:
+          t: {{type: Test::Thing, properties: {{name: {{get_param: n}}, in: 1}}}}
+        outputs:
+          t_name: {{value: {{get_attr: [t, name]}}}}
+outputs:
+  inner_name: {{value: {{get_attr: [inner, outputs, t_name]}}}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_nested_stack_is_made_updated_and_deleted_with_its_parent() {
+    let ledger = Arc::new(Ledger::default());
+    let l2 = ledger.clone();
+    let e = env_with(move |r| r.add(Arc::new(Thing(l2)))).await;
+    let s = record_with(&e.st, "outer", &nested_template("a"), true).await;
+    engine::run_create(e.st.clone(), s.id.clone()).await;
+    assert_eq!(status(&e.st, &s.id).await, "CREATE_COMPLETE");
+    assert_eq!(output(&e.st, &s.id, "inner_name").await, json!("a"));
+    let s2 = store::stack(&e.st.db, &s.id).await.unwrap().unwrap();
+    begin(&e.st, &s2, &nested_template("b")).await;
+    crate::update::run_update(e.st.clone(), s.id.clone()).await;
+    assert_eq!(status(&e.st, &s.id).await, "UPDATE_COMPLETE");
+    assert_eq!(output(&e.st, &s.id, "inner_name").await, json!("b"));
+    assert_eq!(ledger.log.lock().iter().filter(|l| l.starts_with("update:t#0")).count(), 1, "updated in place");
+    let s2 = store::stack(&e.st.db, &s.id).await.unwrap().unwrap();
+    engine::start_delete(&e.st, &s2).await.unwrap();
+    wait_for(&e.st, &s.id, "DELETE_COMPLETE").await;
+    assert!(ledger.live.lock().is_empty(), "{:?}", ledger.live.lock());
+}

@@ -1,10 +1,7 @@
 //! `OS::Heat::ResourceGroup`: `count` copies of one resource definition, as Heat
-//! makes them: in a nested stack whose resources are named `0`..`count-1`, each with
-//! `%index%` (or the group's `index_var`) replaced by its index. The nested stack is
-//! an ordinary stack row (with its parent's id, hidden from listings) driven by the
-//! same engine from inside the group's own create, update and delete, so it is as
-//! durable as any stack: the group records the nested stack's id before creating it,
-//! changing `count` or the definition updates the nested stack (members added,
+//! makes them: in a nested stack ([`super::nested`]) whose resources are named
+//! `0`..`count-1`, each with `%index%` (or the group's `index_var`) replaced by its
+//! index. Changing `count` or the definition updates the nested stack (members added,
 //! removed from the highest index down, updated in place or replaced), and deleting
 //! the group deletes it.
 //!
@@ -19,9 +16,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::{opt, req, Change, Created, Cx, Kind, Prop, Registry, ResourceType};
-use crate::engine::{self, state::*};
-use crate::store::{self, Definition, StackRow, UpdateOptions};
-use crate::template::{Pseudo, Template};
+use crate::engine;
+use crate::store::{self, Definition, StackRow};
 
 pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(ResourceGroup));
@@ -119,26 +115,6 @@ pub(crate) fn member_attr(attrs: &Value, attr: &str) -> Option<Value> {
     Some(Value::Array(members.iter().map(|m| m["attributes"].get(attr).cloned().unwrap_or(Value::Null)).collect()))
 }
 
-/// A nested stack that an interrupted action (a restart) left `IN_PROGRESS`: what was
-/// running there failed, so that the parent's next action can proceed.
-async fn settle(cx: &Cx, nested: &StackRow) -> Result<StackRow, String> {
-    if nested.status == IN_PROGRESS {
-        let why = format!("{} interrupted (its parent stack's action stopped)", nested.action);
-        engine::fail_in_progress(&cx.orch, nested, &why).await;
-        store::set_stack_state(&cx.db, nested, &nested.action, FAILED, &why, false).await.map_err(|e| e.to_string())?;
-    }
-    store::stack(&cx.db, &nested.id).await.map_err(|e| e.to_string())?.ok_or_else(|| "the nested stack is gone".into())
-}
-
-/// The nested stack's outcome: the group's attributes when it reached `want`.
-async fn outcome(cx: &Cx, id: &str, want: &str) -> Result<Created, String> {
-    let nested = store::stack(&cx.db, id).await.map_err(|e| e.to_string())?.ok_or("the nested stack is gone")?;
-    if format!("{}_{}", nested.action, nested.status) != want {
-        return Err(format!("resources.{}: {}", cx.resource_name, nested.status_reason));
-    }
-    Ok(Created { physical_id: id.to_string(), ref_id: None, attributes: attributes(cx, &nested).await? })
-}
-
 #[async_trait]
 impl ResourceType for ResourceGroup {
     fn name(&self) -> &'static str {
@@ -165,54 +141,11 @@ impl ResourceType for ResourceGroup {
     }
     async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
         let template = nested_template(&cx.resource_name, props)?;
-        let parent = store::stack(&cx.db, &cx.stack_id).await.map_err(|e| e.to_string())?.ok_or("no parent stack")?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let name = cx.physical_name();
-        let pseudo = Pseudo { stack_name: name.clone(), stack_id: id.clone(), project_id: parent.project_id.clone() };
-        let tpl = Template::parse(&template).map_err(|e| format!("resources.{}: {e}", cx.resource_name))?;
-        let checked = tpl
-            .check(&Map::new(), &Map::new(), &cx.orch.registry, &pseudo)
-            .map_err(|e| format!("resources.{}.properties.resource_def: {e}", cx.resource_name))?;
-        // Recorded before it exists: a crash from here on leaves it found by the group.
-        cx.started(&id).await?;
-        let row = StackRow {
-            id: id.clone(),
-            name,
-            action: CREATE.into(),
-            status: IN_PROGRESS.into(),
-            status_reason: "Stack CREATE started".into(),
-            description: String::new(),
-            template,
-            files: json!({}),
-            environment: json!({}),
-            parameters: json!({}),
-            disable_rollback: true,
-            timeout_mins: None,
-            tags: None,
-            created_at: stratus_core::time::now(),
-            updated_at: None,
-            deleted_at: None,
-            previous: None,
-            parent_id: Some(parent.id.clone()),
-            ..parent
-        };
-        let resources: Vec<(String, String)> =
-            checked.enabled.iter().map(|r| (r.clone(), tpl.resources[r].type_name.clone())).collect();
-        store::insert_stack(&cx.db, &row, &resources).await.map_err(|e| e.to_string())?;
-        engine::run_create(cx.orch.clone(), id.clone()).await;
-        outcome(cx, &id, "CREATE_COMPLETE").await
+        let nested = super::nested::create(cx, definition(template), "resource_def").await?;
+        Ok(Created { physical_id: nested.id.clone(), ref_id: None, attributes: attributes(cx, &nested).await? })
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        let Some(nested) = store::stack(&cx.db, id).await.map_err(|e| e.to_string())? else { return Ok(()) };
-        if nested.deleted_at.is_some() {
-            return Ok(());
-        }
-        let nested = settle(cx, &nested).await?;
-        store::set_stack_state(&cx.db, &nested, DELETE, IN_PROGRESS, "Stack DELETE started", false)
-            .await
-            .map_err(|e| e.to_string())?;
-        engine::run_delete(cx.orch.clone(), id.to_string()).await;
-        outcome(cx, id, "DELETE_COMPLETE").await.map(|_| ())
+        super::nested::delete(cx, id).await
     }
     fn updatable(&self) -> &'static [&'static str] {
         &["count", "resource_def", "index_var", "removal_policies", "removal_policies_mode"]
@@ -220,15 +153,8 @@ impl ResourceType for ResourceGroup {
     /// Updates the nested stack to the new count and definition.
     async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
         let template = nested_template(&cx.resource_name, change.new)?;
-        let id = change.physical_id;
-        let nested = store::stack(&cx.db, id).await.map_err(|e| e.to_string())?.ok_or("the nested stack is gone")?;
-        let nested = settle(cx, &nested).await?;
-        let opts = UpdateOptions { disable_rollback: true, timeout_mins: None, tags: None };
-        store::begin_update(&cx.db, &nested, &definition(template), &opts)
-            .await
-            .map_err(|e| format!("resources.{}: {e}", cx.resource_name))?;
-        crate::update::run_update(cx.orch.clone(), id.to_string()).await;
-        outcome(cx, id, "UPDATE_COMPLETE").await
+        let nested = super::nested::update(cx, change.physical_id, definition(template)).await?;
+        Ok(Created { physical_id: nested.id.clone(), ref_id: None, attributes: attributes(cx, &nested).await? })
     }
 }
 

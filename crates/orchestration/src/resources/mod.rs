@@ -7,6 +7,7 @@ mod cinder;
 mod config;
 pub(crate) mod group;
 mod heat;
+mod nested;
 mod neutron;
 mod nova;
 pub(crate) mod wait;
@@ -214,6 +215,7 @@ impl Registry {
         let mut r = Registry::default();
         heat::register(&mut r);
         group::register(&mut r);
+        nested::register(&mut r);
         cinder::register(&mut r);
         wait::register(&mut r);
         config::register(&mut r);
