@@ -47,6 +47,8 @@ pub struct CloudHandle {
     pub platform: Platform,
     /// What the network data plane does in this process, in words for the start banner.
     pub data_plane: String,
+    /// What the local compute agent runs guests with, in words for the start banner.
+    pub compute: String,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -56,9 +58,12 @@ impl Cloud {
     pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<CloudHandle> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let listener = TcpListener::bind(&config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
+        let listener = TcpListener::bind(&config.server.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another stratus up running? choose another with --listen)",
+                config.server.listen
+            )
+        })?;
         let addr = listener.local_addr()?;
         let public_url = config.public_url(addr);
         // Before anything starts: a certificate that does not load stops the start.
@@ -158,7 +163,7 @@ impl Cloud {
             router
         };
         // The local compute agent registers through the bus once the APIs answer.
-        crate::computeagent::start(&platform, &config.compute.local).await?;
+        let compute_driver = crate::computeagent::start(&platform, &config.compute.local).await?;
         // So does the local volume agent (the storage host role of this machine).
         if config.volume_agent.enabled {
             crate::volagent::spawn(crate::volagent::resolve(&config, &platform), &platform);
@@ -219,7 +224,7 @@ impl Cloud {
             Ok(())
         });
         tracing::info!(%addr, %public_url, "Stratus is serving");
-        Ok(CloudHandle { addr, public_url, platform, data_plane, shutdown, server })
+        Ok(CloudHandle { addr, public_url, platform, data_plane, compute: compute_driver, shutdown, server })
     }
 }
 

@@ -111,16 +111,17 @@ fn driver_choice(cfg: &LocalAgentConfig) -> anyhow::Result<&'static str> {
 /// start (QEMU missing when asked for, a data directory guests cannot reach) stops the
 /// start with the reason, never a cloud that answers but fails every boot with "No valid
 /// host". The agent then registers in the background, retrying until the conductor (and
-/// placement) answer. Returns the driver's name, or None when `local_agent` is off.
-pub async fn start(platform: &Platform, cfg: &LocalAgentConfig) -> anyhow::Result<Option<&'static str>> {
+/// placement) answer. Returns what runs, in words for the start banner.
+pub async fn start(platform: &Platform, cfg: &LocalAgentConfig) -> anyhow::Result<String> {
     if !cfg.local_agent {
-        return Ok(None);
+        return Ok("no local compute agent ([compute] local_agent = false)".into());
     }
     let mut acfg = cfg.agent.clone();
     if acfg.host.is_empty() {
         acfg.host = platform.host.clone();
     }
     let choice = driver_choice(cfg)?;
+    let mut what = "fake driver (no real guests)".to_string();
     let driver: Arc<dyn VirtDriver> = if choice == "qemu" {
         let source = Arc::new(InternalImageSource::new(platform.internal.clone()));
         let d = QemuDriver::new(cfg.qemu.clone(), &platform.data_dir, cfg.host_netns.clone(), source).await.map_err(
@@ -131,6 +132,11 @@ pub async fn start(platform: &Platform, cfg: &LocalAgentConfig) -> anyhow::Resul
                 )
             },
         )?;
+        what = if d.accel().to_string() == "kvm" {
+            "QEMU with KVM (hardware virtualization)".into()
+        } else {
+            "QEMU with TCG: no hardware KVM here, guests are emulated (several times slower)".into()
+        };
         Arc::new(d)
     } else {
         Arc::new(FakeDriver::new(cfg.fake.clone()))
@@ -143,7 +149,7 @@ pub async fn start(platform: &Platform, cfg: &LocalAgentConfig) -> anyhow::Resul
             Err(e) => tracing::error!(error = %e, "the local compute agent could not start"),
         }
     });
-    Ok(Some(choice))
+    Ok(what)
 }
 
 #[cfg(test)]

@@ -264,6 +264,7 @@ async fn up(config: Config, opts: StartOptions) -> anyhow::Result<()> {
         }
     }
     println!("  data directory: {}", data_dir.display());
+    println!("  compute:        {}", cloud.compute);
     println!("  data plane:     {}", cloud.data_plane);
     let openrc = data_dir.join("admin-openrc");
     let ca = data_dir.join("tls/ca.pem");

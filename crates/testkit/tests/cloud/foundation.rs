@@ -247,3 +247,21 @@ async fn a_data_directory_guests_cannot_reach_stops_the_start_with_what_to_do() 
     assert!(err.contains("is not searchable by others") && err.contains("chmod o+x"), "{err}");
     assert!(err.contains("virt_driver = \"fake\""), "{err}");
 }
+
+/// A port already taken stops the start with what to do, and the banner says how guests run.
+#[tokio::test]
+async fn a_taken_port_is_refused_with_what_to_do_and_the_banner_names_the_driver() {
+    let cloud = TestCloud::start().await;
+    assert_eq!(cloud.handle().compute, "fake driver (no real guests)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = stratus::Config { data_dir: dir.path().to_path_buf(), ..stratus::Config::default() };
+    config.server.listen = cloud.handle().addr.to_string();
+    config.network_agent.enabled = "false".into();
+    config.compute.local.virt_driver = "fake".into();
+    let err = match stratus::Cloud::start(config, stratus::app::StartOptions::default()).await {
+        Ok(_) => panic!("a second cloud started on a port in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("another stratus up") && err.contains("--listen"), "{err}");
+    cloud.shutdown().await;
+}
