@@ -8,6 +8,9 @@
 //! ([`recover`]) a creation that was running is failed (and rolled back unless
 //! `disable_rollback`), and a deletion or rollback is resumed: deleting is idempotent,
 //! so everything recorded is deleted and nothing recorded is left behind.
+//!
+//! Updates ([`crate::update`]) reuse these pieces: a replaced resource's old self is a
+//! backup row until the update deletes it, so deleting a stack deletes backups first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -27,8 +30,14 @@ pub mod state {
     pub const CREATE: &str = "CREATE";
     /// Delete.
     pub const DELETE: &str = "DELETE";
-    /// Rollback of a failed create.
+    /// Rollback of a failed create or update.
     pub const ROLLBACK: &str = "ROLLBACK";
+    /// Update.
+    pub const UPDATE: &str = "UPDATE";
+    /// A resource not made yet.
+    pub const INIT: &str = "INIT";
+    /// A health check (`CHECK FAILED`: marked unhealthy, replaced by the next update).
+    pub const CHECK: &str = "CHECK";
     /// Running.
     pub const IN_PROGRESS: &str = "IN_PROGRESS";
     /// Done.
@@ -71,7 +80,11 @@ impl Lookup for Snapshot<'_> {
     fn attr(&self, name: &str, attr: &str) -> Value {
         match self.done.get(name) {
             Some((_, attrs)) if attr == "show" => attrs.clone(),
-            Some((_, attrs)) => attrs.get(attr).cloned().unwrap_or(Value::Null),
+            Some((_, attrs)) => attrs
+                .get(attr)
+                .cloned()
+                .or_else(|| crate::resources::group::member_attr(attrs, attr))
+                .unwrap_or(Value::Null),
             None => Value::Null,
         }
     }
@@ -89,7 +102,7 @@ pub fn done_entry(r: &ResourceRow) -> (Value, Value) {
     (reference, r.attributes.clone())
 }
 
-fn cx(st: &S, stack: &StackRow, name: &str) -> Cx {
+pub(crate) fn cx(st: &S, stack: &StackRow, name: &str) -> Cx {
     Cx {
         internal: st.platform.internal.clone(),
         ctx: stack.context.clone(),
@@ -97,12 +110,18 @@ fn cx(st: &S, stack: &StackRow, name: &str) -> Cx {
         stack_id: stack.id.clone(),
         stack_name: stack.name.clone(),
         resource_name: name.to_string(),
+        orch: st.clone(),
     }
 }
 
 /// Evaluates a resource's properties and converts them to the types its schema says;
 /// properties that evaluate to null are left out (unset), as in Heat.
-fn properties(st: &S, tpl: &Template, name: &str, snap: &Snapshot<'_>) -> Result<Map<String, Value>, String> {
+pub(crate) fn properties(
+    st: &S,
+    tpl: &Template,
+    name: &str,
+    snap: &Snapshot<'_>,
+) -> Result<Map<String, Value>, String> {
     let def = &tpl.resources[name];
     let ty = st
         .registry
@@ -129,7 +148,7 @@ fn properties(st: &S, tpl: &Template, name: &str, snap: &Snapshot<'_>) -> Result
     Ok(out)
 }
 
-async fn set_res(
+pub(crate) async fn set_res(
     st: &S,
     stack: &StackRow,
     r: &ResourceRow,
@@ -143,19 +162,21 @@ async fn set_res(
     }
 }
 
-async fn set_stack(st: &S, stack: &StackRow, action: &str, status: &str, reason: &str, deleted: bool) {
+pub(crate) async fn set_stack(st: &S, stack: &StackRow, action: &str, status: &str, reason: &str, deleted: bool) {
     if let Err(e) = store::set_stack_state(&st.db, stack, action, status, reason, deleted).await {
         tracing::error!(stack = %stack.id, error = %e, "recording a stack state failed");
     }
 }
 
-async fn create_one(
+/// Creates one resource (its row says `INIT`), recording `reason` with its start.
+pub(crate) async fn create_one(
     st: S,
     stack: StackRow,
     r: ResourceRow,
     props: Map<String, Value>,
+    reason: String,
 ) -> (String, Result<(Value, Value), String>) {
-    set_res(&st, &stack, &r, CREATE, IN_PROGRESS, "state changed", ResourceUpdate::default()).await;
+    set_res(&st, &stack, &r, CREATE, IN_PROGRESS, &reason, ResourceUpdate::default()).await;
     let Some(ty) = st.registry.get(&r.type_name).cloned() else {
         let why = format!("The Resource Type ({}) could not be found.", r.type_name);
         set_res(&st, &stack, &r, CREATE, FAILED, &why, ResourceUpdate::default()).await;
@@ -173,6 +194,7 @@ async fn create_one(
                 attributes: Some(created.attributes.clone()),
                 physical_id: Some(created.physical_id.clone()),
                 ref_id: created.ref_id.clone(),
+                properties: Some(Value::Object(props)),
             };
             set_res(&st, &stack, &r, CREATE, COMPLETE, "state changed", upd).await;
             let reference = created.ref_id.unwrap_or(created.physical_id);
@@ -209,7 +231,8 @@ async fn create_all(st: &S, stack: &StackRow, tpl: &Template, checked: &Checked)
                 let snap = Snapshot { checked, files, done: &done };
                 match properties(st, tpl, &name, &snap) {
                     Ok(props) => {
-                        running.spawn(create_one(st.clone(), stack.clone(), rows[&name].clone(), props));
+                        let r = rows[&name].clone();
+                        running.spawn(create_one(st.clone(), stack.clone(), r, props, "state changed".into()));
                     }
                     Err(e) => {
                         let r = &rows[&name];
@@ -241,7 +264,7 @@ async fn create_all(st: &S, stack: &StackRow, tpl: &Template, checked: &Checked)
 }
 
 /// Marks resources left `IN_PROGRESS` by an interrupted action as failed with `why`.
-async fn fail_in_progress(st: &S, stack: &StackRow, why: &str) {
+pub(crate) async fn fail_in_progress(st: &S, stack: &StackRow, why: &str) {
     if let Ok(rows) = store::resources(&st.db, &stack.id).await {
         for r in rows.iter().filter(|r| r.status == IN_PROGRESS) {
             set_res(st, stack, r, &r.action.clone(), FAILED, why, ResourceUpdate::default()).await;
@@ -249,7 +272,7 @@ async fn fail_in_progress(st: &S, stack: &StackRow, why: &str) {
     }
 }
 
-async fn delete_one(st: S, stack: StackRow, r: ResourceRow, retain: bool) -> (String, Result<(), String>) {
+pub(crate) async fn delete_one(st: S, stack: StackRow, r: ResourceRow, retain: bool) -> (String, Result<(), String>) {
     set_res(&st, &stack, &r, DELETE, IN_PROGRESS, "state changed", ResourceUpdate::default()).await;
     let result = match (&r.physical_id, retain) {
         (None, _) => Ok(()),
@@ -328,6 +351,13 @@ async fn delete_all(st: &S, stack: &StackRow) -> Result<(), String> {
     }
 }
 
+/// Deletes the backups an interrupted update left (old selves of replaced resources:
+/// nothing in the stack depends on them any more), then every resource.
+async fn delete_everything(st: &S, stack: &StackRow) -> Result<(), String> {
+    crate::update::delete_backups(st, stack).await?;
+    delete_all(st, stack).await
+}
+
 /// Runs a stack's creation to its end (the stack row is already `CREATE IN_PROGRESS`).
 pub async fn run_create(st: S, stack_id: String) {
     let Ok(Some(stack)) = store::stack(&st.db, &stack_id).await else { return };
@@ -360,7 +390,7 @@ pub async fn run_create(st: S, stack_id: String) {
 
 async fn rollback(st: &S, stack: &StackRow) {
     set_stack(st, stack, ROLLBACK, IN_PROGRESS, "Stack ROLLBACK started", false).await;
-    match delete_all(st, stack).await {
+    match delete_everything(st, stack).await {
         Ok(()) => set_stack(st, stack, ROLLBACK, COMPLETE, "Stack ROLLBACK completed successfully", false).await,
         Err(e) => set_stack(st, stack, ROLLBACK, FAILED, &e, false).await,
     }
@@ -369,7 +399,7 @@ async fn rollback(st: &S, stack: &StackRow) {
 /// Runs a stack's deletion to its end (the stack row is already `DELETE IN_PROGRESS`).
 pub async fn run_delete(st: S, stack_id: String) {
     let Ok(Some(stack)) = store::stack(&st.db, &stack_id).await else { return };
-    match delete_all(&st, &stack).await {
+    match delete_everything(&st, &stack).await {
         Ok(()) => set_stack(&st, &stack, DELETE, COMPLETE, "Stack DELETE completed successfully", true).await,
         Err(e) => set_stack(&st, &stack, DELETE, FAILED, &e, false).await,
     }
@@ -396,9 +426,9 @@ pub async fn cancel(st: &S, stack_id: &str) {
 
 /// Starts the deletion of a stack, stopping a creation still running on it first.
 pub async fn start_delete(st: &S, stack: &StackRow) -> crate::error::HeatResult<()> {
-    if stack.status == IN_PROGRESS && stack.action == CREATE {
+    if stack.status == IN_PROGRESS && (stack.action == CREATE || stack.action == UPDATE) {
         cancel(st, &stack.id).await;
-        fail_in_progress(st, stack, "CREATE aborted (the stack is being deleted)").await;
+        fail_in_progress(st, stack, &format!("{} aborted (the stack is being deleted)", stack.action)).await;
     }
     store::set_stack_state(&st.db, stack, DELETE, IN_PROGRESS, "Stack DELETE started", false).await?;
     spawn(st, &stack.id, run_delete(st.clone(), stack.id.clone()));
@@ -421,8 +451,8 @@ async fn cloud_ready(st: &S) {
     tracing::warn!("the cloud's APIs did not answer within a minute; resuming stack actions anyway");
 }
 
-/// After a restart: fails (and rolls back) creations that were running, resumes
-/// deletions and rollbacks.
+/// After a restart: fails (and rolls back) creations and updates that were running,
+/// resumes deletions and rollbacks.
 pub async fn recover(st: &S) -> crate::error::HeatResult<()> {
     for stack in store::stacks_in_progress(&st.db).await? {
         tracing::info!(stack = %stack.id, action = %stack.action, "resuming an interrupted stack action");
@@ -437,6 +467,20 @@ pub async fn recover(st: &S) -> crate::error::HeatResult<()> {
                     if !stack.disable_rollback {
                         rollback(&st2, &stack).await;
                     }
+                });
+            }
+            UPDATE => {
+                let st2 = st.clone();
+                spawn(st, &stack.id.clone(), async move {
+                    cloud_ready(&st2).await;
+                    crate::update::recover_update(&st2, &stack).await
+                });
+            }
+            ROLLBACK if stack.previous.is_some() => {
+                let st2 = st.clone();
+                spawn(st, &stack.id.clone(), async move {
+                    cloud_ready(&st2).await;
+                    crate::update::resume_update_rollback(&st2, &stack).await
                 });
             }
             ROLLBACK => {
@@ -465,7 +509,9 @@ pub async fn outputs(st: &S, stack: &StackRow) -> Vec<(String, String, Result<Va
     let rows = store::resources(&st.db, &stack.id).await.unwrap_or_default();
     let done: BTreeMap<String, (Value, Value)> = rows
         .iter()
-        .filter(|r| r.action == CREATE && r.status == COMPLETE)
+        .filter(|r| {
+            matches!((r.action.as_str(), r.status.as_str()), (CREATE | UPDATE | CHECK, COMPLETE) | (CHECK, FAILED))
+        })
         .map(|r| (r.name.clone(), done_entry(r)))
         .collect();
     let empty = Map::new();

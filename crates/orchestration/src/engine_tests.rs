@@ -55,14 +55,20 @@ impl ResourceType for Recorder {
     }
 }
 
-struct Env {
-    st: S,
+pub(crate) struct Env {
+    pub(crate) st: S,
     log: Arc<Mutex<Vec<String>>>,
     fail: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// The engine on a fresh SQLite database with the standard types, the recorder, and
+/// whatever `more` adds (the update tests' own type).
+pub(crate) async fn env_with(more: impl FnOnce(&mut Registry)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let db = stratus_db::Db::connect(&format!("sqlite://{}/heat.db", dir.path().display())).await.unwrap();
     let platform = Platform {
@@ -78,6 +84,7 @@ async fn env() -> Env {
     let fail = Arc::new(Mutex::new(Vec::new()));
     let mut reg = Registry::standard();
     reg.add(Arc::new(Recorder { log: log.clone(), fail: fail.clone() }));
+    more(&mut reg);
     let st = OrchestrationService::state(platform, Default::default(), reg).await.unwrap();
     Env { st, log, fail, _dir: dir }
 }
@@ -98,7 +105,12 @@ outputs:
 
 /// Records a stack as the API does, in `CREATE IN_PROGRESS`.
 async fn record(st: &S, name: &str, disable_rollback: bool) -> StackRow {
-    let template: Value = serde_yaml::from_str(TPL).unwrap();
+    record_with(st, name, TPL, disable_rollback).await
+}
+
+/// Records a stack of template `text` as the API does, in `CREATE IN_PROGRESS`.
+pub(crate) async fn record_with(st: &S, name: &str, text: &str, disable_rollback: bool) -> StackRow {
+    let template: Value = serde_yaml::from_str(text).unwrap();
     let tpl = Template::parse(&template).unwrap();
     let id = uuid::Uuid::new_v4().to_string();
     let pseudo = Pseudo { stack_name: name.into(), stack_id: id.clone(), project_id: "p".into() };
@@ -123,6 +135,8 @@ async fn record(st: &S, name: &str, disable_rollback: bool) -> StackRow {
         created_at: stratus_core::time::now(),
         updated_at: None,
         deleted_at: None,
+        previous: None,
+        parent_id: None,
     };
     let res: Vec<(String, String)> =
         checked.enabled.iter().map(|r| (r.clone(), tpl.resources[r].type_name.clone())).collect();
@@ -130,7 +144,7 @@ async fn record(st: &S, name: &str, disable_rollback: bool) -> StackRow {
     row
 }
 
-async fn status(st: &S, id: &str) -> String {
+pub(crate) async fn status(st: &S, id: &str) -> String {
     let s = store::stack(&st.db, id).await.unwrap().unwrap();
     format!("{}_{}", s.action, s.status)
 }
@@ -250,8 +264,11 @@ async fn a_creation_interrupted_by_a_crash_is_failed_and_rolled_back() {
     // The crash: `a` was made and recorded, `b` was being created (recorded, no answer).
     let rows = store::resources(&e.st.db, &s.id).await.unwrap();
     let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap().clone();
-    let upd =
-        store::ResourceUpdate { physical_id: Some("phys-a".into()), attributes: Some(json!({"out": 1})), ref_id: None };
+    let upd = store::ResourceUpdate {
+        physical_id: Some("phys-a".into()),
+        attributes: Some(json!({"out": 1})),
+        ..Default::default()
+    };
     store::set_resource_state(&e.st.db, &s.id, &row("a"), CREATE, COMPLETE, "state changed", upd).await.unwrap();
     store::set_resource_state(&e.st.db, &s.id, &row("b"), CREATE, IN_PROGRESS, "state changed", Default::default())
         .await

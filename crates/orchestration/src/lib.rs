@@ -17,6 +17,9 @@ mod policy;
 pub mod resources;
 pub mod store;
 pub mod template;
+pub mod update;
+#[cfg(test)]
+mod update_tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,8 +46,10 @@ pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry 
 }];
 
 /// Schema of the orchestration service.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/0001_init.sql") },
+    Migration { version: 2, name: "updates", sql: include_str!("../migrations/0002_updates.sql") },
+];
 
 /// `[orchestration]` configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,7 +157,8 @@ impl OrchestrationService {
     pub fn router(self: &Arc<Self>) -> Router {
         let protected =
             api::routes().with_state(self.st.clone()).route_layer(from_fn_with_state(self.auth.clone(), require_auth));
-        let routes = api::versions(&self.st.base).merge(protected);
+        let routes =
+            api::versions(&self.st.base).merge(protected).merge(api::signal::routes().with_state(self.st.clone()));
         service_stack(routes, FaultFormat::Heat, None)
     }
 }

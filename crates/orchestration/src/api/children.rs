@@ -133,7 +133,7 @@ fn resource_url(st: &S, s: &StackRow, name: &str) -> String {
     format!("{}/resources/{}", stack_url(st, &s.project_id, &s.name, &s.id), encode(name))
 }
 
-fn resource(st: &S, s: &StackRow, r: &ResourceRow, required_by: &graph::Deps, full: bool) -> Value {
+pub(crate) fn resource(st: &S, s: &StackRow, r: &ResourceRow, required_by: &graph::Deps, full: bool) -> Value {
     let mut v = json!({
         "resource_name": r.name,
         "logical_resource_id": r.name,

@@ -8,9 +8,11 @@
 
 pub mod children;
 pub mod info;
+pub mod signal;
 pub mod stacks;
 #[cfg(test)]
 mod tests;
+pub mod update;
 
 use axum::http::StatusCode;
 use axum::routing::{any, get, post};

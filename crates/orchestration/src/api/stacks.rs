@@ -181,6 +181,8 @@ pub async fn create(
         created_at: stratus_core::time::now(),
         updated_at: None,
         deleted_at: None,
+        previous: None,
+        parent_id: None,
     };
     let resources: Vec<(String, String)> =
         checked.enabled.iter().map(|r| (r.clone(), tpl.resources[r].type_name.clone())).collect();
@@ -329,8 +331,14 @@ pub async fn dispatch(
     method: Method,
     q: QueryPairs,
     uri: axum::http::Uri,
-    _body: Bytes,
+    body: Bytes,
 ) -> HeatResult<Response> {
+    let json_body = || -> HeatResult<Value> {
+        if body.is_empty() {
+            return Ok(json!({}));
+        }
+        serde_json::from_slice(&body).map_err(|e| bad(format!("The request body is not valid JSON: {e}")))
+    };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let read = method == Method::GET || method == Method::HEAD;
     let not_yet = |what: &str| Err(HeatError::NotImplemented(format!("{what} is not supported by Stratus yet")));
@@ -343,7 +351,14 @@ pub async fn dispatch(
                 return delete(&st, &s).await;
             }
             if method == Method::PUT || method == Method::PATCH {
-                return not_yet("Updating a stack");
+                authorize(
+                    &st,
+                    &ctx,
+                    &project,
+                    if method == Method::PATCH { "stacks:update_patch" } else { "stacks:update" },
+                )?;
+                let s = lookup(&st, &project, name).await?;
+                return super::update::update(&st, &s, &method, &json_body()?).await;
             }
             if !read {
                 return Err(HeatError::Api(stratus_core::ApiError::new(
@@ -377,12 +392,37 @@ pub async fn dispatch(
                 let s = identified(&st, &project, name, id).await?;
                 delete(&st, &s).await
             }
-            Method::PUT | Method::PATCH => not_yet("Updating a stack"),
+            Method::PUT | Method::PATCH => {
+                authorize(
+                    &st,
+                    &ctx,
+                    &project,
+                    if method == Method::PATCH { "stacks:update_patch" } else { "stacks:update" },
+                )?;
+                let s = identified(&st, &project, name, id).await?;
+                super::update::update(&st, &s, &method, &json_body()?).await
+            }
             _ => Err(HeatError::Api(stratus_core::ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("The method {method} is not allowed for this resource."),
             ))),
         },
+        [name, id, "preview"] if method == Method::PUT || method == Method::PATCH => {
+            let action = if method == Method::PATCH { "stacks:preview_update_patch" } else { "stacks:preview_update" };
+            authorize(&st, &ctx, &project, action)?;
+            let s = identified(&st, &project, name, id).await?;
+            super::update::preview(&st, &s, &method, &json_body()?).await
+        }
+        [name, id, "resources", res, "signal"] if method == Method::POST => {
+            authorize(&st, &ctx, &project, "resource:signal")?;
+            let s = identified(&st, &project, name, id).await?;
+            super::signal::resource_signal(&st, &s, res, &json_body()?).await
+        }
+        [name, id, "resources", res] if method == Method::PATCH => {
+            authorize(&st, &ctx, &project, "resource:mark_unhealthy")?;
+            let s = identified(&st, &project, name, id).await?;
+            super::signal::mark_unhealthy(&st, &s, res, &json_body()?).await
+        }
         [name, id, rest @ ..] => {
             if !read {
                 return not_yet(&format!("{method} on /stacks/{{name}}/{{id}}/{}", rest.join("/")));
@@ -406,7 +446,7 @@ async fn delete(st: &S, s: &StackRow) -> HeatResult<Response> {
     if s.deleted_at.is_some() {
         return Err(not_found("Stack", &s.name));
     }
-    if s.status == state::IN_PROGRESS && s.action != state::CREATE {
+    if s.status == state::IN_PROGRESS && s.action != state::CREATE && s.action != state::UPDATE {
         return Err(HeatError::InProgress { name: s.name.clone(), action: s.action.clone() });
     }
     engine::start_delete(st, s).await?;

@@ -224,8 +224,59 @@ async fn stack_lifecycle_through_the_api() {
     assert_eq!(v["error"]["message"], "The Stack (s1) already exists.");
     let (_, _, v) = call(&r, Method::GET, "/v1/pa/stacks", "alice", None).await;
     assert_eq!(v["stacks"].as_array().unwrap().len(), 1);
+    // Updates: the preview of a new word says only the value changes (in place).
+    let (_, _, before) = call(&r, Method::GET, &format!("{path}/outputs/rand"), "alice", None).await;
+    let (st, _, v) =
+        call(&r, Method::PATCH, &format!("{path}/preview"), "alice", Some(json!({"parameters": {"word": "bye"}})))
+            .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let changes = &v["resource_changes"];
+    assert_eq!(changes["updated"][0]["resource_name"], "val", "{v}");
+    assert_eq!(changes["unchanged"][0]["resource_name"], "rand", "{v}");
+    assert!(changes["replaced"].as_array().unwrap().is_empty() && changes["added"].as_array().unwrap().is_empty());
+    // PATCH keeps the template and the other parameters.
+    let (st, _, v) = call(&r, Method::PATCH, &path, "alice", Some(json!({"parameters": {"word": "bye"}}))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let shown = wait(&r, &path, "UPDATE_COMPLETE").await;
+    assert_eq!(shown["parameters"]["word"], "bye");
+    let (_, _, after) = call(&r, Method::GET, &format!("{path}/outputs/rand"), "alice", None).await;
+    assert_eq!(after, before, "the random string was kept");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/joined"), "alice", None).await;
+    assert!(v["output"]["output_value"].as_str().unwrap().starts_with("bye "), "{v}");
+    // PUT replaces the parameters: `word` returns to its default.
+    let put = json!({"template": template()});
+    let (st, _, _) = call(&r, Method::PUT, "/v1/pa/stacks/s1", "alice", Some(put)).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(wait(&r, &path, "UPDATE_COMPLETE").await["parameters"]["word"], "hello");
+    // Bad updates are refused before anything changes.
+    let (st, _, v) = call(&r, Method::PUT, &path, "alice", Some(json!({"parameters": {}}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("No template"), "{v}");
+    let nope = json!({"template": {"heat_template_version": "2018-08-31", "resources": {"x": {"type": "OS::Nope"}}}});
+    let (st, _, v) = call(&r, Method::PUT, &path, "alice", Some(nope)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("OS::Nope"), "{v}");
+    let (st, _, v) = call(&r, Method::PATCH, &path, "alice", Some(json!({"parameters": {"nosuch": 1}}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _, _) = call(&r, Method::PATCH, &path, "reader", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(wait(&r, &path, "UPDATE_COMPLETE").await["parameters"]["word"], "hello");
+    // A resource marked unhealthy is replaced by the next update.
+    let mark = json!({"mark_unhealthy": true, "resource_status_reason": "broken"});
+    let (st, _, v) = call(&r, Method::PATCH, &format!("{path}/resources/rand"), "alice", Some(mark)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/rand"), "alice", None).await;
+    assert_eq!(v["resource"]["resource_status"], "CHECK_FAILED", "{v}");
+    assert_eq!(v["resource"]["resource_status_reason"], "broken");
+    let (st, _, _) = call(&r, Method::PATCH, &format!("{path}/resources/rand"), "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _, _) = call(&r, Method::PATCH, &path, "alice", Some(json!({}))).await;
-    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(st, StatusCode::ACCEPTED);
+    wait(&r, &path, "UPDATE_COMPLETE").await;
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/rand"), "alice", None).await;
+    assert_eq!(v["resource"]["resource_status"], "CREATE_COMPLETE", "replaced: {v}");
+    let (_, _, replaced) = call(&r, Method::GET, &format!("{path}/outputs/rand"), "alice", None).await;
+    assert_ne!(replaced, before, "a new random string");
 
     let (st, _, _) = call(&r, Method::DELETE, &path, "alice", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
@@ -293,4 +344,125 @@ async fn bad_requests_get_heat_faults() {
         .any(|t| t["version"] == "heat_template_version.2021-04-16"));
     let (_, _, v) = call(&r, Method::GET, "/v1/pa/build_info", "alice", None).await;
     assert!(v["api"]["revision"].is_string());
+}
+
+const WAIT: &str = r#"
+heat_template_version: 2018-08-31
+parameters:
+  timeout: {type: number, default: 60}
+resources:
+  handle: {type: OS::Heat::WaitConditionHandle}
+  wait:
+    type: OS::Heat::WaitCondition
+    properties:
+      handle: {get_resource: handle}
+      timeout: {get_param: timeout}
+      count: 2
+outputs:
+  data: {value: {get_attr: [wait, data]}}
+  curl: {value: {get_attr: [handle, curl_cli]}}
+"#;
+
+/// Posts `body` to a handle's endpoint with `token` (no Keystone token, as a guest).
+async fn signal(r: &Router, endpoint: &str, token: &str, body: &str) -> StatusCode {
+    let path = endpoint.strip_prefix(BASE).expect("the endpoint is under the service's URL");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("x-auth-token", token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    r.clone().oneshot(req).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_wait_condition_completes_on_its_signals_and_times_out_without_them() {
+    let (r, _dir) = api().await;
+    let body = json!({"stack_name": "w", "template": serde_yaml::from_str::<Value>(WAIT).unwrap()});
+    let (st, h, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let path = location(&h).strip_prefix(BASE).unwrap().to_string();
+    let mut handle = Value::Null;
+    for _ in 0..200 {
+        let (_, _, v) = call(&r, Method::GET, &format!("{path}/resources/handle"), "alice", None).await;
+        if v["resource"]["resource_status"] == "CREATE_COMPLETE" {
+            handle = v["resource"]["attributes"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (endpoint, token) = (handle["endpoint"].as_str().unwrap(), handle["token"].as_str().unwrap());
+    assert!(handle["curl_cli"].as_str().unwrap().contains(endpoint), "{handle}");
+    assert_eq!(signal(&r, endpoint, "wrong", "{}").await, StatusCode::FORBIDDEN);
+    assert_eq!(signal(&r, endpoint, token, r#"{"status": "MAYBE"}"#).await, StatusCode::BAD_REQUEST);
+    assert_eq!(signal(&r, endpoint, token, r#"{"status": "SUCCESS", "data": "one"}"#).await, StatusCode::OK);
+    let (_, _, v) = call(&r, Method::GET, &path, "alice", None).await;
+    assert_eq!(v["stack"]["stack_status"], "CREATE_IN_PROGRESS", "count 2: one signal is not enough");
+    // The second signal from a user of the project, through the resource's signal API.
+    let sig = format!("{path}/resources/handle/signal");
+    let (st, _, _) = call(&r, Method::POST, &format!("{path}/resources/wait/signal"), "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "only handles take signals");
+    let (st, _, _) = call(&r, Method::POST, &sig, "reader", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, v) = call(&r, Method::POST, &sig, "alice", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    wait(&r, &path, "CREATE_COMPLETE").await;
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/data"), "alice", None).await;
+    let data: Value = serde_json::from_str(v["output"]["output_value"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"1": "one", "2": null}));
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/events"), "alice", None).await;
+    assert!(v.to_string().contains("SIGNAL"), "signals are events: {v}");
+
+    // No signal within the timeout: the stack fails, naming the timeout.
+    let body = json!({"stack_name": "w2", "template": serde_yaml::from_str::<Value>(WAIT).unwrap(), "parameters": {"timeout": 1}});
+    let (_, h, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    let path = location(&h).strip_prefix(BASE).unwrap().to_string();
+    let failed = wait(&r, &path, "CREATE_FAILED").await;
+    assert!(failed["stack_status_reason"].as_str().unwrap().contains("WaitConditionTimeout"), "{failed}");
+}
+
+const CONFIGS: &str = r##"
+heat_template_version: 2018-08-31
+resources:
+  script:
+    type: OS::Heat::SoftwareConfig
+    properties:
+      group: script
+      config: "#!/bin/sh\necho hello > /tmp/hello"
+  cloud:
+    type: OS::Heat::CloudConfig
+    properties:
+      cloud_config: {runcmd: [date]}
+  both:
+    type: OS::Heat::MultipartMime
+    properties:
+      parts:
+        - config: {get_resource: script}
+          filename: hello.sh
+        - config: {get_resource: cloud}
+        - config: "#cloud-boothook\necho early"
+outputs:
+  mime: {value: {get_attr: [both, config]}}
+  cloud: {value: {get_attr: [cloud, config]}}
+"##;
+
+#[tokio::test]
+async fn software_configs_are_combined_into_a_multipart_message() {
+    let (r, _dir) = api().await;
+    let body = json!({"stack_name": "cfg", "template": serde_yaml::from_str::<Value>(CONFIGS).unwrap()});
+    let (st, h, _) = call(&r, Method::POST, "/v1/pa/stacks", "alice", Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let path = location(&h).strip_prefix(BASE).unwrap().to_string();
+    wait(&r, &path, "CREATE_COMPLETE").await;
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/cloud"), "alice", None).await;
+    let cloud = v["output"]["output_value"].as_str().unwrap().to_string();
+    assert!(cloud.starts_with("#cloud-config\n") && cloud.contains("runcmd"), "{cloud}");
+    let (_, _, v) = call(&r, Method::GET, &format!("{path}/outputs/mime"), "alice", None).await;
+    let mime = v["output"]["output_value"].as_str().unwrap();
+    assert!(mime.starts_with("Content-Type: multipart/mixed; boundary="), "{mime}");
+    assert!(mime.contains("Content-Type: text/x-shellscript") && mime.contains("filename=\"hello.sh\""), "{mime}");
+    assert!(mime.contains("echo hello > /tmp/hello"), "the script's text, not its id: {mime}");
+    assert!(mime.contains("Content-Type: text/cloud-config") && mime.contains(&cloud), "{mime}");
+    assert!(mime.contains("Content-Type: text/cloud-boothook"), "a literal part is used as it is: {mime}");
 }

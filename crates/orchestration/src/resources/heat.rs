@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use super::{opt, Created, Cx, Kind, Prop, Registry, ResourceType};
+use super::{opt, Change, Created, Cx, Kind, Prop, Registry, ResourceType};
 
 pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(RandomString));
@@ -155,6 +155,13 @@ impl ResourceType for HeatValue {
     async fn delete(&self, _cx: &Cx, _id: &str, _attributes: &Value) -> Result<(), String> {
         Ok(())
     }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["value", "type"]
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let again = self.create(cx, change.new).await?;
+        Ok(Created { physical_id: change.physical_id.to_string(), ..again })
+    }
 }
 
 struct NoneResource;
@@ -178,6 +185,12 @@ impl ResourceType for NoneResource {
     }
     async fn delete(&self, _cx: &Cx, _id: &str, _attributes: &Value) -> Result<(), String> {
         Ok(())
+    }
+    fn update_allowed(&self, _name: &str) -> bool {
+        true
+    }
+    async fn update(&self, _cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        Ok(Created { physical_id: change.physical_id.to_string(), ref_id: None, attributes: json!({}) })
     }
 }
 

@@ -3,9 +3,14 @@
 //! as the stack's owner: [`Cx::call`]). Unknown types are refused at validation, by
 //! name, because only the types registered in [`Registry`] exist.
 
+mod cinder;
+mod config;
+pub(crate) mod group;
 mod heat;
+mod nested;
 mod neutron;
 mod nova;
+pub(crate) mod wait;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -133,12 +138,69 @@ pub trait ResourceType: Send + Sync {
     fn props(&self) -> Option<&'static [Prop]>;
     /// Its attributes (`show` is always offered).
     fn attrs(&self) -> &'static [&'static str];
+    /// Whether `get_attr` may name `attr` (types with computed names say so here).
+    fn has_attr(&self, attr: &str) -> bool {
+        self.attrs().contains(&attr)
+    }
     /// Creates it with evaluated `props`. Calls [`Cx::started`] with the physical id as
     /// soon as the thing exists, before waiting for it to become ready, so that a crash
     /// or a failure while waiting still leaves it tracked for deletion.
     async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String>;
     /// Deletes what [`ResourceType::create`] made; something already gone is success.
     async fn delete(&self, cx: &Cx, physical_id: &str, attributes: &Value) -> Result<(), String>;
+    /// The properties a stack update may change in place (Heat's `update_allowed`);
+    /// a change to any other replaces the resource (a new one made, then the old one
+    /// deleted).
+    fn updatable(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Whether property `name` may change in place (types that accept any property
+    /// say so here).
+    fn update_allowed(&self, name: &str) -> bool {
+        self.updatable().contains(&name)
+    }
+    /// Changes the thing in place from `old` to `new` properties (only properties
+    /// [`ResourceType::updatable`] lists differ); answers what it is now. Must be safe
+    /// to run again after a crash (a rollback runs it back to `old`).
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        Err(format!(
+            "resources.{}: {} cannot be updated in place ({:?})",
+            cx.resource_name,
+            self.name(),
+            change.changed
+        ))
+    }
+}
+
+/// What an in-place update changes.
+pub struct Change<'a> {
+    /// What the resource made.
+    pub physical_id: &'a str,
+    /// Its attributes now.
+    pub attributes: &'a Value,
+    /// The properties it has.
+    pub old: &'a Map<String, Value>,
+    /// The properties it is to have.
+    pub new: &'a Map<String, Value>,
+    /// The names of the properties that differ.
+    pub changed: Vec<String>,
+}
+
+impl Change<'_> {
+    /// The changed properties, as `(property, new value or null when unset)`.
+    pub fn changed_values(&self) -> impl Iterator<Item = (&str, Value)> + '_ {
+        self.changed.iter().map(|k| (k.as_str(), self.new.get(k).cloned().unwrap_or(Value::Null)))
+    }
+}
+
+/// The names of the properties that differ between `old` and `new` (set, unset or
+/// changed), sorted.
+pub fn changed_properties(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
+    let mut keys: Vec<String> = old.keys().chain(new.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| old.get(k) != new.get(k));
+    keys
 }
 
 /// The resource types this cloud offers.
@@ -152,6 +214,11 @@ impl Registry {
     pub fn standard() -> Registry {
         let mut r = Registry::default();
         heat::register(&mut r);
+        group::register(&mut r);
+        nested::register(&mut r);
+        cinder::register(&mut r);
+        wait::register(&mut r);
+        config::register(&mut r);
         neutron::register(&mut r);
         nova::register(&mut r);
         r
@@ -188,6 +255,8 @@ pub struct Cx {
     pub stack_name: String,
     /// The resource's name in the template.
     pub resource_name: String,
+    /// The engine (types that make nested stacks drive them with it).
+    pub orch: crate::S,
 }
 
 /// Error text of a failed service call: `<Class>: resources.<name>: <the service's message>`.

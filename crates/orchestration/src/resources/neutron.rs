@@ -11,7 +11,7 @@ use axum::http::Method;
 use serde_json::{json, Map, Value};
 use stratus_core::internal::InternalUri;
 
-use super::{copy, opt, prop_str, req, Created, Cx, Kind, Prop, Registry, ResourceType};
+use super::{copy, opt, prop_str, req, Change, Created, Cx, Kind, Prop, Registry, ResourceType};
 
 pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(Net));
@@ -38,15 +38,88 @@ fn value_specs(props: &Map<String, Value>, body: &mut Map<String, Value>) {
     }
 }
 
-/// POSTs `{singular: body}` to `collection`, records the id, and answers the created
-/// object.
-async fn create(cx: &Cx, collection: &str, singular: &str, body: Map<String, Value>) -> Result<Value, String> {
-    let r = cx.call(Method::POST, &uri(collection), Some(json!({ singular: body }))).await?;
-    let obj = r[singular].clone();
-    let id =
-        obj["id"].as_str().ok_or_else(|| format!("resources.{}: the network API returned no id", cx.resource_name))?;
-    cx.started(id).await?;
-    Ok(obj)
+/// What one kind of network API object looks like to the resource that makes it:
+/// where it lives, which properties pass into its body as they are (renamed to the
+/// API's field), which of those an update changes in place, and whether it gets a
+/// generated name when the template gives none. Every networking type makes, tags,
+/// updates and deletes its object the same way through it.
+struct Shape {
+    /// `networks`, `subnets`...
+    collection: &'static str,
+    /// `network`, `subnet`... (the key of the request and response bodies).
+    singular: &'static str,
+    /// `(property, API field)` copied when set.
+    fields: &'static [(&'static str, &'static str)],
+    /// Properties an update changes in place (`name` and `tags` included when so).
+    updatable: &'static [&'static str],
+    /// Whether the object has a name (generated when not given).
+    named: bool,
+}
+
+impl Shape {
+    /// A create body: the name, the copied fields and `value_specs`, over `body`
+    /// (what the type resolved itself: ids found by name...).
+    fn body(&self, cx: &Cx, props: &Map<String, Value>, mut body: Map<String, Value>) -> Map<String, Value> {
+        if self.named {
+            let name = prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name());
+            body.insert("name".into(), json!(name));
+        }
+        copy(props, &mut body, self.fields);
+        value_specs(props, &mut body);
+        body
+    }
+
+    /// POSTs `{singular: body}`, records the id, sets the `tags` property (the network
+    /// API takes tags separately) and answers the created object.
+    async fn make(&self, cx: &Cx, props: &Map<String, Value>, body: Map<String, Value>) -> Result<Value, String> {
+        let r = cx.call(Method::POST, &uri(self.collection), Some(json!({ self.singular: body }))).await?;
+        let obj = r[self.singular].clone();
+        let id = obj["id"]
+            .as_str()
+            .ok_or_else(|| format!("resources.{}: the network API returned no id", cx.resource_name))?;
+        cx.started(id).await?;
+        if let Some(Value::Array(tags)) = props.get("tags") {
+            if !tags.is_empty() {
+                let uri = uri(self.collection).seg(id).seg("tags");
+                cx.call(Method::PUT, &uri, Some(json!({"tags": tags}))).await?;
+            }
+        }
+        Ok(obj)
+    }
+
+    /// Deletes object `id` (gone already is success).
+    async fn remove(&self, cx: &Cx, id: &str) -> Result<(), String> {
+        cx.delete(&uri(self.collection).seg(id)).await
+    }
+
+    /// Applies an in-place update with one `PUT {collection}/{id}`: each changed
+    /// property of `fields` is sent, an unset `name` as a generated name and other
+    /// unset properties as null (the API's default); `extra` adds what the type
+    /// resolved itself. Tags go to their own endpoint. Answers the object as it is now.
+    async fn put(&self, cx: &Cx, change: &Change<'_>, extra: Map<String, Value>) -> Result<Value, String> {
+        let mut body = extra;
+        for (p, v) in change.changed_values() {
+            if p == "name" && self.named {
+                let name = if v.is_null() { json!(cx.physical_name()) } else { v };
+                body.insert("name".into(), name);
+            } else if let Some((_, f)) = self.fields.iter().find(|(name, _)| *name == p) {
+                body.insert((*f).to_string(), v);
+            }
+        }
+        let id = change.physical_id;
+        let (collection, singular) = (self.collection, self.singular);
+        let mut obj = if body.is_empty() {
+            cx.call(Method::GET, &uri(collection).seg(id), None).await?[singular].clone()
+        } else {
+            cx.call(Method::PUT, &uri(collection).seg(id), Some(json!({ singular: body }))).await?[singular].clone()
+        };
+        if change.changed.iter().any(|c| c == "tags") {
+            let tags = change.new.get("tags").cloned().unwrap_or(json!([]));
+            let r = cx.call(Method::PUT, &uri(collection).seg(id).seg("tags"), Some(json!({"tags": tags}))).await?;
+            obj["tags"] = r["tags"].clone();
+        }
+        Ok(obj)
+    }
 }
 
 fn created(obj: Value) -> Created {
@@ -54,6 +127,21 @@ fn created(obj: Value) -> Created {
 }
 
 struct Net;
+
+const NET: Shape = Shape {
+    collection: "networks",
+    singular: "network",
+    fields: &[
+        ("admin_state_up", "admin_state_up"),
+        ("shared", "shared"),
+        ("port_security_enabled", "port_security_enabled"),
+        ("dns_domain", "dns_domain"),
+        ("tenant_id", "tenant_id"),
+        ("qos_policy", "qos_policy_id"),
+    ],
+    updatable: &["name", "admin_state_up", "shared", "port_security_enabled", "dns_domain", "qos_policy", "tags"],
+    named: true,
+};
 
 #[async_trait]
 impl ResourceType for Net {
@@ -92,45 +180,39 @@ impl ResourceType for Net {
         ]
     }
     async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
-        let mut body = Map::new();
-        body.insert(
-            "name".into(),
-            json!(prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name())),
-        );
-        copy(
-            props,
-            &mut body,
-            &[
-                ("admin_state_up", "admin_state_up"),
-                ("shared", "shared"),
-                ("port_security_enabled", "port_security_enabled"),
-                ("dns_domain", "dns_domain"),
-                ("tenant_id", "tenant_id"),
-                ("qos_policy", "qos_policy_id"),
-            ],
-        );
-        value_specs(props, &mut body);
-        let obj = create(cx, "networks", "network", body).await?;
-        tag(cx, "networks", &obj, props).await?;
-        Ok(created(obj))
+        let body = NET.body(cx, props, Map::new());
+        Ok(created(NET.make(cx, props, body).await?))
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("networks").seg(id)).await
+        NET.remove(cx, id).await
     }
-}
-
-/// Sets the `tags` property on a new object (the network API takes tags separately).
-async fn tag(cx: &Cx, collection: &str, obj: &Value, props: &Map<String, Value>) -> Result<(), String> {
-    if let Some(Value::Array(tags)) = props.get("tags") {
-        if !tags.is_empty() {
-            let id = obj["id"].as_str().unwrap_or_default();
-            cx.call(Method::PUT, &uri(collection).seg(id).seg("tags"), Some(json!({"tags": tags}))).await?;
-        }
+    fn updatable(&self) -> &'static [&'static str] {
+        NET.updatable
     }
-    Ok(())
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        Ok(created(NET.put(cx, change, Map::new()).await?))
+    }
 }
 
 struct Subnet;
+
+const SUBNET: Shape = Shape {
+    collection: "subnets",
+    singular: "subnet",
+    fields: &[
+        ("cidr", "cidr"),
+        ("enable_dhcp", "enable_dhcp"),
+        ("allocation_pools", "allocation_pools"),
+        ("dns_nameservers", "dns_nameservers"),
+        ("host_routes", "host_routes"),
+        ("prefixlen", "prefixlen"),
+        ("ipv6_address_mode", "ipv6_address_mode"),
+        ("ipv6_ra_mode", "ipv6_ra_mode"),
+        ("tenant_id", "tenant_id"),
+    ],
+    updatable: &["name", "enable_dhcp", "allocation_pools", "dns_nameservers", "host_routes", "tags"],
+    named: true,
+};
 
 #[async_trait]
 impl ResourceType for Subnet {
@@ -188,26 +270,7 @@ impl ResourceType for Subnet {
         })?;
         let mut body = Map::new();
         body.insert("network_id".into(), json!(cx.neutron_id("networks", "network", net).await?));
-        body.insert(
-            "name".into(),
-            json!(prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name())),
-        );
         body.insert("ip_version".into(), props.get("ip_version").cloned().unwrap_or(json!(4)));
-        copy(
-            props,
-            &mut body,
-            &[
-                ("cidr", "cidr"),
-                ("enable_dhcp", "enable_dhcp"),
-                ("allocation_pools", "allocation_pools"),
-                ("dns_nameservers", "dns_nameservers"),
-                ("host_routes", "host_routes"),
-                ("prefixlen", "prefixlen"),
-                ("ipv6_address_mode", "ipv6_address_mode"),
-                ("ipv6_ra_mode", "ipv6_ra_mode"),
-                ("tenant_id", "tenant_id"),
-            ],
-        );
         match props.get("gateway_ip") {
             Some(Value::String(g)) if g.is_empty() || g == "~" => {
                 body.insert("gateway_ip".into(), Value::Null);
@@ -220,17 +283,38 @@ impl ResourceType for Subnet {
         if let Some(pool) = prop_str(props, "subnetpool") {
             body.insert("subnetpool_id".into(), json!(cx.neutron_id("subnetpools", "subnetpool", pool).await?));
         }
-        value_specs(props, &mut body);
-        let obj = create(cx, "subnets", "subnet", body).await?;
-        tag(cx, "subnets", &obj, props).await?;
-        Ok(created(obj))
+        let body = SUBNET.body(cx, props, body);
+        Ok(created(SUBNET.make(cx, props, body).await?))
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("subnets").seg(id)).await
+        SUBNET.remove(cx, id).await
+    }
+    fn updatable(&self) -> &'static [&'static str] {
+        SUBNET.updatable
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        Ok(created(SUBNET.put(cx, change, Map::new()).await?))
     }
 }
 
 struct Port;
+
+const PORT: Shape = Shape {
+    collection: "ports",
+    singular: "port",
+    fields: &[
+        ("mac_address", "mac_address"),
+        ("admin_state_up", "admin_state_up"),
+        ("device_id", "device_id"),
+        ("device_owner", "device_owner"),
+        ("port_security_enabled", "port_security_enabled"),
+        ("allowed_address_pairs", "allowed_address_pairs"),
+        ("binding:vnic_type", "binding:vnic_type"),
+        ("dns_name", "dns_name"),
+    ],
+    updatable: &["name", "admin_state_up", "security_groups", "allowed_address_pairs", "port_security_enabled", "tags"],
+    named: true,
+};
 
 #[async_trait]
 impl ResourceType for Port {
@@ -282,24 +366,6 @@ impl ResourceType for Port {
         let net = prop_str(props, "network").unwrap_or_default();
         let mut body = Map::new();
         body.insert("network_id".into(), json!(cx.neutron_id("networks", "network", net).await?));
-        body.insert(
-            "name".into(),
-            json!(prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name())),
-        );
-        copy(
-            props,
-            &mut body,
-            &[
-                ("mac_address", "mac_address"),
-                ("admin_state_up", "admin_state_up"),
-                ("device_id", "device_id"),
-                ("device_owner", "device_owner"),
-                ("port_security_enabled", "port_security_enabled"),
-                ("allowed_address_pairs", "allowed_address_pairs"),
-                ("binding:vnic_type", "binding:vnic_type"),
-                ("dns_name", "dns_name"),
-            ],
-        );
         if let Some(Value::Array(ips)) = props.get("fixed_ips") {
             let mut out = Vec::new();
             for ip in ips {
@@ -321,9 +387,8 @@ impl ResourceType for Port {
             }
             body.insert("security_groups".into(), Value::Array(ids));
         }
-        value_specs(props, &mut body);
-        let mut obj = create(cx, "ports", "port", body).await?;
-        tag(cx, "ports", &obj, props).await?;
+        let body = PORT.body(cx, props, body);
+        let mut obj = PORT.make(cx, props, body).await?;
         // Heat's `subnets` attribute: the subnets of the port's addresses.
         let subnets: Vec<Value> =
             obj["fixed_ips"].as_array().map(|a| a.iter().map(|f| f["subnet_id"].clone()).collect()).unwrap_or_default();
@@ -331,11 +396,36 @@ impl ResourceType for Port {
         Ok(created(obj))
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("ports").seg(id)).await
+        PORT.remove(cx, id).await
+    }
+    fn updatable(&self) -> &'static [&'static str] {
+        PORT.updatable
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let mut extra = Map::new();
+        if change.changed.iter().any(|c| c == "security_groups") {
+            let mut ids = Vec::new();
+            for g in change.new.get("security_groups").and_then(Value::as_array).into_iter().flatten() {
+                let g = g.as_str().unwrap_or_default();
+                ids.push(json!(cx.neutron_id("security-groups", "security_group", g).await?));
+            }
+            extra.insert("security_groups".into(), Value::Array(ids));
+        }
+        let mut obj = PORT.put(cx, change, extra).await?;
+        obj["subnets"] = change.attributes["subnets"].clone();
+        Ok(created(obj))
     }
 }
 
 struct Router;
+
+const ROUTER: Shape = Shape {
+    collection: "routers",
+    singular: "router",
+    fields: &[("admin_state_up", "admin_state_up"), ("distributed", "distributed"), ("ha", "ha")],
+    updatable: &["name", "admin_state_up", "tags"],
+    named: true,
+};
 
 #[async_trait]
 impl ResourceType for Router {
@@ -362,11 +452,6 @@ impl ResourceType for Router {
     }
     async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
         let mut body = Map::new();
-        body.insert(
-            "name".into(),
-            json!(prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name())),
-        );
-        copy(props, &mut body, &[("admin_state_up", "admin_state_up"), ("distributed", "distributed"), ("ha", "ha")]);
         if let Some(Value::Object(gw)) = props.get("external_gateway_info") {
             let net = gw.get("network").or_else(|| gw.get("network_id")).and_then(Value::as_str).ok_or_else(|| {
                 format!(
@@ -384,13 +469,17 @@ impl ResourceType for Router {
             }
             body.insert("external_gateway_info".into(), Value::Object(g));
         }
-        value_specs(props, &mut body);
-        let obj = create(cx, "routers", "router", body).await?;
-        tag(cx, "routers", &obj, props).await?;
-        Ok(created(obj))
+        let body = ROUTER.body(cx, props, body);
+        Ok(created(ROUTER.make(cx, props, body).await?))
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("routers").seg(id)).await
+        ROUTER.remove(cx, id).await
+    }
+    fn updatable(&self) -> &'static [&'static str] {
+        ROUTER.updatable
+    }
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        Ok(created(ROUTER.put(cx, change, Map::new()).await?))
     }
 }
 
@@ -452,6 +541,14 @@ impl ResourceType for RouterInterface {
 
 struct SecurityGroup;
 
+const SECURITY_GROUP: Shape = Shape {
+    collection: "security-groups",
+    singular: "security_group",
+    fields: &[("description", "description")],
+    updatable: &["name", "description", "rules"],
+    named: true,
+};
+
 #[async_trait]
 impl ResourceType for SecurityGroup {
     fn name(&self) -> &'static str {
@@ -477,62 +574,95 @@ impl ResourceType for SecurityGroup {
     }
     async fn create(&self, cx: &Cx, props: &Map<String, Value>) -> Result<Created, String> {
         let mut body = Map::new();
-        body.insert(
-            "name".into(),
-            json!(prop_str(props, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name())),
-        );
-        body.insert("description".into(), json!(prop_str(props, "description").unwrap_or("")));
-        let mut obj = create(cx, "security-groups", "security_group", body).await?;
+        body.insert("description".into(), json!(""));
+        let body = SECURITY_GROUP.body(cx, props, body);
+        let obj = SECURITY_GROUP.make(cx, props, body).await?;
         let id = obj["id"].as_str().unwrap_or_default().to_string();
-        let rules = props.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
-        // As Heat: rules given for egress replace the default "allow all egress" ones.
-        if rules.iter().any(|r| r["direction"].as_str() == Some("egress")) {
-            for r in obj["security_group_rules"].as_array().cloned().unwrap_or_default() {
-                if r["direction"] == "egress" {
-                    if let Some(rid) = r["id"].as_str() {
-                        cx.delete(&uri("security-group-rules").seg(rid)).await?;
-                    }
-                }
-            }
-        }
-        for (i, r) in rules.iter().enumerate() {
-            let Some(r) = r.as_object() else {
-                return Err(format!(
-                    "Property error: resources.{}.properties.rules[{i}]: a rule must be a map",
-                    cx.resource_name
-                ));
-            };
-            let mut rule = Map::new();
-            rule.insert("security_group_id".into(), json!(id));
-            rule.insert("direction".into(), r.get("direction").cloned().unwrap_or(json!("ingress")));
-            rule.insert("ethertype".into(), r.get("ethertype").cloned().unwrap_or(json!("IPv4")));
-            copy(
-                r,
-                &mut rule,
-                &[("protocol", "protocol"), ("port_range_min", "port_range_min"), ("port_range_max", "port_range_max")],
-            );
-            let mode = r.get("remote_mode").and_then(Value::as_str).unwrap_or("remote_ip_prefix");
-            if mode == "remote_group_id" {
-                let g = match r.get("remote_group_id").and_then(Value::as_str) {
-                    Some(g) => cx.neutron_id("security-groups", "security_group", g).await?,
-                    None => id.clone(),
-                };
-                rule.insert("remote_group_id".into(), json!(g));
-            } else if let Some(p) = r.get("remote_ip_prefix").filter(|v| !v.is_null()) {
-                rule.insert("remote_ip_prefix".into(), p.clone());
-            }
-            cx.call(Method::POST, &uri("security-group-rules"), Some(json!({"security_group_rule": rule}))).await?;
-        }
-        let fresh = cx.call(Method::GET, &uri("security-groups").seg(&id), None).await?;
-        obj = fresh["security_group"].clone();
-        Ok(created(obj))
+        set_rules(cx, &id, &obj, props, false).await
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("security-groups").seg(id)).await
+        SECURITY_GROUP.remove(cx, id).await
+    }
+    fn updatable(&self) -> &'static [&'static str] {
+        SECURITY_GROUP.updatable
+    }
+    /// Name and description in place; new rules replace all the group's ingress rules
+    /// (and its egress ones when the new rules have some), as Heat does.
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let obj = SECURITY_GROUP.put(cx, change, Map::new()).await?;
+        if !change.changed.iter().any(|c| c == "rules") {
+            return Ok(created(obj));
+        }
+        set_rules(cx, change.physical_id, &obj, change.new, true).await
     }
 }
 
+/// Gives security group `id` (as `obj` shows it) the rules of `props`: rules given for
+/// egress replace the default "allow all egress" ones; with `replace`, the existing
+/// ingress rules go too. Answers the group as it is then.
+async fn set_rules(
+    cx: &Cx,
+    id: &str,
+    obj: &Value,
+    props: &Map<String, Value>,
+    replace: bool,
+) -> Result<Created, String> {
+    let rules = props.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+    let egress = rules.iter().any(|r| r["direction"].as_str() == Some("egress"));
+    for r in obj["security_group_rules"].as_array().cloned().unwrap_or_default() {
+        let gone = if r["direction"] == "egress" { egress } else { replace };
+        if gone {
+            if let Some(rid) = r["id"].as_str() {
+                cx.delete(&uri("security-group-rules").seg(rid)).await?;
+            }
+        }
+    }
+    for (i, r) in rules.iter().enumerate() {
+        let Some(r) = r.as_object() else {
+            return Err(format!(
+                "Property error: resources.{}.properties.rules[{i}]: a rule must be a map",
+                cx.resource_name
+            ));
+        };
+        let mut rule = Map::new();
+        rule.insert("security_group_id".into(), json!(id));
+        rule.insert("direction".into(), r.get("direction").cloned().unwrap_or(json!("ingress")));
+        rule.insert("ethertype".into(), r.get("ethertype").cloned().unwrap_or(json!("IPv4")));
+        copy(
+            r,
+            &mut rule,
+            &[("protocol", "protocol"), ("port_range_min", "port_range_min"), ("port_range_max", "port_range_max")],
+        );
+        let mode = r.get("remote_mode").and_then(Value::as_str).unwrap_or("remote_ip_prefix");
+        if mode == "remote_group_id" {
+            let g = match r.get("remote_group_id").and_then(Value::as_str) {
+                Some(g) => cx.neutron_id("security-groups", "security_group", g).await?,
+                None => id.to_string(),
+            };
+            rule.insert("remote_group_id".into(), json!(g));
+        } else if let Some(p) = r.get("remote_ip_prefix").filter(|v| !v.is_null()) {
+            rule.insert("remote_ip_prefix".into(), p.clone());
+        }
+        cx.call(Method::POST, &uri("security-group-rules"), Some(json!({"security_group_rule": rule}))).await?;
+    }
+    let fresh = cx.call(Method::GET, &uri("security-groups").seg(id), None).await?;
+    Ok(created(fresh["security_group"].clone()))
+}
+
 struct FloatingIp;
+
+const FLOATING_IP: Shape = Shape {
+    collection: "floatingips",
+    singular: "floatingip",
+    fields: &[
+        ("fixed_ip_address", "fixed_ip_address"),
+        ("floating_ip_address", "floating_ip_address"),
+        ("dns_name", "dns_name"),
+        ("dns_domain", "dns_domain"),
+    ],
+    updatable: &[],
+    named: false,
+};
 
 #[async_trait]
 impl ResourceType for FloatingIp {
@@ -578,21 +708,11 @@ impl ResourceType for FloatingIp {
         if let Some(s) = prop_str(props, "floating_subnet") {
             body.insert("subnet_id".into(), json!(cx.neutron_id("subnets", "subnet", s).await?));
         }
-        copy(
-            props,
-            &mut body,
-            &[
-                ("fixed_ip_address", "fixed_ip_address"),
-                ("floating_ip_address", "floating_ip_address"),
-                ("dns_name", "dns_name"),
-                ("dns_domain", "dns_domain"),
-            ],
-        );
-        value_specs(props, &mut body);
-        Ok(created(create(cx, "floatingips", "floatingip", body).await?))
+        let body = FLOATING_IP.body(cx, props, body);
+        Ok(created(FLOATING_IP.make(cx, props, body).await?))
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("floatingips").seg(id)).await
+        FLOATING_IP.remove(cx, id).await
     }
 }
 
@@ -649,6 +769,20 @@ impl ResourceType for FloatingIpAssociation {
 
 struct SecurityGroupRule;
 
+const RULE: Shape = Shape {
+    collection: "security-group-rules",
+    singular: "security_group_rule",
+    fields: &[
+        ("protocol", "protocol"),
+        ("port_range_min", "port_range_min"),
+        ("port_range_max", "port_range_max"),
+        ("remote_ip_prefix", "remote_ip_prefix"),
+        ("description", "description"),
+    ],
+    updatable: &[],
+    named: false,
+};
+
 #[async_trait]
 impl ResourceType for SecurityGroupRule {
     fn name(&self) -> &'static str {
@@ -689,23 +823,13 @@ impl ResourceType for SecurityGroupRule {
         rule.insert("security_group_id".into(), json!(cx.neutron_id("security-groups", "security_group", sg).await?));
         rule.insert("direction".into(), props.get("direction").cloned().unwrap_or(json!("ingress")));
         rule.insert("ethertype".into(), props.get("ethertype").cloned().unwrap_or(json!("IPv4")));
-        copy(
-            props,
-            &mut rule,
-            &[
-                ("protocol", "protocol"),
-                ("port_range_min", "port_range_min"),
-                ("port_range_max", "port_range_max"),
-                ("remote_ip_prefix", "remote_ip_prefix"),
-                ("description", "description"),
-            ],
-        );
         if let Some(g) = prop_str(props, "remote_group") {
             rule.insert("remote_group_id".into(), json!(cx.neutron_id("security-groups", "security_group", g).await?));
         }
-        Ok(created(create(cx, "security-group-rules", "security_group_rule", rule).await?))
+        let rule = RULE.body(cx, props, rule);
+        Ok(created(RULE.make(cx, props, rule).await?))
     }
     async fn delete(&self, cx: &Cx, id: &str, _a: &Value) -> Result<(), String> {
-        cx.delete(&uri("security-group-rules").seg(id)).await
+        RULE.remove(cx, id).await
     }
 }

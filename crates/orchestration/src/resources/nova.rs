@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use stratus_core::internal::InternalUri;
 
-use super::{opt, prop_str, req, Created, Cx, Kind, Prop, Registry, ResourceType};
+use super::{opt, prop_str, req, Change, Created, Cx, Kind, Prop, Registry, ResourceType};
 
 pub(super) fn register(r: &mut Registry) {
     r.add(Arc::new(KeyPair));
@@ -68,7 +68,7 @@ impl ResourceType for KeyPair {
 struct Server;
 
 /// Resolves an image name to its id through the image API (ids pass as they are).
-async fn image_id(cx: &Cx, image: &str) -> Result<String, String> {
+pub(super) async fn image_id(cx: &Cx, image: &str) -> Result<String, String> {
     if uuid::Uuid::parse_str(image).is_ok() {
         return Ok(image.to_string());
     }
@@ -139,7 +139,7 @@ impl ResourceType for Server {
             opt("networks", Kind::List, "Networks: {network, port, fixed_ip} each."),
             opt("security_groups", Kind::List, "Security groups of ports the server gets."),
             opt("user_data", Kind::Str, "User data."),
-            opt("user_data_format", Kind::Str, "RAW (the only format supported yet)."),
+            opt("user_data_format", Kind::Str, "RAW, or SOFTWARE_CONFIG: user_data names a config."),
             opt("metadata", Kind::Map, "Metadata."),
             opt("availability_zone", Kind::Str, "Availability zone."),
             opt("config_drive", Kind::Bool, "Attach a config drive."),
@@ -174,16 +174,20 @@ impl ResourceType for Server {
         if let Some(b) = props.get("config_drive").and_then(Value::as_bool) {
             s.insert("config_drive".into(), json!(b));
         }
-        match prop_str(props, "user_data_format") {
-            None | Some("RAW") => {}
-            Some(other) => {
+        let user_data = match (prop_str(props, "user_data_format"), props.get("user_data").and_then(Value::as_str)) {
+            (_, None) => None,
+            // HEAT_CFNTOOLS (Heat's default) is passed as it is: cloud-init runs it.
+            (None | Some("RAW") | Some("HEAT_CFNTOOLS"), Some(u)) => Some(u.to_string()),
+            // The text of the config (SoftwareConfig, CloudConfig, MultipartMime) named.
+            (Some("SOFTWARE_CONFIG"), Some(id)) => Some(super::config::config_text(cx, id).await?),
+            (Some(other), Some(_)) => {
                 return Err(format!(
-                "Property error: resources.{}.properties.user_data_format: \"{other}\" is not supported yet (RAW only)",
-                cx.resource_name
-            ))
+                    "Property error: resources.{}.properties.user_data_format: \"{other}\" is not supported (RAW, HEAT_CFNTOOLS or SOFTWARE_CONFIG)",
+                    cx.resource_name
+                ))
             }
-        }
-        if let Some(u) = props.get("user_data").and_then(Value::as_str) {
+        };
+        if let Some(u) = user_data {
             s.insert("user_data".into(), json!(base64::engine::general_purpose::STANDARD.encode(u)));
         }
         if let Some(Value::Array(sgs)) = props.get("security_groups") {
@@ -227,12 +231,7 @@ impl ResourceType for Server {
             let server = r["server"].clone();
             match server["status"].as_str() {
                 Some("ACTIVE") => {
-                    let (networks, first) = address_attrs(&server);
-                    let mut attrs = server.clone();
-                    attrs["networks"] = networks;
-                    attrs["first_address"] = first;
-                    attrs["instance_name"] = server["OS-EXT-SRV-ATTR:instance_name"].clone();
-                    return Ok(Created { physical_id: id, ref_id: None, attributes: attrs });
+                    return Ok(Created { physical_id: id, ref_id: None, attributes: server_attributes(&server) });
                 }
                 Some("ERROR") => {
                     let why = server["fault"]["message"].as_str().unwrap_or("no fault recorded");
@@ -271,4 +270,37 @@ impl ResourceType for Server {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+    fn updatable(&self) -> &'static [&'static str] {
+        &["name", "metadata"]
+    }
+    /// A new name (`PUT /servers/{id}`), new metadata (`PUT /servers/{id}/metadata`,
+    /// which replaces it all).
+    async fn update(&self, cx: &Cx, change: &Change<'_>) -> Result<Created, String> {
+        let uri = compute("servers").seg(change.physical_id);
+        if change.changed.iter().any(|c| c == "name") {
+            let name = prop_str(change.new, "name").map(str::to_string).unwrap_or_else(|| cx.physical_name());
+            cx.call(Method::PUT, &uri, Some(json!({"server": {"name": name}}))).await?;
+        }
+        if change.changed.iter().any(|c| c == "metadata") {
+            let meta = change.new.get("metadata").filter(|m| m.is_object()).cloned().unwrap_or(json!({}));
+            cx.call(Method::PUT, &uri.clone().seg("metadata"), Some(json!({"metadata": meta}))).await?;
+        }
+        let server = cx.call(Method::GET, &uri, None).await?["server"].clone();
+        Ok(Created {
+            physical_id: change.physical_id.to_string(),
+            ref_id: None,
+            attributes: server_attributes(&server),
+        })
+    }
+}
+
+/// A server's attributes: its representation with Heat's computed `networks`,
+/// `first_address` and `instance_name`.
+fn server_attributes(server: &Value) -> Value {
+    let (networks, first) = address_attrs(server);
+    let mut attrs = server.clone();
+    attrs["networks"] = networks;
+    attrs["first_address"] = first;
+    attrs["instance_name"] = server["OS-EXT-SRV-ATTR:instance_name"].clone();
+    attrs
 }

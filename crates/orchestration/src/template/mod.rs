@@ -339,6 +339,15 @@ impl Template {
             for (k, v) in &r.properties {
                 functions::scan(v, &format!("{path}.properties.{k}"), &scope, &mut d)?;
             }
+            // A group's members are made later (in its nested stack); an unknown member
+            // type written as it is is refused now, by name.
+            if let Some(member) = r.properties.get("resource_def").and_then(|d| d.get("type")).and_then(Value::as_str) {
+                if r.type_name == "OS::Heat::ResourceGroup" && reg.get(member).is_none() {
+                    return Err(invalid(format!(
+                        "The Resource Type ({member}) could not be found (in {path}.properties.resource_def.type)."
+                    )));
+                }
+            }
             for dep in &r.depends_on {
                 if !self.resources.contains_key(dep) {
                     return Err(invalid(format!(
@@ -455,7 +464,7 @@ impl Scope for TemplateScope<'_> {
         self.tpl.resources.get(name).map(|r| r.type_name.as_str())
     }
     fn has_attr(&self, ty: &str, attr: &str) -> bool {
-        attr == "show" || self.reg.get(ty).is_some_and(|t| t.attrs().contains(&attr))
+        attr == "show" || self.reg.get(ty).is_some_and(|t| t.has_attr(attr))
     }
     fn has_file(&self, name: &str) -> bool {
         self.files.contains_key(name)

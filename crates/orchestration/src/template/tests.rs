@@ -247,3 +247,16 @@ fn templates_arrive_as_maps_or_text() {
     let e = Template::parse(&json!({"resources": {}})).unwrap_err().to_string();
     assert!(e.contains("heat_template_version is missing"), "{e}");
 }
+
+#[test]
+fn a_resource_group_of_an_unknown_type_is_refused_by_name() {
+    let e = err(
+        r#"
+heat_template_version: 2018-08-31
+resources:
+  g: {type: OS::Heat::ResourceGroup, properties: {count: 2, resource_def: {type: OS::Nova::Nope}}}
+"#,
+        json!({}),
+    );
+    assert!(e.contains("OS::Nova::Nope") && e.contains("resources.g.properties.resource_def.type"), "{e}");
+}

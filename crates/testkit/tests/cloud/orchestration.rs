@@ -3,8 +3,10 @@
 //! with outputs is created and waited for, its resources exist in the network API, its
 //! outputs are right, another project sees nothing of it, and deleting it removes
 //! everything; a network API failure mid-create rolls back what was made; a template
-//! with a bad reference or an unknown type is refused naming it. One stack has a
-//! server, on the test cloud's `fake` virt driver: no guest runs in this file.
+//! with a bad reference or an unknown type is refused naming it; `stack update` (a new
+//! template, `--existing` with a parameter, `--dry-run`, a failing one rolled back)
+//! and a resource group scaled by updates. One stack has a server, on the test
+//! cloud's `fake` virt driver: no guest runs in this file.
 
 use std::time::{Duration, Instant};
 
@@ -310,10 +312,18 @@ resources:
     properties:
       floatingip_id: {get_resource: fip}
       port_id: {get_resource: port}
+  boot_config:
+    type: OS::Heat::SoftwareConfig
+    properties:
+      config: |
+        #!/bin/sh
+        echo from-heat
   server:
     type: OS::Nova::Server
     depends_on: iface
     properties:
+      user_data_format: SOFTWARE_CONFIG
+      user_data: {get_resource: boot_config}
       image: {get_param: image}
       flavor: {get_param: flavor}
       key_name: {get_resource: key}
@@ -362,6 +372,10 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     let server = cloud.openstack(&["server", "show", &server_id]).await.expect("server show");
     assert_eq!(s(&server, "status"), "ACTIVE");
     assert_eq!(s(&server, "key_name"), "app-key");
+    // SOFTWARE_CONFIG: the server got the config's text as its user data (base64 of
+    // "#!/bin/sh\necho from-heat\n").
+    let full = cloud.openstack(&["--os-compute-api-version", "2.3", "server", "show", &server_id]).await.expect("show");
+    assert_eq!(s(&full, "OS-EXT-SRV-ATTR:user_data"), "IyEvYmluL3NoCmVjaG8gZnJvbS1oZWF0Cg==", "{full}");
     let key = cloud.openstack(&["keypair", "show", "app-key"]).await.expect("keypair show");
     assert!(out("public_key").await.starts_with("ssh-"), "{key}");
     let router_id = out("router_id").await;
@@ -374,6 +388,22 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     let shown = cloud.openstack(&["floating", "ip", "show", &fip]).await.expect("floating ip show");
     assert_eq!(s(&shown, "port_id"), out("port_id").await, "associated with the server's port");
 
+    // The server renamed and its metadata changed in place by an update.
+    let renamed = APP.replace(
+        "      metadata: {stack: {get_param: 'OS::stack_name'}}",
+        "      name: renamed-by-heat\n      metadata: {stack: changed}",
+    );
+    assert_ne!(renamed, APP);
+    let tpl2 = cloud.data_dir.join("app2.yaml");
+    std::fs::write(&tpl2, renamed).unwrap();
+    let (code, o, err) =
+        cloud.openstack_raw(&admin, &["stack", "update", "-t", tpl2.to_str().unwrap(), "--wait", "app"]).await;
+    assert_eq!(code, Some(0), "stack update failed: {err}{o}");
+    assert_eq!(out("server_id").await, server_id, "the same server");
+    let server = cloud.openstack(&["server", "show", &server_id]).await.expect("server show");
+    assert_eq!(s(&server, "name"), "renamed-by-heat");
+    assert!(server["properties"].to_string().contains("changed"), "{server}");
+
     let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "delete", "--yes", "--wait", "app"]).await;
     assert_eq!(code, Some(0), "stack delete --wait failed: {err}{out}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -384,5 +414,289 @@ async fn server_stack_with_router_keypair_and_security_group_on_the_fake_driver(
     assert!(cloud.openstack(&["keypair", "show", "app-key"]).await.is_err(), "key pair deleted");
     assert!(cloud.openstack(&["router", "show", &router_id]).await.is_err(), "router deleted");
     assert!(cloud.openstack(&["floating", "ip", "show", &fip]).await.is_err(), "floating IP released");
+    cloud.shutdown().await;
+}
+
+const UPDATE_V1: &str = r#"
+heat_template_version: 2021-04-16
+parameters:
+  label: {type: string, default: one}
+resources:
+  net:
+    type: OS::Neutron::Net
+    properties:
+      name: upd-net
+  subnet:
+    type: OS::Neutron::Subnet
+    properties:
+      network: {get_resource: net}
+      cidr: 10.61.0.0/24
+  old_port:
+    type: OS::Neutron::Port
+    properties:
+      network: {get_resource: net}
+  label:
+    type: OS::Heat::Value
+    properties:
+      value: {get_param: label}
+outputs:
+  label: {value: {get_attr: [label, value]}}
+  subnet_id: {value: {get_resource: subnet}}
+"#;
+
+/// The network renamed (in place), the subnet's range changed (replaced: new made,
+/// old deleted), a port removed and another added on the new subnet.
+const UPDATE_V2: &str = r#"
+heat_template_version: 2021-04-16
+parameters:
+  label: {type: string, default: one}
+resources:
+  net:
+    type: OS::Neutron::Net
+    properties:
+      name: upd-net-renamed
+  subnet:
+    type: OS::Neutron::Subnet
+    properties:
+      network: {get_resource: net}
+      cidr: 10.62.0.0/24
+  new_port:
+    type: OS::Neutron::Port
+    properties:
+      network: {get_resource: net}
+      fixed_ips: [{subnet: {get_resource: subnet}}]
+  label:
+    type: OS::Heat::Value
+    properties:
+      value: {get_param: label}
+outputs:
+  label: {value: {get_attr: [label, value]}}
+  subnet_id: {value: {get_resource: subnet}}
+  port_ip: {value: {get_attr: [new_port, fixed_ips, 0, ip_address]}}
+"#;
+
+/// V2 with a subnet the network API refuses: the update fails and rolls back.
+const UPDATE_BAD: &str = r#"
+heat_template_version: 2021-04-16
+parameters:
+  label: {type: string, default: one}
+resources:
+  net:
+    type: OS::Neutron::Net
+    properties:
+      name: upd-net-broken
+  subnet:
+    type: OS::Neutron::Subnet
+    properties:
+      network: {get_resource: net}
+      cidr: 10.63.0.300/24
+  label:
+    type: OS::Heat::Value
+    properties:
+      value: {get_param: label}
+"#;
+
+/// Ports on a network, as many as `count` says, each named after its index.
+const GROUP: &str = r#"
+heat_template_version: 2021-04-16
+parameters:
+  count: {type: number, default: 2}
+resources:
+  net:
+    type: OS::Neutron::Net
+  ports:
+    type: OS::Heat::ResourceGroup
+    properties:
+      count: {get_param: count}
+      resource_def:
+        type: OS::Neutron::Port
+        properties:
+          name: grp-port-%index%
+          network: {get_resource: net}
+outputs:
+  port_ids: {value: {get_attr: [ports, refs]}}
+  names: {value: {get_attr: [ports, name]}}
+"#;
+
+#[tokio::test]
+async fn stack_update_patch_preview_and_rollback_through_heatclient() {
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin();
+    let write = |name: &str, text: &str| {
+        let p = cloud.data_dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (v1, v2, bad) = (write("v1.yaml", UPDATE_V1), write("v2.yaml", UPDATE_V2), write("bad.yaml", UPDATE_BAD));
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "create", "-t", &v1, "--wait", "upd"]).await;
+    assert_eq!(code, Some(0), "stack create failed: {err}{out}");
+    let physical = |list: &Value, name: &str| {
+        list.as_array().unwrap().iter().find(|r| s(r, "resource_name") == name).map(|r| s(r, "physical_resource_id"))
+    };
+    let before = cloud.openstack(&["stack", "resource", "list", "upd"]).await.expect("resource list");
+    let (net_id, old_subnet) = (physical(&before, "net").unwrap(), physical(&before, "subnet").unwrap());
+    let old_port = physical(&before, "old_port").unwrap();
+
+    // The dry run says what would happen and changes nothing.
+    let preview = cloud.openstack(&["stack", "update", "--dry-run", "-t", &v2, "upd"]).await.expect("dry run");
+    let text = preview.to_string();
+    assert!(text.contains("new_port") && text.contains("old_port"), "{text}");
+    let bucket = |k: &str| {
+        preview[k].as_array().cloned().or_else(|| {
+            preview
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["Field"] == k).and_then(|x| x["Value"].as_array().cloned()))
+        })
+    };
+    if let (Some(replaced), Some(updated)) = (bucket("replaced"), bucket("updated")) {
+        assert!(Value::Array(replaced).to_string().contains("subnet"), "{preview}");
+        assert!(Value::Array(updated).to_string().contains("\"net\""), "{preview}");
+    }
+    let same = cloud.openstack(&["stack", "resource", "list", "upd"]).await.expect("resource list");
+    assert_eq!(physical(&same, "subnet").as_deref(), Some(old_subnet.as_str()), "a dry run changes nothing");
+
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "update", "-t", &v2, "--wait", "upd"]).await;
+    assert_eq!(code, Some(0), "stack update failed: {err}{out}");
+    let stack = wait_stack(&cloud, &admin, "upd", "UPDATE_COMPLETE").await;
+    let after = cloud.openstack(&["stack", "resource", "list", "upd"]).await.expect("resource list");
+    assert_eq!(physical(&after, "net").as_deref(), Some(net_id.as_str()), "the network was updated in place");
+    let net = cloud.openstack(&["network", "show", &net_id]).await.expect("network show");
+    assert_eq!(s(&net, "name"), "upd-net-renamed");
+    let new_subnet = physical(&after, "subnet").unwrap();
+    assert_ne!(new_subnet, old_subnet, "the subnet was replaced");
+    assert!(cloud.openstack(&["subnet", "show", &old_subnet]).await.is_err(), "the old subnet was deleted");
+    assert!(cloud.openstack(&["port", "show", &old_port]).await.is_err(), "the removed port was deleted");
+    assert!(physical(&after, "old_port").is_none(), "{after}");
+    let ip = cloud.openstack(&["stack", "output", "show", "upd", "port_ip"]).await.expect("output");
+    assert!(s(&ip, "output_value").starts_with("10.62.0."), "the new port is on the new subnet: {ip}");
+    assert_eq!(s(&stack, "stack_status"), "UPDATE_COMPLETE");
+    let events = cloud.openstack(&["stack", "event", "list", "upd"]).await.expect("event list");
+    assert!(events.to_string().contains("UPDATE_COMPLETE"), "{events}");
+
+    // --existing keeps the template and changes a parameter: only the value changes.
+    let (code, out, err) = cloud
+        .openstack_raw(&admin, &["stack", "update", "--existing", "--parameter", "label=two", "--wait", "upd"])
+        .await;
+    assert_eq!(code, Some(0), "stack update --existing failed: {err}{out}");
+    let label = cloud.openstack(&["stack", "output", "show", "upd", "label"]).await.expect("output");
+    assert_eq!(s(&label, "output_value"), "two");
+    let kept = cloud.openstack(&["stack", "resource", "list", "upd"]).await.expect("resource list");
+    assert_eq!(physical(&kept, "subnet"), Some(new_subnet.clone()), "the rest is untouched");
+
+    // A failing update rolls back to the previous template: the name is back.
+    let (code, _, err) =
+        cloud.openstack_raw(&admin, &["stack", "update", "-t", &bad, "--rollback", "enabled", "--wait", "upd"]).await;
+    assert_ne!(code, Some(0), "a failing update makes update --wait fail");
+    assert!(err.contains("UPDATE_FAILED") || err.contains("failed"), "{err}");
+    wait_stack(&cloud, &admin, "upd", "ROLLBACK_COMPLETE").await;
+    let net = cloud.openstack(&["network", "show", &net_id]).await.expect("network show");
+    assert_eq!(s(&net, "name"), "upd-net-renamed", "renamed back");
+    let rolled = cloud.openstack(&["stack", "resource", "list", "upd"]).await.expect("resource list");
+    assert_eq!(physical(&rolled, "subnet"), Some(new_subnet.clone()), "the subnet as it was");
+    assert!(cloud.openstack(&["subnet", "show", &new_subnet]).await.is_ok());
+    let label = cloud.openstack(&["stack", "output", "show", "upd", "label"]).await.expect("output");
+    assert_eq!(s(&label, "output_value"), "two", "parameters as they were");
+
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "delete", "--yes", "--wait", "upd"]).await;
+    assert_eq!(code, Some(0), "stack delete failed: {err}{out}");
+    assert!(cloud.openstack(&["network", "show", &net_id]).await.is_err(), "everything deleted");
+
+    // A resource group scaled up and down by updating its count.
+    let group = write("group.yaml", GROUP);
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "create", "-t", &group, "--wait", "grp"]).await;
+    assert_eq!(code, Some(0), "group stack create failed: {err}{out}");
+    let ports = |v: &Value| -> Vec<String> {
+        let text = s(v, "output_value");
+        serde_json::from_str::<Vec<String>>(&text).unwrap_or_else(|_| {
+            v["output_value"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().into()).collect()
+        })
+    };
+    let before = ports(&cloud.openstack(&["stack", "output", "show", "grp", "port_ids"]).await.expect("output"));
+    assert_eq!(before.len(), 2);
+    for (i, id) in before.iter().enumerate() {
+        let p = cloud.openstack(&["port", "show", id]).await.expect("member port exists");
+        assert_eq!(s(&p, "name"), format!("grp-port-{i}"));
+    }
+    let (code, out, err) = cloud
+        .openstack_raw(&admin, &["stack", "update", "--existing", "--parameter", "count=3", "--wait", "grp"])
+        .await;
+    assert_eq!(code, Some(0), "scale up failed: {err}{out}");
+    let up = ports(&cloud.openstack(&["stack", "output", "show", "grp", "port_ids"]).await.expect("output"));
+    assert_eq!(up.len(), 3);
+    assert_eq!(up[..2], before[..], "the first two members kept");
+    let (code, out, err) = cloud
+        .openstack_raw(&admin, &["stack", "update", "--existing", "--parameter", "count=1", "--wait", "grp"])
+        .await;
+    assert_eq!(code, Some(0), "scale down failed: {err}{out}");
+    let down = ports(&cloud.openstack(&["stack", "output", "show", "grp", "port_ids"]).await.expect("output"));
+    assert_eq!(down, before[..1]);
+    for gone in &up[1..] {
+        assert!(cloud.openstack(&["port", "show", gone]).await.is_err(), "removed member {gone} deleted");
+    }
+    let list = cloud.openstack(&["stack", "list"]).await.expect("stack list");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "nested stacks are not listed: {list}");
+    cloud.openstack(&["stack", "delete", "--yes", "--wait", "grp"]).await.expect("stack delete");
+    assert!(cloud.openstack(&["port", "show", &down[0]]).await.is_err(), "members deleted with the stack");
+    cloud.shutdown().await;
+}
+
+const VOLUME: &str = r#"
+heat_template_version: 2021-04-16
+parameters:
+  size: {type: number, default: 1}
+  name: {type: string, default: heat-vol}
+resources:
+  vol:
+    type: OS::Cinder::Volume
+    properties:
+      size: {get_param: size}
+      name: {get_param: name}
+      metadata: {made_by: heat}
+outputs:
+  id: {value: {get_resource: vol}}
+  size: {value: {get_attr: [vol, size]}}
+"#;
+
+/// A volume on the in-process volume agent's `file` backend: created and waited for,
+/// renamed and extended in place by an update, deleted with its stack.
+#[tokio::test]
+async fn volume_stack_created_extended_and_deleted_through_heatclient() {
+    let cloud = TestCloud::start().await;
+    let admin = cloud.admin();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = cloud.openstack(&["volume", "service", "list"]).await.expect("volume service list");
+        let up = list.as_array().unwrap().iter().any(|r| s(r, "Binary") == "cinder-volume" && s(r, "State") == "up");
+        if up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no cinder-volume service came up: {list}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let tpl = cloud.data_dir.join("volume.yaml");
+    std::fs::write(&tpl, VOLUME).unwrap();
+    let tpl = tpl.to_str().unwrap();
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "create", "-t", tpl, "--wait", "vol"]).await;
+    assert_eq!(code, Some(0), "stack create failed: {err}{out}");
+    let id = s(&cloud.openstack(&["stack", "output", "show", "vol", "id"]).await.expect("output"), "output_value");
+    let v = cloud.openstack(&["volume", "show", &id]).await.expect("the volume exists");
+    assert_eq!((s(&v, "status"), s(&v, "name"), v["size"].as_i64()), ("available".into(), "heat-vol".into(), Some(1)));
+    assert!(v["properties"].to_string().contains("heat"), "{v}");
+
+    let (code, out, err) = cloud
+        .openstack_raw(
+            &admin,
+            &["stack", "update", "--existing", "--parameter", "size=2", "--parameter", "name=bigger", "--wait", "vol"],
+        )
+        .await;
+    assert_eq!(code, Some(0), "stack update failed: {err}{out}");
+    let v = cloud.openstack(&["volume", "show", &id]).await.expect("the same volume");
+    assert_eq!((s(&v, "name"), v["size"].as_i64()), ("bigger".into(), Some(2)), "renamed and extended in place");
+    let size = cloud.openstack(&["stack", "output", "show", "vol", "size"]).await.expect("output");
+    assert_eq!(size["output_value"].to_string().trim_matches('"'), "2", "{size}");
+
+    let (code, out, err) = cloud.openstack_raw(&admin, &["stack", "delete", "--yes", "--wait", "vol"]).await;
+    assert_eq!(code, Some(0), "stack delete failed: {err}{out}");
+    assert!(cloud.openstack(&["volume", "show", &id]).await.is_err(), "the volume was deleted");
     cloud.shutdown().await;
 }
