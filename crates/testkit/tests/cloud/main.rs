@@ -21,3 +21,4 @@ mod placement;
 mod qemu;
 mod qemu_moves;
 mod volume;
+mod volume_attach;
