@@ -874,8 +874,10 @@ async fn create(
         })
         .await?;
     let first = created[0].0.clone();
-    for (i, _) in &created {
-        volumes::boot::record(&st.platform.db, i, &boot_volumes).await?;
+    let mut created = created;
+    for (i, _) in created.iter_mut() {
+        // The build's first pass works from this copy: it must see the pending mappings.
+        i.bdms = volumes::boot::record(&st.platform.db, i, &boot_volumes).await?;
     }
     for (i, aid) in created {
         st.conductor.clone().spawn_new_build(i, request_id.clone(), aid);

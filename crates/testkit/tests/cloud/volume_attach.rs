@@ -325,3 +325,72 @@ async fn qemu_guest_sees_an_attached_volume_by_its_serial_and_gives_it_back() {
     cloud.openstack(&["server", "delete", "--wait", &server]).await.expect("server delete");
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn qemu_server_boots_from_a_volume_made_from_an_image() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = image_dir();
+    let data = tempfile::tempdir().unwrap();
+    let _reaper = Reaper(data.path().to_path_buf());
+    let cloud = TestCloud::start_in(data.path().to_path_buf(), |c| {
+        c.compute.local.virt_driver = "qemu".into();
+        c.compute.local.agent.sync_interval_secs = 2;
+        c.compute.local.qemu.power_off_timeout_secs = 30;
+    })
+    .await;
+    stratus::test_image::upload(&cloud.handle().platform, &dir).await.expect("test image upload");
+    wait_backend(&cloud).await;
+    let t0 = Instant::now();
+    let vm = cloud
+        .openstack(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.nano",
+            "--image",
+            "cirros",
+            "--boot-from-volume",
+            "1",
+            "--nic",
+            "none",
+            "--wait",
+            "bfv",
+        ])
+        .await
+        .expect("server create --boot-from-volume");
+    let server = s(&vm, "id");
+    assert_eq!(s(&vm, "status"), "ACTIVE", "{vm}");
+    let shown = cloud.openstack(&["server", "show", &server]).await.unwrap();
+    let vols = shown["volumes_attached"].to_string();
+    let vol: String = cloud
+        .openstack(&["volume", "list", "--long"])
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| s(v, "ID"))
+        .find(|id| vols.contains(id.as_str()))
+        .unwrap_or_else(|| panic!("the root volume is listed on the server: {shown}"));
+    let v = wait_volume(&cloud, &vol, "in-use").await;
+    assert!(v["bootable"] == json!(true) || v["bootable"] == "true", "a volume made from an image is bootable: {v}");
+    let argv = std::fs::read_to_string(data.path().join(format!("instances/{server}/qemu.argv"))).unwrap();
+    assert!(
+        argv.contains(&format!("volumes/volume-{vol},")) && argv.contains(&format!("serial={vol},bootindex=1")),
+        "{argv}"
+    );
+    assert!(!data.path().join(format!("instances/{server}/disk")).exists(), "no local root disk");
+    wait_console_marker(&cloud, &server, "stratus-guest: up").await;
+    eprintln!("boot from volume: ACTIVE + guest up after {:?}", t0.elapsed());
+
+    cloud.openstack(&["server", "delete", "--wait", &server]).await.expect("server delete");
+    let v = cloud.openstack(&["volume", "show", &vol]).await;
+    if let Ok(v) = v {
+        assert_ne!(s(&v, "status"), "in-use", "the root volume is detached with its server: {v}");
+    }
+    cloud.shutdown().await;
+}
+
+async fn wait_console_marker(cloud: &TestCloud, server: &str, marker: &str) {
+    wait_console(cloud, server, marker, 1).await;
+}

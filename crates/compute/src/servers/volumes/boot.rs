@@ -121,8 +121,8 @@ pub async fn check(volumes: &dyn VolumeApi, ctx: &RequestContext, req: &[Request
     Ok(())
 }
 
-/// Records the requested volumes of server `inst` as pending mappings.
-pub async fn record(db: &Db, inst: &Instance, req: &[Requested]) -> Result<()> {
+/// Records the requested volumes of server `inst` as pending mappings: the mappings.
+pub async fn record(db: &Db, inst: &Instance, req: &[Requested]) -> Result<Vec<Bdm>> {
     let mut devices: Vec<Bdm> = Vec::new();
     for (n, r) in req.iter().enumerate() {
         let device = if r.boot_index == Some(0) { "/dev/vda".to_string() } else { store::next_device(&devices, 1) };
@@ -153,7 +153,7 @@ pub async fn record(db: &Db, inst: &Instance, req: &[Requested]) -> Result<()> {
         .await?;
         devices.push(b);
     }
-    Ok(())
+    Ok(devices)
 }
 
 /// The server's owner, as the volume service sees a request made on their behalf.
