@@ -12,6 +12,8 @@
 #   STRATUS_TEST_IMAGE_DIR (default <repo>/build/test-image)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 N=${1:-10}
 cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"

@@ -5,6 +5,8 @@
 # Usage: bench/coldstart.sh [N]     (builds the release binary first)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 N=${1:-5}
 cd "$ROOT"
 cargo build --release --locked --bin stratus >&2

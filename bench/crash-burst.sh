@@ -5,6 +5,8 @@
 # Env:   STRATUS_BIN (default target/release/stratus, built when missing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 BIN=${STRATUS_BIN:-$ROOT/target/release/stratus}
 [[ -x $BIN ]] || (cd "$ROOT" && cargo build --release --locked -p stratus)
 WORK=$(mktemp -d)

@@ -15,6 +15,8 @@
 #   RESERVE_MIB: memory kept for the host in the extrapolation (default 2048)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 STEPS=("$@")
 [[ ${#STEPS[@]} -gt 0 ]] || STEPS=(5 10 20)
 cd "$ROOT"

@@ -9,6 +9,8 @@
 #        (default: the configured default 19456:2, and the lowest 8:1)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 DUR=${1:-10s}
 BIN=${STRATUS_BIN:-$ROOT/target/release/stratus}
 COSTS=${BENCH_COSTS:-"19456:2 8:1"}

@@ -13,6 +13,8 @@
 # Env:   STRATUS_BIN (default target/release/stratus, built when missing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 N=${1:-1000}
 C=${2:-64}
 BIN=${STRATUS_BIN:-$ROOT/target/release/stratus}

@@ -17,6 +17,8 @@
 # the bottleneck, so Stratus's column is a lower bound (client CPU is printed).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 N=${1:-1000}
 CONC=${2:-1,8}
 ALLOC_N=${ALLOC_N:-2000}

@@ -13,6 +13,8 @@
 # CI runs `STRATUS_BIN=target/debug/stratus bench/soak.sh 90 --hostile --idle-connections 2000`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# No network data plane: as root it would build bridges in this machine's root namespace.
+export STRATUS_NETWORK_AGENT_ENABLED="${STRATUS_NETWORK_AGENT_ENABLED:-false}"
 SECS=${1:-1800}
 shift || true
 BIN=${STRATUS_BIN:-$ROOT/target/release/stratus}

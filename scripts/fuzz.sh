@@ -70,6 +70,9 @@ data_dir = "$DATA/data"
 listen = "127.0.0.1:$port"
 [compute]
 virt_driver = "fake"
+[network_agent]
+# No data plane: it would build bridges in this machine's root namespace.
+enabled = "false"
 [database]
 url = "$db_url"
 TOML

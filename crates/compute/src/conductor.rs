@@ -326,8 +326,11 @@ impl Conductor {
                             let id = uuid::Uuid::new_v4().to_string();
                             // The integer id shown below microversion 2.53.
                             let num = crate::sequences::next_id(tx, "compute_services").await?;
-                            let mut q = Query::new("INSERT INTO compute_services (id, num, host, binary_name, topic, last_seen_up, created_at, updated_at) VALUES (");
-                            q.bind(&id).push(", ").bind(num).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(", ").bind(&now).push(")");
+                            // Not up until its resources are in placement (below): the
+                            // scheduler waits for an up host after a start, and one without
+                            // inventory would only give "No valid host".
+                            let mut q = Query::new("INSERT INTO compute_services (id, num, host, binary_name, topic, created_at, updated_at) VALUES (");
+                            q.bind(&id).push(", ").bind(num).push(", ").bind(&host).push(", ").bind("nova-compute").push(", ").bind("compute").push(", ").bind(&now).push(", ").bind(&now).push(")");
                             q.execute(&mut **tx).await?;
                             id
                         }
@@ -374,6 +377,26 @@ impl Conductor {
         let p = &self.backends.placement;
         p.ensure_provider(&node_id, &hv_hostname).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
         p.set_inventories(&node_id, inv).await.map_err(|e| ComputeError::Unavailable(e.to_string()))?;
+        // Up from now on (a new service was inserted without `last_seen_up`).
+        let seen = stratus_core::time::now();
+        let (host_s, seen2) = (host.to_string(), seen.clone());
+        self.platform
+            .db
+            .transaction(|tx| {
+                let (host, seen) = (host_s.clone(), seen2.clone());
+                Box::pin(async move {
+                    Query::new("UPDATE compute_services SET last_seen_up = ")
+                        .bind(&seen)
+                        .push_bind(" WHERE host = ", &host)
+                        .push_bind(" AND binary_name = ", "nova-compute")
+                        .push(" AND last_seen_up IS NULL")
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok::<_, ComputeError>(())
+                })
+            })
+            .await?;
+        crate::scheduler::services_changed();
         tracing::info!(host, node = %node_id, contract = %version, "compute host registered");
         if version < CONTRACT {
             tracing::warn!(host, contract = %version, "this compute agent speaks an older contract: upgrade it");
@@ -691,7 +714,7 @@ impl Conductor {
             if action_id.is_none() {
                 self.release_claim(uuid).await?;
             }
-            match self.scheduler.select_and_claim(&inst).await {
+            match self.scheduler.select_and_claim_for_build(&inst).await {
                 Ok((host, node)) => {
                     let az = match self.scheduler.cached_az(&node) {
                         Some(az) => az,

@@ -27,6 +27,7 @@ mod image_proxy;
 mod keypairs;
 mod limits;
 pub mod metadata;
+pub mod metrics;
 pub mod migrations;
 mod net_proxy;
 mod network_proxy;

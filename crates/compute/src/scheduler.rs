@@ -68,6 +68,8 @@ pub struct Scheduler {
     /// boots weigh hosts with each other's pending claims counted, so a burst spreads
     /// over hosts instead of all racing for the one with the most free RAM.
     inflight: Mutex<HashMap<String, BTreeMap<String, i64>>>,
+    /// When this scheduler started (see [`Scheduler::select_and_claim_for_build`]).
+    started: std::time::Instant,
 }
 
 /// One compute node as the filters need it.
@@ -156,7 +158,14 @@ pub(crate) type Filter = (&'static str, Box<dyn Fn(&HostState) -> bool + Send + 
 impl Scheduler {
     /// A scheduler.
     pub fn new(platform: Platform, cfg: ComputeConfig, placement: Arc<dyn PlacementApi>) -> Self {
-        Scheduler { platform, cfg, placement, hosts: Default::default(), inflight: Default::default() }
+        Scheduler {
+            platform,
+            cfg,
+            placement,
+            hosts: Default::default(),
+            inflight: Default::default(),
+            started: std::time::Instant::now(),
+        }
     }
 
     /// Reads the services stamp.
@@ -284,6 +293,43 @@ impl Scheduler {
             .await
             .map(|rows| rows.iter().filter_map(|r| r.try_get::<String, _>("host").ok()).collect())
             .unwrap_or_default()
+    }
+
+    /// Picks a host for a new server and claims its resources there, as
+    /// [`Scheduler::select_and_claim`] does, waiting for a host to come up first when none
+    /// is yet.
+    ///
+    /// A cloud that has just started may have no compute host up: its agents register
+    /// over the bus a moment after the APIs answer (the local one too). A boot accepted in
+    /// that window failed at once with "No valid host". While no host is up (and none was
+    /// forced down by the operator) and the scheduler is younger than the service-down
+    /// time, the choice is retried until one is; then, or when hosts are up but none fits,
+    /// the answer stands. Moves never wait: their hosts are known and their answer is due.
+    pub async fn select_and_claim_for_build(&self, inst: &Instance) -> Result<(String, String), NoValidHost> {
+        let grace = std::time::Duration::from_secs(self.cfg.service_down_time_secs);
+        loop {
+            let r = self.select_and_claim(inst).await;
+            if r.is_ok() || self.started.elapsed() >= grace || !self.no_host_up_yet().await {
+                return r;
+            }
+            tracing::info!(instance = %inst.uuid, "no compute host is up yet after the start: waiting for one");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// True when no compute node's service is up (reporting within the service-down time)
+    /// and none is forced down (an operator's "down" is an answer, not a wait).
+    async fn no_host_up_yet(&self) -> bool {
+        // Read fresh: the cache may predate the registration being waited for.
+        *self.hosts.lock() = None;
+        if self.refresh_hosts().await.is_err() {
+            return false;
+        }
+        let horizon = chrono_horizon(self.cfg.service_down_time_secs);
+        let cache = self.hosts.lock();
+        cache.as_ref().is_none_or(|c| {
+            !c.nodes.values().any(|n| n.forced_down || n.last_seen_up.as_ref().is_some_and(|l| *l >= horizon))
+        })
     }
 
     /// Picks a host for `inst` and claims its resources there. Returns (host, node).

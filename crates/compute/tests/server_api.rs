@@ -140,3 +140,18 @@ async fn usage_password_and_crash_dump() {
     let (s, _) = c.get("/os-simple-tenant-usage?start=2020-01-02T00:00:00&end=2020-01-01T00:00:00", "admin").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// A boot accepted before any compute host is up (a cloud that has just started: its
+/// agents register a moment after the APIs answer) waits for one instead of failing at
+/// once with "No valid host"; a host becomes up only once its resources are in placement.
+#[tokio::test]
+async fn a_boot_before_any_host_is_up_waits_for_one() {
+    let mut c = Cloud::start(0, FakeDriverConfig::default()).await;
+    let id = c.boot("alice", "early", "42").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_, b) = c.get(&format!("/servers/{id}"), "alice").await;
+    assert_eq!(b["server"]["status"], "BUILD", "no host yet: still building, not ERROR: {b}");
+    c.add_agent("late", stratus_compute_agent::virt::fake::FakeDriver::new(FakeDriverConfig::default())).await;
+    let s = c.wait_status(&id, "alice", "ACTIVE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], serde_json::Value::Null, "members do not see the host");
+}

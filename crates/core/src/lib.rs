@@ -11,6 +11,7 @@ pub mod context;
 pub mod fault;
 pub mod internal;
 pub mod json;
+pub mod metrics;
 pub mod microversion;
 pub mod pagination;
 pub mod platform;

@@ -183,6 +183,12 @@ impl Db {
         &self.read
     }
 
+    /// The writer pool (on SQLite one connection; on PostgreSQL the same pool as
+    /// [`Db::reader`]). For gauges such as `/metrics`; writes go through [`Db::begin`].
+    pub fn writer_pool(&self) -> &AnyPool {
+        &self.write
+    }
+
     /// Begins a write transaction: on SQLite the single writer (so transactions are
     /// serial), on PostgreSQL at SERIALIZABLE isolation (so both backends give the same
     /// guarantee; conflicts surface as retryable serialization failures).

@@ -41,10 +41,11 @@ pub use stratus_network_proto::DesiredState;
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// Run the agent inside `stratus up`: `"true"`, `"false"`, or `"auto"` (yes when
-    /// running as root with `ip`, `nft` and `dnsmasq` installed). Default: `"false"` for now:
-    /// on the shared development machine every `stratus up` (benchmarks) runs as root, and an
-    /// agent there would build bridges and nft tables in the root namespace. Production
-    /// hosts set `"auto"` or `"true"` (env `STRATUS_NETWORK_AGENT_ENABLED`).
+    /// running as root with `ip`, `nft` and `dnsmasq` installed). Default: `"auto"`, so
+    /// `stratus up` as root runs its data plane as devstack does (env
+    /// `STRATUS_NETWORK_AGENT_ENABLED`). Tests and benchmarks on a shared machine set
+    /// `"false"`, or `"true"` with a `host_netns` of their own: an agent in the root namespace
+    /// builds bridges and nft tables there.
     pub enabled: String,
     /// Host name ports are bound to (`binding:host_id`). Default: empty, which `stratus up`
     /// replaces with the local compute agent's host (so bindings match).
@@ -83,7 +84,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            enabled: "false".into(),
+            enabled: "auto".into(),
             host: String::new(),
             host_netns: None,
             netns_prefix: String::new(),

@@ -8,6 +8,7 @@ mod common;
 pub mod direct;
 pub mod error;
 pub mod index;
+pub mod metrics;
 pub mod policy;
 mod store;
 mod versions;

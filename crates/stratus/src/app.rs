@@ -45,6 +45,10 @@ pub struct CloudHandle {
     pub public_url: String,
     /// Shared infrastructure (tests use it to reach the database).
     pub platform: Platform,
+    /// What the network data plane does in this process, in words for the start banner.
+    pub data_plane: String,
+    /// What the local compute agent runs guests with, in words for the start banner.
+    pub compute: String,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
 }
@@ -54,11 +58,23 @@ impl Cloud {
     pub async fn start(config: Config, opts: StartOptions) -> anyhow::Result<CloudHandle> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let listener = TcpListener::bind(&config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
+        let listener = TcpListener::bind(&config.server.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another stratus up running? choose another with --listen)",
+                config.server.listen
+            )
+        })?;
         let addr = listener.local_addr()?;
         let public_url = config.public_url(addr);
+        // Before anything starts: a certificate that does not load stops the start.
+        let tls = if config.server.tls_cert.is_empty() {
+            None
+        } else {
+            Some(crate::tls::acceptor(
+                std::path::Path::new(&config.server.tls_cert),
+                std::path::Path::new(&config.server.tls_key),
+            )?)
+        };
 
         let db = Db::connect(&config.database_url()).await.context("opening the database")?;
         let platform = Platform {
@@ -129,27 +145,72 @@ impl Cloud {
             Some(rec) => router.layer(middleware::from_fn_with_state(rec, crate::recorder::record)),
             None => router,
         };
+        // Counted likewise: client requests only (see `metrics`).
+        let metrics = crate::metrics::Metrics::new();
+        let endpoint = crate::metrics::Endpoint { metrics: metrics.clone(), platform: platform.clone() };
+        let metrics_route =
+            Router::new().route("/metrics", axum::routing::get(crate::metrics::serve)).with_state(endpoint);
+        let router = if !config.metrics.enabled {
+            router
+        } else if config.metrics.listen.is_empty() {
+            router.merge(metrics_route)
+        } else {
+            let l = TcpListener::bind(&config.metrics.listen)
+                .await
+                .with_context(|| format!("binding the metrics listener {}", config.metrics.listen))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics on a listener of their own");
+            tokio::spawn(async move { axum::serve(l, metrics_route).await });
+            router
+        };
         // The local compute agent registers through the bus once the APIs answer.
-        crate::computeagent::spawn(&platform, &config.compute.local);
+        let compute_driver = crate::computeagent::start(&platform, &config.compute.local).await?;
         // So does the local volume agent (the storage host role of this machine).
         if config.volume_agent.enabled {
             crate::volagent::spawn(crate::volagent::resolve(&config, &platform), &platform);
         }
 
         let app = tower::util::MapRequestLayer::new(trim_trailing_slash).layer(router);
+        // Outermost, so every answer is counted, the fallback's and merged routes' too.
+        let app = middleware::from_fn_with_state(metrics, crate::metrics::count).layer(app);
         let (shutdown, rx) = watch::channel(false);
         // The local network agent (beside the compute agent, same host name).
-        let agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);
-        if crate::netagent::wanted(&agent_cfg)? {
+        let mut agent_cfg = crate::netagent::resolve(&config, &platform, &metadata_secret);
+        let data_plane = if crate::netagent::wanted(&agent_cfg)? {
+            // devstack's host link first, so the agent starts with `public` mapped.
+            let public = if config.public_network.enabled {
+                match crate::default_networks::prepare_host(&config.public_network, &mut agent_cfg).await {
+                    Ok(what) => Some(what),
+                    Err(e) => {
+                        tracing::error!(
+                            "{e:#}: the data plane runs, but without devstack's public network and its host link"
+                        );
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             crate::netagent::spawn(agent_cfg, &platform, shutdown.subscribe());
-        }
+            match public {
+                Some(what) => match crate::default_networks::create_networks(&platform, &config.public_network).await {
+                    Ok(_) => format!("on; {what}"),
+                    Err(e) => {
+                        tracing::error!("making devstack's networks: {e:#}");
+                        format!("on; {what}, but making the networks failed: {e:#}")
+                    }
+                },
+                None => "on (no public network: see the log)".to_string(),
+            }
+        } else {
+            crate::netagent::off_reason(&agent_cfg)
+        };
         let mut rx2 = shutdown.subscribe();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let db = platform.db.clone();
         let limits = config.server.limits();
         let server = tokio::spawn(async move {
             let app = tower::util::BoxCloneSyncService::new(app);
-            let serve = crate::listener::serve(listener, app, limits, rx.clone());
+            let serve = crate::listener::serve(listener, app, limits, tls, rx.clone());
             let mut serve = std::pin::pin!(serve);
             // Once shutdown is requested, in-flight requests get `grace` to finish.
             tokio::select! {
@@ -163,7 +224,7 @@ impl Cloud {
             Ok(())
         });
         tracing::info!(%addr, %public_url, "Stratus is serving");
-        Ok(CloudHandle { addr, public_url, platform, shutdown, server })
+        Ok(CloudHandle { addr, public_url, platform, data_plane, compute: compute_driver, shutdown, server })
     }
 }
 

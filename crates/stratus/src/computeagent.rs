@@ -87,8 +87,8 @@ impl<'de> Deserialize<'de> for ComputeSection {
     }
 }
 
-/// Which driver `virt_driver` means on this machine (None: an unknown name, logged).
-fn driver_choice(cfg: &LocalAgentConfig) -> Option<&'static str> {
+/// Which driver `virt_driver` means on this machine.
+fn driver_choice(cfg: &LocalAgentConfig) -> anyhow::Result<&'static str> {
     match cfg.virt_driver.as_str() {
         "auto" => {
             let found = qemu_available(&cfg.qemu);
@@ -98,54 +98,58 @@ fn driver_choice(cfg: &LocalAgentConfig) -> Option<&'static str> {
                 "virt_driver auto: {}",
                 if found { "QEMU found" } else { "no qemu-system-x86_64 on PATH" }
             );
-            Some(pick)
+            Ok(pick)
         }
-        "qemu" => Some("qemu"),
-        "fake" => Some("fake"),
-        other => {
-            tracing::error!(
-                driver = other,
-                "unknown virt_driver; the local compute agent is not started (use \"auto\", \"qemu\" or \"fake\")"
-            );
-            None
-        }
+        "qemu" => Ok("qemu"),
+        "fake" => Ok("fake"),
+        other => anyhow::bail!("[compute] virt_driver {other:?} is not a driver: use \"auto\", \"qemu\" or \"fake\""),
     }
 }
 
 /// Starts the in-process compute agent for this host, with the driver named by
-/// `virt_driver`. Runs in the background: the agent keeps retrying its registration until
-/// the conductor (and placement) answer.
-pub fn spawn(platform: &Platform, cfg: &LocalAgentConfig) -> Option<tokio::task::JoinHandle<()>> {
+/// `virt_driver`. The driver is made here, before the cloud serves: a driver that cannot
+/// start (QEMU missing when asked for, a data directory guests cannot reach) stops the
+/// start with the reason, never a cloud that answers but fails every boot with "No valid
+/// host". The agent then registers in the background, retrying until the conductor (and
+/// placement) answer. Returns what runs, in words for the start banner.
+pub async fn start(platform: &Platform, cfg: &LocalAgentConfig) -> anyhow::Result<String> {
     if !cfg.local_agent {
-        return None;
+        return Ok("no local compute agent ([compute] local_agent = false)".into());
     }
     let mut acfg = cfg.agent.clone();
     if acfg.host.is_empty() {
         acfg.host = platform.host.clone();
     }
     let choice = driver_choice(cfg)?;
-    let bus = platform.bus.clone();
-    let (fake, qemu, netns) = (cfg.fake.clone(), cfg.qemu.clone(), cfg.host_netns.clone());
-    let (data_dir, internal) = (platform.data_dir.clone(), platform.internal.clone());
-    Some(tokio::spawn(async move {
-        let driver: Arc<dyn VirtDriver> = if choice == "qemu" {
-            let source = Arc::new(InternalImageSource::new(internal));
-            match QemuDriver::new(qemu, &data_dir, netns, source).await {
-                Ok(d) => Arc::new(d),
-                Err(e) => {
-                    tracing::error!(error = %e, "the qemu driver could not start; no local compute agent");
-                    return;
-                }
-            }
+    let mut what = "fake driver (no real guests)".to_string();
+    let driver: Arc<dyn VirtDriver> = if choice == "qemu" {
+        let source = Arc::new(InternalImageSource::new(platform.internal.clone()));
+        let d = QemuDriver::new(cfg.qemu.clone(), &platform.data_dir, cfg.host_netns.clone(), source).await.map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "the QEMU driver cannot start: {e:#}. Fix that, or set [compute] virt_driver = \"fake\" \
+                     (STRATUS_COMPUTE_VIRT_DRIVER=fake) for a cloud without real guests"
+                )
+            },
+        )?;
+        what = if d.accel().to_string() == "kvm" {
+            "QEMU with KVM (hardware virtualization)".into()
         } else {
-            Arc::new(FakeDriver::new(fake))
+            "QEMU with TCG: no hardware KVM here, guests are emulated (several times slower)".into()
         };
+        Arc::new(d)
+    } else {
+        Arc::new(FakeDriver::new(cfg.fake.clone()))
+    };
+    let bus = platform.bus.clone();
+    tokio::spawn(async move {
         match Agent::start(acfg, bus, driver).await {
             // The agent's tasks run until the process exits.
             Ok(handle) => std::mem::forget(handle),
             Err(e) => tracing::error!(error = %e, "the local compute agent could not start"),
         }
-    }))
+    });
+    Ok(what)
 }
 
 #[cfg(test)]

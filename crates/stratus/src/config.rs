@@ -41,6 +41,9 @@ pub struct Config {
     pub network: stratus_network::NetworkConfig,
     /// `[network_agent]`: the in-process network agent (see `stratus_network_agent::AgentConfig`).
     pub network_agent: stratus_network_agent::AgentConfig,
+    /// `[public_network]`: devstack's public and private networks and the host link that
+    /// `stratus up` makes when the data plane runs (see [`crate::default_networks`]).
+    pub public_network: crate::default_networks::PublicNetworkConfig,
     /// `[volume]`: see the volume service's documentation.
     pub volume: stratus_volume::VolumeConfig,
     /// `[volume_agent]`: the in-process volume agent (see `stratus_volume_agent::AgentConfig`).
@@ -51,6 +54,8 @@ pub struct Config {
     pub dashboard: stratus_dashboard::DashboardConfig,
     /// `[orchestration]`: see the orchestration service's documentation.
     pub orchestration: stratus_orchestration::OrchestrationConfig,
+    /// `[metrics]`: the Prometheus endpoint (see [`crate::metrics`]).
+    pub metrics: crate::metrics::MetricsConfig,
     /// `[record]`: the opt-in response recorder (see [`crate::recorder`]).
     pub record: crate::recorder::RecordConfig,
 }
@@ -80,6 +85,12 @@ pub struct ServerConfig {
     /// Requests in progress at once across every API; more get 503 with `Retry-After`.
     /// Default 1024.
     pub max_in_flight: usize,
+    /// PEM certificate chain for TLS on the listener (see [`crate::tls`]); with
+    /// `tls_key`, the APIs are served over HTTPS only and advertised as `https://`.
+    /// Default empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl ServerConfig {
@@ -127,11 +138,13 @@ impl Default for Config {
             compute: Default::default(),
             network: Default::default(),
             network_agent: Default::default(),
+            public_network: Default::default(),
             volume: Default::default(),
             volume_agent: Default::default(),
             object: Default::default(),
             dashboard: Default::default(),
             orchestration: Default::default(),
+            metrics: Default::default(),
             record: Default::default(),
         }
     }
@@ -149,6 +162,8 @@ impl Default for ServerConfig {
             body_idle_timeout_secs: limits.body_idle_timeout_secs,
             max_connections: limits.max_connections,
             max_in_flight: limits.max_in_flight,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -195,6 +210,10 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            bail!("server.tls_cert and server.tls_key go together: set both for TLS, or neither");
+        }
+        self.public_network.validate()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be \"text\" or \"json\", not {:?}", self.log.format);
         }
@@ -216,7 +235,8 @@ impl Config {
     /// The public URL in effect for a listener bound to `bound`.
     pub fn public_url(&self, bound: std::net::SocketAddr) -> String {
         if self.server.public_url.is_empty() {
-            format!("http://{bound}")
+            let scheme = if self.server.tls_cert.is_empty() { "http" } else { "https" };
+            format!("{scheme}://{bound}")
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
         }

@@ -79,8 +79,14 @@ pub fn effective_max_connections(configured: usize) -> usize {
 /// The service every connection is served by: the whole API.
 pub type App = tower::util::BoxCloneSyncService<Request, Response, Infallible>;
 
-/// Serves `app` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, app: App, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+/// Serves `app` on `listener` until `shutdown` turns true; over TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let max_connections = effective_max_connections(limits.max_connections);
     if max_connections < limits.max_connections {
         tracing::warn!(
@@ -115,24 +121,17 @@ pub async fn serve(listener: TcpListener, app: App, limits: Limits, mut shutdown
         };
         let _ = stream.set_nodelay(true);
         let svc = per_connection(app.clone(), peer, in_flight.clone(), body_idle);
-        let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-        let mut stop = shutdown.clone();
+        let (http, stop, tls) = (http.clone(), shutdown.clone(), tls.clone());
+        let handshake = Duration::from_secs(limits.header_read_timeout_secs.max(1));
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => Some(r),
-                () = stopped(&mut stop) => None,
-            };
-            // On shutdown: finish the request in progress, then close.
-            let ended = match ended {
-                Some(r) => r,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => drive(&http, TokioIo::new(stream), svc, stop, peer).await,
+                // The handshake gets the header deadline: a silent client holds no longer.
+                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => drive(&http, TokioIo::new(tls), svc, stop, peer).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
             drop(permit);
         });
@@ -141,6 +140,38 @@ pub async fn serve(listener: TcpListener, app: App, limits: Limits, mut shutdown
     // Every connection holds a permit until it is gone.
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let _ = connections.acquire_many(all).await;
+}
+
+/// Serves one connection until it ends; on shutdown, finishes the request in progress
+/// and closes.
+async fn drive<I, S>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    svc: S,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body> + Send,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http.serve_connection(io, svc).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        () = stopped(&mut stop) => None,
+    };
+    let ended = match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// Resolves once shutdown is requested (or the sender is gone).
@@ -252,7 +283,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, tower::util::BoxCloneSyncService::new(router), limits, rx));
+        let task = tokio::spawn(serve(listener, tower::util::BoxCloneSyncService::new(router), limits, None, rx));
         (addr, gate, tx, task)
     }
 

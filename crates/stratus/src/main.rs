@@ -38,6 +38,43 @@ enum Command {
         /// Admin password for the first bootstrap (generated when not given).
         #[arg(long, env = "STRATUS_ADMIN_PASSWORD", hide_env_values = true)]
         admin_password: Option<String>,
+        /// Serve HTTPS with a CA and certificate made once under <data_dir>/tls (for a
+        /// first try; clients trust tls/ca.pem, written as OS_CACERT into admin-openrc).
+        #[arg(long)]
+        self_signed: bool,
+    },
+    /// The running cloud's health at a glance: APIs, services and agents, hosts with their
+    /// free resources, servers by status, the data plane. Credentials from OS_* variables,
+    /// else from the data directory's admin-openrc. Exits non-zero when something is down.
+    Status {
+        /// Data directory whose admin-openrc to use when OS_* variables are not set.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up the control plane while the cloud runs: the database (a consistent copy),
+    /// token keys and secrets, the image store and the --config file, in one gzipped tar.
+    /// Guests' disks, volumes and objects stay with their hosts (listed in BACKUP.json).
+    Backup {
+        /// The backup file to write (never overwritten).
+        file: PathBuf,
+        /// Data directory of the cloud.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Leave the image store out.
+        #[arg(long)]
+        without_images: bool,
+    },
+    /// Restore a backup into a new, empty data directory; `stratus up` on it then starts
+    /// the same cloud (migrating an older database).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Data directory to restore into (must be empty or missing).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Print the version.
     Version,
@@ -103,6 +140,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         config.log.format = f.clone();
     }
     match cli.command {
+        Command::Status { data_dir, json } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let creds =
+                stratus::status::Credentials::find(&|k| std::env::var(k).ok(), &config.data_dir.join("admin-openrc"))?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let status = rt.block_on(stratus::status::gather(&creds))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            if !status.healthy {
+                anyhow::bail!("the cloud is not healthy (see above)");
+            }
+            Ok(())
+        }
+        Command::Backup { file, data_dir, without_images } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let opts = stratus::backup::BackupOptions { without_images, config_file: cli.config.clone() };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let m = rt.block_on(stratus::backup::create(&config, &file, &opts))?;
+            println!(
+                "Backed up {} ({} database{}) to {}",
+                config.data_dir.display(),
+                m.database,
+                if m.images { ", images" } else { "" },
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Restore { file, data_dir } => {
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let m = rt.block_on(stratus::backup::restore(&config, &file))?;
+            println!(
+                "Restored the backup of {} into {}; start it with: stratus up --data-dir {}{}",
+                m.taken_at,
+                config.data_dir.display(),
+                config.data_dir.display(),
+                if m.config { " (its configuration is in stratus.toml.restored there)" } else { "" }
+            );
+            Ok(())
+        }
         Command::Version => {
             println!("stratus {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -143,12 +229,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Up { data_dir, listen, admin_password } => {
+        Command::Up { data_dir, listen, admin_password, self_signed } => {
             if let Some(d) = data_dir {
                 config.data_dir = d;
             }
             if let Some(l) = listen {
                 config.server.listen = l;
+            }
+            if self_signed {
+                let host = config.server.listen.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("");
+                let host = if host == "0.0.0.0" || host == "::" { stratus::tls::host_name() } else { host.to_string() };
+                let set = stratus::tls::self_signed(&config.data_dir, &host)?;
+                config.server.tls_cert = set.cert.display().to_string();
+                config.server.tls_key = set.key.display().to_string();
             }
             stratus::logging::init(&config.log.format, &config.log.level);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -171,7 +264,14 @@ async fn up(config: Config, opts: StartOptions) -> anyhow::Result<()> {
         }
     }
     println!("  data directory: {}", data_dir.display());
+    println!("  compute:        {}", cloud.compute);
+    println!("  data plane:     {}", cloud.data_plane);
     let openrc = data_dir.join("admin-openrc");
+    let ca = data_dir.join("tls/ca.pem");
+    if cloud.public_url.starts_with("https://") && ca.exists() {
+        stratus::tls::add_cacert_to_openrc(&data_dir, &ca)?;
+        println!("  CA certificate: {} (OS_CACERT)", ca.display());
+    }
     if openrc.exists() {
         println!("  credentials:    source {}", openrc.display());
     }

@@ -70,6 +70,19 @@ pub fn wanted(cfg: &AgentConfig) -> anyhow::Result<bool> {
     }
 }
 
+/// Why the data plane is off, and how to turn it on (for the start banner).
+pub fn off_reason(cfg: &AgentConfig) -> String {
+    let why = match cfg.enabled.as_str() {
+        "false" => "off ([network_agent] enabled = \"false\")".to_string(),
+        _ if !is_root() => "off (not root)".to_string(),
+        _ => "off (ip, nft or dnsmasq missing: scripts/install-host-packages.sh)".to_string(),
+    };
+    format!(
+        "{why}: servers get addresses that no DHCP server, router or NAT serves; \
+         run as root with the host packages, or set [network_agent] enabled = \"true\""
+    )
+}
+
 /// Forwards the proxy's signed requests to `/metadata` through the in-process router.
 struct InProcessMetadata(Platform);
 

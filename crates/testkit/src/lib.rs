@@ -121,6 +121,8 @@ impl TestCloud {
         // Never a network agent in the machine's root namespace: a test that wants one
         // enables it with a `host_netns` it created (see tests/cloud/dataplane.rs).
         config.network_agent.enabled = "false".into();
+        // Nor devstack's networks: tests make the networks they count on.
+        config.public_network.enabled = false;
         customize(&mut config);
         let handle = Cloud::start(config, StartOptions { admin_password: Some(ADMIN_PASSWORD.into()) })
             .await

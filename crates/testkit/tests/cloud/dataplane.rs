@@ -331,3 +331,110 @@ async fn cli_built_network_carries_dhcp_metadata_and_security_groups() {
     );
     cloud.shutdown().await;
 }
+
+/// `stratus up`'s first start with the data plane makes devstack's networks and the host
+/// link (issue 23): the external network `public` bridged to a veth whose host end holds
+/// the gateway address, the admin project's `private` network, and `router1` between
+/// them, whose gateway then answers from the host at once. A restart makes nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_makes_devstacks_networks_and_the_router_answers_from_the_host() {
+    let lab = Lab::new("dnw");
+    let host = lab.netns("host");
+    let data = tempfile::tempdir().unwrap();
+    let start = |agent: stratus_network_agent::AgentConfig| {
+        TestCloud::start_in(data.path().to_path_buf(), move |c| {
+            c.network_agent = stratus_network_agent::AgentConfig {
+                enabled: "true".into(),
+                host: String::new(),
+                heartbeat_interval_secs: 1,
+                device_poll_interval_ms: 100,
+                ..agent
+            };
+            c.public_network.enabled = true;
+            // Not devstack's range: a Tempest run may hold that one on this machine.
+            c.public_network.cidr = "172.31.250.0/24".into();
+            c.public_network.private_cidr = "10.77.0.0/26".into();
+            c.public_network.host_interface = "dnw-ex".into();
+        })
+    };
+    let cloud = start(lab.agent_cfg("h", &host)).await;
+    let banner = cloud.handle().data_plane.clone();
+    assert!(banner.starts_with("on; public 172.31.250.0/24 via dnw-ex (172.31.250.1/24)"), "{banner}");
+
+    let public = cloud.openstack(&["network", "show", "public"]).await.expect("public exists");
+    assert_eq!(public["router:external"], true, "{public}");
+    assert_eq!(public["provider:network_type"], "flat");
+    assert_eq!(public["provider:physical_network"], "public");
+    let sub = cloud.openstack(&["subnet", "show", "public-subnet"]).await.expect("public-subnet");
+    assert_eq!(sub["cidr"], "172.31.250.0/24");
+    assert_eq!(sub["gateway_ip"], "172.31.250.1");
+    assert_eq!(sub["enable_dhcp"], false);
+    let private = cloud.openstack(&["subnet", "show", "private-subnet"]).await.expect("private-subnet");
+    assert_eq!(private["cidr"], "10.77.0.0/26");
+    let admin = cloud.openstack(&["project", "show", "admin"]).await.expect("admin project");
+    assert_eq!(private["project_id"], admin["id"], "private belongs to the admin project");
+    let router = cloud.openstack(&["router", "show", "router1"]).await.expect("router1");
+    let gw = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("router1 has a gateway address: {router}"))
+        .to_string();
+    assert!(gw.starts_with("172.31.250."), "{gw}");
+    let ports = cloud.openstack(&["port", "list", "--router", "router1", "--long"]).await.expect("router ports");
+    assert_eq!(ports.as_array().map(Vec::len), Some(2), "a gateway and an interface on private: {ports}");
+
+    // The router's gateway answers from the host (the namespace standing for it).
+    let t0 = Instant::now();
+    loop {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &host, "ping", "-c", "1", "-W", "1", &gw])
+            .output()
+            .expect("ping")
+            .status
+            .success();
+        if ok {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "router1's gateway {gw} did not answer from the host");
+    }
+    eprintln!("router1's gateway {gw} answered from the host {:?} after the start", t0.elapsed());
+
+    // A restart on the same data directory makes nothing twice (and remakes the host link).
+    cloud.shutdown().await;
+    must(&["ip", "-n", &host, "link", "del", "dnw-ex"]);
+    let cloud = start(lab.agent_cfg("h", &host)).await;
+    assert!(cloud.handle().data_plane.starts_with("on; public"), "{}", cloud.handle().data_plane);
+    let nets = cloud.openstack(&["network", "list", "--name", "public"]).await.expect("network list");
+    assert_eq!(nets.as_array().map(Vec::len), Some(1), "{nets}");
+    let routers = cloud.openstack(&["router", "list"]).await.expect("router list");
+    assert_eq!(routers.as_array().map(Vec::len), Some(1), "{routers}");
+    must(&["ip", "-n", &host, "link", "show", "dnw-ex-br"]);
+    cloud.shutdown().await;
+}
+
+/// A public range already held by another interface (another cloud, devstack) is refused
+/// with what to do; the cloud still starts, with the data plane on and no public network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_range_held_by_another_interface_is_left_alone() {
+    let lab = Lab::new("dnx");
+    let host = lab.netns("host");
+    must(&["ip", "-n", &host, "link", "add", "other0", "type", "veth", "peer", "name", "other1"]);
+    must(&["ip", "-n", &host, "addr", "add", "172.31.251.1/24", "dev", "other0"]);
+    let agent = lab.agent_cfg("h", &host);
+    let cloud = TestCloud::start_with(move |c| {
+        c.network_agent = stratus_network_agent::AgentConfig { enabled: "true".into(), host: String::new(), ..agent };
+        c.public_network.enabled = true;
+        c.public_network.cidr = "172.31.251.0/24".into();
+        c.public_network.host_interface = "dnx-ex".into();
+    })
+    .await;
+    assert_eq!(cloud.handle().data_plane, "on (no public network: see the log)");
+    let nets = cloud.openstack(&["network", "list"]).await.expect("network list");
+    assert_eq!(nets.as_array().map(Vec::len), Some(0), "{nets}");
+    assert!(!std::process::Command::new("ip")
+        .args(["-n", &host, "link", "show", "dnx-ex"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    cloud.shutdown().await;
+}

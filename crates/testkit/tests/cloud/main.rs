@@ -16,6 +16,7 @@ mod image;
 mod network;
 mod network_extra;
 mod object;
+mod operability;
 mod orchestration;
 mod placement;
 mod qemu;
