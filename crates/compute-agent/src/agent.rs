@@ -274,6 +274,17 @@ impl Agent {
             AgentRequest::EndIncomingDisks { uuid, keep } => {
                 self.driver.end_incoming_disks(&uuid, keep).await.map(|_| Value::Null).map_err(reply_error)
             }
+            // Behind the guest's lock: a plug must not race a start or a stop of the guest.
+            AgentRequest::AttachVolume { uuid, volume } => {
+                let lock = self.lock_for(&uuid);
+                let _g = lock.lock().await;
+                self.driver.attach_volume(&uuid, &volume).await.map(|_| Value::Null).map_err(reply_error)
+            }
+            AgentRequest::DetachVolume { uuid, volume } => {
+                let lock = self.lock_for(&uuid);
+                let _g = lock.lock().await;
+                self.driver.detach_volume(&uuid, &volume).await.map(|_| Value::Null).map_err(reply_error)
+            }
         };
         d.reply(reply);
     }
@@ -290,7 +301,13 @@ impl Agent {
         let mut listen = None;
         let result = match &op {
             GuestOp::Spawn => d.spawn(&spec).await,
-            GuestOp::Destroy => d.destroy(&spec.uuid).await,
+            GuestOp::Destroy => {
+                let r = d.destroy(&spec.uuid).await;
+                if r.is_ok() {
+                    d.release_volumes(&spec.volumes).await;
+                }
+                r
+            }
             GuestOp::PowerOff { timeout_secs } => d.power_off(&spec.uuid, Duration::from_secs(*timeout_secs)).await,
             GuestOp::PowerOn => d.power_on(&spec).await,
             GuestOp::Reboot { hard } => d.reboot(&spec, *hard).await,

@@ -19,7 +19,7 @@ use serde_json::Value;
 use stratus_bus::{BusError, Message};
 
 use crate::error::AgentError;
-use crate::spec::{GuestSpec, ImageSpec};
+use crate::spec::{GuestSpec, ImageSpec, VolumeSpec};
 use crate::version::{ContractError, Version, CONTRACT, UNVERSIONED, VERSION_KEY};
 use crate::virt::{HostResources, IncomingDisk, IncomingPorts, InstanceInfo, Inventory, MigrationTarget, PowerState};
 
@@ -354,6 +354,22 @@ pub enum AgentRequest {
         uuid: String,
         /// The copy succeeded.
         keep: bool,
+    },
+    /// Hot-plugs `volume` into the running guest `uuid` (call). A guest that is not
+    /// running gets it at its next start (it is in every later [`GuestSpec`]).
+    AttachVolume {
+        /// Server uuid.
+        uuid: String,
+        /// The volume and its connection.
+        volume: VolumeSpec,
+    },
+    /// Unplugs `volume` from the guest `uuid` (call): answers once the guest has
+    /// released the device (QEMU's `DEVICE_DELETED`), and gives the volume's file back.
+    DetachVolume {
+        /// Server uuid.
+        uuid: String,
+        /// The volume and its connection.
+        volume: VolumeSpec,
     },
 }
 

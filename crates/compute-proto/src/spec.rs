@@ -98,4 +98,61 @@ pub struct GuestSpec {
     pub config_drive: bool,
     /// Admin password to set, if any.
     pub admin_pass: Option<String>,
+    /// Volumes attached to the guest (part of its definition: a restart re-attaches
+    /// them). Absent (empty) in the messages of older controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+/// A volume attached to a guest: one block device mapping with the connection the
+/// volume service handed out for this host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeSpec {
+    /// Volume id: the disk's serial, so the guest finds it in `/dev/disk/by-id`.
+    pub volume_id: String,
+    /// The volume service's attachment id.
+    pub attachment_id: String,
+    /// `Some(0)`: the guest's root disk (boot from volume).
+    #[serde(default)]
+    pub boot_index: Option<i64>,
+    /// Attached read-only (`access_mode` `ro`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// How the host reaches the volume.
+    pub connection: VolumeConnection,
+}
+
+impl VolumeSpec {
+    /// Whether this volume is the root disk.
+    pub fn is_root(&self) -> bool {
+        self.boot_index == Some(0)
+    }
+}
+
+/// Cinder's `connection_info` as a hypervisor reads it (`driver_volume_type` + `data`;
+/// fields of `data` not listed here are ignored).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "driver_volume_type", content = "data", rename_all = "snake_case")]
+pub enum VolumeConnection {
+    /// A file on this host that QEMU opens itself.
+    File {
+        /// Absolute path.
+        path: String,
+        /// `qcow2` or `raw`.
+        format: String,
+    },
+    /// An NBD export on another host (TLS with a pre-shared key).
+    Nbd {
+        /// Exporting host.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// Export name.
+        export: String,
+    },
+    /// An RBD image in a Ceph cluster.
+    Rbd {
+        /// `pool/image`.
+        name: String,
+    },
 }

@@ -13,6 +13,10 @@
 //! - 1.0: the unversioned protocol (agent errors as text, `Build aborted: ` prefix and
 //!   the live migration cancellation text told apart by content).
 //! - 1.1: a version on every message; agent errors typed ([`crate::AgentError`]).
+//!   Later added within 1.1 (no bump, so 1.0 agents stay accepted): `GuestSpec::volumes`
+//!   (optional, absent when empty) and the `attach_volume`/`detach_volume` calls, which
+//!   an agent that predates them refuses as an unknown method (the attach then fails
+//!   and is undone). The next bump should make them 1.2.
 
 use std::fmt;
 

@@ -834,6 +834,23 @@ impl Conductor {
             if !spawn_event_started {
                 events::start_event(db, uuid, rid, "compute_build_and_run_instance", Some(&host)).await?;
             }
+            // Boot from volume: the volumes are made and connected to this host first.
+            if inst.bdms.iter().any(|b| b.status == crate::servers::volumes::store::status::PENDING) {
+                if let Err(why) =
+                    crate::servers::volumes::boot::prepare(db, self.backends.volumes.as_ref(), &inst).await
+                {
+                    self.undo_claim(uuid, "build whose volumes could not be prepared").await;
+                    Update::new()
+                        .set("host", Option::<String>::None)
+                        .set("node", Option::<String>::None)
+                        .apply(db, uuid)
+                        .await?;
+                    return self
+                        .fail(uuid, rid, event_name(GuestOpKind::Spawn), 500, "Block Device Mapping is Invalid", &why)
+                        .await;
+                }
+                inst = store::must_load(db, uuid).await?;
+            }
             let msg = AgentRequest::RunOp { request_id: rid.to_string(), spec: inst.guest_spec(), op: GuestOp::Spawn };
             // An agent that is restarting comes back within seconds; only a host that
             // stays unreachable makes us reschedule.
@@ -1085,6 +1102,7 @@ impl Conductor {
         let db = &self.platform.db;
         let Some(inst) = store::load(db, uuid).await? else { return Ok(()) };
         self.backends.network.deallocate(uuid, &inst.ports).await.map_err(|e| ComputeError::Unavailable(e.0))?;
+        crate::servers::volumes::ops::release_all(db, self.backends.volumes.as_ref(), uuid).await;
         self.release_claim(uuid).await?;
         // A server deleted mid-move (or waiting for a resize confirmation) also gives
         // back the source share its migration record holds.

@@ -45,6 +45,7 @@ pub mod state;
 mod usage;
 mod usage_audit;
 mod versions;
+pub mod volume_api;
 
 /// This service's entry in the identity catalog (the binary registers it while it serves it).
 pub const CATALOG: &[stratus_core::CatalogEntry] = &[stratus_core::CatalogEntry {
@@ -96,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "backup_rotations", sql: include_str!("../migrations/0008_backup_rotations.sql") },
     Migration { version: 9, name: "node_numbers", sql: include_str!("../migrations/0009_node_numbers.sql") },
     Migration { version: 10, name: "auto_disk_config", sql: include_str!("../migrations/0010_auto_disk_config.sql") },
+    Migration {
+        version: 11,
+        name: "block_device_mappings",
+        sql: include_str!("../migrations/0011_block_device_mappings.sql"),
+    },
 ];
 
 /// `[compute]` configuration: the controller's keys. The same TOML section also holds
@@ -175,6 +181,8 @@ pub struct Backends {
     pub images: Arc<dyn clients::ImageApi>,
     /// Networks.
     pub network: Arc<dyn clients::NetworkApi>,
+    /// Block storage.
+    pub volumes: Arc<dyn volume_api::VolumeApi>,
 }
 
 impl Backends {
@@ -184,6 +192,7 @@ impl Backends {
             placement: Arc::new(placement::RestPlacement::new(platform.internal.clone())),
             images: Arc::new(clients::RestImages(platform.internal.clone())),
             network: Arc::new(clients::RestNetwork(platform.internal.clone())),
+            volumes: Arc::new(volume_api::RestVolumes(platform.internal.clone())),
         }
     }
 }
@@ -239,6 +248,7 @@ impl ComputeService {
         let mut tasks = conductor.start().await?;
         tasks.extend(conductor.clone().spawn_offloader());
         tasks.extend(servers::spawn_reclaimer(inner.clone()));
+        tasks.push(tokio::spawn(servers::volumes::ops::recover(inner.clone())));
         Ok(ComputeService { inner, auth, tasks })
     }
 

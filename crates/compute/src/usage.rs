@@ -198,6 +198,7 @@ mod tests {
             deleted: true,
             metadata: Default::default(),
             tags: vec![],
+            bdms: vec![],
         };
         let p = |s: &str| stratus_core::time::parse(s).unwrap();
         let now = p("2026-02-01T00:00:00Z");

@@ -95,6 +95,9 @@ pub struct DiskSpec {
     pub read_only: bool,
     /// Present as a CD-ROM (IDE/SCSI only; virtio has no CD-ROM).
     pub cdrom: bool,
+    /// Device id (the drive's is `drive-<id>`); None: `disk<index>`. Volumes carry a
+    /// stable one, so they can be unplugged after a restart as after a hot-plug.
+    pub id: Option<String>,
 }
 
 impl DiskSpec {
@@ -107,6 +110,7 @@ impl DiskSpec {
             serial: None,
             read_only: false,
             cdrom: false,
+            id: None,
         }
     }
 }
@@ -230,6 +234,9 @@ impl GuestSpec {
             check_value("disk path", &d.path.to_string_lossy())?;
             if let Some(s) = &d.serial {
                 check_value("disk serial", s)?;
+            }
+            if let Some(id) = &d.id {
+                check_value("disk id", id)?;
             }
         }
         for n in &self.nics {
@@ -357,13 +364,14 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
     let mut ide_unit = 0;
     for (i, d) in spec.disks.iter().enumerate() {
         let ro = if d.read_only || d.cdrom { ",read-only=on" } else { "" };
-        push(&["-drive", &format!("file={},format={},if=none,id=drive-disk{i}{ro}", p(&d.path), d.format)]);
+        let id = d.id.clone().unwrap_or_else(|| format!("disk{i}"));
+        push(&["-drive", &format!("file={},format={},if=none,id=drive-{id}{ro}", p(&d.path), d.format)]);
         let serial = d.serial.as_ref().map(|s| format!(",serial={s}")).unwrap_or_default();
         // Boot from the first disk unless the kernel is loaded directly.
         let boot = if i == 0 && spec.kernel.is_none() { ",bootindex=1" } else { "" };
         let dev = match (d.bus, d.cdrom) {
             (DiskBus::Virtio, _) => {
-                format!("virtio-blk-pci,drive=drive-disk{i},id=disk{i}{serial}{boot}")
+                format!("virtio-blk-pci,drive=drive-{id},id={id}{serial}{boot}")
             }
             (DiskBus::Ide, cd) => {
                 let unit = ide_unit;
@@ -375,11 +383,11 @@ pub fn render(spec: &GuestSpec, paths: &RunPaths, opts: LaunchOptions) -> Result
                 } else {
                     format!("bus=ide.{},unit={}", unit / 2, unit % 2)
                 };
-                format!("{kind},drive=drive-disk{i},id=disk{i},{addr}{serial}{boot}")
+                format!("{kind},drive=drive-{id},id={id},{addr}{serial}{boot}")
             }
             (DiskBus::Scsi, cd) => {
                 let kind = if cd { "scsi-cd" } else { "scsi-hd" };
-                format!("{kind},drive=drive-disk{i},id=disk{i},bus=scsi0.0{serial}{boot}")
+                format!("{kind},drive=drive-{id},id={id},bus=scsi0.0{serial}{boot}")
             }
         };
         push(&["-device", &dev]);

@@ -17,7 +17,7 @@ use super::{
     DiskPeer, HostResources, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VirtDriver, VirtError,
     VncConsole,
 };
-use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec, VolumeSpec};
 
 /// `[compute.fake]` settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,6 +38,8 @@ struct Guest {
     power: PowerState,
     rescued: bool,
     console: Vec<String>,
+    /// Volumes plugged in, by id.
+    volumes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -88,10 +90,10 @@ impl FakeDriver {
 
     /// Adds a guest no server knows about (reconciliation tests).
     pub fn add_orphan(&self, uuid: &str) {
-        self.state
-            .lock()
-            .guests
-            .insert(uuid.to_string(), Guest { power: PowerState::Running, rescued: false, console: vec![] });
+        self.state.lock().guests.insert(
+            uuid.to_string(),
+            Guest { power: PowerState::Running, rescued: false, console: vec![], volumes: vec![] },
+        );
     }
 
     /// Forgets a guest as if its hypervisor lost it (vanished-guest tests).
@@ -102,6 +104,11 @@ impl FakeDriver {
     /// The targets `live_migration` of `uuid` was called with on this host, in order.
     pub fn live_migration_targets(&self, uuid: &str) -> Vec<MigrationTarget> {
         self.state.lock().targets.get(uuid).cloned().unwrap_or_default()
+    }
+
+    /// The volumes plugged into guest `uuid` (None: no such guest).
+    pub fn volumes_of(&self, uuid: &str) -> Option<Vec<String>> {
+        self.state.lock().guests.get(uuid).map(|g| g.volumes.clone())
     }
 
     /// Number of guests.
@@ -213,6 +220,7 @@ impl VirtDriver for FakeDriver {
             power: PowerState::Running,
             rescued: false,
             console: vec![format!("[fake] booting {} ({})", spec.hostname, spec.uuid), "login:".into()],
+            volumes: spec.volumes.iter().map(|v| v.volume_id.clone()).collect(),
         });
         Ok(())
     }
@@ -347,6 +355,24 @@ impl VirtDriver for FakeDriver {
         self.state.lock().targets.entry(uuid.to_string()).or_default().push(t.clone());
         self.step("live_migration").await?;
         self.state.lock().guests.remove(uuid);
+        Ok(())
+    }
+
+    async fn attach_volume(&self, uuid: &str, volume: &VolumeSpec) -> Result<(), VirtError> {
+        self.step("attach_volume").await?;
+        let mut st = self.state.lock();
+        let g = st.guests.get_mut(uuid).ok_or_else(|| VirtError::NotFound(uuid.to_string()))?;
+        if !g.volumes.contains(&volume.volume_id) {
+            g.volumes.push(volume.volume_id.clone());
+        }
+        Ok(())
+    }
+
+    async fn detach_volume(&self, uuid: &str, volume: &VolumeSpec) -> Result<(), VirtError> {
+        self.step("detach_volume").await?;
+        let mut st = self.state.lock();
+        let g = st.guests.get_mut(uuid).ok_or_else(|| VirtError::NotFound(uuid.to_string()))?;
+        g.volumes.retain(|v| v != &volume.volume_id);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use stratus_compute_proto::error::VirtError;
-use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec, VolumeSpec};
 pub use stratus_compute_proto::virt::{
     HostResources, IncomingDisk, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VncConsole,
 };
@@ -135,4 +135,16 @@ pub trait VirtDriver: Send + Sync + 'static {
     async fn live_migration_force_complete(&self, _uuid: &str) -> Result<(), VirtError> {
         Err(VirtError::Unsupported { driver: self.name().into(), op: "live migration force complete".into() })
     }
+    /// Hot-plugs a volume into a running guest; a guest that is not running gets it at
+    /// its next start (the volume is in its spec from then on).
+    async fn attach_volume(&self, _uuid: &str, _volume: &VolumeSpec) -> Result<(), VirtError> {
+        Err(VirtError::Unsupported { driver: self.name().into(), op: "volume attach".into() })
+    }
+    /// Unplugs a volume, waiting for the guest to release it, and gives its file back.
+    async fn detach_volume(&self, _uuid: &str, _volume: &VolumeSpec) -> Result<(), VirtError> {
+        Err(VirtError::Unsupported { driver: self.name().into(), op: "volume detach".into() })
+    }
+    /// Gives back what attaching `volumes` lent the guest (file ownership) after the guest
+    /// is gone (idempotent; the server delete path).
+    async fn release_volumes(&self, _volumes: &[VolumeSpec]) {}
 }

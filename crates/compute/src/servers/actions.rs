@@ -260,6 +260,21 @@ pub async fn action(
                     props[k] = v.clone();
                 }
             }
+            if super::volumes::snapshot::volume_backed(&inst) {
+                let image_id = super::volumes::snapshot::create_image(&st, &ctx, &inst, name, props)
+                    .await
+                    .map_err(super::interfaces::refused)?;
+                let loc = format!("{}/image/v2/images/{image_id}", st.platform.public_url);
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&loc) {
+                    h.insert("location", v);
+                }
+                return if v.at_least(2, 45) {
+                    Ok((StatusCode::ACCEPTED, h, Json(json!({"image_id": image_id}))).into_response())
+                } else {
+                    Ok((StatusCode::ACCEPTED, h).into_response())
+                };
+            }
             let image_id =
                 st.backends.images.create_snapshot(&ctx, name, &props).await.map_err(super::interfaces::refused)?;
             begin(

@@ -16,6 +16,7 @@ pub mod shelve;
 pub mod store;
 mod tags;
 pub mod view;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -48,13 +49,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/metadata", get(meta_list).post(meta_merge).put(meta_replace))
         .route("/v2.1/servers/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
         .route("/v2.1/servers/{id}/remote-consoles", axum::routing::post(actions::remote_console))
-        .route("/v2.1/servers/{id}/os-volume_attachments", get(volumes_disabled).post(volumes_disabled))
         .merge(events::routes())
         .merge(interfaces::routes())
         .merge(ips::routes())
         .merge(security_groups::routes())
         .merge(tags::routes())
         .merge(deferred::routes())
+        .merge(volumes::routes())
 }
 
 /// The request id of this request (generated when the request arrived).
@@ -558,20 +559,47 @@ async fn create(
     };
     let image_ref =
         str_field(s, "imageRef")?.map(|i| i.rsplit('/').next().unwrap_or(i).to_string()).unwrap_or_default();
-    if image_ref.is_empty() {
-        return Err(ComputeError::BadRequest(
-            "imageRef is required: booting from volume needs the block storage service, which is not enabled".into(),
-        )
-        .into());
+    check_block_device_mapping(&s["block_device_mapping_v2"])?;
+    let boot_volumes = volumes::boot::requested(&s["block_device_mapping_v2"])?;
+    let boot_volume = boot_volumes.iter().find(|r| r.boot_index == Some(0)).cloned();
+    let get_image = |id: String| {
+        let st = st.clone();
+        let ctx = ctx.0.clone();
+        async move {
+            st.backends
+                .images
+                .get(&ctx, &id)
+                .await
+                .map_err(|e| ComputeError::Unavailable(e.0))?
+                .ok_or_else(|| ComputeError::BadRequest(format!("Image {id} could not be found.")))
+        }
+    };
+    let (image_ref, image) = match &boot_volume {
+        // Volume-backed: the server has no image of its own (Nova shows ""); an image the
+        // root volume is made from still describes the hardware (hw_* properties).
+        Some(b) => {
+            let image = match (b.source_type.as_str(), &b.uuid) {
+                ("image", Some(id)) => Some(get_image(id.clone()).await?),
+                _ => None,
+            };
+            (String::new(), image)
+        }
+        None => {
+            if image_ref.is_empty() {
+                return Err(ComputeError::BadRequest(
+                    "Block Device Mapping is Invalid: imageRef is required unless a volume with boot_index 0 is given"
+                        .into(),
+                )
+                .into());
+            }
+            let image = get_image(image_ref.clone()).await?;
+            check_flavor_fits_image(&flavor, &image)?;
+            (image_ref, Some(image))
+        }
+    };
+    if !boot_volumes.is_empty() {
+        volumes::boot::check(st.backends.volumes.as_ref(), &ctx, &boot_volumes).await?;
     }
-    let image = st
-        .backends
-        .images
-        .get(&ctx, &image_ref)
-        .await
-        .map_err(|e| ComputeError::Unavailable(e.0))?
-        .ok_or_else(|| ComputeError::BadRequest(format!("Image {image_ref} could not be found.")))?;
-    check_flavor_fits_image(&flavor, &image)?;
     let key_name = str_field(s, "key_name")?.map(str::to_string);
     let key_data = match &key_name {
         Some(k) => Some(
@@ -591,7 +619,6 @@ async fn create(
         }
     }
     let metadata = validate_metadata(&s["metadata"])?;
-    check_block_device_mapping(&s["block_device_mapping_v2"])?;
     let auto_disk_config = disk_config(&s["OS-DCF:diskConfig"])?.unwrap_or(false);
     let networks = match &s["networks"] {
         Value::Null if v.at_least(2, 37) => {
@@ -703,6 +730,12 @@ async fn create(
     if max_count < min_count {
         return Err(ComputeError::BadRequest("min_count must be <= max_count".into()).into());
     }
+    if max_count > 1 && boot_volumes.iter().any(|r| r.source_type == "volume") {
+        return Err(ComputeError::BadRequest(
+            "Block Device Mapping is Invalid: one volume cannot be attached to several servers".into(),
+        )
+        .into());
+    }
     if hostname_req.is_some() && max_count > 1 {
         return Err(ComputeError::BadRequest("hostname cannot be set when creating more than one server".into()).into());
     }
@@ -745,7 +778,7 @@ async fn create(
             user_id: ctx.user_id.clone(),
             flavor: flavor.clone(),
             image_ref: image_ref.clone(),
-            image: Some(image.clone()),
+            image: image.clone(),
             key_name: key_name.clone(),
             key_data: key_data.clone(),
             user_data: user_data.clone(),
@@ -780,6 +813,7 @@ async fn create(
             deleted: false,
             metadata: metadata.clone(),
             tags: tags.clone(),
+            bdms: Vec::new(),
         });
     }
     let to_insert = insts.clone();
@@ -840,6 +874,11 @@ async fn create(
         })
         .await?;
     let first = created[0].0.clone();
+    let mut created = created;
+    for (i, _) in created.iter_mut() {
+        // The build's first pass works from this copy: it must see the pending mappings.
+        i.bdms = volumes::boot::record(&st.platform.db, i, &boot_volumes).await?;
+    }
     for (i, aid) in created {
         st.conductor.clone().spawn_new_build(i, request_id.clone(), aid);
     }
@@ -986,12 +1025,6 @@ async fn delete(
     }
     st.conductor.clone().spawn_delete(inst.uuid.clone(), rid);
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn volumes_disabled() -> ApiError {
-    ApiError::not_found(
-        "Volume attachments are not available: the block storage (volume) service is not enabled in this cloud yet",
-    )
 }
 
 // --- metadata ---------------------------------------------------------------------

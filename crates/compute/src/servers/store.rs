@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use stratus_compute_proto::spec::{GuestSpec, ImageSpec, PortSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec, PortSpec, VolumeSpec};
+
+use super::volumes::store::Bdm;
 use stratus_db::sqlx::any::AnyRow;
 use stratus_db::sqlx::Row;
 use stratus_db::{Arg, Db, Query, Tx};
@@ -62,6 +64,8 @@ pub struct Instance {
     pub deleted: bool,
     pub metadata: BTreeMap<String, String>,
     pub tags: Vec<String>,
+    /// Block device mappings (its volumes), oldest first.
+    pub bdms: Vec<Bdm>,
 }
 
 fn json_col(r: &AnyRow, c: &str) -> Result<Value> {
@@ -119,6 +123,7 @@ impl Instance {
             deleted: stratus_db::flag(r, "deleted"),
             metadata: BTreeMap::new(),
             tags: Vec::new(),
+            bdms: Vec::new(),
         })
     }
 
@@ -138,7 +143,15 @@ impl Instance {
             metadata: self.metadata.clone(),
             config_drive: self.config_drive,
             admin_pass: self.admin_pass.clone(),
+            volumes: self.volumes(),
         }
+    }
+
+    /// The connected volumes, root first: part of the guest's definition.
+    pub fn volumes(&self) -> Vec<VolumeSpec> {
+        let mut v: Vec<VolumeSpec> = self.bdms.iter().filter_map(Bdm::spec).collect();
+        v.sort_by_key(|s| !s.is_root());
+        v
     }
 
     /// The policy target.
@@ -159,6 +172,7 @@ pub async fn load_extras(db: &Db, insts: &mut [Instance]) -> Result<()> {
     for r in q.fetch_all(db.reader()).await? {
         meta.entry(r.try_get("instance_uuid")?).or_default().insert(r.try_get("meta_key")?, r.try_get("meta_value")?);
     }
+    let mut bdms = super::volumes::store::of_instances(db, &ids).await?;
     let mut q = Query::new("SELECT instance_uuid, tag FROM compute_instance_tags WHERE ");
     q.push_in("instance_uuid", ids).push(" ORDER BY tag");
     let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -168,6 +182,7 @@ pub async fn load_extras(db: &Db, insts: &mut [Instance]) -> Result<()> {
     for i in insts {
         i.metadata = meta.remove(&i.uuid).unwrap_or_default();
         i.tags = tags.remove(&i.uuid).unwrap_or_default();
+        i.bdms = bdms.remove(&i.uuid).unwrap_or_default();
     }
     Ok(())
 }

@@ -70,7 +70,11 @@ pub fn detail(i: &Instance, base: &str, v: ApiVersion, admin: bool) -> Value {
         "OS-EXT-STS:task_state": i.task_state,
         "OS-EXT-STS:vm_state": i.vm_state,
         "OS-EXT-STS:power_state": i.power_state,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": i.bdms.iter().map(|b| if v.at_least(2, 3) {
+            json!({"id": b.volume_id, "delete_on_termination": b.delete_on_termination})
+        } else {
+            json!({"id": b.volume_id})
+        }).collect::<Vec<_>>(),
     });
     o["image"] = if i.image_ref.is_empty() {
         json!("")

@@ -254,7 +254,8 @@ impl Cloud {
             Some(_) => Arc::new(stratus_compute::clients::RestImages(platform.internal.clone())),
             None => Arc::new(images.clone()),
         };
-        let backends = Backends { placement: pl, images, network };
+        let backends =
+            Backends { placement: pl, images, network, volumes: Arc::new(stratus_compute::volume_api::NoVolumes) };
         let service = ComputeService::start_with(platform.clone(), auth, cfg.clone(), backends).await.unwrap();
         let mut router = Router::new().nest("/compute", service.router());
         if let Some(p) = real_placement {

@@ -24,3 +24,4 @@ mod placement;
 mod qemu;
 mod qemu_moves;
 mod volume;
+mod volume_attach;

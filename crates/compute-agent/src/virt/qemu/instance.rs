@@ -127,7 +127,11 @@ impl Instance {
         if self.is_rescued() {
             q.disks.push(disk(self.rescue_disk()));
         }
-        q.disks.push(disk(self.disk()));
+        // Booted from a volume: that volume is the root disk, in place of an overlay.
+        match spec.volumes.iter().find(|v| v.is_root()) {
+            Some(root) => q.disks.push(super::volumes::disk_spec(root, bus)?),
+            None => q.disks.push(disk(self.disk())),
+        }
         if self.ephemeral().exists() {
             q.disks.push(disk(self.ephemeral()));
         }
@@ -143,6 +147,10 @@ impl Instance {
                 read_only: true,
                 ..DiskSpec::qcow2(self.config_drive())
             });
+        }
+        // Attached volumes after the local disks, in the order they were attached.
+        for v in spec.volumes.iter().filter(|v| !v.is_root()) {
+            q.disks.push(super::volumes::disk_spec(v, DiskBus::Virtio)?);
         }
         if let Some(kernel) = &boot.kernel {
             q.kernel = Some(KernelBoot {

@@ -25,6 +25,7 @@ pub mod cold;
 pub mod images;
 pub mod instance;
 pub mod live;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ use super::{
     DiskPeer, HostResources, IncomingDisk, IncomingPorts, InstanceInfo, MigrationTarget, PowerState, VirtDriver,
     VirtError, VncConsole,
 };
-use stratus_compute_proto::spec::{GuestSpec, ImageSpec};
+use stratus_compute_proto::spec::{GuestSpec, ImageSpec, VolumeSpec};
 
 /// `[compute.qemu]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -444,7 +445,7 @@ impl QemuDriver {
                 .await
                 .map_err(|e| failed(format!("renaming {}: {e}", tmp.display())))?;
         }
-        if !inst.disk().exists() {
+        if !inst.disk().exists() && !spec.volumes.iter().any(VolumeSpec::is_root) {
             let image = spec
                 .image
                 .as_ref()
@@ -492,6 +493,9 @@ impl QemuDriver {
         let boot = self.boot_files(spec).await?;
         let q = inst.qemu_spec(spec, self.accel, &boot)?;
         let opts = self.spawn_options(inst).await?;
+        for v in &spec.volumes {
+            volumes::lend(v, opts.user)?;
+        }
         let p = QemuProcess::spawn(&self.binary(), &inst.dir, &q, &opts).await.map_err(failed)?;
         tracing::info!(uuid = %spec.uuid, pid = p.pid(), "guest started");
         self.last_seen.lock().insert(spec.uuid.clone(), PowerState::Running);
@@ -1228,6 +1232,47 @@ impl VirtDriver for QemuDriver {
         self.last_seen.lock().insert(spec.uuid.clone(), power);
         tracing::info!(uuid = %spec.uuid, pid = p.pid(), ?state, "live-migrated guest adopted");
         Ok(())
+    }
+
+    async fn attach_volume(&self, uuid: &str, volume: &VolumeSpec) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        if !inst.exists() {
+            return Err(VirtError::NotFound(uuid.to_string()));
+        }
+        volumes::local_file(volume)?;
+        if inst.dir.running_pid().is_none() {
+            // Stopped or suspended: the next start opens it from the spec.
+            return Ok(());
+        }
+        volumes::lend(volume, volumes::guest_of(inst.root()))?;
+        let mut p = QemuProcess::adopt(&inst.dir).await.map_err(failed)?;
+        let r = volumes::plug(p.qmp().map_err(failed)?, volume).await;
+        if r.is_err() {
+            volumes::give_back(volume);
+        }
+        tracing::info!(uuid, volume = %volume.volume_id, ok = r.is_ok(), "volume attach");
+        r
+    }
+
+    async fn detach_volume(&self, uuid: &str, volume: &VolumeSpec) -> Result<(), VirtError> {
+        let inst = self.inst(uuid)?;
+        let lock = self.lock_for(uuid);
+        let _g = lock.lock().await;
+        if inst.dir.running_pid().is_some() {
+            let mut p = QemuProcess::adopt(&inst.dir).await.map_err(failed)?;
+            volumes::unplug(p.qmp().map_err(failed)?, volume, volumes::DETACH_WAIT).await?;
+        }
+        volumes::give_back(volume);
+        tracing::info!(uuid, volume = %volume.volume_id, "volume detached");
+        Ok(())
+    }
+
+    async fn release_volumes(&self, volumes: &[VolumeSpec]) {
+        for v in volumes {
+            volumes::give_back(v);
+        }
     }
 
     async fn live_migration_abort(&self, uuid: &str) -> Result<(), VirtError> {
