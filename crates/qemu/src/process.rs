@@ -208,13 +208,19 @@ pub struct QemuProcess {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // A zombie is dead for our purposes (it waits for its parent to reap it).
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
+    // A zombie is dead for our purposes (it waits for its parent to reap it), but only
+    // once every thread is: QEMU is multi-threaded, and after SIGKILL its main thread can
+    // show `Z` while other threads are still exiting with the process's files, and so the
+    // disk image's write lock, still open. Starting the guest again in that window failed
+    // with "Failed to get "write" lock" (a hard reboot under load, Tempest).
+    let live = |stat: &str| {
+        stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
+            .is_some_and(|state| state != "Z" && state != "X")
+    };
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks.flatten().any(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| live(&s))),
+        Err(_) => std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| live(&s)),
     }
 }
 
@@ -599,5 +605,29 @@ impl QemuProcess {
         }
         tokio::fs::remove_file(&state).await.map_err(io("removing memory state"))?;
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::pid_alive;
+
+    #[test]
+    fn a_process_is_alive_while_any_of_its_threads_is() {
+        let me = std::process::id() as i32;
+        // This test process has several threads (the test harness's); it is alive.
+        assert!(pid_alive(me));
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(pid_alive(pid));
+        child.kill().unwrap();
+        // Killed but not reaped yet: a zombie, every thread gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pid_alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "a killed child stays alive");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
     }
 }
