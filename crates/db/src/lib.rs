@@ -25,8 +25,10 @@ pub use query::{Arg, Query};
 pub use sqlx;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -115,6 +117,8 @@ pub struct Db {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    /// The SQLite WAL file (see [`Db::bound_wal`]).
+    wal: Option<Arc<PathBuf>>,
 }
 
 /// A boxed future borrowed from a transaction, as [`Db::transaction`] closures return.
@@ -160,7 +164,11 @@ impl Db {
                     .connect_with(opts)
                     .await?;
                 tokio::spawn(checkpointer(read.clone(), write.clone()));
-                Ok(Db { read, write, backend })
+                let file = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let file = file.split('?').next().unwrap_or_default();
+                let wal =
+                    (!file.is_empty() && file != ":memory:").then(|| Arc::new(PathBuf::from(format!("{file}-wal"))));
+                Ok(Db { read, write, backend, wal })
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -168,7 +176,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(opts)
                     .await?;
-                Ok(Db { read: pool.clone(), write: pool, backend })
+                Ok(Db { read: pool.clone(), write: pool, backend, wal: None })
             }
         }
     }
@@ -215,7 +223,10 @@ impl Db {
             let result = f(&mut tx).await;
             match result {
                 Ok(v) => match tx.commit().await {
-                    Ok(()) => return Ok(v),
+                    Ok(()) => {
+                        self.bound_wal().await;
+                        return Ok(v);
+                    }
                     Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {}
                     Err(e) => return Err(E::from(DbError::Sql(e))),
                 },
@@ -230,6 +241,28 @@ impl Db {
             let backoff = jittered_backoff(attempt);
             tracing::debug!(attempt, ?backoff, "retrying transaction after contention");
             tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// The WAL bound's backstop, on the write path itself: after a commit, when the WAL
+    /// file has grown past [`WAL_SIZE_LIMIT_BYTES`], the log is truncated on the writer
+    /// connection before the next write. The checkpointer normally does this first; but it
+    /// is a task that looks now and then, and a CPU-starved process (2 cores, a build
+    /// beside it) let writers outrun it to 38.8 MiB. A `stat` per commit costs a
+    /// microsecond or two; the truncation, once per 16 MiB of writes, waits for the
+    /// current readers with the writer held, so the file cannot grow meanwhile.
+    async fn bound_wal(&self) {
+        let Some(wal) = &self.wal else { return };
+        let over = || std::fs::metadata(wal.as_path()).is_ok_and(|m| m.len() > WAL_SIZE_LIMIT_BYTES as u64);
+        if !over() {
+            return;
+        }
+        let Ok(mut conn) = self.write.acquire().await else { return };
+        // Another commit may have truncated it while this one waited for the writer.
+        if over() {
+            if let Err(e) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await {
+                tracing::debug!(error = %e, "WAL truncate after a commit failed; the checkpointer retries");
+            }
         }
     }
 
