@@ -115,8 +115,12 @@ async fn show(
     Ok(Json(json!({"interfaceAttachment": attachment(p, v)})))
 }
 
-/// States attach/detach may run in (Nova: active, paused, stopped; no task).
-fn check_state(inst: &Instance, action: &str) -> Result<()> {
+/// States interface attach/detach may run in (Nova: active, paused, stopped; no task).
+const INTERFACE_STATES: &[&str] = &[vm::ACTIVE, vm::PAUSED, vm::STOPPED];
+
+/// Refuses a device attach or detach unless the server has no task, is in one of
+/// `states` and is on a host (interfaces and volumes share this check).
+pub(crate) fn check_device_state(inst: &Instance, action: &str, states: &[&str]) -> Result<()> {
     if let Some(t) = &inst.task_state {
         return Err(ComputeError::InvalidState {
             action: action.into(),
@@ -125,7 +129,7 @@ fn check_state(inst: &Instance, action: &str) -> Result<()> {
             state: t.clone(),
         });
     }
-    if ![vm::ACTIVE, vm::PAUSED, vm::STOPPED].contains(&inst.vm_state.as_str()) {
+    if !states.contains(&inst.vm_state.as_str()) {
         return Err(ComputeError::InvalidState {
             action: action.into(),
             uuid: inst.uuid.clone(),
@@ -253,7 +257,7 @@ async fn attach(
         }
         (n, p) => RequestedNetwork { uuid: n, port: p, fixed_ip, tag: s("tag")? },
     };
-    check_state(&inst, "attach_interface")?;
+    check_device_state(&inst, "attach_interface", INTERFACE_STATES)?;
     let rid = request_id(&rid);
     let host = inst.host.clone().unwrap_or_default();
     let port = match st.backends.network.attach(&ctx, &inst.uuid, &host, &req, &inst.security_groups).await {
@@ -292,7 +296,7 @@ async fn detach(
 ) -> Result<StatusCode, ApiError> {
     let inst = authorized(&st, &ctx, &id, "os_compute_api:os-attach-interfaces:delete").await?;
     check_lock(&st, &ctx, &inst)?;
-    check_state(&inst, "detach_interface")?;
+    check_device_state(&inst, "detach_interface", INTERFACE_STATES)?;
     let spec = match inst.ports.iter().find(|p| p.id == port) {
         Some(p) => p.clone(),
         None => {

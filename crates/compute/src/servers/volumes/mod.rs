@@ -177,28 +177,7 @@ fn parse_attach(body: &Value, v: ApiVersion) -> Result<Attach> {
 
 /// States a volume may be attached or detached in (Nova's, without the shelved ones:
 /// an offloaded server has no host to connect the volume to).
-fn check_state(inst: &Instance, action: &str) -> Result<()> {
-    if let Some(t) = &inst.task_state {
-        return Err(ComputeError::InvalidState {
-            action: action.into(),
-            uuid: inst.uuid.clone(),
-            attr: "task_state",
-            state: t.clone(),
-        });
-    }
-    if ![vm::ACTIVE, vm::PAUSED, vm::STOPPED, vm::SUSPENDED].contains(&inst.vm_state.as_str()) {
-        return Err(ComputeError::InvalidState {
-            action: action.into(),
-            uuid: inst.uuid.clone(),
-            attr: "vm_state",
-            state: inst.vm_state.clone(),
-        });
-    }
-    if inst.host.is_none() {
-        return Err(ComputeError::Conflict(format!("Instance {} is not on a compute host", inst.uuid)));
-    }
-    Ok(())
-}
+const VOLUME_STATES: &[&str] = &[vm::ACTIVE, vm::PAUSED, vm::STOPPED, vm::SUSPENDED];
 
 /// Disks the flavor gives a server before any volume (`vda` root, then ephemeral, swap).
 fn local_disks(inst: &Instance) -> usize {
@@ -216,7 +195,7 @@ async fn attach(
     let inst = authorized(&st, &ctx, &id, "os_compute_api:os-volumes-attachments:create").await?;
     let req = parse_attach(&body, v)?;
     check_lock(&st, &ctx, &inst)?;
-    check_state(&inst, "attach_volume")?;
+    super::interfaces::check_device_state(&inst, "attach_volume", VOLUME_STATES)?;
     let vol = st
         .backends
         .volumes
@@ -306,7 +285,7 @@ async fn detach(
 ) -> Result<StatusCode, ApiError> {
     let inst = authorized(&st, &ctx, &id, "os_compute_api:os-volumes-attachments:delete").await?;
     check_lock(&st, &ctx, &inst)?;
-    check_state(&inst, "detach_volume")?;
+    super::interfaces::check_device_state(&inst, "detach_volume", VOLUME_STATES)?;
     let b = must_find(&st, &inst, &volume).await?;
     if b.is_root() {
         return Err(ComputeError::Forbidden("Cannot detach a root device volume".into()).into());
