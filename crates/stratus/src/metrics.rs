@@ -72,16 +72,22 @@ struct Inner {
 }
 
 /// The request counters (cheap to clone).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Mutex<Inner>>,
-    started: Option<Instant>,
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// New counters.
+    /// New counters, the uptime counted from now.
     pub fn new() -> Metrics {
-        Metrics { inner: Arc::default(), started: Some(Instant::now()) }
+        Metrics { inner: Arc::default(), started: Instant::now() }
     }
 
     fn observe(&self, service: &'static str, method: &'static str, status: u16, secs: f64) {
@@ -221,14 +227,12 @@ fn process_samples(ep: &Endpoint) -> Vec<Sample> {
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         out.push(Sample::new("stratus_process_open_fds", "Open file descriptors.", vec![], fds.count() as f64));
     }
-    if let Some(t0) = ep.metrics.started {
-        out.push(Sample::new(
-            "stratus_process_uptime_seconds",
-            "Seconds since the cloud started.",
-            vec![],
-            t0.elapsed().as_secs_f64(),
-        ));
-    }
+    out.push(Sample::new(
+        "stratus_process_uptime_seconds",
+        "Seconds since the cloud started.",
+        vec![],
+        ep.metrics.started.elapsed().as_secs_f64(),
+    ));
     let (read, write) = (ep.platform.db.reader(), ep.platform.db.writer_pool());
     for (name, pool) in [("read", read), ("write", write)] {
         out.push(Sample::new(

@@ -176,32 +176,29 @@ pub async fn gather(creds: &Credentials) -> anyhow::Result<Status> {
         apis.insert(svc.to_string(), ok.then(|| t0.elapsed().as_millis() as u64));
     }
 
-    let mut agents = Vec::new();
-    for s in get("/compute/v2.1/os-services".into()).await?["services"].as_array().cloned().unwrap_or_default() {
-        agents.push(Agent {
-            binary: s["binary"].as_str().unwrap_or_default().into(),
-            host: s["host"].as_str().unwrap_or_default().into(),
-            up: s["state"] == "up",
-            enabled: s["status"] == "enabled",
-        });
-    }
-    let net_agents = get("/network/v2.0/agents".into()).await?["agents"].as_array().cloned().unwrap_or_default();
-    for a in &net_agents {
-        agents.push(Agent {
-            binary: a["binary"].as_str().or(a["agent_type"].as_str()).unwrap_or_default().into(),
-            host: a["host"].as_str().unwrap_or_default().into(),
-            up: a["alive"] == true,
-            enabled: a["admin_state_up"] != false,
-        });
-    }
-    let volume = get("/volume/v3/os-services".into()).await;
-    for s in volume.map(|v| v["services"].as_array().cloned().unwrap_or_default()).unwrap_or_default() {
-        agents.push(Agent {
-            binary: s["binary"].as_str().unwrap_or_default().into(),
-            host: s["host"].as_str().unwrap_or_default().into(),
-            up: s["state"] == "up",
-            enabled: s["status"] == "enabled",
-        });
+    // Compute and volume services share Nova's/Cinder's shape; network agents have their own.
+    let services = |list: &Value, key: &str| -> Vec<Agent> {
+        list[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| Agent {
+                        binary: s["binary"].as_str().or(s["agent_type"].as_str()).unwrap_or_default().into(),
+                        host: s["host"].as_str().unwrap_or_default().into(),
+                        up: s["state"] == "up" || s["alive"] == true,
+                        enabled: s["status"] == "enabled" || (key == "agents" && s["admin_state_up"] != false),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut agents = services(&get("/compute/v2.1/os-services".into()).await?, "services");
+    let net = get("/network/v2.0/agents".into()).await?;
+    let net_agents = services(&net, "agents");
+    agents.extend(net_agents.iter().cloned());
+    // A cloud may serve no block storage service list; its absence is not a failure.
+    if let Ok(v) = get("/volume/v3/os-services".into()).await {
+        agents.extend(services(&v, "services"));
     }
 
     let mut hosts = Vec::new();
@@ -240,7 +237,7 @@ pub async fn gather(creds: &Credentials) -> anyhow::Result<Status> {
             _ => break,
         }
     }
-    let data_plane = net_agents.iter().any(|a| a["alive"] == true);
+    let data_plane = net_agents.iter().any(|a| a.up);
     let healthy = apis.values().all(Option::is_some)
         && agents.iter().all(|a| a.up || !a.enabled)
         && active_not_running.is_empty()
